@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Installs the pinned toolchain the demo and the tests run against, built from the
+# package registries, into a cache outside the repository. Idempotent: a part whose
+# stamp matches its pinned version is not rebuilt. Prints the cache directory.
+#
+#   scripts/toolchain.sh            # everything
+#   scripts/toolchain.sh pulumi     # one part: pulumi | yaml | minio | dynamodb
+set -euo pipefail
+
+PULUMI_VERSION=v3.206.0                # tools/pulumi-cli
+PULUMI_YAML_VERSION=v1.25.0            # built against pulumi v3.206.0 (tools/pulumi-yaml)
+MINIO_VERSION=v0.0.0-20260212201848-7aac2a2c5b7c   # tools/minio
+DYNAMODB_LOCAL_VERSION=2.6.1           # also pinned in tools/dynamodb-local/pom.xml
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cache=${STACKMIGRATE_CACHE:-$HOME/.cache/stackmigrate}
+bin=$cache/bin
+mkdir -p "$bin" "$cache/stamps"
+
+# The Go proxy here serves modules but not the checksum database; the go.sum files in
+# tools/ pin what each build uses.
+export GOSUMDB=off GOFLAGS=-buildvcs=false GOTOOLCHAIN=local
+
+log() { printf '[toolchain] %s\n' "$*" >&2; }
+
+# up_to_date NAME VERSION FILE...: true when every file exists and the stamp matches.
+up_to_date() {
+  local name=$1 version=$2; shift 2
+  [ "$(cat "$cache/stamps/$name" 2>/dev/null)" = "$version" ] || return 1
+  local f; for f in "$@"; do [ -e "$f" ] || return 1; done
+}
+stamp() { echo "$2" >"$cache/stamps/$1"; }
+
+# build_go NAME VERSION MODULE_DIR PACKAGE [LDFLAGS]: builds PACKAGE from the pinned
+# module in tools/MODULE_DIR into the cache's bin/. `go install pkg@version` is not used:
+# it needs the proxy's version list, which the registry here does not serve, and it
+# refuses modules with replace directives (pulumi/pkg has them).
+build_go() {
+  local name=$1 version=$2 module=$3 package=$4 ldflags=${5:-}
+  local out=$bin/${package##*/}
+  up_to_date "$name" "$version" "$out" && return
+  log "building $name $version from $package (a few minutes on 2 cores)"
+  local work; work=$(mktemp -d)
+  cp "$repo/tools/$module/go.mod" "$repo/tools/$module/go.sum" "$work/"
+  (cd "$work" && go build -trimpath -ldflags "-s -w $ldflags" -o "$out.tmp" "$package")
+  mv "$out.tmp" "$out"
+  rm -rf "$work"
+  stamp "$name" "$version"
+}
+
+build_pulumi() {
+  build_go pulumi "$PULUMI_VERSION" pulumi-cli github.com/pulumi/pulumi/pkg/v3/cmd/pulumi \
+    "-X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version=$PULUMI_VERSION"
+}
+
+build_yaml() {
+  build_go yaml "$PULUMI_YAML_VERSION" pulumi-yaml github.com/pulumi/pulumi-yaml/cmd/pulumi-language-yaml \
+    "-X github.com/pulumi/pulumi-yaml/pkg/version.Version=$PULUMI_YAML_VERSION"
+}
+
+build_minio() {
+  build_go minio "$MINIO_VERSION" minio github.com/minio/minio
+}
+
+fetch_dynamodb() {
+  local dir=$cache/dynamodb-local
+  up_to_date dynamodb "$DYNAMODB_LOCAL_VERSION" "$dir/lib/DynamoDBLocal-$DYNAMODB_LOCAL_VERSION.jar" && return
+  log "fetching DynamoDB Local $DYNAMODB_LOCAL_VERSION from Maven Central"
+  rm -rf "$dir" && mkdir -p "$dir/lib"
+  # copy-dependencies keeps the native sqlite4java library (type so) beside the jars;
+  # the file names are stripped of versions so sqlite4java finds libsqlite4java-linux-amd64.so.
+  mvn -q -B -f "$repo/tools/dynamodb-local/pom.xml" dependency:copy-dependencies \
+      -DoutputDirectory="$dir/lib" -DincludeScope=runtime
+  local so
+  for so in "$dir"/lib/*.so; do
+    mv "$so" "$dir/lib/$(basename "$so" | sed -E 's/-[0-9][0-9.]*\.so$/.so/')"
+  done
+  stamp dynamodb "$DYNAMODB_LOCAL_VERSION"
+}
+
+parts=${*:-pulumi yaml minio dynamodb}
+for part in $parts; do
+  case $part in
+    pulumi) build_pulumi ;;
+    yaml) build_yaml ;;
+    minio) build_minio ;;
+    dynamodb) fetch_dynamodb ;;
+    *) echo "unknown part '$part': expected pulumi, yaml, minio or dynamodb" >&2; exit 2 ;;
+  esac
+done
+echo "$cache"

@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Starts and stops the local AWS stand-ins on loopback, on free ports:
+#   MinIO "a"     the S3 endpoint of both stacks (server-side copies)
+#   MinIO "b"     a second S3 endpoint with other credentials (streamed copies)
+#   DynamoDB Local
+#
+#   scripts/services.sh start   # starts (if not running) and prints the environment
+#   scripts/services.sh env     # prints the environment of the running services
+#   scripts/services.sh stop
+#
+# Use it as: eval "$(scripts/services.sh start)". The environment also points Pulumi at
+# a local file:// backend with a passphrase, update checks off, no plugin downloads.
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cache=${STACKMIGRATE_CACHE:-$HOME/.cache/stackmigrate}
+run=${STACKMIGRATE_RUN:-/tmp/stackmigrate-services}
+envfile=$run/env.sh
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+wait_for() { # URL NAME LOG
+  local i
+  for i in $(seq 1 120); do
+    if curl -s -o /dev/null "$1"; then return 0; fi
+    sleep 0.5
+  done
+  echo "$2 did not start on $1; its log:" >&2
+  tail -n 30 "$3" >&2
+  exit 1
+}
+
+running() { [ -f "$envfile" ] && [ -f "$run/pids" ] && while read -r pid; do kill -0 "$pid" 2>/dev/null || exit 1; done <"$run/pids"; }
+
+start_minio() { # NAME USER PASSWORD -> prints port
+  local name=$1 user=$2 password=$3 port console
+  port=$(free_port); console=$(free_port)
+  mkdir -p "$run/minio-$name"
+  MINIO_ROOT_USER=$user MINIO_ROOT_PASSWORD=$password MINIO_BROWSER=off MINIO_UPDATE=off \
+    nohup "$cache/bin/minio" server --quiet --address "127.0.0.1:$port" \
+    --console-address "127.0.0.1:$console" "$run/minio-$name/data" \
+    >"$run/minio-$name/log" 2>&1 &
+  echo $! >>"$run/pids"
+  wait_for "http://127.0.0.1:$port/minio/health/live" "MinIO $name" "$run/minio-$name/log"
+  echo "$port"
+}
+
+start() {
+  if running; then cat "$envfile"; return; fi
+  stop >/dev/null 2>&1 || true
+  "$repo/scripts/toolchain.sh" >/dev/null
+  mkdir -p "$run"
+  : >"$run/pids"
+  local a b ddb
+  a=$(start_minio a stackmigrate-a stackmigrate-a-secret)
+  b=$(start_minio b stackmigrate-b stackmigrate-b-secret)
+  ddb=$(free_port)
+  (cd "$cache/dynamodb-local" &&
+    nohup java -Djava.library.path=lib -cp 'lib/*' \
+      com.amazonaws.services.dynamodbv2.local.main.ServerRunner -inMemory -port "$ddb" \
+      >"$run/dynamodb.log" 2>&1 &
+    echo $! >>"$run/pids")
+  wait_for "http://127.0.0.1:$ddb" "DynamoDB Local" "$run/dynamodb.log"
+  mkdir -p "$run/pulumi-state" "$run/pulumi-home"
+  cat >"$envfile" <<EOF
+export PATH="$cache/bin:\$PATH"
+export STACKMIGRATE_S3_A=http://127.0.0.1:$a
+export STACKMIGRATE_S3_A_KEY=stackmigrate-a STACKMIGRATE_S3_A_SECRET=stackmigrate-a-secret
+export STACKMIGRATE_S3_B=http://127.0.0.1:$b
+export STACKMIGRATE_S3_B_KEY=stackmigrate-b STACKMIGRATE_S3_B_SECRET=stackmigrate-b-secret
+export STACKMIGRATE_DYNAMODB=http://127.0.0.1:$ddb
+export AWS_ACCESS_KEY_ID=stackmigrate-a AWS_SECRET_ACCESS_KEY=stackmigrate-a-secret AWS_REGION=us-east-1
+export AWS_ENDPOINT_URL_S3=http://127.0.0.1:$a AWS_ENDPOINT_URL_DYNAMODB=http://127.0.0.1:$ddb
+export AWS_EC2_METADATA_DISABLED=true
+export PULUMI_BACKEND_URL=file://$run/pulumi-state PULUMI_HOME=$run/pulumi-home
+export PULUMI_CONFIG_PASSPHRASE=stackmigrate-local PULUMI_SKIP_UPDATE_CHECK=true
+export PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION=true PULUMI_SKIP_CONFIRMATIONS=true
+EOF
+  cat "$envfile"
+}
+
+stop() {
+  if [ -f "$run/pids" ]; then
+    while read -r pid; do kill "$pid" 2>/dev/null || true; done <"$run/pids"
+  fi
+  rm -rf "$run"
+}
+
+case ${1:-} in
+  start) start ;;
+  env) running && cat "$envfile" || { echo "services are not running: scripts/services.sh start" >&2; exit 1; } ;;
+  stop) stop ;;
+  *) echo "usage: $0 start|env|stop" >&2; exit 2 ;;
+esac

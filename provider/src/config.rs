@@ -1,0 +1,110 @@
+//! The provider's configuration (`stackmigrate:*` config keys).
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::copy::connection::Connection;
+use crate::copy::journal::Location;
+
+/// Configuration of the stackmigrate provider.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// Where the data comes from (the dev side). Unset fields follow the AWS SDK's chain.
+    #[serde(default)]
+    pub source: Connection,
+    /// Where the data goes (the prod side). Unset fields follow the AWS SDK's chain.
+    #[serde(default)]
+    pub target: Connection,
+    /// Fully qualified name (`org/project/stack`) of the stack whose outputs name the source tables and buckets.
+    pub source_stack: Option<String>,
+    /// Fully qualified name of the stack whose outputs name the target tables and buckets.
+    pub target_stack: Option<String>,
+    /// Where rollback journals live: `s3://bucket/prefix` (on the target connection) or `file:///absolute/path`. Default: `file://$HOME/.stackmigrate/journal`.
+    pub journal: Option<String>,
+}
+
+/// Keys the engine adds to provider configuration on its own.
+const ENGINE_KEYS: &[&str] = &["version", "pluginDownloadURL"];
+
+impl ProviderConfig {
+    /// Reads configuration as the engine sends it. Stack config values may arrive as
+    /// strings holding JSON (objects, booleans), so those are parsed first.
+    pub fn from_props(props: &Map<String, Value>) -> Result<ProviderConfig> {
+        let mut normalized = Map::new();
+        for (key, value) in props {
+            if ENGINE_KEYS.contains(&key.as_str()) {
+                continue;
+            }
+            normalized.insert(key.clone(), parse_embedded_json(value));
+        }
+        let config: ProviderConfig = serde_path_to_error::deserialize(Value::Object(normalized))
+            .map_err(|e| anyhow::anyhow!("stackmigrate:{}: {}", e.path(), e.inner()))?;
+        config.journal_location()?;
+        Ok(config)
+    }
+
+    pub fn journal_location(&self) -> Result<Location> {
+        match &self.journal {
+            Some(text) => Location::parse(text).context("stackmigrate:journal"),
+            None => {
+                let home = std::env::var_os("HOME")
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| "/tmp".into());
+                Ok(Location::File(home.join(".stackmigrate/journal")))
+            }
+        }
+    }
+}
+
+fn parse_embedded_json(value: &Value) -> Value {
+    match value {
+        Value::String(text) if text.starts_with('{') || text == "true" || text == "false" => {
+            match serde_json::from_str::<Value>(text) {
+                Ok(parsed) => parse_embedded_json(&parsed),
+                Err(_) => value.clone(),
+            }
+        }
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| (k.clone(), parse_embedded_json(v)))
+                .collect(),
+        ),
+        _ => value.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn json_strings_from_stack_config_are_parsed() {
+        let props = json!({
+            "source": "{\"endpoint\":\"http://127.0.0.1:9000\",\"forcePathStyle\":\"true\"}",
+            "version": "0.1.0",
+            "journal": "file:///tmp/j"
+        });
+        let config = ProviderConfig::from_props(props.as_object().unwrap()).unwrap();
+        assert_eq!(
+            config.source.endpoint.as_deref(),
+            Some("http://127.0.0.1:9000")
+        );
+        assert_eq!(config.source.force_path_style, Some(true));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_journals_are_named() {
+        let err = ProviderConfig::from_props(json!({"sourceStak": "x"}).as_object().unwrap())
+            .unwrap_err();
+        assert!(err.to_string().contains("sourceStak"), "{err}");
+        let err = ProviderConfig::from_props(json!({"journal": "ftp://x"}).as_object().unwrap())
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("s3://bucket/prefix"), "{err:#}");
+    }
+}

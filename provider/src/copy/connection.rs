@@ -1,0 +1,146 @@
+//! One side of a migration (source or target): where the AWS APIs are and whose
+//! credentials to use. Unset fields follow the AWS SDK's usual chain.
+
+use std::time::Duration;
+
+use aws_config::{retry::RetryConfig, sts::AssumeRoleProvider, BehaviorVersion, Region};
+use aws_sdk_s3::config::{Credentials, SharedCredentialsProvider};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// How to reach one side of a migration: region, credentials and endpoints.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Connection {
+    /// AWS region, for example `us-east-1`. Default: the SDK chain (`AWS_REGION`, profile).
+    pub region: Option<String>,
+    /// Named profile from the shared AWS config files. Default: `AWS_PROFILE`.
+    pub profile: Option<String>,
+    /// Endpoint URL used for both S3 and DynamoDB (for example a MinIO or DynamoDB Local URL).
+    pub endpoint: Option<String>,
+    /// Endpoint URL for S3 only; wins over `endpoint`.
+    pub s3_endpoint: Option<String>,
+    /// Endpoint URL for DynamoDB only; wins over `endpoint`.
+    pub dynamodb_endpoint: Option<String>,
+    /// Access key id; with `secretAccessKey`, replaces the SDK credential chain.
+    #[schemars(extend("x-secret" = true))]
+    pub access_key_id: Option<String>,
+    /// Secret access key.
+    #[schemars(extend("x-secret" = true))]
+    pub secret_access_key: Option<String>,
+    /// Session token for temporary credentials.
+    #[schemars(extend("x-secret" = true))]
+    pub session_token: Option<String>,
+    /// Role to assume with the credentials above (or the SDK chain's).
+    pub role_arn: Option<String>,
+    /// Address buckets by path (`http://host/bucket/key`), as MinIO needs. Default: false.
+    pub force_path_style: Option<bool>,
+}
+
+impl Connection {
+    fn effective_s3_endpoint(&self) -> Option<&str> {
+        self.s3_endpoint.as_deref().or(self.endpoint.as_deref())
+    }
+
+    /// Where S3 requests go, for messages: the endpoint or the region.
+    pub fn describe_s3(&self) -> String {
+        match (self.effective_s3_endpoint(), &self.region) {
+            (Some(endpoint), _) => endpoint.to_string(),
+            (None, Some(region)) => format!("AWS S3 in {region}"),
+            (None, None) => "AWS S3 (default region)".to_string(),
+        }
+    }
+
+    async fn sdk_config(&self) -> aws_config::SdkConfig {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            // Adaptive retry: backoff with jitter on throttling (503 SlowDown,
+            // ProvisionedThroughputExceeded) and transient errors, and client-side
+            // rate limiting that adapts to the throttling it sees.
+            .retry_config(
+                RetryConfig::adaptive()
+                    .with_max_attempts(10)
+                    .with_initial_backoff(Duration::from_millis(50)),
+            );
+        if let Some(region) = &self.region {
+            loader = loader.region(Region::new(region.clone()));
+        }
+        if let Some(profile) = &self.profile {
+            loader = loader.profile_name(profile);
+        }
+        if let (Some(id), Some(secret)) = (&self.access_key_id, &self.secret_access_key) {
+            loader = loader.credentials_provider(Credentials::new(
+                id,
+                secret,
+                self.session_token.clone(),
+                None,
+                "stackmigrate-config",
+            ));
+        }
+        let config = loader.load().await;
+        let Some(role_arn) = &self.role_arn else {
+            return config;
+        };
+        let assumed = AssumeRoleProvider::builder(role_arn)
+            .session_name("stackmigrate")
+            .configure(&config)
+            .build()
+            .await;
+        config
+            .into_builder()
+            .credentials_provider(SharedCredentialsProvider::new(assumed))
+            .build()
+    }
+
+    pub async fn s3_client(&self) -> aws_sdk_s3::Client {
+        let sdk = self.sdk_config().await;
+        let mut builder = aws_sdk_s3::config::Builder::from(&sdk);
+        if let Some(endpoint) = self.effective_s3_endpoint() {
+            builder = builder.endpoint_url(endpoint);
+        }
+        if sdk.region().is_none() {
+            // S3-compatible servers ignore the region, but the SDK refuses to sign without one.
+            builder = builder.region(Region::new("us-east-1"));
+        }
+        builder = builder.force_path_style(self.force_path_style.unwrap_or(false));
+        aws_sdk_s3::Client::from_conf(builder.build())
+    }
+
+    /// True when both sides reach the same S3 service with the same identity, so an
+    /// object can be copied server side instead of streamed through this process.
+    pub fn same_s3_as(&self, other: &Connection) -> bool {
+        self.effective_s3_endpoint() == other.effective_s3_endpoint()
+            && self.region == other.region
+            && self.profile == other.profile
+            && self.access_key_id == other.access_key_id
+            && self.secret_access_key == other.secret_access_key
+            && self.session_token == other.session_token
+            && self.role_arn == other.role_arn
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_endpoint_needs_same_identity() {
+        let a = Connection {
+            endpoint: Some("http://127.0.0.1:9000".into()),
+            access_key_id: Some("a".into()),
+            secret_access_key: Some("s".into()),
+            ..Default::default()
+        };
+        let mut b = a.clone();
+        assert!(a.same_s3_as(&b));
+        b.access_key_id = Some("other".into());
+        assert!(!a.same_s3_as(&b));
+        let c = Connection {
+            s3_endpoint: Some("http://127.0.0.1:9000".into()),
+            endpoint: Some("http://127.0.0.1:1".into()),
+            access_key_id: Some("a".into()),
+            secret_access_key: Some("s".into()),
+            ..Default::default()
+        };
+        assert!(a.same_s3_as(&c), "s3Endpoint wins over endpoint");
+    }
+}

@@ -1,0 +1,118 @@
+//! Progress of long copies, reported through whatever the caller plugs in (the
+//! provider sends it to the Pulumi engine as ephemeral log lines).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+pub trait Progress: Send + Sync {
+    /// A status line that replaces the previous one (shown while work is under way).
+    fn status(&self, message: &str);
+    /// A line kept in the output (plans, summaries).
+    fn info(&self, message: &str);
+    /// Something the user should look at, without failing the operation.
+    fn warn(&self, message: &str);
+}
+
+/// Discards everything: for unit tests and for work nobody watches.
+pub struct Silent;
+
+impl Progress for Silent {
+    fn status(&self, _: &str) {}
+    fn info(&self, _: &str) {}
+    fn warn(&self, _: &str) {}
+}
+
+/// Counts done work and reports it at most once per interval, so a copy of a million
+/// objects does not send a million log lines.
+pub struct Meter<'a> {
+    progress: &'a dyn Progress,
+    what: String,
+    total_items: u64,
+    total_bytes: u64,
+    items: AtomicU64,
+    bytes: AtomicU64,
+    started: Instant,
+    last_report: Mutex<Instant>,
+}
+
+const REPORT_EVERY: Duration = Duration::from_secs(1);
+
+impl<'a> Meter<'a> {
+    pub fn new(progress: &'a dyn Progress, what: &str, total_items: u64, total_bytes: u64) -> Self {
+        let now = Instant::now();
+        Meter {
+            progress,
+            what: what.to_string(),
+            total_items,
+            total_bytes,
+            items: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            started: now,
+            last_report: Mutex::new(now),
+        }
+    }
+
+    pub fn add(&self, items: u64, bytes: u64) {
+        self.items.fetch_add(items, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        let mut last = self.last_report.lock().unwrap_or_else(|e| e.into_inner());
+        if last.elapsed() >= REPORT_EVERY {
+            *last = Instant::now();
+            drop(last);
+            self.progress.status(&self.line());
+        }
+    }
+
+    pub fn line(&self) -> String {
+        let items = self.items.load(Ordering::Relaxed);
+        let bytes = self.bytes.load(Ordering::Relaxed);
+        let secs = self.started.elapsed().as_secs_f64().max(0.001);
+        format!(
+            "{} {items}/{} ({} of {}, {}/s)",
+            self.what,
+            self.total_items,
+            human_bytes(bytes),
+            human_bytes(self.total_bytes),
+            human_bytes((bytes as f64 / secs) as u64),
+        )
+    }
+}
+
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_are_human() {
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(5 * 1024 * 1024 * 1024), "5.0 GiB");
+    }
+
+    #[test]
+    fn meter_line_counts_what_was_added() {
+        let meter = Meter::new(&Silent, "copied", 10, 2048);
+        meter.add(3, 1024);
+        assert!(
+            meter.line().starts_with("copied 3/10 (1.0 KiB of 2.0 KiB"),
+            "{}",
+            meter.line()
+        );
+    }
+}

@@ -1,0 +1,273 @@
+//! BucketSync: keeps a target bucket (or prefix) in step with a source one, like
+//! `aws s3 sync`, with a plan at preview, a journal, verification and rollback.
+
+use anyhow::{bail, Result};
+use async_trait::async_trait;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{Context, Failure, Migration, Planned};
+use crate::copy::filter::KeyFilter;
+use crate::copy::journal::Journal;
+use crate::copy::s3::{self, Bucket};
+use crate::copy::sync::{self, OnConflict, SyncCounts, SyncSpec};
+
+pub struct BucketSync;
+
+/// Inputs of BucketSync.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Inputs {
+    /// Bucket to copy from, on the source connection. Never written.
+    pub source_bucket: String,
+    /// Bucket to copy into, on the target connection.
+    pub target_bucket: String,
+    /// Only keys under this prefix are copied; it is replaced by `targetPrefix` in the target.
+    #[serde(default)]
+    pub source_prefix: String,
+    /// Prefix the copied keys get in the target.
+    #[serde(default)]
+    pub target_prefix: String,
+    /// Globs (as `aws s3 sync --include`) that re-include keys an `exclude` removed; matched against the key relative to `sourcePrefix`, `*` crossing `/`.
+    #[serde(default)]
+    pub include: Vec<String>,
+    /// Globs (as `aws s3 sync --exclude`) of keys not to copy, relative to `sourcePrefix`; for example `*.json` or `*/delta/*`.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// For a key the target already has: `skipIdentical` (default) overwrites it unless size and ETag match, `skip` never touches it, `overwrite` always writes it. Overwritten objects are backed up in the journal first.
+    #[serde(default)]
+    pub on_conflict: OnConflict,
+    /// Delete target objects (under `targetPrefix`, passing the filters) that the source does not have; they are backed up in the journal first. Default false.
+    #[serde(default)]
+    pub delete_extraneous: bool,
+    /// Any values; a change re-runs the sync.
+    #[serde(default)]
+    pub triggers: Vec<Value>,
+}
+
+/// Outputs of BucketSync: what the last run did (in preview, what it would do).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Outputs {
+    /// Source objects listed under `sourcePrefix`.
+    pub objects_scanned: u64,
+    /// Objects written to the target (new ones and overwrites).
+    pub objects_copied: u64,
+    /// Objects the target already had and that were left as they were.
+    pub objects_skipped: u64,
+    /// Of `objectsCopied`, those that replaced an existing target object.
+    pub objects_overwritten: u64,
+    /// Target objects deleted because the source lacks them (`deleteExtraneous`).
+    pub objects_deleted: u64,
+    /// Source objects left out by `include`/`exclude`.
+    pub objects_excluded: u64,
+    /// Bytes written to the target.
+    pub bytes_copied: u64,
+    /// True once every written object was read back equal to its source.
+    pub verified: bool,
+    /// Where this resource's rollback journal lives.
+    pub journal_uri: String,
+}
+
+impl Outputs {
+    fn from_counts(counts: &SyncCounts, verified: bool, journal_uri: &str) -> Self {
+        Outputs {
+            objects_scanned: counts.scanned,
+            objects_copied: counts.copied,
+            objects_skipped: counts.skipped,
+            objects_overwritten: counts.overwritten,
+            objects_deleted: counts.deleted,
+            objects_excluded: counts.excluded,
+            bytes_copied: counts.bytes_copied,
+            verified,
+            journal_uri: journal_uri.to_string(),
+        }
+    }
+}
+
+fn normalize_prefix(prefix: &str) -> String {
+    prefix.trim_start_matches('/').to_string()
+}
+
+impl BucketSync {
+    async fn spec(ctx: &Context, inputs: &Inputs) -> Result<SyncSpec> {
+        let config = &ctx.config;
+        let source_prefix = normalize_prefix(&inputs.source_prefix);
+        let target_prefix = normalize_prefix(&inputs.target_prefix);
+        let server_side = config.source.same_s3_as(&config.target);
+        if server_side
+            && inputs.source_bucket == inputs.target_bucket
+            && (source_prefix.starts_with(&target_prefix)
+                || target_prefix.starts_with(&source_prefix))
+        {
+            bail!(
+                "source and target are the same place (bucket {:?}, prefixes {:?} and {:?}, one S3 endpoint): \
+                 a sync would write into its own source; name another targetBucket or non-overlapping prefixes",
+                inputs.source_bucket,
+                source_prefix,
+                target_prefix
+            );
+        }
+        let source = Bucket {
+            client: config.source.s3_client().await,
+            name: inputs.source_bucket.clone(),
+        };
+        let target = Bucket {
+            client: config.target.s3_client().await,
+            name: inputs.target_bucket.clone(),
+        };
+        s3::check_bucket(&source, "source", &config.source.describe_s3()).await?;
+        s3::check_bucket(&target, "target", &config.target.describe_s3()).await?;
+        Ok(SyncSpec {
+            source,
+            source_prefix,
+            target,
+            target_prefix,
+            server_side,
+            filter: KeyFilter::new(&inputs.include, &inputs.exclude)?,
+            on_conflict: inputs.on_conflict,
+            delete_extraneous: inputs.delete_extraneous,
+        })
+    }
+
+    async fn journal(ctx: &Context, spec: &SyncSpec) -> Result<Journal> {
+        Journal::open(
+            &ctx.config.journal_location()?,
+            &spec.target.client,
+            &ctx.journal_path(),
+        )
+        .await
+    }
+}
+
+#[async_trait]
+impl Migration for BucketSync {
+    type Inputs = Inputs;
+    type Outputs = Outputs;
+    const TOKEN: &'static str = "stackmigrate:index:BucketSync";
+    const DESCRIPTION: &'static str = "Copies objects from a source bucket to a target bucket like `aws s3 sync`: \
+        preview plans (objects and bytes), up copies (server side on one endpoint, streamed across endpoints), \
+        verifies and journals, destroy restores the target.";
+    const REPLACE_ON_CHANGE: &'static [&'static str] = &[
+        "sourceBucket",
+        "targetBucket",
+        "sourcePrefix",
+        "targetPrefix",
+    ];
+    const PENDING_OUTPUT: &'static str = "objectsCopied";
+
+    fn validate(inputs: &Inputs) -> Vec<Failure> {
+        let mut failures = Vec::new();
+        for (property, name) in [
+            (&inputs.source_bucket, "sourceBucket"),
+            (&inputs.target_bucket, "targetBucket"),
+        ] {
+            if property.trim().is_empty() {
+                failures.push(Failure::new(name, "must name a bucket"));
+            }
+        }
+        for (patterns, name) in [(&inputs.include, "include"), (&inputs.exclude, "exclude")] {
+            for (index, pattern) in patterns.iter().enumerate() {
+                if let Err(err) = KeyFilter::new(&[], std::slice::from_ref(pattern)) {
+                    failures.push(Failure::new(
+                        &format!("{name}[{index}]"),
+                        format!("{err}; globs use *, ?, [abc] and [!abc], with brackets closed"),
+                    ));
+                }
+            }
+        }
+        failures
+    }
+
+    async fn plan(&self, ctx: &Context, inputs: &Inputs) -> Result<Planned<Outputs>> {
+        let spec = Self::spec(ctx, inputs).await?;
+        let journal = Self::journal(ctx, &spec).await?;
+        let counts = sync::plan(&spec, Some(&journal)).await?;
+        Ok(Planned {
+            pending: counts.changes() > 0,
+            outputs: Outputs::from_counts(&counts, false, journal.uri()),
+        })
+    }
+
+    async fn apply(&self, ctx: &Context, inputs: &Inputs) -> Result<Outputs> {
+        let spec = Self::spec(ctx, inputs).await?;
+        let journal = Self::journal(ctx, &spec).await?;
+        let counts = sync::run(&spec, &journal, ctx.progress.as_ref()).await?;
+        ctx.progress
+            .info(&format!("done and verified: {}", counts.summary()));
+        Ok(Outputs::from_counts(&counts, true, journal.uri()))
+    }
+
+    async fn rollback(&self, ctx: &Context, inputs: &Inputs) -> Result<()> {
+        let target = Bucket {
+            client: ctx.config.target.s3_client().await,
+            name: inputs.target_bucket.clone(),
+        };
+        let journal = Journal::open(
+            &ctx.config.journal_location()?,
+            &target.client,
+            &ctx.journal_path(),
+        )
+        .await?;
+        let report = sync::rollback(&target, &journal, ctx.progress.as_ref()).await?;
+        ctx.progress.info(&format!(
+            "rolled back s3://{}: {} objects deleted, {} restored",
+            target.name, report.deleted, report.restored
+        ));
+        if !report.left_alone.is_empty() {
+            const SHOWN: usize = 20;
+            let more = report.left_alone.len().saturating_sub(SHOWN);
+            ctx.progress.warn(&format!(
+                "{} objects changed in s3://{} since the copy were left as they are: {}{}",
+                report.left_alone.len(),
+                target.name,
+                report
+                    .left_alone
+                    .iter()
+                    .take(SHOWN)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                if more > 0 {
+                    format!(" and {more} more")
+                } else {
+                    String::new()
+                }
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inputs(value: serde_json::Value) -> Inputs {
+        serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn invalid_globs_are_named_with_their_index() {
+        let failures = BucketSync::validate(&inputs(serde_json::json!({
+            "sourceBucket": "a", "targetBucket": "b", "exclude": ["*.json", "img/[ab"]
+        })));
+        assert_eq!(failures.len(), 1);
+        assert_eq!(failures[0].property, "exclude[1]");
+        assert!(
+            failures[0].reason.contains("img/[ab"),
+            "{}",
+            failures[0].reason
+        );
+    }
+
+    #[test]
+    fn on_conflict_accepts_only_its_values() {
+        let err = serde_json::from_value::<Inputs>(serde_json::json!({
+            "sourceBucket": "a", "targetBucket": "b", "onConflict": "replace"
+        }))
+        .unwrap_err();
+        assert!(err.to_string().contains("skipIdentical"), "{err}");
+    }
+}

@@ -1,0 +1,551 @@
+//! The Pulumi ResourceProvider gRPC service: decodes requests, calls a resource,
+//! encodes its answer. Nothing here knows about S3 or DynamoDB.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+
+use prost_types::Struct;
+use pulumi_gestalt_proto::pulumi::pulumirpc::{
+    self as rpc, diff_response::DiffChanges, engine_client::EngineClient, property_diff::Kind,
+    resource_provider_server::ResourceProvider, LogSeverity,
+};
+use tokio::sync::mpsc;
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+
+use crate::config::ProviderConfig;
+use crate::copy::progress::Progress;
+use crate::resources::{self, changed_inputs, Context, Resource};
+use crate::schema;
+use crate::wire::Props;
+
+pub struct Provider {
+    resources: HashMap<&'static str, Box<dyn Resource>>,
+    config: RwLock<Arc<ProviderConfig>>,
+    engine: RwLock<Option<String>>,
+    schema: OnceLock<String>,
+}
+
+impl Provider {
+    /// `engine` is the engine's address when the engine passed it on the command line.
+    pub fn new(engine: Option<String>) -> Self {
+        Provider {
+            resources: resources::all()
+                .into_iter()
+                .map(|r| (r.token(), r))
+                .collect(),
+            config: RwLock::new(Arc::new(ProviderConfig::default())),
+            engine: RwLock::new(engine),
+            schema: OnceLock::new(),
+        }
+    }
+
+    fn resource(&self, type_token: &str, urn: &str) -> Result<&dyn Resource, Status> {
+        // YAML may write `stackmigrate:BucketSync`; the engine normalizes it, but a URN
+        // carries the type too, so fall back to it.
+        let token = if type_token.is_empty() {
+            urn.split("::").nth(2).unwrap_or_default()
+        } else {
+            type_token
+        };
+        let token = token.rsplit('$').next().unwrap_or(token);
+        self.resources
+            .get(token)
+            .map(|r| r.as_ref())
+            .ok_or_else(|| {
+                let mut known: Vec<_> = self.resources.keys().copied().collect();
+                known.sort();
+                Status::invalid_argument(format!(
+                    "unknown resource type {token:?}; this provider has {}",
+                    known.join(", ")
+                ))
+            })
+    }
+
+    fn config(&self) -> Arc<ProviderConfig> {
+        self.config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn logger(&self, urn: &str) -> EngineLog {
+        let address = self
+            .engine
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        EngineLog::start(address, urn.to_string())
+    }
+
+    /// Runs a resource operation with a context and a progress channel to the engine,
+    /// and waits for the log lines to be delivered before answering.
+    async fn with_context<T, F>(
+        &self,
+        urn: &str,
+        operation: impl FnOnce(Context) -> F,
+    ) -> Result<T, Status>
+    where
+        F: Future<Output = anyhow::Result<T>>,
+    {
+        let log = Arc::new(self.logger(urn));
+        let ctx = Context {
+            config: self.config(),
+            urn: urn.to_string(),
+            progress: log.clone(),
+        };
+        let result = operation(ctx).await;
+        log.finish().await;
+        result.map_err(|e| Status::unknown(format!("{e:#}")))
+    }
+}
+
+/// Progress sent to the engine's Log service, in order, by one background task.
+struct EngineLog {
+    sender: Mutex<Option<mpsc::UnboundedSender<rpc::LogRequest>>>,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    urn: String,
+}
+
+impl EngineLog {
+    fn start(address: Option<String>, urn: String) -> EngineLog {
+        let Some(address) = address else {
+            return EngineLog {
+                sender: Mutex::new(None),
+                task: Mutex::new(None),
+                urn,
+            };
+        };
+        let (sender, mut receiver) = mpsc::unbounded_channel::<rpc::LogRequest>();
+        let task = tokio::spawn(async move {
+            let Ok(channel) = Channel::from_shared(format!("http://{address}")) else {
+                return;
+            };
+            let Ok(channel) = channel.connect().await else {
+                return;
+            };
+            let mut client = EngineClient::new(channel);
+            while let Some(request) = receiver.recv().await {
+                let _ = client.log(request).await;
+            }
+        });
+        EngineLog {
+            sender: Mutex::new(Some(sender)),
+            task: Mutex::new(Some(task)),
+            urn,
+        }
+    }
+
+    fn send(&self, severity: LogSeverity, message: &str, ephemeral: bool) {
+        if let Some(sender) = &*self.sender.lock().unwrap_or_else(|e| e.into_inner()) {
+            let _ = sender.send(rpc::LogRequest {
+                severity: severity as i32,
+                message: message.to_string(),
+                urn: self.urn.clone(),
+                stream_id: 0,
+                ephemeral,
+            });
+        }
+    }
+
+    /// Closes the channel and waits until every line has reached the engine.
+    async fn finish(&self) {
+        self.sender.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Progress for EngineLog {
+    fn status(&self, message: &str) {
+        self.send(LogSeverity::Info, message, true);
+    }
+    fn info(&self, message: &str) {
+        self.send(LogSeverity::Info, message, false);
+    }
+    fn warn(&self, message: &str) {
+        self.send(LogSeverity::Warning, message, false);
+    }
+}
+
+fn failure(property: &str, reason: &str) -> rpc::CheckFailure {
+    rpc::CheckFailure {
+        property: property.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+/// Outputs carry the same secrecy as the inputs they came from.
+fn encode_state(inputs: &Props, state: serde_json::Map<String, serde_json::Value>) -> Struct {
+    Props {
+        value: state,
+        secret_keys: inputs.secret_keys.clone(),
+    }
+    .encode()
+}
+
+#[tonic::async_trait]
+impl ResourceProvider for Provider {
+    async fn handshake(
+        &self,
+        request: Request<rpc::ProviderHandshakeRequest>,
+    ) -> Result<Response<rpc::ProviderHandshakeResponse>, Status> {
+        let address = request.into_inner().engine_address;
+        if !address.is_empty() {
+            *self.engine.write().unwrap_or_else(|e| e.into_inner()) = Some(address);
+        }
+        Ok(Response::new(rpc::ProviderHandshakeResponse {
+            accept_secrets: true,
+            accept_resources: true,
+            accept_outputs: false,
+            supports_autonaming_configuration: false,
+        }))
+    }
+
+    async fn parameterize(
+        &self,
+        _: Request<rpc::ParameterizeRequest>,
+    ) -> Result<Response<rpc::ParameterizeResponse>, Status> {
+        Err(Status::unimplemented("stackmigrate takes no parameters"))
+    }
+
+    async fn get_schema(
+        &self,
+        _: Request<rpc::GetSchemaRequest>,
+    ) -> Result<Response<rpc::GetSchemaResponse>, Status> {
+        let schema = self.schema.get_or_init(schema::package_schema_text).clone();
+        Ok(Response::new(rpc::GetSchemaResponse { schema }))
+    }
+
+    async fn check_config(
+        &self,
+        request: Request<rpc::CheckRequest>,
+    ) -> Result<Response<rpc::CheckResponse>, Status> {
+        let request = request.into_inner();
+        let news = Props::decode(request.news.as_ref());
+        let failures = if news.has_unknowns() {
+            Vec::new()
+        } else {
+            match ProviderConfig::from_props(&news.value) {
+                Ok(_) => Vec::new(),
+                Err(err) => vec![failure("", &format!("{err:#}"))],
+            }
+        };
+        Ok(Response::new(rpc::CheckResponse {
+            inputs: request.news,
+            failures,
+        }))
+    }
+
+    async fn diff_config(
+        &self,
+        request: Request<rpc::DiffRequest>,
+    ) -> Result<Response<rpc::DiffResponse>, Status> {
+        let request = request.into_inner();
+        let old = Props::decode(request.old_inputs.as_ref().or(request.olds.as_ref()));
+        let new = Props::decode(request.news.as_ref());
+        let mut diffs: Vec<String> = old
+            .value
+            .keys()
+            .chain(new.value.keys())
+            .filter(|k| old.value.get(*k) != new.value.get(*k))
+            .cloned()
+            .collect();
+        diffs.sort();
+        diffs.dedup();
+        let changes = if diffs.is_empty() {
+            DiffChanges::DiffNone
+        } else {
+            DiffChanges::DiffSome
+        };
+        Ok(Response::new(rpc::DiffResponse {
+            changes: changes as i32,
+            diffs,
+            ..Default::default()
+        }))
+    }
+
+    async fn configure(
+        &self,
+        request: Request<rpc::ConfigureRequest>,
+    ) -> Result<Response<rpc::ConfigureResponse>, Status> {
+        let request = request.into_inner();
+        let props = match &request.args {
+            Some(args) => Props::decode(Some(args)).value,
+            // Older engines send `pkg:config:key` strings.
+            None => request
+                .variables
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.rsplit(':').next().unwrap_or(k).to_string(),
+                        serde_json::Value::String(v.clone()),
+                    )
+                })
+                .collect(),
+        };
+        let config = ProviderConfig::from_props(&props)
+            .map_err(|e| Status::invalid_argument(format!("{e:#}")))?;
+        *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
+        Ok(Response::new(rpc::ConfigureResponse {
+            accept_secrets: true,
+            supports_preview: true,
+            accept_resources: true,
+            accept_outputs: false,
+            supports_autonaming_configuration: false,
+        }))
+    }
+
+    async fn invoke(
+        &self,
+        request: Request<rpc::InvokeRequest>,
+    ) -> Result<Response<rpc::InvokeResponse>, Status> {
+        let token = request.into_inner().tok;
+        Err(Status::invalid_argument(format!(
+            "unknown function {token:?}: stackmigrate has no functions"
+        )))
+    }
+
+    async fn call(
+        &self,
+        _: Request<rpc::CallRequest>,
+    ) -> Result<Response<rpc::CallResponse>, Status> {
+        Err(Status::unimplemented("stackmigrate has no methods"))
+    }
+
+    async fn check(
+        &self,
+        request: Request<rpc::CheckRequest>,
+    ) -> Result<Response<rpc::CheckResponse>, Status> {
+        let request = request.into_inner();
+        let resource = self.resource(&request.r#type, &request.urn)?;
+        let news = Props::decode(request.news.as_ref());
+        // Values only known at apply time are checked then; a preview must not fail on them.
+        let failures = if news.has_unknowns() {
+            Vec::new()
+        } else {
+            resource
+                .check(&news.value)
+                .into_iter()
+                .map(|f| failure(&f.property, &f.reason))
+                .collect()
+        };
+        Ok(Response::new(rpc::CheckResponse {
+            inputs: request.news,
+            failures,
+        }))
+    }
+
+    async fn diff(
+        &self,
+        request: Request<rpc::DiffRequest>,
+    ) -> Result<Response<rpc::DiffResponse>, Status> {
+        let request = request.into_inner();
+        let resource = self.resource(&request.r#type, &request.urn)?;
+        let old = Props::decode(request.old_inputs.as_ref().or(request.olds.as_ref()));
+        let new = Props::decode(request.news.as_ref());
+        let mut detailed_diff = HashMap::new();
+        let mut replaces = Vec::new();
+        for (key, replace) in changed_inputs(resource, &old.value, &new.value) {
+            let kind = if replace {
+                Kind::UpdateReplace
+            } else {
+                Kind::Update
+            };
+            if replace {
+                replaces.push(key.clone());
+            }
+            detailed_diff.insert(
+                key,
+                rpc::PropertyDiff {
+                    kind: kind as i32,
+                    input_diff: true,
+                },
+            );
+        }
+        // Unchanged inputs: the resource is still out of date when the source has data
+        // the target lacks. Asking costs listings, which is what a sync's preview is.
+        if detailed_diff.is_empty() && !new.has_unknowns() {
+            let (_, pending) = self
+                .with_context(&request.urn, |ctx| async move {
+                    resource.plan(&ctx, &new.value).await
+                })
+                .await?;
+            if pending {
+                detailed_diff.insert(
+                    resource.pending_output().to_string(),
+                    rpc::PropertyDiff {
+                        kind: Kind::Update as i32,
+                        input_diff: false,
+                    },
+                );
+            }
+        }
+        let mut diffs: Vec<String> = detailed_diff.keys().cloned().collect();
+        diffs.sort();
+        let changes = if diffs.is_empty() {
+            DiffChanges::DiffNone
+        } else {
+            DiffChanges::DiffSome
+        };
+        Ok(Response::new(rpc::DiffResponse {
+            replaces,
+            stables: Vec::new(),
+            // Old and new copies share the resource's journal (it is keyed by URN), so
+            // the old one is rolled back before the new one starts.
+            delete_before_replace: true,
+            changes: changes as i32,
+            diffs,
+            detailed_diff,
+            has_detailed_diff: true,
+        }))
+    }
+
+    async fn create(
+        &self,
+        request: Request<rpc::CreateRequest>,
+    ) -> Result<Response<rpc::CreateResponse>, Status> {
+        let request = request.into_inner();
+        let resource = self.resource(&request.r#type, &request.urn)?;
+        let inputs = Props::decode(request.properties.as_ref());
+        let state = self
+            .run(resource, &request.urn, &inputs, request.preview)
+            .await?;
+        Ok(Response::new(rpc::CreateResponse {
+            id: if request.preview {
+                String::new()
+            } else {
+                resources::journal_path(&request.urn)
+            },
+            properties: Some(state),
+            refresh_before_update: false,
+        }))
+    }
+
+    async fn read(
+        &self,
+        request: Request<rpc::ReadRequest>,
+    ) -> Result<Response<rpc::ReadResponse>, Status> {
+        // The state already says what the last run did; refresh keeps it.
+        let request = request.into_inner();
+        Ok(Response::new(rpc::ReadResponse {
+            id: request.id,
+            properties: request.properties,
+            inputs: request.inputs,
+            refresh_before_update: false,
+        }))
+    }
+
+    async fn update(
+        &self,
+        request: Request<rpc::UpdateRequest>,
+    ) -> Result<Response<rpc::UpdateResponse>, Status> {
+        let request = request.into_inner();
+        let resource = self.resource(&request.r#type, &request.urn)?;
+        let inputs = Props::decode(request.news.as_ref());
+        let state = self
+            .run(resource, &request.urn, &inputs, request.preview)
+            .await?;
+        Ok(Response::new(rpc::UpdateResponse {
+            properties: Some(state),
+            refresh_before_update: false,
+        }))
+    }
+
+    async fn delete(&self, request: Request<rpc::DeleteRequest>) -> Result<Response<()>, Status> {
+        let request = request.into_inner();
+        let resource = self.resource(&request.r#type, &request.urn)?;
+        let inputs = Props::decode(request.old_inputs.as_ref().or(request.properties.as_ref()));
+        self.with_context(&request.urn, |ctx| async move {
+            resource.rollback(&ctx, &inputs.value).await
+        })
+        .await?;
+        Ok(Response::new(()))
+    }
+
+    async fn construct(
+        &self,
+        _: Request<rpc::ConstructRequest>,
+    ) -> Result<Response<rpc::ConstructResponse>, Status> {
+        Err(Status::unimplemented(
+            "stackmigrate has no component resources",
+        ))
+    }
+
+    async fn cancel(&self, _: Request<()>) -> Result<Response<()>, Status> {
+        // Nothing to stop gracefully: every write is journalled first, so the engine may
+        // end this process at any point and the next `pulumi up` resumes.
+        Ok(Response::new(()))
+    }
+
+    async fn get_plugin_info(&self, _: Request<()>) -> Result<Response<rpc::PluginInfo>, Status> {
+        Ok(Response::new(rpc::PluginInfo {
+            version: schema::VERSION.to_string(),
+        }))
+    }
+
+    async fn attach(&self, _: Request<rpc::PluginAttach>) -> Result<Response<()>, Status> {
+        Err(Status::unimplemented("attach is not supported"))
+    }
+
+    async fn get_mapping(
+        &self,
+        _: Request<rpc::GetMappingRequest>,
+    ) -> Result<Response<rpc::GetMappingResponse>, Status> {
+        Ok(Response::new(rpc::GetMappingResponse::default()))
+    }
+
+    async fn get_mappings(
+        &self,
+        _: Request<rpc::GetMappingsRequest>,
+    ) -> Result<Response<rpc::GetMappingsResponse>, Status> {
+        Ok(Response::new(rpc::GetMappingsResponse::default()))
+    }
+}
+
+impl Provider {
+    /// Create and Update: a plan in preview (outputs say what would happen, unknown
+    /// when inputs are), the copy otherwise.
+    async fn run(
+        &self,
+        resource: &dyn Resource,
+        urn: &str,
+        inputs: &Props,
+        preview: bool,
+    ) -> Result<Struct, Status> {
+        if preview && inputs.has_unknowns() {
+            return Ok(inputs.encode());
+        }
+        let state = self
+            .with_context(urn, |ctx| async move {
+                if preview {
+                    let (state, _) = resource.plan(&ctx, &inputs.value).await?;
+                    ctx.progress.info(&plan_line(&state));
+                    Ok(state)
+                } else {
+                    resource.apply(&ctx, &inputs.value).await
+                }
+            })
+            .await?;
+        Ok(encode_state(inputs, state))
+    }
+}
+
+/// The plan, as the preview shows it: every count output.
+fn plan_line(state: &serde_json::Map<String, serde_json::Value>) -> String {
+    let counts: Vec<String> = state
+        .iter()
+        .filter(|(k, v)| {
+            v.is_u64()
+                && (k.starts_with("objects")
+                    || k.starts_with("items")
+                    || k.starts_with("bytes")
+                    || k.starts_with("files"))
+        })
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    format!("plan: {}", counts.join(" "))
+}

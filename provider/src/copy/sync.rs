@@ -57,9 +57,15 @@ impl SyncCounts {
         self.copied + self.deleted
     }
 
-    pub fn summary(&self) -> String {
+    /// One line for people; `done` says whether it happened or is planned.
+    pub fn summary(&self, done: bool) -> String {
+        let (copy, delete) = if done {
+            ("copied", "deleted")
+        } else {
+            ("to copy", "to delete")
+        };
         format!(
-            "{} objects ({}) to copy, of which {} overwrite an existing object; {} deleted; {} skipped; {} excluded by filters; {} scanned",
+            "{} objects ({}) {copy}, of which {} overwrite an existing object; {} {delete}; {} skipped; {} excluded by filters; {} scanned",
             self.copied,
             human_bytes(self.bytes_copied),
             self.overwritten,
@@ -342,7 +348,7 @@ pub async fn run(
         spec.source_prefix,
         spec.target.name,
         spec.target_prefix,
-        planned.summary()
+        planned.summary(false)
     ));
     let meter = Meter::new(progress, "copied", planned.copied, planned.bytes_copied);
     let snapshot = state.clone();
@@ -715,8 +721,11 @@ mod tests {
             bytes_copied: 2048,
         };
         assert_eq!(
-            counts.summary(),
-            "3 objects (2.0 KiB) to copy, of which 1 overwrite an existing object; 0 deleted; 1 skipped; 1 excluded by filters; 5 scanned"
+            counts.summary(false),
+            "3 objects (2.0 KiB) to copy, of which 1 overwrite an existing object; 0 to delete; 1 skipped; 1 excluded by filters; 5 scanned"
         );
+        assert!(counts
+            .summary(true)
+            .starts_with("3 objects (2.0 KiB) copied"));
     }
 }

@@ -195,7 +195,7 @@ impl Migration for BucketSync {
         let journal = Self::journal(ctx, &spec).await?;
         let counts = sync::run(&spec, &journal, ctx.progress.as_ref()).await?;
         ctx.progress
-            .info(&format!("done and verified: {}", counts.summary()));
+            .info(&format!("done and verified: {}", counts.summary(true)));
         Ok(Outputs::from_counts(&counts, true, journal.uri()))
     }
 

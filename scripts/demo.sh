@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# The dev-to-prod demo on a fresh machine: installs what is missing, starts the local
+# services, generates dev data, installs the plugin the way users do, and runs the
+# migration in the prod stack: preview (the dry run), up (copy, progress, verified
+# summary), a second up (nothing to do), and the rollback preview.
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cd "$repo"
+started=$(date +%s)
+
+say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+say "toolchain (built once, cached in ${STACKMIGRATE_CACHE:-$HOME/.cache/stackmigrate})"
+scripts/toolchain.sh >/dev/null
+venv=$(scripts/pyenv.sh)
+cargo build --quiet
+
+say "local services"
+eval "$(scripts/services.sh start)"
+run=${STACKMIGRATE_RUN:-/tmp/stackmigrate-services}
+
+say "plugin: pulumi plugin install resource stackmigrate"
+version=$(target/debug/pulumi-resource-stackmigrate --schema | "$venv/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["version"])')
+archive=$run/pulumi-resource-stackmigrate-v$version-linux-amd64.tar.gz
+tar -czf "$archive" -C target/debug pulumi-resource-stackmigrate
+pulumi plugin install resource stackmigrate "$version" -f "$archive" --reinstall
+
+say "dev data"
+suffix=demo
+"$venv/bin/python" examples/dev-to-prod/generate.py --suffix "$suffix" | tee "$run/buckets.env"
+
+say "prod stack: the migration program (examples/dev-to-prod)"
+work=$run/dev-to-prod
+rm -rf "$work" && cp -r examples/dev-to-prod "$work"
+cd "$work"
+pulumi stack select --create prod --non-interactive >/dev/null
+pulumi config set stackmigrate:journal "file://$run/journal"
+pulumi config set --path stackmigrate:source.endpoint "$STACKMIGRATE_S3_A"
+pulumi config set --path stackmigrate:source.forcePathStyle true
+pulumi config set --path stackmigrate:target.endpoint "$STACKMIGRATE_S3_A"
+pulumi config set --path stackmigrate:target.forcePathStyle true
+while IFS='=' read -r key value; do pulumi config set "$key" "$value"; done <"$run/buckets.env"
+
+say "pulumi preview: the dry run"
+pulumi preview --non-interactive
+
+say "pulumi up: copy, verify, record"
+pulumi up --yes --skip-preview --non-interactive
+
+say "pulumi up again: nothing to copy"
+pulumi up --yes --skip-preview --non-interactive
+
+say "pulumi destroy would roll back (preview only; run it for real with: pulumi destroy)"
+PULUMI_SKIP_CONFIRMATIONS=false pulumi destroy --preview-only --non-interactive
+
+cat <<EOT
+
+Done in $(( $(date +%s) - started )) s.
+Services: MinIO at $STACKMIGRATE_S3_A (and $STACKMIGRATE_S3_B), DynamoDB Local at $STACKMIGRATE_DYNAMODB
+Pulumi state: $PULUMI_BACKEND_URL (passphrase: $PULUMI_CONFIG_PASSPHRASE)
+The prod stack's program: $work
+Run the steps by hand:
+  eval "\$(scripts/services.sh env)"; cd $work
+  pulumi preview; pulumi up; pulumi destroy
+Stop the services: scripts/services.sh stop
+EOT

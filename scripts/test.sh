@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine: toolchain, lint, unit tests, then the
+# end-to-end tests (real pulumi CLI, MinIO, DynamoDB Local on loopback).
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cd "$repo"
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "toolchain"
+time scripts/toolchain.sh
+venv=$(scripts/pyenv.sh)
+
+step "format and lint"
+cargo fmt --all --check
+cargo clippy --all-targets -- -D warnings
+
+step "unit tests"
+cargo build
+cargo test
+
+step "end-to-end tests"
+# Services of their own, so a developer's running demo is not touched.
+export STACKMIGRATE_RUN=${STACKMIGRATE_RUN:-/tmp/stackmigrate-test-$$}
+trap 'scripts/services.sh stop' EXIT
+eval "$(scripts/services.sh start)"
+"$venv/bin/python" -m pytest tests -q -p no:cacheprovider "$@"

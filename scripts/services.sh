@@ -55,11 +55,13 @@ start() {
   a=$(start_minio a stackmigrate-a stackmigrate-a-secret)
   b=$(start_minio b stackmigrate-b stackmigrate-b-secret)
   ddb=$(free_port)
-  (cd "$cache/dynamodb-local" &&
-    nohup java -Djava.library.path=lib -cp 'lib/*' \
-      com.amazonaws.services.dynamodbv2.local.main.ServerRunner -inMemory -port "$ddb" \
-      >"$run/dynamodb.log" 2>&1 &
-    echo $! >>"$run/pids")
+  local lib=$cache/dynamodb-local/lib
+  # Started directly (no `cd && ... &` subshell), so nothing but the server outlives
+  # this script while holding the caller's stdout.
+  nohup java -Djava.library.path="$lib" -cp "$lib/*" \
+    com.amazonaws.services.dynamodbv2.local.main.ServerRunner -inMemory -port "$ddb" \
+    >"$run/dynamodb.log" 2>&1 &
+  echo $! >>"$run/pids"
   wait_for "http://127.0.0.1:$ddb" "DynamoDB Local" "$run/dynamodb.log"
   mkdir -p "$run/pulumi-state" "$run/pulumi-home"
   cat >"$envfile" <<EOF

@@ -52,14 +52,15 @@ start() {
   mkdir -p "$run"
   : >"$run/pids"
   local a b ddb
-  a=$(start_minio a stackmigrate-a stackmigrate-a-secret)
-  b=$(start_minio b stackmigrate-b stackmigrate-b-secret)
+  a=$(start_minio a stackmigrateA stackmigrateAsecret)
+  b=$(start_minio b stackmigrateB stackmigrateBsecret)
   ddb=$(free_port)
   local lib=$cache/dynamodb-local/lib
+  # -sharedDb: one database whatever the credentials, as one AWS account would be.
   # Started directly (no `cd && ... &` subshell), so nothing but the server outlives
   # this script while holding the caller's stdout.
   nohup java -Djava.library.path="$lib" -cp "$lib/*" \
-    com.amazonaws.services.dynamodbv2.local.main.ServerRunner -inMemory -port "$ddb" \
+    com.amazonaws.services.dynamodbv2.local.main.ServerRunner -inMemory -sharedDb -port "$ddb" \
     >"$run/dynamodb.log" 2>&1 &
   echo $! >>"$run/pids"
   wait_for "http://127.0.0.1:$ddb" "DynamoDB Local" "$run/dynamodb.log"
@@ -67,11 +68,11 @@ start() {
   cat >"$envfile" <<EOF
 export PATH="$cache/bin:\$PATH"
 export STACKMIGRATE_S3_A=http://127.0.0.1:$a
-export STACKMIGRATE_S3_A_KEY=stackmigrate-a STACKMIGRATE_S3_A_SECRET=stackmigrate-a-secret
+export STACKMIGRATE_S3_A_KEY=stackmigrateA STACKMIGRATE_S3_A_SECRET=stackmigrateAsecret
 export STACKMIGRATE_S3_B=http://127.0.0.1:$b
-export STACKMIGRATE_S3_B_KEY=stackmigrate-b STACKMIGRATE_S3_B_SECRET=stackmigrate-b-secret
+export STACKMIGRATE_S3_B_KEY=stackmigrateB STACKMIGRATE_S3_B_SECRET=stackmigrateBsecret
 export STACKMIGRATE_DYNAMODB=http://127.0.0.1:$ddb
-export AWS_ACCESS_KEY_ID=stackmigrate-a AWS_SECRET_ACCESS_KEY=stackmigrate-a-secret AWS_REGION=us-east-1
+export AWS_ACCESS_KEY_ID=stackmigrateA AWS_SECRET_ACCESS_KEY=stackmigrateAsecret AWS_REGION=us-east-1
 export AWS_ENDPOINT_URL_S3=http://127.0.0.1:$a AWS_ENDPOINT_URL_DYNAMODB=http://127.0.0.1:$ddb
 export AWS_EC2_METADATA_DISABLED=true
 export PULUMI_BACKEND_URL=file://$run/pulumi-state PULUMI_HOME=$run/pulumi-home

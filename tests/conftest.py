@@ -161,10 +161,21 @@ class Project:
 def plan_counts(output):
     """The counts of the first `plan:` line a preview printed."""
     for line in output.splitlines():
-        if "plan:" in line:
+        if " plan: " in line or line.strip().startswith("plan: "):
             fields = line.split("plan:", 1)[1].split()
             return {k: int(v) for k, v in (f.split("=") for f in fields)}
     raise AssertionError(f"no plan line in:\n{output}")
+
+
+def plan_by(output, name):
+    """Per-entry plan lines (`plan countsByType RECEIPT: copied=2 ...`) of a preview."""
+    entries = {}
+    for line in output.splitlines():
+        marker = f"plan {name} "
+        if marker in line:
+            entry, _, fields = line.split(marker, 1)[1].partition(": ")
+            entries[entry] = {k: int(v) for k, v in (f.split("=") for f in fields.split())}
+    return entries
 
 
 def wait_until(predicate, timeout=60, interval=0.05):

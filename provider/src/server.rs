@@ -534,18 +534,27 @@ impl Provider {
     }
 }
 
-/// The plan, as the preview shows it: every count output.
+/// The plan, as the preview shows it: every count output, and every map of counts
+/// (such as counts per entity type) one entry per line.
 fn plan_line(state: &serde_json::Map<String, serde_json::Value>) -> String {
-    let counts: Vec<String> = state
-        .iter()
-        .filter(|(k, v)| {
-            v.is_u64()
-                && (k.starts_with("objects")
-                    || k.starts_with("items")
-                    || k.starts_with("bytes")
-                    || k.starts_with("files"))
-        })
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
-    format!("plan: {}", counts.join(" "))
+    let counts = |object: &serde_json::Map<String, serde_json::Value>| {
+        object
+            .iter()
+            .filter(|(_, v)| v.is_u64())
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let mut lines = vec![format!("plan: {}", counts(state))];
+    for (output, value) in state {
+        let Some(entries) = value.as_object() else {
+            continue;
+        };
+        for (name, entry) in entries {
+            if let Some(entry) = entry.as_object().filter(|e| e.values().all(|v| v.is_u64())) {
+                lines.push(format!("plan {output} {name}: {}", counts(entry)));
+            }
+        }
+    }
+    lines.join("\n")
 }

@@ -42,6 +42,21 @@ impl Connection {
         self.s3_endpoint.as_deref().or(self.endpoint.as_deref())
     }
 
+    fn effective_dynamodb_endpoint(&self) -> Option<&str> {
+        self.dynamodb_endpoint
+            .as_deref()
+            .or(self.endpoint.as_deref())
+    }
+
+    /// Where DynamoDB requests go, for messages.
+    pub fn describe_dynamodb(&self) -> String {
+        match (self.effective_dynamodb_endpoint(), &self.region) {
+            (Some(endpoint), _) => endpoint.to_string(),
+            (None, Some(region)) => format!("AWS DynamoDB in {region}"),
+            (None, None) => "AWS DynamoDB (default region)".to_string(),
+        }
+    }
+
     /// Where S3 requests go, for messages: the endpoint or the region.
     pub fn describe_s3(&self) -> String {
         match (self.effective_s3_endpoint(), &self.region) {
@@ -103,6 +118,28 @@ impl Connection {
         }
         builder = builder.force_path_style(self.force_path_style.unwrap_or(false));
         aws_sdk_s3::Client::from_conf(builder.build())
+    }
+
+    pub async fn dynamodb_client(&self) -> aws_sdk_dynamodb::Client {
+        let sdk = self.sdk_config().await;
+        let mut builder = aws_sdk_dynamodb::config::Builder::from(&sdk);
+        if let Some(endpoint) = self.effective_dynamodb_endpoint() {
+            builder = builder.endpoint_url(endpoint);
+        }
+        if sdk.region().is_none() {
+            builder = builder.region(Region::new("us-east-1"));
+        }
+        aws_sdk_dynamodb::Client::from_conf(builder.build())
+    }
+
+    /// True when both sides reach the same DynamoDB service and account, where one
+    /// table name means one table.
+    pub fn same_dynamodb_as(&self, other: &Connection) -> bool {
+        self.effective_dynamodb_endpoint() == other.effective_dynamodb_endpoint()
+            && self.region == other.region
+            && self.profile == other.profile
+            && self.access_key_id == other.access_key_id
+            && self.role_arn == other.role_arn
     }
 
     /// True when both sides reach the same S3 service with the same identity, so an

@@ -1,8 +1,29 @@
 //! The copy engines and what they share. Nothing here knows about Pulumi.
 
 pub mod connection;
+pub mod dynamo;
 pub mod filter;
+pub mod item;
 pub mod journal;
 pub mod progress;
 pub mod s3;
 pub mod sync;
+
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+
+/// An AWS SDK error as one readable line: the service's code and message when it
+/// answered, the whole chain (connection refused, timeout...) when it did not.
+pub fn aws_error<E, R>(err: SdkError<E, R>) -> anyhow::Error
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    if let Some(code) = err.as_service_error().and_then(|e| e.code()) {
+        let message = err
+            .as_service_error()
+            .and_then(|e| e.message())
+            .unwrap_or_default();
+        return anyhow::anyhow!("{code}: {message}");
+    }
+    anyhow::anyhow!("{}", DisplayErrorContext(err))
+}

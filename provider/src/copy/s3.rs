@@ -5,7 +5,7 @@
 use std::collections::{HashMap, VecDeque};
 
 use anyhow::{anyhow, bail, Context, Result};
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata};
+use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::primitives::{ByteStream, DateTime, DateTimeFormat};
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, MetadataDirective};
 use aws_sdk_s3::Client;
@@ -13,6 +13,8 @@ use md5::{Digest, Md5};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
+
+use super::aws_error;
 
 /// Objects up to this size are streamed with one PUT; larger ones in parts of this size.
 pub const PART_SIZE: u64 = 8 * 1024 * 1024;
@@ -50,14 +52,6 @@ pub struct Headers {
     pub metadata: HashMap<String, String>,
 }
 
-fn sdk_error<E, R>(err: aws_sdk_s3::error::SdkError<E, R>) -> anyhow::Error
-where
-    E: std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug + Send + Sync + 'static,
-{
-    anyhow!("{}", DisplayErrorContext(err))
-}
-
 /// Fails with a message naming the bucket and the endpoint when the bucket cannot be
 /// reached, so bad names stop at preview.
 pub async fn check_bucket(bucket: &Bucket, role: &str, endpoint: &str) -> Result<()> {
@@ -84,7 +78,7 @@ pub async fn check_bucket(bucket: &Bucket, role: &str, endpoint: &str) -> Result
                     "{role} bucket {:?} at {endpoint}: access denied; check the {role} connection's credentials",
                     bucket.name
                 ),
-                _ => Err(sdk_error(err)).with_context(|| {
+                _ => Err(aws_error(err)).with_context(|| {
                     format!("{role} bucket {:?} at {endpoint} cannot be reached", bucket.name)
                 }),
             }
@@ -123,7 +117,7 @@ impl<'a> Lister<'a> {
                 .set_continuation_token(self.token.take())
                 .send()
                 .await
-                .map_err(sdk_error)
+                .map_err(aws_error)
                 .with_context(|| format!("listing s3://{}/{}", self.bucket.name, self.prefix))?;
             for object in out.contents() {
                 self.page.push_back(ObjectInfo {
@@ -184,7 +178,7 @@ pub async fn head(bucket: &Bucket, key: &str) -> Result<Option<(ObjectInfo, Head
             Ok(None)
         }
         Err(err) => {
-            Err(sdk_error(err)).with_context(|| format!("reading s3://{}/{key}", bucket.name))
+            Err(aws_error(err)).with_context(|| format!("reading s3://{}/{key}", bucket.name))
         }
     }
 }
@@ -197,7 +191,7 @@ pub async fn delete(bucket: &Bucket, key: &str) -> Result<()> {
         .key(key)
         .send()
         .await
-        .map_err(sdk_error)
+        .map_err(aws_error)
         .with_context(|| format!("deleting s3://{}/{key}", bucket.name))?;
     Ok(())
 }
@@ -212,7 +206,7 @@ pub async fn put_bytes(bucket: &Bucket, key: &str, body: Vec<u8>) -> Result<Stri
         .body(ByteStream::from(body))
         .send()
         .await
-        .map_err(sdk_error)
+        .map_err(aws_error)
         .with_context(|| format!("writing s3://{}/{key}", bucket.name))?;
     Ok(out.e_tag().unwrap_or_default().to_string())
 }
@@ -225,7 +219,7 @@ pub async fn get_bytes(bucket: &Bucket, key: &str) -> Result<Vec<u8>> {
         .key(key)
         .send()
         .await
-        .map_err(sdk_error)
+        .map_err(aws_error)
         .with_context(|| format!("reading s3://{}/{key}", bucket.name))?;
     let data = out.body.collect().await.context("reading object body")?;
     Ok(data.into_bytes().to_vec())
@@ -270,7 +264,7 @@ pub async fn server_side_copy(
             .metadata_directive(MetadataDirective::Copy)
             .send()
             .await
-            .map_err(sdk_error)
+            .map_err(aws_error)
             .with_context(|| format!("copying {from} to s3://{}/{target_key}", target.name))?;
         let etag = out
             .copy_object_result()
@@ -299,7 +293,7 @@ pub async fn server_side_copy(
                 .copy_source_range(format!("bytes={start}-{end}"))
                 .send()
                 .await
-                .map_err(sdk_error)
+                .map_err(aws_error)
                 .with_context(|| format!("copying part {number} of {from}"))?;
             let etag = out
                 .copy_part_result()
@@ -330,7 +324,7 @@ pub async fn streamed_copy(
         .key(&source_object.key)
         .send()
         .await
-        .map_err(sdk_error)
+        .map_err(aws_error)
         .with_context(|| format!("reading s3://{}/{}", source.name, source_object.key))?;
     let headers = Headers {
         content_type: out.content_type().map(str::to_owned),
@@ -385,7 +379,7 @@ pub async fn upload_stream<R: tokio::io::AsyncRead + Unpin>(
         let out = put
             .send()
             .await
-            .map_err(sdk_error)
+            .map_err(aws_error)
             .with_context(|| format!("writing s3://{}/{key}", target.name))?;
         let written = Written {
             etag: out.e_tag().unwrap_or_default().to_string(),
@@ -421,7 +415,7 @@ pub async fn upload_stream<R: tokio::io::AsyncRead + Unpin>(
                 .body(ByteStream::from(part))
                 .send()
                 .await
-                .map_err(sdk_error)
+                .map_err(aws_error)
                 .with_context(|| format!("writing part {number} of s3://{}/{key}", target.name))?;
             upload.parts_push(number, out.e_tag().unwrap_or_default());
             number += 1;
@@ -491,7 +485,7 @@ impl<'a> Multipart<'a> {
             .set_metadata(Some(headers.metadata.clone()).filter(|m| !m.is_empty()))
             .send()
             .await
-            .map_err(sdk_error)
+            .map_err(aws_error)
             .with_context(|| {
                 format!("starting a multipart upload to s3://{}/{key}", target.name)
             })?;
@@ -531,7 +525,7 @@ impl<'a> Multipart<'a> {
             )
             .send()
             .await
-            .map_err(sdk_error)
+            .map_err(aws_error)
             .with_context(|| {
                 format!(
                     "completing the upload of s3://{}/{}",

@@ -215,27 +215,11 @@ impl Migration for BucketSync {
             "rolled back s3://{}: {} objects deleted, {} restored",
             target.name, report.deleted, report.restored
         ));
-        if !report.left_alone.is_empty() {
-            const SHOWN: usize = 20;
-            let more = report.left_alone.len().saturating_sub(SHOWN);
-            ctx.progress.warn(&format!(
-                "{} objects changed in s3://{} since the copy were left as they are: {}{}",
-                report.left_alone.len(),
-                target.name,
-                report
-                    .left_alone
-                    .iter()
-                    .take(SHOWN)
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                if more > 0 {
-                    format!(" and {more} more")
-                } else {
-                    String::new()
-                }
-            ));
-        }
+        super::warn_left_alone(
+            ctx,
+            &format!("objects in s3://{}", target.name),
+            &report.left_alone,
+        );
         Ok(())
     }
 }

@@ -3,6 +3,7 @@
 //! Adding a resource is adding a file and a line in `all()`.
 
 pub mod bucket_sync;
+pub mod dynamo_copy;
 
 use std::sync::Arc;
 
@@ -190,9 +191,37 @@ impl<M: Migration> Resource for M {
     }
 }
 
+/// Tells the user which things a rollback left because someone changed them after the
+/// copy (the first few by name).
+pub fn warn_left_alone(ctx: &Context, what: &str, left_alone: &[String]) {
+    const SHOWN: usize = 20;
+    if left_alone.is_empty() {
+        return;
+    }
+    let more = left_alone.len().saturating_sub(SHOWN);
+    ctx.progress.warn(&format!(
+        "{} {what} changed since the copy were left as they are: {}{}",
+        left_alone.len(),
+        left_alone
+            .iter()
+            .take(SHOWN)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", "),
+        if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        }
+    ));
+}
+
 /// Every resource this provider serves.
 pub fn all() -> Vec<Box<dyn Resource>> {
-    vec![Box::new(bucket_sync::BucketSync)]
+    vec![
+        Box::new(bucket_sync::BucketSync),
+        Box::new(dynamo_copy::DynamoCopy),
+    ]
 }
 
 /// Top-level inputs whose values differ between two input maps, each with whether the

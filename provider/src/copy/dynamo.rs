@@ -1,0 +1,812 @@
+//! The table copy engine: a parallel scan of the source streamed through filter ->
+//! transform -> compare with the target -> journal -> batched writes -> read-back
+//! verification, one page per scan segment in memory. Rollback replays the journal.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{anyhow, bail, Context, Result};
+use aws_sdk_dynamodb::error::ProvideErrorMetadata;
+use aws_sdk_dynamodb::types::{
+    AttributeValue, DeleteRequest, KeyType, KeysAndAttributes, PutRequest, TimeToLiveStatus,
+    WriteRequest,
+};
+use aws_sdk_dynamodb::Client;
+use futures::stream::{self, StreamExt, TryStreamExt};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use tokio::time::Instant;
+
+use super::aws_error;
+use super::item::{digest, item_from_json, item_size, item_to_json, Item, Rewriter};
+use super::journal::Journal;
+use super::progress::{human_bytes, Meter, Progress};
+
+/// What to do with an item whose key the target already has.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum ItemConflict {
+    /// Leave the target's item as it is.
+    #[default]
+    Skip,
+    /// Replace it; the old item is kept in the journal and restored by destroy.
+    Overwrite,
+    /// Stop at preview, naming the keys that exist.
+    Fail,
+}
+
+/// Sets one attribute to a string on every item of the given types.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SetAttribute {
+    /// Entity types (values of the type attribute) whose items get the attribute.
+    pub types: Vec<String>,
+    /// Attribute name, for example `embedding_status` or `GSI1PK`.
+    pub attribute: String,
+    /// String value to store, for example `NONE` or `EMBEDDING_STATUS#NONE`.
+    pub value: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct Table {
+    pub client: Client,
+    pub name: String,
+}
+
+/// What the copy needs to know about the source table.
+pub struct TableShape {
+    /// Key attribute names, hash key first.
+    pub keys: Vec<String>,
+    pub ttl_attribute: Option<String>,
+}
+
+/// Describes a table, or fails naming it, the endpoint, and the tables that do exist.
+pub async fn describe(table: &Table, role: &str, endpoint: &str) -> Result<TableShape> {
+    let out = match table
+        .client
+        .describe_table()
+        .table_name(&table.name)
+        .send()
+        .await
+    {
+        Ok(out) => out,
+        Err(err)
+            if err.as_service_error().and_then(|e| e.code())
+                == Some("ResourceNotFoundException") =>
+        {
+            let names = table
+                .client
+                .list_tables()
+                .limit(100)
+                .send()
+                .await
+                .map(|o| o.table_names().join(", "))
+                .unwrap_or_default();
+            bail!(
+                "{role} table {:?} does not exist at {endpoint}; tables there: {}",
+                table.name,
+                if names.is_empty() {
+                    "(none)".into()
+                } else {
+                    names
+                }
+            );
+        }
+        Err(err) => {
+            return Err(aws_error(err))
+                .with_context(|| format!("describing {role} table {:?}", table.name))
+        }
+    };
+    let schema = out.table().map(|t| t.key_schema()).unwrap_or_default();
+    let mut keys: Vec<(bool, String)> = schema
+        .iter()
+        .map(|k| {
+            (
+                *k.key_type() != KeyType::Hash,
+                k.attribute_name().to_string(),
+            )
+        })
+        .collect();
+    keys.sort();
+    let ttl = table
+        .client
+        .describe_time_to_live()
+        .table_name(&table.name)
+        .send()
+        .await
+        .map_err(aws_error)
+        .with_context(|| format!("reading the TTL setting of {role} table {:?}", table.name))?;
+    let ttl_attribute = ttl
+        .time_to_live_description()
+        .filter(|d| {
+            matches!(
+                d.time_to_live_status(),
+                Some(TimeToLiveStatus::Enabled | TimeToLiveStatus::Enabling)
+            )
+        })
+        .and_then(|d| d.attribute_name())
+        .map(str::to_owned);
+    Ok(TableShape {
+        keys: keys.into_iter().map(|(_, name)| name).collect(),
+        ttl_attribute,
+    })
+}
+
+pub struct CopySpec {
+    pub source: Table,
+    pub target: Table,
+    pub keys: Vec<String>,
+    pub type_attribute: String,
+    /// None: every type.
+    pub include: Option<HashSet<String>>,
+    pub exclude: HashSet<String>,
+    pub rewriter: Rewriter,
+    pub set_attributes: Vec<SetAttribute>,
+    pub on_conflict: ItemConflict,
+    /// The source's TTL attribute when expired items are to be skipped.
+    pub expire_by: Option<String>,
+    pub write_order: Vec<String>,
+    pub max_write_rate: Option<f64>,
+    pub segments: i32,
+}
+
+/// Counts for one entity type.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TypeCounts {
+    /// Items written (new ones and overwrites).
+    pub copied: u64,
+    /// Items the target already had and that were left alone.
+    pub skipped: u64,
+    /// Of `copied`, items that replaced an existing one (a MODIFY event for the target's stream).
+    pub overwritten: u64,
+    /// Items left out by `includeTypes` / `excludeTypes`.
+    pub filtered: u64,
+    /// Items not copied because their TTL has passed.
+    pub expired: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CopyCounts {
+    pub scanned: u64,
+    pub copied: u64,
+    pub skipped: u64,
+    pub overwritten: u64,
+    pub filtered: u64,
+    pub expired: u64,
+    pub bytes_copied: u64,
+    pub by_type: BTreeMap<String, TypeCounts>,
+    /// Every type seen in the source.
+    pub types_present: BTreeSet<String>,
+    /// Target keys that exist and `fail` forbids touching (a sample) and their number.
+    pub conflicts: Vec<String>,
+    pub conflict_count: u64,
+}
+
+impl CopyCounts {
+    fn merge(&mut self, other: CopyCounts) {
+        self.scanned += other.scanned;
+        self.copied += other.copied;
+        self.skipped += other.skipped;
+        self.overwritten += other.overwritten;
+        self.filtered += other.filtered;
+        self.expired += other.expired;
+        self.bytes_copied += other.bytes_copied;
+        for (name, counts) in other.by_type {
+            let entry = self.by_type.entry(name).or_default();
+            entry.copied += counts.copied;
+            entry.skipped += counts.skipped;
+            entry.overwritten += counts.overwritten;
+            entry.filtered += counts.filtered;
+            entry.expired += counts.expired;
+        }
+        self.types_present.extend(other.types_present);
+        self.conflict_count += other.conflict_count;
+        self.conflicts.extend(other.conflicts);
+        self.conflicts.truncate(10);
+    }
+
+    fn by(&mut self, type_name: &str) -> &mut TypeCounts {
+        if !self.by_type.contains_key(type_name) {
+            self.by_type
+                .insert(type_name.to_string(), TypeCounts::default());
+        }
+        self.by_type.get_mut(type_name).expect("inserted")
+    }
+
+    pub fn summary(&self, done: bool) -> String {
+        let copy = if done { "copied" } else { "to copy" };
+        format!(
+            "{} items ({}) {copy}, of which {} overwrite an existing item; {} skipped as existing; {} filtered by type; {} expired; {} scanned",
+            self.copied,
+            human_bytes(self.bytes_copied),
+            self.overwritten,
+            self.skipped,
+            self.filtered,
+            self.expired,
+            self.scanned
+        )
+    }
+}
+
+/// One journal record: about to put `digest`'s item at `key`; `previous` is the item
+/// that was there (None: none). Written before the put.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Record {
+    key: Map<String, Value>,
+    previous: Option<Map<String, Value>>,
+    digest: String,
+}
+
+struct KeyState {
+    key: Map<String, Value>,
+    /// The item before this resource first wrote the key.
+    previous: Option<Map<String, Value>>,
+    digest: String,
+}
+
+type JournalState = HashMap<String, KeyState>;
+
+async fn load_state(journal: &Journal) -> Result<JournalState> {
+    let mut state = JournalState::new();
+    journal
+        .replay(|record: Record| {
+            let id = key_id(&record.key);
+            let entry = state.entry(id).or_insert_with(|| KeyState {
+                key: record.key,
+                previous: record.previous,
+                digest: String::new(),
+            });
+            entry.digest = record.digest;
+        })
+        .await?;
+    Ok(state)
+}
+
+/// A key as one string, the same for the same key whatever the attribute order.
+fn key_id(key: &Map<String, Value>) -> String {
+    let sorted: BTreeMap<&String, &Value> = key.iter().collect();
+    serde_json::to_string(&sorted).expect("JSON serializes")
+}
+
+fn key_of(item: &Item, keys: &[String]) -> Item {
+    keys.iter()
+        .filter_map(|k| item.get(k).map(|v| (k.clone(), v.clone())))
+        .collect()
+}
+
+fn type_of<'a>(item: &'a Item, attribute: &str) -> &'a str {
+    match item.get(attribute) {
+        Some(AttributeValue::S(s)) => s,
+        _ => "(no type)",
+    }
+}
+
+fn now_epoch() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default()
+}
+
+/// A pause before retrying: exponential, capped, with full jitter.
+fn backoff(attempt: u32) -> Duration {
+    let cap = Duration::from_millis(50 * 2u64.pow(attempt.min(7))).min(Duration::from_secs(5));
+    cap.mul_f64(fastrand::f64())
+}
+
+/// Spaces writes out to at most `rate` items per second across all tasks.
+struct RateLimiter {
+    per_item: Duration,
+    next: tokio::sync::Mutex<Instant>,
+}
+
+impl RateLimiter {
+    fn new(rate: f64) -> Self {
+        RateLimiter {
+            per_item: Duration::from_secs_f64(1.0 / rate),
+            next: tokio::sync::Mutex::new(Instant::now()),
+        }
+    }
+
+    async fn acquire(&self, items: usize) {
+        let start = {
+            let mut next = self.next.lock().await;
+            let start = (*next).max(Instant::now());
+            *next = start + self.per_item * items as u32;
+            start
+        };
+        tokio::time::sleep_until(start).await;
+    }
+}
+
+/// Items per journal segment and per BatchGetItem.
+const CHUNK: usize = 100;
+/// BatchWriteItem's limit.
+const WRITE_BATCH: usize = 25;
+/// Write batches in flight per scan segment.
+const WRITES_IN_FLIGHT: usize = 4;
+
+enum Mode<'a> {
+    Plan,
+    Run {
+        journal: &'a Journal,
+        meter: &'a Meter<'a>,
+        limiter: Option<&'a RateLimiter>,
+    },
+}
+
+/// Reads `keys` from `table` with strongly consistent reads, retrying unprocessed keys.
+async fn batch_get(table: &Table, keys: Vec<Item>) -> Result<Vec<Item>> {
+    let mut found = Vec::new();
+    let mut pending = keys;
+    let mut attempt = 0;
+    while !pending.is_empty() {
+        let request = KeysAndAttributes::builder()
+            .set_keys(Some(pending))
+            .consistent_read(true)
+            .build()
+            .map_err(|e| anyhow!("{e}"))?;
+        let out = table
+            .client
+            .batch_get_item()
+            .request_items(&table.name, request)
+            .send()
+            .await
+            .map_err(aws_error)
+            .with_context(|| format!("reading items of table {:?}", table.name))?;
+        found.extend(
+            out.responses()
+                .and_then(|r| r.get(&table.name))
+                .into_iter()
+                .flatten()
+                .cloned(),
+        );
+        pending = out
+            .unprocessed_keys()
+            .and_then(|u| u.get(&table.name))
+            .map(|k| k.keys().to_vec())
+            .unwrap_or_default();
+        if !pending.is_empty() {
+            attempt += 1;
+            tokio::time::sleep(backoff(attempt)).await;
+        }
+    }
+    Ok(found)
+}
+
+/// Reads items back and indexes them by key id.
+async fn read_items(
+    table: &Table,
+    keys: &[String],
+    wanted: Vec<Item>,
+) -> Result<HashMap<String, Item>> {
+    let mut by_id = HashMap::new();
+    for chunk in wanted.chunks(CHUNK) {
+        for item in batch_get(table, chunk.to_vec()).await? {
+            by_id.insert(key_id(&item_to_json(&key_of(&item, keys))), item);
+        }
+    }
+    Ok(by_id)
+}
+
+/// Writes requests in batches of 25, retrying unprocessed items with backoff.
+async fn batch_write(
+    table: &Table,
+    requests: Vec<WriteRequest>,
+    limiter: Option<&RateLimiter>,
+) -> Result<()> {
+    let batches: Vec<Vec<WriteRequest>> = requests.chunks(WRITE_BATCH).map(<[_]>::to_vec).collect();
+    stream::iter(batches)
+        .map(|mut batch| async move {
+            let mut attempt = 0;
+            while !batch.is_empty() {
+                if let Some(limiter) = limiter {
+                    limiter.acquire(batch.len()).await;
+                }
+                let out = table
+                    .client
+                    .batch_write_item()
+                    .request_items(&table.name, batch)
+                    .send()
+                    .await
+                    .map_err(aws_error)
+                    .with_context(|| format!("writing to table {:?}", table.name))?;
+                batch = out
+                    .unprocessed_items()
+                    .and_then(|u| u.get(&table.name))
+                    .cloned()
+                    .unwrap_or_default();
+                if !batch.is_empty() {
+                    // The table is throttling: back off before the rest of this batch.
+                    attempt += 1;
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+            }
+            anyhow::Ok(())
+        })
+        .buffer_unordered(WRITES_IN_FLIGHT)
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(())
+}
+
+fn put(item: Item) -> Result<WriteRequest> {
+    Ok(WriteRequest::builder()
+        .put_request(
+            PutRequest::builder()
+                .set_item(Some(item))
+                .build()
+                .map_err(|e| anyhow!("{e}"))?,
+        )
+        .build())
+}
+
+fn delete(key: Item) -> Result<WriteRequest> {
+    Ok(WriteRequest::builder()
+        .delete_request(
+            DeleteRequest::builder()
+                .set_key(Some(key))
+                .build()
+                .map_err(|e| anyhow!("{e}"))?,
+        )
+        .build())
+}
+
+struct Candidate {
+    type_name: String,
+    item: Item,
+    id: String,
+}
+
+impl CopySpec {
+    fn transform(&self, mut item: Item, type_name: &str) -> Item {
+        if !self.rewriter.is_empty() {
+            self.rewriter.item(&mut item, &self.keys);
+        }
+        for set in &self.set_attributes {
+            if set.types.iter().any(|t| t == type_name) {
+                item.insert(set.attribute.clone(), AttributeValue::S(set.value.clone()));
+            }
+        }
+        item
+    }
+
+    fn selected(&self, type_name: &str) -> bool {
+        self.include.as_ref().is_none_or(|i| i.contains(type_name))
+            && !self.exclude.contains(type_name)
+    }
+
+    fn expired(&self, item: &Item, now: f64) -> bool {
+        let Some(attribute) = &self.expire_by else {
+            return false;
+        };
+        match item.get(attribute) {
+            Some(AttributeValue::N(n)) => n.parse::<f64>().is_ok_and(|at| at > 0.0 && at < now),
+            _ => false,
+        }
+    }
+
+    /// Which write pass an item belongs to: its type's place in `writeOrder`, or last.
+    fn pass_of(&self, type_name: &str) -> usize {
+        self.write_order
+            .iter()
+            .position(|t| t == type_name)
+            .unwrap_or(self.write_order.len())
+    }
+}
+
+/// Counts what a copy would do, writing nothing.
+pub async fn plan(spec: &CopySpec, journal: &Journal) -> Result<CopyCounts> {
+    let state = load_state(journal).await?;
+    walk(spec, &state, None, &Mode::Plan).await
+}
+
+/// Copies, journalling before each write and verifying after it. The plan runs first:
+/// nothing is written unless it passes, and it gives progress its totals.
+pub async fn run(
+    spec: &CopySpec,
+    journal: &Journal,
+    progress: &dyn Progress,
+    check_plan: impl FnOnce(&CopyCounts) -> Result<()>,
+) -> Result<CopyCounts> {
+    let state = load_state(journal).await?;
+    let planned = walk(spec, &state, None, &Mode::Plan).await?;
+    check_plan(&planned)?;
+    progress.info(&format!(
+        "{} -> {}: {}",
+        spec.source.name,
+        spec.target.name,
+        planned.summary(false)
+    ));
+    let meter = Meter::new(progress, "copied", planned.copied, planned.bytes_copied);
+    let limiter = spec.max_write_rate.map(RateLimiter::new);
+    let mode = Mode::Run {
+        journal,
+        meter: &meter,
+        limiter: limiter.as_ref(),
+    };
+    let mut done = CopyCounts::default();
+    for pass in 0..=spec.write_order.len() {
+        done.merge(walk(spec, &state, Some(pass), &mode).await?);
+    }
+    // Types and scans are counted once per pass that saw them: take the plan's.
+    done.scanned = planned.scanned;
+    done.types_present = planned.types_present;
+    progress.status(&meter.line());
+    Ok(done)
+}
+
+/// Scans the source in parallel segments; in `Run` mode writes the items of `pass`.
+async fn walk(
+    spec: &CopySpec,
+    state: &JournalState,
+    pass: Option<usize>,
+    mode: &Mode<'_>,
+) -> Result<CopyCounts> {
+    let segments: Vec<_> = (0..spec.segments)
+        .map(|segment| scan_segment(spec, state, pass, mode, segment))
+        .collect();
+    let mut totals = CopyCounts::default();
+    for counts in futures::future::try_join_all(segments).await? {
+        totals.merge(counts);
+    }
+    Ok(totals)
+}
+
+async fn scan_segment(
+    spec: &CopySpec,
+    state: &JournalState,
+    pass: Option<usize>,
+    mode: &Mode<'_>,
+    segment: i32,
+) -> Result<CopyCounts> {
+    let mut counts = CopyCounts::default();
+    let mut start_key = None;
+    let now = now_epoch();
+    loop {
+        let out = spec
+            .source
+            .client
+            .scan()
+            .table_name(&spec.source.name)
+            .segment(segment)
+            .total_segments(spec.segments)
+            .consistent_read(true)
+            .set_exclusive_start_key(start_key.take())
+            .send()
+            .await
+            .map_err(aws_error)
+            .with_context(|| format!("scanning table {:?}", spec.source.name))?;
+        let mut candidates = Vec::new();
+        for item in out.items() {
+            let type_name = type_of(item, &spec.type_attribute).to_string();
+            if pass.is_some_and(|p| spec.pass_of(&type_name) != p) {
+                continue;
+            }
+            counts.scanned += 1;
+            counts.types_present.insert(type_name.clone());
+            if !spec.selected(&type_name) {
+                counts.filtered += 1;
+                counts.by(&type_name).filtered += 1;
+                continue;
+            }
+            if spec.expired(item, now) {
+                counts.expired += 1;
+                counts.by(&type_name).expired += 1;
+                continue;
+            }
+            let item = spec.transform(item.clone(), &type_name);
+            let id = key_id(&item_to_json(&key_of(&item, &spec.keys)));
+            candidates.push(Candidate {
+                type_name,
+                item,
+                id,
+            });
+        }
+        for chunk in candidates.chunks(CHUNK) {
+            decide_and_write(spec, state, mode, chunk, &mut counts).await?;
+        }
+        start_key = out.last_evaluated_key().cloned();
+        if start_key.is_none() {
+            return Ok(counts);
+        }
+    }
+}
+
+async fn decide_and_write(
+    spec: &CopySpec,
+    state: &JournalState,
+    mode: &Mode<'_>,
+    chunk: &[Candidate],
+    counts: &mut CopyCounts,
+) -> Result<()> {
+    let keys: Vec<Item> = chunk.iter().map(|c| key_of(&c.item, &spec.keys)).collect();
+    let existing = read_items(&spec.target, &spec.keys, keys).await?;
+    let mut writes: Vec<(&Candidate, Option<&Item>)> = Vec::new();
+    for candidate in chunk {
+        let current = existing.get(&candidate.id);
+        let write = match current {
+            None => true,
+            Some(current) if digest(current) == digest(&candidate.item) => false,
+            // A key this resource wrote is kept in step with the source; `onConflict`
+            // is about items that were there before.
+            Some(_) if state.contains_key(&candidate.id) => true,
+            Some(_) => match spec.on_conflict {
+                ItemConflict::Skip => false,
+                ItemConflict::Overwrite => true,
+                ItemConflict::Fail => {
+                    counts.conflict_count += 1;
+                    if counts.conflicts.len() < 10 {
+                        counts.conflicts.push(candidate.id.clone());
+                    }
+                    false
+                }
+            },
+        };
+        if !write {
+            counts.skipped += 1;
+            counts.by(&candidate.type_name).skipped += 1;
+            continue;
+        }
+        let size = item_size(&candidate.item);
+        counts.copied += 1;
+        counts.bytes_copied += size;
+        let by_type = counts.by(&candidate.type_name);
+        by_type.copied += 1;
+        if current.is_some() {
+            counts.overwritten += 1;
+            counts.by(&candidate.type_name).overwritten += 1;
+        }
+        writes.push((candidate, current));
+    }
+    let Mode::Run {
+        journal,
+        meter,
+        limiter,
+    } = mode
+    else {
+        return Ok(());
+    };
+    if writes.is_empty() {
+        return Ok(());
+    }
+    let records: Vec<Record> = writes
+        .iter()
+        .map(|(candidate, current)| Record {
+            key: item_to_json(&key_of(&candidate.item, &spec.keys)),
+            previous: current.map(item_to_json),
+            digest: digest(&candidate.item),
+        })
+        .collect();
+    journal.append(&records).await?;
+    let requests = writes
+        .iter()
+        .map(|(c, _)| put(c.item.clone()))
+        .collect::<Result<Vec<_>>>()?;
+    batch_write(&spec.target, requests, *limiter).await?;
+
+    // Read back: every item written must equal the transformed source item.
+    let keys: Vec<Item> = writes
+        .iter()
+        .map(|(c, _)| key_of(&c.item, &spec.keys))
+        .collect();
+    let written = read_items(&spec.target, &spec.keys, keys).await?;
+    for (candidate, _) in &writes {
+        let back = written.get(&candidate.id);
+        if back.map(digest) != Some(digest(&candidate.item)) {
+            bail!(
+                "verification failed: item {} in table {:?} does not read back as written",
+                candidate.id,
+                spec.target.name
+            );
+        }
+    }
+    meter.add(
+        writes.len() as u64,
+        writes.iter().map(|(c, _)| item_size(&c.item)).sum(),
+    );
+    Ok(())
+}
+
+/// What rollback did.
+#[derive(Debug, Default)]
+pub struct RollbackReport {
+    pub deleted: u64,
+    pub restored: u64,
+    /// Keys whose item someone else changed since the copy: left as they are.
+    pub left_alone: Vec<String>,
+}
+
+/// Deletes the items this resource created and puts back those it overwrote, where the
+/// target still holds what was written.
+pub async fn rollback(
+    target: &Table,
+    keys: &[String],
+    journal: &Journal,
+    progress: &dyn Progress,
+) -> Result<RollbackReport> {
+    let state = load_state(journal).await?;
+    let meter = Meter::new(progress, "rolled back", state.len() as u64, 0);
+    let entries: Vec<(&String, &KeyState)> = state.iter().collect();
+    let mut report = RollbackReport::default();
+    for chunk in entries.chunks(CHUNK) {
+        let wanted = chunk
+            .iter()
+            .map(|(_, s)| item_from_json(&s.key))
+            .collect::<Result<Vec<_>>>()?;
+        let current = read_items(target, keys, wanted).await?;
+        let mut requests = Vec::new();
+        for (id, entry) in chunk {
+            let now = current.get(*id);
+            let previous = entry.previous.as_ref().map(item_from_json).transpose()?;
+            match now {
+                Some(item) if digest(item) == entry.digest => match previous {
+                    Some(previous) => {
+                        requests.push(put(previous)?);
+                        report.restored += 1;
+                    }
+                    None => {
+                        requests.push(delete(item_from_json(&entry.key)?)?);
+                        report.deleted += 1;
+                    }
+                },
+                // Killed before the write landed: the key holds what it held before.
+                None if previous.is_none() => {}
+                Some(item) if previous.as_ref().is_some_and(|p| digest(p) == digest(item)) => {}
+                _ => report.left_alone.push((*id).clone()),
+            }
+        }
+        batch_write(target, requests, None).await?;
+        meter.add(chunk.len() as u64, 0);
+    }
+    report.left_alone.sort();
+    journal.clear().await?;
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_ids_ignore_attribute_order() {
+        let a: Item = [
+            ("PK".into(), AttributeValue::S("a".into())),
+            ("SK".into(), AttributeValue::S("b".into())),
+        ]
+        .into();
+        let mut b = Map::new();
+        b.insert(
+            "SK".into(),
+            crate::copy::item::to_json(&AttributeValue::S("b".into())),
+        );
+        b.insert(
+            "PK".into(),
+            crate::copy::item::to_json(&AttributeValue::S("a".into())),
+        );
+        assert_eq!(key_id(&item_to_json(&a)), key_id(&b));
+    }
+
+    #[test]
+    fn backoff_stays_under_its_cap() {
+        for attempt in 0..20 {
+            assert!(backoff(attempt) <= Duration::from_secs(5));
+        }
+    }
+
+    #[test]
+    fn counts_merge_by_type() {
+        let mut a = CopyCounts::default();
+        a.by("RECEIPT").copied = 2;
+        let mut b = CopyCounts::default();
+        b.by("RECEIPT").copied = 3;
+        b.by("JOB").filtered = 1;
+        b.filtered = 1;
+        a.merge(b);
+        assert_eq!(a.by_type["RECEIPT"].copied, 5);
+        assert_eq!(a.by_type["JOB"].filtered, 1);
+        assert_eq!(a.filtered, 1);
+    }
+}

@@ -1,0 +1,391 @@
+//! DynamoCopy: copies a table's items into another table, filtered by entity type and
+//! transformed (bucket names rewritten, attributes reset), with a plan at preview, a
+//! journal, read-back verification and rollback.
+
+use std::collections::{BTreeMap, HashSet};
+
+use anyhow::{bail, Result};
+use async_trait::async_trait;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{Context, Failure, Migration, Planned};
+use crate::copy::dynamo::{
+    self, CopyCounts, CopySpec, ItemConflict, SetAttribute, Table, TypeCounts,
+};
+use crate::copy::item::Rewriter;
+use crate::copy::journal::Journal;
+
+pub struct DynamoCopy;
+
+fn default_type_attribute() -> String {
+    "TYPE".to_string()
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Inputs of DynamoCopy.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Inputs {
+    /// Table to copy from, on the source connection. Never written.
+    pub source_table: String,
+    /// Table to copy into, on the target connection; it must have the source's key schema.
+    pub target_table: String,
+    /// Attribute naming an item's entity type. Default `TYPE`.
+    #[serde(default = "default_type_attribute")]
+    pub type_attribute: String,
+    /// Copy only these entity types. Default: every type.
+    pub include_types: Option<Vec<String>>,
+    /// Entity types not to copy, for example `COMPACTION_LOCK` or `JOB`.
+    #[serde(default)]
+    pub exclude_types: Vec<String>,
+    /// Strings replaced in every string value at any depth (strings, string sets, nested maps and lists); key attributes are never rewritten. Typically dev bucket names to prod bucket names.
+    pub rewrite: Option<BTreeMap<String, String>>,
+    /// Attributes set on items of given types, for example `embedding_status` = `NONE` with its `GSI1PK` = `EMBEDDING_STATUS#NONE`.
+    #[serde(default)]
+    pub set_attributes: Vec<SetAttribute>,
+    /// For a key the target already has: `skip` (default) leaves it, `overwrite` replaces it (the old item is journalled and restored by destroy), `fail` stops at preview naming the keys.
+    #[serde(default)]
+    pub on_conflict: ItemConflict,
+    /// Leave out items whose TTL (the source table's TTL attribute) has passed. Default true.
+    #[serde(default = "yes")]
+    pub skip_expired: bool,
+    /// Entity types written first, in this order; the rest follow.
+    #[serde(default)]
+    pub write_order: Vec<String>,
+    /// Most items written per second. Default: as fast as the table takes them (throttling slows the copy down on its own).
+    pub max_write_rate: Option<f64>,
+    /// Any values; a change re-runs the copy.
+    #[serde(default)]
+    pub triggers: Vec<Value>,
+}
+
+/// Outputs of DynamoCopy: what the last run did (in preview, what it would do).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Outputs {
+    /// Items read from the source table.
+    pub items_scanned: u64,
+    /// Items written to the target (new ones and overwrites).
+    pub items_copied: u64,
+    /// Items whose key the target already had, left alone (or already equal).
+    pub items_skipped: u64,
+    /// Of `itemsCopied`, those that replaced an existing item: each is a MODIFY event for the target's stream handler.
+    pub items_overwritten: u64,
+    /// Items left out by `includeTypes` / `excludeTypes`.
+    pub items_filtered: u64,
+    /// Items left out because their TTL has passed.
+    pub items_expired: u64,
+    /// The counts above per entity type.
+    pub counts_by_type: BTreeMap<String, TypeCounts>,
+    /// Bytes written, as DynamoDB sizes items.
+    pub bytes_copied: u64,
+    /// True once every written item read back equal to its transformed source item.
+    pub verified: bool,
+    /// Where this resource's rollback journal lives.
+    pub journal_uri: String,
+}
+
+impl Outputs {
+    fn from_counts(counts: CopyCounts, verified: bool, journal_uri: &str) -> Self {
+        Outputs {
+            items_scanned: counts.scanned,
+            items_copied: counts.copied,
+            items_skipped: counts.skipped,
+            items_overwritten: counts.overwritten,
+            items_filtered: counts.filtered,
+            items_expired: counts.expired,
+            counts_by_type: counts.by_type,
+            bytes_copied: counts.bytes_copied,
+            verified,
+            journal_uri: journal_uri.to_string(),
+        }
+    }
+}
+
+/// Parallel scan segments: enough to keep a table busy without a page per core too many.
+const SCAN_SEGMENTS: i32 = 8;
+
+impl Inputs {
+    /// Every type name the inputs mention, with the input that mentions it.
+    fn named_types(&self) -> Vec<(&'static str, &str)> {
+        let mut named: Vec<(&'static str, &str)> = Vec::new();
+        named.extend(
+            self.include_types
+                .iter()
+                .flatten()
+                .map(|t| ("includeTypes", t.as_str())),
+        );
+        named.extend(
+            self.exclude_types
+                .iter()
+                .map(|t| ("excludeTypes", t.as_str())),
+        );
+        named.extend(self.write_order.iter().map(|t| ("writeOrder", t.as_str())));
+        for set in &self.set_attributes {
+            named.extend(set.types.iter().map(|t| ("setAttributes", t.as_str())));
+        }
+        named
+    }
+}
+
+impl DynamoCopy {
+    async fn spec(ctx: &Context, inputs: &Inputs) -> Result<CopySpec> {
+        let config = &ctx.config;
+        if config.source.same_dynamodb_as(&config.target)
+            && inputs.source_table == inputs.target_table
+        {
+            bail!(
+                "source and target are the same table ({:?} at {}): a copy would write into its own source; name another targetTable",
+                inputs.source_table,
+                config.source.describe_dynamodb()
+            );
+        }
+        let source = Table {
+            client: config.source.dynamodb_client().await,
+            name: inputs.source_table.clone(),
+        };
+        let target = Table {
+            client: config.target.dynamodb_client().await,
+            name: inputs.target_table.clone(),
+        };
+        let shape = dynamo::describe(&source, "source", &config.source.describe_dynamodb()).await?;
+        let target_shape =
+            dynamo::describe(&target, "target", &config.target.describe_dynamodb()).await?;
+        if shape.keys != target_shape.keys {
+            bail!(
+                "target table {:?} has keys {:?} but the source has {:?}: items cannot be copied between different key schemas",
+                target.name,
+                target_shape.keys,
+                shape.keys
+            );
+        }
+        if let Some(set) = inputs
+            .set_attributes
+            .iter()
+            .find(|s| shape.keys.contains(&s.attribute))
+        {
+            bail!(
+                "setAttributes would change the key attribute {:?}; only non-key attributes can be set",
+                set.attribute
+            );
+        }
+        Ok(CopySpec {
+            source,
+            target,
+            keys: shape.keys,
+            type_attribute: inputs.type_attribute.clone(),
+            include: inputs
+                .include_types
+                .as_ref()
+                .map(|t| t.iter().cloned().collect()),
+            exclude: inputs.exclude_types.iter().cloned().collect(),
+            rewriter: Rewriter::new(&inputs.rewrite.clone().unwrap_or_default()),
+            set_attributes: inputs.set_attributes.clone(),
+            on_conflict: inputs.on_conflict,
+            expire_by: shape.ttl_attribute.filter(|_| inputs.skip_expired),
+            write_order: inputs.write_order.clone(),
+            max_write_rate: inputs.max_write_rate,
+            segments: SCAN_SEGMENTS,
+        })
+    }
+
+    async fn journal(ctx: &Context) -> Result<Journal> {
+        let client = ctx.config.target.s3_client().await;
+        Journal::open(
+            &ctx.config.journal_location()?,
+            &client,
+            &ctx.journal_path(),
+        )
+        .await
+    }
+}
+
+/// Checks a plan against the inputs: named types must exist, `fail` must find no keys.
+fn check_plan(inputs: &Inputs, counts: &CopyCounts) -> Result<()> {
+    let present = &counts.types_present;
+    let unknown: Vec<String> = inputs
+        .named_types()
+        .into_iter()
+        .filter(|(_, t)| !present.contains(*t))
+        .map(|(input, t)| format!("{t:?} in {input}"))
+        .collect();
+    if !unknown.is_empty() {
+        bail!(
+            "unknown entity type {}; the source table holds: {}",
+            unknown.join(", "),
+            present.iter().cloned().collect::<Vec<_>>().join(", ")
+        );
+    }
+    if counts.conflict_count > 0 {
+        bail!(
+            "onConflict is fail and the target already has {} of the keys, for example {}",
+            counts.conflict_count,
+            counts.conflicts.join(", ")
+        );
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Migration for DynamoCopy {
+    type Inputs = Inputs;
+    type Outputs = Outputs;
+    const TOKEN: &'static str = "stackmigrate:index:DynamoCopy";
+    const DESCRIPTION: &'static str = "Copies a DynamoDB table's items into another table: filtered by entity type, \
+        bucket names rewritten, attributes reset. Preview counts per type, up copies in 25-item batches, verifies by \
+        reading back, journals; destroy deletes what it created and restores what it overwrote.";
+    const REPLACE_ON_CHANGE: &'static [&'static str] = &["sourceTable", "targetTable"];
+    const PENDING_OUTPUT: &'static str = "itemsCopied";
+
+    fn validate(inputs: &Inputs) -> Vec<Failure> {
+        let mut failures = Vec::new();
+        for (value, name) in [
+            (&inputs.source_table, "sourceTable"),
+            (&inputs.target_table, "targetTable"),
+        ] {
+            if value.trim().is_empty() {
+                failures.push(Failure::new(name, "must name a table"));
+            }
+        }
+        if inputs.type_attribute.trim().is_empty() {
+            failures.push(Failure::new(
+                "typeAttribute",
+                "must name the attribute holding the entity type, for example TYPE",
+            ));
+        }
+        if inputs
+            .max_write_rate
+            .is_some_and(|r| r.is_nan() || r <= 0.0)
+        {
+            failures.push(Failure::new(
+                "maxWriteRate",
+                "must be a number of items per second above 0",
+            ));
+        }
+        let excluded: HashSet<&String> = inputs.exclude_types.iter().collect();
+        for t in inputs
+            .include_types
+            .iter()
+            .flatten()
+            .filter(|t| excluded.contains(t))
+        {
+            failures.push(Failure::new(
+                "excludeTypes",
+                format!("{t:?} is both included and excluded"),
+            ));
+        }
+        for (index, set) in inputs.set_attributes.iter().enumerate() {
+            if set.attribute.trim().is_empty() {
+                failures.push(Failure::new(
+                    &format!("setAttributes[{index}].attribute"),
+                    "must name an attribute",
+                ));
+            }
+            if set.types.is_empty() {
+                failures.push(Failure::new(
+                    &format!("setAttributes[{index}].types"),
+                    "must list at least one entity type",
+                ));
+            }
+        }
+        failures
+    }
+
+    async fn plan(&self, ctx: &Context, inputs: &Inputs) -> Result<Planned<Outputs>> {
+        let spec = Self::spec(ctx, inputs).await?;
+        let journal = Self::journal(ctx).await?;
+        let counts = dynamo::plan(&spec, &journal).await?;
+        check_plan(inputs, &counts)?;
+        Ok(Planned {
+            pending: counts.copied > 0,
+            outputs: Outputs::from_counts(counts, false, journal.uri()),
+        })
+    }
+
+    async fn apply(&self, ctx: &Context, inputs: &Inputs) -> Result<Outputs> {
+        let spec = Self::spec(ctx, inputs).await?;
+        let journal = Self::journal(ctx).await?;
+        let counts = dynamo::run(&spec, &journal, ctx.progress.as_ref(), |plan| {
+            check_plan(inputs, plan)
+        })
+        .await?;
+        ctx.progress
+            .info(&format!("done and verified: {}", counts.summary(true)));
+        Ok(Outputs::from_counts(counts, true, journal.uri()))
+    }
+
+    async fn rollback(&self, ctx: &Context, inputs: &Inputs) -> Result<()> {
+        let target = Table {
+            client: ctx.config.target.dynamodb_client().await,
+            name: inputs.target_table.clone(),
+        };
+        let shape =
+            dynamo::describe(&target, "target", &ctx.config.target.describe_dynamodb()).await?;
+        let journal = Self::journal(ctx).await?;
+        let report =
+            dynamo::rollback(&target, &shape.keys, &journal, ctx.progress.as_ref()).await?;
+        ctx.progress.info(&format!(
+            "rolled back table {}: {} items deleted, {} restored",
+            target.name, report.deleted, report.restored
+        ));
+        super::warn_left_alone(
+            ctx,
+            &format!("items in table {}", target.name),
+            &report.left_alone,
+        );
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    fn inputs(value: serde_json::Value) -> Inputs {
+        serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn defaults_follow_the_real_table() {
+        let i = inputs(serde_json::json!({"sourceTable": "a", "targetTable": "b"}));
+        assert_eq!(i.type_attribute, "TYPE");
+        assert!(i.skip_expired);
+        assert_eq!(i.on_conflict, ItemConflict::Skip);
+    }
+
+    #[test]
+    fn static_checks_name_the_input() {
+        let failures = DynamoCopy::validate(&inputs(serde_json::json!({
+            "sourceTable": "a", "targetTable": "b", "maxWriteRate": 0,
+            "includeTypes": ["JOB"], "excludeTypes": ["JOB"],
+            "setAttributes": [{"types": [], "attribute": "x", "value": "y"}]
+        })));
+        let properties: Vec<&str> = failures.iter().map(|f| f.property.as_str()).collect();
+        assert_eq!(
+            properties,
+            vec!["maxWriteRate", "excludeTypes", "setAttributes[0].types"]
+        );
+    }
+
+    #[test]
+    fn unknown_types_list_what_the_table_holds() {
+        let i = inputs(
+            serde_json::json!({"sourceTable": "a", "targetTable": "b", "excludeTypes": ["JOBS"]}),
+        );
+        let counts = CopyCounts {
+            types_present: BTreeSet::from(["JOB".to_string(), "RECEIPT".to_string()]),
+            ..Default::default()
+        };
+        let err = check_plan(&i, &counts).unwrap_err().to_string();
+        assert!(
+            err.contains("\"JOBS\" in excludeTypes") && err.contains("JOB, RECEIPT"),
+            "{err}"
+        );
+    }
+}

@@ -213,6 +213,25 @@ pub fn package_schema() -> Value {
         },
         "types": types,
         "resources": resource_specs,
+        "language": {
+            "nodejs": {
+                "packageName": "@stackmigrate/stackmigrate",
+                "packageDescription": "stackmigrate: data migrations between Pulumi stacks as resources",
+                "dependencies": {"@pulumi/pulumi": "^3.0.0"},
+            },
+            "python": {
+                "packageName": "pulumi_stackmigrate",
+                "requires": {"pulumi": ">=3.0.0,<4.0.0"},
+            },
+            "go": {
+                "importBasePath": "github.com/stackmigrate/stackmigrate/sdk/go/stackmigrate",
+                "generateResourceContainerTypes": true,
+            },
+            "csharp": {
+                "rootNamespace": "Pulumi",
+                "packageReferences": {"Pulumi": "3.*"},
+            },
+        },
     })
 }
 

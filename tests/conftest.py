@@ -87,7 +87,7 @@ class PulumiError(AssertionError):
 class Project:
     """A Pulumi YAML project in its own directory with one stack."""
 
-    def __init__(self, root: Path, resources: dict, outputs: dict | None = None, config: dict | None = None):
+    def __init__(self, root: Path, resources: dict, outputs=None, config=None, variables=None):
         self.dir = root
         self.dir.mkdir(parents=True, exist_ok=True)
         self.stack = unique("s")
@@ -99,6 +99,7 @@ class Project:
             "stackmigrate:journal": f"file://{self.journal_dir}",
         }
         self.config.update(config or {})
+        self.variables = variables or {}
         self.write(resources, outputs or {})
         self._pulumi("stack", "init", self.stack)
 
@@ -108,6 +109,7 @@ class Project:
             "name": self.name,
             "runtime": "yaml",
             "plugins": {"providers": [{"name": "stackmigrate", "path": str(PLUGIN_DIR)}]},
+            "variables": self.variables,
             "resources": resources,
             "outputs": outputs,
         }
@@ -191,8 +193,8 @@ def wait_until(predicate, timeout=60, interval=0.05):
 def project(tmp_path):
     made = []
 
-    def make(resources, outputs=None, config=None):
-        p = Project(tmp_path / f"project{len(made)}", resources, outputs, config)
+    def make(resources, outputs=None, config=None, variables=None):
+        p = Project(tmp_path / f"project{len(made)}", resources, outputs, config, variables)
         made.append(p)
         return p
 

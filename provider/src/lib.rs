@@ -8,4 +8,5 @@ pub mod copy;
 pub mod resources;
 pub mod schema;
 pub mod server;
+pub mod stacks;
 pub mod wire;

@@ -213,6 +213,27 @@ pub fn package_schema() -> Value {
         },
         "types": types,
         "resources": resource_specs,
+        "functions": {
+            crate::server::GET_STACK_OUTPUTS: {
+                "description": "The outputs of a stack in this backend, as `pulumi stack output` shows them; secret outputs stay secret.",
+                "inputs": {
+                    "properties": {
+                        "stack": {"type": "string", "description": "Fully qualified stack name, `org/project/stack`."}
+                    },
+                    "required": ["stack"],
+                },
+                "outputs": {
+                    "properties": {
+                        "outputs": {
+                            "type": "object",
+                            "additionalProperties": {"$ref": "pulumi.json#/Any"},
+                            "description": "Output name to value.",
+                        }
+                    },
+                    "required": ["outputs"],
+                },
+            }
+        },
         "language": {
             "nodejs": {
                 "packageName": "@stackmigrate/stackmigrate",

@@ -18,14 +18,19 @@ use crate::config::ProviderConfig;
 use crate::copy::progress::Progress;
 use crate::resources::{self, changed_inputs, Context, Resource};
 use crate::schema;
-use crate::wire::Props;
+use crate::stacks::Stacks;
+use crate::wire::{self, Props};
 
 pub struct Provider {
     resources: HashMap<&'static str, Box<dyn Resource>>,
     config: RwLock<Arc<ProviderConfig>>,
     engine: RwLock<Option<String>>,
+    stacks: RwLock<Arc<Stacks>>,
     schema: OnceLock<String>,
 }
+
+/// The one function: a stack's outputs.
+pub const GET_STACK_OUTPUTS: &str = "stackmigrate:index:getStackOutputs";
 
 impl Provider {
     /// `engine` is the engine's address when the engine passed it on the command line.
@@ -37,6 +42,7 @@ impl Provider {
                 .collect(),
             config: RwLock::new(Arc::new(ProviderConfig::default())),
             engine: RwLock::new(engine),
+            stacks: RwLock::new(Arc::new(Stacks::new(current_dir()))),
             schema: OnceLock::new(),
         }
     }
@@ -94,6 +100,11 @@ impl Provider {
             config: self.config(),
             urn: urn.to_string(),
             progress: log.clone(),
+            stacks: self
+                .stacks
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
         };
         let result = operation(ctx).await;
         log.finish().await;
@@ -193,9 +204,14 @@ impl ResourceProvider for Provider {
         &self,
         request: Request<rpc::ProviderHandshakeRequest>,
     ) -> Result<Response<rpc::ProviderHandshakeResponse>, Status> {
-        let address = request.into_inner().engine_address;
-        if !address.is_empty() {
-            *self.engine.write().unwrap_or_else(|e| e.into_inner()) = Some(address);
+        let request = request.into_inner();
+        if !request.engine_address.is_empty() {
+            *self.engine.write().unwrap_or_else(|e| e.into_inner()) = Some(request.engine_address);
+        }
+        // Stack names are read with the CLI from the program's directory, as a user would.
+        if let Some(directory) = request.program_directory.filter(|d| !d.is_empty()) {
+            *self.stacks.write().unwrap_or_else(|e| e.into_inner()) =
+                Arc::new(Stacks::new(directory));
         }
         Ok(Response::new(rpc::ProviderHandshakeResponse {
             accept_secrets: true,
@@ -303,10 +319,55 @@ impl ResourceProvider for Provider {
         &self,
         request: Request<rpc::InvokeRequest>,
     ) -> Result<Response<rpc::InvokeResponse>, Status> {
-        let token = request.into_inner().tok;
-        Err(Status::invalid_argument(format!(
-            "unknown function {token:?}: stackmigrate has no functions"
-        )))
+        let request = request.into_inner();
+        if request.tok != GET_STACK_OUTPUTS {
+            return Err(Status::invalid_argument(format!(
+                "unknown function {:?}; stackmigrate has {GET_STACK_OUTPUTS}",
+                request.tok
+            )));
+        }
+        let args = Props::decode(request.args.as_ref());
+        let Some(stack) = args.value.get("stack").and_then(|s| s.as_str()) else {
+            return Ok(Response::new(rpc::InvokeResponse {
+                r#return: None,
+                failures: vec![failure(
+                    "stack",
+                    "must be a fully qualified stack name, org/project/stack",
+                )],
+            }));
+        };
+        let stacks = self
+            .stacks
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let outputs = stacks
+            .outputs(stack)
+            .await
+            .map_err(|e| Status::invalid_argument(format!("{e:#}")))?;
+        // Secret outputs stay secret, one by one.
+        let fields = outputs
+            .values
+            .iter()
+            .map(|(key, value)| {
+                let encoded = wire::from_json(value);
+                let encoded = if outputs.secret.contains(key) {
+                    wire::secret(encoded)
+                } else {
+                    encoded
+                };
+                (key.clone(), encoded)
+            })
+            .collect();
+        let outputs = prost_types::Value {
+            kind: Some(prost_types::value::Kind::StructValue(Struct { fields })),
+        };
+        Ok(Response::new(rpc::InvokeResponse {
+            r#return: Some(Struct {
+                fields: [("outputs".to_string(), outputs)].into_iter().collect(),
+            }),
+            failures: Vec::new(),
+        }))
     }
 
     async fn call(
@@ -369,12 +430,26 @@ impl ResourceProvider for Provider {
         // Unchanged inputs: the resource is still out of date when the source has data
         // the target lacks. Asking costs listings, which is what a sync's preview is.
         if detailed_diff.is_empty() && !new.has_unknowns() {
-            let (_, pending) = self
+            let (planned, pending) = self
                 .with_context(&request.urn, |ctx| async move {
                     resource.plan(&ctx, &new.value).await
                 })
                 .await?;
-            if pending {
+            // Names read from stack outputs can change while the inputs do not.
+            let last = Props::decode(request.olds.as_ref());
+            for key in resource.replace_on_change() {
+                if last.value.contains_key(*key) && last.value.get(*key) != planned.get(*key) {
+                    replaces.push(key.to_string());
+                    detailed_diff.insert(
+                        key.to_string(),
+                        rpc::PropertyDiff {
+                            kind: Kind::UpdateReplace as i32,
+                            input_diff: false,
+                        },
+                    );
+                }
+            }
+            if pending && replaces.is_empty() {
                 detailed_diff.insert(
                     resource.pending_output().to_string(),
                     rpc::PropertyDiff {
@@ -458,9 +533,10 @@ impl ResourceProvider for Provider {
     async fn delete(&self, request: Request<rpc::DeleteRequest>) -> Result<Response<()>, Status> {
         let request = request.into_inner();
         let resource = self.resource(&request.r#type, &request.urn)?;
-        let inputs = Props::decode(request.old_inputs.as_ref().or(request.properties.as_ref()));
+        // The state, not the inputs: it holds the names the last run resolved.
+        let state = Props::decode(request.properties.as_ref());
         self.with_context(&request.urn, |ctx| async move {
-            resource.rollback(&ctx, &inputs.value).await
+            resource.rollback(&ctx, &state.value).await
         })
         .await?;
         Ok(Response::new(()))
@@ -532,6 +608,12 @@ impl Provider {
             .await?;
         Ok(encode_state(inputs, state))
     }
+}
+
+fn current_dir() -> String {
+    std::env::current_dir()
+        .map(|d| d.display().to_string())
+        .unwrap_or_else(|_| ".".to_string())
 }
 
 /// The plan, as the preview shows it: every count output, and every map of counts

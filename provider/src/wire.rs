@@ -7,8 +7,8 @@ use std::collections::BTreeSet;
 use prost_types::{value::Kind, ListValue, Struct, Value as PbValue};
 use serde_json::{Map, Number, Value};
 
-const SIG_KEY: &str = "4dabf18193072939515e22adb298388d";
-const SECRET_SIG: &str = "1b47061264138c4ac30d75fd1eb44270";
+pub const SIG_KEY: &str = "4dabf18193072939515e22adb298388d";
+pub const SECRET_SIG: &str = "1b47061264138c4ac30d75fd1eb44270";
 /// What the engine sends in place of a value not known until apply (preview only).
 pub const UNKNOWN: &str = "04da6b54-80e4-46f7-96ec-b56ff0331ba9";
 
@@ -136,7 +136,8 @@ pub fn from_json(value: &Value) -> PbValue {
     PbValue { kind: Some(kind) }
 }
 
-fn secret(value: PbValue) -> PbValue {
+/// Wraps a value as a secret on the wire.
+pub fn secret(value: PbValue) -> PbValue {
     let fields = [
         (
             SIG_KEY.to_string(),

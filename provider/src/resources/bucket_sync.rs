@@ -7,7 +7,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{Context, Failure, Migration, Planned};
+use super::{Context, Failure, Migration, Planned, Side};
 use crate::copy::filter::KeyFilter;
 use crate::copy::journal::Journal;
 use crate::copy::s3::{self, Bucket};
@@ -19,10 +19,12 @@ pub struct BucketSync;
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Inputs {
-    /// Bucket to copy from, on the source connection. Never written.
-    pub source_bucket: String,
-    /// Bucket to copy into, on the target connection.
-    pub target_bucket: String,
+    /// Bucket to copy from, on the source connection. Never written. Default: the `output` of `sourceStack`.
+    pub source_bucket: Option<String>,
+    /// Bucket to copy into, on the target connection. Default: the `output` of `targetStack`.
+    pub target_bucket: Option<String>,
+    /// Stack output naming the bucket (for example `raw_bucket_name` or `cdn_bucket_name`), read from `sourceStack` for the source and `targetStack` for the target when `sourceBucket` / `targetBucket` are not set.
+    pub output: Option<String>,
     /// Only keys under this prefix are copied; it is replaced by `targetPrefix` in the target.
     #[serde(default)]
     pub source_prefix: String,
@@ -50,6 +52,10 @@ pub struct Inputs {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Outputs {
+    /// The source bucket, as given or read from the source stack's outputs.
+    pub source_bucket: String,
+    /// The target bucket, as given or read from the target stack's outputs.
+    pub target_bucket: String,
     /// Source objects listed under `sourcePrefix`.
     pub objects_scanned: u64,
     /// Objects written to the target (new ones and overwrites).
@@ -71,8 +77,15 @@ pub struct Outputs {
 }
 
 impl Outputs {
-    fn from_counts(counts: &SyncCounts, verified: bool, journal_uri: &str) -> Self {
+    fn from_counts(
+        spec: &SyncSpec,
+        counts: &SyncCounts,
+        verified: bool,
+        journal_uri: &str,
+    ) -> Self {
         Outputs {
+            source_bucket: spec.source.name.clone(),
+            target_bucket: spec.target.name.clone(),
             objects_scanned: counts.scanned,
             objects_copied: counts.copied,
             objects_skipped: counts.skipped,
@@ -93,29 +106,36 @@ fn normalize_prefix(prefix: &str) -> String {
 impl BucketSync {
     async fn spec(ctx: &Context, inputs: &Inputs) -> Result<SyncSpec> {
         let config = &ctx.config;
+        let output = inputs.output.as_deref();
+        let source_bucket = ctx
+            .resolve(Side::Source, "sourceBucket", &inputs.source_bucket, output)
+            .await?;
+        let target_bucket = ctx
+            .resolve(Side::Target, "targetBucket", &inputs.target_bucket, output)
+            .await?;
         let source_prefix = normalize_prefix(&inputs.source_prefix);
         let target_prefix = normalize_prefix(&inputs.target_prefix);
         let server_side = config.source.same_s3_as(&config.target);
         if server_side
-            && inputs.source_bucket == inputs.target_bucket
+            && source_bucket == target_bucket
             && (source_prefix.starts_with(&target_prefix)
                 || target_prefix.starts_with(&source_prefix))
         {
             bail!(
                 "source and target are the same place (bucket {:?}, prefixes {:?} and {:?}, one S3 endpoint): \
                  a sync would write into its own source; name another targetBucket or non-overlapping prefixes",
-                inputs.source_bucket,
+                source_bucket,
                 source_prefix,
                 target_prefix
             );
         }
         let source = Bucket {
             client: config.source.s3_client().await,
-            name: inputs.source_bucket.clone(),
+            name: source_bucket,
         };
         let target = Bucket {
             client: config.target.s3_client().await,
-            name: inputs.target_bucket.clone(),
+            name: target_bucket,
         };
         s3::check_bucket(&source, "source", &config.source.describe_s3()).await?;
         s3::check_bucket(&target, "target", &config.target.describe_s3()).await?;
@@ -163,8 +183,15 @@ impl Migration for BucketSync {
             (&inputs.source_bucket, "sourceBucket"),
             (&inputs.target_bucket, "targetBucket"),
         ] {
-            if property.trim().is_empty() {
-                failures.push(Failure::new(name, "must name a bucket"));
+            match property {
+                Some(bucket) if bucket.trim().is_empty() => {
+                    failures.push(Failure::new(name, "must name a bucket"))
+                }
+                None if inputs.output.is_none() => failures.push(Failure::new(
+                    name,
+                    "set a bucket name, or `output` to read it from the stack's outputs (for example raw_bucket_name)",
+                )),
+                _ => {}
             }
         }
         for (patterns, name) in [(&inputs.include, "include"), (&inputs.exclude, "exclude")] {
@@ -186,7 +213,7 @@ impl Migration for BucketSync {
         let counts = sync::plan(&spec, Some(&journal)).await?;
         Ok(Planned {
             pending: counts.changes() > 0,
-            outputs: Outputs::from_counts(&counts, false, journal.uri()),
+            outputs: Outputs::from_counts(&spec, &counts, false, journal.uri()),
         })
     }
 
@@ -196,13 +223,13 @@ impl Migration for BucketSync {
         let counts = sync::run(&spec, &journal, ctx.progress.as_ref()).await?;
         ctx.progress
             .info(&format!("done and verified: {}", counts.summary(true)));
-        Ok(Outputs::from_counts(&counts, true, journal.uri()))
+        Ok(Outputs::from_counts(&spec, &counts, true, journal.uri()))
     }
 
-    async fn rollback(&self, ctx: &Context, inputs: &Inputs) -> Result<()> {
+    async fn rollback(&self, ctx: &Context, state: &Outputs) -> Result<()> {
         let target = Bucket {
             client: ctx.config.target.s3_client().await,
-            name: inputs.target_bucket.clone(),
+            name: state.target_bucket.clone(),
         };
         let journal = Journal::open(
             &ctx.config.journal_location()?,

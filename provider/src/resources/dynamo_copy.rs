@@ -10,17 +10,22 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{Context, Failure, Migration, Planned};
+use super::{Context, Failure, Migration, Planned, Side};
 use crate::copy::dynamo::{
     self, CopyCounts, CopySpec, ItemConflict, SetAttribute, Table, TypeCounts,
 };
 use crate::copy::item::Rewriter;
 use crate::copy::journal::Journal;
+use crate::stacks::bucket_renames;
 
 pub struct DynamoCopy;
 
 fn default_type_attribute() -> String {
     "TYPE".to_string()
+}
+
+fn default_output() -> String {
+    "dynamodb_table_name".to_string()
 }
 
 fn yes() -> bool {
@@ -31,10 +36,13 @@ fn yes() -> bool {
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Inputs {
-    /// Table to copy from, on the source connection. Never written.
-    pub source_table: String,
-    /// Table to copy into, on the target connection; it must have the source's key schema.
-    pub target_table: String,
+    /// Table to copy from, on the source connection. Never written. Default: the `output` of `sourceStack`.
+    pub source_table: Option<String>,
+    /// Table to copy into, on the target connection; it must have the source's key schema. Default: the `output` of `targetStack`.
+    pub target_table: Option<String>,
+    /// Stack output naming the table, read from `sourceStack` and `targetStack` when `sourceTable` / `targetTable` are not set. Default `dynamodb_table_name`.
+    #[serde(default = "default_output")]
+    pub output: String,
     /// Attribute naming an item's entity type. Default `TYPE`.
     #[serde(default = "default_type_attribute")]
     pub type_attribute: String,
@@ -43,7 +51,7 @@ pub struct Inputs {
     /// Entity types not to copy, for example `COMPACTION_LOCK` or `JOB`.
     #[serde(default)]
     pub exclude_types: Vec<String>,
-    /// Strings replaced in every string value at any depth (strings, string sets, nested maps and lists); key attributes are never rewritten. Typically dev bucket names to prod bucket names.
+    /// Strings replaced in every string value at any depth (strings, string sets, nested maps and lists); key attributes are never rewritten. Default: every output present in both stacks whose name ends in `bucket_name` or `bucket` and whose values differ, source value to target value.
     pub rewrite: Option<BTreeMap<String, String>>,
     /// Attributes set on items of given types, for example `embedding_status` = `NONE` with its `GSI1PK` = `EMBEDDING_STATUS#NONE`.
     #[serde(default)]
@@ -68,6 +76,12 @@ pub struct Inputs {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Outputs {
+    /// The source table, as given or read from the source stack's outputs.
+    pub source_table: String,
+    /// The target table, as given or read from the target stack's outputs.
+    pub target_table: String,
+    /// The string replacements applied (given, or derived from the stacks' bucket outputs).
+    pub rewrites: BTreeMap<String, String>,
     /// Items read from the source table.
     pub items_scanned: u64,
     /// Items written to the target (new ones and overwrites).
@@ -91,8 +105,17 @@ pub struct Outputs {
 }
 
 impl Outputs {
-    fn from_counts(counts: CopyCounts, verified: bool, journal_uri: &str) -> Self {
+    fn from_counts(
+        spec: &CopySpec,
+        rewrites: BTreeMap<String, String>,
+        counts: CopyCounts,
+        verified: bool,
+        journal_uri: &str,
+    ) -> Self {
         Outputs {
+            source_table: spec.source.name.clone(),
+            target_table: spec.target.name.clone(),
+            rewrites,
             items_scanned: counts.scanned,
             items_copied: counts.copied,
             items_skipped: counts.skipped,
@@ -134,24 +157,47 @@ impl Inputs {
 }
 
 impl DynamoCopy {
-    async fn spec(ctx: &Context, inputs: &Inputs) -> Result<CopySpec> {
+    /// The rewrite map: as given, else derived from the two stacks' bucket outputs.
+    async fn rewrites(ctx: &Context, inputs: &Inputs) -> Result<BTreeMap<String, String>> {
+        if let Some(given) = &inputs.rewrite {
+            return Ok(given.clone());
+        }
+        match (
+            ctx.stack_outputs(Side::Source).await?,
+            ctx.stack_outputs(Side::Target).await?,
+        ) {
+            (Some(source), Some(target)) => Ok(bucket_renames(&source, &target)),
+            _ => Ok(BTreeMap::new()),
+        }
+    }
+
+    async fn spec(
+        ctx: &Context,
+        inputs: &Inputs,
+        rewrites: &BTreeMap<String, String>,
+    ) -> Result<CopySpec> {
         let config = &ctx.config;
-        if config.source.same_dynamodb_as(&config.target)
-            && inputs.source_table == inputs.target_table
-        {
+        let output = Some(inputs.output.as_str());
+        let source_table = ctx
+            .resolve(Side::Source, "sourceTable", &inputs.source_table, output)
+            .await?;
+        let target_table = ctx
+            .resolve(Side::Target, "targetTable", &inputs.target_table, output)
+            .await?;
+        if config.source.same_dynamodb_as(&config.target) && source_table == target_table {
             bail!(
                 "source and target are the same table ({:?} at {}): a copy would write into its own source; name another targetTable",
-                inputs.source_table,
+                source_table,
                 config.source.describe_dynamodb()
             );
         }
         let source = Table {
             client: config.source.dynamodb_client().await,
-            name: inputs.source_table.clone(),
+            name: source_table,
         };
         let target = Table {
             client: config.target.dynamodb_client().await,
-            name: inputs.target_table.clone(),
+            name: target_table,
         };
         let shape = dynamo::describe(&source, "source", &config.source.describe_dynamodb()).await?;
         let target_shape =
@@ -184,7 +230,7 @@ impl DynamoCopy {
                 .as_ref()
                 .map(|t| t.iter().cloned().collect()),
             exclude: inputs.exclude_types.iter().cloned().collect(),
-            rewriter: Rewriter::new(&inputs.rewrite.clone().unwrap_or_default()),
+            rewriter: Rewriter::new(rewrites),
             set_attributes: inputs.set_attributes.clone(),
             on_conflict: inputs.on_conflict,
             expire_by: shape.ttl_attribute.filter(|_| inputs.skip_expired),
@@ -248,9 +294,15 @@ impl Migration for DynamoCopy {
             (&inputs.source_table, "sourceTable"),
             (&inputs.target_table, "targetTable"),
         ] {
-            if value.trim().is_empty() {
+            if value.as_ref().is_some_and(|t| t.trim().is_empty()) {
                 failures.push(Failure::new(name, "must name a table"));
             }
+        }
+        if inputs.output.trim().is_empty() {
+            failures.push(Failure::new(
+                "output",
+                "must name a stack output, for example dynamodb_table_name",
+            ));
         }
         if inputs.type_attribute.trim().is_empty() {
             failures.push(Failure::new(
@@ -297,18 +349,20 @@ impl Migration for DynamoCopy {
     }
 
     async fn plan(&self, ctx: &Context, inputs: &Inputs) -> Result<Planned<Outputs>> {
-        let spec = Self::spec(ctx, inputs).await?;
+        let rewrites = Self::rewrites(ctx, inputs).await?;
+        let spec = Self::spec(ctx, inputs, &rewrites).await?;
         let journal = Self::journal(ctx).await?;
         let counts = dynamo::plan(&spec, &journal).await?;
         check_plan(inputs, &counts)?;
         Ok(Planned {
             pending: counts.copied > 0,
-            outputs: Outputs::from_counts(counts, false, journal.uri()),
+            outputs: Outputs::from_counts(&spec, rewrites, counts, false, journal.uri()),
         })
     }
 
     async fn apply(&self, ctx: &Context, inputs: &Inputs) -> Result<Outputs> {
-        let spec = Self::spec(ctx, inputs).await?;
+        let rewrites = Self::rewrites(ctx, inputs).await?;
+        let spec = Self::spec(ctx, inputs, &rewrites).await?;
         let journal = Self::journal(ctx).await?;
         let counts = dynamo::run(&spec, &journal, ctx.progress.as_ref(), |plan| {
             check_plan(inputs, plan)
@@ -316,13 +370,19 @@ impl Migration for DynamoCopy {
         .await?;
         ctx.progress
             .info(&format!("done and verified: {}", counts.summary(true)));
-        Ok(Outputs::from_counts(counts, true, journal.uri()))
+        Ok(Outputs::from_counts(
+            &spec,
+            rewrites,
+            counts,
+            true,
+            journal.uri(),
+        ))
     }
 
-    async fn rollback(&self, ctx: &Context, inputs: &Inputs) -> Result<()> {
+    async fn rollback(&self, ctx: &Context, state: &Outputs) -> Result<()> {
         let target = Table {
             client: ctx.config.target.dynamodb_client().await,
-            name: inputs.target_table.clone(),
+            name: state.target_table.clone(),
         };
         let shape =
             dynamo::describe(&target, "target", &ctx.config.target.describe_dynamodb()).await?;

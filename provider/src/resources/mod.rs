@@ -15,17 +15,72 @@ use serde_json::{Map, Value};
 
 use crate::config::ProviderConfig;
 use crate::copy::progress::Progress;
+use crate::stacks::{StackOutputs, Stacks};
 
 /// Everything a resource operation may use besides its inputs.
 pub struct Context {
     pub config: Arc<ProviderConfig>,
     pub urn: String,
     pub progress: Arc<dyn Progress>,
+    pub stacks: Arc<Stacks>,
+}
+
+/// Which side of the migration a name belongs to.
+#[derive(Debug, Clone, Copy)]
+pub enum Side {
+    Source,
+    Target,
 }
 
 impl Context {
     pub fn journal_path(&self) -> String {
         journal_path(&self.urn)
+    }
+
+    fn stack_setting(&self, side: Side) -> (&'static str, Option<&str>) {
+        match side {
+            Side::Source => (
+                "stackmigrate:sourceStack",
+                self.config.source_stack.as_deref(),
+            ),
+            Side::Target => (
+                "stackmigrate:targetStack",
+                self.config.target_stack.as_deref(),
+            ),
+        }
+    }
+
+    /// The outputs of the side's stack, or None when no stack is configured for it.
+    pub async fn stack_outputs(&self, side: Side) -> Result<Option<Arc<StackOutputs>>> {
+        match self.stack_setting(side).1 {
+            Some(stack) => Ok(Some(self.stacks.outputs(stack).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// A table or bucket name: the input when set, else the stack output `output`.
+    pub async fn resolve(
+        &self,
+        side: Side,
+        input: &str,
+        explicit: &Option<String>,
+        output: Option<&str>,
+    ) -> Result<String> {
+        if let Some(name) = explicit {
+            return Ok(name.clone());
+        }
+        let Some(output) = output else {
+            anyhow::bail!(
+                "{input} is not set and no `output` names the stack output to read it from"
+            );
+        };
+        let (setting, _) = self.stack_setting(side);
+        match self.stack_outputs(side).await? {
+            Some(outputs) => outputs.string(output),
+            None => anyhow::bail!(
+                "{input} is not set and {setting} is not configured: set {input}, or set {setting} so that output {output:?} can be read from it"
+            ),
+        }
     }
 }
 
@@ -81,8 +136,8 @@ pub trait Migration: Send + Sync + 'static {
     async fn plan(&self, ctx: &Context, inputs: &Self::Inputs) -> Result<Planned<Self::Outputs>>;
     /// Does the copy, verifies it, and reports what it did.
     async fn apply(&self, ctx: &Context, inputs: &Self::Inputs) -> Result<Self::Outputs>;
-    /// Undoes what `apply` did, from the journal.
-    async fn rollback(&self, ctx: &Context, inputs: &Self::Inputs) -> Result<()>;
+    /// Undoes what `apply` did, from the journal. `state` is what the last run reported.
+    async fn rollback(&self, ctx: &Context, state: &Self::Outputs) -> Result<()>;
 }
 
 pub struct Planned<O> {
@@ -107,7 +162,7 @@ pub trait Resource: Send + Sync {
     ) -> Result<(Map<String, Value>, bool)>;
     async fn apply(&self, ctx: &Context, inputs: &Map<String, Value>)
         -> Result<Map<String, Value>>;
-    async fn rollback(&self, ctx: &Context, inputs: &Map<String, Value>) -> Result<()>;
+    async fn rollback(&self, ctx: &Context, state: &Map<String, Value>) -> Result<()>;
 }
 
 fn decode<T: DeserializeOwned>(inputs: &Map<String, Value>) -> Result<T, Failure> {
@@ -185,8 +240,8 @@ impl<M: Migration> Resource for M {
         let outputs = Migration::apply(self, ctx, &typed).await?;
         with_outputs(inputs, &outputs)
     }
-    async fn rollback(&self, ctx: &Context, inputs: &Map<String, Value>) -> Result<()> {
-        let typed: M::Inputs = decode_or_err(inputs)?;
+    async fn rollback(&self, ctx: &Context, state: &Map<String, Value>) -> Result<()> {
+        let typed: M::Outputs = decode_or_err(state)?;
         Migration::rollback(self, ctx, &typed).await
     }
 }

@@ -4,7 +4,7 @@
 # stamp matches its pinned version is not rebuilt. Prints the cache directory.
 #
 #   scripts/toolchain.sh            # everything
-#   scripts/toolchain.sh pulumi     # one part: pulumi | yaml | minio | dynamodb
+#   scripts/toolchain.sh pulumi     # one part: pulumi | yaml | hosts | minio | dynamodb
 set -euo pipefail
 
 PULUMI_VERSION=v3.206.0                # tools/pulumi-cli
@@ -58,6 +58,22 @@ build_yaml() {
     "-X github.com/pulumi/pulumi-yaml/pkg/version.Version=$PULUMI_YAML_VERSION"
 }
 
+# stackmigrate's language hosts (tools/pulumi-language-hosts, its own source): one binary
+# installed as pulumi-language-{nodejs,python,go,dotnet}. Pulumi's own hosts for these
+# languages are Go modules the proxy here does not serve. Rebuilt when its source changes.
+build_hosts() {
+  local dir=$repo/tools/pulumi-language-hosts
+  local version; version="$PULUMI_VERSION-$(cat "$dir"/go.mod "$dir"/go.sum "$dir"/*.go "$dir"/*.py | sha256sum | cut -c1-16)"
+  local lang names=()
+  for lang in nodejs python go dotnet; do names+=("$bin/pulumi-language-$lang"); done
+  up_to_date hosts "$version" "${names[@]}" && return
+  log "building the language hosts (nodejs, python, go, dotnet) against pulumi $PULUMI_VERSION"
+  (cd "$dir" && go build -trimpath -ldflags "-s -w -X main.version=$PULUMI_VERSION" -o "$bin/pulumi-language-host.tmp" .)
+  mv "$bin/pulumi-language-host.tmp" "$bin/pulumi-language-host"
+  for lang in nodejs python go dotnet; do ln -f "$bin/pulumi-language-host" "$bin/pulumi-language-$lang"; done
+  stamp hosts "$version"
+}
+
 build_minio() {
   build_go minio "$MINIO_VERSION" minio github.com/minio/minio
 }
@@ -78,14 +94,15 @@ fetch_dynamodb() {
   stamp dynamodb "$DYNAMODB_LOCAL_VERSION"
 }
 
-parts=${*:-pulumi yaml minio dynamodb}
+parts=${*:-pulumi yaml hosts minio dynamodb}
 for part in $parts; do
   case $part in
     pulumi) build_pulumi ;;
     yaml) build_yaml ;;
+    hosts) build_hosts ;;
     minio) build_minio ;;
     dynamodb) fetch_dynamodb ;;
-    *) echo "unknown part '$part': expected pulumi, yaml, minio or dynamodb" >&2; exit 2 ;;
+    *) echo "unknown part '$part': expected pulumi, yaml, hosts, minio or dynamodb" >&2; exit 2 ;;
   esac
 done
 echo "$cache"

@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# The SDKs in sdk/ (nodejs, python, go, dotnet) are generated from schema/schema.json by
+# `pulumi package gen-sdk` with the toolchain's language hosts.
+#
+#   scripts/sdks.sh            # regenerate sdk/<language> from the schema
+#   scripts/sdks.sh --check    # regenerate into a temporary directory; fail if sdk/ differs
+#   scripts/sdks.sh --build    # build each SDK with its own toolchain into target/sdk:
+#                              #   nodejs: npm install + tsc -> target/sdk/nodejs/bin (the npm package)
+#                              #   python: a virtualenv with pulumi and the package installed, imported
+#                              #   go:     go build ./... (module sdk/go.mod, checksums in sdk/go.sum)
+#                              #   dotnet: dotnet build, when a .NET SDK is installed
+#
+# The version in the SDKs is the schema's `version`, written where Pulumi's generators
+# leave a placeholder for the build (package.json, setup.py, version.txt), as Pulumi's
+# own providers do.
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+schema=${STACKMIGRATE_SCHEMA:-$repo/schema/schema.json}   # another schema file: to compare with a commit's
+cache=${STACKMIGRATE_CACHE:-$HOME/.cache/stackmigrate}
+export PATH=$cache/bin:$PATH
+export PULUMI_SKIP_UPDATE_CHECK=true PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION=true
+export GOSUMDB=off GOFLAGS=-buildvcs=false GOTOOLCHAIN=local
+
+LANGUAGES="nodejs python go dotnet"
+PULUMI_NODEJS=3.206.0      # @pulumi/pulumi, matching the CLI
+TYPESCRIPT=4.9.5           # the generated package.json asks for ^4.3.5
+TYPES_NODE=18.19.130       # ... and @types/node ^18
+PULUMI_PYTHON=3.206.0      # pulumi on PyPI, matching the CLI
+
+log() { printf '[sdks] %s\n' "$*" >&2; }
+
+schema_version() {
+  python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["version"])' "$schema"
+}
+
+# generate OUT: every SDK into OUT/<language>.
+generate() {
+  local out=$1 version lang
+  version=$(schema_version)
+  command -v pulumi-language-nodejs >/dev/null || "$repo/scripts/toolchain.sh" pulumi hosts >/dev/null
+  # gen-sdk starts the language hosts from a plugin context in the current directory.
+  local home; home=$(mktemp -d)
+  for lang in $LANGUAGES; do
+    (cd "$home" && PULUMI_HOME=$home pulumi package gen-sdk "$schema" \
+      --language "$lang" --version "$version" -o "$out" 2>&1) |
+      grep -v -e '^warning: using pulumi-language-' -e '^overriding package version' -e '^SDK has been written' >&2 || true
+    [ -d "$out/$lang" ] || { log "gen-sdk wrote no $lang SDK"; exit 1; }
+  done
+  rm -rf "$home"
+  sed -i "s/\"\${VERSION}\"/\"$version\"/" "$out/nodejs/package.json"
+  sed -i "s/^VERSION = \"0.0.0\"$/VERSION = \"$version\"/" "$out/python/setup.py"
+  echo "$version" >"$out/dotnet/version.txt"
+}
+
+regenerate() {
+  local tmp; tmp=$(mktemp -d)
+  generate "$tmp"
+  local lang
+  for lang in $LANGUAGES; do
+    rm -rf "${repo:?}/sdk/$lang"
+    mkdir -p "$repo/sdk"
+    cp -a "$tmp/$lang" "$repo/sdk/$lang"
+  done
+  rm -rf "$tmp"
+  log "regenerated sdk/{${LANGUAGES// /,}} from schema/schema.json (version $(schema_version))"
+}
+
+check() {
+  local tmp; tmp=$(mktemp -d)
+  generate "$tmp"
+  local lang failed=0
+  for lang in $LANGUAGES; do
+    if ! diff -r "$repo/sdk/$lang" "$tmp/$lang" >"$tmp/$lang.diff"; then
+      log "sdk/$lang differs from what the generator produces from schema/schema.json:"
+      head -40 "$tmp/$lang.diff" >&2
+      failed=1
+    fi
+  done
+  rm -rf "$tmp"
+  if [ $failed = 1 ]; then
+    log "run scripts/sdks.sh and commit sdk/"
+    exit 1
+  fi
+  log "sdk/ matches schema/schema.json"
+}
+
+# build: each SDK from a copy of sdk/<language> in target/sdk, so sdk/ stays as generated.
+build() {
+  local out=${STACKMIGRATE_SDK_BUILD:-$repo/target/sdk}
+  mkdir -p "$out" "$cache/npm" "$cache/pip"
+  local version; version=$(schema_version)
+
+  log "nodejs: npm install, tsc"
+  rm -rf "$out/nodejs" && cp -a "$repo/sdk/nodejs" "$out/nodejs"
+  (cd "$out/nodejs" &&
+    npm install --no-save --no-audit --no-fund --loglevel=error --cache "$cache/npm" --prefer-offline \
+      "@pulumi/pulumi@$PULUMI_NODEJS" "typescript@$TYPESCRIPT" "@types/node@$TYPES_NODE" >&2 &&
+    node_modules/.bin/tsc &&
+    cp package.json README.md bin/)
+  node -e 'const m = require(process.argv[1]); if (typeof m.BucketSync !== "function") process.exit(1)' "$out/nodejs/bin" ||
+    { log "nodejs: the built package does not export BucketSync"; exit 1; }
+
+  log "python: pip install into a virtualenv, import"
+  rm -rf "$out/python" "$out/python-venv" && cp -a "$repo/sdk/python" "$out/python"
+  python3 -m venv "$out/python-venv"
+  "$out/python-venv/bin/pip" install -q --disable-pip-version-check --cache-dir "$cache/pip" \
+    "pulumi==$PULUMI_PYTHON" "$out/python" >&2
+  "$out/python-venv/bin/python" - "$version" <<'EOF'
+import importlib.metadata, sys
+import pulumi_stackmigrate as sm
+assert callable(sm.BucketSync) and callable(sm.DynamoCopy) and callable(sm.Provider)
+installed = importlib.metadata.version("pulumi_stackmigrate")
+assert installed == sys.argv[1], (installed, sys.argv[1])
+EOF
+
+  log "go: go build ./..."
+  (cd "$repo/sdk" && go build ./... && go vet ./...)
+
+  if command -v dotnet >/dev/null; then
+    log "dotnet: dotnet build"
+    rm -rf "$out/dotnet" && cp -a "$repo/sdk/dotnet" "$out/dotnet"
+    (cd "$out/dotnet" && dotnet build --nologo)
+  else
+    log "dotnet: not built, no .NET SDK installed (Debian's archive has none: apt-get install dotnet-sdk-8.0 -> Unable to locate package)"
+  fi
+  log "built into $out"
+}
+
+case ${1:-} in
+  "") regenerate ;;
+  --check) check ;;
+  --build) build ;;
+  *) echo "usage: scripts/sdks.sh [--check|--build]" >&2; exit 2 ;;
+esac

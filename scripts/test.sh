@@ -19,6 +19,10 @@ step "unit tests"
 cargo build
 cargo test
 
+step "SDKs: generated from the schema, built with each language's toolchain"
+scripts/sdks.sh --check
+time scripts/sdks.sh --build
+
 step "end-to-end tests"
 # Services of their own, so a developer's running demo is not touched.
 export STACKMIGRATE_RUN=${STACKMIGRATE_RUN:-/tmp/stackmigrate-test-$$}

@@ -251,7 +251,7 @@ type JournalState = HashMap<String, KeyState>;
 async fn load_state(journal: &Journal) -> Result<JournalState> {
     let mut state = JournalState::new();
     journal
-        .replay(|record: Record| {
+        .replay(|_, record: Record| {
             let id = key_id(&record.key);
             let entry = state.entry(id).or_insert_with(|| KeyState {
                 key: record.key,

@@ -153,10 +153,10 @@ impl Journal {
         .with_context(|| format!("writing the journal at {}", self.uri))
     }
 
-    /// Calls `apply` on every record in the order they were written, one segment in
-    /// memory at a time.
-    pub async fn replay<T: DeserializeOwned>(&self, mut apply: impl FnMut(T)) -> Result<()> {
-        for (_, name) in self.segments().await? {
+    /// Calls `apply` with each record and its segment's sequence number, in the order
+    /// they were written, one segment in memory at a time.
+    pub async fn replay<T: DeserializeOwned>(&self, mut apply: impl FnMut(u64, T)) -> Result<()> {
+        for (seq, name) in self.segments().await? {
             let body = match &self.store {
                 Store::File(dir) => tokio::fs::read(dir.join("records").join(&name)).await?,
                 Store::S3 { bucket, prefix } => {
@@ -167,7 +167,7 @@ impl Journal {
                 let record = serde_json::from_slice(line).with_context(|| {
                     format!("journal segment {name} at {} is corrupt", self.uri)
                 })?;
-                apply(record);
+                apply(seq, record);
             }
         }
         Ok(())
@@ -307,7 +307,7 @@ mod tests {
             .unwrap();
         reopened.append(&[Rec { key: "c".into() }]).await.unwrap();
         let mut seen = Vec::new();
-        reopened.replay(|r: Rec| seen.push(r.key)).await.unwrap();
+        reopened.replay(|_, r: Rec| seen.push(r.key)).await.unwrap();
         assert_eq!(seen, vec!["a", "b", "c"]);
         reopened.clear().await.unwrap();
         assert!(!root.path().join("proj/stack/res").exists());

@@ -5,8 +5,10 @@ pub mod dynamo;
 pub mod filter;
 pub mod item;
 pub mod journal;
+pub mod model;
 pub mod progress;
 pub mod s3;
+pub mod snapshot;
 pub mod sync;
 
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};

@@ -36,6 +36,9 @@ pub struct ObjectInfo {
     pub key: String,
     pub size: u64,
     pub etag: String,
+    /// Last modified, in epoch seconds.
+    #[serde(default)]
+    pub modified: i64,
 }
 
 /// The headers that travel with an object's content.
@@ -124,6 +127,7 @@ impl<'a> Lister<'a> {
                     key: object.key().unwrap_or_default().to_string(),
                     size: object.size().unwrap_or_default().max(0) as u64,
                     etag: object.e_tag().unwrap_or_default().to_string(),
+                    modified: object.last_modified().map(|t| t.secs()).unwrap_or_default(),
                 });
             }
             self.token = out.next_continuation_token().map(str::to_owned);
@@ -158,6 +162,7 @@ pub async fn head(bucket: &Bucket, key: &str) -> Result<Option<(ObjectInfo, Head
                 key: key.to_string(),
                 size: out.content_length().unwrap_or_default().max(0) as u64,
                 etag: out.e_tag().unwrap_or_default().to_string(),
+                modified: out.last_modified().map(|t| t.secs()).unwrap_or_default(),
             };
             let headers = Headers {
                 content_type: out.content_type().map(str::to_owned),
@@ -223,6 +228,53 @@ pub async fn get_bytes(bucket: &Bucket, key: &str) -> Result<Vec<u8>> {
         .with_context(|| format!("reading s3://{}/{key}", bucket.name))?;
     let data = out.body.collect().await.context("reading object body")?;
     Ok(data.into_bytes().to_vec())
+}
+
+/// Bytes `start..end` (end exclusive) of an object.
+pub async fn get_range(bucket: &Bucket, key: &str, start: u64, end: u64) -> Result<Vec<u8>> {
+    let out = bucket
+        .client
+        .get_object()
+        .bucket(&bucket.name)
+        .key(key)
+        .range(format!("bytes={start}-{}", end.saturating_sub(1)))
+        .send()
+        .await
+        .map_err(aws_error)
+        .with_context(|| format!("reading s3://{}/{key}", bucket.name))?;
+    let data = out.body.collect().await.context("reading object body")?;
+    Ok(data.into_bytes().to_vec())
+}
+
+/// Downloads an object to a file, in bounded memory; returns the MD5 of its bytes.
+pub async fn download(bucket: &Bucket, key: &str, path: &std::path::Path) -> Result<String> {
+    use tokio::io::AsyncWriteExt;
+    let out = bucket
+        .client
+        .get_object()
+        .bucket(&bucket.name)
+        .key(key)
+        .send()
+        .await
+        .map_err(aws_error)
+        .with_context(|| format!("reading s3://{}/{key}", bucket.name))?;
+    let mut body = out.body.into_async_read();
+    let mut file = tokio::fs::File::create(path).await?;
+    let mut md5 = Md5::new();
+    let mut buffer = vec![0u8; 1 << 20];
+    loop {
+        let read = body
+            .read(&mut buffer)
+            .await
+            .with_context(|| format!("reading s3://{}/{key}", bucket.name))?;
+        if read == 0 {
+            break;
+        }
+        md5.update(&buffer[..read]);
+        file.write_all(&buffer[..read]).await?;
+    }
+    file.flush().await?;
+    Ok(hex::encode(md5.finalize()))
 }
 
 /// An object written by a copy: its ETag as the target reports it and the bytes moved.

@@ -121,11 +121,13 @@ struct KeyState {
     /// Set once a write is known to have landed.
     written_etag: Option<String>,
     deleted: bool,
+    /// The journal segment of the latest write or delete: rollback goes backwards.
+    segment: u64,
 }
 
 type JournalState = HashMap<String, KeyState>;
 
-fn apply(state: &mut JournalState, record: Record) {
+fn apply(state: &mut JournalState, segment: u64, record: Record) {
     match record {
         Record::Write {
             key,
@@ -140,6 +142,7 @@ fn apply(state: &mut JournalState, record: Record) {
             entry.source_etag = source_etag;
             entry.written_etag = None;
             entry.deleted = false;
+            entry.segment = segment;
         }
         Record::Written { key, etag } => {
             state.entry(key).or_default().written_etag = Some(etag);
@@ -151,13 +154,16 @@ fn apply(state: &mut JournalState, record: Record) {
             });
             entry.written_etag = None;
             entry.deleted = true;
+            entry.segment = segment;
         }
     }
 }
 
 async fn load_state(journal: &Journal) -> Result<JournalState> {
     let mut state = JournalState::new();
-    journal.replay(|record| apply(&mut state, record)).await?;
+    journal
+        .replay(|segment, record| apply(&mut state, segment, record))
+        .await?;
     Ok(state)
 }
 
@@ -452,7 +458,7 @@ async fn run_batch(
         .collect();
     journal.append(&intents).await?;
     for record in intents {
-        apply(state, record);
+        apply(state, 0, record); // segments matter only to rollback, which replays the journal
     }
 
     // 3. Write, verify, and record what landed.
@@ -478,7 +484,7 @@ async fn run_batch(
     let landed: Vec<Record> = landed.into_iter().flatten().collect();
     journal.append(&landed).await?;
     for record in landed {
-        apply(state, record);
+        apply(state, 0, record); // segments matter only to rollback, which replays the journal
     }
     Ok(())
 }
@@ -552,6 +558,8 @@ async fn copy_streamed_with_retry(
 
 /// Undoes what the journal says this resource did: deletes the objects it created,
 /// restores those it overwrote or deleted. A key someone else changed since is left.
+/// Goes backwards through the journal's segments, so what was written last (such as a
+/// pointer readers follow) is undone before what it points to.
 pub async fn rollback(
     target: &Bucket,
     journal: &Journal,
@@ -559,30 +567,79 @@ pub async fn rollback(
 ) -> Result<RollbackReport> {
     let state = load_state(journal).await?;
     let meter = Meter::new(progress, "rolled back", state.len() as u64, 0);
-    let outcomes: Vec<(String, Outcome)> = stream::iter(state)
-        .map(|(key, entry)| {
-            let meter = &meter;
-            async move {
-                let outcome = rollback_key(target, journal, &key, &entry).await?;
-                meter.add(1, 0);
-                anyhow::Ok((key, outcome))
-            }
-        })
-        .buffer_unordered(CONCURRENCY)
-        .try_collect()
-        .await?;
+    let mut by_segment: std::collections::BTreeMap<u64, Vec<(String, KeyState)>> =
+        Default::default();
+    for (key, entry) in state {
+        by_segment
+            .entry(entry.segment)
+            .or_default()
+            .push((key, entry));
+    }
     let mut report = RollbackReport::default();
-    for (key, outcome) in outcomes {
-        match outcome {
-            Outcome::Deleted => report.deleted += 1,
-            Outcome::Restored => report.restored += 1,
-            Outcome::LeftAlone => report.left_alone.push(key),
-            Outcome::Untouched => {}
+    for (_, entries) in by_segment.into_iter().rev() {
+        let outcomes: Vec<(String, Outcome)> = stream::iter(entries)
+            .map(|(key, entry)| {
+                let meter = &meter;
+                async move {
+                    let outcome = rollback_key(target, journal, &key, &entry).await?;
+                    meter.add(1, 0);
+                    anyhow::Ok((key, outcome))
+                }
+            })
+            .buffer_unordered(CONCURRENCY)
+            .try_collect()
+            .await?;
+        for (key, outcome) in outcomes {
+            match outcome {
+                Outcome::Deleted => report.deleted += 1,
+                Outcome::Restored => report.restored += 1,
+                Outcome::LeftAlone => report.left_alone.push(key),
+                Outcome::Untouched => {}
+            }
         }
     }
     report.left_alone.sort();
     journal.clear().await?;
     Ok(report)
+}
+
+/// Writes one small object (a pointer, a marker) with the same journal records as a
+/// copied object, so rollback restores what was there before.
+pub async fn put_journalled(
+    target: &Bucket,
+    key: &str,
+    body: Vec<u8>,
+    journal: &Journal,
+) -> Result<()> {
+    let state = load_state(journal).await?;
+    let previous = match (state.contains_key(key), s3::head(target, key).await?) {
+        (false, Some((existing, headers))) => {
+            let name = backup_name(key);
+            journal.backup(&name, target, &existing).await?;
+            Some(Previous {
+                etag: existing.etag,
+                size: existing.size,
+                backup: name,
+                headers,
+            })
+        }
+        _ => None,
+    };
+    let source_etag = format!("\"{}\"", hex::encode(md5::Md5::digest(&body)));
+    journal
+        .append(&[Record::Write {
+            key: key.to_string(),
+            source_etag,
+            previous,
+        }])
+        .await?;
+    let etag = s3::put_bytes(target, key, body).await?;
+    journal
+        .append(&[Record::Written {
+            key: key.to_string(),
+            etag,
+        }])
+        .await
 }
 
 enum Outcome {
@@ -649,6 +706,7 @@ mod tests {
         let mut state = JournalState::new();
         apply(
             &mut state,
+            0,
             Record::Write {
                 key: "k".into(),
                 source_etag: "s1".into(),
@@ -657,6 +715,7 @@ mod tests {
         );
         apply(
             &mut state,
+            0,
             Record::Written {
                 key: "k".into(),
                 etag: "w1".into(),
@@ -664,6 +723,7 @@ mod tests {
         );
         apply(
             &mut state,
+            0,
             Record::Write {
                 key: "k".into(),
                 source_etag: "s2".into(),
@@ -679,6 +739,7 @@ mod tests {
         );
         apply(
             &mut state,
+            0,
             Record::Written {
                 key: "k".into(),
                 etag: "w2".into(),
@@ -692,6 +753,7 @@ mod tests {
         let mut state = JournalState::new();
         apply(
             &mut state,
+            0,
             Record::Write {
                 key: "k".into(),
                 source_etag: "s".into(),
@@ -700,6 +762,7 @@ mod tests {
         );
         apply(
             &mut state,
+            0,
             Record::Delete {
                 key: "k".into(),
                 previous: previous("ours"),

@@ -4,6 +4,8 @@
 
 pub mod bucket_sync;
 pub mod dynamo_copy;
+pub mod model_copy;
+pub mod snapshot_promote;
 
 use std::sync::Arc;
 
@@ -276,6 +278,8 @@ pub fn all() -> Vec<Box<dyn Resource>> {
     vec![
         Box::new(bucket_sync::BucketSync),
         Box::new(dynamo_copy::DynamoCopy),
+        Box::new(snapshot_promote::SnapshotPromote),
+        Box::new(model_copy::ModelCopy),
     ]
 }
 

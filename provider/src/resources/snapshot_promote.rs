@@ -1,0 +1,400 @@
+//! SnapshotPromote: copies the ChromaDB snapshot each collection's pointer names,
+//! honouring the compactor's lock, verifies the copy (hash, SQLite, embedding count),
+//! and only then moves the target's pointer.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use async_trait::async_trait;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{Context, Failure, Migration, Planned, Side};
+use crate::copy::dynamo::{self, Table};
+use crate::copy::filter::KeyFilter;
+use crate::copy::journal::Journal;
+use crate::copy::s3::{self, Bucket};
+use crate::copy::snapshot;
+use crate::copy::sync::{self, OnConflict, SyncCounts, SyncSpec};
+
+pub struct SnapshotPromote;
+
+fn default_output() -> String {
+    "embedding_chromadb_bucket_name".to_string()
+}
+fn default_collections() -> Vec<String> {
+    vec!["lines".to_string(), "words".to_string()]
+}
+fn default_snapshot_prefix() -> String {
+    "{collection}/snapshot/timestamped/".to_string()
+}
+fn default_pointer_key() -> String {
+    "{collection}/snapshot/latest-pointer.txt".to_string()
+}
+fn default_lock_table_output() -> String {
+    "dynamodb_table_name".to_string()
+}
+fn default_lock_partition_key() -> String {
+    "LOCK#{collection}#chroma-{collection}-compaction".to_string()
+}
+fn default_lock_sort_key() -> String {
+    "LOCK".to_string()
+}
+fn default_lock_wait() -> u64 {
+    300
+}
+
+/// Inputs of SnapshotPromote.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Inputs {
+    /// Bucket holding the source snapshots. Default: the `output` of `sourceStack`.
+    pub source_bucket: Option<String>,
+    /// Bucket to promote into. Default: the `output` of `targetStack`.
+    pub target_bucket: Option<String>,
+    /// Stack output naming the snapshot bucket. Default `embedding_chromadb_bucket_name`.
+    #[serde(default = "default_output")]
+    pub output: String,
+    /// Collections to promote. Default `lines` and `words`.
+    #[serde(default = "default_collections")]
+    pub collections: Vec<String>,
+    /// Pin a snapshot version (for example `20251120_153000_123456_ab12cd34`) instead of the one the source pointer names.
+    pub snapshot: Option<String>,
+    /// Where a collection's snapshots live; `{collection}` is replaced. Default `{collection}/snapshot/timestamped/`.
+    #[serde(default = "default_snapshot_prefix")]
+    pub snapshot_prefix: String,
+    /// The pointer object readers follow, whose body is the version. Default `{collection}/snapshot/latest-pointer.txt`.
+    #[serde(default = "default_pointer_key")]
+    pub pointer_key: String,
+    /// DynamoDB table holding the compactor's lock on the source side. Default: the `lockTableOutput` of `sourceStack`.
+    pub source_lock_table: Option<String>,
+    /// DynamoDB table holding the compactor's lock on the target side. Default: the `lockTableOutput` of `targetStack`.
+    pub target_lock_table: Option<String>,
+    /// Stack output naming the lock tables. Default `dynamodb_table_name`.
+    #[serde(default = "default_lock_table_output")]
+    pub lock_table_output: String,
+    /// The lock item's partition key; `{collection}` is replaced. Default `LOCK#{collection}#chroma-{collection}-compaction`.
+    #[serde(default = "default_lock_partition_key")]
+    pub lock_partition_key: String,
+    /// The lock item's sort key. Default `LOCK`.
+    #[serde(default = "default_lock_sort_key")]
+    pub lock_sort_key: String,
+    /// How long to wait for a held lock before failing. Default 300 seconds.
+    #[serde(default = "default_lock_wait")]
+    pub lock_wait_seconds: u64,
+    /// Any values; a change re-runs the promotion.
+    #[serde(default)]
+    pub triggers: Vec<Value>,
+}
+
+/// Outputs of SnapshotPromote.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Outputs {
+    /// The source snapshot bucket, as given or read from the source stack.
+    pub source_bucket: String,
+    /// The target snapshot bucket, as given or read from the target stack.
+    pub target_bucket: String,
+    /// Collection to the version its target pointer now names (in preview: will name).
+    pub promoted: BTreeMap<String, String>,
+    /// Collection to the version the target pointer named before (empty: there was none).
+    pub previous_pointers: BTreeMap<String, String>,
+    /// Snapshot files written to the target.
+    pub files_copied: u64,
+    /// Bytes written to the target.
+    pub bytes_copied: u64,
+    /// Collection to the number of embeddings its promoted snapshot holds.
+    pub embedding_counts: BTreeMap<String, u64>,
+    /// True once the copied files matched their hash and the target's database opened and counted the same embeddings.
+    pub verified: bool,
+    /// Where this resource's rollback journal lives.
+    pub journal_uri: String,
+}
+
+struct Collection {
+    name: String,
+    version: String,
+    pointer: String,
+    spec: SyncSpec,
+}
+
+impl SnapshotPromote {
+    async fn collections(
+        ctx: &Context,
+        inputs: &Inputs,
+        outputs: &mut Outputs,
+    ) -> Result<Vec<Collection>> {
+        let config = &ctx.config;
+        let output = Some(inputs.output.as_str());
+        let source = Bucket {
+            client: config.source.s3_client().await,
+            name: ctx
+                .resolve(Side::Source, "sourceBucket", &inputs.source_bucket, output)
+                .await?,
+        };
+        let target = Bucket {
+            client: config.target.s3_client().await,
+            name: ctx
+                .resolve(Side::Target, "targetBucket", &inputs.target_bucket, output)
+                .await?,
+        };
+        if config.source.same_s3_as(&config.target) && source.name == target.name {
+            bail!(
+                "source and target are the same bucket ({:?}): name another targetBucket",
+                source.name
+            );
+        }
+        s3::check_bucket(&source, "source", &config.source.describe_s3()).await?;
+        s3::check_bucket(&target, "target", &config.target.describe_s3()).await?;
+        outputs.source_bucket = source.name.clone();
+        outputs.target_bucket = target.name.clone();
+        let mut collections = Vec::new();
+        for name in &inputs.collections {
+            let pointer = inputs.pointer_key.replace("{collection}", name);
+            let version = match &inputs.snapshot {
+                Some(pinned) => pinned.clone(),
+                None => snapshot::read_pointer(&source, &pointer).await?.ok_or_else(|| {
+                    anyhow::anyhow!("collection {name}: no pointer at s3://{}/{pointer}; pin `snapshot` to a version", source.name)
+                })?,
+            };
+            let previous = snapshot::read_pointer(&target, &pointer).await?;
+            outputs
+                .previous_pointers
+                .insert(name.clone(), previous.unwrap_or_default());
+            outputs.promoted.insert(name.clone(), version.clone());
+            let prefix = format!(
+                "{}{version}/",
+                inputs.snapshot_prefix.replace("{collection}", name)
+            );
+            collections.push(Collection {
+                name: name.clone(),
+                version,
+                pointer,
+                spec: SyncSpec {
+                    source: source.clone(),
+                    source_prefix: prefix.clone(),
+                    target: target.clone(),
+                    target_prefix: prefix,
+                    server_side: config.source.same_s3_as(&config.target),
+                    filter: KeyFilter::default(),
+                    on_conflict: OnConflict::SkipIdentical,
+                    delete_extraneous: false,
+                },
+            });
+        }
+        Ok(collections)
+    }
+
+    /// The lock tables of both sides that can be named, with their key attributes.
+    async fn lock_tables(ctx: &Context, inputs: &Inputs) -> Result<Vec<(Table, Vec<String>)>> {
+        let mut tables = Vec::new();
+        for (side, explicit, connection) in [
+            (Side::Source, &inputs.source_lock_table, &ctx.config.source),
+            (Side::Target, &inputs.target_lock_table, &ctx.config.target),
+        ] {
+            let name = match explicit {
+                Some(name) => name.clone(),
+                None => match ctx.stack_outputs(side).await? {
+                    Some(outputs) => outputs.string(&inputs.lock_table_output)?,
+                    None => {
+                        ctx.progress.warn(&format!(
+                            "no {side:?} lock table (set {}LockTable or the stack): the compactor's lock is not checked there",
+                            if matches!(side, Side::Source) { "source" } else { "target" }
+                        ));
+                        continue;
+                    }
+                },
+            };
+            let table = Table {
+                client: connection.dynamodb_client().await,
+                name,
+            };
+            let shape = dynamo::describe(&table, "lock", &connection.describe_dynamodb()).await?;
+            tables.push((table, shape.keys));
+        }
+        Ok(tables)
+    }
+
+    fn lock_key(inputs: &Inputs, keys: &[String], collection: &str) -> Vec<(String, String)> {
+        let values = [
+            inputs
+                .lock_partition_key
+                .replace("{collection}", collection),
+            inputs.lock_sort_key.clone(),
+        ];
+        keys.iter().cloned().zip(values).collect()
+    }
+
+    async fn journal(ctx: &Context, outputs: &mut Outputs) -> Result<Journal> {
+        let client = ctx.config.target.s3_client().await;
+        let journal = Journal::open(
+            &ctx.config.journal_location()?,
+            &client,
+            &ctx.journal_path(),
+        )
+        .await?;
+        outputs.journal_uri = journal.uri().to_string();
+        Ok(journal)
+    }
+}
+
+#[async_trait]
+impl Migration for SnapshotPromote {
+    type Inputs = Inputs;
+    type Outputs = Outputs;
+    const TOKEN: &'static str = "stackmigrate:index:SnapshotPromote";
+    const DESCRIPTION: &'static str = "Promotes ChromaDB snapshots: for each collection, the version the source pointer \
+        names (or a pinned one), after the compactor's lock is free; copies, verifies the hash and the SQLite database's \
+        embedding count, then moves the target pointer. Destroy restores the pointer and removes what was copied.";
+    const REPLACE_ON_CHANGE: &'static [&'static str] = &["sourceBucket", "targetBucket"];
+    const PENDING_OUTPUT: &'static str = "promoted";
+
+    fn validate(inputs: &Inputs) -> Vec<Failure> {
+        let mut failures = Vec::new();
+        if inputs.collections.is_empty() || inputs.collections.iter().any(|c| c.trim().is_empty()) {
+            failures.push(Failure::new(
+                "collections",
+                "must list collection names, for example lines and words",
+            ));
+        }
+        for (value, name) in [
+            (&inputs.snapshot_prefix, "snapshotPrefix"),
+            (&inputs.pointer_key, "pointerKey"),
+        ] {
+            if inputs.collections.len() > 1 && !value.contains("{collection}") {
+                failures.push(Failure::new(
+                    name,
+                    "must contain {collection} when several collections are promoted",
+                ));
+            }
+        }
+        if inputs
+            .snapshot
+            .as_ref()
+            .is_some_and(|s| s.contains('/') || s.is_empty())
+        {
+            failures.push(Failure::new(
+                "snapshot",
+                "must be a version name, for example 20251120_153000_123456_ab12cd34",
+            ));
+        }
+        failures
+    }
+
+    async fn plan(&self, ctx: &Context, inputs: &Inputs) -> Result<Planned<Outputs>> {
+        let mut outputs = Outputs::default();
+        let collections = Self::collections(ctx, inputs, &mut outputs).await?;
+        let journal = Self::journal(ctx, &mut outputs).await?;
+        let mut pending = false;
+        for collection in &collections {
+            let source =
+                snapshot::inspect(&collection.spec.source, &collection.spec.source_prefix).await?;
+            outputs
+                .embedding_counts
+                .insert(collection.name.clone(), source.embeddings);
+            let counts = sync::plan(&collection.spec, Some(&journal)).await?;
+            outputs.files_copied += counts.copied;
+            outputs.bytes_copied += counts.bytes_copied;
+            pending |= counts.changes() > 0
+                || outputs.previous_pointers[&collection.name] != collection.version;
+            ctx.progress.info(&format!(
+                "{}: snapshot {} ({} embeddings), {} files to copy; pointer {} -> {}",
+                collection.name,
+                collection.version,
+                source.embeddings,
+                counts.copied,
+                Some(outputs.previous_pointers[&collection.name].as_str())
+                    .filter(|p| !p.is_empty())
+                    .unwrap_or("(none)"),
+                collection.version
+            ));
+        }
+        for (table, keys) in Self::lock_tables(ctx, inputs).await? {
+            for collection in &collections {
+                if let Some(lock) =
+                    snapshot::held_lock(&table, &Self::lock_key(inputs, &keys, &collection.name))
+                        .await?
+                {
+                    ctx.progress.warn(&format!(
+                        "{}: the compactor's lock in {} is held by {} until {}; up will wait for it",
+                        collection.name, table.name, lock.owner, lock.expires
+                    ));
+                }
+            }
+        }
+        Ok(Planned { outputs, pending })
+    }
+
+    async fn apply(&self, ctx: &Context, inputs: &Inputs) -> Result<Outputs> {
+        let mut outputs = Outputs::default();
+        let collections = Self::collections(ctx, inputs, &mut outputs).await?;
+        let journal = Self::journal(ctx, &mut outputs).await?;
+        let wait = Duration::from_secs(inputs.lock_wait_seconds);
+        let locks = Self::lock_tables(ctx, inputs).await?;
+        for collection in &collections {
+            for (table, keys) in &locks {
+                let key = Self::lock_key(inputs, keys, &collection.name);
+                snapshot::wait_for_lock(table, &key, wait, ctx.progress.as_ref()).await?;
+            }
+            let spec = &collection.spec;
+            let source = snapshot::inspect(&spec.source, &spec.source_prefix).await?;
+            let counts: SyncCounts = sync::run(spec, &journal, ctx.progress.as_ref()).await?;
+            let copied = snapshot::inspect(&spec.target, &spec.target_prefix).await?;
+            if copied.embeddings != source.embeddings {
+                bail!(
+                    "{}: the copied snapshot holds {} embeddings, the source {}; the pointer was not moved",
+                    collection.name,
+                    copied.embeddings,
+                    source.embeddings
+                );
+            }
+            // The pointer last: readers never follow it to a partial snapshot.
+            if outputs.previous_pointers[&collection.name] != collection.version {
+                sync::put_journalled(
+                    &spec.target,
+                    &collection.pointer,
+                    collection.version.clone().into_bytes(),
+                    &journal,
+                )
+                .await?;
+            }
+            outputs.files_copied += counts.copied;
+            outputs.bytes_copied += counts.bytes_copied;
+            outputs
+                .embedding_counts
+                .insert(collection.name.clone(), copied.embeddings);
+            ctx.progress.info(&format!(
+                "{}: promoted {} ({} embeddings, verified)",
+                collection.name, collection.version, copied.embeddings
+            ));
+        }
+        outputs.verified = true;
+        Ok(outputs)
+    }
+
+    async fn rollback(&self, ctx: &Context, state: &Outputs) -> Result<()> {
+        let target = Bucket {
+            client: ctx.config.target.s3_client().await,
+            name: state.target_bucket.clone(),
+        };
+        let journal = Journal::open(
+            &ctx.config.journal_location()?,
+            &target.client,
+            &ctx.journal_path(),
+        )
+        .await?;
+        let report = sync::rollback(&target, &journal, ctx.progress.as_ref()).await?;
+        ctx.progress.info(&format!(
+            "rolled back s3://{}: pointers restored, {} files deleted, {} restored",
+            target.name, report.deleted, report.restored
+        ));
+        super::warn_left_alone(
+            ctx,
+            &format!("objects in s3://{}", target.name),
+            &report.left_alone,
+        );
+        Ok(())
+    }
+}

@@ -20,10 +20,20 @@ export const getStackOutputs: typeof import("./getStackOutputs").getStackOutputs
 export const getStackOutputsOutput: typeof import("./getStackOutputs").getStackOutputsOutput = null as any;
 utilities.lazyLoad(exports, ["getStackOutputs","getStackOutputsOutput"], () => require("./getStackOutputs"));
 
+export { ModelCopyArgs } from "./modelCopy";
+export type ModelCopy = import("./modelCopy").ModelCopy;
+export const ModelCopy: typeof import("./modelCopy").ModelCopy = null as any;
+utilities.lazyLoad(exports, ["ModelCopy"], () => require("./modelCopy"));
+
 export { ProviderArgs } from "./provider";
 export type Provider = import("./provider").Provider;
 export const Provider: typeof import("./provider").Provider = null as any;
 utilities.lazyLoad(exports, ["Provider"], () => require("./provider"));
+
+export { SnapshotPromoteArgs } from "./snapshotPromote";
+export type SnapshotPromote = import("./snapshotPromote").SnapshotPromote;
+export const SnapshotPromote: typeof import("./snapshotPromote").SnapshotPromote = null as any;
+utilities.lazyLoad(exports, ["SnapshotPromote"], () => require("./snapshotPromote"));
 
 
 // Export enums:
@@ -46,6 +56,10 @@ const _module = {
                 return new BucketSync(name, <any>undefined, { urn })
             case "stackmigrate:index:DynamoCopy":
                 return new DynamoCopy(name, <any>undefined, { urn })
+            case "stackmigrate:index:ModelCopy":
+                return new ModelCopy(name, <any>undefined, { urn })
+            case "stackmigrate:index:SnapshotPromote":
+                return new SnapshotPromote(name, <any>undefined, { urn })
             default:
                 throw new Error(`unknown resource type ${type}`);
         }

@@ -25,6 +25,10 @@ func (m *module) Construct(ctx *pulumi.Context, name, typ, urn string) (r pulumi
 		r = &BucketSync{}
 	case "stackmigrate:index:DynamoCopy":
 		r = &DynamoCopy{}
+	case "stackmigrate:index:ModelCopy":
+		r = &ModelCopy{}
+	case "stackmigrate:index:SnapshotPromote":
+		r = &SnapshotPromote{}
 	default:
 		return nil, fmt.Errorf("unknown resource type: %s", typ)
 	}

@@ -10,7 +10,9 @@ from ._enums import *
 from .bucket_sync import *
 from .dynamo_copy import *
 from .get_stack_outputs import *
+from .model_copy import *
 from .provider import *
+from .snapshot_promote import *
 from ._inputs import *
 from . import outputs
 
@@ -30,7 +32,9 @@ _utilities.register(
   "fqn": "pulumi_stackmigrate",
   "classes": {
    "stackmigrate:index:BucketSync": "BucketSync",
-   "stackmigrate:index:DynamoCopy": "DynamoCopy"
+   "stackmigrate:index:DynamoCopy": "DynamoCopy",
+   "stackmigrate:index:ModelCopy": "ModelCopy",
+   "stackmigrate:index:SnapshotPromote": "SnapshotPromote"
   }
  }
 ]

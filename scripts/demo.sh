@@ -25,21 +25,9 @@ archive=$run/pulumi-resource-stackmigrate-v$version-linux-amd64.tar.gz
 tar -czf "$archive" -C target/debug pulumi-resource-stackmigrate
 pulumi plugin install resource stackmigrate "$version" -f "$archive" --reinstall
 
-say "dev data"
-suffix=demo
-"$venv/bin/python" examples/dev-to-prod/generate.py --suffix "$suffix" | tee "$run/buckets.env"
-
-say "prod stack: the migration program (examples/dev-to-prod)"
-work=$run/dev-to-prod
-rm -rf "$work" && cp -r examples/dev-to-prod "$work"
-cd "$work"
-pulumi stack select --create prod --non-interactive >/dev/null
-pulumi config set stackmigrate:journal "file://$run/journal"
-pulumi config set --path stackmigrate:source.endpoint "$STACKMIGRATE_S3_A"
-pulumi config set --path stackmigrate:source.forcePathStyle true
-pulumi config set --path stackmigrate:target.endpoint "$STACKMIGRATE_S3_A"
-pulumi config set --path stackmigrate:target.forcePathStyle true
-while IFS='=' read -r key value; do pulumi config set "$key" "$value"; done <"$run/buckets.env"
+work=$run/demo
+PYTHON=$venv/bin/python examples/dev-to-prod/setup.sh "$work"
+cd "$work/migration"
 
 say "pulumi preview: the dry run"
 pulumi preview --non-interactive
@@ -58,9 +46,9 @@ cat <<EOT
 Done in $(( $(date +%s) - started )) s.
 Services: MinIO at $STACKMIGRATE_S3_A (and $STACKMIGRATE_S3_B), DynamoDB Local at $STACKMIGRATE_DYNAMODB
 Pulumi state: $PULUMI_BACKEND_URL (passphrase: $PULUMI_CONFIG_PASSPHRASE)
-The prod stack's program: $work
+Stacks: organization/portfolio/dev, organization/portfolio/prod (outputs only), organization/portfolio-migration/prod (the migration)
 Run the steps by hand:
-  eval "\$(scripts/services.sh env)"; cd $work
+  eval "\$(scripts/services.sh env)"; cd $work/migration
   pulumi preview; pulumi up; pulumi destroy
 Stop the services: scripts/services.sh stop
 EOT

@@ -2,6 +2,7 @@
 the edge cases a copy must carry unchanged, and the transform DynamoCopy should apply."""
 
 import os
+import random
 import time
 import uuid
 
@@ -51,6 +52,11 @@ def create_table(client, name, ttl=True):
     return name
 
 
+def new_uuid():
+    """From `random`, so a generator that seeds it makes the same ids every run."""
+    return str(uuid.UUID(int=random.getrandbits(128), version=4))
+
+
 def S(v):
     return {"S": v}
 
@@ -62,7 +68,7 @@ def N(v):
 def image_items(images=2, lines=3, words=4):
     items = []
     for _ in range(images):
-        image = str(uuid.uuid4())
+        image = new_uuid()
         pk = S(f"IMAGE#{image}")
         items.append({"PK": pk, "SK": S("IMAGE"), "TYPE": S("IMAGE"), "raw_s3_bucket": S(DEV_RAW),
                       "cdn_s3_bucket": S(DEV_CDN), "raw_s3_key": S(f"raw/{image}.png"), "width": N(1700)})
@@ -80,15 +86,16 @@ def image_items(images=2, lines=3, words=4):
                               "label": S("TOTAL"), "validation_status": {"NULL": True}})
         items.append({"PK": pk, "SK": S("RECEIPT#00001#PLACE"), "TYPE": S("RECEIPT_PLACE"), "name": S("Café Ünïcode ☕"),
                       "matched_fields": {"SS": ["name", "phone"]}})
-        items.append({"PK": pk, "SK": S(f"RECEIPT#00001#COMPACTION_RUN#{uuid.uuid4()}"), "TYPE": S("COMPACTION_RUN")})
+        items.append({"PK": pk, "SK": S(f"RECEIPT#00001#COMPACTION_RUN#{new_uuid()}"), "TYPE": S("COMPACTION_RUN")})
     return items
 
 
 def edge_items():
     now = int(time.time())
     return [
-        {"PK": S("LOCK#lines#chroma-lines-compaction"), "SK": S("LOCK"), "TYPE": S("COMPACTION_LOCK"), "owner": S(str(uuid.uuid4()))},
-        {"PK": S(f"JOB#{uuid.uuid4()}"), "SK": S("JOB"), "TYPE": S("JOB"), "storage": {"M": {"bucket": S(DEV_RAW)}}},
+        {"PK": S("LOCK#lines#chroma-lines-compaction"), "SK": S("LOCK"), "TYPE": S("COMPACTION_LOCK"), "owner": S(new_uuid()),
+         "expires": S("2025-11-20T15:33:00+00:00")},  # released long ago
+        {"PK": S(f"JOB#{new_uuid()}"), "SK": S("JOB"), "TYPE": S("JOB"), "storage": {"M": {"bucket": S(DEV_RAW)}}},
         {"PK": S("JOB#metrics"), "SK": S("METRIC#loss#2026-11-20T10:00:00"), "TYPE": S("JOB_METRIC"), "value": N("0.25")},
         {"PK": S("BATCH#1"), "SK": S("RESULT#IMAGE#x"), "TYPE": S("EMBEDDING_BATCH_RESULT")},
         {"PK": S("EDGE#1"), "SK": S("NUMBERS"), "TYPE": S("EDGE"),

@@ -1,17 +1,59 @@
-"""Fills the local dev buckets with Portfolio-shaped image data (raw uploads with their
-OCR JSON beside them, CDN renditions) and creates the empty prod buckets."""
+"""Creates the dev and prod sides of the Portfolio system on the local services and fills
+dev with Portfolio-shaped data: the receipts table (seed 001's counts by default), raw
+and CDN images, ChromaDB snapshots of both collections in the real layout (the lines
+snapshot as a tarball, words in the older directory format), and LayoutLM runs.
+Prod gets a few rows and objects of its own, which the migration must leave alone.
+
+Prints the infra stacks' config as JSON: {"dev": {...}, "prod": {...}}. Seeded: a
+second run writes the same data. --fresh empties both sides first."""
 
 import argparse
+import json
 import os
 import random
+import sys
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import boto3
 from botocore.config import Config
 
+# The test suite's builders of Portfolio-shaped data are the one definition of it.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
+from chroma_and_models import put_directory_snapshot, put_run, put_tarball_snapshot, set_pointer  # noqa: E402
+from portfolio_items import (  # noqa: E402
+    DEV_CDN,
+    DEV_RAW,
+    PROD_CDN,
+    PROD_RAW,
+    S,
+    create_table,
+    edge_items,
+    image_items,
+    put_items,
+)
 
-def client():
-    return boto3.client(
+NAMES = {
+    "dev": {
+        "tableName": "ReceiptsTable-dev1234",
+        "rawBucket": DEV_RAW,
+        "cdnBucket": DEV_CDN,
+        "chromaBucket": "chromadb-dev-shared-buckets-vectors-1234",
+        "layoutlmBucket": "layoutlm-training-dev-1234",
+    },
+    "prod": {
+        "tableName": "ReceiptsTable-prod9876",
+        "rawBucket": PROD_RAW,
+        "cdnBucket": PROD_CDN,
+        "chromaBucket": "chromadb-prod-shared-buckets-vectors-9876",
+        "layoutlmBucket": "layoutlm-training-prod-9876",
+    },
+}
+LINES_VERSION, WORDS_VERSION = "20251120_153000_123456_ab12cd34", "20251119_080000_000001_cd34ef56"
+
+
+def clients():
+    s3 = boto3.client(
         "s3",
         endpoint_url=os.environ["STACKMIGRATE_S3_A"],
         aws_access_key_id=os.environ["STACKMIGRATE_S3_A_KEY"],
@@ -19,43 +61,96 @@ def client():
         region_name="us-east-1",
         config=Config(s3={"addressing_style": "path"}, max_pool_connections=16),
     )
+    dynamodb = boto3.client(
+        "dynamodb",
+        endpoint_url=os.environ["STACKMIGRATE_DYNAMODB"],
+        aws_access_key_id="local",
+        aws_secret_access_key="local",
+        region_name="us-east-1",
+    )
+    return s3, dynamodb
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--images", type=int, default=50)
-    parser.add_argument("--suffix", default="local")
-    args = parser.parse_args()
-    s3 = client()
-    names = {
-        "devRawBucket": f"raw-image-bucket-dev-{args.suffix}",
-        "prodRawBucket": f"raw-image-bucket-prod-{args.suffix}",
-        "devCdnBucket": f"sitebucket-dev-{args.suffix}",
-        "prodCdnBucket": f"sitebucket-prod-{args.suffix}",
-    }
+def empty(s3, dynamodb):
     existing = {b["Name"] for b in s3.list_buckets()["Buckets"]}
-    for name in names.values():
-        if name not in existing:
-            s3.create_bucket(Bucket=name)
-    puts = []
-    for i in range(args.images):
-        image = f"{i:08x}-0000-4000-8000-{i:012x}"
-        # Seeded, so a second run writes the same bytes and the migration has nothing new.
-        body = random.Random(i).randbytes(20_000 + 37 * i)
-        puts.append((names["devRawBucket"], f"raw/{image}.png", body, "image/png"))
-        puts.append((names["devRawBucket"], f"raw/{image}.json", b'{"ocr": "lines"}', "application/json"))
-        for size in ("thumbnail", "small", "medium"):
-            puts.append((names["devCdnBucket"], f"assets/{image}_{size}.webp", body[: 2_000 * (1 + len(size))], "image/webp"))
-    puts.append((names["devRawBucket"], "lines/delta/run-1/delta.tar.gz", b"delta", "application/gzip"))
+    tables = set(dynamodb.list_tables()["TableNames"])
+    for side in NAMES.values():
+        if side["tableName"] in tables:
+            dynamodb.delete_table(TableName=side["tableName"])
+        for key in ("rawBucket", "cdnBucket", "chromaBucket", "layoutlmBucket"):
+            if side[key] in existing:
+                for page in s3.get_paginator("list_objects_v2").paginate(Bucket=side[key]):
+                    for obj in page.get("Contents", []):
+                        s3.delete_object(Bucket=side[key], Key=obj["Key"])
 
+
+def create(s3, dynamodb):
+    existing = {b["Name"] for b in s3.list_buckets()["Buckets"]}
+    tables = set(dynamodb.list_tables()["TableNames"])
+    for side in NAMES.values():
+        if side["tableName"] not in tables:
+            create_table(dynamodb, side["tableName"])
+        for key in ("rawBucket", "cdnBucket", "chromaBucket", "layoutlmBucket"):
+            if side[key] not in existing:
+                s3.create_bucket(Bucket=side[key])
+
+
+def put_objects(s3, objects):
     def put(item):
         bucket, key, body, content_type = item
         s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type, CacheControl="max-age=31536000")
 
     with ThreadPoolExecutor(16) as pool:
-        list(pool.map(put, puts))
-    for key, value in names.items():
-        print(f"{key}={value}")
+        list(pool.map(put, objects))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--images", type=int, default=50, help="receipts images (seed 001: 50)")
+    parser.add_argument("--lines", type=int, default=46, help="lines per receipt (seed 001: ~2,300 in all)")
+    parser.add_argument("--words", type=int, default=7, help="words per line (seed 001: ~15,700 in all)")
+    parser.add_argument("--fresh", action="store_true", help="empty both sides first")
+    args = parser.parse_args()
+    random.seed(1)
+    s3, dynamodb = clients()
+    if args.fresh:
+        empty(s3, dynamodb)
+    create(s3, dynamodb)
+    dev, prod = NAMES["dev"], NAMES["prod"]
+
+    items = image_items(images=args.images, lines=args.lines, words=args.words) + edge_items()
+    put_items(dynamodb, dev["tableName"], items)
+    put_items(dynamodb, prod["tableName"], [
+        {"PK": S("IMAGE#prod-only"), "SK": S("IMAGE"), "TYPE": S("IMAGE"), "raw_s3_bucket": S(PROD_RAW)},
+    ])
+
+    objects = []
+    for item in items:
+        if item["TYPE"]["S"] != "IMAGE":
+            continue
+        image = item["PK"]["S"].split("#", 1)[1]
+        body = random.Random(image).randbytes(20_000)
+        objects.append((dev["rawBucket"], f"raw/{image}.png", body, "image/png"))
+        objects.append((dev["rawBucket"], f"raw/{image}.json", b'{"ocr": "lines"}', "application/json"))
+        for size in ("thumbnail", "small", "medium"):
+            objects.append((dev["cdnBucket"], f"assets/{image}_{size}.webp", body[: 2_000 * len(size)], "image/webp"))
+    objects.append((prod["rawBucket"], "raw/prod-only.png", b"prod's own", "image/png"))
+    put_objects(s3, objects)
+
+    lines = sum(i["TYPE"]["S"] == "RECEIPT_LINE" for i in items)
+    words = sum(i["TYPE"]["S"] == "RECEIPT_WORD" for i in items)
+    put_tarball_snapshot(s3, dev["chromaBucket"], "lines", LINES_VERSION, embeddings=lines)
+    set_pointer(s3, dev["chromaBucket"], "lines", LINES_VERSION)
+    put_directory_snapshot(s3, dev["chromaBucket"], "words", WORDS_VERSION, embeddings=words)
+    set_pointer(s3, dev["chromaBucket"], "words", WORDS_VERSION)
+    s3.put_object(Bucket=dev["chromaBucket"], Key="lines/delta/run-1/delta.tar.gz", Body=b"delta")
+    put_tarball_snapshot(s3, prod["chromaBucket"], "lines", "20250101_000000_000000_00000000", embeddings=5)
+    set_pointer(s3, prod["chromaBucket"], "lines", "20250101_000000_000000_00000000")
+
+    put_run(s3, dev["layoutlmBucket"], "layoutlm-2025-11-01", best=True)
+    put_run(s3, dev["layoutlmBucket"], "layoutlm-2025-11-20", checkpoints=(999, 1000))
+
+    print(json.dumps(NAMES))
 
 
 if __name__ == "__main__":

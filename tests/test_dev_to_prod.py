@@ -1,0 +1,89 @@
+"""The whole dev-to-prod migration (examples/dev-to-prod) through the real pulumi CLI:
+preview writes nothing, up makes prod the expected transform of dev (item by item,
+object by object), a second up copies nothing, destroy returns prod to exactly its
+state before, and dev never changes."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, listing, s3_client
+from portfolio_items import dynamodb, expected_transform, key, scan_all
+
+sys.path.insert(0, str(REPO / "examples" / "dev-to-prod"))
+from generate import NAMES  # noqa: E402
+
+BUCKETS = ("rawBucket", "cdnBucket", "chromaBucket", "layoutlmBucket")
+STACK = "organization/portfolio-migration/prod"
+
+
+def side_state(side):
+    """Every item and every object (with its ETag) of one side."""
+    names = NAMES[side]
+    s3 = s3_client("a")
+    return {
+        "items": scan_all(dynamodb(), names["tableName"]),
+        "objects": {b: listing(s3, names[b]) for b in BUCKETS},
+    }
+
+
+def pulumi(work, *args, check=True):
+    proc = subprocess.run(["pulumi", *args, "--non-interactive", "--stack", STACK], cwd=work / "migration",
+                          capture_output=True, text=True, timeout=900)
+    out = proc.stdout + proc.stderr
+    if check:
+        assert proc.returncode == 0, out
+    return out
+
+
+@pytest.fixture
+def migration(tmp_path):
+    work = tmp_path / "work"
+    env = {**os.environ, "PYTHON": sys.executable, "STACKMIGRATE_DEMO_ARGS": "--images 3 --lines 4 --words 3"}
+    subprocess.run([str(REPO / "examples" / "dev-to-prod" / "setup.sh"), str(work)], env=env, check=True,
+                   capture_output=True, timeout=900)
+    return work
+
+
+def test_the_whole_migration(migration):
+    dev_before, prod_before = side_state("dev"), side_state("prod")
+
+    out = pulumi(migration, "preview")
+    assert "plan: " in out and "checkpoint-1000" in out, out
+    assert side_state("prod") == prod_before, "preview writes nothing"
+
+    pulumi(migration, "up", "--yes", "--skip-preview")
+    prod = side_state("prod")
+    dev_items = scan_all(dynamodb(), NAMES["dev"]["tableName"])
+    expected_items = dict(prod_before["items"])
+    for item in dev_items.values():
+        transformed = expected_transform(item)
+        if transformed is not None:
+            expected_items[key(item)] = transformed
+    assert prod["items"] == expected_items
+
+    dev_objects = dev_before["objects"]
+    raw = {k: v for k, v in dev_objects["rawBucket"].items() if k.endswith(".png")}
+    assert prod["objects"]["rawBucket"] == {**prod_before["objects"]["rawBucket"], **raw}
+    assert prod["objects"]["cdnBucket"] == dev_objects["cdnBucket"]
+    promoted = {k: v for k, v in dev_objects["chromaBucket"].items() if "/delta/" not in k}
+    assert prod["objects"]["chromaBucket"] == {**prod_before["objects"]["chromaBucket"], **promoted}
+    model = "runs/layoutlm-2025-11-20/checkpoints/checkpoint-1000/"
+    expected_model = {k: v for k, v in dev_objects["layoutlmBucket"].items()
+                      if (k.startswith(model) and not k.endswith(".log")) or k == "runs/layoutlm-2025-11-20/run.json"}
+    assert prod["objects"]["layoutlmBucket"] == expected_model
+    outputs = json.loads(pulumi(migration, "stack", "output", "--json"))
+    assert outputs["verified"] == [True] * 5
+    assert outputs["model"] == f"s3://{NAMES['prod']['layoutlmBucket']}/{model}"
+
+    out = pulumi(migration, "up", "--yes", "--skip-preview")
+    assert "6 unchanged" in out, out
+    assert side_state("prod") == prod
+
+    pulumi(migration, "destroy", "--yes", "--skip-preview")
+    assert side_state("prod") == prod_before, "destroy returns prod to exactly its state before up"
+    assert side_state("dev") == dev_before, "dev is never written"

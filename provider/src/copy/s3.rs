@@ -217,27 +217,26 @@ pub async fn put_bytes(bucket: &Bucket, key: &str, body: Vec<u8>) -> Result<Stri
 }
 
 pub async fn get_bytes(bucket: &Bucket, key: &str) -> Result<Vec<u8>> {
-    let out = bucket
-        .client
-        .get_object()
-        .bucket(&bucket.name)
-        .key(key)
-        .send()
-        .await
-        .map_err(aws_error)
-        .with_context(|| format!("reading s3://{}/{key}", bucket.name))?;
-    let data = out.body.collect().await.context("reading object body")?;
-    Ok(data.into_bytes().to_vec())
+    get(bucket, key, None).await
 }
 
 /// Bytes `start..end` (end exclusive) of an object.
 pub async fn get_range(bucket: &Bucket, key: &str, start: u64, end: u64) -> Result<Vec<u8>> {
+    get(
+        bucket,
+        key,
+        Some(format!("bytes={start}-{}", end.saturating_sub(1))),
+    )
+    .await
+}
+
+async fn get(bucket: &Bucket, key: &str, range: Option<String>) -> Result<Vec<u8>> {
     let out = bucket
         .client
         .get_object()
         .bucket(&bucket.name)
         .key(key)
-        .range(format!("bytes={start}-{}", end.saturating_sub(1)))
+        .set_range(range)
         .send()
         .await
         .map_err(aws_error)

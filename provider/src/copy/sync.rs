@@ -57,6 +57,16 @@ impl SyncCounts {
         self.copied + self.deleted
     }
 
+    pub fn add(&mut self, other: &SyncCounts) {
+        self.scanned += other.scanned;
+        self.copied += other.copied;
+        self.skipped += other.skipped;
+        self.overwritten += other.overwritten;
+        self.deleted += other.deleted;
+        self.excluded += other.excluded;
+        self.bytes_copied += other.bytes_copied;
+    }
+
     /// One line for people; `done` says whether it happened or is planned.
     pub fn summary(&self, done: bool) -> String {
         let (copy, delete) = if done {

@@ -227,27 +227,7 @@ impl Migration for BucketSync {
     }
 
     async fn rollback(&self, ctx: &Context, state: &Outputs) -> Result<()> {
-        let target = Bucket {
-            client: ctx.config.target.s3_client().await,
-            name: state.target_bucket.clone(),
-        };
-        let journal = Journal::open(
-            &ctx.config.journal_location()?,
-            &target.client,
-            &ctx.journal_path(),
-        )
-        .await?;
-        let report = sync::rollback(&target, &journal, ctx.progress.as_ref()).await?;
-        ctx.progress.info(&format!(
-            "rolled back s3://{}: {} objects deleted, {} restored",
-            target.name, report.deleted, report.restored
-        ));
-        super::warn_left_alone(
-            ctx,
-            &format!("objects in s3://{}", target.name),
-            &report.left_alone,
-        );
-        Ok(())
+        super::rollback_bucket(ctx, &state.target_bucket).await
     }
 }
 

@@ -16,7 +16,10 @@ use serde::{de::DeserializeOwned, Serialize};
 use serde_json::{Map, Value};
 
 use crate::config::ProviderConfig;
+use crate::copy::journal::Journal;
 use crate::copy::progress::Progress;
+use crate::copy::s3::Bucket;
+use crate::copy::sync;
 use crate::stacks::{StackOutputs, Stacks};
 
 /// Everything a resource operation may use besides its inputs.
@@ -271,6 +274,32 @@ pub fn warn_left_alone(ctx: &Context, what: &str, left_alone: &[String]) {
             String::new()
         }
     ));
+}
+
+/// Rollback of the resources that write to a bucket: undoes the journal's writes in
+/// the target bucket (last written first) and says what it did and what it left.
+pub async fn rollback_bucket(ctx: &Context, bucket: &str) -> Result<()> {
+    let target = Bucket {
+        client: ctx.config.target.s3_client().await,
+        name: bucket.to_string(),
+    };
+    let journal = Journal::open(
+        &ctx.config.journal_location()?,
+        &target.client,
+        &ctx.journal_path(),
+    )
+    .await?;
+    let report = sync::rollback(&target, &journal, ctx.progress.as_ref()).await?;
+    ctx.progress.info(&format!(
+        "rolled back s3://{}: {} objects deleted, {} restored",
+        target.name, report.deleted, report.restored
+    ));
+    warn_left_alone(
+        ctx,
+        &format!("objects in s3://{}", target.name),
+        &report.left_alone,
+    );
+    Ok(())
 }
 
 /// Every resource this provider serves.

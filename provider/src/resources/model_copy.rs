@@ -170,15 +170,6 @@ impl ModelCopy {
     }
 }
 
-fn add(total: &mut SyncCounts, counts: SyncCounts) {
-    total.scanned += counts.scanned;
-    total.copied += counts.copied;
-    total.skipped += counts.skipped;
-    total.overwritten += counts.overwritten;
-    total.excluded += counts.excluded;
-    total.bytes_copied += counts.bytes_copied;
-}
-
 #[async_trait]
 impl Migration for ModelCopy {
     type Inputs = Inputs;
@@ -224,7 +215,7 @@ impl Migration for ModelCopy {
         let journal = Self::journal(ctx, &plan).await?;
         let mut total = SyncCounts::default();
         for spec in &plan.specs {
-            add(&mut total, sync::plan(spec, Some(&journal)).await?);
+            total.add(&sync::plan(spec, Some(&journal)).await?);
         }
         ctx.progress.info(&format!(
             "model: run {} {} -> {}",
@@ -243,10 +234,7 @@ impl Migration for ModelCopy {
         let journal = Self::journal(ctx, &plan).await?;
         let mut total = SyncCounts::default();
         for spec in &plan.specs {
-            add(
-                &mut total,
-                sync::run(spec, &journal, ctx.progress.as_ref()).await?,
-            );
+            total.add(&sync::run(spec, &journal, ctx.progress.as_ref()).await?);
         }
         let outputs = Self::outputs(&plan, &total, true, &journal);
         ctx.progress.info(&format!(
@@ -257,26 +245,6 @@ impl Migration for ModelCopy {
     }
 
     async fn rollback(&self, ctx: &Context, state: &Outputs) -> Result<()> {
-        let target = Bucket {
-            client: ctx.config.target.s3_client().await,
-            name: state.target_bucket.clone(),
-        };
-        let journal = Journal::open(
-            &ctx.config.journal_location()?,
-            &target.client,
-            &ctx.journal_path(),
-        )
-        .await?;
-        let report = sync::rollback(&target, &journal, ctx.progress.as_ref()).await?;
-        ctx.progress.info(&format!(
-            "rolled back s3://{}: {} files deleted",
-            target.name, report.deleted
-        ));
-        super::warn_left_alone(
-            ctx,
-            &format!("files in s3://{}", target.name),
-            &report.left_alone,
-        );
-        Ok(())
+        super::rollback_bucket(ctx, &state.target_bucket).await
     }
 }

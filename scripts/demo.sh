@@ -19,14 +19,8 @@ say "local services"
 eval "$(scripts/services.sh start)"
 run=${STACKMIGRATE_RUN:-/tmp/stackmigrate-services}
 
-say "plugin: pulumi plugin install resource stackmigrate"
-version=$(target/debug/pulumi-resource-stackmigrate --schema | "$venv/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["version"])')
-archive=$run/pulumi-resource-stackmigrate-v$version-linux-amd64.tar.gz
-tar -czf "$archive" -C target/debug pulumi-resource-stackmigrate
-pulumi plugin install resource stackmigrate "$version" -f "$archive" --reinstall
-
 work=$run/demo
-PYTHON=$venv/bin/python examples/dev-to-prod/setup.sh "$work"
+PYTHON=$venv/bin/python PLUGIN_DIR=target/debug examples/dev-to-prod/setup.sh "$work"
 cd "$work/migration"
 
 say "pulumi preview: the dry run"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, listing, s3_client
+from conftest import PLUGIN_DIR, REPO, listing, s3_client
 from portfolio_items import dynamodb, expected_transform, key, scan_all
 
 sys.path.insert(0, str(REPO / "examples" / "dev-to-prod"))
@@ -43,9 +43,11 @@ def pulumi(work, *args, check=True):
 @pytest.fixture
 def migration(tmp_path):
     work = tmp_path / "work"
-    env = {**os.environ, "PYTHON": sys.executable, "STACKMIGRATE_DEMO_ARGS": "--images 3 --lines 4 --words 3"}
-    subprocess.run([str(REPO / "examples" / "dev-to-prod" / "setup.sh"), str(work)], env=env, check=True,
-                   capture_output=True, timeout=900)
+    env = {**os.environ, "PYTHON": sys.executable, "PLUGIN_DIR": str(PLUGIN_DIR),
+           "STACKMIGRATE_DEMO_ARGS": "--images 3 --lines 4 --words 3"}
+    proc = subprocess.run([str(REPO / "examples" / "dev-to-prod" / "setup.sh"), str(work)], env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
     return work
 
 

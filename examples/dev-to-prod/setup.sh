@@ -4,12 +4,19 @@
 # brings up the infra project's dev and prod stacks (outputs naming tables and
 # buckets) and configures the migration stack organization/portfolio-migration/prod.
 # Used by scripts/demo.sh and the end-to-end test of the whole program.
-#   PYTHON=python-with-boto3 examples/dev-to-prod/setup.sh WORK
+#   PYTHON=python-with-boto3 PLUGIN_DIR=target/debug examples/dev-to-prod/setup.sh WORK
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 work=$1
 run=${STACKMIGRATE_RUN:-/tmp/stackmigrate-services}
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+say "plugin: pulumi plugin install resource stackmigrate (from an archive of the build, as users do)"
+plugin=$PLUGIN_DIR/pulumi-resource-stackmigrate
+version=$("$plugin" --schema | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["version"])')
+archive=$run/pulumi-resource-stackmigrate-v$version-linux-amd64.tar.gz
+tar -czf "$archive" -C "$PLUGIN_DIR" pulumi-resource-stackmigrate
+pulumi plugin install resource stackmigrate "$version" -f "$archive" --reinstall
 
 say "a fresh start: forget an earlier run's migration (generate.py --fresh resets the data)"
 rm -rf "$work" "$run/journal" && mkdir -p "$work" && cp -r "$here/infra" "$here/migration" "$work/"

@@ -170,6 +170,18 @@ impl EngineLog {
     }
 }
 
+/// Diff plans only to learn whether anything is pending; its lines would repeat what
+/// the preview or update itself prints, so only warnings get through.
+struct WarningsOnly(Arc<dyn Progress>);
+
+impl Progress for WarningsOnly {
+    fn status(&self, _: &str) {}
+    fn info(&self, _: &str) {}
+    fn warn(&self, message: &str) {
+        self.0.warn(message);
+    }
+}
+
 impl Progress for EngineLog {
     fn status(&self, message: &str) {
         self.send(LogSeverity::Info, message, true);
@@ -432,6 +444,10 @@ impl ResourceProvider for Provider {
         if detailed_diff.is_empty() && !new.has_unknowns() {
             let (planned, pending) = self
                 .with_context(&request.urn, |ctx| async move {
+                    let ctx = Context {
+                        progress: Arc::new(WarningsOnly(ctx.progress.clone())),
+                        ..ctx
+                    };
                     resource.plan(&ctx, &new.value).await
                 })
                 .await?;

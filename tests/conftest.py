@@ -80,6 +80,12 @@ def connection(side):
     }
 
 
+def both_sides():
+    """Provider config with one connection for both sides: MinIO "a" and DynamoDB Local."""
+    both = {**connection("a"), "dynamodbEndpoint": os.environ["STACKMIGRATE_DYNAMODB"]}
+    return {"stackmigrate:source": both, "stackmigrate:target": both}
+
+
 class PulumiError(AssertionError):
     pass
 

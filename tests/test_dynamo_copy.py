@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from conftest import connection, plan_by, plan_counts, unique, wait_until
+from conftest import both_sides, plan_by, plan_counts, unique, wait_until
 from portfolio_items import (
     EXCLUDED,
     RESET,
@@ -52,11 +52,6 @@ def copy_resource(source, target, **extra):
     return {"receipts": {"type": "stackmigrate:DynamoCopy", "properties": props}}
 
 
-def dynamo_config():
-    both = {**connection("a"), "dynamodbEndpoint": os.environ["STACKMIGRATE_DYNAMODB"]}
-    return {"stackmigrate:source": both, "stackmigrate:target": both}
-
-
 @pytest.fixture
 def tables():
     client = dynamodb()
@@ -87,7 +82,7 @@ def expected_target(before, source_items, overwrite=False):
 def test_preview_counts_exactly_and_writes_nothing(project, tables):
     client, source, target, source_items, clash = tables
     before_source, before_target = scan_all(client, source), scan_all(client, target)
-    p = project(copy_resource(source, target), OUTPUTS, config=dynamo_config())
+    p = project(copy_resource(source, target), OUTPUTS, config=both_sides())
     counts = plan_counts(p.preview())
     copied = [i for i in source_items if expected_transform(i) is not None]
     assert counts["itemsScanned"] == len(source_items)
@@ -109,7 +104,7 @@ def test_preview_counts_exactly_and_writes_nothing(project, tables):
 def test_up_is_exact_then_incremental_then_destroy_restores(project, tables):
     client, source, target, source_items, clash = tables
     before_source, before_target = scan_all(client, source), scan_all(client, target)
-    p = project(copy_resource(source, target), OUTPUTS, config=dynamo_config())
+    p = project(copy_resource(source, target), OUTPUTS, config=both_sides())
     p.up()
     assert scan_all(client, target) == expected_target(before_target, source_items)
     out = p.outputs()
@@ -138,7 +133,7 @@ def test_up_is_exact_then_incremental_then_destroy_restores(project, tables):
 def test_overwrite_then_destroy_restores_old_items_and_leaves_later_changes(project, tables):
     client, source, target, source_items, clash = tables
     before_target = scan_all(client, target)
-    p = project(copy_resource(source, target, onConflict="overwrite"), OUTPUTS, config=dynamo_config())
+    p = project(copy_resource(source, target, onConflict="overwrite"), OUTPUTS, config=both_sides())
     counts = plan_counts(p.preview())
     assert counts["itemsOverwritten"] == 1
     p.up()
@@ -176,7 +171,7 @@ def test_bad_input_fails_at_preview_and_writes_nothing(project, tables, case, ex
         "fail on existing keys": copy_resource(source, target, onConflict="fail"),
     }[case]
     before = scan_all(client, source), scan_all(client, target)
-    p = project(resources, config=dynamo_config())
+    p = project(resources, config=both_sides())
     code, out = p.preview(check=False)
     assert code != 0 and expected in out, out
     code, out = p.up(check=False)
@@ -192,7 +187,7 @@ def test_killed_mid_copy_the_next_up_ends_exact(project):
     items = image_items(images=40, lines=10, words=5)  # about 4,500 items
     put_items(client, source, items)
     # These items hold only some of the seeds' excluded types; every named type must exist.
-    p = project(copy_resource(source, target, excludeTypes=["COMPACTION_RUN"]), OUTPUTS, config=dynamo_config())
+    p = project(copy_resource(source, target, excludeTypes=["COMPACTION_RUN"]), OUTPUTS, config=both_sides())
     up = p.up_in_background()
     started = wait_until(lambda: client.scan(TableName=target, Limit=1, Select="COUNT")["Count"] > 0, timeout=120)
     assert started, "the copy never started: " + (up.stdout.read() if up.poll() is not None else "")

@@ -1,19 +1,13 @@
 """SnapshotPromote and ModelCopy through the real pulumi CLI against MinIO and DynamoDB Local."""
 
 import json
-import os
 from datetime import datetime, timedelta, timezone
 
 from chroma_and_models import put_directory_snapshot, put_run, put_tarball_snapshot, set_pointer
-from conftest import connection, listing, s3_client, unique
+from conftest import both_sides, listing, s3_client, unique
 from portfolio_items import S, create_table, dynamodb
 
 V1, V2, V3 = "20251120_153000_123456_ab12cd34", "20251121_090000_000001_cd34ef56", "20251122_120000_000002_ef56ab12"
-
-
-def both_sides():
-    both = {**connection("a"), "dynamodbEndpoint": os.environ["STACKMIGRATE_DYNAMODB"]}
-    return {"stackmigrate:source": both, "stackmigrate:target": both}
 
 
 def promote(source, target, lock_table, **extra):

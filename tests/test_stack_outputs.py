@@ -1,9 +1,8 @@
 """Names from the stacks' outputs: sourceStack / targetStack, `output`, the derived
 rewrite, getStackOutputs, and the errors at preview."""
 
-import os
 
-from conftest import connection, listing, s3_client, unique
+from conftest import both_sides, listing, s3_client, unique
 from portfolio_items import S, create_table, dynamodb, put_items, scan_all
 
 
@@ -18,11 +17,6 @@ def infra_stack(project, table, raw_bucket, cdn_bucket):
     p = project({}, outputs)
     p.up()
     return p, f"organization/{p.name}/{p.stack}"
-
-
-def both_sides():
-    both = {**connection("a"), "dynamodbEndpoint": os.environ["STACKMIGRATE_DYNAMODB"]}
-    return {"stackmigrate:source": both, "stackmigrate:target": both}
 
 
 def test_names_and_rewrite_come_from_the_stacks(project):

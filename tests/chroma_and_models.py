@@ -3,39 +3,36 @@
 import hashlib
 import io
 import json
-import sqlite3
 import struct
 import tarfile
 import tempfile
 import time
 from pathlib import Path
 
+import chromadb
 
-def chroma_directory(root: Path, embeddings: int):
-    """A Chroma persist directory: chroma.sqlite3 with an embeddings table, and one
-    folder of HNSW files for a segment."""
-    root.mkdir(parents=True, exist_ok=True)
-    db = sqlite3.connect(root / "chroma.sqlite3")
-    db.executescript(
-        "CREATE TABLE embeddings (id INTEGER PRIMARY KEY, segment_id TEXT, embedding_id TEXT, seq_id BLOB, created_at TEXT);"
-        "CREATE TABLE collections (id TEXT PRIMARY KEY, name TEXT);"
-    )
-    db.executemany(
-        "INSERT INTO embeddings (segment_id, embedding_id, seq_id, created_at) VALUES (?, ?, ?, ?)",
-        [("seg-1", f"IMAGE#x#RECEIPT#00001#LINE#{i:05d}", i.to_bytes(8, "big"), "2025-11-20") for i in range(embeddings)],
-    )
-    db.commit()
-    db.close()
-    segment = root / "6f1c2a9e-0000-4000-8000-000000000001"
-    segment.mkdir(exist_ok=True)
-    for name in ("data_level0.bin", "header.bin", "length.bin", "link_lists.bin"):
-        (segment / name).write_bytes(bytes(range(256)) * 4)
+
+def chroma_directory(root: Path, embeddings: int, collection: str):
+    """A Chroma persist directory written by the real chromadb package: chroma.sqlite3
+    and, once the index is flushed, a folder of HNSW files per segment. Embeddings are
+    given, so no embedding model is needed."""
+    client = chromadb.PersistentClient(path=str(root), settings=chromadb.Settings(anonymized_telemetry=False))
+    records = client.get_or_create_collection(collection, embedding_function=None)
+    for start in range(0, embeddings, 5000):
+        ids = range(start, min(start + 5000, embeddings))
+        records.add(
+            ids=[f"IMAGE#x#RECEIPT#00001#LINE#{i:05d}" for i in ids],
+            embeddings=[[(i % 97) / 97, 0.5, 0.25, 1.0] for i in ids],
+            documents=[f"{collection} {i}" for i in ids],
+        )
+    assert records.count() == embeddings
+    del records, client
     return root
 
 
 def put_tarball_snapshot(s3, bucket, collection, version, embeddings, corrupt_hash=False, with_hash=True):
     with tempfile.TemporaryDirectory() as scratch:
-        directory = chroma_directory(Path(scratch) / "chroma", embeddings)
+        directory = chroma_directory(Path(scratch) / "chroma", embeddings, collection)
         buffer = io.BytesIO()
         with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
             for path in sorted(directory.rglob("*")):
@@ -51,7 +48,7 @@ def put_tarball_snapshot(s3, bucket, collection, version, embeddings, corrupt_ha
 
 def put_directory_snapshot(s3, bucket, collection, version, embeddings):
     with tempfile.TemporaryDirectory() as scratch:
-        directory = chroma_directory(Path(scratch) / "chroma", embeddings)
+        directory = chroma_directory(Path(scratch) / "chroma", embeddings, collection)
         prefix = f"{collection}/snapshot/timestamped/{version}/"
         parts = []
         for path in sorted(p for p in directory.rglob("*") if p.is_file()):

@@ -6,13 +6,9 @@ other credentials (streamed), with the provider's peak RSS. A measurement, not a
     STACKMIGRATE_PLUGIN_DIR=target/release python3 bench/bucket_sync.py --objects 10000"""
 
 import argparse
-import json
 import os
 import random
-import subprocess
 import sys
-import tempfile
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -21,31 +17,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "bench"))
 from conftest import connection, s3_client  # noqa: E402
-from dynamo_copy import provider_peak_rss  # noqa: E402
-
-
-def timed_up(resources, config, plugin_dir):
-    """Seconds of one `pulumi up` of a fresh stack, and the provider's peak RSS in KiB."""
-    with tempfile.TemporaryDirectory() as work:
-        name = f"bench-{int(time.time() * 1000)}"
-        project = {"name": name, "runtime": "yaml", "resources": resources,
-                   "plugins": {"providers": [{"name": "stackmigrate", "path": str(Path(plugin_dir).resolve())}]}}
-        Path(work, "Pulumi.yaml").write_text(json.dumps(project))
-        Path(work, "Pulumi.bench.yaml").write_text(json.dumps({"config": {**config, "stackmigrate:journal": f"file://{work}/journal"}}))
-        subprocess.run(["pulumi", "stack", "init", "bench", "--non-interactive", "--cwd", work], check=True, capture_output=True)
-        started = time.monotonic()
-        up = subprocess.Popen(["pulumi", "up", "--yes", "--skip-preview", "--non-interactive", "--cwd", work],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        stop, peak = threading.Event(), [0]
-        watcher = threading.Thread(target=provider_peak_rss, args=(up.pid, stop, peak))
-        watcher.start()
-        out, _ = up.communicate()
-        seconds = time.monotonic() - started
-        stop.set()
-        watcher.join()
-        if up.returncode != 0:
-            sys.exit(out)
-        return seconds, peak[0]
+from timing import timed_up  # noqa: E402
 
 
 def main():

@@ -6,12 +6,8 @@ while it runs). Prints one Markdown row. A measurement, not a test.
     STACKMIGRATE_PLUGIN_DIR=target/release python3 bench/dynamo_copy.py --items 100000"""
 
 import argparse
-import json
 import os
-import subprocess
 import sys
-import tempfile
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -20,20 +16,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 from portfolio_items import create_table, dynamodb, image_items, put_items  # noqa: E402
 
-
-def provider_peak_rss(parent_pid, stop, peak):
-    """Polls the provider (a child of pulumi) for its high-water mark, in KiB."""
-    while not stop.is_set():
-        children = subprocess.run(["pgrep", "-P", str(parent_pid), "-f", "pulumi-resource-stackmigrate"],
-                                  capture_output=True, text=True).stdout.split()
-        for pid in children:
-            try:
-                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                    if line.startswith("VmHWM:"):
-                        peak[0] = max(peak[0], int(line.split()[1]))
-            except OSError:
-                pass
-        time.sleep(0.2)
+sys.path.insert(0, str(REPO / "bench"))
+from timing import timed_up  # noqa: E402
 
 
 def main():
@@ -51,37 +35,14 @@ def main():
         list(pool.map(lambda chunk: put_items(client, source, chunk), chunks))
 
     plugin_dir = os.environ.get("STACKMIGRATE_PLUGIN_DIR", str(REPO / "target" / "release"))
-    with tempfile.TemporaryDirectory() as work:
-        endpoint = {"dynamodbEndpoint": os.environ["STACKMIGRATE_DYNAMODB"], "endpoint": os.environ["STACKMIGRATE_S3_A"],
-                    "accessKeyId": "bench", "secretAccessKey": "bench", "region": "us-east-1"}
-        project = {
-            "name": f"bench-{stamp}", "runtime": "yaml",
-            "plugins": {"providers": [{"name": "stackmigrate", "path": str(Path(plugin_dir).resolve())}]},
-            "resources": {"copy": {"type": "stackmigrate:DynamoCopy",
-                                   "properties": {"sourceTable": source, "targetTable": target}}},
-        }
-        Path(work, "Pulumi.yaml").write_text(json.dumps(project))
-        Path(work, "Pulumi.bench.yaml").write_text(json.dumps({"config": {
-            "stackmigrate:source": endpoint, "stackmigrate:target": endpoint,
-            "stackmigrate:journal": f"file://{work}/journal"}}))
-        run = lambda *a: subprocess.run(["pulumi", *a, "--non-interactive", "--cwd", work], check=True,  # noqa: E731
-                                        capture_output=True, text=True)
-        run("stack", "init", "bench")
-        started = time.monotonic()
-        up = subprocess.Popen(["pulumi", "up", "--yes", "--skip-preview", "--non-interactive", "--cwd", work],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        stop, peak = threading.Event(), [0]
-        watcher = threading.Thread(target=provider_peak_rss, args=(up.pid, stop, peak))
-        watcher.start()
-        out, _ = up.communicate()
-        seconds = time.monotonic() - started
-        stop.set()
-        watcher.join()
-        if up.returncode != 0:
-            sys.exit(out)
+    endpoint = {"dynamodbEndpoint": os.environ["STACKMIGRATE_DYNAMODB"], "endpoint": os.environ["STACKMIGRATE_S3_A"],
+                "accessKeyId": "bench", "secretAccessKey": "bench", "region": "us-east-1"}
+    resources = {"copy": {"type": "stackmigrate:DynamoCopy", "properties": {"sourceTable": source, "targetTable": target}}}
+    config = {"stackmigrate:source": endpoint, "stackmigrate:target": endpoint}
+    seconds, peak = timed_up(resources, config, plugin_dir)
     print("| tool | items | seconds | items/s | provider peak RSS |")
     print("| --- | --- | --- | --- | --- |")
-    print(f"| DynamoCopy (pulumi up) | {len(items)} | {seconds:.1f} | {len(items) / seconds:.0f} | {peak[0] / 1024:.0f} MiB |")
+    print(f"| DynamoCopy (pulumi up) | {len(items)} | {seconds:.1f} | {len(items) / seconds:.0f} | {peak / 1024:.0f} MiB |")
 
 
 if __name__ == "__main__":

@@ -55,6 +55,35 @@ pub struct Headers {
     pub metadata: HashMap<String, String>,
 }
 
+/// The headers of a HeadObject or GetObject response (different types, same getters).
+macro_rules! headers_of {
+    ($out:expr) => {
+        Headers {
+            content_type: $out.content_type().map(str::to_owned),
+            cache_control: $out.cache_control().map(str::to_owned),
+            content_disposition: $out.content_disposition().map(str::to_owned),
+            content_encoding: $out.content_encoding().map(str::to_owned),
+            content_language: $out.content_language().map(str::to_owned),
+            expires: $out.expires_string().map(str::to_owned),
+            metadata: $out.metadata().cloned().unwrap_or_default(),
+        }
+    };
+}
+
+/// Sets the headers on a PutObject or CreateMultipartUpload request builder.
+macro_rules! with_headers {
+    ($builder:expr, $headers:expr) => {
+        $builder
+            .set_content_type($headers.content_type.clone())
+            .set_cache_control($headers.cache_control.clone())
+            .set_content_disposition($headers.content_disposition.clone())
+            .set_content_encoding($headers.content_encoding.clone())
+            .set_content_language($headers.content_language.clone())
+            .set_expires(parse_expires(&$headers.expires))
+            .set_metadata(Some($headers.metadata.clone()).filter(|m| !m.is_empty()))
+    };
+}
+
 /// Fails with a message naming the bucket and the endpoint when the bucket cannot be
 /// reached, so bad names stop at preview.
 pub async fn check_bucket(bucket: &Bucket, role: &str, endpoint: &str) -> Result<()> {
@@ -164,15 +193,7 @@ pub async fn head(bucket: &Bucket, key: &str) -> Result<Option<(ObjectInfo, Head
                 etag: out.e_tag().unwrap_or_default().to_string(),
                 modified: out.last_modified().map(|t| t.secs()).unwrap_or_default(),
             };
-            let headers = Headers {
-                content_type: out.content_type().map(str::to_owned),
-                cache_control: out.cache_control().map(str::to_owned),
-                content_disposition: out.content_disposition().map(str::to_owned),
-                content_encoding: out.content_encoding().map(str::to_owned),
-                content_language: out.content_language().map(str::to_owned),
-                expires: out.expires_string().map(str::to_owned),
-                metadata: out.metadata().cloned().unwrap_or_default(),
-            };
+            let headers = headers_of!(out);
             Ok(Some((info, headers)))
         }
         Err(err)
@@ -377,15 +398,7 @@ pub async fn streamed_copy(
         .await
         .map_err(aws_error)
         .with_context(|| format!("reading s3://{}/{}", source.name, source_object.key))?;
-    let headers = Headers {
-        content_type: out.content_type().map(str::to_owned),
-        cache_control: out.cache_control().map(str::to_owned),
-        content_disposition: out.content_disposition().map(str::to_owned),
-        content_encoding: out.content_encoding().map(str::to_owned),
-        content_language: out.content_language().map(str::to_owned),
-        expires: out.expires_string().map(str::to_owned),
-        metadata: out.metadata().cloned().unwrap_or_default(),
-    };
+    let headers = headers_of!(out);
     let size = out.content_length().unwrap_or_default().max(0) as u64;
     let mut body = out.body.into_async_read();
     upload_stream(&mut body, size, &headers, target, target_key).await
@@ -419,14 +432,7 @@ pub async fn upload_stream<R: tokio::io::AsyncRead + Unpin>(
             .bucket(&target.name)
             .key(key)
             .body(ByteStream::from(buffer));
-        put = put
-            .set_content_type(headers.content_type.clone())
-            .set_cache_control(headers.cache_control.clone())
-            .set_content_disposition(headers.content_disposition.clone())
-            .set_content_encoding(headers.content_encoding.clone())
-            .set_content_language(headers.content_language.clone())
-            .set_expires(parse_expires(&headers.expires))
-            .set_metadata(Some(headers.metadata.clone()).filter(|m| !m.is_empty()));
+        put = with_headers!(put, headers);
         let out = put
             .send()
             .await
@@ -522,18 +528,12 @@ struct Multipart<'a> {
 
 impl<'a> Multipart<'a> {
     async fn start(target: &'a Bucket, key: &'a str, headers: &Headers) -> Result<Multipart<'a>> {
-        let out = target
+        let create = target
             .client
             .create_multipart_upload()
             .bucket(&target.name)
-            .key(key)
-            .set_content_type(headers.content_type.clone())
-            .set_cache_control(headers.cache_control.clone())
-            .set_content_disposition(headers.content_disposition.clone())
-            .set_content_encoding(headers.content_encoding.clone())
-            .set_content_language(headers.content_language.clone())
-            .set_expires(parse_expires(&headers.expires))
-            .set_metadata(Some(headers.metadata.clone()).filter(|m| !m.is_empty()))
+            .key(key);
+        let out = with_headers!(create, headers)
             .send()
             .await
             .map_err(aws_error)

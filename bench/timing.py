@@ -11,18 +11,23 @@ from pathlib import Path
 
 
 def provider_peak_rss(parent_pid, stop, peak):
-    """Polls the provider (a child of pulumi) for its high-water mark, in KiB."""
+    """Polls the provider (a child of pulumi) for its high-water mark, in KiB. pgrep runs
+    only until the provider is found (pulumi may start it more than once), so the
+    polling itself takes little of the CPU the copy competes for."""
+    pid = None
     while not stop.is_set():
-        children = subprocess.run(["pgrep", "-P", str(parent_pid), "-f", "pulumi-resource-stackmigrate"],
-                                  capture_output=True, text=True).stdout.split()
-        for pid in children:
+        if pid is None:
+            found = subprocess.run(["pgrep", "-P", str(parent_pid), "-f", "pulumi-resource-stackmigrate"],
+                                   capture_output=True, text=True).stdout.split()
+            pid = found[0] if found else None
+        if pid is not None:
             try:
                 for line in Path(f"/proc/{pid}/status").read_text().splitlines():
                     if line.startswith("VmHWM:"):
                         peak[0] = max(peak[0], int(line.split()[1]))
             except OSError:
-                pass
-        time.sleep(0.2)
+                pid = None
+        time.sleep(0.05)
 
 
 def timed_up(resources, config, plugin_dir):

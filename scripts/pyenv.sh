@@ -1,15 +1,22 @@
 #!/usr/bin/env bash
-# Makes (or reuses) the Python virtualenv the tests and the demo use, in the cache
-# outside the repository, and prints its directory.
+# Makes (or reuses) a Python virtualenv in the cache outside the repository and prints
+# its directory. Rebuilt when its requirements change (a -r include counts too).
+#   scripts/pyenv.sh                          # tests and demo: tests/requirements.txt
+#   scripts/pyenv.sh bench/requirements.txt   # benchmarks: the above plus the AWS CLI
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cache=${STACKMIGRATE_CACHE:-$HOME/.cache/stackmigrate}
-venv=$cache/venv
-want=$(sha256sum "$repo/tests/requirements.txt" | cut -d' ' -f1)
+requirements=$repo/${1:-tests/requirements.txt}
+case ${1:-tests/requirements.txt} in
+  tests/requirements.txt) venv=$cache/venv ;;
+  bench/requirements.txt) venv=$cache/venv-bench ;;
+  *) echo "unknown requirements '$1': expected tests/requirements.txt or bench/requirements.txt" >&2; exit 2 ;;
+esac
+want=$(cat "$requirements" "$repo/tests/requirements.txt" | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$venv/.requirements" 2>/dev/null)" != "$want" ]; then
   rm -rf "$venv"
   python3 -m venv "$venv"
-  "$venv/bin/pip" install -q -r "$repo/tests/requirements.txt" >&2
+  "$venv/bin/pip" install -q -r "$requirements" >&2
   echo "$want" >"$venv/.requirements"
 fi
 echo "$venv"

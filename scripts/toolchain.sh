@@ -5,12 +5,15 @@
 #
 #   scripts/toolchain.sh            # everything
 #   scripts/toolchain.sh pulumi     # one part: pulumi | yaml | hosts | minio | dynamodb
+#   scripts/toolchain.sh s5cmd rclone   # the tools bench/run.sh compares against
 set -euo pipefail
 
 PULUMI_VERSION=v3.206.0                # tools/pulumi-cli
 PULUMI_YAML_VERSION=v1.25.0            # built against pulumi v3.206.0 (tools/pulumi-yaml)
 MINIO_VERSION=v0.0.0-20260212201848-7aac2a2c5b7c   # tools/minio
 DYNAMODB_LOCAL_VERSION=2.6.1           # also pinned in tools/dynamodb-local/pom.xml
+S5CMD_VERSION=v2.3.0                   # tools/s5cmd
+RCLONE_VERSION=1.60.1+dfsg-2+b5        # Debian bookworm's package
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cache=${STACKMIGRATE_CACHE:-$HOME/.cache/stackmigrate}
@@ -37,7 +40,11 @@ stamp() { echo "$2" >"$cache/stamps/$1"; }
 # refuses modules with replace directives (pulumi/pkg has them).
 build_go() {
   local name=$1 version=$2 module=$3 package=$4 ldflags=${5:-}
-  local out=$bin/${package##*/}
+  # Named like `go install` names it: the last path element, or the one before a
+  # major-version suffix (github.com/peak/s5cmd/v2 -> s5cmd).
+  local base=${package##*/}
+  [[ $base =~ ^v[0-9]+$ ]] && base=$(basename "${package%/*}")
+  local out=$bin/$base
   up_to_date "$name" "$version" "$out" && return
   log "building $name $version from $package (a few minutes on 2 cores)"
   local work; work=$(mktemp -d)
@@ -78,6 +85,27 @@ build_minio() {
   build_go minio "$MINIO_VERSION" minio github.com/minio/minio
 }
 
+build_s5cmd() {
+  build_go s5cmd "$S5CMD_VERSION" s5cmd github.com/peak/s5cmd/v2 \
+    "-X github.com/peak/s5cmd/v2/version.Version=$S5CMD_VERSION"
+}
+
+# rclone from Debian's package, unpacked into the cache: no root needed, nothing
+# installed system-wide.
+fetch_rclone() {
+  up_to_date rclone "$RCLONE_VERSION" "$bin/rclone" && return
+  log "fetching rclone $RCLONE_VERSION from Debian"
+  local work; work=$(mktemp -d)
+  if ! (cd "$work" && apt-get download "rclone=$RCLONE_VERSION" >/dev/null 2>&1); then
+    apt-get update -qq >&2  # a fresh machine may have no package lists yet
+    (cd "$work" && apt-get download "rclone=$RCLONE_VERSION" >&2)
+  fi
+  dpkg-deb -x "$work"/rclone_*.deb "$work/root"
+  mv "$work/root/usr/bin/rclone" "$bin/rclone"
+  rm -rf "$work"
+  stamp rclone "$RCLONE_VERSION"
+}
+
 fetch_dynamodb() {
   local dir=$cache/dynamodb-local
   up_to_date dynamodb "$DYNAMODB_LOCAL_VERSION" "$dir/lib/DynamoDBLocal-$DYNAMODB_LOCAL_VERSION.jar" && return
@@ -102,7 +130,9 @@ for part in $parts; do
     hosts) build_hosts ;;
     minio) build_minio ;;
     dynamodb) fetch_dynamodb ;;
-    *) echo "unknown part '$part': expected pulumi, yaml, hosts, minio or dynamodb" >&2; exit 2 ;;
+    s5cmd) build_s5cmd ;;
+    rclone) fetch_rclone ;;
+    *) echo "unknown part '$part': expected pulumi, yaml, hosts, minio, dynamodb, s5cmd or rclone" >&2; exit 2 ;;
   esac
 done
 echo "$cache"

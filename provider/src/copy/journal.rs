@@ -242,6 +242,35 @@ impl Journal {
     }
 
     /// Removes the whole journal of this resource, once its rollback is done.
+    /// Stores a small named document beside the records, replacing any before it.
+    pub async fn write_note(&self, name: &str, body: Vec<u8>) -> Result<()> {
+        match &self.store {
+            Store::File(dir) => write_file_durably(&dir.join(name), &body).await,
+            Store::S3 { bucket, prefix } => {
+                s3::put_bytes(bucket, &join(prefix, name), body).await?;
+                Ok(())
+            }
+        }
+        .with_context(|| format!("writing {name} in the journal at {}", self.uri))
+    }
+
+    /// A document `write_note` stored, or None.
+    pub async fn read_note(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        match &self.store {
+            Store::File(dir) => match tokio::fs::read(dir.join(name)).await {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                read => Ok(Some(read?)),
+            },
+            Store::S3 { bucket, prefix } => {
+                let key = join(prefix, name);
+                match s3::head(bucket, &key).await? {
+                    Some(_) => Ok(Some(s3::get_bytes(bucket, &key).await?)),
+                    None => Ok(None),
+                }
+            }
+        }
+    }
+
     pub async fn clear(&self) -> Result<()> {
         match &self.store {
             Store::File(dir) => match tokio::fs::remove_dir_all(dir).await {
@@ -288,6 +317,27 @@ mod tests {
             .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
             .build();
         aws_sdk_s3::Client::from_conf(config)
+    }
+
+    #[tokio::test]
+    async fn notes_are_replaced_read_back_and_cleared_with_the_journal() {
+        let root = tempfile::tempdir().unwrap();
+        let location = Location::parse(&format!("file://{}", root.path().display())).unwrap();
+        let journal = Journal::open(&location, &unused_client(), "res")
+            .await
+            .unwrap();
+        assert_eq!(journal.read_note("n.json").await.unwrap(), None);
+        journal.write_note("n.json", b"1".to_vec()).await.unwrap();
+        journal.write_note("n.json", b"2".to_vec()).await.unwrap();
+        assert_eq!(
+            journal.read_note("n.json").await.unwrap(),
+            Some(b"2".to_vec())
+        );
+        let mut records = 0;
+        journal.replay(|_, _: Rec| records += 1).await.unwrap();
+        assert_eq!(records, 0, "a note is not a record");
+        journal.clear().await.unwrap();
+        assert_eq!(journal.read_note("n.json").await.unwrap(), None);
     }
 
     #[tokio::test]

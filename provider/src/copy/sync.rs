@@ -327,8 +327,10 @@ impl<'a> Walk<'a> {
 /// Actions per journal segment: the intent records of a batch are stored before any of
 /// its writes start.
 const BATCH: usize = 256;
-/// Objects copied at once.
+/// Objects copied at once in one batch.
 const CONCURRENCY: usize = 32;
+/// Batches under way at once.
+const BATCHES_IN_FLIGHT: usize = 4;
 
 /// Name of the backup of a target key in the journal: stable, one per key.
 fn backup_name(key: &str) -> String {
@@ -346,13 +348,15 @@ pub async fn plan(spec: &SyncSpec, journal: Option<&Journal>) -> Result<SyncCoun
     Ok(walk.counts)
 }
 
-/// Brings the target in step with the source, journalling before each write.
+/// Brings the target in step with the source, journalling before each write. Batches
+/// overlap: the next batch's intents are journalled while earlier copies still run, so
+/// no batch waits for the slowest copy of the one before.
 pub async fn run(
     spec: &SyncSpec,
     journal: &Journal,
     progress: &dyn Progress,
 ) -> Result<SyncCounts> {
-    let mut state = load_state(journal).await?;
+    let state = load_state(journal).await?;
     let planned = {
         let mut walk = Walk::new(spec, &state);
         while walk.next().await?.is_some() {}
@@ -367,42 +371,51 @@ pub async fn run(
         planned.summary(false)
     ));
     let meter = Meter::new(progress, "copied", planned.copied, planned.bytes_copied);
-    let snapshot = state.clone();
-    let mut walk = Walk::new(spec, &snapshot);
-    let mut batch = Vec::with_capacity(BATCH);
-    loop {
-        let action = walk.next().await?;
-        let end = action.is_none();
-        batch.extend(action);
-        if batch.len() == BATCH || (end && !batch.is_empty()) {
-            run_batch(
-                spec,
-                journal,
-                &mut state,
-                std::mem::take(&mut batch),
-                &meter,
-            )
-            .await?;
+    let walk_state = &state;
+    // The walk feeds batches through a channel to the copies, in the same task: both are
+    // polled together, so listing pages load while copies run.
+    let (batches, receiver) = tokio::sync::mpsc::channel::<Vec<Action>>(BATCHES_IN_FLIGHT);
+    // `move`: the sender drops when the walk ends, which ends the copies' stream.
+    let walking = async move {
+        let mut walk = Walk::new(spec, walk_state);
+        let mut batch = Vec::with_capacity(BATCH);
+        while let Some(action) = walk.next().await? {
+            batch.push(action);
+            if batch.len() == BATCH {
+                let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                if batches.send(full).await.is_err() {
+                    break; // a copy failed; its error is reported
+                }
+            }
         }
-        if end {
-            break;
+        if !batch.is_empty() {
+            let _ = batches.send(batch).await;
         }
-    }
-    if walk.counts.changes() != planned.changes() {
+        anyhow::Ok(walk.counts)
+    };
+    let copying = tokio_stream::wrappers::ReceiverStream::new(receiver)
+        .map(|batch| run_batch(spec, journal, &state, batch, &meter))
+        .buffer_unordered(BATCHES_IN_FLIGHT)
+        .try_collect::<Vec<()>>();
+    let (done, _) = futures::future::try_join(walking, copying).await?;
+    if done.changes() != planned.changes() {
         progress.warn(&format!(
             "the source changed while copying: planned {} changes, made {}; the next `pulumi up` catches up",
             planned.changes(),
-            walk.counts.changes()
+            done.changes()
         ));
     }
     progress.status(&meter.line());
-    Ok(walk.counts)
+    Ok(done)
 }
 
+/// Journals a batch's intents, then copies, verifies and journals what landed. A key
+/// appears once in a walk, so `state` (the journal as the run began) answers whether an
+/// earlier run already backed a key up.
 async fn run_batch(
     spec: &SyncSpec,
     journal: &Journal,
-    state: &mut JournalState,
+    state: &JournalState,
     batch: Vec<Action>,
     meter: &Meter<'_>,
 ) -> Result<()> {
@@ -467,9 +480,6 @@ async fn run_batch(
         })
         .collect();
     journal.append(&intents).await?;
-    for record in intents {
-        apply(state, 0, record); // segments matter only to rollback, which replays the journal
-    }
 
     // 3. Write, verify, and record what landed.
     let landed: Vec<Option<Record>> = stream::iter(batch)
@@ -493,9 +503,6 @@ async fn run_batch(
         .await?;
     let landed: Vec<Record> = landed.into_iter().flatten().collect();
     journal.append(&landed).await?;
-    for record in landed {
-        apply(state, 0, record); // segments matter only to rollback, which replays the journal
-    }
     Ok(())
 }
 

@@ -1,0 +1,413 @@
+"""stackmigrate against the tools users run instead, on the same local servers in the
+same run (issue 7). Run by bench/run.sh, which builds and starts everything first.
+
+Datasets: small objects (default 10,000 of 4 to 64 KiB), large objects (20 of 100 MiB),
+Portfolio-shaped DynamoDB items (100,000). Every tool copies each dataset into a fresh
+empty target, once to warm up and then --runs times; the table gives the median. Each
+run's target is checked (object or item count) before the run counts, then removed.
+Prints the Markdown report and writes it to bench/results/comparison.md."""
+
+import argparse
+import json
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO / "bench"))
+from conftest import connection, s3_client  # noqa: E402
+from portfolio_items import REWRITE, RESET, create_table, dynamodb, image_items, put_items  # noqa: E402
+from timing import provider_peak_rss  # noqa: E402
+
+PLUGIN_DIR = REPO / "target" / "release"
+ENGINE = PLUGIN_DIR / "stackmigrate-bench"
+MiB = 2**20
+
+
+def tool_env():
+    """MinIO "a" and DynamoDB Local in the variables s5cmd, rclone, the AWS CLI and boto3 read."""
+    env = dict(os.environ)
+    # Loopback is plain HTTP; a machine-wide AWS_CA_BUNDLE makes rclone's S3 client fail
+    # ("LoadCustomCABundleError ... unsupported transport").
+    env.pop("AWS_CA_BUNDLE", None)
+    env.update({
+        "AWS_ACCESS_KEY_ID": os.environ["STACKMIGRATE_S3_A_KEY"],
+        "AWS_SECRET_ACCESS_KEY": os.environ["STACKMIGRATE_S3_A_SECRET"],
+        "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL_DYNAMODB": os.environ["STACKMIGRATE_DYNAMODB"],
+        "RCLONE_CONFIG_MINIO_TYPE": "s3", "RCLONE_CONFIG_MINIO_PROVIDER": "Minio",
+        "RCLONE_CONFIG_MINIO_ENDPOINT": os.environ["STACKMIGRATE_S3_A"],
+        "RCLONE_CONFIG_MINIO_ACCESS_KEY_ID": os.environ["STACKMIGRATE_S3_A_KEY"],
+        "RCLONE_CONFIG_MINIO_SECRET_ACCESS_KEY": os.environ["STACKMIGRATE_S3_A_SECRET"],
+        "RCLONE_CONFIG_MINIO_REGION": "us-east-1",
+    })
+    return env
+
+
+def run_process(argv):
+    """Wall seconds, the process's peak RSS in KiB (GNU time's %M: the command's own,
+    not this harness's) and its stdout; exits if the command fails."""
+    with tempfile.NamedTemporaryFile("r") as rss:
+        started = time.monotonic()
+        proc = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", rss.name, *map(str, argv)],
+                              capture_output=True, text=True, env=tool_env())
+        seconds = time.monotonic() - started
+        if proc.returncode != 0:
+            sys.exit(f"{' '.join(map(str, argv))} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+        return seconds, int(rss.read().split()[-1]), proc.stdout
+
+
+class PulumiStack:
+    """A YAML project using the release provider, with its own journal directory."""
+
+    def __init__(self, resources, config):
+        self.work = tempfile.TemporaryDirectory()
+        self.dir = Path(self.work.name)
+        project = {"name": f"bench-{int(time.time() * 1000)}", "runtime": "yaml", "resources": resources,
+                   "plugins": {"providers": [{"name": "stackmigrate", "path": str(PLUGIN_DIR)}]}}
+        (self.dir / "Pulumi.yaml").write_text(json.dumps(project))
+        config = {**config, "stackmigrate:journal": f"file://{self.dir}/journal"}
+        (self.dir / "Pulumi.bench.yaml").write_text(json.dumps({"config": config}))
+        subprocess.run(["pulumi", "stack", "init", "bench", "--non-interactive", "--cwd", self.dir],
+                       check=True, capture_output=True)
+
+    def timed(self, *args):
+        """Seconds of one pulumi command and the provider's peak RSS in KiB."""
+        started = time.monotonic()
+        proc = subprocess.Popen(["pulumi", *args, "--non-interactive", "--cwd", self.dir],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        stop, peak = threading.Event(), [0]
+        watcher = threading.Thread(target=provider_peak_rss, args=(proc.pid, stop, peak))
+        watcher.start()
+        out, _ = proc.communicate()
+        seconds = time.monotonic() - started
+        stop.set()
+        watcher.join()
+        if proc.returncode != 0:
+            sys.exit(f"pulumi {' '.join(args)} failed:\n{out}")
+        return seconds, peak[0], out
+
+    def close(self):
+        subprocess.run(["pulumi", "stack", "rm", "--yes", "--force", "--non-interactive", "--cwd", self.dir],
+                       capture_output=True)
+        self.work.cleanup()
+
+
+# --- datasets -----------------------------------------------------------------------
+
+def fill_bucket(name, sizes, seed):
+    s3 = s3_client("a")
+    s3.create_bucket(Bucket=name)
+    rng = random.Random(seed)
+    blobs = [rng.randbytes(size) if size <= MiB else os.urandom(size) for size in sizes]
+
+    def put(index):
+        s3.put_object(Bucket=name, Key=f"images/{index:06d}.png", Body=blobs[index])
+        blobs[index] = None
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(put, range(len(sizes))))
+    return {"kind": "bucket", "name": name, "count": len(sizes), "bytes": sum(sizes)}
+
+
+def fill_table(name, count):
+    client = dynamodb()
+    create_table(client, name, ttl=False)
+    # 5 lines x 20 words an image: 209 items, one of them a COMPACTION_RUN, left out
+    # here so that every tool copies the same items.
+    items = [i for i in image_items(images=count // 208 + 1, lines=5, words=20)
+             if i["TYPE"]["S"] != "COMPACTION_RUN"][:count]
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda at: put_items(client, name, items[at:at + 2500]), range(0, len(items), 2500)))
+    return {"kind": "table", "name": name, "count": len(items), "bytes": 0}
+
+
+# --- targets ------------------------------------------------------------------------
+
+def new_bucket(tag):
+    name = f"bench-{tag}-{random.randrange(16**8):08x}"
+    s3_client("a").create_bucket(Bucket=name)
+    return name
+
+
+def bucket_count(name):
+    count = 0
+    for page in s3_client("a").get_paginator("list_objects_v2").paginate(Bucket=name):
+        count += page.get("KeyCount", 0)
+    return count
+
+
+def drop_bucket(name):
+    s3 = s3_client("a")
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=name):
+        keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+        if keys:
+            s3.delete_objects(Bucket=name, Delete={"Objects": keys, "Quiet": True})
+    s3.delete_bucket(Bucket=name)
+
+
+def new_table(tag):
+    return create_table(dynamodb(), f"bench-{tag}-{random.randrange(16**8):08x}", ttl=False)
+
+
+def table_count(name):
+    client, count, start = dynamodb(), 0, None
+    while True:
+        kwargs = {"TableName": name, "Select": "COUNT", **({"ExclusiveStartKey": start} if start else {})}
+        out = client.scan(**kwargs)
+        count += out["Count"]
+        start = out.get("LastEvaluatedKey")
+        if not start:
+            return count
+
+
+def drop_table(name):
+    dynamodb().delete_table(TableName=name)
+
+
+# --- tools: each copies `source` into an empty `target`; returns (seconds, peak RSS KiB) ---
+
+def both_sides_config():
+    both = {**connection("a"), "dynamodbEndpoint": os.environ["STACKMIGRATE_DYNAMODB"]}
+    return {"stackmigrate:source": both, "stackmigrate:target": both}
+
+
+def pulumi_up(resources):
+    stack = PulumiStack(resources, both_sides_config())
+    try:
+        seconds, peak, _ = stack.timed("up", "--yes", "--skip-preview")
+        return seconds, peak
+    finally:
+        stack.close()
+
+
+def bucket_sync_up(source, target):
+    return pulumi_up({"sync": {"type": "stackmigrate:BucketSync",
+                               "properties": {"sourceBucket": source, "targetBucket": target}}})
+
+
+def dynamo_copy_properties(source, target):
+    """The boto3 copier's changes, as DynamoCopy inputs."""
+    return {"sourceTable": source, "targetTable": target, "rewrite": REWRITE, "setAttributes": RESET}
+
+
+def dynamo_copy_up(source, target):
+    return pulumi_up({"copy": {"type": "stackmigrate:DynamoCopy", "properties": dynamo_copy_properties(source, target)}})
+
+
+def process(*argv):
+    def run(source, target):
+        seconds, peak, _ = run_process([a.format(source=source, target=target) for a in argv])
+        return seconds, peak
+    return run
+
+
+def self_timed(*argv):
+    """A driver that times only its copy phase and reports it on stdout."""
+    def run(source, target):
+        _, peak, out = run_process([str(a).format(source=source, target=target) for a in argv])
+        return json.loads(out)["seconds"], peak
+    return run
+
+
+def bucket_tools(venv):
+    endpoint = os.environ["STACKMIGRATE_S3_A"]
+    return [
+        ("stackmigrate BucketSync (`pulumi up`)", bucket_sync_up),
+        ("stackmigrate copy engine (no Pulumi)", process(str(ENGINE), "sync", "{source}", "{target}")),
+        ("s5cmd sync", process("s5cmd", "--endpoint-url", endpoint, "sync", "s3://{source}/*", "s3://{target}/")),
+        ("rclone sync", process("rclone", "sync", "minio:{source}", "minio:{target}")),
+        ("aws s3 sync", process(f"{venv}/bin/aws", "s3", "sync", "s3://{source}", "s3://{target}",
+                                "--endpoint-url", endpoint, "--only-show-errors")),
+        ("server copy ceiling (CopyObject only)", self_timed(ENGINE, "s3-copy-ceiling", "{source}", "{target}")),
+    ]
+
+
+def table_tools(venv):
+    return [
+        ("stackmigrate DynamoCopy (`pulumi up`)", dynamo_copy_up),
+        ("seeds' boto3 copier (10 threads)", process(f"{venv}/bin/python", str(REPO / "bench" / "boto3_copier.py"),
+                                                     "{source}", "{target}")),
+        ("table write ceiling (BatchWriteItem only)", self_timed(ENGINE, "dynamo-write-ceiling", "{source}", "{target}")),
+    ]
+
+
+def measure(dataset, label, tool, runs):
+    """Median seconds and the largest peak RSS over `runs` runs after one warm-up."""
+    bucket = dataset["kind"] == "bucket"
+    times, peaks = [], []
+    for attempt in range(runs + 1):
+        target = new_bucket("dst") if bucket else new_table("dst")
+        try:
+            seconds, peak = tool(dataset["name"], target)
+            found = bucket_count(target) if bucket else table_count(target)
+            if found != dataset["count"]:
+                sys.exit(f"{label}: the target holds {found} of {dataset['count']} after the copy")
+        finally:
+            drop_bucket(target) if bucket else drop_table(target)
+        if attempt > 0:
+            times.append(seconds)
+            peaks.append(peak)
+        print(f"  {label}: {'warm-up' if attempt == 0 else f'run {attempt}'} {seconds:.2f} s", file=sys.stderr, flush=True)
+    return {"tool": label, "median": statistics.median(times), "runs": times, "peak_kib": max(peaks)}
+
+
+def whole_migration(small, large, table, runs):
+    """A stack with all three copies done: `pulumi preview`, then `pulumi up` with nothing new."""
+    resources = {
+        "items": {"type": "stackmigrate:DynamoCopy", "properties": dynamo_copy_properties(table["name"], new_table("prod"))},
+        "smallObjects": {"type": "stackmigrate:BucketSync",
+                         "properties": {"sourceBucket": small["name"], "targetBucket": new_bucket("prod")}},
+        "largeObjects": {"type": "stackmigrate:BucketSync",
+                         "properties": {"sourceBucket": large["name"], "targetBucket": new_bucket("prod")}},
+    }
+    stack = PulumiStack(resources, both_sides_config())
+    rows = []
+    try:
+        stack.timed("up", "--yes", "--skip-preview")
+        for label, args in [("`pulumi preview` (whole migration, all copied)", ["preview"]),
+                            ("`pulumi up`, nothing new (whole migration)", ["up", "--yes"])]:
+            times, peaks = [], []
+            for attempt in range(runs + 1):
+                seconds, peak, out = stack.timed(*args)
+                if "to update" in out or "to create" in out or "to replace" in out:
+                    sys.exit(f"{label}: expected no changes:\n{out}")
+                if attempt > 0:
+                    times.append(seconds)
+                    peaks.append(peak)
+                print(f"  {label}: {'warm-up' if attempt == 0 else f'run {attempt}'} {seconds:.2f} s", file=sys.stderr, flush=True)
+            rows.append({"tool": label, "median": statistics.median(times), "runs": times, "peak_kib": max(peaks)})
+        stack.timed("destroy", "--yes", "--skip-preview")
+    finally:
+        stack.close()
+    for name in (resources["smallObjects"]["properties"]["targetBucket"], resources["largeObjects"]["properties"]["targetBucket"]):
+        drop_bucket(name)
+    drop_table(resources["items"]["properties"]["targetTable"])
+    return rows
+
+
+# --- report -------------------------------------------------------------------------
+
+def version(argv):
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, env=tool_env(), timeout=30)
+        return (out.stdout or out.stderr).strip().splitlines()[0]
+    except (OSError, IndexError, subprocess.TimeoutExpired) as err:
+        return f"unknown ({err})"
+
+
+def machine():
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    memory = int(Path("/proc/meminfo").read_text().split()[1]) / 2**20
+    return f"{os.cpu_count()} cores ({cpu}), {memory:.0f} GiB, {platform.system()} {platform.release()}"
+
+
+def dataset_label(dataset):
+    if dataset["kind"] == "table":
+        return f"{dataset['count']:,} items"
+    return f"{dataset['count']:,} objects, {dataset['bytes'] / MiB:,.0f} MiB"
+
+
+def table_rows(dataset, results):
+    ours = results[0]["median"]
+    rows = []
+    for result in results:
+        rate = (f"{dataset['count'] / result['median']:,.0f} items/s" if dataset["kind"] == "table"
+                else f"{dataset['bytes'] / MiB / result['median']:,.1f} MiB/s, {dataset['count'] / result['median']:,.0f} obj/s")
+        rows.append(f"| {result['tool']} | {dataset_label(dataset)} | {result['median']:.2f} | {rate} "
+                    f"| {result['median'] / ours:.2f} | {result['peak_kib'] / 1024:.0f} MiB |")
+    return rows
+
+
+def report(sections, extra_rows, args, venv, started, elapsed):
+    lines = [
+        "# stackmigrate against the tools users run instead",
+        "",
+        f"Measured {time.strftime('%Y-%m-%d %H:%M', time.localtime(started))} by `bench/run.sh` "
+        f"({elapsed:.0f} s in all): every tool copies the same source into a fresh empty "
+        f"target on the same local servers, one warm-up run and then {args.runs} runs; seconds are the median. "
+        "\"× stackmigrate\" is the tool's median over stackmigrate's `pulumi up` median "
+        "(above 1: stackmigrate is faster). Peak RSS is the provider's for `pulumi up`, the process's for the "
+        "others. The ceilings time only their copy phase (listing or scanning first is not timed).",
+        "",
+        "| tool | dataset | median s | rate | × stackmigrate | peak RSS |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for dataset, results in sections:
+        lines.extend(table_rows(dataset, results))
+    for row in extra_rows:
+        lines.append(f"| {row['tool']} | | {row['median']:.2f} | | | {row['peak_kib'] / 1024:.0f} MiB |")
+    lines += ["", "Every run, in seconds:", ""]
+    for dataset, results in sections:
+        for result in results:
+            lines.append(f"- {result['tool']}, {dataset_label(dataset)}: " + ", ".join(f"{t:.2f}" for t in result["runs"]))
+    for row in extra_rows:
+        lines.append(f"- {row['tool']}: " + ", ".join(f"{t:.2f}" for t in row["runs"]))
+    lines += [
+        "",
+        f"Machine: {machine()}.",
+        "",
+        "Versions:",
+        f"- stackmigrate at commit {version(['git', '-C', str(REPO), 'describe', '--always', '--dirty'])} (release build)",
+        f"- {version(['pulumi', 'version'])} (pulumi), {version(['minio', '--version'])}",
+        "- DynamoDB Local 2.6.1 (in memory, -sharedDb), "
+        f"{version(['java', '-version'])}",
+        f"- s5cmd {version(['s5cmd', 'version'])}, {version(['rclone', 'version'])}, "
+        f"{version([f'{venv}/bin/aws', '--version'])}",
+        f"- boto3 copier: {version([f'{venv}/bin/python', '-c', 'import boto3, sys; print(boto3.__version__, sys.version.split()[0])'])} "
+        "(boto3, Python)",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--small", type=int, default=10_000, help="objects of 4 to 64 KiB")
+    parser.add_argument("--large", type=int, default=20, help="objects of --large-mib MiB")
+    parser.add_argument("--large-mib", type=int, default=100)
+    parser.add_argument("--items", type=int, default=100_000, help="DynamoDB items")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--only", default="small,large,items,migration",
+                        help="comma-separated parts: small, large, items, migration")
+    parser.add_argument("--venv", required=True, help="virtualenv with boto3 and awscli (bench/requirements.txt)")
+    parser.add_argument("--output", default=str(REPO / "bench" / "results" / "comparison.md"))
+    args = parser.parse_args()
+    parts = set(args.only.split(","))
+    started, clock = time.time(), time.monotonic()
+    stamp = f"{random.randrange(16**6):06x}"
+
+    print(f"generating datasets ({args.small} small objects, {args.large} x {args.large_mib} MiB, {args.items} items)",
+          file=sys.stderr, flush=True)
+    rng = random.Random(7)
+    small = fill_bucket(f"bench-small-{stamp}", [rng.randint(4 * 1024, 64 * 1024) for _ in range(args.small)], 7)
+    large = fill_bucket(f"bench-large-{stamp}", [args.large_mib * MiB] * args.large, 8)
+    table = fill_table(f"bench-items-{stamp}", args.items)
+
+    sections, extra = [], []
+    for part, dataset, tools in [("small", small, bucket_tools(args.venv)), ("large", large, bucket_tools(args.venv)),
+                                 ("items", table, table_tools(args.venv))]:
+        if part in parts:
+            print(f"{dataset_label(dataset)}:", file=sys.stderr, flush=True)
+            sections.append((dataset, [measure(dataset, label, tool, args.runs) for label, tool in tools]))
+    if "migration" in parts:
+        print("whole migration:", file=sys.stderr, flush=True)
+        extra = whole_migration(small, large, table, args.runs)
+
+    text = report(sections, extra, args, args.venv, started, time.monotonic() - clock)
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.output).write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,190 @@
+//! Benchmark drivers run by `bench/compare.py` against the services of
+//! `scripts/services.sh` (read from its environment: STACKMIGRATE_S3_A, ..._KEY,
+//! ..._SECRET, STACKMIGRATE_DYNAMODB). Each prints one JSON line with the seconds of
+//! the timed part.
+//!
+//!   stackmigrate-bench sync SOURCE_BUCKET TARGET_BUCKET
+//!       BucketSync's engine without Pulumi: plan, journalled copies, verification.
+//!   stackmigrate-bench s3-copy-ceiling SOURCE_BUCKET TARGET_BUCKET
+//!       The server's copy ceiling: every object listed first (not timed), then only
+//!       CopyObject calls, 128 in flight (as many as the sync engine).
+//!   stackmigrate-bench dynamo-write-ceiling SOURCE_TABLE TARGET_TABLE
+//!       The table's write ceiling: every item read first (not timed), then only
+//!       25-item BatchWriteItem calls, 32 in flight (as many as DynamoCopy), unprocessed
+//!       items resent at once.
+
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
+use futures::stream::{self, StreamExt, TryStreamExt};
+use serde_json::json;
+use stackmigrate::copy::connection::Connection;
+use stackmigrate::copy::filter::KeyFilter;
+use stackmigrate::copy::journal::{Journal, Location};
+use stackmigrate::copy::progress::Silent;
+use stackmigrate::copy::s3::{self, Bucket, Lister};
+use stackmigrate::copy::sync::{self, OnConflict, SyncSpec};
+
+const COPIES_IN_FLIGHT: usize = 128;
+const WRITES_IN_FLIGHT: usize = 32;
+
+fn env(name: &str) -> Result<String> {
+    std::env::var(name).with_context(|| {
+        format!("{name} is not set: run under `eval \"$(scripts/services.sh start)\"`")
+    })
+}
+
+/// MinIO "a" and DynamoDB Local, as scripts/services.sh started them.
+fn connection() -> Result<Connection> {
+    Ok(Connection {
+        region: Some("us-east-1".into()),
+        s3_endpoint: Some(env("STACKMIGRATE_S3_A")?),
+        dynamodb_endpoint: Some(env("STACKMIGRATE_DYNAMODB")?),
+        access_key_id: Some(env("STACKMIGRATE_S3_A_KEY")?),
+        secret_access_key: Some(env("STACKMIGRATE_S3_A_SECRET")?),
+        force_path_style: Some(true),
+        ..Default::default()
+    })
+}
+
+async fn bucket(connection: &Connection, name: &str) -> Bucket {
+    Bucket {
+        client: connection.s3_client().await,
+        name: name.to_string(),
+    }
+}
+
+async fn engine_sync(source: &str, target: &str) -> Result<serde_json::Value> {
+    let connection = connection()?;
+    let spec = SyncSpec {
+        source: bucket(&connection, source).await,
+        source_prefix: String::new(),
+        target: bucket(&connection, target).await,
+        target_prefix: String::new(),
+        server_side: true,
+        filter: KeyFilter::new(&[], &[])?,
+        on_conflict: OnConflict::SkipIdentical,
+        delete_extraneous: false,
+    };
+    let journal_dir = tempfile::tempdir()?;
+    let started = Instant::now();
+    let journal = Journal::open(
+        &Location::File(journal_dir.path().to_path_buf()),
+        &spec.target.client,
+        "bench",
+    )
+    .await?;
+    let counts = sync::run(&spec, &journal, &Silent).await?;
+    Ok(
+        json!({"seconds": started.elapsed().as_secs_f64(), "objects": counts.copied, "bytes": counts.bytes_copied}),
+    )
+}
+
+async fn s3_copy_ceiling(source: &str, target: &str) -> Result<serde_json::Value> {
+    let connection = connection()?;
+    let source = bucket(&connection, source).await;
+    let target = bucket(&connection, target).await;
+    let mut objects = Vec::new();
+    let mut lister = Lister::new(&source, "");
+    while let Some(object) = lister.next().await? {
+        objects.push(object);
+    }
+    let count = objects.len();
+    let bytes: u64 = objects.iter().map(|o| o.size).sum();
+    let started = Instant::now();
+    stream::iter(objects)
+        .map(|object| {
+            let (source, target) = (&source, &target);
+            async move { s3::server_side_copy(source, &object, target, &object.key).await }
+        })
+        .buffer_unordered(COPIES_IN_FLIGHT)
+        .try_collect::<Vec<_>>()
+        .await?;
+    Ok(json!({"seconds": started.elapsed().as_secs_f64(), "objects": count, "bytes": bytes}))
+}
+
+async fn dynamo_write_ceiling(source: &str, target: &str) -> Result<serde_json::Value> {
+    let client = connection()?.dynamodb_client().await;
+    const SEGMENTS: i32 = 8;
+    let segments = (0..SEGMENTS).map(|segment| {
+        let client = &client;
+        async move {
+            let mut items = Vec::new();
+            let mut start_key = None;
+            loop {
+                let out = client
+                    .scan()
+                    .table_name(source)
+                    .segment(segment)
+                    .total_segments(SEGMENTS)
+                    .set_exclusive_start_key(start_key.take())
+                    .send()
+                    .await?;
+                items.extend(out.items().iter().cloned());
+                start_key = out.last_evaluated_key().cloned();
+                if start_key.is_none() {
+                    return anyhow::Ok(items);
+                }
+            }
+        }
+    });
+    let items: Vec<_> = futures::future::try_join_all(segments)
+        .await?
+        .into_iter()
+        .flatten()
+        .collect();
+    let count = items.len();
+    let batches = items
+        .chunks(25)
+        .map(|chunk| {
+            chunk
+                .iter()
+                .map(|item| {
+                    Ok(WriteRequest::builder()
+                        .put_request(PutRequest::builder().set_item(Some(item.clone())).build()?)
+                        .build())
+                })
+                .collect::<Result<Vec<_>>>()
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let started = Instant::now();
+    stream::iter(batches)
+        .map(|mut batch| {
+            let client = &client;
+            async move {
+                while !batch.is_empty() {
+                    let out = client
+                        .batch_write_item()
+                        .request_items(target, batch)
+                        .send()
+                        .await?;
+                    batch = out
+                        .unprocessed_items()
+                        .and_then(|u| u.get(target))
+                        .cloned()
+                        .unwrap_or_default();
+                }
+                anyhow::Ok(())
+            }
+        })
+        .buffer_unordered(WRITES_IN_FLIGHT)
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(json!({"seconds": started.elapsed().as_secs_f64(), "items": count}))
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+        ["sync", source, target] => engine_sync(source, target).await?,
+        ["s3-copy-ceiling", source, target] => s3_copy_ceiling(source, target).await?,
+        ["dynamo-write-ceiling", source, target] => dynamo_write_ceiling(source, target).await?,
+        _ => bail!(
+            "usage: stackmigrate-bench sync|s3-copy-ceiling|dynamo-write-ceiling SOURCE TARGET (got {args:?})"
+        ),
+    };
+    println!("{result}");
+    Ok(())
+}

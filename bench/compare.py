@@ -26,7 +26,6 @@ sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "bench"))
 from conftest import connection, s3_client  # noqa: E402
 from portfolio_items import REWRITE, RESET, create_table, dynamodb, image_items, put_items  # noqa: E402
-from timing import provider_peak_rss  # noqa: E402
 
 PLUGIN_DIR = REPO / "target" / "release"
 ENGINE = PLUGIN_DIR / "stackmigrate-bench"
@@ -55,15 +54,39 @@ def tool_env():
 
 def run_process(argv):
     """Wall seconds, the process's peak RSS in KiB (GNU time's %M: the command's own,
-    not this harness's) and its stdout; exits if the command fails."""
+    not this harness's), its CPU seconds and its stdout; exits if the command fails."""
     with tempfile.NamedTemporaryFile("r") as rss:
         started = time.monotonic()
-        proc = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", rss.name, *map(str, argv)],
+        proc = subprocess.run(["/usr/bin/time", "-f", "%M %U %S", "-o", rss.name, *map(str, argv)],
                               capture_output=True, text=True, env=tool_env())
         seconds = time.monotonic() - started
         if proc.returncode != 0:
             sys.exit(f"{' '.join(map(str, argv))} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-        return seconds, int(rss.read().split()[-1]), proc.stdout
+        peak, user, system = rss.read().split()[-3:]
+        return seconds, int(peak), float(user) + float(system), proc.stdout
+
+
+def provider_usage(parent_pid, stop, usage):
+    """Polls the provider (a child of pulumi) for its high-water mark in KiB and the CPU
+    seconds it has used (summed over providers, if pulumi starts more than one). pgrep runs
+    only until the provider is found (pulumi may start it more than once), so the
+    polling itself takes little of the CPU the copy competes for."""
+    pid, earlier_cpu = None, 0.0
+    while not stop.is_set():
+        if pid is None:
+            found = subprocess.run(["pgrep", "-P", str(parent_pid), "-f", "pulumi-resource-stackmigrate"],
+                                   capture_output=True, text=True).stdout.split()
+            pid = found[0] if found else None
+        if pid is not None:
+            try:
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        usage["peak"] = max(usage["peak"], int(line.split()[1]))
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                usage["cpu"] = earlier_cpu + (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            except OSError:
+                pid, earlier_cpu = None, usage["cpu"]
+        time.sleep(0.05)
 
 
 class PulumiStack:
@@ -81,12 +104,13 @@ class PulumiStack:
                        check=True, capture_output=True)
 
     def timed(self, *args):
-        """Seconds of one pulumi command and the provider's peak RSS in KiB."""
+        """Seconds of one pulumi command, the provider's peak RSS in KiB and CPU seconds,
+        and the command's output."""
         started = time.monotonic()
         proc = subprocess.Popen(["pulumi", *args, "--non-interactive", "--cwd", self.dir],
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        stop, peak = threading.Event(), [0]
-        watcher = threading.Thread(target=provider_peak_rss, args=(proc.pid, stop, peak))
+        stop, usage = threading.Event(), {"peak": 0, "cpu": 0.0}
+        watcher = threading.Thread(target=provider_usage, args=(proc.pid, stop, usage))
         watcher.start()
         out, _ = proc.communicate()
         seconds = time.monotonic() - started
@@ -94,7 +118,7 @@ class PulumiStack:
         watcher.join()
         if proc.returncode != 0:
             sys.exit(f"pulumi {' '.join(args)} failed:\n{out}")
-        return seconds, peak[0], out
+        return seconds, usage["peak"], usage["cpu"], out
 
     def close(self):
         subprocess.run(["pulumi", "stack", "rm", "--yes", "--force", "--non-interactive", "--cwd", self.dir],
@@ -174,7 +198,7 @@ def drop_table(name):
     dynamodb().delete_table(TableName=name)
 
 
-# --- tools: each copies `source` into an empty `target`; returns (seconds, peak RSS KiB) ---
+# --- tools: each copies `source` into an empty `target`; returns (seconds, peak RSS KiB, CPU s) ---
 
 def both_sides_config():
     both = {**connection("a"), "dynamodbEndpoint": os.environ["STACKMIGRATE_DYNAMODB"]}
@@ -184,8 +208,8 @@ def both_sides_config():
 def pulumi_up(resources):
     stack = PulumiStack(resources, both_sides_config())
     try:
-        seconds, peak, _ = stack.timed("up", "--yes", "--skip-preview")
-        return seconds, peak
+        seconds, peak, cpu, _ = stack.timed("up", "--yes", "--skip-preview")
+        return seconds, peak, cpu
     finally:
         stack.close()
 
@@ -206,16 +230,16 @@ def dynamo_copy_up(source, target):
 
 def process(*argv):
     def run(source, target):
-        seconds, peak, _ = run_process([a.format(source=source, target=target) for a in argv])
-        return seconds, peak
+        seconds, peak, cpu, _ = run_process([a.format(source=source, target=target) for a in argv])
+        return seconds, peak, cpu
     return run
 
 
 def self_timed(*argv):
     """A driver that times only its copy phase and reports it on stdout."""
     def run(source, target):
-        _, peak, out = run_process([str(a).format(source=source, target=target) for a in argv])
-        return json.loads(out)["seconds"], peak
+        _, peak, cpu, out = run_process([str(a).format(source=source, target=target) for a in argv])
+        return json.loads(out)["seconds"], peak, cpu
     return run
 
 
@@ -241,24 +265,56 @@ def table_tools(venv):
     ]
 
 
-def measure(dataset, label, tool, runs):
-    """Median seconds and the largest peak RSS over `runs` runs after one warm-up."""
+def server_cpu(kind):
+    """CPU seconds the server has used so far: MinIO "a" for buckets, DynamoDB Local for
+    tables (scripts/services.sh records their pids in this order: a, b, DynamoDB)."""
+    pids = (Path(os.environ["STACKMIGRATE_RUN"]) / "pids").read_text().split()
+    pid = pids[0] if kind == "bucket" else pids[2]
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def settle(kind):
+    """Flushes dirty pages and waits (at most 30 s) until the server has been idle for a
+    second, so that no run pays for the writeback or deletes of the one before."""
+    os.sync()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        before = server_cpu(kind)
+        time.sleep(1)
+        if server_cpu(kind) - before < 0.05:
+            return
+
+
+def measure(dataset, tools, runs):
+    """Median seconds and server CPU seconds, and the largest peak RSS, of each tool over
+    `runs` runs after one warm-up. Tools take turns run by run, so that a slow patch of
+    the machine falls on all of them."""
     bucket = dataset["kind"] == "bucket"
-    times, peaks = [], []
+    results = [{"tool": label, "runs": [], "peaks": [], "cpu": [], "client": []} for label, _ in tools]
     for attempt in range(runs + 1):
-        target = new_bucket("dst") if bucket else new_table("dst")
-        try:
-            seconds, peak = tool(dataset["name"], target)
-            found = bucket_count(target) if bucket else table_count(target)
-            if found != dataset["count"]:
-                sys.exit(f"{label}: the target holds {found} of {dataset['count']} after the copy")
-        finally:
-            drop_bucket(target) if bucket else drop_table(target)
-        if attempt > 0:
-            times.append(seconds)
-            peaks.append(peak)
-        print(f"  {label}: {'warm-up' if attempt == 0 else f'run {attempt}'} {seconds:.2f} s", file=sys.stderr, flush=True)
-    return {"tool": label, "median": statistics.median(times), "runs": times, "peak_kib": max(peaks)}
+        for (label, tool), result in zip(tools, results):
+            target = new_bucket("dst") if bucket else new_table("dst")
+            try:
+                settle(dataset["kind"])
+                before = server_cpu(dataset["kind"])
+                seconds, peak, client = tool(dataset["name"], target)
+                used = server_cpu(dataset["kind"]) - before
+                found = bucket_count(target) if bucket else table_count(target)
+                if found != dataset["count"]:
+                    sys.exit(f"{label}: the target holds {found} of {dataset['count']} after the copy")
+            finally:
+                drop_bucket(target) if bucket else drop_table(target)
+            if attempt > 0:
+                result["runs"].append(seconds)
+                result["peaks"].append(peak)
+                result["cpu"].append(used)
+                result["client"].append(client)
+            print(f"  {label}: {'warm-up' if attempt == 0 else f'run {attempt}'} {seconds:.2f} s, "
+                  f"server CPU {used:.2f} s", file=sys.stderr, flush=True)
+    return [{"tool": r["tool"], "median": statistics.median(r["runs"]), "runs": r["runs"],
+             "peak_kib": max(r["peaks"]), "server_cpu": statistics.median(r["cpu"]),
+             "client_cpu": statistics.median(r["client"])} for r in results]
 
 
 def whole_migration(small, large, table, runs):
@@ -278,7 +334,8 @@ def whole_migration(small, large, table, runs):
                             ("`pulumi up`, nothing new (whole migration)", ["up", "--yes"])]:
             times, peaks = [], []
             for attempt in range(runs + 1):
-                seconds, peak, out = stack.timed(*args)
+                settle("table")
+                seconds, peak, _, out = stack.timed(*args)
                 if "to update" in out or "to create" in out or "to replace" in out:
                     sys.exit(f"{label}: expected no changes:\n{out}")
                 if attempt > 0:
@@ -325,7 +382,8 @@ def table_rows(dataset, results):
         rate = (f"{dataset['count'] / result['median']:,.0f} items/s" if dataset["kind"] == "table"
                 else f"{dataset['bytes'] / MiB / result['median']:,.1f} MiB/s, {dataset['count'] / result['median']:,.0f} obj/s")
         rows.append(f"| {result['tool']} | {dataset_label(dataset)} | {result['median']:.2f} | {rate} "
-                    f"| {result['median'] / ours:.2f} | {result['peak_kib'] / 1024:.0f} MiB |")
+                    f"| {result['median'] / ours:.2f} | {result['server_cpu']:.1f} | {result['client_cpu']:.1f} "
+                    f"| {result['peak_kib'] / 1024:.0f} MiB |")
     return rows
 
 
@@ -335,18 +393,23 @@ def report(sections, extra_rows, args, venv, started, elapsed):
         "",
         f"Measured {time.strftime('%Y-%m-%d %H:%M', time.localtime(started))} by `bench/run.sh` "
         f"({elapsed:.0f} s in all): every tool copies the same source into a fresh empty "
-        f"target on the same local servers, one warm-up run and then {args.runs} runs; seconds are the median. "
+        f"target on the same local servers, one warm-up run and then {args.runs} runs, the tools "
+        "taking turns, each run after the page cache is flushed and the server is idle; seconds are the median. "
         "\"× stackmigrate\" is the tool's median over stackmigrate's `pulumi up` median "
         "(above 1: stackmigrate is faster). Peak RSS is the provider's for `pulumi up`, the process's for the "
-        "others. The ceilings time only their copy phase (listing or scanning first is not timed).",
+        "others. The ceilings time only their copy phase (listing or scanning first is not timed). "
+        "Server CPU is what MinIO or DynamoDB Local used during the run (a ceiling's untimed "
+        "listing or scan included); client CPU is the provider's for `pulumi up` (pulumi's own "
+        "not counted), the process's for the others. With 2 cores shared by server and client, they "
+        "show what bounds a copy.",
         "",
-        "| tool | dataset | median s | rate | × stackmigrate | peak RSS |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| tool | dataset | median s | rate | × stackmigrate | server CPU s | client CPU s | peak RSS |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for dataset, results in sections:
         lines.extend(table_rows(dataset, results))
     for row in extra_rows:
-        lines.append(f"| {row['tool']} | | {row['median']:.2f} | | | {row['peak_kib'] / 1024:.0f} MiB |")
+        lines.append(f"| {row['tool']} | | {row['median']:.2f} | | | | | {row['peak_kib'] / 1024:.0f} MiB |")
     lines += ["", "Every run, in seconds:", ""]
     for dataset, results in sections:
         for result in results:
@@ -398,7 +461,7 @@ def main():
                                  ("items", table, table_tools(args.venv))]:
         if part in parts:
             print(f"{dataset_label(dataset)}:", file=sys.stderr, flush=True)
-            sections.append((dataset, [measure(dataset, label, tool, args.runs) for label, tool in tools]))
+            sections.append((dataset, measure(dataset, tools, args.runs)))
     if "migration" in parts:
         print("whole migration:", file=sys.stderr, flush=True)
         extra = whole_migration(small, large, table, args.runs)

@@ -267,6 +267,19 @@ struct KeyState {
 
 type JournalState = HashMap<String, KeyState>;
 
+/// The keys this resource has written (hashed, 16 bytes each): all a copy needs of the
+/// journal. Rollback loads the full state instead.
+async fn keys_written(journal: &Journal, keys: &[String]) -> Result<HashSet<u128>> {
+    let mut records = Vec::new();
+    journal
+        .replay(|_, record: Record| records.push(record.key))
+        .await?;
+    records
+        .iter()
+        .map(|key| Ok(key_hash(&item_from_json(key)?, keys)))
+        .collect()
+}
+
 async fn load_state(journal: &Journal) -> Result<JournalState> {
     let mut state = JournalState::new();
     journal
@@ -479,10 +492,15 @@ struct Candidate {
     type_name: String,
     item: Item,
     key: Item,
-    /// The key as a string (journal, messages) and as a hash (indexes).
-    id: String,
     hash: u128,
     digest: u128,
+}
+
+impl Candidate {
+    /// The key as a string, for the journal and messages.
+    fn id(&self) -> String {
+        key_id(&item_to_json(&self.key))
+    }
 }
 
 impl CopySpec {
@@ -549,12 +567,7 @@ impl Index {
 }
 
 fn key_hash(item: &Item, keys: &[String]) -> u128 {
-    let id = key_id(&item_to_json(&key_of(item, keys)));
-    u128::from_be_bytes(
-        Sha256::digest(id.as_bytes())[..16]
-            .try_into()
-            .expect("16 bytes"),
-    )
+    digest_bits(&key_of(item, keys))
 }
 
 fn pair_hash(key_hash: u128, digest: u128) -> u128 {
@@ -648,15 +661,15 @@ async fn note_verified(journal: &Journal, fingerprint: Option<u128>) -> Result<(
 /// still hold them and is not read: one scan of the source answers a no-change preview.
 /// Changing `triggers` forces a full comparison.
 pub async fn plan(spec: &CopySpec, journal: &Journal) -> Result<CopyCounts> {
-    let state = load_state(journal).await?;
     if let Some(verified) = last_verified(journal).await? {
-        let source = walk(spec, &state, &Index::default(), None, &Mode::Plan).await?;
+        let source = walk(spec, &HashSet::new(), &Index::default(), None, &Mode::Plan).await?;
         if source.fingerprint == verified {
             return Ok(source.all_present());
         }
     }
+    let ours = keys_written(journal, &spec.keys).await?;
     let target = Index::of(&spec.target, &spec.keys, spec.segments).await?;
-    walk(spec, &state, &target, None, &Mode::Plan).await
+    walk(spec, &ours, &target, None, &Mode::Plan).await
 }
 
 /// Copies, journalling before each write, then verifies every written item with one scan
@@ -670,9 +683,9 @@ pub async fn run(
     progress: &dyn Progress,
     check_plan: impl FnOnce(&CopyCounts) -> Result<()>,
 ) -> Result<CopyCounts> {
-    let state = load_state(journal).await?;
+    let ours = keys_written(journal, &spec.keys).await?;
     let target = Index::of(&spec.target, &spec.keys, spec.segments).await?;
-    let planned = walk(spec, &state, &target, None, &Mode::Plan).await?;
+    let planned = walk(spec, &ours, &target, None, &Mode::Plan).await?;
     check_plan(&planned)?;
     note_verified(journal, None).await?;
     progress.info(&format!(
@@ -692,7 +705,7 @@ pub async fn run(
     };
     let mut done = CopyCounts::default();
     for pass in 0..=spec.write_order.len() {
-        done.merge(walk(spec, &state, &target, Some(pass), &mode).await?);
+        done.merge(walk(spec, &ours, &target, Some(pass), &mode).await?);
     }
     // Types and scans are counted once per pass that saw them: take the plan's.
     done.scanned = planned.scanned;
@@ -728,13 +741,13 @@ async fn verify(spec: &CopySpec, written: HashMap<u128, u128>) -> Result<()> {
 /// Scans the source in parallel segments; in `Run` mode writes the items of `pass`.
 async fn walk(
     spec: &CopySpec,
-    state: &JournalState,
+    ours: &HashSet<u128>,
     target: &Index,
     pass: Option<usize>,
     mode: &Mode<'_>,
 ) -> Result<CopyCounts> {
     let segments: Vec<_> = (0..spec.segments)
-        .map(|segment| scan_segment(spec, state, target, pass, mode, segment))
+        .map(|segment| scan_segment(spec, ours, target, pass, mode, segment))
         .collect();
     let mut totals = CopyCounts::default();
     for counts in futures::future::try_join_all(segments).await? {
@@ -745,7 +758,7 @@ async fn walk(
 
 async fn scan_segment(
     spec: &CopySpec,
-    state: &JournalState,
+    ours: &HashSet<u128>,
     target: &Index,
     pass: Option<usize>,
     mode: &Mode<'_>,
@@ -775,8 +788,7 @@ async fn scan_segment(
             }
             let item = spec.transform(item, &type_name);
             let key = key_of(&item, &spec.keys);
-            let id = key_id(&item_to_json(&key));
-            let (hash, digest) = (key_hash(&item, &spec.keys), digest_bits(&item));
+            let (hash, digest) = (digest_bits(&key), digest_bits(&item));
             counts.fingerprint = counts.fingerprint.wrapping_add(pair_hash(hash, digest));
             candidates.push(Candidate {
                 type_name,
@@ -784,11 +796,10 @@ async fn scan_segment(
                 digest,
                 item,
                 key,
-                id,
             });
         }
         for chunk in candidates.chunks(CHUNK) {
-            decide_and_write(spec, state, target, mode, chunk, &mut counts).await?;
+            decide_and_write(spec, ours, target, mode, chunk, &mut counts).await?;
         }
     }
     Ok(counts)
@@ -796,7 +807,7 @@ async fn scan_segment(
 
 async fn decide_and_write(
     spec: &CopySpec,
-    state: &JournalState,
+    ours: &HashSet<u128>,
     target: &Index,
     mode: &Mode<'_>,
     chunk: &[Candidate],
@@ -810,14 +821,14 @@ async fn decide_and_write(
             Some(current) if *current == candidate.digest => false,
             // A key this resource wrote is kept in step with the source; `onConflict`
             // is about items that were there before.
-            Some(_) if state.contains_key(&candidate.id) => true,
+            Some(_) if ours.contains(&candidate.hash) => true,
             Some(_) => match spec.on_conflict {
                 ItemConflict::Skip => false,
                 ItemConflict::Overwrite => true,
                 ItemConflict::Fail => {
                     counts.conflict_count += 1;
                     if counts.conflicts.len() < 10 {
-                        counts.conflicts.push(candidate.id.clone());
+                        counts.conflicts.push(candidate.id());
                     }
                     false
                 }
@@ -835,7 +846,7 @@ async fn decide_and_write(
         if target.0.contains_key(&candidate.hash) {
             counts.overwritten += 1;
             counts.by(&candidate.type_name).overwritten += 1;
-            overwrites.insert(candidate.id.as_str());
+            overwrites.insert(candidate.hash);
         }
         writes.push(candidate);
     }
@@ -855,7 +866,7 @@ async fn decide_and_write(
     // first time are read in full, just before they are replaced.
     let first_overwrites: Vec<Item> = writes
         .iter()
-        .filter(|c| overwrites.contains(c.id.as_str()) && !state.contains_key(&c.id))
+        .filter(|c| overwrites.contains(&c.hash) && !ours.contains(&c.hash))
         .map(|c| c.key.clone())
         .collect();
     let previous = read_items(&spec.target, &spec.keys, first_overwrites).await?;
@@ -863,7 +874,7 @@ async fn decide_and_write(
         .iter()
         .map(|candidate| Record {
             key: item_to_json(&candidate.key),
-            previous: previous.get(&candidate.id).map(item_to_json),
+            previous: previous.get(&candidate.id()).map(item_to_json),
             digest: digest(&candidate.item),
         })
         .collect();

@@ -2,7 +2,7 @@
 # The benchmark in one command, from a fresh machine: builds the toolchain, s5cmd,
 # rclone, the AWS CLI and the release provider, starts services of its own, compares
 # stackmigrate with the other tools (bench/compare.py), writes
-# bench/results/comparison.md and prints it. About 40 minutes at the default sizes.
+# bench/results/comparison.md and prints it. About 45 minutes at the default sizes.
 #
 #   bench/run.sh                                   # the datasets, 3 runs each
 #   bench/run.sh --small 500 --large 2 --items 5000 --runs 1 --output /tmp/quick.md

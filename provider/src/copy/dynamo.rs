@@ -994,4 +994,52 @@ mod tests {
         assert_eq!(a.by_type["JOB"].filtered, 1);
         assert_eq!(a.filtered, 1);
     }
+
+    fn counts_of(items: &[(&str, &str)]) -> CopyCounts {
+        let mut counts = CopyCounts::default();
+        for (key, content) in items {
+            let item: Item = [("PK".to_string(), AttributeValue::S(key.to_string()))].into();
+            let mut full = item.clone();
+            full.insert("v".into(), AttributeValue::S(content.to_string()));
+            let part = CopyCounts {
+                fingerprint: pair_hash(digest_bits(&item), digest_bits(&full)),
+                ..Default::default()
+            };
+            counts.merge(part);
+        }
+        counts
+    }
+
+    #[test]
+    fn fingerprints_ignore_order_and_see_any_changed_item() {
+        let same = counts_of(&[("a", "1"), ("b", "2"), ("c", "3")]);
+        let shuffled = counts_of(&[("c", "3"), ("a", "1"), ("b", "2")]);
+        assert_eq!(same.fingerprint, shuffled.fingerprint);
+        for other in [
+            counts_of(&[("a", "1"), ("b", "2"), ("c", "4")]),
+            counts_of(&[("a", "1"), ("b", "2")]),
+            counts_of(&[("a", "1"), ("b", "2"), ("c", "3"), ("d", "4")]),
+            counts_of(&[("a", "2"), ("b", "1"), ("c", "3")]),
+        ] {
+            assert_ne!(same.fingerprint, other.fingerprint);
+        }
+    }
+
+    #[test]
+    fn an_unchanged_source_plans_every_item_as_present() {
+        let mut planned = CopyCounts {
+            copied: 7,
+            skipped: 1,
+            bytes_copied: 700,
+            ..Default::default()
+        };
+        planned.by("RECEIPT").copied = 7;
+        let present = planned.all_present();
+        assert_eq!(
+            (present.copied, present.skipped, present.bytes_copied),
+            (0, 8, 0)
+        );
+        assert_eq!(present.by_type["RECEIPT"].skipped, 7);
+        assert_eq!(present.by_type["RECEIPT"].copied, 0);
+    }
 }

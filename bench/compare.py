@@ -24,7 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "bench"))
-from conftest import connection, s3_client  # noqa: E402
+from conftest import both_sides, listing, s3_client  # noqa: E402
 from portfolio_items import REWRITE, RESET, create_table, dynamodb, image_items, put_items  # noqa: E402
 
 PLUGIN_DIR = REPO / "target" / "release"
@@ -164,10 +164,7 @@ def new_bucket(tag):
 
 
 def bucket_count(name):
-    count = 0
-    for page in s3_client("a").get_paginator("list_objects_v2").paginate(Bucket=name):
-        count += page.get("KeyCount", 0)
-    return count
+    return len(listing(s3_client("a"), name))
 
 
 def drop_bucket(name):
@@ -200,13 +197,8 @@ def drop_table(name):
 
 # --- tools: each copies `source` into an empty `target`; returns (seconds, peak RSS KiB, CPU s) ---
 
-def both_sides_config():
-    both = {**connection("a"), "dynamodbEndpoint": os.environ["STACKMIGRATE_DYNAMODB"]}
-    return {"stackmigrate:source": both, "stackmigrate:target": both}
-
-
 def pulumi_up(resources):
-    stack = PulumiStack(resources, both_sides_config())
+    stack = PulumiStack(resources, both_sides())
     try:
         seconds, peak, cpu, _ = stack.timed("up", "--yes", "--skip-preview")
         return seconds, peak, cpu
@@ -327,7 +319,7 @@ def whole_migration(small, large, table, runs):
         "largeObjects": {"type": "stackmigrate:BucketSync",
                          "properties": {"sourceBucket": large["name"], "targetBucket": new_bucket("prod")}},
     }
-    stack = PulumiStack(resources, both_sides_config())
+    stack = PulumiStack(resources, both_sides())
     rows = []
 
     def repeat(label, args, changes):

@@ -187,16 +187,9 @@ impl Journal {
                 .await?;
             }
             Store::File(dir) => {
-                let out = target
-                    .client
-                    .get_object()
-                    .bucket(&target.name)
-                    .key(&object.key)
-                    .send()
+                let out = s3::open(target, &object.key, None)
                     .await
-                    .with_context(|| {
-                        format!("reading s3://{}/{} to back it up", target.name, object.key)
-                    })?;
+                    .context("backing it up")?;
                 let path = dir.join("backups").join(name);
                 tokio::fs::create_dir_all(dir.join("backups")).await?;
                 let tmp = path.with_extension("partial");

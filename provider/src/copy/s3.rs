@@ -6,6 +6,7 @@ use std::collections::{HashMap, VecDeque};
 
 use anyhow::{anyhow, bail, Context, Result};
 use aws_sdk_s3::error::ProvideErrorMetadata;
+use aws_sdk_s3::operation::get_object::GetObjectOutput;
 use aws_sdk_s3::primitives::{ByteStream, DateTime, DateTimeFormat};
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, MetadataDirective};
 use aws_sdk_s3::Client;
@@ -251,8 +252,9 @@ pub async fn get_range(bucket: &Bucket, key: &str, start: u64, end: u64) -> Resu
     .await
 }
 
-async fn get(bucket: &Bucket, key: &str, range: Option<String>) -> Result<Vec<u8>> {
-    let out = bucket
+/// A GetObject response, its body not yet read: all or `range` (an HTTP Range value).
+pub async fn open(bucket: &Bucket, key: &str, range: Option<String>) -> Result<GetObjectOutput> {
+    bucket
         .client
         .get_object()
         .bucket(&bucket.name)
@@ -261,7 +263,11 @@ async fn get(bucket: &Bucket, key: &str, range: Option<String>) -> Result<Vec<u8
         .send()
         .await
         .map_err(aws_error)
-        .with_context(|| format!("reading s3://{}/{key}", bucket.name))?;
+        .with_context(|| format!("reading s3://{}/{key}", bucket.name))
+}
+
+async fn get(bucket: &Bucket, key: &str, range: Option<String>) -> Result<Vec<u8>> {
+    let out = open(bucket, key, range).await?;
     let data = out.body.collect().await.context("reading object body")?;
     Ok(data.into_bytes().to_vec())
 }
@@ -269,15 +275,7 @@ async fn get(bucket: &Bucket, key: &str, range: Option<String>) -> Result<Vec<u8
 /// Downloads an object to a file, in bounded memory; returns the MD5 of its bytes.
 pub async fn download(bucket: &Bucket, key: &str, path: &std::path::Path) -> Result<String> {
     use tokio::io::AsyncWriteExt;
-    let out = bucket
-        .client
-        .get_object()
-        .bucket(&bucket.name)
-        .key(key)
-        .send()
-        .await
-        .map_err(aws_error)
-        .with_context(|| format!("reading s3://{}/{key}", bucket.name))?;
+    let out = open(bucket, key, None).await?;
     let mut body = out.body.into_async_read();
     let mut file = tokio::fs::File::create(path).await?;
     let mut md5 = Md5::new();
@@ -389,15 +387,7 @@ pub async fn streamed_copy(
     target: &Bucket,
     target_key: &str,
 ) -> Result<(Written, String)> {
-    let out = source
-        .client
-        .get_object()
-        .bucket(&source.name)
-        .key(&source_object.key)
-        .send()
-        .await
-        .map_err(aws_error)
-        .with_context(|| format!("reading s3://{}/{}", source.name, source_object.key))?;
+    let out = open(source, &source_object.key, None).await?;
     let headers = headers_of!(out);
     let size = out.content_length().unwrap_or_default().max(0) as u64;
     let mut body = out.body.into_async_read();

@@ -9,7 +9,6 @@ use serde_json::Value;
 
 use super::{Context, Failure, Migration, Planned, Side};
 use crate::copy::filter::KeyFilter;
-use crate::copy::journal::Journal;
 use crate::copy::s3::{self, Bucket};
 use crate::copy::sync::{self, OnConflict, SyncCounts, SyncSpec};
 
@@ -150,15 +149,6 @@ impl BucketSync {
             delete_extraneous: inputs.delete_extraneous,
         })
     }
-
-    async fn journal(ctx: &Context, spec: &SyncSpec) -> Result<Journal> {
-        Journal::open(
-            &ctx.config.journal_location()?,
-            &spec.target.client,
-            &ctx.journal_path(),
-        )
-        .await
-    }
 }
 
 #[async_trait]
@@ -209,7 +199,7 @@ impl Migration for BucketSync {
 
     async fn plan(&self, ctx: &Context, inputs: &Inputs) -> Result<Planned<Outputs>> {
         let spec = Self::spec(ctx, inputs).await?;
-        let journal = Self::journal(ctx, &spec).await?;
+        let journal = ctx.journal(&spec.target.client).await?;
         let counts = sync::plan(&spec, Some(&journal)).await?;
         Ok(Planned {
             pending: counts.changes() > 0,
@@ -219,7 +209,7 @@ impl Migration for BucketSync {
 
     async fn apply(&self, ctx: &Context, inputs: &Inputs) -> Result<Outputs> {
         let spec = Self::spec(ctx, inputs).await?;
-        let journal = Self::journal(ctx, &spec).await?;
+        let journal = ctx.journal(&spec.target.client).await?;
         let counts = sync::run(&spec, &journal, ctx.progress.as_ref()).await?;
         ctx.progress
             .info(&format!("done and verified: {}", counts.summary(true)));

@@ -241,13 +241,7 @@ impl DynamoCopy {
     }
 
     async fn journal(ctx: &Context) -> Result<Journal> {
-        let client = ctx.config.target.s3_client().await;
-        Journal::open(
-            &ctx.config.journal_location()?,
-            &client,
-            &ctx.journal_path(),
-        )
-        .await
+        ctx.journal(&ctx.config.target.s3_client().await).await
     }
 }
 

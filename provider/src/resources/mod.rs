@@ -38,8 +38,15 @@ pub enum Side {
 }
 
 impl Context {
-    pub fn journal_path(&self) -> String {
-        journal_path(&self.urn)
+    /// This resource's journal. An `s3://` journal is written with `target`, the target
+    /// side's S3 client.
+    pub async fn journal(&self, target: &aws_sdk_s3::Client) -> Result<Journal> {
+        Journal::open(
+            &self.config.journal_location()?,
+            target,
+            &journal_path(&self.urn),
+        )
+        .await
     }
 
     fn stack_setting(&self, side: Side) -> (&'static str, Option<&str>) {
@@ -283,12 +290,7 @@ pub async fn rollback_bucket(ctx: &Context, bucket: &str) -> Result<()> {
         client: ctx.config.target.s3_client().await,
         name: bucket.to_string(),
     };
-    let journal = Journal::open(
-        &ctx.config.journal_location()?,
-        &target.client,
-        &ctx.journal_path(),
-    )
-    .await?;
+    let journal = ctx.journal(&target.client).await?;
     let report = sync::rollback(&target, &journal, ctx.progress.as_ref()).await?;
     ctx.progress.info(&format!(
         "rolled back s3://{}: {} objects deleted, {} restored",

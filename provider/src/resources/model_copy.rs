@@ -145,15 +145,6 @@ impl ModelCopy {
         Ok(Plan { choice, specs })
     }
 
-    async fn journal(ctx: &Context, plan: &Plan) -> Result<Journal> {
-        Journal::open(
-            &ctx.config.journal_location()?,
-            &plan.specs[0].target.client,
-            &ctx.journal_path(),
-        )
-        .await
-    }
-
     fn outputs(plan: &Plan, counts: &SyncCounts, verified: bool, journal: &Journal) -> Outputs {
         let target = &plan.specs[0].target.name;
         Outputs {
@@ -212,7 +203,7 @@ impl Migration for ModelCopy {
 
     async fn plan(&self, ctx: &Context, inputs: &Inputs) -> Result<Planned<Outputs>> {
         let plan = Self::plan_copy(ctx, inputs).await?;
-        let journal = Self::journal(ctx, &plan).await?;
+        let journal = ctx.journal(&plan.specs[0].target.client).await?;
         let mut total = SyncCounts::default();
         for spec in &plan.specs {
             total.add(&sync::plan(spec, Some(&journal)).await?);
@@ -231,7 +222,7 @@ impl Migration for ModelCopy {
 
     async fn apply(&self, ctx: &Context, inputs: &Inputs) -> Result<Outputs> {
         let plan = Self::plan_copy(ctx, inputs).await?;
-        let journal = Self::journal(ctx, &plan).await?;
+        let journal = ctx.journal(&plan.specs[0].target.client).await?;
         let mut total = SyncCounts::default();
         for spec in &plan.specs {
             total.add(&sync::run(spec, &journal, ctx.progress.as_ref()).await?);

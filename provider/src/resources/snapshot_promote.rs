@@ -228,13 +228,7 @@ impl SnapshotPromote {
     }
 
     async fn journal(ctx: &Context, outputs: &mut Outputs) -> Result<Journal> {
-        let client = ctx.config.target.s3_client().await;
-        let journal = Journal::open(
-            &ctx.config.journal_location()?,
-            &client,
-            &ctx.journal_path(),
-        )
-        .await?;
+        let journal = ctx.journal(&ctx.config.target.s3_client().await).await?;
         outputs.journal_uri = journal.uri().to_string();
         Ok(journal)
     }

@@ -5,6 +5,8 @@
 
 pub mod config;
 pub mod copy;
+pub mod functions;
+pub mod registry;
 pub mod resources;
 pub mod schema;
 pub mod server;

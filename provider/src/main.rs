@@ -2,7 +2,7 @@
 //! output, and talks gRPC to it. `--schema` prints the package schema instead.
 
 use pulumi_gestalt_proto::pulumi::pulumirpc::resource_provider_server::ResourceProviderServer;
-use stackmigrate::{schema, server::Provider};
+use stackmigrate::{registry, schema, server::Provider};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
@@ -10,7 +10,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("--schema") {
-        print!("{}", schema::package_schema_text());
+        print!("{}", schema::package_schema_text(&registry::all()));
         return Ok(());
     }
     // The engine passes its own address as the first argument that is not a flag.

@@ -5,7 +5,9 @@
 use serde_json::{json, Map, Value};
 
 use crate::config::ProviderConfig;
-use crate::resources::{self, Resource};
+use crate::functions::Function;
+use crate::registry::{Registered, Registry, SECRET};
+use crate::resources::schema_of;
 
 pub const PACKAGE: &str = "stackmigrate";
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -120,7 +122,7 @@ impl Converter<'_> {
                     spec.insert("default".into(), default.clone());
                 }
             }
-            if property.get("x-secret") == Some(&Value::Bool(true)) {
+            if property.get(SECRET) == Some(&Value::Bool(true)) {
                 spec.insert("secret".into(), Value::Bool(true));
             }
             out.insert(name.clone(), Value::Object(spec));
@@ -146,24 +148,35 @@ fn definitions(schema: &Value) -> Map<String, Value> {
         .unwrap_or_default()
 }
 
-fn resource_spec(resource: &dyn Resource, types: &mut Map<String, Value>) -> Value {
-    let inputs = resource.input_schema();
-    let outputs = resource.output_schema();
-    let input_defs = definitions(&inputs);
-    let (input_properties, required_inputs) = Converter {
-        definitions: &input_defs,
+/// The `properties` and `required` of an object schema, its named types registered.
+fn object_spec(
+    schema: &Value,
+    types: &mut Map<String, Value>,
+) -> (Map<String, Value>, Vec<String>) {
+    let definitions = definitions(schema);
+    Converter {
+        definitions: &definitions,
         types,
     }
-    .properties(&inputs);
-    let output_defs = definitions(&outputs);
-    let (output_properties, output_required) = Converter {
-        definitions: &output_defs,
-        types,
-    }
-    .properties(&outputs);
+    .properties(schema)
+}
+
+fn resource_spec(registered: &Registered, types: &mut Map<String, Value>) -> Value {
+    // Marked on the fields Diff reads, so the SDKs and the provider agree.
+    let mark_replacements = |properties: &mut Map<String, Value>| {
+        for name in &registered.replace_on_change {
+            if let Some(Value::Object(spec)) = properties.get_mut(name) {
+                spec.insert("replaceOnChanges".into(), Value::Bool(true));
+            }
+        }
+    };
+    let (mut input_properties, required_inputs) = object_spec(&registered.inputs, types);
+    mark_replacements(&mut input_properties);
+    let (output_properties, output_required) = object_spec(&registered.outputs, types);
     // The state holds the inputs with the outputs on top.
     let mut properties = input_properties.clone();
     properties.extend(output_properties);
+    mark_replacements(&mut properties);
     let mut required: Vec<String> = required_inputs
         .iter()
         .chain(&output_required)
@@ -172,7 +185,7 @@ fn resource_spec(resource: &dyn Resource, types: &mut Map<String, Value>) -> Val
     required.sort();
     required.dedup();
     json!({
-        "description": resource.description(),
+        "description": registered.resource.description(),
         "inputProperties": input_properties,
         "requiredInputs": required_inputs,
         "properties": properties,
@@ -180,24 +193,30 @@ fn resource_spec(resource: &dyn Resource, types: &mut Map<String, Value>) -> Val
     })
 }
 
-/// The whole package schema.
-pub fn package_schema() -> Value {
+fn function_spec(function: &dyn Function, types: &mut Map<String, Value>) -> Value {
+    let (inputs, required_inputs) = object_spec(&function.input_schema(), types);
+    let (outputs, required_outputs) = object_spec(&function.output_schema(), types);
+    json!({
+        "description": function.description(),
+        "inputs": {"properties": inputs, "required": required_inputs},
+        "outputs": {"properties": outputs, "required": required_outputs},
+    })
+}
+
+/// The whole package schema of a registry's resources and functions.
+pub fn package_schema(registry: &Registry) -> Value {
     let mut types = Map::new();
     let mut resource_specs = Map::new();
-    for resource in resources::all() {
-        let spec = resource_spec(resource.as_ref(), &mut types);
-        resource_specs.insert(resource.token().to_string(), spec);
+    for registered in registry.resources() {
+        let spec = resource_spec(registered, &mut types);
+        resource_specs.insert(registered.resource.token().to_string(), spec);
     }
-    let generator = schemars::generate::SchemaSettings::draft07().into_generator();
-    let config = generator
-        .into_root_schema_for::<ProviderConfig>()
-        .to_value();
-    let config_defs = definitions(&config);
-    let (config_properties, _) = Converter {
-        definitions: &config_defs,
-        types: &mut types,
+    let mut function_specs = Map::new();
+    for function in registry.functions() {
+        let spec = function_spec(function, &mut types);
+        function_specs.insert(function.token().to_string(), spec);
     }
-    .properties(&config);
+    let (config_properties, _) = object_spec(&schema_of::<ProviderConfig>(), &mut types);
     json!({
         "name": PACKAGE,
         "displayName": "stackmigrate",
@@ -213,27 +232,7 @@ pub fn package_schema() -> Value {
         },
         "types": types,
         "resources": resource_specs,
-        "functions": {
-            crate::server::GET_STACK_OUTPUTS: {
-                "description": "The outputs of a stack in this backend, as `pulumi stack output` shows them; secret outputs stay secret.",
-                "inputs": {
-                    "properties": {
-                        "stack": {"type": "string", "description": "Fully qualified stack name, `org/project/stack`."}
-                    },
-                    "required": ["stack"],
-                },
-                "outputs": {
-                    "properties": {
-                        "outputs": {
-                            "type": "object",
-                            "additionalProperties": {"$ref": "pulumi.json#/Any"},
-                            "description": "Output name to value.",
-                        }
-                    },
-                    "required": ["outputs"],
-                },
-            }
-        },
+        "functions": function_specs,
         "language": {
             "nodejs": {
                 "packageName": "@stackmigrate/stackmigrate",
@@ -256,10 +255,10 @@ pub fn package_schema() -> Value {
     })
 }
 
-/// The schema as committed in `schema/schema.json`.
-pub fn package_schema_text() -> String {
+/// The schema of `registry`; of `registry::all()`, it is `schema/schema.json`.
+pub fn package_schema_text(registry: &Registry) -> String {
     let mut text =
-        serde_json::to_string_pretty(&package_schema()).expect("a JSON value serializes");
+        serde_json::to_string_pretty(&package_schema(registry)).expect("a JSON value serializes");
     text.push('\n');
     text
 }
@@ -267,6 +266,7 @@ pub fn package_schema_text() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::registry;
 
     fn each_property(schema: &Value, mut check: impl FnMut(&str, &Value)) {
         for (token, resource) in schema["resources"].as_object().unwrap() {
@@ -293,7 +293,7 @@ mod tests {
 
     #[test]
     fn every_input_and_output_is_described() {
-        let schema = package_schema();
+        let schema = package_schema(&registry::all());
         each_property(&schema, |path, property| {
             let description = property
                 .get("description")
@@ -305,7 +305,7 @@ mod tests {
 
     #[test]
     fn types_are_pulumi_types() {
-        let schema = package_schema();
+        let schema = package_schema(&registry::all());
         each_property(&schema, |path, property| {
             let ok = property.get("$ref").is_some()
                 || matches!(
@@ -333,7 +333,7 @@ mod tests {
         ))
         .expect("schema/schema.json is committed");
         assert!(
-            committed == package_schema_text(),
+            committed == package_schema_text(&registry::all()),
             "schema/schema.json differs from what the code generates; run `cargo run -p pulumi-resource-stackmigrate -- --schema > schema/schema.json`"
         );
     }

@@ -45,11 +45,10 @@ impl Props {
                 .value
                 .iter()
                 .map(|(key, value)| {
-                    let encoded = from_json(value);
                     let encoded = if self.secret_keys.contains(key) {
-                        secret(encoded)
+                        from_json(&secret_json(value.clone()))
                     } else {
-                        encoded
+                        from_json(value)
                     };
                     (key.clone(), encoded)
                 })
@@ -136,20 +135,13 @@ pub fn from_json(value: &Value) -> PbValue {
     PbValue { kind: Some(kind) }
 }
 
-/// Wraps a value as a secret on the wire.
-pub fn secret(value: PbValue) -> PbValue {
-    let fields = [
-        (
-            SIG_KEY.to_string(),
-            from_json(&Value::String(SECRET_SIG.into())),
-        ),
-        ("value".to_string(), value),
-    ];
-    PbValue {
-        kind: Some(Kind::StructValue(Struct {
-            fields: fields.into_iter().collect(),
-        })),
-    }
+/// A value marked secret in the engine's own encoding, which `from_json` sends as a
+/// secret and `Props::decode` reads back as one.
+pub fn secret_json(value: Value) -> Value {
+    let mut object = Map::new();
+    object.insert(SIG_KEY.into(), Value::String(SECRET_SIG.into()));
+    object.insert("value".into(), value);
+    Value::Object(object)
 }
 
 #[cfg(test)]

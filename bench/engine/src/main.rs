@@ -19,7 +19,7 @@ use anyhow::{bail, Context, Result};
 use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
 use futures::stream::{self, StreamExt, TryStreamExt};
 use serde_json::json;
-use stackmigrate::copy::connection::Connection;
+use stackmigrate::copy::connection::{Connection, SideClients};
 use stackmigrate::copy::filter::KeyFilter;
 use stackmigrate::copy::journal::{Journal, Location};
 use stackmigrate::copy::progress::Silent;
@@ -36,8 +36,8 @@ fn env(name: &str) -> Result<String> {
 }
 
 /// MinIO "a" and DynamoDB Local, as scripts/services.sh started them.
-fn connection() -> Result<Connection> {
-    Ok(Connection {
+fn clients() -> Result<SideClients> {
+    Ok(SideClients::new(Connection {
         region: Some("us-east-1".into()),
         s3_endpoint: Some(env("STACKMIGRATE_S3_A")?),
         dynamodb_endpoint: Some(env("STACKMIGRATE_DYNAMODB")?),
@@ -45,22 +45,22 @@ fn connection() -> Result<Connection> {
         secret_access_key: Some(env("STACKMIGRATE_S3_A_SECRET")?),
         force_path_style: Some(true),
         ..Default::default()
-    })
+    }))
 }
 
-async fn bucket(connection: &Connection, name: &str) -> Bucket {
+async fn bucket(clients: &SideClients, name: &str) -> Bucket {
     Bucket {
-        client: connection.s3_client().await,
+        client: clients.s3().await,
         name: name.to_string(),
     }
 }
 
 async fn engine_sync(source: &str, target: &str) -> Result<serde_json::Value> {
-    let connection = connection()?;
+    let clients = clients()?;
     let spec = SyncSpec {
-        source: bucket(&connection, source).await,
+        source: bucket(&clients, source).await,
         source_prefix: String::new(),
-        target: bucket(&connection, target).await,
+        target: bucket(&clients, target).await,
         target_prefix: String::new(),
         server_side: true,
         filter: KeyFilter::new(&[], &[])?,
@@ -71,7 +71,7 @@ async fn engine_sync(source: &str, target: &str) -> Result<serde_json::Value> {
     let started = Instant::now();
     let journal = Journal::open(
         &Location::File(journal_dir.path().to_path_buf()),
-        &spec.target.client,
+        &clients,
         "bench",
     )
     .await?;
@@ -82,9 +82,9 @@ async fn engine_sync(source: &str, target: &str) -> Result<serde_json::Value> {
 }
 
 async fn s3_copy_ceiling(source: &str, target: &str) -> Result<serde_json::Value> {
-    let connection = connection()?;
-    let source = bucket(&connection, source).await;
-    let target = bucket(&connection, target).await;
+    let clients = clients()?;
+    let source = bucket(&clients, source).await;
+    let target = bucket(&clients, target).await;
     let mut objects = Vec::new();
     let mut lister = Lister::new(&source, "");
     while let Some(object) = lister.next().await? {
@@ -105,7 +105,7 @@ async fn s3_copy_ceiling(source: &str, target: &str) -> Result<serde_json::Value
 }
 
 async fn dynamo_write_ceiling(source: &str, target: &str) -> Result<serde_json::Value> {
-    let client = connection()?.dynamodb_client().await;
+    let client = clients()?.dynamodb().await;
     const SEGMENTS: i32 = 8;
     let segments = (0..SEGMENTS).map(|segment| {
         let client = &client;

@@ -3,10 +3,19 @@
 
 use std::time::Duration;
 
-use aws_config::{retry::RetryConfig, sts::AssumeRoleProvider, BehaviorVersion, Region};
+use aws_config::{
+    retry::RetryConfig, sts::AssumeRoleProvider, timeout::TimeoutConfig, BehaviorVersion, Region,
+};
 use aws_sdk_s3::config::{Credentials, SharedCredentialsProvider};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use tokio::sync::OnceCell;
+
+/// A connection that cannot be made fails in this long rather than hanging a preview.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time to a response's first byte. Generous: S3 answers a multi-gigabyte CopyObject or
+/// UploadPartCopy only once it is under way, and a throttled DynamoDB page can lag.
+const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// How to reach one side of a migration: region, credentials and endpoints.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
@@ -75,6 +84,12 @@ impl Connection {
                 RetryConfig::adaptive()
                     .with_max_attempts(10)
                     .with_initial_backoff(Duration::from_millis(50)),
+            )
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(CONNECT_TIMEOUT)
+                    .read_timeout(FIRST_BYTE_TIMEOUT)
+                    .build(),
             );
         if let Some(region) = &self.region {
             loader = loader.region(Region::new(region.clone()));
@@ -106,9 +121,8 @@ impl Connection {
             .build()
     }
 
-    pub async fn s3_client(&self) -> aws_sdk_s3::Client {
-        let sdk = self.sdk_config().await;
-        let mut builder = aws_sdk_s3::config::Builder::from(&sdk);
+    fn s3_client_from(&self, sdk: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
+        let mut builder = aws_sdk_s3::config::Builder::from(sdk);
         if let Some(endpoint) = self.effective_s3_endpoint() {
             builder = builder.endpoint_url(endpoint);
         }
@@ -120,9 +134,8 @@ impl Connection {
         aws_sdk_s3::Client::from_conf(builder.build())
     }
 
-    pub async fn dynamodb_client(&self) -> aws_sdk_dynamodb::Client {
-        let sdk = self.sdk_config().await;
-        let mut builder = aws_sdk_dynamodb::config::Builder::from(&sdk);
+    fn dynamodb_client_from(&self, sdk: &aws_config::SdkConfig) -> aws_sdk_dynamodb::Client {
+        let mut builder = aws_sdk_dynamodb::config::Builder::from(sdk);
         if let Some(endpoint) = self.effective_dynamodb_endpoint() {
             builder = builder.endpoint_url(endpoint);
         }
@@ -152,6 +165,48 @@ impl Connection {
             && self.secret_access_key == other.secret_access_key
             && self.session_token == other.session_token
             && self.role_arn == other.role_arn
+    }
+}
+
+/// The clients of one side, built on first use and then shared by every operation until
+/// the next Configure: one SDK config (and one AssumeRole session) per side, one
+/// connection pool per service.
+pub struct SideClients {
+    pub connection: Connection,
+    sdk: OnceCell<aws_config::SdkConfig>,
+    s3: OnceCell<aws_sdk_s3::Client>,
+    dynamodb: OnceCell<aws_sdk_dynamodb::Client>,
+}
+
+impl SideClients {
+    pub fn new(connection: Connection) -> Self {
+        SideClients {
+            connection,
+            sdk: OnceCell::new(),
+            s3: OnceCell::new(),
+            dynamodb: OnceCell::new(),
+        }
+    }
+
+    async fn sdk(&self) -> &aws_config::SdkConfig {
+        self.sdk.get_or_init(|| self.connection.sdk_config()).await
+    }
+
+    /// The side's S3 client (cheap to clone: clones share the pool).
+    pub async fn s3(&self) -> aws_sdk_s3::Client {
+        let sdk = self.sdk().await;
+        self.s3
+            .get_or_init(|| async { self.connection.s3_client_from(sdk) })
+            .await
+            .clone()
+    }
+
+    pub async fn dynamodb(&self) -> aws_sdk_dynamodb::Client {
+        let sdk = self.sdk().await;
+        self.dynamodb
+            .get_or_init(|| async { self.connection.dynamodb_client_from(sdk) })
+            .await
+            .clone()
     }
 }
 

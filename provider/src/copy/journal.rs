@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use anyhow::{bail, Context, Result};
 use serde::{de::DeserializeOwned, Serialize};
 
+use super::connection::SideClients;
 use super::s3::{self, Bucket, Headers, ObjectInfo, Written};
 
 enum Store {
@@ -65,10 +66,10 @@ fn join(prefix: &str, rest: &str) -> String {
 
 impl Journal {
     /// Opens the journal of one resource, writing nothing (previews open it too).
-    /// `target` is the target connection's S3 client, which an `s3://` journal uses.
+    /// `target` is the target side, whose S3 client only an `s3://` journal uses.
     pub async fn open(
         location: &Location,
-        target: &aws_sdk_s3::Client,
+        target: &SideClients,
         resource: &str,
     ) -> Result<Journal> {
         let (store, uri) = match location {
@@ -79,7 +80,7 @@ impl Journal {
             }
             Location::S3 { bucket, prefix } => {
                 let bucket = Bucket {
-                    client: target.clone(),
+                    client: target.s3().await,
                     name: bucket.clone(),
                 };
                 let prefix = join(prefix, resource);
@@ -305,18 +306,16 @@ mod tests {
         key: String,
     }
 
-    fn unused_client() -> aws_sdk_s3::Client {
-        let config = aws_sdk_s3::Config::builder()
-            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
-            .build();
-        aws_sdk_s3::Client::from_conf(config)
+    /// A file journal never builds the side's S3 client.
+    fn unused_clients() -> SideClients {
+        SideClients::new(Default::default())
     }
 
     #[tokio::test]
     async fn notes_are_replaced_read_back_and_cleared_with_the_journal() {
         let root = tempfile::tempdir().unwrap();
         let location = Location::parse(&format!("file://{}", root.path().display())).unwrap();
-        let journal = Journal::open(&location, &unused_client(), "res")
+        let journal = Journal::open(&location, &unused_clients(), "res")
             .await
             .unwrap();
         assert_eq!(journal.read_note("n.json").await.unwrap(), None);
@@ -337,15 +336,15 @@ mod tests {
     async fn file_journal_replays_in_order_across_reopen_and_clears() {
         let root = tempfile::tempdir().unwrap();
         let location = Location::parse(&format!("file://{}", root.path().display())).unwrap();
-        let client = unused_client();
-        let journal = Journal::open(&location, &client, "proj/stack/res")
+        let clients = unused_clients();
+        let journal = Journal::open(&location, &clients, "proj/stack/res")
             .await
             .unwrap();
         journal
             .append(&[Rec { key: "a".into() }, Rec { key: "b".into() }])
             .await
             .unwrap();
-        let reopened = Journal::open(&location, &client, "proj/stack/res")
+        let reopened = Journal::open(&location, &clients, "proj/stack/res")
             .await
             .unwrap();
         reopened.append(&[Rec { key: "c".into() }]).await.unwrap();

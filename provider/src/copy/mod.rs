@@ -1,7 +1,7 @@
 //! The copy engines and what they share. Nothing here knows about Pulumi.
 
 pub mod connection;
-pub mod dynamo;
+pub mod dynamodb;
 pub mod filter;
 pub mod item;
 pub mod journal;
@@ -10,6 +10,7 @@ pub mod progress;
 pub mod s3;
 pub mod snapshot;
 pub mod sync;
+pub mod table;
 
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 

@@ -10,7 +10,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use aws_smithy_types::date_time::{DateTime, Format};
 
 use super::aws_error;
-use super::dynamo::Table;
+use super::dynamodb::Table;
 use super::progress::Progress;
 use super::s3::{self, Bucket, Lister, ObjectInfo};
 

@@ -1,15 +1,14 @@
 //! BucketSync: keeps a target bucket (or prefix) in step with a source one, like
 //! `aws s3 sync`, with a plan at preview, a journal, verification and rollback.
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use async_trait::async_trait;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{Context, Failure, Migration, Planned, Side};
+use super::{BucketInputs, Context, Failure, Migration, Planned};
 use crate::copy::filter::KeyFilter;
-use crate::copy::s3::{self, Bucket};
 use crate::copy::sync::{self, OnConflict, SyncCounts, SyncSpec};
 
 pub struct BucketSync;
@@ -19,16 +18,20 @@ pub struct BucketSync;
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Inputs {
     /// Bucket to copy from, on the source connection. Never written. Default: the `output` of `sourceStack`.
+    #[schemars(extend("x-replace-on-change" = true))]
     pub source_bucket: Option<String>,
     /// Bucket to copy into, on the target connection. Default: the `output` of `targetStack`.
+    #[schemars(extend("x-replace-on-change" = true))]
     pub target_bucket: Option<String>,
     /// Stack output naming the bucket (for example `raw_bucket_name` or `cdn_bucket_name`), read from `sourceStack` for the source and `targetStack` for the target when `sourceBucket` / `targetBucket` are not set.
     pub output: Option<String>,
     /// Only keys under this prefix are copied; it is replaced by `targetPrefix` in the target.
     #[serde(default)]
+    #[schemars(extend("x-replace-on-change" = true))]
     pub source_prefix: String,
     /// Prefix the copied keys get in the target.
     #[serde(default)]
+    #[schemars(extend("x-replace-on-change" = true))]
     pub target_prefix: String,
     /// Globs (as `aws s3 sync --include`) that re-include keys an `exclude` removed; matched against the key relative to `sourcePrefix`, `*` crossing `/`.
     #[serde(default)]
@@ -58,6 +61,7 @@ pub struct Outputs {
     /// Source objects listed under `sourcePrefix`.
     pub objects_scanned: u64,
     /// Objects written to the target (new ones and overwrites).
+    #[schemars(extend("x-pending" = true))]
     pub objects_copied: u64,
     /// Objects the target already had and that were left as they were.
     pub objects_skipped: u64,
@@ -104,46 +108,23 @@ fn normalize_prefix(prefix: &str) -> String {
 
 impl BucketSync {
     async fn spec(ctx: &Context, inputs: &Inputs) -> Result<SyncSpec> {
-        let config = &ctx.config;
-        let output = inputs.output.as_deref();
-        let source_bucket = ctx
-            .resolve(Side::Source, "sourceBucket", &inputs.source_bucket, output)
-            .await?;
-        let target_bucket = ctx
-            .resolve(Side::Target, "targetBucket", &inputs.target_bucket, output)
-            .await?;
         let source_prefix = normalize_prefix(&inputs.source_prefix);
         let target_prefix = normalize_prefix(&inputs.target_prefix);
-        let server_side = config.source.same_s3_as(&config.target);
-        if server_side
-            && source_bucket == target_bucket
-            && (source_prefix.starts_with(&target_prefix)
-                || target_prefix.starts_with(&source_prefix))
-        {
-            bail!(
-                "source and target are the same place (bucket {:?}, prefixes {:?} and {:?}, one S3 endpoint): \
-                 a sync would write into its own source; name another targetBucket or non-overlapping prefixes",
-                source_bucket,
-                source_prefix,
-                target_prefix
-            );
-        }
-        let source = Bucket {
-            client: config.source.s3_client().await,
-            name: source_bucket,
-        };
-        let target = Bucket {
-            client: config.target.s3_client().await,
-            name: target_bucket,
-        };
-        s3::check_bucket(&source, "source", &config.source.describe_s3()).await?;
-        s3::check_bucket(&target, "target", &config.target.describe_s3()).await?;
+        let pair = ctx
+            .bucket_pair(BucketInputs {
+                source_bucket: &inputs.source_bucket,
+                target_bucket: &inputs.target_bucket,
+                output: inputs.output.as_deref(),
+                source_prefix: &source_prefix,
+                target_prefix: &target_prefix,
+            })
+            .await?;
         Ok(SyncSpec {
-            source,
+            source: pair.source,
             source_prefix,
-            target,
+            target: pair.target,
             target_prefix,
-            server_side,
+            server_side: pair.server_side,
             filter: KeyFilter::new(&inputs.include, &inputs.exclude)?,
             on_conflict: inputs.on_conflict,
             delete_extraneous: inputs.delete_extraneous,
@@ -159,13 +140,6 @@ impl Migration for BucketSync {
     const DESCRIPTION: &'static str = "Copies objects from a source bucket to a target bucket like `aws s3 sync`: \
         preview plans (objects and bytes), up copies (server side on one endpoint, streamed across endpoints), \
         verifies and journals, destroy restores the target.";
-    const REPLACE_ON_CHANGE: &'static [&'static str] = &[
-        "sourceBucket",
-        "targetBucket",
-        "sourcePrefix",
-        "targetPrefix",
-    ];
-    const PENDING_OUTPUT: &'static str = "objectsCopied";
 
     fn validate(inputs: &Inputs) -> Vec<Failure> {
         let mut failures = Vec::new();
@@ -199,7 +173,7 @@ impl Migration for BucketSync {
 
     async fn plan(&self, ctx: &Context, inputs: &Inputs) -> Result<Planned<Outputs>> {
         let spec = Self::spec(ctx, inputs).await?;
-        let journal = ctx.journal(&spec.target.client).await?;
+        let journal = ctx.journal().await?;
         let counts = sync::plan(&spec, Some(&journal)).await?;
         Ok(Planned {
             pending: counts.changes() > 0,
@@ -209,7 +183,7 @@ impl Migration for BucketSync {
 
     async fn apply(&self, ctx: &Context, inputs: &Inputs) -> Result<Outputs> {
         let spec = Self::spec(ctx, inputs).await?;
-        let journal = ctx.journal(&spec.target.client).await?;
+        let journal = ctx.journal().await?;
         let counts = sync::run(&spec, &journal, ctx.progress.as_ref()).await?;
         ctx.progress
             .info(&format!("done and verified: {}", counts.summary(true)));
@@ -217,7 +191,7 @@ impl Migration for BucketSync {
     }
 
     async fn rollback(&self, ctx: &Context, state: &Outputs) -> Result<()> {
-        super::rollback_bucket(ctx, &state.target_bucket).await
+        ctx.rollback_bucket(&state.target_bucket).await
     }
 }
 

@@ -11,11 +11,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{Context, Failure, Migration, Planned, Side};
-use crate::copy::dynamo::{
-    self, CopyCounts, CopySpec, ItemConflict, SetAttribute, Table, TypeCounts,
-};
+use crate::copy::dynamodb::{self, Table};
 use crate::copy::item::Rewriter;
-use crate::copy::journal::Journal;
+use crate::copy::table::{self, CopyCounts, CopySpec, ItemConflict, SetAttribute, TypeCounts};
 use crate::stacks::bucket_renames;
 
 pub struct DynamoCopy;
@@ -37,8 +35,10 @@ fn yes() -> bool {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Inputs {
     /// Table to copy from, on the source connection. Never written. Default: the `output` of `sourceStack`.
+    #[schemars(extend("x-replace-on-change" = true))]
     pub source_table: Option<String>,
     /// Table to copy into, on the target connection; it must have the source's key schema. Default: the `output` of `targetStack`.
+    #[schemars(extend("x-replace-on-change" = true))]
     pub target_table: Option<String>,
     /// Stack output naming the table, read from `sourceStack` and `targetStack` when `sourceTable` / `targetTable` are not set. Default `dynamodb_table_name`.
     #[serde(default = "default_output")]
@@ -85,6 +85,7 @@ pub struct Outputs {
     /// Items read from the source table.
     pub items_scanned: u64,
     /// Items written to the target (new ones and overwrites).
+    #[schemars(extend("x-pending" = true))]
     pub items_copied: u64,
     /// Items whose key the target already had, left alone (or already equal).
     pub items_skipped: u64,
@@ -192,16 +193,17 @@ impl DynamoCopy {
             );
         }
         let source = Table {
-            client: config.source.dynamodb_client().await,
+            client: ctx.clients.source.dynamodb().await,
             name: source_table,
         };
         let target = Table {
-            client: config.target.dynamodb_client().await,
+            client: ctx.clients.target.dynamodb().await,
             name: target_table,
         };
-        let shape = dynamo::describe(&source, "source", &config.source.describe_dynamodb()).await?;
+        let shape =
+            dynamodb::describe(&source, "source", &config.source.describe_dynamodb()).await?;
         let target_shape =
-            dynamo::describe(&target, "target", &config.target.describe_dynamodb()).await?;
+            dynamodb::describe(&target, "target", &config.target.describe_dynamodb()).await?;
         if shape.keys != target_shape.keys {
             bail!(
                 "target table {:?} has keys {:?} but the source has {:?}: items cannot be copied between different key schemas",
@@ -239,10 +241,6 @@ impl DynamoCopy {
             segments: SCAN_SEGMENTS,
         })
     }
-
-    async fn journal(ctx: &Context) -> Result<Journal> {
-        ctx.journal(&ctx.config.target.s3_client().await).await
-    }
 }
 
 /// Checks a plan against the inputs: named types must exist, `fail` must find no keys.
@@ -279,8 +277,6 @@ impl Migration for DynamoCopy {
     const DESCRIPTION: &'static str = "Copies a DynamoDB table's items into another table: filtered by entity type, \
         bucket names rewritten, attributes reset. Preview counts per type, up copies in 25-item batches, verifies by \
         reading back, journals; destroy deletes what it created and restores what it overwrote.";
-    const REPLACE_ON_CHANGE: &'static [&'static str] = &["sourceTable", "targetTable"];
-    const PENDING_OUTPUT: &'static str = "itemsCopied";
 
     fn validate(inputs: &Inputs) -> Vec<Failure> {
         let mut failures = Vec::new();
@@ -345,8 +341,8 @@ impl Migration for DynamoCopy {
     async fn plan(&self, ctx: &Context, inputs: &Inputs) -> Result<Planned<Outputs>> {
         let rewrites = Self::rewrites(ctx, inputs).await?;
         let spec = Self::spec(ctx, inputs, &rewrites).await?;
-        let journal = Self::journal(ctx).await?;
-        let counts = dynamo::plan(&spec, &journal).await?;
+        let journal = ctx.journal().await?;
+        let counts = table::plan(&spec, &journal).await?;
         check_plan(inputs, &counts)?;
         Ok(Planned {
             pending: counts.copied > 0,
@@ -357,8 +353,8 @@ impl Migration for DynamoCopy {
     async fn apply(&self, ctx: &Context, inputs: &Inputs) -> Result<Outputs> {
         let rewrites = Self::rewrites(ctx, inputs).await?;
         let spec = Self::spec(ctx, inputs, &rewrites).await?;
-        let journal = Self::journal(ctx).await?;
-        let counts = dynamo::run(&spec, &journal, ctx.progress.as_ref(), |plan| {
+        let journal = ctx.journal().await?;
+        let counts = table::run(&spec, &journal, ctx.progress.as_ref(), |plan| {
             check_plan(inputs, plan)
         })
         .await?;
@@ -375,20 +371,18 @@ impl Migration for DynamoCopy {
 
     async fn rollback(&self, ctx: &Context, state: &Outputs) -> Result<()> {
         let target = Table {
-            client: ctx.config.target.dynamodb_client().await,
+            client: ctx.clients.target.dynamodb().await,
             name: state.target_table.clone(),
         };
         let shape =
-            dynamo::describe(&target, "target", &ctx.config.target.describe_dynamodb()).await?;
-        let journal = Self::journal(ctx).await?;
-        let report =
-            dynamo::rollback(&target, &shape.keys, &journal, ctx.progress.as_ref()).await?;
+            dynamodb::describe(&target, "target", &ctx.config.target.describe_dynamodb()).await?;
+        let journal = ctx.journal().await?;
+        let report = table::rollback(&target, &shape.keys, &journal, ctx.progress.as_ref()).await?;
         ctx.progress.info(&format!(
             "rolled back table {}: {} items deleted, {} restored",
             target.name, report.deleted, report.restored
         ));
-        super::warn_left_alone(
-            ctx,
+        ctx.warn_left_alone(
             &format!("items in table {}", target.name),
             &report.left_alone,
         );

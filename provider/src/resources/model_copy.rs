@@ -7,11 +7,11 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{Context, Failure, Migration, Planned, Side};
+use super::{BucketInputs, Context, Failure, Migration, Planned};
 use crate::copy::filter::KeyFilter;
 use crate::copy::journal::Journal;
 use crate::copy::model::{self, Choice};
-use crate::copy::s3::{self, Bucket, Lister};
+use crate::copy::s3::Lister;
 use crate::copy::sync::{self, OnConflict, SyncCounts, SyncSpec};
 
 pub struct ModelCopy;
@@ -33,8 +33,10 @@ fn default_runs_prefix() -> String {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Inputs {
     /// Training bucket to copy from. Default: the `output` of `sourceStack`.
+    #[schemars(extend("x-replace-on-change" = true))]
     pub source_bucket: Option<String>,
     /// Training bucket to copy into. Default: the `output` of `targetStack`.
+    #[schemars(extend("x-replace-on-change" = true))]
     pub target_bucket: Option<String>,
     /// Stack output naming the training bucket. Default `layoutlm_training_bucket`.
     #[serde(default = "default_output")]
@@ -43,8 +45,10 @@ pub struct Inputs {
     #[serde(default = "default_runs_prefix")]
     pub runs_prefix: String,
     /// Run to copy. Default: the run with the newest object, as inference picks it.
+    #[schemars(extend("x-replace-on-change" = true))]
     pub run_id: Option<String>,
     /// `best`, `latest` (highest step) or `checkpoint-<step>`. Default: `best` when it holds `model.safetensors`, else the highest step holding weights, compared as numbers.
+    #[schemars(extend("x-replace-on-change" = true))]
     pub checkpoint: Option<String>,
     /// Globs of files not to copy, relative to the model directory. Default `*.log`. Tokenizer, config and weight files can never be excluded.
     #[serde(default = "default_exclude")]
@@ -69,6 +73,7 @@ pub struct Outputs {
     /// Where the model is in the target: point inference here.
     pub model_uri: String,
     /// Files written to the target.
+    #[schemars(extend("x-pending" = true))]
     pub files_copied: u64,
     /// Bytes written to the target.
     pub bytes_copied: u64,
@@ -85,28 +90,16 @@ struct Plan {
 
 impl ModelCopy {
     async fn plan_copy(ctx: &Context, inputs: &Inputs) -> Result<Plan> {
-        let config = &ctx.config;
-        let output = Some(inputs.output.as_str());
-        let source = Bucket {
-            client: config.source.s3_client().await,
-            name: ctx
-                .resolve(Side::Source, "sourceBucket", &inputs.source_bucket, output)
-                .await?,
-        };
-        let target = Bucket {
-            client: config.target.s3_client().await,
-            name: ctx
-                .resolve(Side::Target, "targetBucket", &inputs.target_bucket, output)
-                .await?,
-        };
-        if config.source.same_s3_as(&config.target) && source.name == target.name {
-            anyhow::bail!(
-                "source and target are the same bucket ({:?}): name another targetBucket",
-                source.name
-            );
-        }
-        s3::check_bucket(&source, "source", &config.source.describe_s3()).await?;
-        s3::check_bucket(&target, "target", &config.target.describe_s3()).await?;
+        let pair = ctx
+            .bucket_pair(BucketInputs {
+                source_bucket: &inputs.source_bucket,
+                target_bucket: &inputs.target_bucket,
+                output: Some(&inputs.output),
+                source_prefix: "",
+                target_prefix: "",
+            })
+            .await?;
+        let (source, target) = (pair.source, pair.target);
         let mut objects = Vec::new();
         let mut lister = Lister::new(&source, &inputs.runs_prefix);
         while let Some(object) = lister.next().await? {
@@ -124,7 +117,7 @@ impl ModelCopy {
             .filter(|o| o.key.starts_with(&choice.model_prefix))
             .collect();
         model::check_complete(&source, &choice.model_prefix, &files, &filter).await?;
-        let server_side = config.source.same_s3_as(&config.target);
+        let server_side = pair.server_side;
         let spec = |prefix: &str, filter: KeyFilter| SyncSpec {
             source: source.clone(),
             source_prefix: prefix.to_string(),
@@ -168,9 +161,6 @@ impl Migration for ModelCopy {
     const TOKEN: &'static str = "stackmigrate:index:ModelCopy";
     const DESCRIPTION: &'static str = "Copies a trained model between training buckets: the newest run's best/ (or its \
         highest checkpoint, compared as numbers) and run.json, refusing an incomplete model at preview.";
-    const REPLACE_ON_CHANGE: &'static [&'static str] =
-        &["sourceBucket", "targetBucket", "runId", "checkpoint"];
-    const PENDING_OUTPUT: &'static str = "filesCopied";
 
     fn validate(inputs: &Inputs) -> Vec<Failure> {
         let mut failures = Vec::new();
@@ -203,7 +193,7 @@ impl Migration for ModelCopy {
 
     async fn plan(&self, ctx: &Context, inputs: &Inputs) -> Result<Planned<Outputs>> {
         let plan = Self::plan_copy(ctx, inputs).await?;
-        let journal = ctx.journal(&plan.specs[0].target.client).await?;
+        let journal = ctx.journal().await?;
         let mut total = SyncCounts::default();
         for spec in &plan.specs {
             total.add(&sync::plan(spec, Some(&journal)).await?);
@@ -222,7 +212,7 @@ impl Migration for ModelCopy {
 
     async fn apply(&self, ctx: &Context, inputs: &Inputs) -> Result<Outputs> {
         let plan = Self::plan_copy(ctx, inputs).await?;
-        let journal = ctx.journal(&plan.specs[0].target.client).await?;
+        let journal = ctx.journal().await?;
         let mut total = SyncCounts::default();
         for spec in &plan.specs {
             total.add(&sync::run(spec, &journal, ctx.progress.as_ref()).await?);
@@ -236,6 +226,6 @@ impl Migration for ModelCopy {
     }
 
     async fn rollback(&self, ctx: &Context, state: &Outputs) -> Result<()> {
-        super::rollback_bucket(ctx, &state.target_bucket).await
+        ctx.rollback_bucket(&state.target_bucket).await
     }
 }

@@ -11,11 +11,10 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{Context, Failure, Migration, Planned, Side};
-use crate::copy::dynamo::{self, Table};
+use super::{BucketInputs, Context, Failure, Migration, Planned, Side};
+use crate::copy::dynamodb::{self, Table};
 use crate::copy::filter::KeyFilter;
 use crate::copy::journal::Journal;
-use crate::copy::s3::{self, Bucket};
 use crate::copy::snapshot;
 use crate::copy::sync::{self, OnConflict, SyncCounts, SyncSpec};
 
@@ -51,8 +50,10 @@ fn default_lock_wait() -> u64 {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Inputs {
     /// Bucket holding the source snapshots. Default: the `output` of `sourceStack`.
+    #[schemars(extend("x-replace-on-change" = true))]
     pub source_bucket: Option<String>,
     /// Bucket to promote into. Default: the `output` of `targetStack`.
+    #[schemars(extend("x-replace-on-change" = true))]
     pub target_bucket: Option<String>,
     /// Stack output naming the snapshot bucket. Default `embedding_chromadb_bucket_name`.
     #[serde(default = "default_output")]
@@ -98,6 +99,7 @@ pub struct Outputs {
     /// The target snapshot bucket, as given or read from the target stack.
     pub target_bucket: String,
     /// Collection to the version its target pointer now names (in preview: will name).
+    #[schemars(extend("x-pending" = true))]
     pub promoted: BTreeMap<String, String>,
     /// Collection to the version the target pointer named before (empty: there was none).
     pub previous_pointers: BTreeMap<String, String>,
@@ -126,28 +128,16 @@ impl SnapshotPromote {
         inputs: &Inputs,
         outputs: &mut Outputs,
     ) -> Result<Vec<Collection>> {
-        let config = &ctx.config;
-        let output = Some(inputs.output.as_str());
-        let source = Bucket {
-            client: config.source.s3_client().await,
-            name: ctx
-                .resolve(Side::Source, "sourceBucket", &inputs.source_bucket, output)
-                .await?,
-        };
-        let target = Bucket {
-            client: config.target.s3_client().await,
-            name: ctx
-                .resolve(Side::Target, "targetBucket", &inputs.target_bucket, output)
-                .await?,
-        };
-        if config.source.same_s3_as(&config.target) && source.name == target.name {
-            bail!(
-                "source and target are the same bucket ({:?}): name another targetBucket",
-                source.name
-            );
-        }
-        s3::check_bucket(&source, "source", &config.source.describe_s3()).await?;
-        s3::check_bucket(&target, "target", &config.target.describe_s3()).await?;
+        let pair = ctx
+            .bucket_pair(BucketInputs {
+                source_bucket: &inputs.source_bucket,
+                target_bucket: &inputs.target_bucket,
+                output: Some(&inputs.output),
+                source_prefix: "",
+                target_prefix: "",
+            })
+            .await?;
+        let (source, target) = (pair.source, pair.target);
         outputs.source_bucket = source.name.clone();
         outputs.target_bucket = target.name.clone();
         let mut collections = Vec::new();
@@ -177,7 +167,7 @@ impl SnapshotPromote {
                     source_prefix: prefix.clone(),
                     target: target.clone(),
                     target_prefix: prefix,
-                    server_side: config.source.same_s3_as(&config.target),
+                    server_side: pair.server_side,
                     filter: KeyFilter::default(),
                     on_conflict: OnConflict::SkipIdentical,
                     delete_extraneous: false,
@@ -190,9 +180,9 @@ impl SnapshotPromote {
     /// The lock tables of both sides that can be named, with their key attributes.
     async fn lock_tables(ctx: &Context, inputs: &Inputs) -> Result<Vec<(Table, Vec<String>)>> {
         let mut tables = Vec::new();
-        for (side, explicit, connection) in [
-            (Side::Source, &inputs.source_lock_table, &ctx.config.source),
-            (Side::Target, &inputs.target_lock_table, &ctx.config.target),
+        for (side, explicit) in [
+            (Side::Source, &inputs.source_lock_table),
+            (Side::Target, &inputs.target_lock_table),
         ] {
             let name = match explicit {
                 Some(name) => name.clone(),
@@ -207,11 +197,13 @@ impl SnapshotPromote {
                     }
                 },
             };
+            let clients = ctx.side(side);
             let table = Table {
-                client: connection.dynamodb_client().await,
+                client: clients.dynamodb().await,
                 name,
             };
-            let shape = dynamo::describe(&table, "lock", &connection.describe_dynamodb()).await?;
+            let shape =
+                dynamodb::describe(&table, "lock", &clients.connection.describe_dynamodb()).await?;
             tables.push((table, shape.keys));
         }
         Ok(tables)
@@ -228,7 +220,7 @@ impl SnapshotPromote {
     }
 
     async fn journal(ctx: &Context, outputs: &mut Outputs) -> Result<Journal> {
-        let journal = ctx.journal(&ctx.config.target.s3_client().await).await?;
+        let journal = ctx.journal().await?;
         outputs.journal_uri = journal.uri().to_string();
         Ok(journal)
     }
@@ -242,8 +234,6 @@ impl Migration for SnapshotPromote {
     const DESCRIPTION: &'static str = "Promotes ChromaDB snapshots: for each collection, the version the source pointer \
         names (or a pinned one), after the compactor's lock is free; copies, verifies the hash and the SQLite database's \
         embedding count, then moves the target pointer. Destroy restores the pointer and removes what was copied.";
-    const REPLACE_ON_CHANGE: &'static [&'static str] = &["sourceBucket", "targetBucket"];
-    const PENDING_OUTPUT: &'static str = "promoted";
 
     fn validate(inputs: &Inputs) -> Vec<Failure> {
         let mut failures = Vec::new();
@@ -369,6 +359,6 @@ impl Migration for SnapshotPromote {
     }
 
     async fn rollback(&self, ctx: &Context, state: &Outputs) -> Result<()> {
-        super::rollback_bucket(ctx, &state.target_bucket).await
+        ctx.rollback_bucket(&state.target_bucket).await
     }
 }

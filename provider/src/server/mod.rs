@@ -1,53 +1,71 @@
 //! The Pulumi ResourceProvider gRPC service: decodes requests, calls a resource,
 //! encodes its answer. Nothing here knows about S3 or DynamoDB.
 
+mod log;
+
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use prost_types::Struct;
 use pulumi_gestalt_proto::pulumi::pulumirpc::{
-    self as rpc, diff_response::DiffChanges, engine_client::EngineClient, property_diff::Kind,
-    resource_provider_server::ResourceProvider, LogSeverity,
+    self as rpc, diff_response::DiffChanges, property_diff::Kind,
+    resource_provider_server::ResourceProvider,
 };
-use tokio::sync::mpsc;
-use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use crate::config::ProviderConfig;
-use crate::copy::progress::Progress;
-use crate::resources::{self, changed_inputs, Context, Resource};
+use crate::functions::Answer;
+use crate::registry::{self, Registered, Registry};
+use crate::resources::diff::{self, Change};
+use crate::resources::{journal_path, Clients, Context};
 use crate::schema;
 use crate::stacks::Stacks;
-use crate::wire::{self, Props};
+use crate::wire::Props;
+use log::{EngineLog, WarningsOnly};
 
 pub struct Provider {
-    resources: HashMap<&'static str, Box<dyn Resource>>,
-    config: RwLock<Arc<ProviderConfig>>,
+    registry: Registry,
+    configured: RwLock<Configured>,
     engine: RwLock<Option<String>>,
     stacks: RwLock<Arc<Stacks>>,
     schema: OnceLock<String>,
 }
 
-/// The one function: a stack's outputs.
-pub const GET_STACK_OUTPUTS: &str = "stackmigrate:index:getStackOutputs";
+/// What Configure set: the configuration and the clients built from it.
+#[derive(Clone)]
+struct Configured {
+    config: Arc<ProviderConfig>,
+    clients: Arc<Clients>,
+}
+
+impl Configured {
+    fn new(config: ProviderConfig) -> Self {
+        Configured {
+            clients: Arc::new(Clients::new(&config)),
+            config: Arc::new(config),
+        }
+    }
+}
 
 impl Provider {
     /// `engine` is the engine's address when the engine passed it on the command line.
     pub fn new(engine: Option<String>) -> Self {
+        Provider::with_registry(engine, registry::all())
+    }
+
+    /// A provider serving `registry`'s resources and functions.
+    pub fn with_registry(engine: Option<String>, registry: Registry) -> Self {
         Provider {
-            resources: resources::all()
-                .into_iter()
-                .map(|r| (r.token(), r))
-                .collect(),
-            config: RwLock::new(Arc::new(ProviderConfig::default())),
+            registry,
+            configured: RwLock::new(Configured::new(ProviderConfig::default())),
             engine: RwLock::new(engine),
             stacks: RwLock::new(Arc::new(Stacks::new(current_dir()))),
             schema: OnceLock::new(),
         }
     }
 
-    fn resource(&self, type_token: &str, urn: &str) -> Result<&dyn Resource, Status> {
+    fn resource(&self, type_token: &str, urn: &str) -> Result<&Registered, Status> {
         // YAML may write `stackmigrate:BucketSync`; the engine normalizes it, but a URN
         // carries the type too, so fall back to it.
         let token = if type_token.is_empty() {
@@ -56,21 +74,16 @@ impl Provider {
             type_token
         };
         let token = token.rsplit('$').next().unwrap_or(token);
-        self.resources
-            .get(token)
-            .map(|r| r.as_ref())
-            .ok_or_else(|| {
-                let mut known: Vec<_> = self.resources.keys().copied().collect();
-                known.sort();
-                Status::invalid_argument(format!(
-                    "unknown resource type {token:?}; this provider has {}",
-                    known.join(", ")
-                ))
-            })
+        self.registry.resource(token).ok_or_else(|| {
+            Status::invalid_argument(format!(
+                "unknown resource type {token:?}; this provider has {}",
+                self.registry.tokens().join(", ")
+            ))
+        })
     }
 
-    fn config(&self) -> Arc<ProviderConfig> {
-        self.config
+    fn configured(&self) -> Configured {
+        self.configured
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
@@ -96,8 +109,10 @@ impl Provider {
         F: Future<Output = anyhow::Result<T>>,
     {
         let log = Arc::new(self.logger(urn));
+        let Configured { config, clients } = self.configured();
         let ctx = Context {
-            config: self.config(),
+            config,
+            clients,
             urn: urn.to_string(),
             progress: log.clone(),
             stacks: self
@@ -109,88 +124,6 @@ impl Provider {
         let result = operation(ctx).await;
         log.finish().await;
         result.map_err(|e| Status::unknown(format!("{e:#}")))
-    }
-}
-
-/// Progress sent to the engine's Log service, in order, by one background task.
-struct EngineLog {
-    sender: Mutex<Option<mpsc::UnboundedSender<rpc::LogRequest>>>,
-    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
-    urn: String,
-}
-
-impl EngineLog {
-    fn start(address: Option<String>, urn: String) -> EngineLog {
-        let Some(address) = address else {
-            return EngineLog {
-                sender: Mutex::new(None),
-                task: Mutex::new(None),
-                urn,
-            };
-        };
-        let (sender, mut receiver) = mpsc::unbounded_channel::<rpc::LogRequest>();
-        let task = tokio::spawn(async move {
-            let Ok(channel) = Channel::from_shared(format!("http://{address}")) else {
-                return;
-            };
-            let Ok(channel) = channel.connect().await else {
-                return;
-            };
-            let mut client = EngineClient::new(channel);
-            while let Some(request) = receiver.recv().await {
-                let _ = client.log(request).await;
-            }
-        });
-        EngineLog {
-            sender: Mutex::new(Some(sender)),
-            task: Mutex::new(Some(task)),
-            urn,
-        }
-    }
-
-    fn send(&self, severity: LogSeverity, message: &str, ephemeral: bool) {
-        if let Some(sender) = &*self.sender.lock().unwrap_or_else(|e| e.into_inner()) {
-            let _ = sender.send(rpc::LogRequest {
-                severity: severity as i32,
-                message: message.to_string(),
-                urn: self.urn.clone(),
-                stream_id: 0,
-                ephemeral,
-            });
-        }
-    }
-
-    /// Closes the channel and waits until every line has reached the engine.
-    async fn finish(&self) {
-        self.sender.lock().unwrap_or_else(|e| e.into_inner()).take();
-        let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(task) = task {
-            let _ = task.await;
-        }
-    }
-}
-
-/// Diff plans only to learn whether anything is pending; its lines would repeat what
-/// the preview or update itself prints, so only warnings get through.
-struct WarningsOnly(Arc<dyn Progress>);
-
-impl Progress for WarningsOnly {
-    fn status(&self, _: &str) {}
-    fn info(&self, _: &str) {}
-    fn warn(&self, message: &str) {
-        self.0.warn(message);
-    }
-}
-
-impl Progress for EngineLog {
-    fn status(&self, message: &str) {
-        self.send(LogSeverity::Info, message, true);
-    }
-    fn info(&self, message: &str) {
-        self.send(LogSeverity::Info, message, false);
-    }
-    fn warn(&self, message: &str) {
-        self.send(LogSeverity::Warning, message, false);
     }
 }
 
@@ -244,7 +177,10 @@ impl ResourceProvider for Provider {
         &self,
         _: Request<rpc::GetSchemaRequest>,
     ) -> Result<Response<rpc::GetSchemaResponse>, Status> {
-        let schema = self.schema.get_or_init(schema::package_schema_text).clone();
+        let schema = self
+            .schema
+            .get_or_init(|| schema::package_schema_text(&self.registry))
+            .clone();
         Ok(Response::new(rpc::GetSchemaResponse { schema }))
     }
 
@@ -317,7 +253,7 @@ impl ResourceProvider for Provider {
         };
         let config = ProviderConfig::from_props(&props)
             .map_err(|e| Status::invalid_argument(format!("{e:#}")))?;
-        *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
+        *self.configured.write().unwrap_or_else(|e| e.into_inner()) = Configured::new(config);
         Ok(Response::new(rpc::ConfigureResponse {
             accept_secrets: true,
             supports_preview: true,
@@ -332,53 +268,40 @@ impl ResourceProvider for Provider {
         request: Request<rpc::InvokeRequest>,
     ) -> Result<Response<rpc::InvokeResponse>, Status> {
         let request = request.into_inner();
-        if request.tok != GET_STACK_OUTPUTS {
+        let Some(function) = self.registry.function(&request.tok) else {
             return Err(Status::invalid_argument(format!(
-                "unknown function {:?}; stackmigrate has {GET_STACK_OUTPUTS}",
-                request.tok
+                "unknown function {:?}; this provider has {}",
+                request.tok,
+                self.registry.tokens().join(", ")
             )));
-        }
+        };
         let args = Props::decode(request.args.as_ref());
-        let Some(stack) = args.value.get("stack").and_then(|s| s.as_str()) else {
-            return Ok(Response::new(rpc::InvokeResponse {
-                r#return: None,
-                failures: vec![failure(
-                    "stack",
-                    "must be a fully qualified stack name, org/project/stack",
-                )],
-            }));
-        };
-        let stacks = self
-            .stacks
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        let outputs = stacks
-            .outputs(stack)
+        let answer = self
+            .with_context(
+                "",
+                |ctx| async move { function.invoke(&ctx, &args.value).await },
+            )
             .await
-            .map_err(|e| Status::invalid_argument(format!("{e:#}")))?;
-        // Secret outputs stay secret, one by one.
-        let fields = outputs
-            .values
-            .iter()
-            .map(|(key, value)| {
-                let encoded = wire::from_json(value);
-                let encoded = if outputs.secret.contains(key) {
-                    wire::secret(encoded)
-                } else {
-                    encoded
-                };
-                (key.clone(), encoded)
-            })
-            .collect();
-        let outputs = prost_types::Value {
-            kind: Some(prost_types::value::Kind::StructValue(Struct { fields })),
-        };
-        Ok(Response::new(rpc::InvokeResponse {
-            r#return: Some(Struct {
-                fields: [("outputs".to_string(), outputs)].into_iter().collect(),
-            }),
-            failures: Vec::new(),
+            .map_err(|status| Status::invalid_argument(status.message()))?;
+        Ok(Response::new(match answer {
+            Answer::Outputs(outputs) => rpc::InvokeResponse {
+                // Secrets inside the outputs are marked in the engine's own encoding.
+                r#return: Some(
+                    Props {
+                        value: outputs,
+                        secret_keys: Default::default(),
+                    }
+                    .encode(),
+                ),
+                failures: Vec::new(),
+            },
+            Answer::Failures(failures) => rpc::InvokeResponse {
+                r#return: None,
+                failures: failures
+                    .iter()
+                    .map(|f| failure(&f.property, &f.reason))
+                    .collect(),
+            },
         }))
     }
 
@@ -401,6 +324,7 @@ impl ResourceProvider for Provider {
             Vec::new()
         } else {
             resource
+                .resource
                 .check(&news.value)
                 .into_iter()
                 .map(|f| failure(&f.property, &f.reason))
@@ -420,61 +344,49 @@ impl ResourceProvider for Provider {
         let resource = self.resource(&request.r#type, &request.urn)?;
         let old = Props::decode(request.old_inputs.as_ref().or(request.olds.as_ref()));
         let new = Props::decode(request.news.as_ref());
-        let mut detailed_diff = HashMap::new();
-        let mut replaces = Vec::new();
-        for (key, replace) in changed_inputs(resource, &old.value, &new.value) {
-            let kind = if replace {
-                Kind::UpdateReplace
-            } else {
-                Kind::Update
-            };
-            if replace {
-                replaces.push(key.clone());
-            }
-            detailed_diff.insert(
-                key,
-                rpc::PropertyDiff {
-                    kind: kind as i32,
-                    input_diff: true,
-                },
-            );
-        }
+        let mut changes = diff::input_changes(resource, &old.value, &new.value);
         // Unchanged inputs: the resource is still out of date when the source has data
         // the target lacks. Asking costs listings, which is what a sync's preview is.
-        if detailed_diff.is_empty() && !new.has_unknowns() {
+        if changes.is_empty() && !new.has_unknowns() {
             let (planned, pending) = self
                 .with_context(&request.urn, |ctx| async move {
                     let ctx = Context {
                         progress: Arc::new(WarningsOnly(ctx.progress.clone())),
                         ..ctx
                     };
-                    resource.plan(&ctx, &new.value).await
+                    resource.resource.plan(&ctx, &new.value).await
                 })
                 .await?;
             // Names read from stack outputs can change while the inputs do not.
             let last = Props::decode(request.olds.as_ref());
-            for key in resource.replace_on_change() {
-                if last.value.contains_key(*key) && last.value.get(*key) != planned.get(*key) {
-                    replaces.push(key.to_string());
-                    detailed_diff.insert(
-                        key.to_string(),
-                        rpc::PropertyDiff {
-                            kind: Kind::UpdateReplace as i32,
-                            input_diff: false,
-                        },
-                    );
-                }
-            }
-            if pending && replaces.is_empty() {
-                detailed_diff.insert(
-                    resource.pending_output().to_string(),
-                    rpc::PropertyDiff {
-                        kind: Kind::Update as i32,
-                        input_diff: false,
-                    },
-                );
-            }
+            changes = diff::plan_changes(resource, &last.value, &planned, pending);
         }
+        let replaces: Vec<String> = changes
+            .iter()
+            .filter(|c| c.replace)
+            .map(|c| c.property.clone())
+            .collect();
+        let detailed_diff: HashMap<String, rpc::PropertyDiff> = changes
+            .into_iter()
+            .map(
+                |Change {
+                     property,
+                     replace,
+                     input,
+                 }| {
+                    let kind = if replace {
+                        Kind::UpdateReplace
+                    } else {
+                        Kind::Update
+                    };
+                    let diff = rpc::PropertyDiff {
+                        kind: kind as i32,
+                        input_diff: input,
+                    };
+                    (property, diff)
+                },
+            )
+            .collect();
         let mut diffs: Vec<String> = detailed_diff.keys().cloned().collect();
         diffs.sort();
         let changes = if diffs.is_empty() {
@@ -509,7 +421,7 @@ impl ResourceProvider for Provider {
             id: if request.preview {
                 String::new()
             } else {
-                resources::journal_path(&request.urn)
+                journal_path(&request.urn)
             },
             properties: Some(state),
             refresh_before_update: false,
@@ -552,7 +464,7 @@ impl ResourceProvider for Provider {
         // The state, not the inputs: it holds the names the last run resolved.
         let state = Props::decode(request.properties.as_ref());
         self.with_context(&request.urn, |ctx| async move {
-            resource.rollback(&ctx, &state.value).await
+            resource.resource.rollback(&ctx, &state.value).await
         })
         .await?;
         Ok(Response::new(()))
@@ -603,7 +515,7 @@ impl Provider {
     /// when inputs are), the copy otherwise.
     async fn run(
         &self,
-        resource: &dyn Resource,
+        resource: &Registered,
         urn: &str,
         inputs: &Props,
         preview: bool,
@@ -614,11 +526,11 @@ impl Provider {
         let state = self
             .with_context(urn, |ctx| async move {
                 if preview {
-                    let (state, _) = resource.plan(&ctx, &inputs.value).await?;
+                    let (state, _) = resource.resource.plan(&ctx, &inputs.value).await?;
                     ctx.progress.info(&plan_line(&state));
                     Ok(state)
                 } else {
-                    resource.apply(&ctx, &inputs.value).await
+                    resource.resource.apply(&ctx, &inputs.value).await
                 }
             })
             .await?;

@@ -1,0 +1,298 @@
+//! S3 building blocks: listing, object headers, and copying one object either server
+//! side (same endpoint and identity) or streamed through this process in bounded memory
+//! (different endpoints or credentials, for example MinIO to AWS).
+
+use std::collections::{HashMap, VecDeque};
+
+use anyhow::{bail, Context, Result};
+use aws_sdk_s3::error::ProvideErrorMetadata;
+use aws_sdk_s3::operation::get_object::GetObjectOutput;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::Client;
+use md5::{Digest, Md5};
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncReadExt;
+
+use super::aws_error;
+
+/// Objects up to this size are streamed with one PUT; larger ones in parts of this size.
+pub const PART_SIZE: u64 = 8 * 1024 * 1024;
+/// The largest object S3's CopyObject accepts; beyond it, multipart copy.
+const MAX_SINGLE_COPY: u64 = 5 * 1024 * 1024 * 1024;
+/// Part size for server-side multipart copies (no bytes pass through this process).
+const COPY_PART_SIZE: u64 = 512 * 1024 * 1024;
+
+/// A bucket on one side of a migration.
+#[derive(Clone, Debug)]
+pub struct Bucket {
+    pub client: Client,
+    pub name: String,
+}
+
+/// What a listing says about an object.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectInfo {
+    pub key: String,
+    pub size: u64,
+    pub etag: String,
+    /// Last modified, in epoch seconds.
+    #[serde(default)]
+    pub modified: i64,
+}
+
+/// The headers that travel with an object's content.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Headers {
+    pub content_type: Option<String>,
+    pub cache_control: Option<String>,
+    pub content_disposition: Option<String>,
+    pub content_encoding: Option<String>,
+    pub content_language: Option<String>,
+    pub expires: Option<String>,
+    #[serde(default)]
+    pub metadata: HashMap<String, String>,
+}
+
+/// The headers of a HeadObject or GetObject response (different types, same getters).
+macro_rules! headers_of {
+    ($out:expr) => {
+        Headers {
+            content_type: $out.content_type().map(str::to_owned),
+            cache_control: $out.cache_control().map(str::to_owned),
+            content_disposition: $out.content_disposition().map(str::to_owned),
+            content_encoding: $out.content_encoding().map(str::to_owned),
+            content_language: $out.content_language().map(str::to_owned),
+            expires: $out.expires_string().map(str::to_owned),
+            metadata: $out.metadata().cloned().unwrap_or_default(),
+        }
+    };
+}
+
+/// Sets the headers on a PutObject or CreateMultipartUpload request builder.
+macro_rules! with_headers {
+    ($builder:expr, $headers:expr) => {
+        $builder
+            .set_content_type($headers.content_type.clone())
+            .set_cache_control($headers.cache_control.clone())
+            .set_content_disposition($headers.content_disposition.clone())
+            .set_content_encoding($headers.content_encoding.clone())
+            .set_content_language($headers.content_language.clone())
+            .set_expires(parse_expires(&$headers.expires))
+            .set_metadata(Some($headers.metadata.clone()).filter(|m| !m.is_empty()))
+    };
+}
+
+mod transfer;
+
+pub use transfer::{server_side_copy, streamed_copy, upload_stream, Written};
+
+/// Fails with a message naming the bucket and the endpoint when the bucket cannot be
+/// reached, so bad names stop at preview.
+pub async fn check_bucket(bucket: &Bucket, role: &str, endpoint: &str) -> Result<()> {
+    match bucket
+        .client
+        .head_bucket()
+        .bucket(&bucket.name)
+        .send()
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(err) => {
+            let code = err
+                .as_service_error()
+                .and_then(|e| e.code())
+                .map(str::to_owned);
+            let status = err.raw_response().map(|r| r.status().as_u16());
+            match (code.as_deref(), status) {
+                (_, Some(404)) | (Some("NotFound" | "NoSuchBucket"), _) => bail!(
+                    "{role} bucket {:?} does not exist at {endpoint}; check the bucket name or the stack output that names it",
+                    bucket.name
+                ),
+                (_, Some(403)) => bail!(
+                    "{role} bucket {:?} at {endpoint}: access denied; check the {role} connection's credentials",
+                    bucket.name
+                ),
+                _ => Err(aws_error(err)).with_context(|| {
+                    format!("{role} bucket {:?} at {endpoint} cannot be reached", bucket.name)
+                }),
+            }
+        }
+    }
+}
+
+/// Pages through a prefix in key order, holding one page at a time.
+pub struct Lister<'a> {
+    bucket: &'a Bucket,
+    prefix: &'a str,
+    page: VecDeque<ObjectInfo>,
+    token: Option<String>,
+    done: bool,
+}
+
+impl<'a> Lister<'a> {
+    pub fn new(bucket: &'a Bucket, prefix: &'a str) -> Self {
+        Lister {
+            bucket,
+            prefix,
+            page: VecDeque::new(),
+            token: None,
+            done: false,
+        }
+    }
+
+    async fn fill(&mut self) -> Result<()> {
+        while self.page.is_empty() && !self.done {
+            let out = self
+                .bucket
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket.name)
+                .prefix(self.prefix)
+                .set_continuation_token(self.token.take())
+                .send()
+                .await
+                .map_err(aws_error)
+                .with_context(|| format!("listing s3://{}/{}", self.bucket.name, self.prefix))?;
+            for object in out.contents() {
+                self.page.push_back(ObjectInfo {
+                    key: object.key().unwrap_or_default().to_string(),
+                    size: object.size().unwrap_or_default().max(0) as u64,
+                    etag: object.e_tag().unwrap_or_default().to_string(),
+                    modified: object.last_modified().map(|t| t.secs()).unwrap_or_default(),
+                });
+            }
+            self.token = out.next_continuation_token().map(str::to_owned);
+            self.done = self.token.is_none();
+        }
+        Ok(())
+    }
+
+    pub async fn peek(&mut self) -> Result<Option<&ObjectInfo>> {
+        self.fill().await?;
+        Ok(self.page.front())
+    }
+
+    pub async fn next(&mut self) -> Result<Option<ObjectInfo>> {
+        self.fill().await?;
+        Ok(self.page.pop_front())
+    }
+}
+
+/// The current state of one object, or None when it does not exist.
+pub async fn head(bucket: &Bucket, key: &str) -> Result<Option<(ObjectInfo, Headers)>> {
+    match bucket
+        .client
+        .head_object()
+        .bucket(&bucket.name)
+        .key(key)
+        .send()
+        .await
+    {
+        Ok(out) => {
+            let info = ObjectInfo {
+                key: key.to_string(),
+                size: out.content_length().unwrap_or_default().max(0) as u64,
+                etag: out.e_tag().unwrap_or_default().to_string(),
+                modified: out.last_modified().map(|t| t.secs()).unwrap_or_default(),
+            };
+            let headers = headers_of!(out);
+            Ok(Some((info, headers)))
+        }
+        Err(err)
+            if err
+                .raw_response()
+                .is_some_and(|r| r.status().as_u16() == 404) =>
+        {
+            Ok(None)
+        }
+        Err(err) => {
+            Err(aws_error(err)).with_context(|| format!("reading s3://{}/{key}", bucket.name))
+        }
+    }
+}
+
+pub async fn delete(bucket: &Bucket, key: &str) -> Result<()> {
+    bucket
+        .client
+        .delete_object()
+        .bucket(&bucket.name)
+        .key(key)
+        .send()
+        .await
+        .map_err(aws_error)
+        .with_context(|| format!("deleting s3://{}/{key}", bucket.name))?;
+    Ok(())
+}
+
+/// Writes a small object (journal segments, pointers) from memory.
+pub async fn put_bytes(bucket: &Bucket, key: &str, body: Vec<u8>) -> Result<String> {
+    let out = bucket
+        .client
+        .put_object()
+        .bucket(&bucket.name)
+        .key(key)
+        .body(ByteStream::from(body))
+        .send()
+        .await
+        .map_err(aws_error)
+        .with_context(|| format!("writing s3://{}/{key}", bucket.name))?;
+    Ok(out.e_tag().unwrap_or_default().to_string())
+}
+
+pub async fn get_bytes(bucket: &Bucket, key: &str) -> Result<Vec<u8>> {
+    get(bucket, key, None).await
+}
+
+/// Bytes `start..end` (end exclusive) of an object.
+pub async fn get_range(bucket: &Bucket, key: &str, start: u64, end: u64) -> Result<Vec<u8>> {
+    get(
+        bucket,
+        key,
+        Some(format!("bytes={start}-{}", end.saturating_sub(1))),
+    )
+    .await
+}
+
+/// A GetObject response, its body not yet read: all or `range` (an HTTP Range value).
+pub async fn open(bucket: &Bucket, key: &str, range: Option<String>) -> Result<GetObjectOutput> {
+    bucket
+        .client
+        .get_object()
+        .bucket(&bucket.name)
+        .key(key)
+        .set_range(range)
+        .send()
+        .await
+        .map_err(aws_error)
+        .with_context(|| format!("reading s3://{}/{key}", bucket.name))
+}
+
+async fn get(bucket: &Bucket, key: &str, range: Option<String>) -> Result<Vec<u8>> {
+    let out = open(bucket, key, range).await?;
+    let data = out.body.collect().await.context("reading object body")?;
+    Ok(data.into_bytes().to_vec())
+}
+
+/// Downloads an object to a file, in bounded memory; returns the MD5 of its bytes.
+pub async fn download(bucket: &Bucket, key: &str, path: &std::path::Path) -> Result<String> {
+    use tokio::io::AsyncWriteExt;
+    let out = open(bucket, key, None).await?;
+    let mut body = out.body.into_async_read();
+    let mut file = tokio::fs::File::create(path).await?;
+    let mut md5 = Md5::new();
+    let mut buffer = vec![0u8; 1 << 20];
+    loop {
+        let read = body
+            .read(&mut buffer)
+            .await
+            .with_context(|| format!("reading s3://{}/{key}", bucket.name))?;
+        if read == 0 {
+            break;
+        }
+        md5.update(&buffer[..read]);
+        file.write_all(&buffer[..read]).await?;
+    }
+    file.flush().await?;
+    Ok(hex::encode(md5.finalize()))
+}

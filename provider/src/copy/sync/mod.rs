@@ -1,0 +1,404 @@
+//! The bucket sync engine: compares a source prefix with a target prefix by walking both
+//! listings in key order (`walk`, memory stays at one page per side), decides what to
+//! do with each key (`decide`), copies in journalled batches (`records`), verifies each
+//! write, and rolls back from the journal (`rollback`).
+
+mod decide;
+mod records;
+mod rollback;
+mod walk;
+
+use std::collections::HashMap;
+
+use anyhow::{bail, Context, Result};
+use futures::stream::{self, StreamExt, TryStreamExt};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+pub use records::Previous;
+pub use rollback::{put_journalled, rollback, RollbackReport};
+
+use super::filter::KeyFilter;
+use super::journal::Journal;
+use super::progress::{human_bytes, Meter, Progress};
+use super::s3::{self, Bucket, Headers, ObjectInfo};
+use decide::{Action, Decider};
+use records::{backup_name, load_state, JournalState, Record};
+use walk::March;
+
+/// What to do with an object that already exists in the target.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum OnConflict {
+    /// Overwrite it unless it is identical (same size and ETag) to the source object.
+    #[default]
+    SkipIdentical,
+    /// Never touch it.
+    Skip,
+    /// Overwrite it, even when identical.
+    Overwrite,
+}
+
+pub struct SyncSpec {
+    pub source: Bucket,
+    pub source_prefix: String,
+    pub target: Bucket,
+    pub target_prefix: String,
+    /// Same S3 service and identity on both sides: copy without moving bytes here.
+    pub server_side: bool,
+    pub filter: KeyFilter,
+    pub on_conflict: OnConflict,
+    pub delete_extraneous: bool,
+}
+
+/// What a sync did, or in a plan, would do.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncCounts {
+    pub scanned: u64,
+    pub copied: u64,
+    pub skipped: u64,
+    pub overwritten: u64,
+    pub deleted: u64,
+    pub excluded: u64,
+    pub bytes_copied: u64,
+}
+
+impl SyncCounts {
+    pub fn changes(&self) -> u64 {
+        self.copied + self.deleted
+    }
+
+    pub fn add(&mut self, other: &SyncCounts) {
+        self.scanned += other.scanned;
+        self.copied += other.copied;
+        self.skipped += other.skipped;
+        self.overwritten += other.overwritten;
+        self.deleted += other.deleted;
+        self.excluded += other.excluded;
+        self.bytes_copied += other.bytes_copied;
+    }
+
+    /// One line for people; `done` says whether it happened or is planned.
+    pub fn summary(&self, done: bool) -> String {
+        let (copy, delete) = if done {
+            ("copied", "deleted")
+        } else {
+            ("to copy", "to delete")
+        };
+        format!(
+            "{} objects ({}) {copy}, of which {} overwrite an existing object; {} {delete}; {} skipped; {} excluded by filters; {} scanned",
+            self.copied,
+            human_bytes(self.bytes_copied),
+            self.overwritten,
+            self.deleted,
+            self.skipped,
+            self.excluded,
+            self.scanned
+        )
+    }
+}
+
+/// Actions per journal segment: the intent records of a batch are stored before any of
+/// its writes start.
+const BATCH: usize = 256;
+/// Objects copied (or rolled back) at once.
+const CONCURRENCY: usize = 32;
+/// Batches under way at once.
+const BATCHES_IN_FLIGHT: usize = 4;
+
+/// The walk and the decisions together: what to do next, in key order.
+struct Walk<'a> {
+    march: March<'a>,
+    decider: Decider<'a>,
+}
+
+impl<'a> Walk<'a> {
+    fn new(spec: &'a SyncSpec, state: &'a JournalState) -> Self {
+        Walk {
+            march: March::new(
+                &spec.source,
+                &spec.source_prefix,
+                &spec.target,
+                &spec.target_prefix,
+            ),
+            decider: Decider {
+                filter: &spec.filter,
+                on_conflict: spec.on_conflict,
+                delete_extraneous: spec.delete_extraneous,
+                target_prefix: &spec.target_prefix,
+                state,
+                counts: SyncCounts::default(),
+            },
+        }
+    }
+
+    async fn next(&mut self) -> Result<Option<Action>> {
+        while let Some((relative, entry)) = self.march.next().await? {
+            if let Some(action) = self.decider.decide(&relative, entry) {
+                return Ok(Some(action));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Walks to the end and returns the counts of every decision.
+    async fn count(mut self) -> Result<SyncCounts> {
+        while self.next().await?.is_some() {}
+        Ok(self.decider.counts)
+    }
+}
+
+/// Checks both buckets and counts what a sync would do, writing nothing.
+pub async fn plan(spec: &SyncSpec, journal: Option<&Journal>) -> Result<SyncCounts> {
+    let state = match journal {
+        Some(journal) => load_state(journal).await?,
+        None => JournalState::new(),
+    };
+    Walk::new(spec, &state).count().await
+}
+
+/// Brings the target in step with the source, journalling before each write. Batches
+/// overlap: the next batch's intents are journalled while earlier copies still run, so
+/// no batch waits for the slowest copy of the one before.
+pub async fn run(
+    spec: &SyncSpec,
+    journal: &Journal,
+    progress: &dyn Progress,
+) -> Result<SyncCounts> {
+    let state = load_state(journal).await?;
+    let planned = Walk::new(spec, &state).count().await?;
+    progress.info(&format!(
+        "s3://{}/{} -> s3://{}/{}: {}",
+        spec.source.name,
+        spec.source_prefix,
+        spec.target.name,
+        spec.target_prefix,
+        planned.summary(false)
+    ));
+    let meter = Meter::new(progress, "copied", planned.copied, planned.bytes_copied);
+    let walk_state = &state;
+    // The walk feeds batches through a channel to the copies, in the same task: both are
+    // polled together, so listing pages load while copies run.
+    let (batches, receiver) = tokio::sync::mpsc::channel::<Vec<Action>>(BATCHES_IN_FLIGHT);
+    // `move`: the sender drops when the walk ends, which ends the copies' stream.
+    let walking = async move {
+        let mut walk = Walk::new(spec, walk_state);
+        let mut batch = Vec::with_capacity(BATCH);
+        while let Some(action) = walk.next().await? {
+            batch.push(action);
+            if batch.len() == BATCH {
+                let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                if batches.send(full).await.is_err() {
+                    break; // a copy failed; its error is reported
+                }
+            }
+        }
+        if !batch.is_empty() {
+            let _ = batches.send(batch).await;
+        }
+        anyhow::Ok(walk.decider.counts)
+    };
+    let copying = tokio_stream::wrappers::ReceiverStream::new(receiver)
+        .map(|batch| run_batch(spec, journal, &state, batch, &meter))
+        .buffer_unordered(BATCHES_IN_FLIGHT)
+        .try_collect::<Vec<()>>();
+    let (done, _) = futures::future::try_join(walking, copying).await?;
+    if done.changes() != planned.changes() {
+        progress.warn(&format!(
+            "the source changed while copying: planned {} changes, made {}; the next `pulumi up` catches up",
+            planned.changes(),
+            done.changes()
+        ));
+    }
+    progress.status(&meter.line());
+    Ok(done)
+}
+
+/// Journals a batch's intents, then copies, verifies and journals what landed. A key
+/// appears once in a walk, so `state` (the journal as the run began) answers whether an
+/// earlier run already backed a key up.
+async fn run_batch(
+    spec: &SyncSpec,
+    journal: &Journal,
+    state: &JournalState,
+    batch: Vec<Action>,
+    meter: &Meter<'_>,
+) -> Result<()> {
+    // 1. Back up what is about to be overwritten or deleted, unless an earlier run
+    //    already did (its backup holds the content from before this resource).
+    let needs_backup: Vec<ObjectInfo> = batch
+        .iter()
+        .filter_map(|a| match a {
+            Action::Overwrite { existing, .. } | Action::Delete(existing) => Some(existing),
+            _ => None,
+        })
+        .filter(|o| !state.contains_key(&o.key))
+        .cloned()
+        .collect();
+    let backups: HashMap<String, Previous> = stream::iter(needs_backup)
+        .map(|existing| async move {
+            let (_, headers) = s3::head(&spec.target, &existing.key)
+                .await?
+                .unwrap_or_else(|| (existing.clone(), Headers::default()));
+            let name = backup_name(&existing.key);
+            journal.backup(&name, &spec.target, &existing).await?;
+            let previous = Previous {
+                etag: existing.etag.clone(),
+                size: existing.size,
+                backup: name,
+                headers,
+            };
+            anyhow::Ok((existing.key.clone(), previous))
+        })
+        .buffer_unordered(CONCURRENCY)
+        .try_collect()
+        .await?;
+
+    // 2. Record the intents.
+    let intents: Vec<Record> = batch
+        .iter()
+        .map(|action| match action {
+            Action::Create(source) | Action::Overwrite { source, .. } => {
+                let key = target_key(spec, &source.key);
+                Record::Write {
+                    previous: backups.get(&key).cloned(),
+                    key,
+                    source_etag: source.etag.clone(),
+                }
+            }
+            Action::Delete(existing) => Record::Delete {
+                key: existing.key.clone(),
+                previous: backups
+                    .get(&existing.key)
+                    .cloned()
+                    .unwrap_or_else(|| Previous {
+                        etag: existing.etag.clone(),
+                        size: existing.size,
+                        backup: String::new(),
+                        headers: Headers::default(),
+                    }),
+            },
+            Action::Adopt { key, etag } => Record::Written {
+                key: key.clone(),
+                etag: etag.clone(),
+            },
+        })
+        .collect();
+    journal.append(&intents).await?;
+
+    // 3. Write, verify, and record what landed.
+    let landed: Vec<Option<Record>> = stream::iter(batch)
+        .map(|action| async move {
+            match action {
+                Action::Create(source) | Action::Overwrite { source, .. } => {
+                    let key = target_key(spec, &source.key);
+                    let etag = copy_verified(spec, &source, &key).await?;
+                    meter.add(1, source.size);
+                    anyhow::Ok(Some(Record::Written { key, etag }))
+                }
+                Action::Delete(existing) => {
+                    s3::delete(&spec.target, &existing.key).await?;
+                    Ok(None)
+                }
+                Action::Adopt { .. } => Ok(None),
+            }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .try_collect()
+        .await?;
+    let landed: Vec<Record> = landed.into_iter().flatten().collect();
+    journal.append(&landed).await?;
+    Ok(())
+}
+
+fn target_key(spec: &SyncSpec, source_key: &str) -> String {
+    format!(
+        "{}{}",
+        spec.target_prefix,
+        &source_key[spec.source_prefix.len()..]
+    )
+}
+
+/// Copies one object and checks that the target holds the same content: by ETag when
+/// it is an MD5 the copy can predict, else by size. Returns the target's ETag.
+async fn copy_verified(spec: &SyncSpec, source: &ObjectInfo, key: &str) -> Result<String> {
+    let (written, expected) = if spec.server_side {
+        let written = s3::server_side_copy(&spec.source, source, &spec.target, key).await?;
+        // A single-part object's ETag is its MD5, which a copy keeps.
+        let expected = (!source.etag.contains('-')).then(|| source.etag.clone());
+        (written, expected)
+    } else {
+        let (written, expected) = copy_streamed_with_retry(spec, source, key).await?;
+        (written, Some(expected))
+    };
+    let matches = match &expected {
+        Some(expected) if *expected == written.etag => true,
+        // An MD5 ETag that differs from the predicted one: the content differs.
+        Some(_) if is_md5_etag(&written.etag) => false,
+        // Not predictable (multipart source, or a service whose ETags are not MD5s, such
+        // as SSE-KMS): compare sizes as the service reports them.
+        _ => s3::head(&spec.target, key)
+            .await?
+            .is_some_and(|(info, _)| info.size == source.size),
+    };
+    if !matches {
+        bail!(
+            "verification failed for s3://{}/{key}: expected ETag {} and {} bytes, the target reports ETag {}",
+            spec.target.name,
+            expected.unwrap_or_else(|| "(any)".into()),
+            source.size,
+            written.etag
+        );
+    }
+    Ok(written.etag)
+}
+
+fn is_md5_etag(etag: &str) -> bool {
+    let hex = etag.trim_matches('"');
+    hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// A streamed copy reads a response body that a dropped connection cuts short; the SDK
+/// retries requests, not half-read bodies, so the whole object is tried again.
+async fn copy_streamed_with_retry(
+    spec: &SyncSpec,
+    source: &ObjectInfo,
+    key: &str,
+) -> Result<(s3::Written, String)> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match s3::streamed_copy(&spec.source, source, &spec.target, key).await {
+            Ok(done) => return Ok(done),
+            Err(_) if attempt < 3 => {
+                tokio::time::sleep(std::time::Duration::from_millis(200 * attempt)).await;
+            }
+            Err(err) => return Err(err).with_context(|| format!("after {attempt} attempts")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_names_every_count() {
+        let counts = SyncCounts {
+            scanned: 5,
+            copied: 3,
+            overwritten: 1,
+            skipped: 1,
+            excluded: 1,
+            deleted: 0,
+            bytes_copied: 2048,
+        };
+        assert_eq!(
+            counts.summary(false),
+            "3 objects (2.0 KiB) to copy, of which 1 overwrite an existing object; 0 to delete; 1 skipped; 1 excluded by filters; 5 scanned"
+        );
+        assert!(counts
+            .summary(true)
+            .starts_with("3 objects (2.0 KiB) copied"));
+    }
+}

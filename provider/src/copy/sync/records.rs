@@ -1,0 +1,204 @@
+//! The sync's journal records: intents written before each batch's writes, and
+//! confirmations after them. Replaying them gives each target key's state.
+
+use std::collections::HashMap;
+
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::copy::journal::Journal;
+use crate::copy::s3::Headers;
+
+/// An old object as it was before this resource first touched its key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Previous {
+    pub etag: String,
+    pub size: u64,
+    pub backup: String,
+    pub headers: Headers,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "camelCase")]
+pub(crate) enum Record {
+    /// About to write `key` from a source object with `source_etag`.
+    #[serde(rename_all = "camelCase")]
+    Write {
+        key: String,
+        source_etag: String,
+        previous: Option<Previous>,
+    },
+    /// `key` now holds what this resource wrote, with this ETag.
+    Written { key: String, etag: String },
+    /// About to delete `key` (deleteExtraneous).
+    Delete { key: String, previous: Previous },
+}
+
+/// What the journal says about one target key.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct KeyState {
+    /// Content before this resource first touched the key (None: it did not exist).
+    pub previous: Option<Previous>,
+    pub source_etag: String,
+    /// Set once a write is known to have landed.
+    pub written_etag: Option<String>,
+    pub deleted: bool,
+    /// The journal segment of the latest write or delete: rollback goes backwards.
+    pub segment: u64,
+}
+
+/// Target key -> state.
+pub(crate) type JournalState = HashMap<String, KeyState>;
+
+pub(crate) fn apply(state: &mut JournalState, segment: u64, record: Record) {
+    match record {
+        Record::Write {
+            key,
+            source_etag,
+            previous,
+        } => {
+            // Only the first record of a key knows the content from before this resource.
+            let entry = state.entry(key).or_insert_with(|| KeyState {
+                previous,
+                ..Default::default()
+            });
+            entry.source_etag = source_etag;
+            entry.written_etag = None;
+            entry.deleted = false;
+            entry.segment = segment;
+        }
+        Record::Written { key, etag } => {
+            state.entry(key).or_default().written_etag = Some(etag);
+        }
+        Record::Delete { key, previous } => {
+            let entry = state.entry(key).or_insert_with(|| KeyState {
+                previous: Some(previous),
+                ..Default::default()
+            });
+            entry.written_etag = None;
+            entry.deleted = true;
+            entry.segment = segment;
+        }
+    }
+}
+
+pub(crate) async fn load_state(journal: &Journal) -> Result<JournalState> {
+    let mut state = JournalState::new();
+    journal
+        .replay(|segment, record| apply(&mut state, segment, record))
+        .await?;
+    Ok(state)
+}
+
+/// Name of the backup of a target key in the journal: stable, one per key.
+pub(crate) fn backup_name(key: &str) -> String {
+    hex::encode(Sha256::digest(key.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn previous(etag: &str) -> Previous {
+        Previous {
+            etag: etag.into(),
+            size: 1,
+            backup: backup_name("k"),
+            headers: Headers::default(),
+        }
+    }
+
+    #[test]
+    fn the_record_format_is_stable() {
+        // Journals outlive the provider version that wrote them.
+        let lines = [
+            r#"{"op":"write","key":"k","sourceEtag":"\"s\"","previous":null}"#,
+            r#"{"op":"written","key":"k","etag":"\"w\""}"#,
+        ];
+        for line in lines {
+            let record: Record = serde_json::from_str(line).unwrap();
+            assert_eq!(serde_json::to_string(&record).unwrap(), line);
+        }
+        let delete: Record = serde_json::from_str(
+            r#"{"op":"delete","key":"k","previous":{"etag":"e","size":1,"backup":"b","headers":{"contentType":"image/png"}}}"#,
+        )
+        .unwrap();
+        let Record::Delete { previous, .. } = delete else {
+            panic!("a delete record")
+        };
+        assert_eq!(previous.headers.content_type.as_deref(), Some("image/png"));
+    }
+
+    #[test]
+    fn replay_keeps_the_content_from_before_the_first_write() {
+        let mut state = JournalState::new();
+        apply(
+            &mut state,
+            0,
+            Record::Write {
+                key: "k".into(),
+                source_etag: "s1".into(),
+                previous: Some(previous("original")),
+            },
+        );
+        apply(
+            &mut state,
+            0,
+            Record::Written {
+                key: "k".into(),
+                etag: "w1".into(),
+            },
+        );
+        apply(
+            &mut state,
+            0,
+            Record::Write {
+                key: "k".into(),
+                source_etag: "s2".into(),
+                previous: Some(previous("w1")),
+            },
+        );
+        let entry = &state["k"];
+        assert_eq!(entry.previous.as_ref().unwrap().etag, "original");
+        assert_eq!(entry.source_etag, "s2");
+        assert_eq!(
+            entry.written_etag, None,
+            "the second write is not confirmed"
+        );
+        apply(
+            &mut state,
+            0,
+            Record::Written {
+                key: "k".into(),
+                etag: "w2".into(),
+            },
+        );
+        assert_eq!(state["k"].written_etag.as_deref(), Some("w2"));
+    }
+
+    #[test]
+    fn a_created_then_deleted_key_has_nothing_to_restore() {
+        let mut state = JournalState::new();
+        apply(
+            &mut state,
+            0,
+            Record::Write {
+                key: "k".into(),
+                source_etag: "s".into(),
+                previous: None,
+            },
+        );
+        apply(
+            &mut state,
+            0,
+            Record::Delete {
+                key: "k".into(),
+                previous: previous("ours"),
+            },
+        );
+        assert!(state["k"].deleted);
+        assert!(state["k"].previous.is_none());
+    }
+}

@@ -1,0 +1,152 @@
+//! Undoing what a sync (or a journalled single write) did, from the journal.
+
+use anyhow::Result;
+use futures::stream::{self, StreamExt, TryStreamExt};
+use sha2::Digest;
+
+use super::records::{backup_name, load_state, KeyState, Previous, Record};
+use super::CONCURRENCY;
+use crate::copy::journal::Journal;
+use crate::copy::progress::{Meter, Progress};
+use crate::copy::s3::{self, Bucket};
+
+/// What rollback did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct RollbackReport {
+    pub deleted: u64,
+    pub restored: u64,
+    /// Target keys changed by someone else since the copy: left as they are.
+    pub left_alone: Vec<String>,
+}
+
+/// Undoes what the journal says this resource did: deletes the objects it created,
+/// restores those it overwrote or deleted. A key someone else changed since is left.
+/// Goes backwards through the journal's segments, so what was written last (such as a
+/// pointer readers follow) is undone before what it points to.
+pub async fn rollback(
+    target: &Bucket,
+    journal: &Journal,
+    progress: &dyn Progress,
+) -> Result<RollbackReport> {
+    let state = load_state(journal).await?;
+    let meter = Meter::new(progress, "rolled back", state.len() as u64, 0);
+    let mut by_segment: std::collections::BTreeMap<u64, Vec<(String, KeyState)>> =
+        Default::default();
+    for (key, entry) in state {
+        by_segment
+            .entry(entry.segment)
+            .or_default()
+            .push((key, entry));
+    }
+    let mut report = RollbackReport::default();
+    for (_, entries) in by_segment.into_iter().rev() {
+        let outcomes: Vec<(String, Outcome)> = stream::iter(entries)
+            .map(|(key, entry)| {
+                let meter = &meter;
+                async move {
+                    let outcome = rollback_key(target, journal, &key, &entry).await?;
+                    meter.add(1, 0);
+                    anyhow::Ok((key, outcome))
+                }
+            })
+            .buffer_unordered(CONCURRENCY)
+            .try_collect()
+            .await?;
+        for (key, outcome) in outcomes {
+            match outcome {
+                Outcome::Deleted => report.deleted += 1,
+                Outcome::Restored => report.restored += 1,
+                Outcome::LeftAlone => report.left_alone.push(key),
+                Outcome::Untouched => {}
+            }
+        }
+    }
+    report.left_alone.sort();
+    journal.clear().await?;
+    Ok(report)
+}
+
+/// Writes one small object (a pointer, a marker) with the same journal records as a
+/// copied object, so rollback restores what was there before.
+pub async fn put_journalled(
+    target: &Bucket,
+    key: &str,
+    body: Vec<u8>,
+    journal: &Journal,
+) -> Result<()> {
+    let state = load_state(journal).await?;
+    let previous = match (state.contains_key(key), s3::head(target, key).await?) {
+        (false, Some((existing, headers))) => {
+            let name = backup_name(key);
+            journal.backup(&name, target, &existing).await?;
+            Some(Previous {
+                etag: existing.etag,
+                size: existing.size,
+                backup: name,
+                headers,
+            })
+        }
+        _ => None,
+    };
+    let source_etag = format!("\"{}\"", hex::encode(md5::Md5::digest(&body)));
+    journal
+        .append(&[Record::Write {
+            key: key.to_string(),
+            source_etag,
+            previous,
+        }])
+        .await?;
+    let etag = s3::put_bytes(target, key, body).await?;
+    journal
+        .append(&[Record::Written {
+            key: key.to_string(),
+            etag,
+        }])
+        .await
+}
+
+enum Outcome {
+    Deleted,
+    Restored,
+    LeftAlone,
+    Untouched,
+}
+
+async fn rollback_key(
+    target: &Bucket,
+    journal: &Journal,
+    key: &str,
+    entry: &KeyState,
+) -> Result<Outcome> {
+    let current = s3::head(target, key).await?.map(|(info, _)| info);
+    let current_etag = current.as_ref().map(|c| c.etag.as_str());
+    let ours = if entry.deleted {
+        current.is_none()
+    } else if let Some(written) = &entry.written_etag {
+        current_etag == Some(written.as_str())
+    } else {
+        // Killed between intent and confirmation: the write landed if the target holds
+        // the source's content; if it holds the old content, nothing happened.
+        if current_etag == entry.previous.as_ref().map(|p| p.etag.as_str()) || current.is_none() {
+            return Ok(Outcome::Untouched);
+        }
+        current_etag == Some(entry.source_etag.as_str())
+    };
+    if !ours {
+        return Ok(Outcome::LeftAlone);
+    }
+    match &entry.previous {
+        Some(previous) if !previous.backup.is_empty() => {
+            journal
+                .restore(&previous.backup, &previous.headers, target, key)
+                .await?;
+            Ok(Outcome::Restored)
+        }
+        Some(_) => Ok(Outcome::LeftAlone),
+        None if entry.deleted => Ok(Outcome::Untouched),
+        None => {
+            s3::delete(target, key).await?;
+            Ok(Outcome::Deleted)
+        }
+    }
+}

@@ -1,0 +1,451 @@
+//! The table copy engine: a parallel scan of the source streamed through filter ->
+//! transform -> compare with an index of the target -> journal -> batched writes, one
+//! page per scan segment in memory, then a verification scan of the target. The target
+//! index holds 32 bytes an item. Rollback replays the journal.
+
+mod counts;
+mod index;
+mod records;
+mod rollback;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Result};
+use aws_sdk_dynamodb::types::AttributeValue;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+pub use counts::{CopyCounts, TypeCounts};
+pub use rollback::{rollback, RollbackReport};
+
+use super::dynamodb::{self, batch_get, batch_write, Pages, RateLimiter, Table, READ_BATCH};
+use super::item::{digest, item_size, item_to_json, Item, Rewriter};
+use super::journal::Journal;
+use super::progress::{Meter, Progress};
+use index::{digest_bits, key_of, pair_hash, Index};
+use records::{key_id, keys_written, last_verified, note_verified, Record};
+
+/// What to do with an item whose key the target already has.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum ItemConflict {
+    /// Leave the target's item as it is.
+    #[default]
+    Skip,
+    /// Replace it; the old item is kept in the journal and restored by destroy.
+    Overwrite,
+    /// Stop at preview, naming the keys that exist.
+    Fail,
+}
+
+/// Sets one attribute to a string on every item of the given types.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SetAttribute {
+    /// Entity types (values of the type attribute) whose items get the attribute.
+    pub types: Vec<String>,
+    /// Attribute name, for example `embedding_status` or `GSI1PK`.
+    pub attribute: String,
+    /// String value to store, for example `NONE` or `EMBEDDING_STATUS#NONE`.
+    pub value: String,
+}
+
+pub struct CopySpec {
+    pub source: Table,
+    pub target: Table,
+    pub keys: Vec<String>,
+    pub type_attribute: String,
+    /// None: every type.
+    pub include: Option<HashSet<String>>,
+    pub exclude: HashSet<String>,
+    pub rewriter: Rewriter,
+    pub set_attributes: Vec<SetAttribute>,
+    pub on_conflict: ItemConflict,
+    /// The source's TTL attribute when expired items are to be skipped.
+    pub expire_by: Option<String>,
+    pub write_order: Vec<String>,
+    pub max_write_rate: Option<f64>,
+    pub segments: i32,
+}
+
+impl CopySpec {
+    fn transform(&self, mut item: Item, type_name: &str) -> Item {
+        if !self.rewriter.is_empty() {
+            self.rewriter.item(&mut item, &self.keys);
+        }
+        for set in &self.set_attributes {
+            if set.types.iter().any(|t| t == type_name) {
+                item.insert(set.attribute.clone(), AttributeValue::S(set.value.clone()));
+            }
+        }
+        item
+    }
+
+    fn selected(&self, type_name: &str) -> bool {
+        self.include.as_ref().is_none_or(|i| i.contains(type_name))
+            && !self.exclude.contains(type_name)
+    }
+
+    fn expired(&self, item: &Item, now: f64) -> bool {
+        let Some(attribute) = &self.expire_by else {
+            return false;
+        };
+        match item.get(attribute) {
+            Some(AttributeValue::N(n)) => n.parse::<f64>().is_ok_and(|at| at > 0.0 && at < now),
+            _ => false,
+        }
+    }
+
+    /// Which write pass an item belongs to: its type's place in `writeOrder`, or last.
+    fn pass_of(&self, type_name: &str) -> usize {
+        self.write_order
+            .iter()
+            .position(|t| t == type_name)
+            .unwrap_or(self.write_order.len())
+    }
+}
+
+/// What happens to one selected source item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Decision {
+    Write {
+        overwrite: bool,
+    },
+    Skip,
+    /// `onConflict: fail` and the key was there before this resource.
+    Conflict,
+}
+
+/// Decides for one item from the target's digest under its key (None: absent), the
+/// item's own digest, and whether this resource wrote that key before.
+fn decide(current: Option<u128>, digest: u128, ours: bool, on_conflict: ItemConflict) -> Decision {
+    match current {
+        None => Decision::Write { overwrite: false },
+        Some(current) if current == digest => Decision::Skip,
+        // A key this resource wrote is kept in step with the source; `onConflict` is
+        // about items that were there before.
+        Some(_) if ours => Decision::Write { overwrite: true },
+        Some(_) => match on_conflict {
+            ItemConflict::Skip => Decision::Skip,
+            ItemConflict::Overwrite => Decision::Write { overwrite: true },
+            ItemConflict::Fail => Decision::Conflict,
+        },
+    }
+}
+
+fn type_of<'a>(item: &'a Item, attribute: &str) -> &'a str {
+    match item.get(attribute) {
+        Some(AttributeValue::S(s)) => s,
+        _ => "(no type)",
+    }
+}
+
+fn now_epoch() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default()
+}
+
+/// Reads items back and indexes them by key id.
+async fn read_items(
+    table: &Table,
+    keys: &[String],
+    wanted: Vec<Item>,
+) -> Result<HashMap<String, Item>> {
+    let mut by_id = HashMap::new();
+    for chunk in wanted.chunks(READ_BATCH) {
+        for item in batch_get(table, chunk.to_vec()).await? {
+            by_id.insert(key_id(&item_to_json(&key_of(&item, keys))), item);
+        }
+    }
+    Ok(by_id)
+}
+
+enum Mode<'a> {
+    Plan,
+    Run {
+        journal: &'a Journal,
+        meter: &'a Meter<'a>,
+        limiter: Option<&'a RateLimiter>,
+        /// Key hash -> digest of every item written, for the verification scan.
+        written: &'a Mutex<HashMap<u128, u128>>,
+    },
+}
+
+struct Candidate {
+    type_name: String,
+    item: Item,
+    key: Item,
+    hash: u128,
+    digest: u128,
+}
+
+impl Candidate {
+    /// The key as a string, for the journal and messages.
+    fn id(&self) -> String {
+        key_id(&item_to_json(&self.key))
+    }
+}
+
+/// Counts what a copy would do, writing nothing. When the source's selected items are
+/// exactly those of the last verified copy (same fingerprint), the target is trusted to
+/// still hold them and is not read: one scan of the source answers a no-change preview.
+/// Changing `triggers` forces a full comparison.
+pub async fn plan(spec: &CopySpec, journal: &Journal) -> Result<CopyCounts> {
+    if let Some(verified) = last_verified(journal).await? {
+        let source = walk(spec, &HashSet::new(), &Index::default(), None, &Mode::Plan).await?;
+        if source.fingerprint == verified {
+            return Ok(source.all_present());
+        }
+    }
+    let ours = keys_written(journal, &spec.keys).await?;
+    let target = Index::of(&spec.target, &spec.keys, spec.segments).await?;
+    walk(spec, &ours, &target, None, &Mode::Plan).await
+}
+
+/// Copies, journalling before each write, then verifies every written item with one scan
+/// of the target. The plan runs first: nothing is written unless it passes, and it gives
+/// progress its totals. The target is compared as one scan saw it before the copy: an
+/// item someone else creates under a copied key meanwhile is overwritten unjournalled,
+/// as with BucketSync's listing.
+pub async fn run(
+    spec: &CopySpec,
+    journal: &Journal,
+    progress: &dyn Progress,
+    check_plan: impl FnOnce(&CopyCounts) -> Result<()>,
+) -> Result<CopyCounts> {
+    let ours = keys_written(journal, &spec.keys).await?;
+    let target = Index::of(&spec.target, &spec.keys, spec.segments).await?;
+    let planned = walk(spec, &ours, &target, None, &Mode::Plan).await?;
+    check_plan(&planned)?;
+    note_verified(journal, None).await?;
+    progress.info(&format!(
+        "{} -> {}: {}",
+        spec.source.name,
+        spec.target.name,
+        planned.summary(false)
+    ));
+    let meter = Meter::new(progress, "copied", planned.copied, planned.bytes_copied);
+    let limiter = spec.max_write_rate.map(RateLimiter::new);
+    let written = Mutex::new(HashMap::new());
+    let mode = Mode::Run {
+        journal,
+        meter: &meter,
+        limiter: limiter.as_ref(),
+        written: &written,
+    };
+    let mut done = CopyCounts::default();
+    for pass in 0..=spec.write_order.len() {
+        done.merge(walk(spec, &ours, &target, Some(pass), &mode).await?);
+    }
+    // Types and scans are counted once per pass that saw them: take the plan's.
+    done.scanned = planned.scanned;
+    done.types_present = planned.types_present;
+    progress.status(&meter.line());
+    verify(spec, written.into_inner().expect("no writer panicked")).await?;
+    note_verified(journal, Some(done.fingerprint)).await?;
+    Ok(done)
+}
+
+/// Reads the target back (one scan) and checks every written item's digest.
+async fn verify(spec: &CopySpec, written: HashMap<u128, u128>) -> Result<()> {
+    if written.is_empty() {
+        return Ok(());
+    }
+    let now = Index::of(&spec.target, &spec.keys, spec.segments).await?;
+    let wrong: Vec<_> = written
+        .iter()
+        .filter(|(key, digest)| now.0.get(key) != Some(digest))
+        .collect();
+    if !wrong.is_empty() {
+        bail!(
+            "verification failed: {} of the {} items written to table {:?} do not read back as written; \
+             `pulumi up` again rewrites them, `pulumi destroy` rolls the copy back",
+            wrong.len(),
+            written.len(),
+            spec.target.name
+        );
+    }
+    Ok(())
+}
+
+/// Scans the source in parallel segments; in `Run` mode writes the items of `pass`.
+async fn walk(
+    spec: &CopySpec,
+    ours: &HashSet<u128>,
+    target: &Index,
+    pass: Option<usize>,
+    mode: &Mode<'_>,
+) -> Result<CopyCounts> {
+    let segments: Vec<_> = (0..spec.segments)
+        .map(|segment| scan_segment(spec, ours, target, pass, mode, segment))
+        .collect();
+    let mut totals = CopyCounts::default();
+    for counts in futures::future::try_join_all(segments).await? {
+        totals.merge(counts);
+    }
+    Ok(totals)
+}
+
+async fn scan_segment(
+    spec: &CopySpec,
+    ours: &HashSet<u128>,
+    target: &Index,
+    pass: Option<usize>,
+    mode: &Mode<'_>,
+    segment: i32,
+) -> Result<CopyCounts> {
+    let mut counts = CopyCounts::default();
+    let now = now_epoch();
+    let mut pages = Pages::new(&spec.source, segment, spec.segments);
+    while let Some(page) = pages.next().await? {
+        let mut candidates = Vec::new();
+        for item in page {
+            let type_name = type_of(&item, &spec.type_attribute).to_string();
+            if pass.is_some_and(|p| spec.pass_of(&type_name) != p) {
+                continue;
+            }
+            counts.scanned += 1;
+            counts.types_present.insert(type_name.clone());
+            if !spec.selected(&type_name) {
+                counts.filtered += 1;
+                counts.by(&type_name).filtered += 1;
+                continue;
+            }
+            if spec.expired(&item, now) {
+                counts.expired += 1;
+                counts.by(&type_name).expired += 1;
+                continue;
+            }
+            let item = spec.transform(item, &type_name);
+            let key = key_of(&item, &spec.keys);
+            let (hash, digest) = (digest_bits(&key), digest_bits(&item));
+            counts.fingerprint = counts.fingerprint.wrapping_add(pair_hash(hash, digest));
+            candidates.push(Candidate {
+                type_name,
+                hash,
+                digest,
+                item,
+                key,
+            });
+        }
+        for chunk in candidates.chunks(READ_BATCH) {
+            decide_and_write(spec, ours, target, mode, chunk, &mut counts).await?;
+        }
+    }
+    Ok(counts)
+}
+
+async fn decide_and_write(
+    spec: &CopySpec,
+    ours: &HashSet<u128>,
+    target: &Index,
+    mode: &Mode<'_>,
+    chunk: &[Candidate],
+    counts: &mut CopyCounts,
+) -> Result<()> {
+    let mut writes: Vec<&Candidate> = Vec::new();
+    let mut overwrites = HashSet::new();
+    for candidate in chunk {
+        let current = target.0.get(&candidate.hash).copied();
+        let ours = ours.contains(&candidate.hash);
+        match decide(current, candidate.digest, ours, spec.on_conflict) {
+            Decision::Write { overwrite } => {
+                counts.copied += 1;
+                counts.bytes_copied += item_size(&candidate.item);
+                counts.by(&candidate.type_name).copied += 1;
+                if overwrite {
+                    counts.overwritten += 1;
+                    counts.by(&candidate.type_name).overwritten += 1;
+                    overwrites.insert(candidate.hash);
+                }
+                writes.push(candidate);
+            }
+            Decision::Conflict => {
+                counts.conflict(candidate.id());
+                counts.skipped += 1;
+                counts.by(&candidate.type_name).skipped += 1;
+            }
+            Decision::Skip => {
+                counts.skipped += 1;
+                counts.by(&candidate.type_name).skipped += 1;
+            }
+        }
+    }
+    let Mode::Run {
+        journal,
+        meter,
+        limiter,
+        written,
+    } = mode
+    else {
+        return Ok(());
+    };
+    if writes.is_empty() {
+        return Ok(());
+    }
+    // The journal keeps the first `previous` of a key, so only items overwritten for the
+    // first time are read in full, just before they are replaced.
+    let first_overwrites: Vec<Item> = writes
+        .iter()
+        .filter(|c| overwrites.contains(&c.hash) && !ours.contains(&c.hash))
+        .map(|c| c.key.clone())
+        .collect();
+    let previous = read_items(&spec.target, &spec.keys, first_overwrites).await?;
+    let records: Vec<Record> = writes
+        .iter()
+        .map(|candidate| Record {
+            key: item_to_json(&candidate.key),
+            previous: previous.get(&candidate.id()).map(item_to_json),
+            digest: digest(&candidate.item),
+        })
+        .collect();
+    journal.append(&records).await?;
+    let requests = writes
+        .iter()
+        .map(|c| dynamodb::put(c.item.clone()))
+        .collect::<Result<Vec<_>>>()?;
+    batch_write(&spec.target, requests, *limiter).await?;
+    written
+        .lock()
+        .expect("no writer panicked")
+        .extend(writes.iter().map(|c| (c.hash, c.digest)));
+    meter.add(
+        writes.len() as u64,
+        writes.iter().map(|c| item_size(&c.item)).sum(),
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decisions_follow_on_conflict_only_for_keys_that_were_there_before() {
+        use Decision::*;
+        let absent = decide(None, 1, false, ItemConflict::Fail);
+        assert_eq!(absent, Write { overwrite: false });
+        for policy in [
+            ItemConflict::Skip,
+            ItemConflict::Overwrite,
+            ItemConflict::Fail,
+        ] {
+            assert_eq!(decide(Some(1), 1, false, policy), Skip, "equal: {policy:?}");
+            assert_eq!(
+                decide(Some(2), 1, true, policy),
+                Write { overwrite: true },
+                "ours: {policy:?}"
+            );
+        }
+        assert_eq!(decide(Some(2), 1, false, ItemConflict::Skip), Skip);
+        assert_eq!(
+            decide(Some(2), 1, false, ItemConflict::Overwrite),
+            Write { overwrite: true }
+        );
+        assert_eq!(decide(Some(2), 1, false, ItemConflict::Fail), Conflict);
+    }
+}

@@ -1,0 +1,165 @@
+//! The table copy's journal records: one per item about to be put, written before the
+//! put, and the note of the last verified copy.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::index::key_hash;
+use crate::copy::item::item_from_json;
+use crate::copy::journal::Journal;
+
+/// About to put `digest`'s item at `key`; `previous` is the item that was there (None:
+/// none).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Record {
+    pub key: Map<String, Value>,
+    pub previous: Option<Map<String, Value>>,
+    pub digest: String,
+}
+
+/// What the journal says about one key.
+#[derive(Debug, PartialEq)]
+pub(crate) struct KeyState {
+    pub key: Map<String, Value>,
+    /// The item before this resource first wrote the key.
+    pub previous: Option<Map<String, Value>>,
+    /// The digest of the last item written there.
+    pub digest: String,
+}
+
+/// Key id -> state.
+pub(crate) type JournalState = HashMap<String, KeyState>;
+
+/// Folds one record into the state: the first record of a key keeps its `previous`,
+/// the last its digest.
+pub(crate) fn apply(state: &mut JournalState, record: Record) {
+    let entry = state
+        .entry(key_id(&record.key))
+        .or_insert_with(|| KeyState {
+            key: record.key,
+            previous: record.previous,
+            digest: String::new(),
+        });
+    entry.digest = record.digest;
+}
+
+pub(crate) async fn load_state(journal: &Journal) -> Result<JournalState> {
+    let mut state = JournalState::new();
+    journal
+        .replay(|_, record: Record| apply(&mut state, record))
+        .await?;
+    Ok(state)
+}
+
+/// The keys this resource has written (hashed, 16 bytes each): all a copy needs of the
+/// journal. Rollback loads the full state instead.
+pub(crate) async fn keys_written(journal: &Journal, keys: &[String]) -> Result<HashSet<u128>> {
+    let mut records = Vec::new();
+    journal
+        .replay(|_, record: Record| records.push(record.key))
+        .await?;
+    records
+        .iter()
+        .map(|key| Ok(key_hash(&item_from_json(key)?, keys)))
+        .collect()
+}
+
+/// A key as one string, the same for the same key whatever the attribute order.
+pub(crate) fn key_id(key: &Map<String, Value>) -> String {
+    let sorted: BTreeMap<&String, &Value> = key.iter().collect();
+    serde_json::to_string(&sorted).expect("JSON serializes")
+}
+
+/// The journal's note of the last verified copy: the fingerprint of what it selected.
+const VERIFIED_NOTE: &str = "verified.json";
+
+#[derive(Serialize, Deserialize)]
+struct Verified {
+    fingerprint: Option<String>,
+}
+
+pub(crate) async fn last_verified(journal: &Journal) -> Result<Option<u128>> {
+    let Some(body) = journal.read_note(VERIFIED_NOTE).await? else {
+        return Ok(None);
+    };
+    let note: Verified = serde_json::from_slice(&body).with_context(|| {
+        format!(
+            "{VERIFIED_NOTE} in the journal at {} is corrupt",
+            journal.uri()
+        )
+    })?;
+    Ok(note
+        .fingerprint
+        .and_then(|f| u128::from_str_radix(&f, 16).ok()))
+}
+
+/// Records the fingerprint of a verified copy, or (None) that a copy is under way.
+pub(crate) async fn note_verified(journal: &Journal, fingerprint: Option<u128>) -> Result<()> {
+    let note = Verified {
+        fingerprint: fingerprint.map(|f| format!("{f:032x}")),
+    };
+    journal
+        .write_note(VERIFIED_NOTE, serde_json::to_vec(&note)?)
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::copy::item::{item_to_json, to_json, Item};
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use serde_json::json;
+
+    #[test]
+    fn key_ids_ignore_attribute_order() {
+        let a: Item = [
+            ("PK".into(), AttributeValue::S("a".into())),
+            ("SK".into(), AttributeValue::S("b".into())),
+        ]
+        .into();
+        let mut b = Map::new();
+        b.insert("SK".into(), to_json(&AttributeValue::S("b".into())));
+        b.insert("PK".into(), to_json(&AttributeValue::S("a".into())));
+        assert_eq!(key_id(&item_to_json(&a)), key_id(&b));
+    }
+
+    #[test]
+    fn the_record_format_is_stable() {
+        // Journals outlive the provider version that wrote them.
+        let line = r#"{"key":{"PK":{"S":"a"}},"previous":null,"digest":"00ff"}"#;
+        let record: Record = serde_json::from_str(line).unwrap();
+        assert_eq!(record.key["PK"], json!({"S": "a"}));
+        assert_eq!(serde_json::to_string(&record).unwrap(), line);
+    }
+
+    #[test]
+    fn replay_keeps_the_first_previous_and_the_last_digest() {
+        let key = json!({"PK": {"S": "a"}}).as_object().unwrap().clone();
+        let original = json!({"PK": {"S": "a"}, "v": {"S": "old"}});
+        let mut state = JournalState::new();
+        apply(
+            &mut state,
+            Record {
+                key: key.clone(),
+                previous: original.as_object().cloned(),
+                digest: "d1".into(),
+            },
+        );
+        apply(
+            &mut state,
+            Record {
+                key: key.clone(),
+                previous: json!({"PK": {"S": "a"}, "v": {"S": "ours"}})
+                    .as_object()
+                    .cloned(),
+                digest: "d2".into(),
+            },
+        );
+        let entry = &state[&key_id(&key)];
+        assert_eq!(entry.previous.as_ref(), original.as_object());
+        assert_eq!(entry.digest, "d2");
+    }
+}

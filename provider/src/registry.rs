@@ -1,0 +1,202 @@
+//! Everything the provider serves, by token: the server looks resources and functions up
+//! here and knows none by name. A resource's metadata is read once from the marks on its
+//! input and output fields, the same marks the schema is generated from:
+//!
+//! - `#[schemars(extend("x-replace-on-change" = true))]` on an input: changing it (or the
+//!   name it resolved to) rolls the old copy back and makes a new one;
+//! - `#[schemars(extend("x-pending" = true))]` on one output: the output a diff shows
+//!   when the target lags the source;
+//! - `#[schemars(extend("x-secret" = true))]` on a field: a secret in the schema.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use crate::functions::{self, Function};
+use crate::resources::{bucket_sync, dynamo_copy, model_copy, snapshot_promote, Resource};
+
+pub(crate) const REPLACES_ON_CHANGE: &str = "x-replace-on-change";
+pub(crate) const PENDING: &str = "x-pending";
+pub(crate) const SECRET: &str = "x-secret";
+
+/// Every resource and function this provider serves: adding one is adding a line here.
+pub fn all() -> Registry {
+    Registry::new(
+        vec![
+            Box::new(bucket_sync::BucketSync),
+            Box::new(dynamo_copy::DynamoCopy),
+            Box::new(snapshot_promote::SnapshotPromote),
+            Box::new(model_copy::ModelCopy),
+        ],
+        vec![Box::new(functions::get_stack_outputs::GetStackOutputs)],
+    )
+}
+
+/// A resource with the schemas and metadata read from its types.
+pub struct Registered {
+    pub resource: Box<dyn Resource>,
+    pub inputs: Value,
+    pub outputs: Value,
+    /// Inputs (also kept in the state) whose change forces a replacement.
+    pub replace_on_change: Vec<String>,
+    /// The output a diff names when the plan would write.
+    pub pending_output: String,
+}
+
+/// The top-level properties of a schema that carry `mark`.
+fn marked(schema: &Value, mark: &str) -> Vec<String> {
+    schema
+        .get("properties")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .filter(|(_, property)| property.get(mark) == Some(&Value::Bool(true)))
+        .map(|(name, _)| name.clone())
+        .collect()
+}
+
+impl Registered {
+    pub(crate) fn new(resource: Box<dyn Resource>) -> Self {
+        let inputs = resource.input_schema();
+        let outputs = resource.output_schema();
+        let replace_on_change = marked(&inputs, REPLACES_ON_CHANGE);
+        let pending = marked(&outputs, PENDING);
+        let [pending_output] = <[String; 1]>::try_from(pending).unwrap_or_else(|marked| {
+            panic!(
+                "{} must mark exactly one output {PENDING}, not {marked:?}",
+                resource.token()
+            )
+        });
+        Registered {
+            resource,
+            inputs,
+            outputs,
+            replace_on_change,
+            pending_output,
+        }
+    }
+
+    pub fn replaces(&self, property: &str) -> bool {
+        self.replace_on_change.iter().any(|p| p == property)
+    }
+}
+
+pub struct Registry {
+    resources: BTreeMap<&'static str, Registered>,
+    functions: BTreeMap<&'static str, Box<dyn Function>>,
+}
+
+impl Registry {
+    pub fn new(resources: Vec<Box<dyn Resource>>, functions: Vec<Box<dyn Function>>) -> Self {
+        Registry {
+            resources: resources
+                .into_iter()
+                .map(|r| (r.token(), Registered::new(r)))
+                .collect(),
+            functions: functions.into_iter().map(|f| (f.token(), f)).collect(),
+        }
+    }
+
+    pub fn resource(&self, token: &str) -> Option<&Registered> {
+        self.resources.get(token)
+    }
+
+    pub fn function(&self, token: &str) -> Option<&dyn Function> {
+        self.functions.get(token).map(|f| f.as_ref())
+    }
+
+    /// In token order.
+    pub fn resources(&self) -> impl Iterator<Item = &Registered> {
+        self.resources.values()
+    }
+
+    pub fn functions(&self) -> impl Iterator<Item = &dyn Function> {
+        self.functions.values().map(|f| f.as_ref())
+    }
+
+    /// Every token, for messages naming what exists.
+    pub fn tokens(&self) -> Vec<&'static str> {
+        self.resources
+            .keys()
+            .chain(self.functions.keys())
+            .copied()
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every mark a field may carry; any other `x-` key is a typo.
+    const MARKS: [&str; 3] = [REPLACES_ON_CHANGE, PENDING, SECRET];
+
+    /// Every `x-` key anywhere in a schema, with where it is.
+    fn marks_in(schema: &Value, path: &str, found: &mut Vec<(String, String)>) {
+        match schema {
+            Value::Object(object) => {
+                for (key, value) in object {
+                    if key.starts_with("x-") {
+                        found.push((path.to_string(), key.clone()));
+                    }
+                    marks_in(value, &format!("{path}.{key}"), found);
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|v| marks_in(v, path, found)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn every_mark_is_one_the_provider_reads() {
+        let registry = all();
+        let mut found = Vec::new();
+        for registered in registry.resources() {
+            marks_in(&registered.inputs, registered.resource.token(), &mut found);
+            marks_in(&registered.outputs, registered.resource.token(), &mut found);
+        }
+        for function in registry.functions() {
+            marks_in(&function.input_schema(), function.token(), &mut found);
+            marks_in(&function.output_schema(), function.token(), &mut found);
+        }
+        let config = crate::resources::schema_of::<crate::config::ProviderConfig>();
+        marks_in(&config, "config", &mut found);
+        assert!(!found.is_empty());
+        let unknown: Vec<_> = found
+            .iter()
+            .filter(|(_, mark)| !MARKS.contains(&mark.as_str()))
+            .collect();
+        assert!(unknown.is_empty(), "unknown marks: {unknown:?}");
+    }
+
+    #[test]
+    fn every_resource_replaces_on_its_names_and_shows_pending_work() {
+        for registered in all().resources() {
+            let token = registered.resource.token();
+            assert!(
+                registered.replaces("targetBucket") || registered.replaces("targetTable"),
+                "{token}: a new target is a new copy"
+            );
+            assert!(
+                registered.outputs["properties"]
+                    .get(&registered.pending_output)
+                    .is_some(),
+                "{token}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_registry_knows_each_token_once() {
+        let registry = all();
+        let tokens = registry.tokens();
+        assert_eq!(tokens.len(), 5);
+        assert!(registry.resource("stackmigrate:index:BucketSync").is_some());
+        assert!(registry
+            .function("stackmigrate:index:getStackOutputs")
+            .is_some());
+        assert!(registry
+            .resource("stackmigrate:index:getStackOutputs")
+            .is_none());
+    }
+}

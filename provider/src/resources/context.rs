@@ -1,0 +1,253 @@
+//! What a resource operation may use besides its inputs, and the helpers the resources
+//! share: names from stack outputs, the journal, bucket pairs, rollback of a bucket.
+
+use std::sync::Arc;
+
+use anyhow::{bail, Result};
+
+use crate::config::ProviderConfig;
+use crate::copy::connection::SideClients;
+use crate::copy::journal::Journal;
+use crate::copy::progress::Progress;
+use crate::copy::s3::{self, Bucket};
+use crate::copy::sync;
+use crate::stacks::{StackOutputs, Stacks};
+
+/// The clients of both sides, built once per Configure and shared by every operation.
+pub struct Clients {
+    pub source: SideClients,
+    pub target: SideClients,
+}
+
+impl Clients {
+    pub fn new(config: &ProviderConfig) -> Self {
+        Clients {
+            source: SideClients::new(config.source.clone()),
+            target: SideClients::new(config.target.clone()),
+        }
+    }
+}
+
+/// Everything a resource operation may use besides its inputs.
+pub struct Context {
+    pub config: Arc<ProviderConfig>,
+    pub clients: Arc<Clients>,
+    pub urn: String,
+    pub progress: Arc<dyn Progress>,
+    pub stacks: Arc<Stacks>,
+}
+
+/// Which side of the migration a name belongs to.
+#[derive(Debug, Clone, Copy)]
+pub enum Side {
+    Source,
+    Target,
+}
+
+/// Two buckets on either side of a copy, checked to exist and to be distinct places.
+pub(crate) struct BucketPair {
+    pub source: Bucket,
+    pub target: Bucket,
+    /// Same S3 service and identity on both sides: objects are copied server side.
+    pub server_side: bool,
+}
+
+/// The bucket inputs every bucket resource has.
+pub(crate) struct BucketInputs<'a> {
+    pub source_bucket: &'a Option<String>,
+    pub target_bucket: &'a Option<String>,
+    /// The stack output naming both buckets.
+    pub output: Option<&'a str>,
+    /// The prefixes copied from and into: the same bucket is allowed when they do not
+    /// overlap.
+    pub source_prefix: &'a str,
+    pub target_prefix: &'a str,
+}
+
+impl Context {
+    pub(crate) fn side(&self, side: Side) -> &SideClients {
+        match side {
+            Side::Source => &self.clients.source,
+            Side::Target => &self.clients.target,
+        }
+    }
+
+    /// This resource's journal: `s3://` journals live on the target side.
+    pub(crate) async fn journal(&self) -> Result<Journal> {
+        Journal::open(
+            &self.config.journal_location()?,
+            &self.clients.target,
+            &journal_path(&self.urn),
+        )
+        .await
+    }
+
+    fn stack_setting(&self, side: Side) -> (&'static str, Option<&str>) {
+        match side {
+            Side::Source => (
+                "stackmigrate:sourceStack",
+                self.config.source_stack.as_deref(),
+            ),
+            Side::Target => (
+                "stackmigrate:targetStack",
+                self.config.target_stack.as_deref(),
+            ),
+        }
+    }
+
+    /// The outputs of the side's stack, or None when no stack is configured for it.
+    pub(crate) async fn stack_outputs(&self, side: Side) -> Result<Option<Arc<StackOutputs>>> {
+        match self.stack_setting(side).1 {
+            Some(stack) => Ok(Some(self.stacks.outputs(stack).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// A table or bucket name: the input when set, else the stack output `output`.
+    pub(crate) async fn resolve(
+        &self,
+        side: Side,
+        input: &str,
+        explicit: &Option<String>,
+        output: Option<&str>,
+    ) -> Result<String> {
+        if let Some(name) = explicit {
+            return Ok(name.clone());
+        }
+        let Some(output) = output else {
+            bail!("{input} is not set and no `output` names the stack output to read it from");
+        };
+        let (setting, _) = self.stack_setting(side);
+        match self.stack_outputs(side).await? {
+            Some(outputs) => outputs.string(output),
+            None => bail!(
+                "{input} is not set and {setting} is not configured: set {input}, or set {setting} so that output {output:?} can be read from it"
+            ),
+        }
+    }
+
+    /// Resolves both buckets, refuses a target that is the source's own place, and
+    /// checks that both can be reached: bad names stop at preview.
+    pub(crate) async fn bucket_pair(&self, inputs: BucketInputs<'_>) -> Result<BucketPair> {
+        let source_name = self
+            .resolve(
+                Side::Source,
+                "sourceBucket",
+                inputs.source_bucket,
+                inputs.output,
+            )
+            .await?;
+        let target_name = self
+            .resolve(
+                Side::Target,
+                "targetBucket",
+                inputs.target_bucket,
+                inputs.output,
+            )
+            .await?;
+        let (source_prefix, target_prefix) = (inputs.source_prefix, inputs.target_prefix);
+        let server_side = self.config.source.same_s3_as(&self.config.target);
+        if server_side
+            && source_name == target_name
+            && (source_prefix.starts_with(target_prefix)
+                || target_prefix.starts_with(source_prefix))
+        {
+            bail!(
+                "source and target are the same place (bucket {:?}, prefixes {:?} and {:?}, one S3 endpoint): \
+                 a copy would write into its own source; name another targetBucket or non-overlapping prefixes",
+                source_name,
+                source_prefix,
+                target_prefix
+            );
+        }
+        let source = Bucket {
+            client: self.clients.source.s3().await,
+            name: source_name,
+        };
+        let target = Bucket {
+            client: self.clients.target.s3().await,
+            name: target_name,
+        };
+        s3::check_bucket(&source, "source", &self.config.source.describe_s3()).await?;
+        s3::check_bucket(&target, "target", &self.config.target.describe_s3()).await?;
+        Ok(BucketPair {
+            source,
+            target,
+            server_side,
+        })
+    }
+
+    /// Tells the user which things a rollback left because someone changed them after
+    /// the copy (the first few by name).
+    pub(crate) fn warn_left_alone(&self, what: &str, left_alone: &[String]) {
+        const SHOWN: usize = 20;
+        if left_alone.is_empty() {
+            return;
+        }
+        let more = left_alone.len().saturating_sub(SHOWN);
+        self.progress.warn(&format!(
+            "{} {what} changed since the copy were left as they are: {}{}",
+            left_alone.len(),
+            left_alone
+                .iter()
+                .take(SHOWN)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", "),
+            if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            }
+        ));
+    }
+
+    /// Rollback of the resources that write to a bucket: undoes the journal's writes in
+    /// the target bucket (last written first) and says what it did and what it left.
+    pub(crate) async fn rollback_bucket(&self, bucket: &str) -> Result<()> {
+        let target = Bucket {
+            client: self.clients.target.s3().await,
+            name: bucket.to_string(),
+        };
+        let journal = self.journal().await?;
+        let report = sync::rollback(&target, &journal, self.progress.as_ref()).await?;
+        self.progress.info(&format!(
+            "rolled back s3://{}: {} objects deleted, {} restored",
+            target.name, report.deleted, report.restored
+        ));
+        self.warn_left_alone(
+            &format!("objects in s3://{}", target.name),
+            &report.left_alone,
+        );
+        Ok(())
+    }
+}
+
+/// `project/stack/Type/name`, from `urn:pulumi:stack::project::pkg:mod:Type::name`:
+/// where a resource's journal lives, and its ID. Stable across runs, so a run that was
+/// killed is finished by the next one from the same journal.
+pub fn journal_path(urn: &str) -> String {
+    let parts: Vec<&str> = urn.splitn(4, "::").collect();
+    let stack = parts[0].rsplit(':').next().unwrap_or("stack");
+    let project = parts.get(1).copied().unwrap_or("project");
+    let type_name = parts
+        .get(2)
+        .and_then(|t| t.rsplit('$').next())
+        .and_then(|t| t.rsplit(':').next())
+        .unwrap_or("Resource");
+    let name = parts.get(3).copied().unwrap_or("resource");
+    format!("{project}/{stack}/{type_name}/{name}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn journal_path_comes_from_the_urn() {
+        assert_eq!(
+            journal_path("urn:pulumi:prod::portfolio::stackmigrate:index:BucketSync::rawImages"),
+            "portfolio/prod/BucketSync/rawImages"
+        );
+    }
+}

@@ -1,0 +1,132 @@
+//! The diff policy: which changes update a resource in place, which replace it (roll the
+//! old copy back, then copy anew), and when unchanged inputs still leave work to do.
+//! Pure: the server asks for a plan and maps these answers onto the protocol.
+
+use serde_json::{Map, Value};
+
+use crate::registry::Registered;
+
+/// One property that differs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Change {
+    pub property: String,
+    pub replace: bool,
+    /// The user's inputs changed (false: the world did).
+    pub input: bool,
+}
+
+/// Top-level inputs whose values differ between two input maps (null and absent are
+/// the same), each with whether the change forces a replacement.
+pub(crate) fn input_changes(
+    resource: &Registered,
+    old: &Map<String, Value>,
+    new: &Map<String, Value>,
+) -> Vec<Change> {
+    let mut keys: Vec<&String> = old.keys().chain(new.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter()
+        .filter(|k| old.get(*k).filter(|v| !v.is_null()) != new.get(*k).filter(|v| !v.is_null()))
+        .map(|k| Change {
+            property: k.clone(),
+            replace: resource.replaces(k),
+            input: true,
+        })
+        .collect()
+}
+
+/// With the inputs unchanged: a name the last run resolved from a stack output that now
+/// resolves differently replaces the resource; otherwise a plan that would write shows
+/// as an update of the pending output.
+pub(crate) fn plan_changes(
+    resource: &Registered,
+    last_state: &Map<String, Value>,
+    planned: &Map<String, Value>,
+    pending: bool,
+) -> Vec<Change> {
+    let moved: Vec<Change> = resource
+        .replace_on_change
+        .iter()
+        .filter(|key| last_state.contains_key(*key) && last_state.get(*key) != planned.get(*key))
+        .map(|key| Change {
+            property: key.clone(),
+            replace: true,
+            input: false,
+        })
+        .collect();
+    if !moved.is_empty() || !pending {
+        return moved;
+    }
+    vec![Change {
+        property: resource.pending_output.clone(),
+        replace: false,
+        input: false,
+    }]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn bucket_sync() -> Registered {
+        Registered::new(Box::new(crate::resources::bucket_sync::BucketSync))
+    }
+
+    fn map(value: Value) -> Map<String, Value> {
+        value.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn names_and_prefixes_replace_filters_update() {
+        let sync = bucket_sync();
+        assert_eq!(
+            sync.replace_on_change,
+            [
+                "sourceBucket",
+                "sourcePrefix",
+                "targetBucket",
+                "targetPrefix"
+            ]
+        );
+        let old = map(json!({"sourceBucket": "a", "targetBucket": "b", "exclude": ["*.json"]}));
+        let new = map(
+            json!({"sourceBucket": "a", "targetBucket": "c", "exclude": [], "onConflict": null}),
+        );
+        let changes = input_changes(&sync, &old, &new);
+        let summary: Vec<(&str, bool)> = changes
+            .iter()
+            .map(|c| (c.property.as_str(), c.replace))
+            .collect();
+        assert_eq!(summary, [("exclude", false), ("targetBucket", true)]);
+        assert!(changes.iter().all(|c| c.input));
+    }
+
+    #[test]
+    fn a_moved_stack_output_replaces_and_pending_work_updates() {
+        let sync = bucket_sync();
+        let last = map(
+            json!({"output": "raw", "sourceBucket": "dev", "targetBucket": "prod", "objectsCopied": 3}),
+        );
+        let moved = map(
+            json!({"output": "raw", "sourceBucket": "dev", "targetBucket": "prod-2", "objectsCopied": 3}),
+        );
+        assert_eq!(
+            plan_changes(&sync, &last, &moved, true),
+            [Change {
+                property: "targetBucket".into(),
+                replace: true,
+                input: false
+            }]
+        );
+        assert_eq!(
+            plan_changes(&sync, &last, &last, true),
+            [Change {
+                property: "objectsCopied".into(),
+                replace: false,
+                input: false
+            }]
+        );
+        assert!(plan_changes(&sync, &last, &last, false).is_empty());
+    }
+}

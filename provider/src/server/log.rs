@@ -1,0 +1,94 @@
+//! Progress lines to the engine's Log service, in order, delivered before an operation
+//! answers.
+
+use std::sync::{Arc, Mutex};
+
+use pulumi_gestalt_proto::pulumi::pulumirpc::{
+    self as rpc, engine_client::EngineClient, LogSeverity,
+};
+use tokio::sync::mpsc;
+use tonic::transport::Channel;
+
+use crate::copy::progress::Progress;
+
+/// Progress sent to the engine's Log service, in order, by one background task.
+pub(super) struct EngineLog {
+    sender: Mutex<Option<mpsc::UnboundedSender<rpc::LogRequest>>>,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    urn: String,
+}
+
+impl EngineLog {
+    pub fn start(address: Option<String>, urn: String) -> EngineLog {
+        let Some(address) = address else {
+            return EngineLog {
+                sender: Mutex::new(None),
+                task: Mutex::new(None),
+                urn,
+            };
+        };
+        let (sender, mut receiver) = mpsc::unbounded_channel::<rpc::LogRequest>();
+        let task = tokio::spawn(async move {
+            let Ok(channel) = Channel::from_shared(format!("http://{address}")) else {
+                return;
+            };
+            let Ok(channel) = channel.connect().await else {
+                return;
+            };
+            let mut client = EngineClient::new(channel);
+            while let Some(request) = receiver.recv().await {
+                let _ = client.log(request).await;
+            }
+        });
+        EngineLog {
+            sender: Mutex::new(Some(sender)),
+            task: Mutex::new(Some(task)),
+            urn,
+        }
+    }
+
+    fn send(&self, severity: LogSeverity, message: &str, ephemeral: bool) {
+        if let Some(sender) = &*self.sender.lock().unwrap_or_else(|e| e.into_inner()) {
+            let _ = sender.send(rpc::LogRequest {
+                severity: severity as i32,
+                message: message.to_string(),
+                urn: self.urn.clone(),
+                stream_id: 0,
+                ephemeral,
+            });
+        }
+    }
+
+    /// Closes the channel and waits until every line has reached the engine.
+    pub async fn finish(&self) {
+        self.sender.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Diff plans only to learn whether anything is pending; its lines would repeat what
+/// the preview or update itself prints, so only warnings get through.
+pub(super) struct WarningsOnly(pub Arc<dyn Progress>);
+
+impl Progress for WarningsOnly {
+    fn status(&self, _: &str) {}
+    fn info(&self, _: &str) {}
+    fn warn(&self, message: &str) {
+        self.0.warn(message);
+    }
+}
+
+impl Progress for EngineLog {
+    fn status(&self, message: &str) {
+        self.send(LogSeverity::Info, message, true);
+    }
+    fn info(&self, message: &str) {
+        self.send(LogSeverity::Info, message, false);
+    }
+    fn warn(&self, message: &str) {
+        self.send(LogSeverity::Warning, message, false);
+    }
+}

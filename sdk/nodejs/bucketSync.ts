@@ -166,6 +166,8 @@ export class BucketSync extends pulumi.CustomResource {
             resourceInputs["verified"] = undefined /*out*/;
         }
         opts = pulumi.mergeOptions(utilities.resourceOptsDefaults(), opts);
+        const replaceOnChanges = { replaceOnChanges: ["sourceBucket", "sourcePrefix", "targetBucket", "targetPrefix"] };
+        opts = pulumi.mergeOptions(opts, replaceOnChanges);
         super(BucketSync.__pulumiType, name, resourceInputs, opts);
     }
 }

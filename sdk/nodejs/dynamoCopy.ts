@@ -196,6 +196,8 @@ export class DynamoCopy extends pulumi.CustomResource {
             resourceInputs["writeOrder"] = undefined /*out*/;
         }
         opts = pulumi.mergeOptions(utilities.resourceOptsDefaults(), opts);
+        const replaceOnChanges = { replaceOnChanges: ["sourceTable", "targetTable"] };
+        opts = pulumi.mergeOptions(opts, replaceOnChanges);
         super(DynamoCopy.__pulumiType, name, resourceInputs, opts);
     }
 }

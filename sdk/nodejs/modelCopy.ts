@@ -127,6 +127,8 @@ export class ModelCopy extends pulumi.CustomResource {
             resourceInputs["verified"] = undefined /*out*/;
         }
         opts = pulumi.mergeOptions(utilities.resourceOptsDefaults(), opts);
+        const replaceOnChanges = { replaceOnChanges: ["checkpoint", "runId", "sourceBucket", "targetBucket"] };
+        opts = pulumi.mergeOptions(opts, replaceOnChanges);
         super(ModelCopy.__pulumiType, name, resourceInputs, opts);
     }
 }

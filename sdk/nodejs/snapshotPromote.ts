@@ -175,6 +175,8 @@ export class SnapshotPromote extends pulumi.CustomResource {
             resourceInputs["verified"] = undefined /*out*/;
         }
         opts = pulumi.mergeOptions(utilities.resourceOptsDefaults(), opts);
+        const replaceOnChanges = { replaceOnChanges: ["sourceBucket", "targetBucket"] };
+        opts = pulumi.mergeOptions(opts, replaceOnChanges);
         super(SnapshotPromote.__pulumiType, name, resourceInputs, opts);
     }
 }

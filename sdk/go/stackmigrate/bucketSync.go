@@ -71,6 +71,13 @@ func NewBucketSync(ctx *pulumi.Context,
 	if args.TargetPrefix == nil {
 		args.TargetPrefix = pulumi.StringPtr("")
 	}
+	replaceOnChanges := pulumi.ReplaceOnChanges([]string{
+		"sourceBucket",
+		"sourcePrefix",
+		"targetBucket",
+		"targetPrefix",
+	})
+	opts = append(opts, replaceOnChanges)
 	opts = internal.PkgResourceDefaultOpts(opts)
 	var resource BucketSync
 	err := ctx.RegisterResource("stackmigrate:index:BucketSync", name, args, &resource, opts...)

@@ -81,6 +81,11 @@ func NewDynamoCopy(ctx *pulumi.Context,
 	if args.TypeAttribute == nil {
 		args.TypeAttribute = pulumi.StringPtr("TYPE")
 	}
+	replaceOnChanges := pulumi.ReplaceOnChanges([]string{
+		"sourceTable",
+		"targetTable",
+	})
+	opts = append(opts, replaceOnChanges)
 	opts = internal.PkgResourceDefaultOpts(opts)
 	var resource DynamoCopy
 	err := ctx.RegisterResource("stackmigrate:index:DynamoCopy", name, args, &resource, opts...)

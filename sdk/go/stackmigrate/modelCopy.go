@@ -56,6 +56,13 @@ func NewModelCopy(ctx *pulumi.Context,
 	if args.RunsPrefix == nil {
 		args.RunsPrefix = pulumi.StringPtr("runs/")
 	}
+	replaceOnChanges := pulumi.ReplaceOnChanges([]string{
+		"checkpoint",
+		"runId",
+		"sourceBucket",
+		"targetBucket",
+	})
+	opts = append(opts, replaceOnChanges)
 	opts = internal.PkgResourceDefaultOpts(opts)
 	var resource ModelCopy
 	err := ctx.RegisterResource("stackmigrate:index:ModelCopy", name, args, &resource, opts...)

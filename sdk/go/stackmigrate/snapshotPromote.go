@@ -87,6 +87,11 @@ func NewSnapshotPromote(ctx *pulumi.Context,
 	if args.SnapshotPrefix == nil {
 		args.SnapshotPrefix = pulumi.StringPtr("{collection}/snapshot/timestamped/")
 	}
+	replaceOnChanges := pulumi.ReplaceOnChanges([]string{
+		"sourceBucket",
+		"targetBucket",
+	})
+	opts = append(opts, replaceOnChanges)
 	opts = internal.PkgResourceDefaultOpts(opts)
 	var resource SnapshotPromote
 	err := ctx.RegisterResource("stackmigrate:index:SnapshotPromote", name, args, &resource, opts...)

@@ -292,6 +292,8 @@ class BucketSync(pulumi.CustomResource):
             __props__.__dict__["objects_scanned"] = None
             __props__.__dict__["objects_skipped"] = None
             __props__.__dict__["verified"] = None
+        replace_on_changes = pulumi.ResourceOptions(replace_on_changes=["sourceBucket", "sourcePrefix", "targetBucket", "targetPrefix"])
+        opts = pulumi.ResourceOptions.merge(opts, replace_on_changes)
         super(BucketSync, __self__).__init__(
             'stackmigrate:index:BucketSync',
             resource_name,

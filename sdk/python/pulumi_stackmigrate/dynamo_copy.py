@@ -356,6 +356,8 @@ class DynamoCopy(pulumi.CustomResource):
             __props__.__dict__["journal_uri"] = None
             __props__.__dict__["rewrites"] = None
             __props__.__dict__["verified"] = None
+        replace_on_changes = pulumi.ResourceOptions(replace_on_changes=["sourceTable", "targetTable"])
+        opts = pulumi.ResourceOptions.merge(opts, replace_on_changes)
         super(DynamoCopy, __self__).__init__(
             'stackmigrate:index:DynamoCopy',
             resource_name,

@@ -243,6 +243,8 @@ class ModelCopy(pulumi.CustomResource):
             __props__.__dict__["journal_uri"] = None
             __props__.__dict__["model_uri"] = None
             __props__.__dict__["verified"] = None
+        replace_on_changes = pulumi.ResourceOptions(replace_on_changes=["checkpoint", "runId", "sourceBucket", "targetBucket"])
+        opts = pulumi.ResourceOptions.merge(opts, replace_on_changes)
         super(ModelCopy, __self__).__init__(
             'stackmigrate:index:ModelCopy',
             resource_name,

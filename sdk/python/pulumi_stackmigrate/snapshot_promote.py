@@ -385,6 +385,8 @@ class SnapshotPromote(pulumi.CustomResource):
             __props__.__dict__["previous_pointers"] = None
             __props__.__dict__["promoted"] = None
             __props__.__dict__["verified"] = None
+        replace_on_changes = pulumi.ResourceOptions(replace_on_changes=["sourceBucket", "targetBucket"])
+        opts = pulumi.ResourceOptions.merge(opts, replace_on_changes)
         super(SnapshotPromote, __self__).__init__(
             'stackmigrate:index:SnapshotPromote',
             resource_name,

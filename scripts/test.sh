@@ -17,15 +17,20 @@ cargo clippy --all-targets -- -D warnings
 
 step "unit tests"
 cargo build
-cargo test
+cargo test -- --skip harness::
 
 step "SDKs: generated from the schema, built with each language's toolchain"
 scripts/sdks.sh --check
 time scripts/sdks.sh --build
 
-step "end-to-end tests"
+step "local services"
 # Services of their own, so a developer's running demo is not touched.
 export STACKMIGRATE_RUN=${STACKMIGRATE_RUN:-/tmp/stackmigrate-test-$$}
 trap 'scripts/services.sh stop' EXIT
 eval "$(scripts/services.sh start)"
+
+step "in-process tests: the provider's gRPC service against the local services"
+cargo test harness::
+
+step "end-to-end tests through the pulumi CLI"
 "$venv/bin/python" -m pytest tests -q -p no:cacheprovider "$@"

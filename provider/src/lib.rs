@@ -6,6 +6,8 @@
 pub mod config;
 pub mod copy;
 pub mod functions;
+#[cfg(test)]
+mod harness;
 pub mod registry;
 pub mod resources;
 pub mod schema;

@@ -19,17 +19,24 @@ pub(crate) const REPLACES_ON_CHANGE: &str = "x-replace-on-change";
 pub(crate) const PENDING: &str = "x-pending";
 pub(crate) const SECRET: &str = "x-secret";
 
-/// Every resource and function this provider serves: adding one is adding a line here.
+/// Everything this provider serves.
 pub fn all() -> Registry {
-    Registry::new(
-        vec![
-            Box::new(bucket_sync::BucketSync),
-            Box::new(dynamo_copy::DynamoCopy),
-            Box::new(snapshot_promote::SnapshotPromote),
-            Box::new(model_copy::ModelCopy),
-        ],
-        vec![Box::new(functions::get_stack_outputs::GetStackOutputs)],
-    )
+    Registry::new(all_resources(), all_functions())
+}
+
+/// Every resource: adding one is adding a line here.
+pub fn all_resources() -> Vec<Box<dyn Resource>> {
+    vec![
+        Box::new(bucket_sync::BucketSync),
+        Box::new(dynamo_copy::DynamoCopy),
+        Box::new(snapshot_promote::SnapshotPromote),
+        Box::new(model_copy::ModelCopy),
+    ]
+}
+
+/// Every function: adding one is adding a line here.
+pub fn all_functions() -> Vec<Box<dyn Function>> {
+    vec![Box::new(functions::get_stack_outputs::GetStackOutputs)]
 }
 
 /// A resource with the schemas and metadata read from its types.

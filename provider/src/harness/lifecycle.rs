@@ -1,0 +1,180 @@
+//! The lifecycle policy of the real resources, through the gRPC service: what preview
+//! writes (nothing), what Diff answers for each kind of change, what Create and Update
+//! copy, and what Delete restores.
+
+use std::collections::BTreeMap;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use serde_json::json;
+
+use super::{unique, Harness};
+
+fn urn(kind: &str) -> String {
+    format!(
+        "urn:pulumi:test::harness::stackmigrate:index:{kind}::{}",
+        unique("r")
+    )
+}
+
+#[tokio::test]
+async fn bucket_sync_previews_copies_diffs_replaces_and_rolls_back() {
+    let h = Harness::new().await;
+    let (source, target) = (h.bucket("dev").await, h.bucket("prod").await);
+    for key in ["a.png", "b.png", "skip.json"] {
+        h.put(&source, key, &format!("dev {key}")).await;
+    }
+    h.put(&target, "a.png", "prod's own a").await;
+    let before = h.contents(&target).await;
+    let urn = urn("BucketSync");
+    let inputs = json!({"sourceBucket": source, "targetBucket": target, "exclude": ["*.json"]});
+
+    let bad = json!({"sourceBucket": source, "targetBucket": target, "exclude": ["[ab"]});
+    let failures = h.check(&urn, bad).await;
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert_eq!(failures[0].0, "exclude[0]");
+    assert!(h.check(&urn, inputs.clone()).await.is_empty());
+
+    let (id, planned) = h.create(&urn, inputs.clone(), true).await.unwrap();
+    assert!(id.is_empty(), "a preview has no ID");
+    assert_eq!(planned["objectsCopied"], 2);
+    assert_eq!(planned["objectsOverwritten"], 1);
+    assert_eq!(planned["objectsExcluded"], 1);
+    assert_eq!(h.contents(&target).await, before, "preview wrote");
+
+    let (id, state) = h.create(&urn, inputs.clone(), false).await.unwrap();
+    assert_eq!(
+        id,
+        crate::resources::journal_path(&urn),
+        "the ID names the journal"
+    );
+    assert_eq!(state["verified"], true);
+    assert_eq!(
+        h.contents(&target).await,
+        [
+            ("a.png".to_string(), "dev a.png".to_string()),
+            ("b.png".to_string(), "dev b.png".to_string())
+        ]
+    );
+
+    let unchanged = h.diff(&urn, (&inputs, &state), inputs.clone()).await;
+    assert!(!unchanged.changed, "{unchanged:?}");
+
+    h.put(&source, "c.png", "dev c.png").await;
+    let lagging = h.diff(&urn, (&inputs, &state), inputs.clone()).await;
+    assert!(
+        lagging.changed && lagging.replaces.is_empty(),
+        "{lagging:?}"
+    );
+    assert_eq!(
+        lagging.detailed,
+        [("objectsCopied".to_string(), false, false)]
+    );
+    let planned = h.update(&urn, &state, inputs.clone(), true).await.unwrap();
+    assert_eq!(planned["objectsCopied"], 1);
+    assert_eq!(h.contents(&target).await.len(), 2, "preview wrote");
+    let state = h.update(&urn, &state, inputs.clone(), false).await.unwrap();
+    assert_eq!(state["objectsCopied"], 1);
+    assert_eq!(h.contents(&target).await.len(), 3);
+
+    let filters = json!({"sourceBucket": source, "targetBucket": target, "exclude": []});
+    let updated = h.diff(&urn, (&inputs, &state), filters).await;
+    assert_eq!(updated.detailed, [("exclude".to_string(), false, true)]);
+    let moved = json!({"sourceBucket": source, "targetBucket": target, "exclude": ["*.json"], "targetPrefix": "v2/"});
+    let replaced = h.diff(&urn, (&inputs, &state), moved).await;
+    assert_eq!(replaced.replaces, ["targetPrefix"]);
+
+    h.delete(&urn, &state).await.unwrap();
+    assert_eq!(h.contents(&target).await, before, "rollback restores prod");
+}
+
+fn item(pk: &str, sk: &str, kind: &str, value: &str) -> BTreeMap<String, AttributeValue> {
+    [("PK", pk), ("SK", sk), ("TYPE", kind), ("value", value)]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), AttributeValue::S(v.to_string())))
+        .collect()
+}
+
+async fn items(h: &Harness, table: &str) -> Vec<BTreeMap<String, AttributeValue>> {
+    let out = h
+        .clients
+        .dynamodb()
+        .await
+        .scan()
+        .table_name(table)
+        .consistent_read(true)
+        .send()
+        .await
+        .expect("scan");
+    let mut items: Vec<BTreeMap<String, AttributeValue>> = out
+        .items()
+        .iter()
+        .map(|i| i.clone().into_iter().collect())
+        .collect();
+    items.sort_by_key(|i| format!("{:?}{:?}", i["PK"], i["SK"]));
+    items
+}
+
+#[tokio::test]
+async fn dynamo_copy_refuses_unknown_types_copies_and_restores_overwritten_items() {
+    let h = Harness::new().await;
+    let (source, target) = (h.table("dev").await, h.table("prod").await);
+    let dynamodb = h.clients.dynamodb().await;
+    let put = |table: &str, item: BTreeMap<String, AttributeValue>| {
+        dynamodb
+            .put_item()
+            .table_name(table)
+            .set_item(Some(item.into_iter().collect()))
+            .send()
+    };
+    put(&source, item("R#1", "RECEIPT", "RECEIPT", "dev 1"))
+        .await
+        .unwrap();
+    put(&source, item("R#2", "RECEIPT", "RECEIPT", "dev 2"))
+        .await
+        .unwrap();
+    put(&source, item("J#1", "JOB", "JOB", "job"))
+        .await
+        .unwrap();
+    put(&target, item("R#1", "RECEIPT", "RECEIPT", "prod 1"))
+        .await
+        .unwrap();
+    let before = items(&h, &target).await;
+    let urn = urn("DynamoCopy");
+
+    let typo = json!({"sourceTable": source, "targetTable": target, "excludeTypes": ["JOBS"]});
+    let err = h.create(&urn, typo, true).await.unwrap_err();
+    assert!(err.contains("\"JOBS\" in excludeTypes"), "{err}");
+
+    let inputs = json!({"sourceTable": source, "targetTable": target, "excludeTypes": ["JOB"], "onConflict": "overwrite"});
+    let (_, planned) = h.create(&urn, inputs.clone(), true).await.unwrap();
+    assert_eq!(
+        (
+            &planned["itemsCopied"],
+            &planned["itemsOverwritten"],
+            &planned["itemsFiltered"]
+        ),
+        (&json!(2), &json!(1), &json!(1))
+    );
+    assert_eq!(items(&h, &target).await, before, "preview wrote");
+
+    let (_, state) = h.create(&urn, inputs.clone(), false).await.unwrap();
+    assert_eq!(state["verified"], true);
+    let copied = items(&h, &target).await;
+    assert_eq!(copied.len(), 2);
+    assert!(copied
+        .iter()
+        .all(|i| i["value"].as_s().unwrap().starts_with("dev")));
+
+    assert!(
+        !h.diff(&urn, (&inputs, &state), inputs.clone())
+            .await
+            .changed
+    );
+    let retarget =
+        json!({"sourceTable": source, "targetTable": "elsewhere", "excludeTypes": ["JOB"]});
+    let replaced = h.diff(&urn, (&inputs, &state), retarget).await;
+    assert_eq!(replaced.replaces, ["targetTable"]);
+
+    h.delete(&urn, &state).await.unwrap();
+    assert_eq!(items(&h, &target).await, before, "rollback restores prod");
+}

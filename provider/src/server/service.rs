@@ -1,0 +1,388 @@
+//! The ResourceProvider service: each request decoded, handed to the registered
+//! resource or function, and its answer encoded.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use pulumi_gestalt_proto::pulumi::pulumirpc::{
+    self as rpc, diff_response::DiffChanges, property_diff::Kind,
+    resource_provider_server::ResourceProvider,
+};
+use tonic::{Request, Response, Status};
+
+use super::log::WarningsOnly;
+use super::{failure, Configured, Provider};
+use crate::config::ProviderConfig;
+use crate::functions::Answer;
+use crate::resources::diff::{self, Change};
+use crate::resources::{journal_path, Context};
+use crate::schema;
+use crate::stacks::Stacks;
+use crate::wire::Props;
+
+#[tonic::async_trait]
+impl ResourceProvider for Provider {
+    async fn handshake(
+        &self,
+        request: Request<rpc::ProviderHandshakeRequest>,
+    ) -> Result<Response<rpc::ProviderHandshakeResponse>, Status> {
+        let request = request.into_inner();
+        if !request.engine_address.is_empty() {
+            *self.engine.write().unwrap_or_else(|e| e.into_inner()) = Some(request.engine_address);
+        }
+        // Stack names are read with the CLI from the program's directory, as a user would.
+        if let Some(directory) = request.program_directory.filter(|d| !d.is_empty()) {
+            *self.stacks.write().unwrap_or_else(|e| e.into_inner()) =
+                Arc::new(Stacks::new(directory));
+        }
+        Ok(Response::new(rpc::ProviderHandshakeResponse {
+            accept_secrets: true,
+            accept_resources: true,
+            accept_outputs: false,
+            supports_autonaming_configuration: false,
+        }))
+    }
+
+    async fn parameterize(
+        &self,
+        _: Request<rpc::ParameterizeRequest>,
+    ) -> Result<Response<rpc::ParameterizeResponse>, Status> {
+        Err(Status::unimplemented("stackmigrate takes no parameters"))
+    }
+
+    async fn get_schema(
+        &self,
+        _: Request<rpc::GetSchemaRequest>,
+    ) -> Result<Response<rpc::GetSchemaResponse>, Status> {
+        let schema = self
+            .schema
+            .get_or_init(|| schema::package_schema_text(&self.registry))
+            .clone();
+        Ok(Response::new(rpc::GetSchemaResponse { schema }))
+    }
+
+    async fn check_config(
+        &self,
+        request: Request<rpc::CheckRequest>,
+    ) -> Result<Response<rpc::CheckResponse>, Status> {
+        let request = request.into_inner();
+        let news = Props::decode(request.news.as_ref());
+        let failures = if news.has_unknowns() {
+            Vec::new()
+        } else {
+            match ProviderConfig::from_props(&news.value) {
+                Ok(_) => Vec::new(),
+                Err(err) => vec![failure("", &format!("{err:#}"))],
+            }
+        };
+        Ok(Response::new(rpc::CheckResponse {
+            inputs: request.news,
+            failures,
+        }))
+    }
+
+    async fn diff_config(
+        &self,
+        request: Request<rpc::DiffRequest>,
+    ) -> Result<Response<rpc::DiffResponse>, Status> {
+        let request = request.into_inner();
+        let old = Props::decode(request.old_inputs.as_ref().or(request.olds.as_ref()));
+        let new = Props::decode(request.news.as_ref());
+        let mut diffs: Vec<String> = old
+            .value
+            .keys()
+            .chain(new.value.keys())
+            .filter(|k| old.value.get(*k) != new.value.get(*k))
+            .cloned()
+            .collect();
+        diffs.sort();
+        diffs.dedup();
+        let changes = if diffs.is_empty() {
+            DiffChanges::DiffNone
+        } else {
+            DiffChanges::DiffSome
+        };
+        Ok(Response::new(rpc::DiffResponse {
+            changes: changes as i32,
+            diffs,
+            ..Default::default()
+        }))
+    }
+
+    async fn configure(
+        &self,
+        request: Request<rpc::ConfigureRequest>,
+    ) -> Result<Response<rpc::ConfigureResponse>, Status> {
+        let request = request.into_inner();
+        let props = match &request.args {
+            Some(args) => Props::decode(Some(args)).value,
+            // Older engines send `pkg:config:key` strings.
+            None => request
+                .variables
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.rsplit(':').next().unwrap_or(k).to_string(),
+                        serde_json::Value::String(v.clone()),
+                    )
+                })
+                .collect(),
+        };
+        let config = ProviderConfig::from_props(&props)
+            .map_err(|e| Status::invalid_argument(format!("{e:#}")))?;
+        *self.configured.write().unwrap_or_else(|e| e.into_inner()) = Configured::new(config);
+        Ok(Response::new(rpc::ConfigureResponse {
+            accept_secrets: true,
+            supports_preview: true,
+            accept_resources: true,
+            accept_outputs: false,
+            supports_autonaming_configuration: false,
+        }))
+    }
+
+    async fn invoke(
+        &self,
+        request: Request<rpc::InvokeRequest>,
+    ) -> Result<Response<rpc::InvokeResponse>, Status> {
+        let request = request.into_inner();
+        let Some(function) = self.registry.function(&request.tok) else {
+            return Err(Status::invalid_argument(format!(
+                "unknown function {:?}; this provider has {}",
+                request.tok,
+                self.registry.tokens().join(", ")
+            )));
+        };
+        let args = Props::decode(request.args.as_ref());
+        let answer = self
+            .with_context(
+                "",
+                |ctx| async move { function.invoke(&ctx, &args.value).await },
+            )
+            .await
+            .map_err(|status| Status::invalid_argument(status.message()))?;
+        Ok(Response::new(match answer {
+            Answer::Outputs(outputs) => rpc::InvokeResponse {
+                // Secrets inside the outputs are marked in the engine's own encoding.
+                r#return: Some(
+                    Props {
+                        value: outputs,
+                        secret_keys: Default::default(),
+                    }
+                    .encode(),
+                ),
+                failures: Vec::new(),
+            },
+            Answer::Failures(failures) => rpc::InvokeResponse {
+                r#return: None,
+                failures: failures
+                    .iter()
+                    .map(|f| failure(&f.property, &f.reason))
+                    .collect(),
+            },
+        }))
+    }
+
+    async fn call(
+        &self,
+        _: Request<rpc::CallRequest>,
+    ) -> Result<Response<rpc::CallResponse>, Status> {
+        Err(Status::unimplemented("stackmigrate has no methods"))
+    }
+
+    async fn check(
+        &self,
+        request: Request<rpc::CheckRequest>,
+    ) -> Result<Response<rpc::CheckResponse>, Status> {
+        let request = request.into_inner();
+        let resource = self.resource(&request.r#type, &request.urn)?;
+        let news = Props::decode(request.news.as_ref());
+        // Values only known at apply time are checked then; a preview must not fail on them.
+        let failures = if news.has_unknowns() {
+            Vec::new()
+        } else {
+            resource
+                .resource
+                .check(&news.value)
+                .into_iter()
+                .map(|f| failure(&f.property, &f.reason))
+                .collect()
+        };
+        Ok(Response::new(rpc::CheckResponse {
+            inputs: request.news,
+            failures,
+        }))
+    }
+
+    async fn diff(
+        &self,
+        request: Request<rpc::DiffRequest>,
+    ) -> Result<Response<rpc::DiffResponse>, Status> {
+        let request = request.into_inner();
+        let resource = self.resource(&request.r#type, &request.urn)?;
+        let old = Props::decode(request.old_inputs.as_ref().or(request.olds.as_ref()));
+        let new = Props::decode(request.news.as_ref());
+        let mut changes = diff::input_changes(resource, &old.value, &new.value);
+        // Unchanged inputs: the resource is still out of date when the source has data
+        // the target lacks. Asking costs listings, which is what a sync's preview is.
+        if changes.is_empty() && !new.has_unknowns() {
+            let (planned, pending) = self
+                .with_context(&request.urn, |ctx| async move {
+                    let ctx = Context {
+                        progress: Arc::new(WarningsOnly(ctx.progress.clone())),
+                        ..ctx
+                    };
+                    resource.resource.plan(&ctx, &new.value).await
+                })
+                .await?;
+            // Names read from stack outputs can change while the inputs do not.
+            let last = Props::decode(request.olds.as_ref());
+            changes = diff::plan_changes(resource, &last.value, &planned, pending);
+        }
+        let replaces: Vec<String> = changes
+            .iter()
+            .filter(|c| c.replace)
+            .map(|c| c.property.clone())
+            .collect();
+        let detailed_diff: HashMap<String, rpc::PropertyDiff> = changes
+            .into_iter()
+            .map(
+                |Change {
+                     property,
+                     replace,
+                     input,
+                 }| {
+                    let kind = if replace {
+                        Kind::UpdateReplace
+                    } else {
+                        Kind::Update
+                    };
+                    let diff = rpc::PropertyDiff {
+                        kind: kind as i32,
+                        input_diff: input,
+                    };
+                    (property, diff)
+                },
+            )
+            .collect();
+        let mut diffs: Vec<String> = detailed_diff.keys().cloned().collect();
+        diffs.sort();
+        let changes = if diffs.is_empty() {
+            DiffChanges::DiffNone
+        } else {
+            DiffChanges::DiffSome
+        };
+        Ok(Response::new(rpc::DiffResponse {
+            replaces,
+            stables: Vec::new(),
+            // Old and new copies share the resource's journal (it is keyed by URN), so
+            // the old one is rolled back before the new one starts.
+            delete_before_replace: true,
+            changes: changes as i32,
+            diffs,
+            detailed_diff,
+            has_detailed_diff: true,
+        }))
+    }
+
+    async fn create(
+        &self,
+        request: Request<rpc::CreateRequest>,
+    ) -> Result<Response<rpc::CreateResponse>, Status> {
+        let request = request.into_inner();
+        let resource = self.resource(&request.r#type, &request.urn)?;
+        let inputs = Props::decode(request.properties.as_ref());
+        let state = self
+            .run(resource, &request.urn, &inputs, request.preview)
+            .await?;
+        Ok(Response::new(rpc::CreateResponse {
+            id: if request.preview {
+                String::new()
+            } else {
+                journal_path(&request.urn)
+            },
+            properties: Some(state),
+            refresh_before_update: false,
+        }))
+    }
+
+    async fn read(
+        &self,
+        request: Request<rpc::ReadRequest>,
+    ) -> Result<Response<rpc::ReadResponse>, Status> {
+        // The state already says what the last run did; refresh keeps it.
+        let request = request.into_inner();
+        Ok(Response::new(rpc::ReadResponse {
+            id: request.id,
+            properties: request.properties,
+            inputs: request.inputs,
+            refresh_before_update: false,
+        }))
+    }
+
+    async fn update(
+        &self,
+        request: Request<rpc::UpdateRequest>,
+    ) -> Result<Response<rpc::UpdateResponse>, Status> {
+        let request = request.into_inner();
+        let resource = self.resource(&request.r#type, &request.urn)?;
+        let inputs = Props::decode(request.news.as_ref());
+        let state = self
+            .run(resource, &request.urn, &inputs, request.preview)
+            .await?;
+        Ok(Response::new(rpc::UpdateResponse {
+            properties: Some(state),
+            refresh_before_update: false,
+        }))
+    }
+
+    async fn delete(&self, request: Request<rpc::DeleteRequest>) -> Result<Response<()>, Status> {
+        let request = request.into_inner();
+        let resource = self.resource(&request.r#type, &request.urn)?;
+        // The state, not the inputs: it holds the names the last run resolved.
+        let state = Props::decode(request.properties.as_ref());
+        self.with_context(&request.urn, |ctx| async move {
+            resource.resource.rollback(&ctx, &state.value).await
+        })
+        .await?;
+        Ok(Response::new(()))
+    }
+
+    async fn construct(
+        &self,
+        _: Request<rpc::ConstructRequest>,
+    ) -> Result<Response<rpc::ConstructResponse>, Status> {
+        Err(Status::unimplemented(
+            "stackmigrate has no component resources",
+        ))
+    }
+
+    async fn cancel(&self, _: Request<()>) -> Result<Response<()>, Status> {
+        // Nothing to stop gracefully: every write is journalled first, so the engine may
+        // end this process at any point and the next `pulumi up` resumes.
+        Ok(Response::new(()))
+    }
+
+    async fn get_plugin_info(&self, _: Request<()>) -> Result<Response<rpc::PluginInfo>, Status> {
+        Ok(Response::new(rpc::PluginInfo {
+            version: schema::VERSION.to_string(),
+        }))
+    }
+
+    async fn attach(&self, _: Request<rpc::PluginAttach>) -> Result<Response<()>, Status> {
+        Err(Status::unimplemented("attach is not supported"))
+    }
+
+    async fn get_mapping(
+        &self,
+        _: Request<rpc::GetMappingRequest>,
+    ) -> Result<Response<rpc::GetMappingResponse>, Status> {
+        Ok(Response::new(rpc::GetMappingResponse::default()))
+    }
+
+    async fn get_mappings(
+        &self,
+        _: Request<rpc::GetMappingsRequest>,
+    ) -> Result<Response<rpc::GetMappingsResponse>, Status> {
+        Ok(Response::new(rpc::GetMappingsResponse::default()))
+    }
+}

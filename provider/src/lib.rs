@@ -1,16 +1,18 @@
 //! stackmigrate: a Pulumi resource provider that moves data between stacks.
 //!
-//! Data flows one way: engine -> `server` (protocol) -> `resources` (what each resource
-//! means) -> `copy` (engines, no Pulumi types) -> AWS clients.
+//! Data flows one way: engine -> `server` (protocol) -> `registry` (which resource or
+//! function) -> `resources` and `functions` (what each one means) -> `copy` (engines,
+//! no Pulumi types) -> AWS clients. Public are only the parts the plugin binary and the
+//! benchmark (`bench/engine`) use.
 
-pub mod config;
+pub(crate) mod config;
 pub mod copy;
-pub mod functions;
+pub(crate) mod functions;
 #[cfg(test)]
 mod harness;
 pub mod registry;
-pub mod resources;
+pub(crate) mod resources;
 pub mod schema;
 pub mod server;
-pub mod stacks;
-pub mod wire;
+pub(crate) mod stacks;
+pub(crate) mod wire;

@@ -25,7 +25,7 @@ pub fn all() -> Registry {
 }
 
 /// Every resource: adding one is adding a line here.
-pub fn all_resources() -> Vec<Box<dyn Resource>> {
+pub(crate) fn all_resources() -> Vec<Box<dyn Resource>> {
     vec![
         Box::new(bucket_sync::BucketSync),
         Box::new(dynamo_copy::DynamoCopy),
@@ -35,12 +35,12 @@ pub fn all_resources() -> Vec<Box<dyn Resource>> {
 }
 
 /// Every function: adding one is adding a line here.
-pub fn all_functions() -> Vec<Box<dyn Function>> {
+pub(crate) fn all_functions() -> Vec<Box<dyn Function>> {
     vec![Box::new(functions::get_stack_outputs::GetStackOutputs)]
 }
 
 /// A resource with the schemas and metadata read from its types.
-pub struct Registered {
+pub(crate) struct Registered {
     pub resource: Box<dyn Resource>,
     pub inputs: Value,
     pub outputs: Value,
@@ -83,7 +83,7 @@ impl Registered {
         }
     }
 
-    pub fn replaces(&self, property: &str) -> bool {
+    pub(crate) fn replaces(&self, property: &str) -> bool {
         self.replace_on_change.iter().any(|p| p == property)
     }
 }
@@ -94,7 +94,10 @@ pub struct Registry {
 }
 
 impl Registry {
-    pub fn new(resources: Vec<Box<dyn Resource>>, functions: Vec<Box<dyn Function>>) -> Self {
+    pub(crate) fn new(
+        resources: Vec<Box<dyn Resource>>,
+        functions: Vec<Box<dyn Function>>,
+    ) -> Self {
         Registry {
             resources: resources
                 .into_iter()
@@ -104,25 +107,25 @@ impl Registry {
         }
     }
 
-    pub fn resource(&self, token: &str) -> Option<&Registered> {
+    pub(crate) fn resource(&self, token: &str) -> Option<&Registered> {
         self.resources.get(token)
     }
 
-    pub fn function(&self, token: &str) -> Option<&dyn Function> {
+    pub(crate) fn function(&self, token: &str) -> Option<&dyn Function> {
         self.functions.get(token).map(|f| f.as_ref())
     }
 
     /// In token order.
-    pub fn resources(&self) -> impl Iterator<Item = &Registered> {
+    pub(crate) fn resources(&self) -> impl Iterator<Item = &Registered> {
         self.resources.values()
     }
 
-    pub fn functions(&self) -> impl Iterator<Item = &dyn Function> {
+    pub(crate) fn functions(&self) -> impl Iterator<Item = &dyn Function> {
         self.functions.values().map(|f| f.as_ref())
     }
 
     /// Every token, for messages naming what exists.
-    pub fn tokens(&self) -> Vec<&'static str> {
+    pub(crate) fn tokens(&self) -> Vec<&'static str> {
         self.resources
             .keys()
             .chain(self.functions.keys())

@@ -9,7 +9,7 @@ use crate::functions::Function;
 use crate::registry::{Registered, Registry, SECRET};
 use crate::resources::schema_of;
 
-pub const PACKAGE: &str = "stackmigrate";
+pub(crate) const PACKAGE: &str = "stackmigrate";
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 struct Converter<'a> {
@@ -204,7 +204,7 @@ fn function_spec(function: &dyn Function, types: &mut Map<String, Value>) -> Val
 }
 
 /// The whole package schema of a registry's resources and functions.
-pub fn package_schema(registry: &Registry) -> Value {
+pub(crate) fn package_schema(registry: &Registry) -> Value {
     let mut types = Map::new();
     let mut resource_specs = Map::new();
     for registered in registry.resources() {

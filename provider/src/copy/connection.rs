@@ -58,7 +58,7 @@ impl Connection {
     }
 
     /// Where DynamoDB requests go, for messages.
-    pub fn describe_dynamodb(&self) -> String {
+    pub(crate) fn describe_dynamodb(&self) -> String {
         match (self.effective_dynamodb_endpoint(), &self.region) {
             (Some(endpoint), _) => endpoint.to_string(),
             (None, Some(region)) => format!("AWS DynamoDB in {region}"),
@@ -67,7 +67,7 @@ impl Connection {
     }
 
     /// Where S3 requests go, for messages: the endpoint or the region.
-    pub fn describe_s3(&self) -> String {
+    pub(crate) fn describe_s3(&self) -> String {
         match (self.effective_s3_endpoint(), &self.region) {
             (Some(endpoint), _) => endpoint.to_string(),
             (None, Some(region)) => format!("AWS S3 in {region}"),
@@ -147,7 +147,7 @@ impl Connection {
 
     /// True when both sides reach the same DynamoDB service and account, where one
     /// table name means one table.
-    pub fn same_dynamodb_as(&self, other: &Connection) -> bool {
+    pub(crate) fn same_dynamodb_as(&self, other: &Connection) -> bool {
         self.effective_dynamodb_endpoint() == other.effective_dynamodb_endpoint()
             && self.region == other.region
             && self.profile == other.profile
@@ -157,7 +157,7 @@ impl Connection {
 
     /// True when both sides reach the same S3 service with the same identity, so an
     /// object can be copied server side instead of streamed through this process.
-    pub fn same_s3_as(&self, other: &Connection) -> bool {
+    pub(crate) fn same_s3_as(&self, other: &Connection) -> bool {
         self.effective_s3_endpoint() == other.effective_s3_endpoint()
             && self.region == other.region
             && self.profile == other.profile

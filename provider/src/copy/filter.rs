@@ -53,7 +53,7 @@ impl KeyFilter {
         Ok(KeyFilter { rules })
     }
 
-    pub fn matches(&self, relative_key: &str) -> bool {
+    pub(crate) fn matches(&self, relative_key: &str) -> bool {
         self.rules
             .iter()
             .rev()

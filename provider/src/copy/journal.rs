@@ -99,7 +99,7 @@ impl Journal {
         Ok(journal)
     }
 
-    pub fn uri(&self) -> &str {
+    pub(crate) fn uri(&self) -> &str {
         &self.uri
     }
 
@@ -133,7 +133,7 @@ impl Journal {
     }
 
     /// Durably records `records` as one segment. Returns once they are stored.
-    pub async fn append<T: Serialize>(&self, records: &[T]) -> Result<()> {
+    pub(crate) async fn append<T: Serialize>(&self, records: &[T]) -> Result<()> {
         if records.is_empty() {
             return Ok(());
         }
@@ -156,7 +156,10 @@ impl Journal {
 
     /// Calls `apply` with each record and its segment's sequence number, in the order
     /// they were written, one segment in memory at a time.
-    pub async fn replay<T: DeserializeOwned>(&self, mut apply: impl FnMut(u64, T)) -> Result<()> {
+    pub(crate) async fn replay<T: DeserializeOwned>(
+        &self,
+        mut apply: impl FnMut(u64, T),
+    ) -> Result<()> {
         for (seq, name) in self.segments().await? {
             let body = match &self.store {
                 Store::File(dir) => tokio::fs::read(dir.join("records").join(&name)).await?,
@@ -176,7 +179,12 @@ impl Journal {
 
     /// Saves the current content of `object` in `target` under `name`, before it is
     /// overwritten or deleted.
-    pub async fn backup(&self, name: &str, target: &Bucket, object: &ObjectInfo) -> Result<()> {
+    pub(crate) async fn backup(
+        &self,
+        name: &str,
+        target: &Bucket,
+        object: &ObjectInfo,
+    ) -> Result<()> {
         match &self.store {
             Store::S3 { bucket, prefix } => {
                 s3::server_side_copy(
@@ -205,7 +213,7 @@ impl Journal {
     }
 
     /// Writes the backup `name` back to `key` in `target`, with the headers it had.
-    pub async fn restore(
+    pub(crate) async fn restore(
         &self,
         name: &str,
         headers: &Headers,
@@ -237,7 +245,7 @@ impl Journal {
 
     /// Removes the whole journal of this resource, once its rollback is done.
     /// Stores a small named document beside the records, replacing any before it.
-    pub async fn write_note(&self, name: &str, body: Vec<u8>) -> Result<()> {
+    pub(crate) async fn write_note(&self, name: &str, body: Vec<u8>) -> Result<()> {
         match &self.store {
             Store::File(dir) => write_file_durably(&dir.join(name), &body).await,
             Store::S3 { bucket, prefix } => {
@@ -249,7 +257,7 @@ impl Journal {
     }
 
     /// A document `write_note` stored, or None.
-    pub async fn read_note(&self, name: &str) -> Result<Option<Vec<u8>>> {
+    pub(crate) async fn read_note(&self, name: &str) -> Result<Option<Vec<u8>>> {
         match &self.store {
             Store::File(dir) => match tokio::fs::read(dir.join(name)).await {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -265,7 +273,7 @@ impl Journal {
         }
     }
 
-    pub async fn clear(&self) -> Result<()> {
+    pub(crate) async fn clear(&self) -> Result<()> {
         match &self.store {
             Store::File(dir) => match tokio::fs::remove_dir_all(dir).await {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),

@@ -1,22 +1,22 @@
 //! The copy engines and what they share. Nothing here knows about Pulumi.
 
 pub mod connection;
-pub mod dynamodb;
+pub(crate) mod dynamodb;
 pub mod filter;
-pub mod item;
+pub(crate) mod item;
 pub mod journal;
-pub mod model;
+pub(crate) mod model;
 pub mod progress;
 pub mod s3;
-pub mod snapshot;
+pub(crate) mod snapshot;
 pub mod sync;
-pub mod table;
+pub(crate) mod table;
 
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 
 /// An AWS SDK error as one readable line: the service's code and message when it
 /// answered, the whole chain (connection refused, timeout...) when it did not.
-pub fn aws_error<E, R>(err: SdkError<E, R>) -> anyhow::Error
+pub(crate) fn aws_error<E, R>(err: SdkError<E, R>) -> anyhow::Error
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug + Send + Sync + 'static,

@@ -25,7 +25,7 @@ impl Progress for Silent {
 
 /// Counts done work and reports it at most once per interval, so a copy of a million
 /// objects does not send a million log lines.
-pub struct Meter<'a> {
+pub(crate) struct Meter<'a> {
     progress: &'a dyn Progress,
     what: String,
     total_items: u64,
@@ -39,7 +39,12 @@ pub struct Meter<'a> {
 const REPORT_EVERY: Duration = Duration::from_secs(1);
 
 impl<'a> Meter<'a> {
-    pub fn new(progress: &'a dyn Progress, what: &str, total_items: u64, total_bytes: u64) -> Self {
+    pub(crate) fn new(
+        progress: &'a dyn Progress,
+        what: &str,
+        total_items: u64,
+        total_bytes: u64,
+    ) -> Self {
         let now = Instant::now();
         Meter {
             progress,
@@ -53,7 +58,7 @@ impl<'a> Meter<'a> {
         }
     }
 
-    pub fn add(&self, items: u64, bytes: u64) {
+    pub(crate) fn add(&self, items: u64, bytes: u64) {
         self.items.fetch_add(items, Ordering::Relaxed);
         self.bytes.fetch_add(bytes, Ordering::Relaxed);
         let mut last = self.last_report.lock().unwrap_or_else(|e| e.into_inner());
@@ -64,7 +69,7 @@ impl<'a> Meter<'a> {
         }
     }
 
-    pub fn line(&self) -> String {
+    pub(crate) fn line(&self) -> String {
         let items = self.items.load(Ordering::Relaxed);
         let bytes = self.bytes.load(Ordering::Relaxed);
         let secs = self.started.elapsed().as_secs_f64().max(0.001);
@@ -79,7 +84,7 @@ impl<'a> Meter<'a> {
     }
 }
 
-pub fn human_bytes(bytes: u64) -> String {
+pub(crate) fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut value = bytes as f64;
     let mut unit = 0;

@@ -12,7 +12,7 @@ use aws_smithy_types::date_time::{DateTime, Format};
 use super::aws_error;
 use super::dynamodb::Table;
 use super::progress::Progress;
-use super::s3::{self, Bucket, Lister, ObjectInfo};
+use super::s3::{self, Bucket, Lister};
 
 /// The pointer's version, or None when the pointer does not exist.
 pub async fn read_pointer(bucket: &Bucket, key: &str) -> Result<Option<String>> {
@@ -117,7 +117,6 @@ pub const DATABASE: &str = "chroma.sqlite3";
 /// A snapshot directory that passed its checks.
 #[derive(Debug)]
 pub struct Snapshot {
-    pub files: Vec<ObjectInfo>,
     pub embeddings: u64,
 }
 
@@ -173,7 +172,7 @@ pub async fn inspect(bucket: &Bucket, prefix: &str) -> Result<Snapshot> {
     let embeddings = tokio::task::spawn_blocking(move || count_embeddings(&path))
         .await?
         .with_context(|| format!("the Chroma database of the snapshot at {location}"))?;
-    Ok(Snapshot { files, embeddings })
+    Ok(Snapshot { embeddings })
 }
 
 /// Writes the tarball's `chroma.sqlite3` (at any depth) to `to`; false when absent.

@@ -47,6 +47,7 @@ pub struct Inputs {
     pub delete_extraneous: bool,
     /// Any values; a change re-runs the sync.
     #[serde(default)]
+    #[expect(dead_code, reason = "Diff compares it in the untyped inputs")]
     pub triggers: Vec<Value>,
 }
 

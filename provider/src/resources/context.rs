@@ -64,6 +64,23 @@ pub(crate) struct BucketInputs<'a> {
     pub target_prefix: &'a str,
 }
 
+impl<'a> BucketInputs<'a> {
+    /// Whole buckets, named by inputs or the stack output `output`.
+    pub fn whole(
+        source_bucket: &'a Option<String>,
+        target_bucket: &'a Option<String>,
+        output: &'a str,
+    ) -> Self {
+        BucketInputs {
+            source_bucket,
+            target_bucket,
+            output: Some(output),
+            source_prefix: "",
+            target_prefix: "",
+        }
+    }
+}
+
 impl Context {
     pub(crate) fn side(&self, side: Side) -> &SideClients {
         match side {

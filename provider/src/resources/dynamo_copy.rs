@@ -69,6 +69,7 @@ pub struct Inputs {
     pub max_write_rate: Option<f64>,
     /// Any values; a change re-runs the copy.
     #[serde(default)]
+    #[expect(dead_code, reason = "Diff compares it in the untyped inputs")]
     pub triggers: Vec<Value>,
 }
 

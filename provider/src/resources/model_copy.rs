@@ -55,6 +55,7 @@ pub struct Inputs {
     pub exclude: Vec<String>,
     /// Any values; a change re-runs the copy.
     #[serde(default)]
+    #[expect(dead_code, reason = "Diff compares it in the untyped inputs")]
     pub triggers: Vec<Value>,
 }
 
@@ -91,13 +92,11 @@ struct Plan {
 impl ModelCopy {
     async fn plan_copy(ctx: &Context, inputs: &Inputs) -> Result<Plan> {
         let pair = ctx
-            .bucket_pair(BucketInputs {
-                source_bucket: &inputs.source_bucket,
-                target_bucket: &inputs.target_bucket,
-                output: Some(&inputs.output),
-                source_prefix: "",
-                target_prefix: "",
-            })
+            .bucket_pair(BucketInputs::whole(
+                &inputs.source_bucket,
+                &inputs.target_bucket,
+                &inputs.output,
+            ))
             .await?;
         let (source, target) = (pair.source, pair.target);
         let mut objects = Vec::new();

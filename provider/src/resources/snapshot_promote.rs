@@ -87,6 +87,7 @@ pub struct Inputs {
     pub lock_wait_seconds: u64,
     /// Any values; a change re-runs the promotion.
     #[serde(default)]
+    #[expect(dead_code, reason = "Diff compares it in the untyped inputs")]
     pub triggers: Vec<Value>,
 }
 
@@ -129,13 +130,11 @@ impl SnapshotPromote {
         outputs: &mut Outputs,
     ) -> Result<Vec<Collection>> {
         let pair = ctx
-            .bucket_pair(BucketInputs {
-                source_bucket: &inputs.source_bucket,
-                target_bucket: &inputs.target_bucket,
-                output: Some(&inputs.output),
-                source_prefix: "",
-                target_prefix: "",
-            })
+            .bucket_pair(BucketInputs::whole(
+                &inputs.source_bucket,
+                &inputs.target_bucket,
+                &inputs.output,
+            ))
             .await?;
         let (source, target) = (pair.source, pair.target);
         outputs.source_bucket = source.name.clone();

@@ -49,7 +49,7 @@ impl Provider {
     }
 
     /// A provider serving `registry`'s resources and functions.
-    pub fn with_registry(engine: Option<String>, registry: Registry) -> Self {
+    pub(crate) fn with_registry(engine: Option<String>, registry: Registry) -> Self {
         Provider {
             registry,
             configured: RwLock::new(Configured::new(ProviderConfig::default())),

@@ -16,7 +16,7 @@ use tokio::io::AsyncReadExt;
 use super::aws_error;
 
 /// Objects up to this size are streamed with one PUT; larger ones in parts of this size.
-pub const PART_SIZE: u64 = 8 * 1024 * 1024;
+pub(crate) const PART_SIZE: u64 = 8 * 1024 * 1024;
 /// The largest object S3's CopyObject accepts; beyond it, multipart copy.
 const MAX_SINGLE_COPY: u64 = 5 * 1024 * 1024 * 1024;
 /// Part size for server-side multipart copies (no bytes pass through this process).
@@ -85,11 +85,12 @@ macro_rules! with_headers {
 
 mod transfer;
 
-pub use transfer::{server_side_copy, streamed_copy, upload_stream, Written};
+pub use transfer::{server_side_copy, Written};
+pub(crate) use transfer::{streamed_copy, upload_stream};
 
 /// Fails with a message naming the bucket and the endpoint when the bucket cannot be
 /// reached, so bad names stop at preview.
-pub async fn check_bucket(bucket: &Bucket, role: &str, endpoint: &str) -> Result<()> {
+pub(crate) async fn check_bucket(bucket: &Bucket, role: &str, endpoint: &str) -> Result<()> {
     match bucket
         .client
         .head_bucket()
@@ -168,7 +169,7 @@ impl<'a> Lister<'a> {
         Ok(())
     }
 
-    pub async fn peek(&mut self) -> Result<Option<&ObjectInfo>> {
+    pub(crate) async fn peek(&mut self) -> Result<Option<&ObjectInfo>> {
         self.fill().await?;
         Ok(self.page.front())
     }
@@ -180,7 +181,7 @@ impl<'a> Lister<'a> {
 }
 
 /// The current state of one object, or None when it does not exist.
-pub async fn head(bucket: &Bucket, key: &str) -> Result<Option<(ObjectInfo, Headers)>> {
+pub(crate) async fn head(bucket: &Bucket, key: &str) -> Result<Option<(ObjectInfo, Headers)>> {
     match bucket
         .client
         .head_object()
@@ -212,7 +213,7 @@ pub async fn head(bucket: &Bucket, key: &str) -> Result<Option<(ObjectInfo, Head
     }
 }
 
-pub async fn delete(bucket: &Bucket, key: &str) -> Result<()> {
+pub(crate) async fn delete(bucket: &Bucket, key: &str) -> Result<()> {
     bucket
         .client
         .delete_object()
@@ -226,7 +227,7 @@ pub async fn delete(bucket: &Bucket, key: &str) -> Result<()> {
 }
 
 /// Writes a small object (journal segments, pointers) from memory.
-pub async fn put_bytes(bucket: &Bucket, key: &str, body: Vec<u8>) -> Result<String> {
+pub(crate) async fn put_bytes(bucket: &Bucket, key: &str, body: Vec<u8>) -> Result<String> {
     let out = bucket
         .client
         .put_object()
@@ -240,12 +241,12 @@ pub async fn put_bytes(bucket: &Bucket, key: &str, body: Vec<u8>) -> Result<Stri
     Ok(out.e_tag().unwrap_or_default().to_string())
 }
 
-pub async fn get_bytes(bucket: &Bucket, key: &str) -> Result<Vec<u8>> {
+pub(crate) async fn get_bytes(bucket: &Bucket, key: &str) -> Result<Vec<u8>> {
     get(bucket, key, None).await
 }
 
 /// Bytes `start..end` (end exclusive) of an object.
-pub async fn get_range(bucket: &Bucket, key: &str, start: u64, end: u64) -> Result<Vec<u8>> {
+pub(crate) async fn get_range(bucket: &Bucket, key: &str, start: u64, end: u64) -> Result<Vec<u8>> {
     get(
         bucket,
         key,
@@ -255,7 +256,11 @@ pub async fn get_range(bucket: &Bucket, key: &str, start: u64, end: u64) -> Resu
 }
 
 /// A GetObject response, its body not yet read: all or `range` (an HTTP Range value).
-pub async fn open(bucket: &Bucket, key: &str, range: Option<String>) -> Result<GetObjectOutput> {
+pub(crate) async fn open(
+    bucket: &Bucket,
+    key: &str,
+    range: Option<String>,
+) -> Result<GetObjectOutput> {
     bucket
         .client
         .get_object()
@@ -275,7 +280,7 @@ async fn get(bucket: &Bucket, key: &str, range: Option<String>) -> Result<Vec<u8
 }
 
 /// Downloads an object to a file, in bounded memory; returns the MD5 of its bytes.
-pub async fn download(bucket: &Bucket, key: &str, path: &std::path::Path) -> Result<String> {
+pub(crate) async fn download(bucket: &Bucket, key: &str, path: &std::path::Path) -> Result<String> {
     use tokio::io::AsyncWriteExt;
     let out = open(bucket, key, None).await?;
     let mut body = out.body.into_async_read();

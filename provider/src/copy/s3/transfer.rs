@@ -11,11 +11,10 @@ use tokio::io::AsyncReadExt;
 use super::{head, open, Bucket, Headers, ObjectInfo, COPY_PART_SIZE, MAX_SINGLE_COPY, PART_SIZE};
 use crate::copy::aws_error;
 
-/// An object written by a copy: its ETag as the target reports it and the bytes moved.
+/// An object written by a copy: its ETag as the target reports it.
 #[derive(Debug, Clone)]
 pub struct Written {
     pub etag: String,
-    pub bytes: u64,
 }
 
 /// Characters escaped in the `x-amz-copy-source` header: all but unreserved and `/`.
@@ -57,7 +56,7 @@ pub async fn server_side_copy(
             .and_then(|r| r.e_tag())
             .unwrap_or_default()
             .to_string();
-        return Ok(Written { etag, bytes: size });
+        return Ok(Written { etag });
     }
     let (_, headers) = head(source, &source_object.key)
         .await?
@@ -92,12 +91,13 @@ pub async fn server_side_copy(
         upload.complete().await
     }
     .await;
-    finish(upload_result(result, &upload).await, size)
+    let etag = upload_result(result, &upload).await?;
+    Ok(Written { etag })
 }
 
 /// Streams an object from one S3 service to another. Memory: one part at a time.
 /// The ETag the target must report is computed on the way, so the caller can verify.
-pub async fn streamed_copy(
+pub(crate) async fn streamed_copy(
     source: &Bucket,
     source_object: &ObjectInfo,
     target: &Bucket,
@@ -113,7 +113,7 @@ pub async fn streamed_copy(
 /// Uploads `size` bytes read from `body` with the given headers: one PUT for small
 /// objects, multipart beyond PART_SIZE. Returns what was written and the ETag expected
 /// from the content (MD5, or MD5 of the part MD5s with the part count).
-pub async fn upload_stream<R: tokio::io::AsyncRead + Unpin>(
+pub(crate) async fn upload_stream<R: tokio::io::AsyncRead + Unpin>(
     body: &mut R,
     size: u64,
     headers: &Headers,
@@ -146,7 +146,6 @@ pub async fn upload_stream<R: tokio::io::AsyncRead + Unpin>(
             .with_context(|| format!("writing s3://{}/{key}", target.name))?;
         let written = Written {
             etag: out.e_tag().unwrap_or_default().to_string(),
-            bytes: size,
         };
         return Ok((written, expected));
     }
@@ -195,17 +194,13 @@ pub async fn upload_stream<R: tokio::io::AsyncRead + Unpin>(
     }
     .await;
     let (etag, expected) = upload_result(result, &upload).await?;
-    Ok((Written { etag, bytes: size }, expected))
+    Ok((Written { etag }, expected))
 }
 
 fn parse_expires(expires: &Option<String>) -> Option<DateTime> {
     expires
         .as_deref()
         .and_then(|s| DateTime::from_str(s, DateTimeFormat::HttpDate).ok())
-}
-
-fn finish(etag: Result<String>, bytes: u64) -> Result<Written> {
-    etag.map(|etag| Written { etag, bytes })
 }
 
 /// Aborts the upload when the parts could not be written, so no orphan parts are left

@@ -15,8 +15,8 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-pub use records::Previous;
-pub use rollback::{put_journalled, rollback, RollbackReport};
+pub(crate) use records::Previous;
+pub(crate) use rollback::{put_journalled, rollback};
 
 use super::filter::KeyFilter;
 use super::journal::Journal;
@@ -64,11 +64,11 @@ pub struct SyncCounts {
 }
 
 impl SyncCounts {
-    pub fn changes(&self) -> u64 {
+    pub(crate) fn changes(&self) -> u64 {
         self.copied + self.deleted
     }
 
-    pub fn add(&mut self, other: &SyncCounts) {
+    pub(crate) fn add(&mut self, other: &SyncCounts) {
         self.scanned += other.scanned;
         self.copied += other.copied;
         self.skipped += other.skipped;
@@ -79,7 +79,7 @@ impl SyncCounts {
     }
 
     /// One line for people; `done` says whether it happened or is planned.
-    pub fn summary(&self, done: bool) -> String {
+    pub(crate) fn summary(&self, done: bool) -> String {
         let (copy, delete) = if done {
             ("copied", "deleted")
         } else {
@@ -149,7 +149,7 @@ impl<'a> Walk<'a> {
 }
 
 /// Checks both buckets and counts what a sync would do, writing nothing.
-pub async fn plan(spec: &SyncSpec, journal: Option<&Journal>) -> Result<SyncCounts> {
+pub(crate) async fn plan(spec: &SyncSpec, journal: Option<&Journal>) -> Result<SyncCounts> {
     let state = match journal {
         Some(journal) => load_state(journal).await?,
         None => JournalState::new(),

@@ -12,7 +12,7 @@ use crate::copy::s3::{self, Bucket};
 
 /// What rollback did.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct RollbackReport {
+pub(crate) struct RollbackReport {
     pub deleted: u64,
     pub restored: u64,
     /// Target keys changed by someone else since the copy: left as they are.
@@ -23,7 +23,7 @@ pub struct RollbackReport {
 /// restores those it overwrote or deleted. A key someone else changed since is left.
 /// Goes backwards through the journal's segments, so what was written last (such as a
 /// pointer readers follow) is undone before what it points to.
-pub async fn rollback(
+pub(crate) async fn rollback(
     target: &Bucket,
     journal: &Journal,
     progress: &dyn Progress,
@@ -68,7 +68,7 @@ pub async fn rollback(
 
 /// Writes one small object (a pointer, a marker) with the same journal records as a
 /// copied object, so rollback restores what was there before.
-pub async fn put_journalled(
+pub(crate) async fn put_journalled(
     target: &Bucket,
     key: &str,
     body: Vec<u8>,

@@ -18,7 +18,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use counts::{CopyCounts, TypeCounts};
-pub use rollback::{rollback, RollbackReport};
+pub use rollback::rollback;
 
 use super::dynamodb::{self, batch_get, batch_write, Pages, RateLimiter, Table, READ_BATCH};
 use super::item::{digest, item_size, item_to_json, Item, Rewriter};

@@ -1,23 +1,14 @@
 //! Everything the provider serves, by token: the server looks resources and functions up
-//! here and knows none by name. A resource's metadata is read once from the marks on its
-//! input and output fields, the same marks the schema is generated from:
-//!
-//! - `#[schemars(extend("x-replace-on-change" = true))]` on an input: changing it (or the
-//!   name it resolved to) rolls the old copy back and makes a new one;
-//! - `#[schemars(extend("x-pending" = true))]` on one output: the output a diff shows
-//!   when the target lags the source;
-//! - `#[schemars(extend("x-secret" = true))]` on a field: a secret in the schema.
+//! here and knows none by name. Each resource's metadata is read once, from the marks on
+//! its fields (see `resources::metadata`).
 
 use std::collections::BTreeMap;
 
 use serde_json::Value;
 
 use crate::functions::{self, Function};
+use crate::resources::metadata::Metadata;
 use crate::resources::{bucket_sync, dynamo_copy, model_copy, snapshot_promote, Resource};
-
-pub(crate) const REPLACES_ON_CHANGE: &str = "x-replace-on-change";
-pub(crate) const PENDING: &str = "x-pending";
-pub(crate) const SECRET: &str = "x-secret";
 
 /// Everything this provider serves.
 pub fn all() -> Registry {
@@ -44,47 +35,20 @@ pub(crate) struct Registered {
     pub resource: Box<dyn Resource>,
     pub inputs: Value,
     pub outputs: Value,
-    /// Inputs (also kept in the state) whose change forces a replacement.
-    pub replace_on_change: Vec<String>,
-    /// The output a diff names when the plan would write.
-    pub pending_output: String,
-}
-
-/// The top-level properties of a schema that carry `mark`.
-fn marked(schema: &Value, mark: &str) -> Vec<String> {
-    schema
-        .get("properties")
-        .and_then(Value::as_object)
-        .into_iter()
-        .flatten()
-        .filter(|(_, property)| property.get(mark) == Some(&Value::Bool(true)))
-        .map(|(name, _)| name.clone())
-        .collect()
+    pub metadata: Metadata,
 }
 
 impl Registered {
     pub(crate) fn new(resource: Box<dyn Resource>) -> Self {
         let inputs = resource.input_schema();
         let outputs = resource.output_schema();
-        let replace_on_change = marked(&inputs, REPLACES_ON_CHANGE);
-        let pending = marked(&outputs, PENDING);
-        let [pending_output] = <[String; 1]>::try_from(pending).unwrap_or_else(|marked| {
-            panic!(
-                "{} must mark exactly one output {PENDING}, not {marked:?}",
-                resource.token()
-            )
-        });
+        let metadata = Metadata::read(resource.token(), &inputs, &outputs);
         Registered {
             resource,
             inputs,
             outputs,
-            replace_on_change,
-            pending_output,
+            metadata,
         }
-    }
-
-    pub(crate) fn replaces(&self, property: &str) -> bool {
-        self.replace_on_change.iter().any(|p| p == property)
     }
 }
 
@@ -137,6 +101,7 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::resources::metadata::{PENDING, REPLACES_ON_CHANGE, SECRET};
 
     /// Every mark a field may carry; any other `x-` key is a typo.
     const MARKS: [&str; 3] = [REPLACES_ON_CHANGE, PENDING, SECRET];
@@ -184,12 +149,13 @@ mod tests {
         for registered in all().resources() {
             let token = registered.resource.token();
             assert!(
-                registered.replaces("targetBucket") || registered.replaces("targetTable"),
+                registered.metadata.replaces("targetBucket")
+                    || registered.metadata.replaces("targetTable"),
                 "{token}: a new target is a new copy"
             );
             assert!(
                 registered.outputs["properties"]
-                    .get(&registered.pending_output)
+                    .get(&registered.metadata.pending_output)
                     .is_some(),
                 "{token}"
             );

@@ -6,7 +6,8 @@ use serde_json::{json, Map, Value};
 
 use crate::config::ProviderConfig;
 use crate::functions::Function;
-use crate::registry::{Registered, Registry, SECRET};
+use crate::registry::{Registered, Registry};
+use crate::resources::metadata::SECRET;
 use crate::resources::schema_of;
 
 pub(crate) const PACKAGE: &str = "stackmigrate";
@@ -164,7 +165,7 @@ fn object_spec(
 fn resource_spec(registered: &Registered, types: &mut Map<String, Value>) -> Value {
     // Marked on the fields Diff reads, so the SDKs and the provider agree.
     let mark_replacements = |properties: &mut Map<String, Value>| {
-        for name in &registered.replace_on_change {
+        for name in &registered.metadata.replace_on_change {
             if let Some(Value::Object(spec)) = properties.get_mut(name) {
                 spec.insert("replaceOnChanges".into(), Value::Bool(true));
             }

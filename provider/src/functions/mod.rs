@@ -1,5 +1,5 @@
 //! Functions (`invoke`): like resources, typed inputs and outputs whose doc comments are
-//! the schema, registered in `crate::registry`.
+//! the schema, registered beside the resources.
 
 pub mod get_stack_outputs;
 

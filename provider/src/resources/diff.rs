@@ -4,7 +4,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::registry::Registered;
+use super::metadata::Metadata;
 
 /// One property that differs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,7 +18,7 @@ pub(crate) struct Change {
 /// Top-level inputs whose values differ between two input maps (null and absent are
 /// the same), each with whether the change forces a replacement.
 pub(crate) fn input_changes(
-    resource: &Registered,
+    resource: &Metadata,
     old: &Map<String, Value>,
     new: &Map<String, Value>,
 ) -> Vec<Change> {
@@ -39,7 +39,7 @@ pub(crate) fn input_changes(
 /// resolves differently replaces the resource; otherwise a plan that would write shows
 /// as an update of the pending output.
 pub(crate) fn plan_changes(
-    resource: &Registered,
+    resource: &Metadata,
     last_state: &Map<String, Value>,
     planned: &Map<String, Value>,
     pending: bool,
@@ -69,8 +69,9 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn bucket_sync() -> Registered {
-        Registered::new(Box::new(crate::resources::bucket_sync::BucketSync))
+    fn bucket_sync() -> Metadata {
+        crate::registry::Registered::new(Box::new(crate::resources::bucket_sync::BucketSync))
+            .metadata
     }
 
     fn map(value: Value) -> Map<String, Value> {

@@ -1,12 +1,13 @@
 //! The resources. Each file defines one: typed inputs and outputs (their doc comments
 //! are the schema's descriptions, their `x-` marks the metadata Diff and the schema
 //! read) and what check, plan, apply and rollback mean for it. Adding a resource is
-//! adding a file and a line in `crate::registry::all()`.
+//! adding a file and a line in the registry (see CONTRIBUTING.md).
 
 pub mod bucket_sync;
 mod context;
 pub(crate) mod diff;
 pub mod dynamo_copy;
+pub(crate) mod metadata;
 pub mod model_copy;
 pub mod snapshot_promote;
 
@@ -36,7 +37,7 @@ impl Failure {
 }
 
 /// One resource type, in typed form. Which inputs force a replacement and which output
-/// shows pending work are marked on the fields (see `crate::registry`).
+/// shows pending work are marked on the fields (see `metadata`).
 #[async_trait]
 pub trait Migration: Send + Sync + 'static {
     type Inputs: DeserializeOwned + JsonSchema + Send + Sync;

@@ -221,7 +221,7 @@ impl ResourceProvider for Provider {
         let resource = self.resource(&request.r#type, &request.urn)?;
         let old = Props::decode(request.old_inputs.as_ref().or(request.olds.as_ref()));
         let new = Props::decode(request.news.as_ref());
-        let mut changes = diff::input_changes(resource, &old.value, &new.value);
+        let mut changes = diff::input_changes(&resource.metadata, &old.value, &new.value);
         // Unchanged inputs: the resource is still out of date when the source has data
         // the target lacks. Asking costs listings, which is what a sync's preview is.
         if changes.is_empty() && !new.has_unknowns() {
@@ -236,7 +236,7 @@ impl ResourceProvider for Provider {
                 .await?;
             // Names read from stack outputs can change while the inputs do not.
             let last = Props::decode(request.olds.as_ref());
-            changes = diff::plan_changes(resource, &last.value, &planned, pending);
+            changes = diff::plan_changes(&resource.metadata, &last.value, &planned, pending);
         }
         let replaces: Vec<String> = changes
             .iter()

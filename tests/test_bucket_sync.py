@@ -207,6 +207,9 @@ def test_streamed_copy_across_endpoints_with_multipart_and_secret_credentials(pr
         ("invalid glob", "invalid glob"),
         ("source equals target", "same place"),
         ("invalid onConflict", "skipIdentical"),
+        ("journal inside the source bucket", "inside the source bucket"),
+        ("filters select nothing", "select none of the"),
+        ("prefix selects nothing", "selects nothing"),
     ],
 )
 def test_bad_input_fails_at_preview_and_writes_nothing(project, dev_and_prod, case, expected):
@@ -216,15 +219,28 @@ def test_bad_input_fails_at_preview_and_writes_nothing(project, dev_and_prod, ca
         "invalid glob": sync_resource(source, target, exclude=["raw/[ab"]),
         "source equals target": sync_resource(source, source),
         "invalid onConflict": sync_resource(source, target, onConflict="replace"),
+        "journal inside the source bucket": sync_resource(source, target),
+        "filters select nothing": sync_resource(source, target, exclude=["*"]),
+        "prefix selects nothing": sync_resource(source, target, sourcePrefix="raw-typo/"),
     }[case]
+    config = {"stackmigrate:journal": f"s3://{source}/migrations"} if "journal" in case else None
     before = listing(s3, target), listing(s3, source)
-    p = project(resources)
+    p = project(resources, config=config)
     code, out = p.preview(check=False)
     assert code != 0 and expected in out, out
     code, out = p.up(check=False)
     assert code != 0 and expected in out, out
     assert (listing(s3, target), listing(s3, source)) == before
     assert not p.journal_dir.exists()
+
+
+def test_an_empty_selection_passes_when_allowed(project, dev_and_prod):
+    s3, source, target, _ = dev_and_prod
+    before = listing(s3, target)
+    p = project(sync_resource(source, target, sourcePrefix="not-yet/", allowEmpty=True), OUTPUTS)
+    assert plan_counts(p.preview())["objectsCopied"] == 0
+    p.up()
+    assert p.outputs()["objectsCopied"] == 0 and listing(s3, target) == before
 
 
 def test_killed_mid_copy_the_next_up_finishes_exactly(project):

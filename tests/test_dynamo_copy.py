@@ -159,11 +159,16 @@ def test_overwrite_then_destroy_restores_old_items_and_leaves_later_changes(proj
         ("source equals target", "same table"),
         ("invalid onConflict", "\"skip\""),
         ("fail on existing keys", "onConflict is fail"),
+        ("empty rewrite key", "empty key"),
+        ("types select nothing", "select none of the"),
     ],
 )
 def test_bad_input_fails_at_preview_and_writes_nothing(project, tables, case, expected):
-    client, source, target, _, _ = tables
+    client, source, target, source_items, _ = tables
+    every_type = sorted({i["TYPE"]["S"] for i in source_items})
     resources = {
+        "empty rewrite key": copy_resource(source, target, rewrite={"": "prod-bucket"}),
+        "types select nothing": copy_resource(source, target, excludeTypes=every_type),
         "missing table": copy_resource(unique("missing"), target),
         "unknown type": copy_resource(source, target, excludeTypes=["JOBS"]),
         "source equals target": copy_resource(source, source),

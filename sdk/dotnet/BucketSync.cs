@@ -16,6 +16,12 @@ namespace Pulumi.Stackmigrate
     public partial class BucketSync : global::Pulumi.CustomResource
     {
         /// <summary>
+        /// Allow `include`/`exclude` or `sourcePrefix` to select no object of a source bucket that has objects. Default false: such a selection fails at preview, as it is usually a typo.
+        /// </summary>
+        [Output("allowEmpty")]
+        public Output<bool?> AllowEmpty { get; private set; } = null!;
+
+        /// <summary>
         /// Bytes written to the target.
         /// </summary>
         [Output("bytesCopied")]
@@ -182,6 +188,12 @@ namespace Pulumi.Stackmigrate
     public sealed class BucketSyncArgs : global::Pulumi.ResourceArgs
     {
         /// <summary>
+        /// Allow `include`/`exclude` or `sourcePrefix` to select no object of a source bucket that has objects. Default false: such a selection fails at preview, as it is usually a typo.
+        /// </summary>
+        [Input("allowEmpty")]
+        public Input<bool>? AllowEmpty { get; set; }
+
+        /// <summary>
         /// Delete target objects (under `targetPrefix`, passing the filters) that the source does not have; they are backed up in the journal first. Default false.
         /// </summary>
         [Input("deleteExtraneous")]
@@ -261,6 +273,7 @@ namespace Pulumi.Stackmigrate
 
         public BucketSyncArgs()
         {
+            AllowEmpty = false;
             DeleteExtraneous = false;
             SourcePrefix = "";
             TargetPrefix = "";

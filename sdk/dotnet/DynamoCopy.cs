@@ -16,6 +16,12 @@ namespace Pulumi.Stackmigrate
     public partial class DynamoCopy : global::Pulumi.CustomResource
     {
         /// <summary>
+        /// Allow `includeTypes`/`excludeTypes` to select no item of a source table that has items. Default false: such a selection fails at preview, as it is usually a mistake.
+        /// </summary>
+        [Output("allowEmpty")]
+        public Output<bool?> AllowEmpty { get; private set; } = null!;
+
+        /// <summary>
         /// Bytes written, as DynamoDB sizes items.
         /// </summary>
         [Output("bytesCopied")]
@@ -209,6 +215,12 @@ namespace Pulumi.Stackmigrate
 
     public sealed class DynamoCopyArgs : global::Pulumi.ResourceArgs
     {
+        /// <summary>
+        /// Allow `includeTypes`/`excludeTypes` to select no item of a source table that has items. Default false: such a selection fails at preview, as it is usually a mistake.
+        /// </summary>
+        [Input("allowEmpty")]
+        public Input<bool>? AllowEmpty { get; set; }
+
         [Input("excludeTypes")]
         private InputList<string>? _excludeTypes;
 
@@ -325,6 +337,7 @@ namespace Pulumi.Stackmigrate
 
         public DynamoCopyArgs()
         {
+            AllowEmpty = false;
             Output = "dynamodb_table_name";
             SkipExpired = true;
             TypeAttribute = "TYPE";

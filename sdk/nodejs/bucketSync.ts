@@ -38,6 +38,10 @@ export class BucketSync extends pulumi.CustomResource {
     }
 
     /**
+     * Allow `include`/`exclude` or `sourcePrefix` to select no object of a source bucket that has objects. Default false: such a selection fails at preview, as it is usually a typo.
+     */
+    declare public readonly allowEmpty: pulumi.Output<boolean | undefined>;
+    /**
      * Bytes written to the target.
      */
     declare public /*out*/ readonly bytesCopied: pulumi.Output<number>;
@@ -125,6 +129,7 @@ export class BucketSync extends pulumi.CustomResource {
         let resourceInputs: pulumi.Inputs = {};
         opts = opts || {};
         if (!opts.id) {
+            resourceInputs["allowEmpty"] = (args?.allowEmpty) ?? false;
             resourceInputs["deleteExtraneous"] = (args?.deleteExtraneous) ?? false;
             resourceInputs["exclude"] = args?.exclude;
             resourceInputs["include"] = args?.include;
@@ -145,6 +150,7 @@ export class BucketSync extends pulumi.CustomResource {
             resourceInputs["objectsSkipped"] = undefined /*out*/;
             resourceInputs["verified"] = undefined /*out*/;
         } else {
+            resourceInputs["allowEmpty"] = undefined /*out*/;
             resourceInputs["bytesCopied"] = undefined /*out*/;
             resourceInputs["deleteExtraneous"] = undefined /*out*/;
             resourceInputs["exclude"] = undefined /*out*/;
@@ -176,6 +182,10 @@ export class BucketSync extends pulumi.CustomResource {
  * The set of arguments for constructing a BucketSync resource.
  */
 export interface BucketSyncArgs {
+    /**
+     * Allow `include`/`exclude` or `sourcePrefix` to select no object of a source bucket that has objects. Default false: such a selection fails at preview, as it is usually a typo.
+     */
+    allowEmpty?: pulumi.Input<boolean>;
     /**
      * Delete target objects (under `targetPrefix`, passing the filters) that the source does not have; they are backed up in the journal first. Default false.
      */

@@ -38,6 +38,10 @@ export class DynamoCopy extends pulumi.CustomResource {
     }
 
     /**
+     * Allow `includeTypes`/`excludeTypes` to select no item of a source table that has items. Default false: such a selection fails at preview, as it is usually a mistake.
+     */
+    declare public readonly allowEmpty: pulumi.Output<boolean | undefined>;
+    /**
      * Bytes written, as DynamoDB sizes items.
      */
     declare public /*out*/ readonly bytesCopied: pulumi.Output<number>;
@@ -145,6 +149,7 @@ export class DynamoCopy extends pulumi.CustomResource {
         let resourceInputs: pulumi.Inputs = {};
         opts = opts || {};
         if (!opts.id) {
+            resourceInputs["allowEmpty"] = (args?.allowEmpty) ?? false;
             resourceInputs["excludeTypes"] = args?.excludeTypes;
             resourceInputs["includeTypes"] = args?.includeTypes;
             resourceInputs["maxWriteRate"] = args?.maxWriteRate;
@@ -170,6 +175,7 @@ export class DynamoCopy extends pulumi.CustomResource {
             resourceInputs["rewrites"] = undefined /*out*/;
             resourceInputs["verified"] = undefined /*out*/;
         } else {
+            resourceInputs["allowEmpty"] = undefined /*out*/;
             resourceInputs["bytesCopied"] = undefined /*out*/;
             resourceInputs["countsByType"] = undefined /*out*/;
             resourceInputs["excludeTypes"] = undefined /*out*/;
@@ -206,6 +212,10 @@ export class DynamoCopy extends pulumi.CustomResource {
  * The set of arguments for constructing a DynamoCopy resource.
  */
 export interface DynamoCopyArgs {
+    /**
+     * Allow `includeTypes`/`excludeTypes` to select no item of a source table that has items. Default false: such a selection fails at preview, as it is usually a mistake.
+     */
+    allowEmpty?: pulumi.Input<boolean>;
     /**
      * Entity types not to copy, for example `COMPACTION_LOCK` or `JOB`.
      */

@@ -75,7 +75,7 @@ async fn engine_sync(source: &str, target: &str) -> Result<serde_json::Value> {
         "bench",
     )
     .await?;
-    let counts = sync::run(&spec, &journal, &Silent).await?;
+    let counts = sync::run(&spec, &journal, &Silent, |_| Ok(())).await?;
     Ok(
         json!({"seconds": started.elapsed().as_secs_f64(), "objects": counts.copied, "bytes": counts.bytes_copied}),
     )

@@ -155,6 +155,12 @@ impl Connection {
             && self.role_arn == other.role_arn
     }
 
+    /// True when a bucket name means the same bucket on both sides: one endpoint, or
+    /// both AWS, whose bucket names are global whatever the region or account.
+    pub(crate) fn same_s3_service(&self, other: &Connection) -> bool {
+        self.effective_s3_endpoint() == other.effective_s3_endpoint()
+    }
+
     /// True when both sides reach the same S3 service with the same identity, so an
     /// object can be copied server side instead of streamed through this process.
     pub(crate) fn same_s3_as(&self, other: &Connection) -> bool {

@@ -1,7 +1,7 @@
 //! BucketSync: keeps a target bucket (or prefix) in step with a source one, like
 //! `aws s3 sync`, with a plan at preview, a journal, verification and rollback.
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use async_trait::async_trait;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use super::{BucketInputs, Context, Failure, Migration, Planned};
 use crate::copy::filter::KeyFilter;
+use crate::copy::s3;
 use crate::copy::sync::{self, OnConflict, SyncCounts, SyncSpec};
 
 pub struct BucketSync;
@@ -45,6 +46,9 @@ pub struct Inputs {
     /// Delete target objects (under `targetPrefix`, passing the filters) that the source does not have; they are backed up in the journal first. Default false.
     #[serde(default)]
     pub delete_extraneous: bool,
+    /// Allow `include`/`exclude` or `sourcePrefix` to select no object of a source bucket that has objects. Default false: such a selection fails at preview, as it is usually a typo.
+    #[serde(default)]
+    pub allow_empty: bool,
     /// Any values; a change re-runs the sync.
     #[serde(default)]
     #[expect(dead_code, reason = "Diff compares it in the untyped inputs")]
@@ -133,6 +137,49 @@ impl BucketSync {
     }
 }
 
+/// What is needed to tell a selection that is empty by mistake from an empty source.
+struct Selection<'a> {
+    allow_empty: bool,
+    spec: &'a SyncSpec,
+    /// Whether the source bucket holds anything at all, asked only when a prefix is set.
+    bucket_has_objects: bool,
+}
+
+impl<'a> Selection<'a> {
+    async fn of(inputs: &Inputs, spec: &'a SyncSpec) -> Result<Selection<'a>> {
+        let bucket_has_objects = !inputs.allow_empty
+            && !spec.source_prefix.is_empty()
+            && s3::Lister::new(&spec.source, "").next().await?.is_some();
+        Ok(Selection {
+            allow_empty: inputs.allow_empty,
+            spec,
+            bucket_has_objects,
+        })
+    }
+
+    /// Fails when the filters or the prefix select nothing from a source that has objects.
+    fn check(&self, counts: &SyncCounts) -> Result<()> {
+        if self.allow_empty || counts.scanned > counts.excluded {
+            return Ok(());
+        }
+        let source = format!("s3://{}/{}", self.spec.source.name, self.spec.source_prefix);
+        if counts.scanned > 0 {
+            bail!(
+                "include/exclude select none of the {} objects under {source}; fix the globs, or set allowEmpty: true if nothing is meant to be copied",
+                counts.scanned
+            );
+        }
+        if self.bucket_has_objects {
+            bail!(
+                "sourcePrefix {:?} selects nothing: no object of s3://{} starts with it; fix the prefix, or set allowEmpty: true if nothing is meant to be copied",
+                self.spec.source_prefix,
+                self.spec.source.name
+            );
+        }
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl Migration for BucketSync {
     type Inputs = Inputs;
@@ -174,8 +221,10 @@ impl Migration for BucketSync {
 
     async fn plan(&self, ctx: &Context, inputs: &Inputs) -> Result<Planned<Outputs>> {
         let spec = Self::spec(ctx, inputs).await?;
+        let selection = Selection::of(inputs, &spec).await?;
         let journal = ctx.journal().await?;
         let counts = sync::plan(&spec, Some(&journal)).await?;
+        selection.check(&counts)?;
         Ok(Planned {
             pending: counts.changes() > 0,
             outputs: Outputs::from_counts(&spec, &counts, false, journal.uri()),
@@ -184,8 +233,12 @@ impl Migration for BucketSync {
 
     async fn apply(&self, ctx: &Context, inputs: &Inputs) -> Result<Outputs> {
         let spec = Self::spec(ctx, inputs).await?;
+        let selection = Selection::of(inputs, &spec).await?;
         let journal = ctx.journal().await?;
-        let counts = sync::run(&spec, &journal, ctx.progress.as_ref()).await?;
+        let counts = sync::run(&spec, &journal, ctx.progress.as_ref(), |planned| {
+            selection.check(planned)
+        })
+        .await?;
         ctx.progress
             .info(&format!("done and verified: {}", counts.summary(true)));
         Ok(Outputs::from_counts(&spec, &counts, true, journal.uri()))

@@ -7,7 +7,7 @@ use anyhow::{bail, Result};
 
 use crate::config::ProviderConfig;
 use crate::copy::connection::SideClients;
-use crate::copy::journal::Journal;
+use crate::copy::journal::{Journal, Location};
 use crate::copy::progress::Progress;
 use crate::copy::s3::{self, Bucket};
 use crate::copy::sync;
@@ -162,6 +162,7 @@ impl Context {
                 inputs.output,
             )
             .await?;
+        self.refuse_journal_in(&source_name)?;
         let (source_prefix, target_prefix) = (inputs.source_prefix, inputs.target_prefix);
         let server_side = self.config.source.same_s3_as(&self.config.target);
         if server_side
@@ -192,6 +193,21 @@ impl Context {
             target,
             server_side,
         })
+    }
+
+    /// The source is never written: an `s3://` journal (on the target connection) may not
+    /// live in a source bucket.
+    fn refuse_journal_in(&self, source_bucket: &str) -> Result<()> {
+        let Location::S3 { bucket, .. } = self.config.journal_location()? else {
+            return Ok(());
+        };
+        if bucket == source_bucket && self.config.target.same_s3_service(&self.config.source) {
+            bail!(
+                "stackmigrate:journal is inside the source bucket {bucket:?}, which is never written; \
+                 put the journal in another bucket on the target connection (s3://bucket/prefix) or on disk (file:///path)"
+            );
+        }
+        Ok(())
     }
 
     /// Tells the user which things a rollback left because someone changed them after

@@ -67,6 +67,9 @@ pub struct Inputs {
     pub write_order: Vec<String>,
     /// Most items written per second. Default: as fast as the table takes them (throttling slows the copy down on its own).
     pub max_write_rate: Option<f64>,
+    /// Allow `includeTypes`/`excludeTypes` to select no item of a source table that has items. Default false: such a selection fails at preview, as it is usually a mistake.
+    #[serde(default)]
+    pub allow_empty: bool,
     /// Any values; a change re-runs the copy.
     #[serde(default)]
     #[expect(dead_code, reason = "Diff compares it in the untyped inputs")]
@@ -260,6 +263,13 @@ fn check_plan(inputs: &Inputs, counts: &CopyCounts) -> Result<()> {
             present.iter().cloned().collect::<Vec<_>>().join(", ")
         );
     }
+    if !inputs.allow_empty && counts.scanned > 0 && counts.filtered == counts.scanned {
+        bail!(
+            "includeTypes/excludeTypes select none of the {} items of the source table, which holds: {}; fix the type lists, or set allowEmpty: true if nothing is meant to be copied",
+            counts.scanned,
+            present.iter().cloned().collect::<Vec<_>>().join(", ")
+        );
+    }
     if counts.conflict_count > 0 {
         bail!(
             "onConflict is fail and the target already has {} of the keys, for example {}",
@@ -300,6 +310,14 @@ impl Migration for DynamoCopy {
                 "typeAttribute",
                 "must name the attribute holding the entity type, for example TYPE",
             ));
+        }
+        if let Some(rewrite) = &inputs.rewrite {
+            if rewrite.keys().any(|from| from.is_empty()) {
+                failures.push(Failure::new(
+                    "rewrite",
+                    "has an empty key; each key is a bucket name to replace, for example portfolio-dev-images",
+                ));
+            }
         }
         if inputs
             .max_write_rate
@@ -420,6 +438,46 @@ mod tests {
             properties,
             vec!["maxWriteRate", "excludeTypes", "setAttributes[0].types"]
         );
+    }
+
+    #[test]
+    fn an_empty_rewrite_key_is_named() {
+        let failures = DynamoCopy::validate(&inputs(serde_json::json!({
+            "sourceTable": "a", "targetTable": "b", "rewrite": {"": "prod-images", "dev-cdn": "prod-cdn"}
+        })));
+        assert_eq!(failures.len(), 1, "{failures:?}");
+        assert_eq!(failures[0].property, "rewrite");
+    }
+
+    #[test]
+    fn type_lists_that_select_nothing_fail_unless_allowed() {
+        let counts = CopyCounts {
+            scanned: 3,
+            filtered: 3,
+            types_present: BTreeSet::from(["JOB".to_string()]),
+            ..Default::default()
+        };
+        let strict = inputs(
+            serde_json::json!({"sourceTable": "a", "targetTable": "b", "excludeTypes": ["JOB"]}),
+        );
+        let err = check_plan(&strict, &counts).unwrap_err().to_string();
+        assert!(
+            err.contains("select none of the 3 items") && err.contains("allowEmpty"),
+            "{err}"
+        );
+        let allowed = inputs(
+            serde_json::json!({"sourceTable": "a", "targetTable": "b", "excludeTypes": ["JOB"], "allowEmpty": true}),
+        );
+        assert!(check_plan(&allowed, &counts).is_ok());
+        let empty_table = CopyCounts::default();
+        assert!(
+            check_plan(&strict_without_types(), &empty_table).is_ok(),
+            "an empty source is no mistake"
+        );
+    }
+
+    fn strict_without_types() -> Inputs {
+        inputs(serde_json::json!({"sourceTable": "a", "targetTable": "b"}))
     }
 
     #[test]

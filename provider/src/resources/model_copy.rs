@@ -214,7 +214,7 @@ impl Migration for ModelCopy {
         let journal = ctx.journal().await?;
         let mut total = SyncCounts::default();
         for spec in &plan.specs {
-            total.add(&sync::run(spec, &journal, ctx.progress.as_ref()).await?);
+            total.add(&sync::run(spec, &journal, ctx.progress.as_ref(), |_| Ok(())).await?);
         }
         let outputs = Self::outputs(&plan, &total, true, &journal);
         ctx.progress.info(&format!(

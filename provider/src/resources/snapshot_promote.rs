@@ -323,7 +323,8 @@ impl Migration for SnapshotPromote {
             }
             let spec = &collection.spec;
             let source = snapshot::inspect(&spec.source, &spec.source_prefix).await?;
-            let counts: SyncCounts = sync::run(spec, &journal, ctx.progress.as_ref()).await?;
+            let counts: SyncCounts =
+                sync::run(spec, &journal, ctx.progress.as_ref(), |_| Ok(())).await?;
             let copied = snapshot::inspect(&spec.target, &spec.target_prefix).await?;
             if copied.embeddings != source.embeddings {
                 bail!(

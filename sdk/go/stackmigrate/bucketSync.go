@@ -15,6 +15,8 @@ import (
 type BucketSync struct {
 	pulumi.CustomResourceState
 
+	// Allow `include`/`exclude` or `sourcePrefix` to select no object of a source bucket that has objects. Default false: such a selection fails at preview, as it is usually a typo.
+	AllowEmpty pulumi.BoolPtrOutput `pulumi:"allowEmpty"`
 	// Bytes written to the target.
 	BytesCopied pulumi.IntOutput `pulumi:"bytesCopied"`
 	// Delete target objects (under `targetPrefix`, passing the filters) that the source does not have; they are backed up in the journal first. Default false.
@@ -62,6 +64,9 @@ func NewBucketSync(ctx *pulumi.Context,
 		args = &BucketSyncArgs{}
 	}
 
+	if args.AllowEmpty == nil {
+		args.AllowEmpty = pulumi.BoolPtr(false)
+	}
 	if args.DeleteExtraneous == nil {
 		args.DeleteExtraneous = pulumi.BoolPtr(false)
 	}
@@ -111,6 +116,8 @@ func (BucketSyncState) ElementType() reflect.Type {
 }
 
 type bucketSyncArgs struct {
+	// Allow `include`/`exclude` or `sourcePrefix` to select no object of a source bucket that has objects. Default false: such a selection fails at preview, as it is usually a typo.
+	AllowEmpty *bool `pulumi:"allowEmpty"`
 	// Delete target objects (under `targetPrefix`, passing the filters) that the source does not have; they are backed up in the journal first. Default false.
 	DeleteExtraneous *bool `pulumi:"deleteExtraneous"`
 	// Globs (as `aws s3 sync --exclude`) of keys not to copy, relative to `sourcePrefix`; for example `*.json` or `*/delta/*`.
@@ -135,6 +142,8 @@ type bucketSyncArgs struct {
 
 // The set of arguments for constructing a BucketSync resource.
 type BucketSyncArgs struct {
+	// Allow `include`/`exclude` or `sourcePrefix` to select no object of a source bucket that has objects. Default false: such a selection fails at preview, as it is usually a typo.
+	AllowEmpty pulumi.BoolPtrInput
 	// Delete target objects (under `targetPrefix`, passing the filters) that the source does not have; they are backed up in the journal first. Default false.
 	DeleteExtraneous pulumi.BoolPtrInput
 	// Globs (as `aws s3 sync --exclude`) of keys not to copy, relative to `sourcePrefix`; for example `*.json` or `*/delta/*`.
@@ -242,6 +251,11 @@ func (o BucketSyncOutput) ToBucketSyncOutput() BucketSyncOutput {
 
 func (o BucketSyncOutput) ToBucketSyncOutputWithContext(ctx context.Context) BucketSyncOutput {
 	return o
+}
+
+// Allow `include`/`exclude` or `sourcePrefix` to select no object of a source bucket that has objects. Default false: such a selection fails at preview, as it is usually a typo.
+func (o BucketSyncOutput) AllowEmpty() pulumi.BoolPtrOutput {
+	return o.ApplyT(func(v *BucketSync) pulumi.BoolPtrOutput { return v.AllowEmpty }).(pulumi.BoolPtrOutput)
 }
 
 // Bytes written to the target.

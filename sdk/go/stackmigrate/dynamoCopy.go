@@ -15,6 +15,8 @@ import (
 type DynamoCopy struct {
 	pulumi.CustomResourceState
 
+	// Allow `includeTypes`/`excludeTypes` to select no item of a source table that has items. Default false: such a selection fails at preview, as it is usually a mistake.
+	AllowEmpty pulumi.BoolPtrOutput `pulumi:"allowEmpty"`
 	// Bytes written, as DynamoDB sizes items.
 	BytesCopied pulumi.IntOutput `pulumi:"bytesCopied"`
 	// The counts above per entity type.
@@ -72,6 +74,9 @@ func NewDynamoCopy(ctx *pulumi.Context,
 		args = &DynamoCopyArgs{}
 	}
 
+	if args.AllowEmpty == nil {
+		args.AllowEmpty = pulumi.BoolPtr(false)
+	}
 	if args.Output == nil {
 		args.Output = pulumi.StringPtr("dynamodb_table_name")
 	}
@@ -119,6 +124,8 @@ func (DynamoCopyState) ElementType() reflect.Type {
 }
 
 type dynamoCopyArgs struct {
+	// Allow `includeTypes`/`excludeTypes` to select no item of a source table that has items. Default false: such a selection fails at preview, as it is usually a mistake.
+	AllowEmpty *bool `pulumi:"allowEmpty"`
 	// Entity types not to copy, for example `COMPACTION_LOCK` or `JOB`.
 	ExcludeTypes []string `pulumi:"excludeTypes"`
 	// Copy only these entity types. Default: every type.
@@ -149,6 +156,8 @@ type dynamoCopyArgs struct {
 
 // The set of arguments for constructing a DynamoCopy resource.
 type DynamoCopyArgs struct {
+	// Allow `includeTypes`/`excludeTypes` to select no item of a source table that has items. Default false: such a selection fails at preview, as it is usually a mistake.
+	AllowEmpty pulumi.BoolPtrInput
 	// Entity types not to copy, for example `COMPACTION_LOCK` or `JOB`.
 	ExcludeTypes pulumi.StringArrayInput
 	// Copy only these entity types. Default: every type.
@@ -262,6 +271,11 @@ func (o DynamoCopyOutput) ToDynamoCopyOutput() DynamoCopyOutput {
 
 func (o DynamoCopyOutput) ToDynamoCopyOutputWithContext(ctx context.Context) DynamoCopyOutput {
 	return o
+}
+
+// Allow `includeTypes`/`excludeTypes` to select no item of a source table that has items. Default false: such a selection fails at preview, as it is usually a mistake.
+func (o DynamoCopyOutput) AllowEmpty() pulumi.BoolPtrOutput {
+	return o.ApplyT(func(v *DynamoCopy) pulumi.BoolPtrOutput { return v.AllowEmpty }).(pulumi.BoolPtrOutput)
 }
 
 // Bytes written, as DynamoDB sizes items.

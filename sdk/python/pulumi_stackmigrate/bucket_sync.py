@@ -20,6 +20,7 @@ __all__ = ['BucketSyncArgs', 'BucketSync']
 @pulumi.input_type
 class BucketSyncArgs:
     def __init__(__self__, *,
+                 allow_empty: Optional[pulumi.Input[_builtins.bool]] = None,
                  delete_extraneous: Optional[pulumi.Input[_builtins.bool]] = None,
                  exclude: Optional[pulumi.Input[Sequence[pulumi.Input[_builtins.str]]]] = None,
                  include: Optional[pulumi.Input[Sequence[pulumi.Input[_builtins.str]]]] = None,
@@ -32,6 +33,7 @@ class BucketSyncArgs:
                  triggers: Optional[pulumi.Input[Sequence[Any]]] = None):
         """
         The set of arguments for constructing a BucketSync resource.
+        :param pulumi.Input[_builtins.bool] allow_empty: Allow `include`/`exclude` or `sourcePrefix` to select no object of a source bucket that has objects. Default false: such a selection fails at preview, as it is usually a typo.
         :param pulumi.Input[_builtins.bool] delete_extraneous: Delete target objects (under `targetPrefix`, passing the filters) that the source does not have; they are backed up in the journal first. Default false.
         :param pulumi.Input[Sequence[pulumi.Input[_builtins.str]]] exclude: Globs (as `aws s3 sync --exclude`) of keys not to copy, relative to `sourcePrefix`; for example `*.json` or `*/delta/*`.
         :param pulumi.Input[Sequence[pulumi.Input[_builtins.str]]] include: Globs (as `aws s3 sync --include`) that re-include keys an `exclude` removed; matched against the key relative to `sourcePrefix`, `*` crossing `/`.
@@ -43,6 +45,10 @@ class BucketSyncArgs:
         :param pulumi.Input[_builtins.str] target_prefix: Prefix the copied keys get in the target.
         :param pulumi.Input[Sequence[Any]] triggers: Any values; a change re-runs the sync.
         """
+        if allow_empty is None:
+            allow_empty = False
+        if allow_empty is not None:
+            pulumi.set(__self__, "allow_empty", allow_empty)
         if delete_extraneous is None:
             delete_extraneous = False
         if delete_extraneous is not None:
@@ -69,6 +75,18 @@ class BucketSyncArgs:
             pulumi.set(__self__, "target_prefix", target_prefix)
         if triggers is not None:
             pulumi.set(__self__, "triggers", triggers)
+
+    @_builtins.property
+    @pulumi.getter(name="allowEmpty")
+    def allow_empty(self) -> Optional[pulumi.Input[_builtins.bool]]:
+        """
+        Allow `include`/`exclude` or `sourcePrefix` to select no object of a source bucket that has objects. Default false: such a selection fails at preview, as it is usually a typo.
+        """
+        return pulumi.get(self, "allow_empty")
+
+    @allow_empty.setter
+    def allow_empty(self, value: Optional[pulumi.Input[_builtins.bool]]):
+        pulumi.set(self, "allow_empty", value)
 
     @_builtins.property
     @pulumi.getter(name="deleteExtraneous")
@@ -197,6 +215,7 @@ class BucketSync(pulumi.CustomResource):
     def __init__(__self__,
                  resource_name: str,
                  opts: Optional[pulumi.ResourceOptions] = None,
+                 allow_empty: Optional[pulumi.Input[_builtins.bool]] = None,
                  delete_extraneous: Optional[pulumi.Input[_builtins.bool]] = None,
                  exclude: Optional[pulumi.Input[Sequence[pulumi.Input[_builtins.str]]]] = None,
                  include: Optional[pulumi.Input[Sequence[pulumi.Input[_builtins.str]]]] = None,
@@ -213,6 +232,7 @@ class BucketSync(pulumi.CustomResource):
 
         :param str resource_name: The name of the resource.
         :param pulumi.ResourceOptions opts: Options for the resource.
+        :param pulumi.Input[_builtins.bool] allow_empty: Allow `include`/`exclude` or `sourcePrefix` to select no object of a source bucket that has objects. Default false: such a selection fails at preview, as it is usually a typo.
         :param pulumi.Input[_builtins.bool] delete_extraneous: Delete target objects (under `targetPrefix`, passing the filters) that the source does not have; they are backed up in the journal first. Default false.
         :param pulumi.Input[Sequence[pulumi.Input[_builtins.str]]] exclude: Globs (as `aws s3 sync --exclude`) of keys not to copy, relative to `sourcePrefix`; for example `*.json` or `*/delta/*`.
         :param pulumi.Input[Sequence[pulumi.Input[_builtins.str]]] include: Globs (as `aws s3 sync --include`) that re-include keys an `exclude` removed; matched against the key relative to `sourcePrefix`, `*` crossing `/`.
@@ -248,6 +268,7 @@ class BucketSync(pulumi.CustomResource):
     def _internal_init(__self__,
                  resource_name: str,
                  opts: Optional[pulumi.ResourceOptions] = None,
+                 allow_empty: Optional[pulumi.Input[_builtins.bool]] = None,
                  delete_extraneous: Optional[pulumi.Input[_builtins.bool]] = None,
                  exclude: Optional[pulumi.Input[Sequence[pulumi.Input[_builtins.str]]]] = None,
                  include: Optional[pulumi.Input[Sequence[pulumi.Input[_builtins.str]]]] = None,
@@ -267,6 +288,9 @@ class BucketSync(pulumi.CustomResource):
                 raise TypeError('__props__ is only valid when passed in combination with a valid opts.id to get an existing resource')
             __props__ = BucketSyncArgs.__new__(BucketSyncArgs)
 
+            if allow_empty is None:
+                allow_empty = False
+            __props__.__dict__["allow_empty"] = allow_empty
             if delete_extraneous is None:
                 delete_extraneous = False
             __props__.__dict__["delete_extraneous"] = delete_extraneous
@@ -316,6 +340,7 @@ class BucketSync(pulumi.CustomResource):
 
         __props__ = BucketSyncArgs.__new__(BucketSyncArgs)
 
+        __props__.__dict__["allow_empty"] = None
         __props__.__dict__["bytes_copied"] = None
         __props__.__dict__["delete_extraneous"] = None
         __props__.__dict__["exclude"] = None
@@ -336,6 +361,14 @@ class BucketSync(pulumi.CustomResource):
         __props__.__dict__["triggers"] = None
         __props__.__dict__["verified"] = None
         return BucketSync(resource_name, opts=opts, __props__=__props__)
+
+    @_builtins.property
+    @pulumi.getter(name="allowEmpty")
+    def allow_empty(self) -> pulumi.Output[Optional[_builtins.bool]]:
+        """
+        Allow `include`/`exclude` or `sourcePrefix` to select no object of a source bucket that has objects. Default false: such a selection fails at preview, as it is usually a typo.
+        """
+        return pulumi.get(self, "allow_empty")
 
     @_builtins.property
     @pulumi.getter(name="bytesCopied")

@@ -22,6 +22,7 @@ __all__ = ['DynamoCopyArgs', 'DynamoCopy']
 @pulumi.input_type
 class DynamoCopyArgs:
     def __init__(__self__, *,
+                 allow_empty: Optional[pulumi.Input[_builtins.bool]] = None,
                  exclude_types: Optional[pulumi.Input[Sequence[pulumi.Input[_builtins.str]]]] = None,
                  include_types: Optional[pulumi.Input[Sequence[pulumi.Input[_builtins.str]]]] = None,
                  max_write_rate: Optional[pulumi.Input[_builtins.float]] = None,
@@ -37,6 +38,7 @@ class DynamoCopyArgs:
                  write_order: Optional[pulumi.Input[Sequence[pulumi.Input[_builtins.str]]]] = None):
         """
         The set of arguments for constructing a DynamoCopy resource.
+        :param pulumi.Input[_builtins.bool] allow_empty: Allow `includeTypes`/`excludeTypes` to select no item of a source table that has items. Default false: such a selection fails at preview, as it is usually a mistake.
         :param pulumi.Input[Sequence[pulumi.Input[_builtins.str]]] exclude_types: Entity types not to copy, for example `COMPACTION_LOCK` or `JOB`.
         :param pulumi.Input[Sequence[pulumi.Input[_builtins.str]]] include_types: Copy only these entity types. Default: every type.
         :param pulumi.Input[_builtins.float] max_write_rate: Most items written per second. Default: as fast as the table takes them (throttling slows the copy down on its own).
@@ -51,6 +53,10 @@ class DynamoCopyArgs:
         :param pulumi.Input[_builtins.str] type_attribute: Attribute naming an item's entity type. Default `TYPE`.
         :param pulumi.Input[Sequence[pulumi.Input[_builtins.str]]] write_order: Entity types written first, in this order; the rest follow.
         """
+        if allow_empty is None:
+            allow_empty = False
+        if allow_empty is not None:
+            pulumi.set(__self__, "allow_empty", allow_empty)
         if exclude_types is not None:
             pulumi.set(__self__, "exclude_types", exclude_types)
         if include_types is not None:
@@ -83,6 +89,18 @@ class DynamoCopyArgs:
             pulumi.set(__self__, "type_attribute", type_attribute)
         if write_order is not None:
             pulumi.set(__self__, "write_order", write_order)
+
+    @_builtins.property
+    @pulumi.getter(name="allowEmpty")
+    def allow_empty(self) -> Optional[pulumi.Input[_builtins.bool]]:
+        """
+        Allow `includeTypes`/`excludeTypes` to select no item of a source table that has items. Default false: such a selection fails at preview, as it is usually a mistake.
+        """
+        return pulumi.get(self, "allow_empty")
+
+    @allow_empty.setter
+    def allow_empty(self, value: Optional[pulumi.Input[_builtins.bool]]):
+        pulumi.set(self, "allow_empty", value)
 
     @_builtins.property
     @pulumi.getter(name="excludeTypes")
@@ -247,6 +265,7 @@ class DynamoCopy(pulumi.CustomResource):
     def __init__(__self__,
                  resource_name: str,
                  opts: Optional[pulumi.ResourceOptions] = None,
+                 allow_empty: Optional[pulumi.Input[_builtins.bool]] = None,
                  exclude_types: Optional[pulumi.Input[Sequence[pulumi.Input[_builtins.str]]]] = None,
                  include_types: Optional[pulumi.Input[Sequence[pulumi.Input[_builtins.str]]]] = None,
                  max_write_rate: Optional[pulumi.Input[_builtins.float]] = None,
@@ -266,6 +285,7 @@ class DynamoCopy(pulumi.CustomResource):
 
         :param str resource_name: The name of the resource.
         :param pulumi.ResourceOptions opts: Options for the resource.
+        :param pulumi.Input[_builtins.bool] allow_empty: Allow `includeTypes`/`excludeTypes` to select no item of a source table that has items. Default false: such a selection fails at preview, as it is usually a mistake.
         :param pulumi.Input[Sequence[pulumi.Input[_builtins.str]]] exclude_types: Entity types not to copy, for example `COMPACTION_LOCK` or `JOB`.
         :param pulumi.Input[Sequence[pulumi.Input[_builtins.str]]] include_types: Copy only these entity types. Default: every type.
         :param pulumi.Input[_builtins.float] max_write_rate: Most items written per second. Default: as fast as the table takes them (throttling slows the copy down on its own).
@@ -304,6 +324,7 @@ class DynamoCopy(pulumi.CustomResource):
     def _internal_init(__self__,
                  resource_name: str,
                  opts: Optional[pulumi.ResourceOptions] = None,
+                 allow_empty: Optional[pulumi.Input[_builtins.bool]] = None,
                  exclude_types: Optional[pulumi.Input[Sequence[pulumi.Input[_builtins.str]]]] = None,
                  include_types: Optional[pulumi.Input[Sequence[pulumi.Input[_builtins.str]]]] = None,
                  max_write_rate: Optional[pulumi.Input[_builtins.float]] = None,
@@ -326,6 +347,9 @@ class DynamoCopy(pulumi.CustomResource):
                 raise TypeError('__props__ is only valid when passed in combination with a valid opts.id to get an existing resource')
             __props__ = DynamoCopyArgs.__new__(DynamoCopyArgs)
 
+            if allow_empty is None:
+                allow_empty = False
+            __props__.__dict__["allow_empty"] = allow_empty
             __props__.__dict__["exclude_types"] = exclude_types
             __props__.__dict__["include_types"] = include_types
             __props__.__dict__["max_write_rate"] = max_write_rate
@@ -380,6 +404,7 @@ class DynamoCopy(pulumi.CustomResource):
 
         __props__ = DynamoCopyArgs.__new__(DynamoCopyArgs)
 
+        __props__.__dict__["allow_empty"] = None
         __props__.__dict__["bytes_copied"] = None
         __props__.__dict__["counts_by_type"] = None
         __props__.__dict__["exclude_types"] = None
@@ -405,6 +430,14 @@ class DynamoCopy(pulumi.CustomResource):
         __props__.__dict__["verified"] = None
         __props__.__dict__["write_order"] = None
         return DynamoCopy(resource_name, opts=opts, __props__=__props__)
+
+    @_builtins.property
+    @pulumi.getter(name="allowEmpty")
+    def allow_empty(self) -> pulumi.Output[Optional[_builtins.bool]]:
+        """
+        Allow `includeTypes`/`excludeTypes` to select no item of a source table that has items. Default false: such a selection fails at preview, as it is usually a mistake.
+        """
+        return pulumi.get(self, "allow_empty")
 
     @_builtins.property
     @pulumi.getter(name="bytesCopied")

@@ -157,16 +157,19 @@ pub(crate) async fn plan(spec: &SyncSpec, journal: Option<&Journal>) -> Result<S
     Walk::new(spec, &state).count().await
 }
 
-/// Brings the target in step with the source, journalling before each write. Batches
-/// overlap: the next batch's intents are journalled while earlier copies still run, so
-/// no batch waits for the slowest copy of the one before.
+/// Brings the target in step with the source, journalling before each write. The plan
+/// comes first: nothing is written unless `check_plan` passes it. Batches overlap: the
+/// next batch's intents are journalled while earlier copies still run, so no batch waits
+/// for the slowest copy of the one before.
 pub async fn run(
     spec: &SyncSpec,
     journal: &Journal,
     progress: &dyn Progress,
+    check_plan: impl FnOnce(&SyncCounts) -> Result<()>,
 ) -> Result<SyncCounts> {
     let state = load_state(journal).await?;
     let planned = Walk::new(spec, &state).count().await?;
+    check_plan(&planned)?;
     progress.info(&format!(
         "s3://{}/{} -> s3://{}/{}: {}",
         spec.source.name,

@@ -3,6 +3,8 @@
 #   MinIO "a"     the S3 endpoint of both stacks (server-side copies)
 #   MinIO "b"     a second S3 endpoint with other credentials (streamed copies)
 #   DynamoDB Local
+#   two fault proxies (tests/faultproxy.py), in front of MinIO "a" and DynamoDB Local:
+#                 throttling, dropped connections and refused writes, set per test
 #
 #   scripts/services.sh start   # starts (if not running) and prints the environment
 #   scripts/services.sh env     # prints the environment of the running services
@@ -45,6 +47,23 @@ start_minio() { # NAME USER PASSWORD -> prints port
   echo "$port"
 }
 
+start_proxy() { # SERVICE UPSTREAM -> prints port
+  local service=$1 upstream=$2 venv port
+  venv=$("$repo/scripts/pyenv.sh")
+  nohup "$venv/bin/python" "$repo/tests/faultproxy.py" --service "$service" --upstream "$upstream" \
+    >"$run/proxy-$service.port" 2>"$run/proxy-$service.log" &
+  echo $! >>"$run/pids"
+  local i
+  for i in $(seq 1 100); do
+    port=$(head -n 1 "$run/proxy-$service.port" 2>/dev/null || true)
+    if [ -n "$port" ]; then echo "$port"; return; fi
+    sleep 0.1
+  done
+  echo "the $service fault proxy did not start; its log:" >&2
+  tail -n 30 "$run/proxy-$service.log" >&2
+  exit 1
+}
+
 start() {
   if running; then cat "$envfile"; return; fi
   stop >/dev/null 2>&1 || true
@@ -64,6 +83,9 @@ start() {
     >"$run/dynamodb.log" 2>&1 &
   echo $! >>"$run/pids"
   wait_for "http://127.0.0.1:$ddb" "DynamoDB Local" "$run/dynamodb.log"
+  local faulty_s3 faulty_ddb
+  faulty_s3=$(start_proxy s3 "http://127.0.0.1:$a")
+  faulty_ddb=$(start_proxy dynamodb "http://127.0.0.1:$ddb")
   mkdir -p "$run/pulumi-state" "$run/pulumi-home"
   cat >"$envfile" <<EOF
 export PATH="$cache/bin:\$PATH"
@@ -72,6 +94,7 @@ export STACKMIGRATE_S3_A_KEY=stackmigrateA STACKMIGRATE_S3_A_SECRET=stackmigrate
 export STACKMIGRATE_S3_B=http://127.0.0.1:$b
 export STACKMIGRATE_S3_B_KEY=stackmigrateB STACKMIGRATE_S3_B_SECRET=stackmigrateBsecret
 export STACKMIGRATE_DYNAMODB=http://127.0.0.1:$ddb
+export STACKMIGRATE_S3_A_FAULTY=http://127.0.0.1:$faulty_s3 STACKMIGRATE_DYNAMODB_FAULTY=http://127.0.0.1:$faulty_ddb
 export AWS_ACCESS_KEY_ID=stackmigrateA AWS_SECRET_ACCESS_KEY=stackmigrateAsecret AWS_REGION=us-east-1
 export AWS_ENDPOINT_URL_S3=http://127.0.0.1:$a AWS_ENDPOINT_URL_DYNAMODB=http://127.0.0.1:$ddb
 export AWS_EC2_METADATA_DISABLED=true

@@ -2,6 +2,7 @@
 
 import hashlib
 import os
+import re
 import signal
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
@@ -269,6 +270,43 @@ def test_killed_mid_copy_the_next_up_finishes_exactly(project):
     assert "updated" not in p.up(), "after the resumed run the target is in step"
     p.destroy()
     assert listing(b, target) == {}, "destroy removes what the killed run wrote too"
+
+
+def kill_provider_mid_copy(up, started):
+    """SIGKILLs the provider under a background `pulumi up` once `started()` holds."""
+    assert wait_until(started, timeout=120), "the copy never started"
+    children = subprocess.run(["pgrep", "-P", str(up.pid), "-f", "pulumi-resource-stackmigrate"], capture_output=True, text=True).stdout.split()
+    assert children, "the provider process was not found"
+    for pid in children:
+        os.kill(int(pid), signal.SIGKILL)
+    up.wait(timeout=120)
+
+
+def test_killed_mid_copy_import_then_destroy_restores_the_target(project):
+    a, b = s3_client("a"), s3_client("b")
+    source, target = make_bucket(a, "dev"), make_bucket(b, "prod")
+    objects = {f"img/{i:05d}.png": os.urandom(2048) for i in range(3000)}
+    put_many(a, source, objects)
+    prod_own = {f"img/{i:05d}.png": b"prod's own" for i in range(0, 3000, 500)}
+    prod_own["keep/me.txt"] = b"untouched"
+    put_many(b, target, prod_own)
+    before = {k: b.get_object(Bucket=target, Key=k)["Body"].read() for k in listing(b, target)}
+    resources = sync_resource(source, target, exclude=[], onConflict="overwrite")
+    p = project(resources, OUTPUTS, config={"stackmigrate:target": connection("b")})
+
+    up = p.up_in_background()
+    kill_provider_mid_copy(up, lambda: len(listing(b, target)) > len(prod_own) + 10)
+    assert len(listing(b, target)) < len(objects) + 1, "the copy finished before the kill"
+
+    out = p.preview()
+    assert "was interrupted" in out, out
+    command = re.search(r"`(pulumi import [^`]*)`", out).group(1).split()
+    p.run(*command[1:])
+    assert "stackmigrate:index:BucketSync" in p.state_text(), "the import adopts the interrupted copy"
+    out = p.destroy()
+    assert "rolled back" in out, out
+    after = {k: b.get_object(Bucket=target, Key=k)["Body"].read() for k in listing(b, target)}
+    assert after == before, "destroy after a killed up restores every overwritten and created object"
 
 
 def test_s3_journal_on_the_target_connection(project, dev_and_prod):

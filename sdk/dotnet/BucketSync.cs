@@ -100,6 +100,12 @@ namespace Pulumi.Stackmigrate
         public Output<string?> Output { get; private set; } = null!;
 
         /// <summary>
+        /// Requests retried during the last run (in preview: while planning): throttled, reset or failed for a moment.
+        /// </summary>
+        [Output("retries")]
+        public Output<int?> Retries { get; private set; } = null!;
+
+        /// <summary>
         /// The source bucket, as given or read from the source stack's outputs.
         /// </summary>
         [Output("sourceBucket")]
@@ -122,6 +128,12 @@ namespace Pulumi.Stackmigrate
         /// </summary>
         [Output("targetPrefix")]
         public Output<string?> TargetPrefix { get; private set; } = null!;
+
+        /// <summary>
+        /// Of the answers behind those retries, how many were throttling (503 SlowDown, ThrottlingException, ProvisionedThroughputExceeded, unprocessed items).
+        /// </summary>
+        [Output("throttles")]
+        public Output<int?> Throttles { get; private set; } = null!;
 
         /// <summary>
         /// Any values; a change re-runs the sync.

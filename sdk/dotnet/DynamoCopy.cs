@@ -106,6 +106,12 @@ namespace Pulumi.Stackmigrate
         public Output<string?> Output { get; private set; } = null!;
 
         /// <summary>
+        /// Requests retried during the last run (in preview: while planning): throttled, reset or failed for a moment.
+        /// </summary>
+        [Output("retries")]
+        public Output<int?> Retries { get; private set; } = null!;
+
+        /// <summary>
         /// Strings replaced in every string value at any depth (strings, string sets, nested maps and lists); key attributes are never rewritten. Default: every output present in both stacks whose name ends in `bucket_name` or `bucket` and whose values differ, source value to target value.
         /// </summary>
         [Output("rewrite")]
@@ -140,6 +146,12 @@ namespace Pulumi.Stackmigrate
         /// </summary>
         [Output("targetTable")]
         public Output<string> TargetTable { get; private set; } = null!;
+
+        /// <summary>
+        /// Of the answers behind those retries, how many were throttling (503 SlowDown, ThrottlingException, ProvisionedThroughputExceeded, unprocessed items).
+        /// </summary>
+        [Output("throttles")]
+        public Output<int?> Throttles { get; private set; } = null!;
 
         /// <summary>
         /// Any values; a change re-runs the copy.

@@ -58,6 +58,12 @@ namespace Pulumi.Stackmigrate
         public Output<string?> Output { get; private set; } = null!;
 
         /// <summary>
+        /// Requests retried during the last run (in preview: while planning): throttled, reset or failed for a moment.
+        /// </summary>
+        [Output("retries")]
+        public Output<int?> Retries { get; private set; } = null!;
+
+        /// <summary>
         /// The run copied.
         /// </summary>
         [Output("runId")]
@@ -80,6 +86,12 @@ namespace Pulumi.Stackmigrate
         /// </summary>
         [Output("targetBucket")]
         public Output<string> TargetBucket { get; private set; } = null!;
+
+        /// <summary>
+        /// Of the answers behind those retries, how many were throttling (503 SlowDown, ThrottlingException, ProvisionedThroughputExceeded, unprocessed items).
+        /// </summary>
+        [Output("throttles")]
+        public Output<int?> Throttles { get; private set; } = null!;
 
         /// <summary>
         /// Any values; a change re-runs the copy.

@@ -94,6 +94,12 @@ namespace Pulumi.Stackmigrate
         public Output<ImmutableDictionary<string, string>> Promoted { get; private set; } = null!;
 
         /// <summary>
+        /// Requests retried during the last run (in preview: while planning): throttled, reset or failed for a moment.
+        /// </summary>
+        [Output("retries")]
+        public Output<int?> Retries { get; private set; } = null!;
+
+        /// <summary>
         /// Pin a snapshot version (for example `20251120_153000_123456_ab12cd34`) instead of the one the source pointer names.
         /// </summary>
         [Output("snapshot")]
@@ -128,6 +134,12 @@ namespace Pulumi.Stackmigrate
         /// </summary>
         [Output("targetLockTable")]
         public Output<string?> TargetLockTable { get; private set; } = null!;
+
+        /// <summary>
+        /// Of the answers behind those retries, how many were throttling (503 SlowDown, ThrottlingException, ProvisionedThroughputExceeded, unprocessed items).
+        /// </summary>
+        [Output("throttles")]
+        public Output<int?> Throttles { get; private set; } = null!;
 
         /// <summary>
         /// Any values; a change re-runs the promotion.

@@ -94,6 +94,10 @@ export class BucketSync extends pulumi.CustomResource {
      */
     declare public readonly output: pulumi.Output<string | undefined>;
     /**
+     * Requests retried during the last run (in preview: while planning): throttled, reset or failed for a moment.
+     */
+    declare public /*out*/ readonly retries: pulumi.Output<number | undefined>;
+    /**
      * The source bucket, as given or read from the source stack's outputs.
      */
     declare public readonly sourceBucket: pulumi.Output<string>;
@@ -109,6 +113,10 @@ export class BucketSync extends pulumi.CustomResource {
      * Prefix the copied keys get in the target.
      */
     declare public readonly targetPrefix: pulumi.Output<string | undefined>;
+    /**
+     * Of the answers behind those retries, how many were throttling (503 SlowDown, ThrottlingException, ProvisionedThroughputExceeded, unprocessed items).
+     */
+    declare public /*out*/ readonly throttles: pulumi.Output<number | undefined>;
     /**
      * Any values; a change re-runs the sync.
      */
@@ -148,6 +156,8 @@ export class BucketSync extends pulumi.CustomResource {
             resourceInputs["objectsOverwritten"] = undefined /*out*/;
             resourceInputs["objectsScanned"] = undefined /*out*/;
             resourceInputs["objectsSkipped"] = undefined /*out*/;
+            resourceInputs["retries"] = undefined /*out*/;
+            resourceInputs["throttles"] = undefined /*out*/;
             resourceInputs["verified"] = undefined /*out*/;
         } else {
             resourceInputs["allowEmpty"] = undefined /*out*/;
@@ -164,10 +174,12 @@ export class BucketSync extends pulumi.CustomResource {
             resourceInputs["objectsSkipped"] = undefined /*out*/;
             resourceInputs["onConflict"] = undefined /*out*/;
             resourceInputs["output"] = undefined /*out*/;
+            resourceInputs["retries"] = undefined /*out*/;
             resourceInputs["sourceBucket"] = undefined /*out*/;
             resourceInputs["sourcePrefix"] = undefined /*out*/;
             resourceInputs["targetBucket"] = undefined /*out*/;
             resourceInputs["targetPrefix"] = undefined /*out*/;
+            resourceInputs["throttles"] = undefined /*out*/;
             resourceInputs["triggers"] = undefined /*out*/;
             resourceInputs["verified"] = undefined /*out*/;
         }

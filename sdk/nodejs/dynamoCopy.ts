@@ -98,6 +98,10 @@ export class DynamoCopy extends pulumi.CustomResource {
      */
     declare public readonly output: pulumi.Output<string | undefined>;
     /**
+     * Requests retried during the last run (in preview: while planning): throttled, reset or failed for a moment.
+     */
+    declare public /*out*/ readonly retries: pulumi.Output<number | undefined>;
+    /**
      * Strings replaced in every string value at any depth (strings, string sets, nested maps and lists); key attributes are never rewritten. Default: every output present in both stacks whose name ends in `bucket_name` or `bucket` and whose values differ, source value to target value.
      */
     declare public readonly rewrite: pulumi.Output<{[key: string]: string} | undefined>;
@@ -121,6 +125,10 @@ export class DynamoCopy extends pulumi.CustomResource {
      * The target table, as given or read from the target stack's outputs.
      */
     declare public readonly targetTable: pulumi.Output<string>;
+    /**
+     * Of the answers behind those retries, how many were throttling (503 SlowDown, ThrottlingException, ProvisionedThroughputExceeded, unprocessed items).
+     */
+    declare public /*out*/ readonly throttles: pulumi.Output<number | undefined>;
     /**
      * Any values; a change re-runs the copy.
      */
@@ -172,7 +180,9 @@ export class DynamoCopy extends pulumi.CustomResource {
             resourceInputs["itemsScanned"] = undefined /*out*/;
             resourceInputs["itemsSkipped"] = undefined /*out*/;
             resourceInputs["journalUri"] = undefined /*out*/;
+            resourceInputs["retries"] = undefined /*out*/;
             resourceInputs["rewrites"] = undefined /*out*/;
+            resourceInputs["throttles"] = undefined /*out*/;
             resourceInputs["verified"] = undefined /*out*/;
         } else {
             resourceInputs["allowEmpty"] = undefined /*out*/;
@@ -190,12 +200,14 @@ export class DynamoCopy extends pulumi.CustomResource {
             resourceInputs["maxWriteRate"] = undefined /*out*/;
             resourceInputs["onConflict"] = undefined /*out*/;
             resourceInputs["output"] = undefined /*out*/;
+            resourceInputs["retries"] = undefined /*out*/;
             resourceInputs["rewrite"] = undefined /*out*/;
             resourceInputs["rewrites"] = undefined /*out*/;
             resourceInputs["setAttributes"] = undefined /*out*/;
             resourceInputs["skipExpired"] = undefined /*out*/;
             resourceInputs["sourceTable"] = undefined /*out*/;
             resourceInputs["targetTable"] = undefined /*out*/;
+            resourceInputs["throttles"] = undefined /*out*/;
             resourceInputs["triggers"] = undefined /*out*/;
             resourceInputs["typeAttribute"] = undefined /*out*/;
             resourceInputs["verified"] = undefined /*out*/;

@@ -63,6 +63,10 @@ export class ModelCopy extends pulumi.CustomResource {
      */
     declare public readonly output: pulumi.Output<string | undefined>;
     /**
+     * Requests retried during the last run (in preview: while planning): throttled, reset or failed for a moment.
+     */
+    declare public /*out*/ readonly retries: pulumi.Output<number | undefined>;
+    /**
      * The run copied.
      */
     declare public readonly runId: pulumi.Output<string>;
@@ -78,6 +82,10 @@ export class ModelCopy extends pulumi.CustomResource {
      * The target training bucket, as given or read from the target stack.
      */
     declare public readonly targetBucket: pulumi.Output<string>;
+    /**
+     * Of the answers behind those retries, how many were throttling (503 SlowDown, ThrottlingException, ProvisionedThroughputExceeded, unprocessed items).
+     */
+    declare public /*out*/ readonly throttles: pulumi.Output<number | undefined>;
     /**
      * Any values; a change re-runs the copy.
      */
@@ -110,6 +118,8 @@ export class ModelCopy extends pulumi.CustomResource {
             resourceInputs["filesCopied"] = undefined /*out*/;
             resourceInputs["journalUri"] = undefined /*out*/;
             resourceInputs["modelUri"] = undefined /*out*/;
+            resourceInputs["retries"] = undefined /*out*/;
+            resourceInputs["throttles"] = undefined /*out*/;
             resourceInputs["verified"] = undefined /*out*/;
         } else {
             resourceInputs["bytesCopied"] = undefined /*out*/;
@@ -119,10 +129,12 @@ export class ModelCopy extends pulumi.CustomResource {
             resourceInputs["journalUri"] = undefined /*out*/;
             resourceInputs["modelUri"] = undefined /*out*/;
             resourceInputs["output"] = undefined /*out*/;
+            resourceInputs["retries"] = undefined /*out*/;
             resourceInputs["runId"] = undefined /*out*/;
             resourceInputs["runsPrefix"] = undefined /*out*/;
             resourceInputs["sourceBucket"] = undefined /*out*/;
             resourceInputs["targetBucket"] = undefined /*out*/;
+            resourceInputs["throttles"] = undefined /*out*/;
             resourceInputs["triggers"] = undefined /*out*/;
             resourceInputs["verified"] = undefined /*out*/;
         }

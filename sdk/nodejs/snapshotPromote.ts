@@ -87,6 +87,10 @@ export class SnapshotPromote extends pulumi.CustomResource {
      */
     declare public /*out*/ readonly promoted: pulumi.Output<{[key: string]: string}>;
     /**
+     * Requests retried during the last run (in preview: while planning): throttled, reset or failed for a moment.
+     */
+    declare public /*out*/ readonly retries: pulumi.Output<number | undefined>;
+    /**
      * Pin a snapshot version (for example `20251120_153000_123456_ab12cd34`) instead of the one the source pointer names.
      */
     declare public readonly snapshot: pulumi.Output<string | undefined>;
@@ -110,6 +114,10 @@ export class SnapshotPromote extends pulumi.CustomResource {
      * DynamoDB table holding the compactor's lock on the target side. Default: the `lockTableOutput` of `targetStack`.
      */
     declare public readonly targetLockTable: pulumi.Output<string | undefined>;
+    /**
+     * Of the answers behind those retries, how many were throttling (503 SlowDown, ThrottlingException, ProvisionedThroughputExceeded, unprocessed items).
+     */
+    declare public /*out*/ readonly throttles: pulumi.Output<number | undefined>;
     /**
      * Any values; a change re-runs the promotion.
      */
@@ -150,6 +158,8 @@ export class SnapshotPromote extends pulumi.CustomResource {
             resourceInputs["journalUri"] = undefined /*out*/;
             resourceInputs["previousPointers"] = undefined /*out*/;
             resourceInputs["promoted"] = undefined /*out*/;
+            resourceInputs["retries"] = undefined /*out*/;
+            resourceInputs["throttles"] = undefined /*out*/;
             resourceInputs["verified"] = undefined /*out*/;
         } else {
             resourceInputs["bytesCopied"] = undefined /*out*/;
@@ -165,12 +175,14 @@ export class SnapshotPromote extends pulumi.CustomResource {
             resourceInputs["pointerKey"] = undefined /*out*/;
             resourceInputs["previousPointers"] = undefined /*out*/;
             resourceInputs["promoted"] = undefined /*out*/;
+            resourceInputs["retries"] = undefined /*out*/;
             resourceInputs["snapshot"] = undefined /*out*/;
             resourceInputs["snapshotPrefix"] = undefined /*out*/;
             resourceInputs["sourceBucket"] = undefined /*out*/;
             resourceInputs["sourceLockTable"] = undefined /*out*/;
             resourceInputs["targetBucket"] = undefined /*out*/;
             resourceInputs["targetLockTable"] = undefined /*out*/;
+            resourceInputs["throttles"] = undefined /*out*/;
             resourceInputs["triggers"] = undefined /*out*/;
             resourceInputs["verified"] = undefined /*out*/;
         }

@@ -3,13 +3,32 @@
 
 use std::time::Duration;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
 use aws_config::{
     retry::RetryConfig, sts::AssumeRoleProvider, timeout::TimeoutConfig, BehaviorVersion, Region,
 };
+use aws_sdk_s3::config::retry::{RetryPartition, TokenBucket};
 use aws_sdk_s3::config::{Credentials, SharedCredentialsProvider};
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::context::{
+    BeforeTransmitInterceptorContextRef, FinalizerInterceptorContextRef,
+};
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::retries::RequestAttempts;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::config_bag::ConfigBag;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
+
+/// Attempts per request. Each retry waits its own exponential backoff with full jitter,
+/// capped at `MAX_BACKOFF`, while the other requests in flight go on: a steady share of
+/// throttled requests slows only those requests, not the whole client.
+const MAX_ATTEMPTS: u32 = 12;
+const INITIAL_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// A connection that cannot be made fails in this long rather than hanging a preview.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -77,13 +96,15 @@ impl Connection {
 
     async fn sdk_config(&self) -> aws_config::SdkConfig {
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            // Adaptive retry: backoff with jitter on throttling (503 SlowDown,
-            // ProvisionedThroughputExceeded) and transient errors, and client-side
-            // rate limiting that adapts to the throttling it sees.
+            // Standard retry: throttling (503 SlowDown, ThrottlingException,
+            // ProvisionedThroughputExceeded) and transient errors are retried per request.
+            // Not adaptive: its client-wide rate limit halves every request's rate on a
+            // steady share of throttles. The server's x-amz-retry-after is honoured.
             .retry_config(
-                RetryConfig::adaptive()
-                    .with_max_attempts(10)
-                    .with_initial_backoff(Duration::from_millis(50)),
+                RetryConfig::standard()
+                    .with_max_attempts(MAX_ATTEMPTS)
+                    .with_initial_backoff(INITIAL_BACKOFF)
+                    .with_max_backoff(MAX_BACKOFF),
             )
             .timeout_config(
                 TimeoutConfig::builder()
@@ -130,7 +151,10 @@ impl Connection {
             // S3-compatible servers ignore the region, but the SDK refuses to sign without one.
             builder = builder.region(Region::new("us-east-1"));
         }
-        builder = builder.force_path_style(self.force_path_style.unwrap_or(false));
+        builder = builder
+            .force_path_style(self.force_path_style.unwrap_or(false))
+            .retry_partition(unlimited_retries("stackmigrate-s3"))
+            .interceptor(CountAttempts);
         aws_sdk_s3::Client::from_conf(builder.build())
     }
 
@@ -142,6 +166,9 @@ impl Connection {
         if sdk.region().is_none() {
             builder = builder.region(Region::new("us-east-1"));
         }
+        builder = builder
+            .retry_partition(unlimited_retries("stackmigrate-dynamodb"))
+            .interceptor(CountAttempts);
         aws_sdk_dynamodb::Client::from_conf(builder.build())
     }
 
@@ -171,6 +198,114 @@ impl Connection {
             && self.secret_access_key == other.secret_access_key
             && self.session_token == other.session_token
             && self.role_arn == other.role_arn
+    }
+}
+
+/// A retry partition without the SDK's retry quota: under a steady 20% of throttles the
+/// default quota empties within a few thousand requests and then no request is retried.
+/// The backoff itself still bounds the load.
+fn unlimited_retries(name: &'static str) -> RetryPartition {
+    RetryPartition::custom(name)
+        .token_bucket(TokenBucket::unlimited())
+        .build()
+}
+
+/// Retries and throttled answers seen during one provider operation.
+#[derive(Debug, Default)]
+pub struct Attempts {
+    retries: AtomicU64,
+    throttles: AtomicU64,
+}
+
+impl Attempts {
+    pub fn retries(&self) -> u64 {
+        self.retries.load(Ordering::Relaxed)
+    }
+
+    pub fn throttles(&self) -> u64 {
+        self.throttles.load(Ordering::Relaxed)
+    }
+
+    /// Counts a throttled answer that this code (not the SDK) retries, such as
+    /// DynamoDB's unprocessed items.
+    pub(crate) fn record_throttled_retry() {
+        let _ = OPERATION.try_with(|attempts| {
+            attempts.retries.fetch_add(1, Ordering::Relaxed);
+            attempts.throttles.fetch_add(1, Ordering::Relaxed);
+        });
+    }
+
+    /// The retries and throttles of the operation this task runs (0 outside one).
+    pub(crate) fn so_far() -> (u64, u64) {
+        OPERATION
+            .try_with(|a| (a.retries(), a.throttles()))
+            .unwrap_or_default()
+    }
+
+    /// Runs `operation` with its requests counted in `attempts`. The SDK's hooks run
+    /// in the task that awaits the request, so concurrent operations keep apart.
+    pub async fn count<F: std::future::Future>(attempts: Arc<Attempts>, operation: F) -> F::Output {
+        OPERATION.scope(attempts, operation).await
+    }
+}
+
+tokio::task_local! {
+    static OPERATION: Arc<Attempts>;
+}
+
+/// Error codes services answer a throttled request with (HTTP 400 for DynamoDB).
+const THROTTLING_CODES: [&str; 5] = [
+    "Throttling",
+    "ProvisionedThroughputExceeded",
+    "RequestLimitExceeded",
+    "SlowDown",
+    "TooManyRequests",
+];
+
+#[derive(Debug)]
+struct CountAttempts;
+
+impl Intercept for CountAttempts {
+    fn name(&self) -> &'static str {
+        "stackmigrate::CountAttempts"
+    }
+
+    fn read_before_attempt(
+        &self,
+        _: &BeforeTransmitInterceptorContextRef<'_>,
+        _: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if cfg
+            .load::<RequestAttempts>()
+            .is_some_and(|a| a.attempts() > 1)
+        {
+            let _ = OPERATION.try_with(|a| a.retries.fetch_add(1, Ordering::Relaxed));
+        }
+        Ok(())
+    }
+
+    fn read_after_attempt(
+        &self,
+        context: &FinalizerInterceptorContextRef<'_>,
+        _: &RuntimeComponents,
+        _: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let Some(response) = context.response() else {
+            return Ok(());
+        };
+        let status = response.status().as_u16();
+        let throttled = status == 503
+            || status == 429
+            || (status == 400
+                && response.body().bytes().is_some_and(|body| {
+                    let body = String::from_utf8_lossy(body);
+                    THROTTLING_CODES.iter().any(|code| body.contains(code))
+                }));
+        if throttled {
+            let _ = OPERATION.try_with(|a| a.throttles.fetch_add(1, Ordering::Relaxed));
+        }
+        Ok(())
     }
 }
 

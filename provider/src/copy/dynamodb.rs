@@ -18,6 +18,7 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 use tokio::time::Instant;
 
 use super::aws_error;
+use super::connection::Attempts;
 use super::item::Item;
 
 #[derive(Clone, Debug)]
@@ -176,6 +177,7 @@ pub(crate) async fn batch_get(table: &Table, keys: Vec<Item>) -> Result<Vec<Item
             .map(|k| k.keys().to_vec())
             .unwrap_or_default();
         if !pending.is_empty() {
+            Attempts::record_throttled_retry();
             attempt += 1;
             tokio::time::sleep(backoff(attempt)).await;
         }
@@ -212,6 +214,7 @@ pub(crate) async fn batch_write(
                     .unwrap_or_default();
                 if !batch.is_empty() {
                     // The table is throttling: back off before the rest of this batch.
+                    Attempts::record_throttled_retry();
                     attempt += 1;
                     tokio::time::sleep(backoff(attempt)).await;
                 }

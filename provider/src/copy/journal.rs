@@ -26,6 +26,9 @@ pub struct Journal {
     store: Store,
     uri: String,
     next_segment: AtomicU64,
+    /// A note stored just before the first record: what describes a run is kept only
+    /// once the run writes.
+    first_note: tokio::sync::Mutex<Option<(String, Vec<u8>)>>,
 }
 
 /// Parses the `journal` setting: `s3://bucket/prefix` or `file:///absolute/path`.
@@ -92,6 +95,7 @@ impl Journal {
             store,
             uri,
             next_segment: AtomicU64::new(0),
+            first_note: Default::default(),
         };
         let existing = journal.segments().await?;
         let next = existing.last().map(|(seq, _)| seq + 1).unwrap_or(0);
@@ -132,10 +136,27 @@ impl Journal {
         Ok(segments)
     }
 
+    /// Whether any run has recorded a write here (a write may have happened).
+    pub(crate) async fn has_records(&self) -> Result<bool> {
+        Ok(!self.segments().await?.is_empty())
+    }
+
+    /// Stores the note `name` before the first record this journal appends.
+    pub(crate) fn note_before_first_record(self, name: &str, body: Vec<u8>) -> Self {
+        *self.first_note.try_lock().expect("not yet shared") = Some((name.to_string(), body));
+        self
+    }
+
     /// Durably records `records` as one segment. Returns once they are stored.
     pub(crate) async fn append<T: Serialize>(&self, records: &[T]) -> Result<()> {
         if records.is_empty() {
             return Ok(());
+        }
+        {
+            let mut first_note = self.first_note.lock().await;
+            if let Some((name, body)) = first_note.take() {
+                self.write_note(&name, body).await?;
+            }
         }
         let mut body = Vec::new();
         for record in records {

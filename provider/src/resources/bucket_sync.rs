@@ -7,7 +7,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{BucketInputs, Context, Failure, Migration, Planned};
+use super::{BucketInputs, Context, Failure, Migration, Planned, Retried};
 use crate::copy::filter::KeyFilter;
 use crate::copy::s3;
 use crate::copy::sync::{self, OnConflict, SyncCounts, SyncSpec};
@@ -82,6 +82,8 @@ pub struct Outputs {
     pub verified: bool,
     /// Where this resource's rollback journal lives.
     pub journal_uri: String,
+    #[serde(flatten)]
+    pub retried: Retried,
 }
 
 impl Outputs {
@@ -103,6 +105,7 @@ impl Outputs {
             bytes_copied: counts.bytes_copied,
             verified,
             journal_uri: journal_uri.to_string(),
+            retried: Retried::so_far(),
         }
     }
 }

@@ -3,7 +3,8 @@
 
 use std::sync::Arc;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context as _, Result};
+use serde_json::{Map, Value};
 
 use crate::config::ProviderConfig;
 use crate::copy::connection::SideClients;
@@ -29,13 +30,21 @@ impl Clients {
 }
 
 /// Everything a resource operation may use besides its inputs.
+#[derive(Clone)]
 pub struct Context {
     pub config: Arc<ProviderConfig>,
     pub clients: Arc<Clients>,
     pub urn: String,
     pub progress: Arc<dyn Progress>,
     pub stacks: Arc<Stacks>,
+    /// The inputs of a run that may write (secrets left out): kept in the journal with
+    /// its first record, so that a run the engine lost track of (the plugin killed) can
+    /// be imported and rolled back.
+    pub run_inputs: Option<Arc<Map<String, Value>>>,
 }
+
+/// The journal note holding the inputs of the run that first wrote.
+const INPUTS_NOTE: &str = "inputs.json";
 
 /// Which side of the migration a name belongs to.
 #[derive(Debug, Clone, Copy)]
@@ -91,12 +100,32 @@ impl Context {
 
     /// This resource's journal: `s3://` journals live on the target side.
     pub(crate) async fn journal(&self) -> Result<Journal> {
-        Journal::open(
+        let journal = Journal::open(
             &self.config.journal_location()?,
             &self.clients.target,
             &journal_path(&self.urn),
         )
-        .await
+        .await?;
+        Ok(match &self.run_inputs {
+            Some(inputs) => {
+                journal.note_before_first_record(INPUTS_NOTE, serde_json::to_vec(inputs.as_ref())?)
+            }
+            None => journal,
+        })
+    }
+
+    /// The inputs of the run that wrote this resource's journal, if one did.
+    pub(crate) async fn recorded_inputs(&self) -> Result<Option<Map<String, Value>>> {
+        let journal = self.journal().await?;
+        match journal.read_note(INPUTS_NOTE).await? {
+            Some(body) => Ok(Some(serde_json::from_slice(&body).with_context(|| {
+                format!(
+                    "{INPUTS_NOTE} in the journal at {} is corrupt",
+                    journal.uri()
+                )
+            })?)),
+            None => Ok(None),
+        }
     }
 
     fn stack_setting(&self, side: Side) -> (&'static str, Option<&str>) {

@@ -10,7 +10,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{Context, Failure, Migration, Planned, Side};
+use super::{Context, Failure, Migration, Planned, Retried, Side};
 use crate::copy::dynamodb::{self, Table};
 use crate::copy::item::Rewriter;
 use crate::copy::table::{self, CopyCounts, CopySpec, ItemConflict, SetAttribute, TypeCounts};
@@ -107,6 +107,8 @@ pub struct Outputs {
     pub verified: bool,
     /// Where this resource's rollback journal lives.
     pub journal_uri: String,
+    #[serde(flatten)]
+    pub retried: Retried,
 }
 
 impl Outputs {
@@ -131,6 +133,7 @@ impl Outputs {
             bytes_copied: counts.bytes_copied,
             verified,
             journal_uri: journal_uri.to_string(),
+            retried: Retried::so_far(),
         }
     }
 }

@@ -11,14 +11,38 @@ pub(crate) mod metadata;
 pub mod model_copy;
 pub mod snapshot_promote;
 
+use std::sync::Arc;
+
 use anyhow::Result;
 use async_trait::async_trait;
 use schemars::JsonSchema;
 use serde::{de::DeserializeOwned, Serialize};
 use serde_json::{Map, Value};
 
+use crate::copy::progress::Silent;
 pub use context::{journal_path, Clients, Context};
 pub(crate) use context::{BucketInputs, Side};
+
+/// Requests the last run retried, and of them those the service throttled: every
+/// resource reports them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Retried {
+    /// Requests retried during the last run (in preview: while planning): throttled, reset or failed for a moment.
+    #[serde(default)]
+    pub retries: u64,
+    /// Of the answers behind those retries, how many were throttling (503 SlowDown, ThrottlingException, ProvisionedThroughputExceeded, unprocessed items).
+    #[serde(default)]
+    pub throttles: u64,
+}
+
+impl Retried {
+    /// The counts of the operation under way.
+    pub(crate) fn so_far() -> Retried {
+        let (retries, throttles) = crate::copy::connection::Attempts::so_far();
+        Retried { retries, throttles }
+    }
+}
 
 /// An input that failed validation, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,7 +101,35 @@ pub trait Resource: Send + Sync {
     async fn apply(&self, ctx: &Context, inputs: &Map<String, Value>)
         -> Result<Map<String, Value>>;
     async fn rollback(&self, ctx: &Context, state: &Map<String, Value>) -> Result<()>;
+    /// The state of a resource whose run wrote (its journal has records) but whose state
+    /// the engine does not hold: the inputs with the outputs a plan gives now, which name
+    /// the target a rollback undoes. None when nothing was written.
+    async fn recover(
+        &self,
+        ctx: &Context,
+        inputs: &Map<String, Value>,
+    ) -> Result<Option<Map<String, Value>>>;
 }
+
+/// An apply that failed after it had written: the engine is given `state` with the
+/// error, keeps the resource, and `pulumi destroy` rolls back what was written.
+#[derive(Debug)]
+pub struct FailedAfterWriting {
+    pub state: Map<String, Value>,
+    pub cause: anyhow::Error,
+}
+
+impl std::fmt::Display for FailedAfterWriting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:#}; what was written is kept in the state: `pulumi up` finishes the copy, `pulumi destroy` rolls it back",
+            self.cause
+        )
+    }
+}
+
+impl std::error::Error for FailedAfterWriting {}
 
 /// Decodes untyped inputs, naming the property that does not fit.
 pub(crate) fn decode<T: DeserializeOwned>(inputs: &Map<String, Value>) -> Result<T, Failure> {
@@ -154,8 +206,31 @@ impl<M: Migration> Resource for M {
         inputs: &Map<String, Value>,
     ) -> Result<Map<String, Value>> {
         let typed: M::Inputs = decode_or_err(inputs)?;
-        let outputs = Migration::apply(self, ctx, &typed).await?;
-        with_outputs(inputs, &outputs)
+        let cause = match Migration::apply(self, ctx, &typed).await {
+            Ok(outputs) => return with_outputs(inputs, &outputs),
+            Err(cause) => cause,
+        };
+        match self.recover(ctx, inputs).await {
+            Ok(Some(state)) => Err(FailedAfterWriting { state, cause }.into()),
+            // Nothing written, or the target cannot even be named now: the plain error.
+            _ => Err(cause),
+        }
+    }
+    async fn recover(
+        &self,
+        ctx: &Context,
+        inputs: &Map<String, Value>,
+    ) -> Result<Option<Map<String, Value>>> {
+        if !ctx.journal().await?.has_records().await? {
+            return Ok(None);
+        }
+        let quiet = Context {
+            progress: Arc::new(Silent),
+            ..ctx.clone()
+        };
+        let typed: M::Inputs = decode_or_err(inputs)?;
+        let planned = Migration::plan(self, &quiet, &typed).await?;
+        Ok(Some(with_outputs(inputs, &planned.outputs)?))
     }
     async fn rollback(&self, ctx: &Context, state: &Map<String, Value>) -> Result<()> {
         let typed: M::Outputs = decode_or_err(state)?;

@@ -7,7 +7,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{BucketInputs, Context, Failure, Migration, Planned};
+use super::{BucketInputs, Context, Failure, Migration, Planned, Retried};
 use crate::copy::filter::KeyFilter;
 use crate::copy::journal::Journal;
 use crate::copy::model::{self, Choice};
@@ -82,6 +82,8 @@ pub struct Outputs {
     pub verified: bool,
     /// Where this resource's rollback journal lives.
     pub journal_uri: String,
+    #[serde(flatten)]
+    pub retried: Retried,
 }
 
 struct Plan {
@@ -149,6 +151,7 @@ impl ModelCopy {
             bytes_copied: counts.bytes_copied,
             verified,
             journal_uri: journal.uri().to_string(),
+            retried: Retried::so_far(),
         }
     }
 }

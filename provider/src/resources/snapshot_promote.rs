@@ -11,7 +11,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{BucketInputs, Context, Failure, Migration, Planned, Side};
+use super::{BucketInputs, Context, Failure, Migration, Planned, Retried, Side};
 use crate::copy::dynamodb::{self, Table};
 use crate::copy::filter::KeyFilter;
 use crate::copy::journal::Journal;
@@ -114,6 +114,8 @@ pub struct Outputs {
     pub verified: bool,
     /// Where this resource's rollback journal lives.
     pub journal_uri: String,
+    #[serde(flatten)]
+    pub retried: Retried,
 }
 
 struct Collection {
@@ -307,6 +309,7 @@ impl Migration for SnapshotPromote {
                 }
             }
         }
+        outputs.retried = Retried::so_far();
         Ok(Planned { outputs, pending })
     }
 
@@ -355,6 +358,7 @@ impl Migration for SnapshotPromote {
             ));
         }
         outputs.verified = true;
+        outputs.retried = Retried::so_far();
         Ok(outputs)
     }
 

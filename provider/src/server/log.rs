@@ -9,6 +9,7 @@ use pulumi_gestalt_proto::pulumi::pulumirpc::{
 use tokio::sync::mpsc;
 use tonic::transport::Channel;
 
+use crate::copy::connection::Attempts;
 use crate::copy::progress::Progress;
 
 /// Progress sent to the engine's Log service, in order, by one background task.
@@ -90,5 +91,28 @@ impl Progress for EngineLog {
     }
     fn warn(&self, message: &str) {
         self.send(LogSeverity::Warning, message, false);
+    }
+}
+
+/// Status lines with the operation's retries, so throttling shows while it happens.
+pub(super) struct WithRetries {
+    pub inner: Arc<dyn Progress>,
+    pub attempts: Arc<Attempts>,
+}
+
+impl Progress for WithRetries {
+    fn status(&self, message: &str) {
+        match (self.attempts.retries(), self.attempts.throttles()) {
+            (0, _) => self.inner.status(message),
+            (retries, throttles) => self.inner.status(&format!(
+                "{message}; {retries} requests retried ({throttles} throttled)"
+            )),
+        }
+    }
+    fn info(&self, message: &str) {
+        self.inner.info(message);
+    }
+    fn warn(&self, message: &str) {
+        self.inner.warn(message);
     }
 }

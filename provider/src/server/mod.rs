@@ -7,16 +7,18 @@ mod service;
 use std::future::Future;
 use std::sync::{Arc, OnceLock, RwLock};
 
+use prost::Message;
 use prost_types::Struct;
 use pulumi_gestalt_proto::pulumi::pulumirpc as rpc;
 use tonic::Status;
 
 use crate::config::ProviderConfig;
+use crate::copy::connection::Attempts;
 use crate::registry::{self, Registered, Registry};
-use crate::resources::{Clients, Context};
+use crate::resources::{journal_path, Clients, Context, FailedAfterWriting};
 use crate::stacks::Stacks;
 use crate::wire::Props;
-use log::EngineLog;
+use log::{EngineLog, WithRetries};
 
 pub struct Provider {
     registry: Registry,
@@ -98,27 +100,74 @@ impl Provider {
         &self,
         urn: &str,
         operation: impl FnOnce(Context) -> F,
-    ) -> Result<T, Status>
+    ) -> anyhow::Result<T>
     where
         F: Future<Output = anyhow::Result<T>>,
     {
         let log = Arc::new(self.logger(urn));
         let Configured { config, clients } = self.configured();
+        let attempts = Arc::new(Attempts::default());
         let ctx = Context {
             config,
             clients,
             urn: urn.to_string(),
-            progress: log.clone(),
+            progress: Arc::new(WithRetries {
+                inner: log.clone(),
+                attempts: attempts.clone(),
+            }),
             stacks: self
                 .stacks
                 .read()
                 .unwrap_or_else(|e| e.into_inner())
                 .clone(),
+            run_inputs: None,
         };
-        let result = operation(ctx).await;
+        let result = Attempts::count(attempts, operation(ctx)).await;
         log.finish().await;
-        result.map_err(|e| Status::unknown(format!("{e:#}")))
+        result
     }
+}
+
+/// An error as the engine shows it: the whole chain on one line.
+fn status(error: anyhow::Error) -> Status {
+    Status::unknown(format!("{error:#}"))
+}
+
+/// A Create or Update that failed after writing: Pulumi's "initialization failed"
+/// answer, which makes the engine keep the resource with `state`, so that `pulumi
+/// destroy` rolls back what was written.
+fn failed_after_writing(urn: &str, inputs: &Props, failed: &FailedAfterWriting) -> Status {
+    let detail = rpc::ErrorResourceInitFailed {
+        id: journal_path(urn),
+        properties: Some(encode_state(inputs, failed.state.clone())),
+        reasons: vec![failed.to_string()],
+        inputs: Some(inputs.encode()),
+        refresh_before_update: false,
+    };
+    let details = GoogleRpcStatus {
+        code: tonic::Code::Unknown as i32,
+        message: failed.to_string(),
+        details: vec![prost_types::Any {
+            type_url: "type.googleapis.com/pulumirpc.ErrorResourceInitFailed".into(),
+            value: detail.encode_to_vec(),
+        }],
+    };
+    Status::with_details(
+        tonic::Code::Unknown,
+        failed.to_string(),
+        details.encode_to_vec().into(),
+    )
+}
+
+/// `google.rpc.Status`, the message gRPC carries error details in.
+#[derive(Clone, PartialEq, prost::Message)]
+struct GoogleRpcStatus {
+    #[prost(int32, tag = "1")]
+    code: i32,
+    #[prost(string, tag = "2")]
+    message: String,
+    #[prost(message, repeated, tag = "3")]
+    details: Vec<prost_types::Any>,
 }
 
 fn failure(property: &str, reason: &str) -> rpc::CheckFailure {
@@ -139,30 +188,60 @@ fn encode_state(inputs: &Props, state: serde_json::Map<String, serde_json::Value
 
 impl Provider {
     /// Create and Update: a plan in preview (outputs say what would happen, unknown
-    /// when inputs are), the copy otherwise.
+    /// when inputs are), the copy otherwise. `creating`: the engine holds no state of the
+    /// resource.
     async fn run(
         &self,
         resource: &Registered,
         urn: &str,
         inputs: &Props,
         preview: bool,
+        creating: bool,
     ) -> Result<Struct, Status> {
         if preview && inputs.has_unknowns() {
             return Ok(inputs.encode());
         }
-        let state = self
+        let result = self
             .with_context(urn, |ctx| async move {
-                if preview {
-                    let (state, _) = resource.resource.plan(&ctx, &inputs.value).await?;
-                    ctx.progress.info(&plan_line(&state));
-                    Ok(state)
-                } else {
-                    resource.resource.apply(&ctx, &inputs.value).await
+                if !preview {
+                    let mut recorded = inputs.value.clone();
+                    recorded.retain(|key, _| !inputs.secret_keys.contains(key));
+                    let ctx = Context {
+                        run_inputs: Some(Arc::new(recorded)),
+                        ..ctx
+                    };
+                    return resource.resource.apply(&ctx, &inputs.value).await;
                 }
+                if creating && ctx.journal().await?.has_records().await? {
+                    ctx.progress.warn(&interrupted_run(urn));
+                }
+                let (state, _) = resource.resource.plan(&ctx, &inputs.value).await?;
+                ctx.progress.info(&plan_line(&state));
+                Ok(state)
             })
-            .await?;
-        Ok(encode_state(inputs, state))
+            .await;
+        match result {
+            Ok(state) => Ok(encode_state(inputs, state)),
+            Err(error) => match error.downcast_ref::<FailedAfterWriting>() {
+                Some(failed) => Err(failed_after_writing(urn, inputs, failed)),
+                None => Err(status(error)),
+            },
+        }
     }
+}
+
+/// What a preview says when a resource the engine does not hold has a journal with
+/// writes: an earlier `pulumi up` was killed mid-copy.
+fn interrupted_run(urn: &str) -> String {
+    let mut parts = urn.splitn(4, "::").skip(2);
+    let (type_token, name) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    format!(
+        "an earlier `pulumi up` of this resource was interrupted after it had started writing. \
+         `pulumi up` finishes the copy; to roll it back instead, run \
+         `pulumi import {type_token} {name} {} --protect=false --generate-code=false --yes` \
+         and then `pulumi destroy`",
+        journal_path(urn)
+    )
 }
 
 fn current_dir() -> String {

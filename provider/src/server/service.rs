@@ -11,7 +11,7 @@ use pulumi_gestalt_proto::pulumi::pulumirpc::{
 use tonic::{Request, Response, Status};
 
 use super::log::WarningsOnly;
-use super::{failure, Configured, Provider};
+use super::{encode_state, failure, status, Configured, Provider};
 use crate::config::ProviderConfig;
 use crate::functions::Answer;
 use crate::resources::diff::{self, Change};
@@ -159,7 +159,7 @@ impl ResourceProvider for Provider {
                 |ctx| async move { function.invoke(&ctx, &args.value).await },
             )
             .await
-            .map_err(|status| Status::invalid_argument(status.message()))?;
+            .map_err(|e| Status::invalid_argument(format!("{e:#}")))?;
         Ok(Response::new(match answer {
             Answer::Outputs(outputs) => rpc::InvokeResponse {
                 // Secrets inside the outputs are marked in the engine's own encoding.
@@ -233,7 +233,8 @@ impl ResourceProvider for Provider {
                     };
                     resource.resource.plan(&ctx, &new.value).await
                 })
-                .await?;
+                .await
+                .map_err(status)?;
             // Names read from stack outputs can change while the inputs do not.
             let last = Props::decode(request.olds.as_ref());
             changes = diff::plan_changes(&resource.metadata, &last.value, &planned, pending);
@@ -292,7 +293,7 @@ impl ResourceProvider for Provider {
         let resource = self.resource(&request.r#type, &request.urn)?;
         let inputs = Props::decode(request.properties.as_ref());
         let state = self
-            .run(resource, &request.urn, &inputs, request.preview)
+            .run(resource, &request.urn, &inputs, request.preview, true)
             .await?;
         Ok(Response::new(rpc::CreateResponse {
             id: if request.preview {
@@ -309,13 +310,47 @@ impl ResourceProvider for Provider {
         &self,
         request: Request<rpc::ReadRequest>,
     ) -> Result<Response<rpc::ReadResponse>, Status> {
-        // The state already says what the last run did; refresh keeps it.
         let request = request.into_inner();
-        Ok(Response::new(rpc::ReadResponse {
-            id: request.id,
-            properties: request.properties,
-            inputs: request.inputs,
-            refresh_before_update: false,
+        let known = Props::decode(request.properties.as_ref());
+        if !known.value.is_empty() {
+            // The state already says what the last run did; refresh keeps it.
+            return Ok(Response::new(rpc::ReadResponse {
+                id: request.id,
+                properties: request.properties,
+                inputs: request.inputs,
+                refresh_before_update: false,
+            }));
+        }
+        // No state: `pulumi import` of a run the engine lost track of (its plugin was
+        // killed). The journal holds that run's inputs, and whether it wrote anything.
+        let resource = self.resource(&request.r#type, &request.urn)?;
+        let given = Props::decode(request.inputs.as_ref());
+        let recovered = self
+            .with_context(&request.urn, |ctx| async move {
+                let inputs = match ctx.recorded_inputs().await? {
+                    Some(recorded) if given.value.is_empty() => recorded,
+                    _ => given.value,
+                };
+                let state = resource.resource.recover(&ctx, &inputs).await?;
+                anyhow::Ok(state.map(|state| (inputs, state)))
+            })
+            .await
+            .map_err(status)?;
+        Ok(Response::new(match recovered {
+            Some((inputs, state)) => {
+                let inputs = Props {
+                    value: inputs,
+                    secret_keys: Default::default(),
+                };
+                rpc::ReadResponse {
+                    id: request.id,
+                    properties: Some(encode_state(&inputs, state)),
+                    inputs: Some(inputs.encode()),
+                    refresh_before_update: false,
+                }
+            }
+            // Nothing was written: there is nothing to keep.
+            None => rpc::ReadResponse::default(),
         }))
     }
 
@@ -327,7 +362,7 @@ impl ResourceProvider for Provider {
         let resource = self.resource(&request.r#type, &request.urn)?;
         let inputs = Props::decode(request.news.as_ref());
         let state = self
-            .run(resource, &request.urn, &inputs, request.preview)
+            .run(resource, &request.urn, &inputs, request.preview, false)
             .await?;
         Ok(Response::new(rpc::UpdateResponse {
             properties: Some(state),
@@ -343,7 +378,8 @@ impl ResourceProvider for Provider {
         self.with_context(&request.urn, |ctx| async move {
             resource.resource.rollback(&ctx, &state.value).await
         })
-        .await?;
+        .await
+        .map_err(status)?;
         Ok(Response::new(()))
     }
 

@@ -43,6 +43,8 @@ type BucketSync struct {
 	OnConflict OnConflictPtrOutput `pulumi:"onConflict"`
 	// Stack output naming the bucket (for example `raw_bucket_name` or `cdn_bucket_name`), read from `sourceStack` for the source and `targetStack` for the target when `sourceBucket` / `targetBucket` are not set.
 	Output pulumi.StringPtrOutput `pulumi:"output"`
+	// Requests retried during the last run (in preview: while planning): throttled, reset or failed for a moment.
+	Retries pulumi.IntPtrOutput `pulumi:"retries"`
 	// The source bucket, as given or read from the source stack's outputs.
 	SourceBucket pulumi.StringOutput `pulumi:"sourceBucket"`
 	// Only keys under this prefix are copied; it is replaced by `targetPrefix` in the target.
@@ -51,6 +53,8 @@ type BucketSync struct {
 	TargetBucket pulumi.StringOutput `pulumi:"targetBucket"`
 	// Prefix the copied keys get in the target.
 	TargetPrefix pulumi.StringPtrOutput `pulumi:"targetPrefix"`
+	// Of the answers behind those retries, how many were throttling (503 SlowDown, ThrottlingException, ProvisionedThroughputExceeded, unprocessed items).
+	Throttles pulumi.IntPtrOutput `pulumi:"throttles"`
 	// Any values; a change re-runs the sync.
 	Triggers pulumi.ArrayOutput `pulumi:"triggers"`
 	// True once every written object was read back equal to its source.
@@ -323,6 +327,11 @@ func (o BucketSyncOutput) Output() pulumi.StringPtrOutput {
 	return o.ApplyT(func(v *BucketSync) pulumi.StringPtrOutput { return v.Output }).(pulumi.StringPtrOutput)
 }
 
+// Requests retried during the last run (in preview: while planning): throttled, reset or failed for a moment.
+func (o BucketSyncOutput) Retries() pulumi.IntPtrOutput {
+	return o.ApplyT(func(v *BucketSync) pulumi.IntPtrOutput { return v.Retries }).(pulumi.IntPtrOutput)
+}
+
 // The source bucket, as given or read from the source stack's outputs.
 func (o BucketSyncOutput) SourceBucket() pulumi.StringOutput {
 	return o.ApplyT(func(v *BucketSync) pulumi.StringOutput { return v.SourceBucket }).(pulumi.StringOutput)
@@ -341,6 +350,11 @@ func (o BucketSyncOutput) TargetBucket() pulumi.StringOutput {
 // Prefix the copied keys get in the target.
 func (o BucketSyncOutput) TargetPrefix() pulumi.StringPtrOutput {
 	return o.ApplyT(func(v *BucketSync) pulumi.StringPtrOutput { return v.TargetPrefix }).(pulumi.StringPtrOutput)
+}
+
+// Of the answers behind those retries, how many were throttling (503 SlowDown, ThrottlingException, ProvisionedThroughputExceeded, unprocessed items).
+func (o BucketSyncOutput) Throttles() pulumi.IntPtrOutput {
+	return o.ApplyT(func(v *BucketSync) pulumi.IntPtrOutput { return v.Throttles }).(pulumi.IntPtrOutput)
 }
 
 // Any values; a change re-runs the sync.

@@ -45,6 +45,8 @@ type DynamoCopy struct {
 	OnConflict ItemConflictPtrOutput `pulumi:"onConflict"`
 	// Stack output naming the table, read from `sourceStack` and `targetStack` when `sourceTable` / `targetTable` are not set. Default `dynamodb_table_name`.
 	Output pulumi.StringPtrOutput `pulumi:"output"`
+	// Requests retried during the last run (in preview: while planning): throttled, reset or failed for a moment.
+	Retries pulumi.IntPtrOutput `pulumi:"retries"`
 	// Strings replaced in every string value at any depth (strings, string sets, nested maps and lists); key attributes are never rewritten. Default: every output present in both stacks whose name ends in `bucket_name` or `bucket` and whose values differ, source value to target value.
 	Rewrite pulumi.StringMapOutput `pulumi:"rewrite"`
 	// The string replacements applied (given, or derived from the stacks' bucket outputs).
@@ -57,6 +59,8 @@ type DynamoCopy struct {
 	SourceTable pulumi.StringOutput `pulumi:"sourceTable"`
 	// The target table, as given or read from the target stack's outputs.
 	TargetTable pulumi.StringOutput `pulumi:"targetTable"`
+	// Of the answers behind those retries, how many were throttling (503 SlowDown, ThrottlingException, ProvisionedThroughputExceeded, unprocessed items).
+	Throttles pulumi.IntPtrOutput `pulumi:"throttles"`
 	// Any values; a change re-runs the copy.
 	Triggers pulumi.ArrayOutput `pulumi:"triggers"`
 	// Attribute naming an item's entity type. Default `TYPE`.
@@ -348,6 +352,11 @@ func (o DynamoCopyOutput) Output() pulumi.StringPtrOutput {
 	return o.ApplyT(func(v *DynamoCopy) pulumi.StringPtrOutput { return v.Output }).(pulumi.StringPtrOutput)
 }
 
+// Requests retried during the last run (in preview: while planning): throttled, reset or failed for a moment.
+func (o DynamoCopyOutput) Retries() pulumi.IntPtrOutput {
+	return o.ApplyT(func(v *DynamoCopy) pulumi.IntPtrOutput { return v.Retries }).(pulumi.IntPtrOutput)
+}
+
 // Strings replaced in every string value at any depth (strings, string sets, nested maps and lists); key attributes are never rewritten. Default: every output present in both stacks whose name ends in `bucket_name` or `bucket` and whose values differ, source value to target value.
 func (o DynamoCopyOutput) Rewrite() pulumi.StringMapOutput {
 	return o.ApplyT(func(v *DynamoCopy) pulumi.StringMapOutput { return v.Rewrite }).(pulumi.StringMapOutput)
@@ -376,6 +385,11 @@ func (o DynamoCopyOutput) SourceTable() pulumi.StringOutput {
 // The target table, as given or read from the target stack's outputs.
 func (o DynamoCopyOutput) TargetTable() pulumi.StringOutput {
 	return o.ApplyT(func(v *DynamoCopy) pulumi.StringOutput { return v.TargetTable }).(pulumi.StringOutput)
+}
+
+// Of the answers behind those retries, how many were throttling (503 SlowDown, ThrottlingException, ProvisionedThroughputExceeded, unprocessed items).
+func (o DynamoCopyOutput) Throttles() pulumi.IntPtrOutput {
+	return o.ApplyT(func(v *DynamoCopy) pulumi.IntPtrOutput { return v.Throttles }).(pulumi.IntPtrOutput)
 }
 
 // Any values; a change re-runs the copy.

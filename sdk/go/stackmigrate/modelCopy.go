@@ -29,6 +29,8 @@ type ModelCopy struct {
 	ModelUri pulumi.StringOutput `pulumi:"modelUri"`
 	// Stack output naming the training bucket. Default `layoutlm_training_bucket`.
 	Output pulumi.StringPtrOutput `pulumi:"output"`
+	// Requests retried during the last run (in preview: while planning): throttled, reset or failed for a moment.
+	Retries pulumi.IntPtrOutput `pulumi:"retries"`
 	// The run copied.
 	RunId pulumi.StringOutput `pulumi:"runId"`
 	// Where runs live, `<runsPrefix><runId>/`. Default `runs/`.
@@ -37,6 +39,8 @@ type ModelCopy struct {
 	SourceBucket pulumi.StringOutput `pulumi:"sourceBucket"`
 	// The target training bucket, as given or read from the target stack.
 	TargetBucket pulumi.StringOutput `pulumi:"targetBucket"`
+	// Of the answers behind those retries, how many were throttling (503 SlowDown, ThrottlingException, ProvisionedThroughputExceeded, unprocessed items).
+	Throttles pulumi.IntPtrOutput `pulumi:"throttles"`
 	// Any values; a change re-runs the copy.
 	Triggers pulumi.ArrayOutput `pulumi:"triggers"`
 	// True once every written file was verified against its source.
@@ -256,6 +260,11 @@ func (o ModelCopyOutput) Output() pulumi.StringPtrOutput {
 	return o.ApplyT(func(v *ModelCopy) pulumi.StringPtrOutput { return v.Output }).(pulumi.StringPtrOutput)
 }
 
+// Requests retried during the last run (in preview: while planning): throttled, reset or failed for a moment.
+func (o ModelCopyOutput) Retries() pulumi.IntPtrOutput {
+	return o.ApplyT(func(v *ModelCopy) pulumi.IntPtrOutput { return v.Retries }).(pulumi.IntPtrOutput)
+}
+
 // The run copied.
 func (o ModelCopyOutput) RunId() pulumi.StringOutput {
 	return o.ApplyT(func(v *ModelCopy) pulumi.StringOutput { return v.RunId }).(pulumi.StringOutput)
@@ -274,6 +283,11 @@ func (o ModelCopyOutput) SourceBucket() pulumi.StringOutput {
 // The target training bucket, as given or read from the target stack.
 func (o ModelCopyOutput) TargetBucket() pulumi.StringOutput {
 	return o.ApplyT(func(v *ModelCopy) pulumi.StringOutput { return v.TargetBucket }).(pulumi.StringOutput)
+}
+
+// Of the answers behind those retries, how many were throttling (503 SlowDown, ThrottlingException, ProvisionedThroughputExceeded, unprocessed items).
+func (o ModelCopyOutput) Throttles() pulumi.IntPtrOutput {
+	return o.ApplyT(func(v *ModelCopy) pulumi.IntPtrOutput { return v.Throttles }).(pulumi.IntPtrOutput)
 }
 
 // Any values; a change re-runs the copy.

@@ -41,6 +41,8 @@ type SnapshotPromote struct {
 	PreviousPointers pulumi.StringMapOutput `pulumi:"previousPointers"`
 	// Collection to the version its target pointer now names (in preview: will name).
 	Promoted pulumi.StringMapOutput `pulumi:"promoted"`
+	// Requests retried during the last run (in preview: while planning): throttled, reset or failed for a moment.
+	Retries pulumi.IntPtrOutput `pulumi:"retries"`
 	// Pin a snapshot version (for example `20251120_153000_123456_ab12cd34`) instead of the one the source pointer names.
 	Snapshot pulumi.StringPtrOutput `pulumi:"snapshot"`
 	// Where a collection's snapshots live; `{collection}` is replaced. Default `{collection}/snapshot/timestamped/`.
@@ -53,6 +55,8 @@ type SnapshotPromote struct {
 	TargetBucket pulumi.StringOutput `pulumi:"targetBucket"`
 	// DynamoDB table holding the compactor's lock on the target side. Default: the `lockTableOutput` of `targetStack`.
 	TargetLockTable pulumi.StringPtrOutput `pulumi:"targetLockTable"`
+	// Of the answers behind those retries, how many were throttling (503 SlowDown, ThrottlingException, ProvisionedThroughputExceeded, unprocessed items).
+	Throttles pulumi.IntPtrOutput `pulumi:"throttles"`
 	// Any values; a change re-runs the promotion.
 	Triggers pulumi.ArrayOutput `pulumi:"triggers"`
 	// True once the copied files matched their hash and the target's database opened and counted the same embeddings.
@@ -339,6 +343,11 @@ func (o SnapshotPromoteOutput) Promoted() pulumi.StringMapOutput {
 	return o.ApplyT(func(v *SnapshotPromote) pulumi.StringMapOutput { return v.Promoted }).(pulumi.StringMapOutput)
 }
 
+// Requests retried during the last run (in preview: while planning): throttled, reset or failed for a moment.
+func (o SnapshotPromoteOutput) Retries() pulumi.IntPtrOutput {
+	return o.ApplyT(func(v *SnapshotPromote) pulumi.IntPtrOutput { return v.Retries }).(pulumi.IntPtrOutput)
+}
+
 // Pin a snapshot version (for example `20251120_153000_123456_ab12cd34`) instead of the one the source pointer names.
 func (o SnapshotPromoteOutput) Snapshot() pulumi.StringPtrOutput {
 	return o.ApplyT(func(v *SnapshotPromote) pulumi.StringPtrOutput { return v.Snapshot }).(pulumi.StringPtrOutput)
@@ -367,6 +376,11 @@ func (o SnapshotPromoteOutput) TargetBucket() pulumi.StringOutput {
 // DynamoDB table holding the compactor's lock on the target side. Default: the `lockTableOutput` of `targetStack`.
 func (o SnapshotPromoteOutput) TargetLockTable() pulumi.StringPtrOutput {
 	return o.ApplyT(func(v *SnapshotPromote) pulumi.StringPtrOutput { return v.TargetLockTable }).(pulumi.StringPtrOutput)
+}
+
+// Of the answers behind those retries, how many were throttling (503 SlowDown, ThrottlingException, ProvisionedThroughputExceeded, unprocessed items).
+func (o SnapshotPromoteOutput) Throttles() pulumi.IntPtrOutput {
+	return o.ApplyT(func(v *SnapshotPromote) pulumi.IntPtrOutput { return v.Throttles }).(pulumi.IntPtrOutput)
 }
 
 // Any values; a change re-runs the promotion.

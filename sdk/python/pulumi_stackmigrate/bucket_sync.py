@@ -315,6 +315,8 @@ class BucketSync(pulumi.CustomResource):
             __props__.__dict__["objects_overwritten"] = None
             __props__.__dict__["objects_scanned"] = None
             __props__.__dict__["objects_skipped"] = None
+            __props__.__dict__["retries"] = None
+            __props__.__dict__["throttles"] = None
             __props__.__dict__["verified"] = None
         replace_on_changes = pulumi.ResourceOptions(replace_on_changes=["sourceBucket", "sourcePrefix", "targetBucket", "targetPrefix"])
         opts = pulumi.ResourceOptions.merge(opts, replace_on_changes)
@@ -354,10 +356,12 @@ class BucketSync(pulumi.CustomResource):
         __props__.__dict__["objects_skipped"] = None
         __props__.__dict__["on_conflict"] = None
         __props__.__dict__["output"] = None
+        __props__.__dict__["retries"] = None
         __props__.__dict__["source_bucket"] = None
         __props__.__dict__["source_prefix"] = None
         __props__.__dict__["target_bucket"] = None
         __props__.__dict__["target_prefix"] = None
+        __props__.__dict__["throttles"] = None
         __props__.__dict__["triggers"] = None
         __props__.__dict__["verified"] = None
         return BucketSync(resource_name, opts=opts, __props__=__props__)
@@ -475,6 +479,14 @@ class BucketSync(pulumi.CustomResource):
         return pulumi.get(self, "output")
 
     @_builtins.property
+    @pulumi.getter
+    def retries(self) -> pulumi.Output[Optional[_builtins.int]]:
+        """
+        Requests retried during the last run (in preview: while planning): throttled, reset or failed for a moment.
+        """
+        return pulumi.get(self, "retries")
+
+    @_builtins.property
     @pulumi.getter(name="sourceBucket")
     def source_bucket(self) -> pulumi.Output[_builtins.str]:
         """
@@ -505,6 +517,14 @@ class BucketSync(pulumi.CustomResource):
         Prefix the copied keys get in the target.
         """
         return pulumi.get(self, "target_prefix")
+
+    @_builtins.property
+    @pulumi.getter
+    def throttles(self) -> pulumi.Output[Optional[_builtins.int]]:
+        """
+        Of the answers behind those retries, how many were throttling (503 SlowDown, ThrottlingException, ProvisionedThroughputExceeded, unprocessed items).
+        """
+        return pulumi.get(self, "throttles")
 
     @_builtins.property
     @pulumi.getter

@@ -378,7 +378,9 @@ class DynamoCopy(pulumi.CustomResource):
             __props__.__dict__["items_scanned"] = None
             __props__.__dict__["items_skipped"] = None
             __props__.__dict__["journal_uri"] = None
+            __props__.__dict__["retries"] = None
             __props__.__dict__["rewrites"] = None
+            __props__.__dict__["throttles"] = None
             __props__.__dict__["verified"] = None
         replace_on_changes = pulumi.ResourceOptions(replace_on_changes=["sourceTable", "targetTable"])
         opts = pulumi.ResourceOptions.merge(opts, replace_on_changes)
@@ -419,12 +421,14 @@ class DynamoCopy(pulumi.CustomResource):
         __props__.__dict__["max_write_rate"] = None
         __props__.__dict__["on_conflict"] = None
         __props__.__dict__["output"] = None
+        __props__.__dict__["retries"] = None
         __props__.__dict__["rewrite"] = None
         __props__.__dict__["rewrites"] = None
         __props__.__dict__["set_attributes"] = None
         __props__.__dict__["skip_expired"] = None
         __props__.__dict__["source_table"] = None
         __props__.__dict__["target_table"] = None
+        __props__.__dict__["throttles"] = None
         __props__.__dict__["triggers"] = None
         __props__.__dict__["type_attribute"] = None
         __props__.__dict__["verified"] = None
@@ -553,6 +557,14 @@ class DynamoCopy(pulumi.CustomResource):
 
     @_builtins.property
     @pulumi.getter
+    def retries(self) -> pulumi.Output[Optional[_builtins.int]]:
+        """
+        Requests retried during the last run (in preview: while planning): throttled, reset or failed for a moment.
+        """
+        return pulumi.get(self, "retries")
+
+    @_builtins.property
+    @pulumi.getter
     def rewrite(self) -> pulumi.Output[Optional[Mapping[str, _builtins.str]]]:
         """
         Strings replaced in every string value at any depth (strings, string sets, nested maps and lists); key attributes are never rewritten. Default: every output present in both stacks whose name ends in `bucket_name` or `bucket` and whose values differ, source value to target value.
@@ -598,6 +610,14 @@ class DynamoCopy(pulumi.CustomResource):
         The target table, as given or read from the target stack's outputs.
         """
         return pulumi.get(self, "target_table")
+
+    @_builtins.property
+    @pulumi.getter
+    def throttles(self) -> pulumi.Output[Optional[_builtins.int]]:
+        """
+        Of the answers behind those retries, how many were throttling (503 SlowDown, ThrottlingException, ProvisionedThroughputExceeded, unprocessed items).
+        """
+        return pulumi.get(self, "throttles")
 
     @_builtins.property
     @pulumi.getter

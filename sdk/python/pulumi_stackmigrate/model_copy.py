@@ -242,6 +242,8 @@ class ModelCopy(pulumi.CustomResource):
             __props__.__dict__["files_copied"] = None
             __props__.__dict__["journal_uri"] = None
             __props__.__dict__["model_uri"] = None
+            __props__.__dict__["retries"] = None
+            __props__.__dict__["throttles"] = None
             __props__.__dict__["verified"] = None
         replace_on_changes = pulumi.ResourceOptions(replace_on_changes=["checkpoint", "runId", "sourceBucket", "targetBucket"])
         opts = pulumi.ResourceOptions.merge(opts, replace_on_changes)
@@ -274,10 +276,12 @@ class ModelCopy(pulumi.CustomResource):
         __props__.__dict__["journal_uri"] = None
         __props__.__dict__["model_uri"] = None
         __props__.__dict__["output"] = None
+        __props__.__dict__["retries"] = None
         __props__.__dict__["run_id"] = None
         __props__.__dict__["runs_prefix"] = None
         __props__.__dict__["source_bucket"] = None
         __props__.__dict__["target_bucket"] = None
+        __props__.__dict__["throttles"] = None
         __props__.__dict__["triggers"] = None
         __props__.__dict__["verified"] = None
         return ModelCopy(resource_name, opts=opts, __props__=__props__)
@@ -339,6 +343,14 @@ class ModelCopy(pulumi.CustomResource):
         return pulumi.get(self, "output")
 
     @_builtins.property
+    @pulumi.getter
+    def retries(self) -> pulumi.Output[Optional[_builtins.int]]:
+        """
+        Requests retried during the last run (in preview: while planning): throttled, reset or failed for a moment.
+        """
+        return pulumi.get(self, "retries")
+
+    @_builtins.property
     @pulumi.getter(name="runId")
     def run_id(self) -> pulumi.Output[_builtins.str]:
         """
@@ -369,6 +381,14 @@ class ModelCopy(pulumi.CustomResource):
         The target training bucket, as given or read from the target stack.
         """
         return pulumi.get(self, "target_bucket")
+
+    @_builtins.property
+    @pulumi.getter
+    def throttles(self) -> pulumi.Output[Optional[_builtins.int]]:
+        """
+        Of the answers behind those retries, how many were throttling (503 SlowDown, ThrottlingException, ProvisionedThroughputExceeded, unprocessed items).
+        """
+        return pulumi.get(self, "throttles")
 
     @_builtins.property
     @pulumi.getter

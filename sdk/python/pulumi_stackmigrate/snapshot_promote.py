@@ -384,6 +384,8 @@ class SnapshotPromote(pulumi.CustomResource):
             __props__.__dict__["journal_uri"] = None
             __props__.__dict__["previous_pointers"] = None
             __props__.__dict__["promoted"] = None
+            __props__.__dict__["retries"] = None
+            __props__.__dict__["throttles"] = None
             __props__.__dict__["verified"] = None
         replace_on_changes = pulumi.ResourceOptions(replace_on_changes=["sourceBucket", "targetBucket"])
         opts = pulumi.ResourceOptions.merge(opts, replace_on_changes)
@@ -422,12 +424,14 @@ class SnapshotPromote(pulumi.CustomResource):
         __props__.__dict__["pointer_key"] = None
         __props__.__dict__["previous_pointers"] = None
         __props__.__dict__["promoted"] = None
+        __props__.__dict__["retries"] = None
         __props__.__dict__["snapshot"] = None
         __props__.__dict__["snapshot_prefix"] = None
         __props__.__dict__["source_bucket"] = None
         __props__.__dict__["source_lock_table"] = None
         __props__.__dict__["target_bucket"] = None
         __props__.__dict__["target_lock_table"] = None
+        __props__.__dict__["throttles"] = None
         __props__.__dict__["triggers"] = None
         __props__.__dict__["verified"] = None
         return SnapshotPromote(resource_name, opts=opts, __props__=__props__)
@@ -538,6 +542,14 @@ class SnapshotPromote(pulumi.CustomResource):
 
     @_builtins.property
     @pulumi.getter
+    def retries(self) -> pulumi.Output[Optional[_builtins.int]]:
+        """
+        Requests retried during the last run (in preview: while planning): throttled, reset or failed for a moment.
+        """
+        return pulumi.get(self, "retries")
+
+    @_builtins.property
+    @pulumi.getter
     def snapshot(self) -> pulumi.Output[Optional[_builtins.str]]:
         """
         Pin a snapshot version (for example `20251120_153000_123456_ab12cd34`) instead of the one the source pointer names.
@@ -583,6 +595,14 @@ class SnapshotPromote(pulumi.CustomResource):
         DynamoDB table holding the compactor's lock on the target side. Default: the `lockTableOutput` of `targetStack`.
         """
         return pulumi.get(self, "target_lock_table")
+
+    @_builtins.property
+    @pulumi.getter
+    def throttles(self) -> pulumi.Output[Optional[_builtins.int]]:
+        """
+        Of the answers behind those retries, how many were throttling (503 SlowDown, ThrottlingException, ProvisionedThroughputExceeded, unprocessed items).
+        """
+        return pulumi.get(self, "throttles")
 
     @_builtins.property
     @pulumi.getter

@@ -36,6 +36,13 @@ def set_faults(service, settings):
     return json.loads(urllib.request.urlopen(request).read())
 
 
+def injected(service):
+    """The faults the proxy has answered with since its faults were last set."""
+    url = os.environ[{"s3": "STACKMIGRATE_S3_A_FAULTY", "dynamodb": "STACKMIGRATE_DYNAMODB_FAULTY"}[service]]
+    counters = json.loads(urllib.request.urlopen(f"{url}/__faultproxy").read())
+    return counters["throttled"] + counters["reset"]
+
+
 def faulty_config(service):
     source = {**connection("a"), "dynamodbEndpoint": os.environ["STACKMIGRATE_DYNAMODB"]}
     target = dict(source)
@@ -64,7 +71,7 @@ def measure(service, dataset, runs):
     bucket = service == "s3"
     rows = []
     for label, settings in CONDITIONS:
-        times, peaks, retries, throttles, injected = [], [], [], [], []
+        times, peaks, retries, throttles, injected_faults = [], [], [], [], []
         for attempt in range(runs):
             target = new_bucket("dst") if bucket else new_table("dst")
             try:
@@ -76,7 +83,7 @@ def measure(service, dataset, runs):
                     resource = {"type": "stackmigrate:DynamoCopy",
                                 "properties": {"sourceTable": dataset["name"], "targetTable": target}}
                 seconds, peak, outputs = up(service, resource, ["retries", "throttles", "verified"])
-                counters = set_faults(service, {})
+                faults = injected(service)
                 found = bucket_count(target) if bucket else table_count(target)
                 if found != dataset["count"] or outputs["verified"] is not True:
                     sys.exit(f"{service} {label}: the target holds {found} of {dataset['count']}")
@@ -87,12 +94,12 @@ def measure(service, dataset, runs):
             peaks.append(peak)
             retries.append(outputs["retries"])
             throttles.append(outputs["throttles"])
-            injected.append(counters["throttled"] + counters["reset"])
+            injected_faults.append(faults)
             print(f"  {service} {label}: run {attempt + 1} {seconds:.2f} s, {outputs['retries']} retries",
                   file=sys.stderr, flush=True)
         rows.append({"condition": label, "median": statistics.median(times), "runs": times,
                      "peak_kib": max(peaks), "retries": statistics.median(retries),
-                     "throttles": statistics.median(throttles), "injected": statistics.median(injected)})
+                     "throttles": statistics.median(throttles), "injected": statistics.median(injected_faults)})
     return rows
 
 

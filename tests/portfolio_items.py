@@ -3,6 +3,7 @@ the edge cases a copy must carry unchanged, and the transform DynamoCopy should 
 
 import os
 import random
+import re
 import time
 import uuid
 
@@ -107,6 +108,7 @@ def edge_items():
          "model_s3_uri": S(f"s3://{DEV_RAW}/runs/job-1/best/"),
          "nested": {"L": [{"M": {"uri": S(f"s3://{DEV_CDN}/assets/a.webp"), "set": {"SS": [DEV_RAW, "other"]}}}, S("日本語")]}},
         {"PK": S("EDGE#1"), "SK": S("LARGE"), "TYPE": S("EDGE"), "payload": S("x" * 380_000)},
+        {"PK": S("EDGE#1"), "SK": S("TEXT"), "TYPE": S("EDGE"), "note": S(NAMES_IN_TEXT)},
         {"PK": S("CACHE#expired"), "SK": S("PLACES"), "TYPE": S("PLACES_CACHE"), "time_to_live": N(now - 3600)},
         {"PK": S("CACHE#live"), "SK": S("PLACES"), "TYPE": S("PLACES_CACHE"), "time_to_live": N(now + 86400)},
     ]
@@ -154,11 +156,26 @@ def normalize(value):
     return value
 
 
+# Bucket names inside free text: only those standing as names are rewritten.
+NAMES_IN_TEXT = (f"archived to {DEV_RAW}-archive and old{DEV_RAW}; {DEV_RAW}2 too; "
+                 f"see arn:aws:s3:::{DEV_RAW}/x, https://{DEV_CDN}.s3.amazonaws.com/a and {DEV_CDN}.")
+NAMES_IN_TEXT_REWRITTEN = (f"archived to {DEV_RAW}-archive and old{DEV_RAW}; {DEV_RAW}2 too; "
+                           f"see arn:aws:s3:::{PROD_RAW}/x, https://{PROD_CDN}.s3.amazonaws.com/a and {PROD_CDN}.")
+NAME_CHAR = "A-Za-z0-9._-"
+
+
+def rewrite_names(text):
+    """DynamoCopy's rule: a name is rewritten where no name character touches it (a
+    virtual-hosted `.s3.` and a sentence's final dot do not count)."""
+    names = sorted(REWRITE, key=len, reverse=True)
+    pattern = "|".join(re.escape(n) for n in names)
+    rule = rf"(?<![{NAME_CHAR}])({pattern})(?=$|[^{NAME_CHAR}]|\.s3[.-]|\.(?![{NAME_CHAR}]))"
+    return re.sub(rule, lambda m: REWRITE[m.group(1)], text)
+
+
 def rewrite(value):
     if isinstance(value, str):
-        for old, new in REWRITE.items():
-            value = value.replace(old, new)
-        return value
+        return rewrite_names(value)
     if isinstance(value, dict):
         if len(value) == 1 and "SS" in value:
             return {"SS": sorted(set(rewrite(v) for v in value["SS"]))}

@@ -8,7 +8,10 @@ import pytest
 
 from conftest import both_sides, plan_by, plan_counts, unique, wait_until
 from portfolio_items import (
+    DEV_CDN,
+    DEV_RAW,
     EXCLUDED,
+    NAMES_IN_TEXT_REWRITTEN,
     RESET,
     REWRITE,
     S,
@@ -33,6 +36,7 @@ OUTPUTS = {
         "itemsFiltered",
         "itemsExpired",
         "countsByType",
+        "valuesRewritten",
         "bytesCopied",
         "verified",
         "journalUri",
@@ -83,7 +87,9 @@ def test_preview_counts_exactly_and_writes_nothing(project, tables):
     client, source, target, source_items, clash = tables
     before_source, before_target = scan_all(client, source), scan_all(client, target)
     p = project(copy_resource(source, target), OUTPUTS, config=both_sides())
-    counts = plan_counts(p.preview())
+    out = p.preview()
+    counts = plan_counts(out)
+    assert f"rewrite {DEV_CDN} -> " in out and " values" in out, out
     copied = [i for i in source_items if expected_transform(i) is not None]
     assert counts["itemsScanned"] == len(source_items)
     assert counts["itemsFiltered"] == sum(i["TYPE"]["S"] in EXCLUDED for i in source_items)
@@ -113,6 +119,9 @@ def test_up_is_exact_then_incremental_then_destroy_restores(project, tables):
     assert out["countsByType"]["RECEIPT_LINE"]["copied"] == sum(i["TYPE"]["S"] == "RECEIPT_LINE" for i in source_items)
     word = next(v for k, v in scan_all(client, target).items() if v["TYPE"]["S"] == "RECEIPT_WORD")
     assert word["embedding_status"] == S("NONE") and word["GSI1PK"] == S("EMBEDDING_STATUS#NONE")
+    note = scan_all(client, target)[("EDGE#1", "TEXT")]["note"]
+    assert note == S(NAMES_IN_TEXT_REWRITTEN), "names inside longer words or names are left alone"
+    assert out["valuesRewritten"][DEV_CDN] > 0 and out["valuesRewritten"][DEV_RAW] > 0
 
     out = p.up()
     assert "unchanged" in out and "updated" not in out, out

@@ -166,6 +166,12 @@ namespace Pulumi.Stackmigrate
         public Output<string?> TypeAttribute { get; private set; } = null!;
 
         /// <summary>
+        /// Per bucket name replaced, how many string values of the selected items it rewrote (in preview: would rewrite); a name inside a longer word or name is never rewritten.
+        /// </summary>
+        [Output("valuesRewritten")]
+        public Output<ImmutableDictionary<string, int>> ValuesRewritten { get; private set; } = null!;
+
+        /// <summary>
         /// True once every written item read back equal to its transformed source item.
         /// </summary>
         [Output("verified")]

@@ -138,6 +138,10 @@ export class DynamoCopy extends pulumi.CustomResource {
      */
     declare public readonly typeAttribute: pulumi.Output<string | undefined>;
     /**
+     * Per bucket name replaced, how many string values of the selected items it rewrote (in preview: would rewrite); a name inside a longer word or name is never rewritten.
+     */
+    declare public /*out*/ readonly valuesRewritten: pulumi.Output<{[key: string]: number}>;
+    /**
      * True once every written item read back equal to its transformed source item.
      */
     declare public /*out*/ readonly verified: pulumi.Output<boolean>;
@@ -183,6 +187,7 @@ export class DynamoCopy extends pulumi.CustomResource {
             resourceInputs["retries"] = undefined /*out*/;
             resourceInputs["rewrites"] = undefined /*out*/;
             resourceInputs["throttles"] = undefined /*out*/;
+            resourceInputs["valuesRewritten"] = undefined /*out*/;
             resourceInputs["verified"] = undefined /*out*/;
         } else {
             resourceInputs["allowEmpty"] = undefined /*out*/;
@@ -210,6 +215,7 @@ export class DynamoCopy extends pulumi.CustomResource {
             resourceInputs["throttles"] = undefined /*out*/;
             resourceInputs["triggers"] = undefined /*out*/;
             resourceInputs["typeAttribute"] = undefined /*out*/;
+            resourceInputs["valuesRewritten"] = undefined /*out*/;
             resourceInputs["verified"] = undefined /*out*/;
             resourceInputs["writeOrder"] = undefined /*out*/;
         }

@@ -1,6 +1,5 @@
 //! DynamoDB items: their JSON form (for the journal), a canonical digest (to tell
-//! whether the target still holds what was written), their size, and the transforms a
-//! copy applies (string rewrites, set attributes).
+//! whether the target still holds what was written) and their size.
 
 use std::collections::HashMap;
 
@@ -210,94 +209,6 @@ pub fn item_size(item: &Item) -> u64 {
         .sum()
 }
 
-/// Replaces every occurrence of each `from` with its `to` in string values at any depth.
-/// Longer patterns go first, so a bucket name that contains another is rewritten whole.
-pub struct Rewriter {
-    pairs: Vec<(String, String)>,
-}
-
-impl Rewriter {
-    pub fn new(map: &std::collections::BTreeMap<String, String>) -> Self {
-        let mut pairs: Vec<(String, String)> = map
-            .iter()
-            .filter(|(from, _)| !from.is_empty())
-            .map(|(f, t)| (f.clone(), t.clone()))
-            .collect();
-        pairs.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.0.cmp(&b.0)));
-        Rewriter { pairs }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.pairs.is_empty()
-    }
-
-    fn string(&self, text: &str) -> Option<String> {
-        if !self
-            .pairs
-            .iter()
-            .any(|(from, _)| text.contains(from.as_str()))
-        {
-            return None;
-        }
-        // One pass, left to right, so a replacement is never rewritten again.
-        let mut out = String::with_capacity(text.len());
-        let mut rest = text;
-        'outer: while !rest.is_empty() {
-            for (from, to) in &self.pairs {
-                if let Some(after) = rest.strip_prefix(from.as_str()) {
-                    out.push_str(to);
-                    rest = after;
-                    continue 'outer;
-                }
-            }
-            let ch = rest.chars().next().expect("not empty");
-            out.push(ch);
-            rest = &rest[ch.len_utf8()..];
-        }
-        Some(out)
-    }
-
-    /// Rewrites `value` in place; true when anything changed.
-    pub fn value(&self, value: &mut AttributeValue) -> bool {
-        match value {
-            AttributeValue::S(s) => match self.string(s) {
-                Some(new) => {
-                    *s = new;
-                    true
-                }
-                None => false,
-            },
-            AttributeValue::Ss(set) => {
-                let mut changed = false;
-                for s in set.iter_mut() {
-                    if let Some(new) = self.string(s) {
-                        *s = new;
-                        changed = true;
-                    }
-                }
-                if changed {
-                    // A set holds each string once, also after a rewrite.
-                    set.sort();
-                    set.dedup();
-                }
-                changed
-            }
-            AttributeValue::L(list) => list.iter_mut().fold(false, |acc, v| self.value(v) | acc),
-            AttributeValue::M(map) => map.values_mut().fold(false, |acc, v| self.value(v) | acc),
-            _ => false,
-        }
-    }
-
-    /// Rewrites every attribute but the table's keys.
-    pub fn item(&self, item: &mut Item, keys: &[String]) {
-        for (name, value) in item.iter_mut() {
-            if !keys.contains(name) {
-                self.value(value);
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -379,65 +290,6 @@ mod tests {
         assert_eq!(canonical_number("0.000"), "0");
         assert_eq!(canonical_number("0.0012"), "0.12e-2");
         assert_ne!(canonical_number("100"), canonical_number("10"));
-    }
-
-    #[test]
-    fn rewrite_reaches_nested_strings_and_sets_but_not_keys() {
-        let rewriter =
-            Rewriter::new(&[("dev-bucket".to_string(), "prod-bucket".to_string())].into());
-        let mut item: Item = [
-            ("PK".to_string(), s("IMAGE#dev-bucket")),
-            ("raw_s3_bucket".to_string(), s("dev-bucket")),
-            (
-                "uri".to_string(),
-                s("s3://dev-bucket/runs/x and s3://dev-bucket/y"),
-            ),
-            (
-                "tags".to_string(),
-                AttributeValue::Ss(vec!["dev-bucket".into(), "prod-bucket".into()]),
-            ),
-            (
-                "storage".to_string(),
-                AttributeValue::M(
-                    [(
-                        "bucket".to_string(),
-                        AttributeValue::L(vec![s("dev-bucket")]),
-                    )]
-                    .into(),
-                ),
-            ),
-        ]
-        .into();
-        rewriter.item(&mut item, &["PK".to_string()]);
-        assert_eq!(item["PK"], s("IMAGE#dev-bucket"));
-        assert_eq!(item["raw_s3_bucket"], s("prod-bucket"));
-        assert_eq!(
-            item["uri"],
-            s("s3://prod-bucket/runs/x and s3://prod-bucket/y")
-        );
-        assert_eq!(item["tags"], AttributeValue::Ss(vec!["prod-bucket".into()]));
-        assert_eq!(
-            item["storage"],
-            AttributeValue::M(
-                [(
-                    "bucket".to_string(),
-                    AttributeValue::L(vec![s("prod-bucket")])
-                )]
-                .into()
-            )
-        );
-    }
-
-    #[test]
-    fn longer_patterns_win_and_replacements_are_not_rewritten_again() {
-        let rewriter = Rewriter::new(
-            &[
-                ("a".to_string(), "ab".to_string()),
-                ("abc".to_string(), "X".to_string()),
-            ]
-            .into(),
-        );
-        assert_eq!(rewriter.string("abca").as_deref(), Some("Xab"));
     }
 
     #[test]

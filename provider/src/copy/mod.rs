@@ -7,6 +7,7 @@ pub(crate) mod item;
 pub mod journal;
 pub(crate) mod model;
 pub mod progress;
+pub(crate) mod rewrite;
 pub mod s3;
 pub(crate) mod snapshot;
 pub mod sync;

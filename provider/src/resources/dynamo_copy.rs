@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::{Context, Failure, Migration, Planned, Retried, Side};
 use crate::copy::dynamodb::{self, Table};
-use crate::copy::item::Rewriter;
+use crate::copy::rewrite::Rewriter;
 use crate::copy::table::{self, CopyCounts, CopySpec, ItemConflict, SetAttribute, TypeCounts};
 use crate::stacks::bucket_renames;
 
@@ -86,6 +86,8 @@ pub struct Outputs {
     pub target_table: String,
     /// The string replacements applied (given, or derived from the stacks' bucket outputs).
     pub rewrites: BTreeMap<String, String>,
+    /// Per bucket name replaced, how many string values of the selected items it rewrote (in preview: would rewrite); a name inside a longer word or name is never rewritten.
+    pub values_rewritten: BTreeMap<String, u64>,
     /// Items read from the source table.
     pub items_scanned: u64,
     /// Items written to the target (new ones and overwrites).
@@ -123,6 +125,7 @@ impl Outputs {
             source_table: spec.source.name.clone(),
             target_table: spec.target.name.clone(),
             rewrites,
+            values_rewritten: counts.rewritten,
             items_scanned: counts.scanned,
             items_copied: counts.copied,
             items_skipped: counts.skipped,
@@ -366,6 +369,11 @@ impl Migration for DynamoCopy {
         let journal = ctx.journal().await?;
         let counts = table::plan(&spec, &journal).await?;
         check_plan(inputs, &counts)?;
+        for (from, to) in &rewrites {
+            let values = counts.rewritten.get(from).copied().unwrap_or_default();
+            ctx.progress
+                .info(&format!("rewrite {from} -> {to}: {values} values"));
+        }
         Ok(Planned {
             pending: counts.copied > 0,
             outputs: Outputs::from_counts(&spec, rewrites, counts, false, journal.uri()),

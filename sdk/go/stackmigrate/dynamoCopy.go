@@ -65,6 +65,8 @@ type DynamoCopy struct {
 	Triggers pulumi.ArrayOutput `pulumi:"triggers"`
 	// Attribute naming an item's entity type. Default `TYPE`.
 	TypeAttribute pulumi.StringPtrOutput `pulumi:"typeAttribute"`
+	// Per bucket name replaced, how many string values of the selected items it rewrote (in preview: would rewrite); a name inside a longer word or name is never rewritten.
+	ValuesRewritten pulumi.IntMapOutput `pulumi:"valuesRewritten"`
 	// True once every written item read back equal to its transformed source item.
 	Verified pulumi.BoolOutput `pulumi:"verified"`
 	// Entity types written first, in this order; the rest follow.
@@ -400,6 +402,11 @@ func (o DynamoCopyOutput) Triggers() pulumi.ArrayOutput {
 // Attribute naming an item's entity type. Default `TYPE`.
 func (o DynamoCopyOutput) TypeAttribute() pulumi.StringPtrOutput {
 	return o.ApplyT(func(v *DynamoCopy) pulumi.StringPtrOutput { return v.TypeAttribute }).(pulumi.StringPtrOutput)
+}
+
+// Per bucket name replaced, how many string values of the selected items it rewrote (in preview: would rewrite); a name inside a longer word or name is never rewritten.
+func (o DynamoCopyOutput) ValuesRewritten() pulumi.IntMapOutput {
+	return o.ApplyT(func(v *DynamoCopy) pulumi.IntMapOutput { return v.ValuesRewritten }).(pulumi.IntMapOutput)
 }
 
 // True once every written item read back equal to its transformed source item.

@@ -381,6 +381,7 @@ class DynamoCopy(pulumi.CustomResource):
             __props__.__dict__["retries"] = None
             __props__.__dict__["rewrites"] = None
             __props__.__dict__["throttles"] = None
+            __props__.__dict__["values_rewritten"] = None
             __props__.__dict__["verified"] = None
         replace_on_changes = pulumi.ResourceOptions(replace_on_changes=["sourceTable", "targetTable"])
         opts = pulumi.ResourceOptions.merge(opts, replace_on_changes)
@@ -431,6 +432,7 @@ class DynamoCopy(pulumi.CustomResource):
         __props__.__dict__["throttles"] = None
         __props__.__dict__["triggers"] = None
         __props__.__dict__["type_attribute"] = None
+        __props__.__dict__["values_rewritten"] = None
         __props__.__dict__["verified"] = None
         __props__.__dict__["write_order"] = None
         return DynamoCopy(resource_name, opts=opts, __props__=__props__)
@@ -634,6 +636,14 @@ class DynamoCopy(pulumi.CustomResource):
         Attribute naming an item's entity type. Default `TYPE`.
         """
         return pulumi.get(self, "type_attribute")
+
+    @_builtins.property
+    @pulumi.getter(name="valuesRewritten")
+    def values_rewritten(self) -> pulumi.Output[Mapping[str, _builtins.int]]:
+        """
+        Per bucket name replaced, how many string values of the selected items it rewrote (in preview: would rewrite); a name inside a longer word or name is never rewritten.
+        """
+        return pulumi.get(self, "values_rewritten")
 
     @_builtins.property
     @pulumi.getter

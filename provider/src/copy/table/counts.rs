@@ -38,6 +38,8 @@ pub struct CopyCounts {
     /// Target keys that exist and `fail` forbids touching (a sample) and their number.
     pub conflicts: Vec<String>,
     pub conflict_count: u64,
+    /// String values the rewrite changed (in a plan: would change), per name replaced.
+    pub rewritten: BTreeMap<String, u64>,
     /// A sum over the items selected for copying of a hash of each one's key and
     /// transformed content: equal for equal sets, whatever the scan order.
     pub fingerprint: u128,
@@ -64,6 +66,9 @@ impl CopyCounts {
             entry.expired += counts.expired;
         }
         self.types_present.extend(other.types_present);
+        for (name, values) in other.rewritten {
+            *self.rewritten.entry(name).or_default() += values;
+        }
         self.conflict_count += other.conflict_count;
         self.conflicts.extend(other.conflicts);
         self.conflicts.truncate(CONFLICTS_SHOWN);

@@ -21,9 +21,10 @@ pub use counts::{CopyCounts, TypeCounts};
 pub use rollback::rollback;
 
 use super::dynamodb::{self, batch_get, batch_write, Pages, RateLimiter, Table, READ_BATCH};
-use super::item::{digest, item_size, item_to_json, Item, Rewriter};
+use super::item::{digest, item_size, item_to_json, Item};
 use super::journal::Journal;
 use super::progress::{Meter, Progress};
+use super::rewrite::Rewriter;
 use index::{digest_bits, key_of, pair_hash, Index};
 use records::{key_id, keys_written, last_verified, note_verified, Record};
 
@@ -71,9 +72,10 @@ pub struct CopySpec {
 }
 
 impl CopySpec {
-    fn transform(&self, mut item: Item, type_name: &str) -> Item {
+    fn transform(&self, mut item: Item, type_name: &str, counts: &mut CopyCounts) -> Item {
         if !self.rewriter.is_empty() {
-            self.rewriter.item(&mut item, &self.keys);
+            self.rewriter
+                .item(&mut item, &self.keys, &mut counts.rewritten);
         }
         for set in &self.set_attributes {
             if set.types.iter().any(|t| t == type_name) {
@@ -320,7 +322,7 @@ async fn scan_segment(
                 counts.by(&type_name).expired += 1;
                 continue;
             }
-            let item = spec.transform(item, &type_name);
+            let item = spec.transform(item, &type_name, &mut counts);
             let key = key_of(&item, &spec.keys);
             let (hash, digest) = (digest_bits(&key), digest_bits(&item));
             counts.fingerprint = counts.fingerprint.wrapping_add(pair_hash(hash, digest));

@@ -10,9 +10,9 @@
 #                              #   go:     go build ./... (module sdk/go.mod, checksums in sdk/go.sum)
 #                              #   dotnet: dotnet build, when a .NET SDK is installed
 #
-# The version in the SDKs is the schema's `version`, written where Pulumi's generators
-# leave a placeholder for the build (package.json, setup.py, version.txt), as Pulumi's
-# own providers do.
+# The version in the SDKs is the schema's `version`: the schema asks every generator to
+# respect it (respectSchemaVersion), so package.json, pyproject.toml, the .csproj and
+# each pulumi-plugin.json carry it.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 schema=${STACKMIGRATE_SCHEMA:-$repo/schema/schema.json}   # another schema file: to compare with a commit's
@@ -40,16 +40,19 @@ generate() {
   command -v pulumi-language-nodejs >/dev/null || "$repo/scripts/toolchain.sh" pulumi hosts >/dev/null
   # gen-sdk starts the language hosts from a plugin context in the current directory.
   local home; home=$(mktemp -d)
+  # The C# generator downloads the schema's logoUrl into the package; with no network
+  # here it is given the schema without it (and packs Pulumi's default logo).
+  python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); s.pop("logoUrl",None); json.dump(s,open(sys.argv[2],"w"))' \
+    "$schema" "$home/schema-without-logo.json"
   for lang in $LANGUAGES; do
-    (cd "$home" && PULUMI_HOME=$home pulumi package gen-sdk "$schema" \
+    local from=$schema
+    [ "$lang" = dotnet ] && from=$home/schema-without-logo.json
+    (cd "$home" && PULUMI_HOME=$home pulumi package gen-sdk "$from" \
       --language "$lang" --version "$version" -o "$out" 2>&1) |
       grep -v -e '^warning: using pulumi-language-' -e '^overriding package version' -e '^SDK has been written' >&2 || true
     [ -d "$out/$lang" ] || { log "gen-sdk wrote no $lang SDK"; exit 1; }
   done
   rm -rf "$home"
-  sed -i "s/\"\${VERSION}\"/\"$version\"/" "$out/nodejs/package.json"
-  sed -i "s/^VERSION = \"0.0.0\"$/VERSION = \"$version\"/" "$out/python/setup.py"
-  echo "$version" >"$out/dotnet/version.txt"
 }
 
 regenerate() {

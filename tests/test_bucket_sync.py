@@ -235,6 +235,18 @@ def test_bad_input_fails_at_preview_and_writes_nothing(project, dev_and_prod, ca
     assert not p.journal_dir.exists()
 
 
+def test_aws_without_a_region_fails_at_preview_naming_the_setting(project, monkeypatch):
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL_DYNAMODB"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+    aws = {"accessKeyId": "AKIAEXAMPLE", "secretAccessKey": "example"}
+    p = project(sync_resource("portfolio-dev-images", "portfolio-prod-images"),
+                config={"stackmigrate:source": aws, "stackmigrate:target": aws})
+    code, out = p.preview(check=False)
+    assert code != 0 and "stackmigrate:source.region" in out and "AWS_REGION" in out, out
+
+
 def test_an_empty_selection_passes_when_allowed(project, dev_and_prod):
     s3, source, target, _ = dev_and_prod
     before = listing(s3, target)

@@ -101,10 +101,10 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::resources::metadata::{PENDING, REPLACES_ON_CHANGE, SECRET};
+    use crate::resources::metadata::{ENVIRONMENT, PENDING, REPLACES_ON_CHANGE, SECRET};
 
     /// Every mark a field may carry; any other `x-` key is a typo.
-    const MARKS: [&str; 3] = [REPLACES_ON_CHANGE, PENDING, SECRET];
+    const MARKS: [&str; 4] = [REPLACES_ON_CHANGE, PENDING, SECRET, ENVIRONMENT];
 
     /// Every `x-` key anywhere in a schema, with where it is.
     fn marks_in(schema: &Value, path: &str, found: &mut Vec<(String, String)>) {

@@ -7,10 +7,18 @@ use serde_json::{json, Map, Value};
 use crate::config::ProviderConfig;
 use crate::functions::Function;
 use crate::registry::{Registered, Registry};
-use crate::resources::metadata::SECRET;
+use crate::resources::metadata::{ENVIRONMENT, SECRET};
 use crate::resources::schema_of;
 
 pub(crate) const PACKAGE: &str = "stackmigrate";
+const REPOSITORY: &str = "https://github.com/stackmigrate/stackmigrate";
+/// Where the engine downloads the plugin (`${VERSION}` is the plugin's version): the
+/// repository's releases, or what `STACKMIGRATE_PLUGIN_DOWNLOAD_URL` said at build time
+/// (a mirror, or a test's loopback server).
+const PLUGIN_DOWNLOAD_URL: &str = match option_env!("STACKMIGRATE_PLUGIN_DOWNLOAD_URL") {
+    Some(url) => url,
+    None => "https://github.com/stackmigrate/stackmigrate/releases/download/v${VERSION}/",
+};
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 struct Converter<'a> {
@@ -118,10 +126,14 @@ impl Converter<'_> {
             if let Some(description) = property.get("description") {
                 spec.insert("description".into(), description.clone());
             }
+            // Scalars and enum values; lists and objects have no schema default.
             if let Some(default) = property.get("default").filter(|d| !d.is_null()) {
-                if !default.is_array() && !default.is_object() && !spec.contains_key("$ref") {
+                if !default.is_array() && !default.is_object() {
                     spec.insert("default".into(), default.clone());
                 }
+            }
+            if let Some(variables) = property.get(ENVIRONMENT) {
+                spec.insert("defaultInfo".into(), json!({"environment": variables}));
             }
             if property.get(SECRET) == Some(&Value::Bool(true)) {
                 spec.insert("secret".into(), Value::Bool(true));
@@ -226,6 +238,10 @@ pub(crate) fn package_schema(registry: &Registry) -> Value {
         "keywords": ["pulumi", "migration", "s3", "dynamodb", "category/utility", "kind/native"],
         "license": "Apache-2.0",
         "publisher": "stackmigrate",
+        "homepage": REPOSITORY,
+        "repository": REPOSITORY,
+        "logoUrl": format!("{REPOSITORY}/raw/main/docs/logo.svg"),
+        "pluginDownloadURL": PLUGIN_DOWNLOAD_URL,
         "config": {"variables": config_properties},
         "provider": {
             "description": "The stackmigrate provider: source and target connections, the stacks whose outputs name tables and buckets, and where journals live.",
@@ -235,22 +251,30 @@ pub(crate) fn package_schema(registry: &Registry) -> Value {
         "resources": resource_specs,
         "functions": function_specs,
         "language": {
+            // respectSchemaVersion: each SDK and its pulumi-plugin.json carry the schema's
+            // version, so the engine knows which plugin to fetch and from where.
             "nodejs": {
                 "packageName": "@stackmigrate/stackmigrate",
                 "packageDescription": "stackmigrate: data migrations between Pulumi stacks as resources",
                 "dependencies": {"@pulumi/pulumi": "^3.0.0"},
+                "respectSchemaVersion": true,
             },
             "python": {
                 "packageName": "pulumi_stackmigrate",
                 "requires": {"pulumi": ">=3.0.0,<4.0.0"},
+                "pyproject": {"enabled": true},
+                "respectSchemaVersion": true,
             },
             "go": {
                 "importBasePath": "github.com/stackmigrate/stackmigrate/sdk/go/stackmigrate",
                 "generateResourceContainerTypes": true,
+                "respectSchemaVersion": true,
             },
+            // Not `Pulumi`: that namespace is Pulumi's own on NuGet.
             "csharp": {
-                "rootNamespace": "Pulumi",
+                "rootNamespace": "StackMigrate",
                 "packageReferences": {"Pulumi": "3.*"},
+                "respectSchemaVersion": true,
             },
         },
     })
@@ -324,6 +348,35 @@ mod tests {
             schema["config"]["variables"]["source"]["$ref"],
             "#/types/stackmigrate:index:Connection"
         );
+    }
+
+    #[test]
+    fn replace_on_changes_in_the_schema_are_what_diff_replaces_on() {
+        let committed: Value = serde_json::from_str(
+            &std::fs::read_to_string(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../schema/schema.json"
+            ))
+            .expect("schema/schema.json is committed"),
+        )
+        .unwrap();
+        for registered in registry::all().resources() {
+            let token = registered.resource.token();
+            for section in ["inputProperties", "properties"] {
+                let mut in_schema: Vec<&String> = committed["resources"][token][section]
+                    .as_object()
+                    .unwrap()
+                    .iter()
+                    .filter(|(_, p)| p["replaceOnChanges"] == true)
+                    .map(|(name, _)| name)
+                    .collect();
+                in_schema.sort();
+                let mut in_diff: Vec<&String> =
+                    registered.metadata.replace_on_change.iter().collect();
+                in_diff.sort();
+                assert_eq!(in_schema, in_diff, "{token}.{section}");
+            }
+        }
     }
 
     #[test]

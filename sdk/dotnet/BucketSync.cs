@@ -6,8 +6,9 @@ using System.Collections.Generic;
 using System.Collections.Immutable;
 using System.Threading.Tasks;
 using Pulumi.Serialization;
+using Pulumi;
 
-namespace Pulumi.Stackmigrate
+namespace StackMigrate.Stackmigrate
 {
     /// <summary>
     /// Copies objects from a source bucket to a target bucket like `aws s3 sync`: preview plans (objects and bytes), up copies (server side on one endpoint, streamed across endpoints), verifies and journals, destroy restores the target.
@@ -91,7 +92,7 @@ namespace Pulumi.Stackmigrate
         /// For a key the target already has: `skipIdentical` (default) overwrites it unless size and ETag match, `skip` never touches it, `overwrite` always writes it. Overwritten objects are backed up in the journal first.
         /// </summary>
         [Output("onConflict")]
-        public Output<Pulumi.Stackmigrate.OnConflict?> OnConflict { get; private set; } = null!;
+        public Output<StackMigrate.Stackmigrate.OnConflict?> OnConflict { get; private set; } = null!;
 
         /// <summary>
         /// Stack output naming the bucket (for example `raw_bucket_name` or `cdn_bucket_name`), read from `sourceStack` for the source and `targetStack` for the target when `sourceBucket` / `targetBucket` are not set.
@@ -170,6 +171,7 @@ namespace Pulumi.Stackmigrate
             var defaultOptions = new CustomResourceOptions
             {
                 Version = Utilities.Version,
+                PluginDownloadURL = "https://github.com/stackmigrate/stackmigrate/releases/download/v${VERSION}/",
                 ReplaceOnChanges =
                 {
                     "sourceBucket",
@@ -239,7 +241,7 @@ namespace Pulumi.Stackmigrate
         /// For a key the target already has: `skipIdentical` (default) overwrites it unless size and ETag match, `skip` never touches it, `overwrite` always writes it. Overwritten objects are backed up in the journal first.
         /// </summary>
         [Input("onConflict")]
-        public Input<Pulumi.Stackmigrate.OnConflict>? OnConflict { get; set; }
+        public Input<StackMigrate.Stackmigrate.OnConflict>? OnConflict { get; set; }
 
         /// <summary>
         /// Stack output naming the bucket (for example `raw_bucket_name` or `cdn_bucket_name`), read from `sourceStack` for the source and `targetStack` for the target when `sourceBucket` / `targetBucket` are not set.
@@ -287,6 +289,7 @@ namespace Pulumi.Stackmigrate
         {
             AllowEmpty = false;
             DeleteExtraneous = false;
+            OnConflict = StackMigrate.Stackmigrate.OnConflict.SkipIdentical;
             SourcePrefix = "";
             TargetPrefix = "";
         }

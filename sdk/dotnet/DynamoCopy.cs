@@ -6,8 +6,9 @@ using System.Collections.Generic;
 using System.Collections.Immutable;
 using System.Threading.Tasks;
 using Pulumi.Serialization;
+using Pulumi;
 
-namespace Pulumi.Stackmigrate
+namespace StackMigrate.Stackmigrate
 {
     /// <summary>
     /// Copies a DynamoDB table's items into another table: filtered by entity type, bucket names rewritten, attributes reset. Preview counts per type, up copies in 25-item batches, verifies by reading back, journals; destroy deletes what it created and restores what it overwrote.
@@ -97,7 +98,7 @@ namespace Pulumi.Stackmigrate
         /// For a key the target already has: `skip` (default) leaves it, `overwrite` replaces it (the old item is journalled and restored by destroy), `fail` stops at preview naming the keys.
         /// </summary>
         [Output("onConflict")]
-        public Output<Pulumi.Stackmigrate.ItemConflict?> OnConflict { get; private set; } = null!;
+        public Output<StackMigrate.Stackmigrate.ItemConflict?> OnConflict { get; private set; } = null!;
 
         /// <summary>
         /// Stack output naming the table, read from `sourceStack` and `targetStack` when `sourceTable` / `targetTable` are not set. Default `dynamodb_table_name`.
@@ -206,6 +207,7 @@ namespace Pulumi.Stackmigrate
             var defaultOptions = new CustomResourceOptions
             {
                 Version = Utilities.Version,
+                PluginDownloadURL = "https://github.com/stackmigrate/stackmigrate/releases/download/v${VERSION}/",
                 ReplaceOnChanges =
                 {
                     "sourceTable",
@@ -273,7 +275,7 @@ namespace Pulumi.Stackmigrate
         /// For a key the target already has: `skip` (default) leaves it, `overwrite` replaces it (the old item is journalled and restored by destroy), `fail` stops at preview naming the keys.
         /// </summary>
         [Input("onConflict")]
-        public Input<Pulumi.Stackmigrate.ItemConflict>? OnConflict { get; set; }
+        public Input<StackMigrate.Stackmigrate.ItemConflict>? OnConflict { get; set; }
 
         /// <summary>
         /// Stack output naming the table, read from `sourceStack` and `targetStack` when `sourceTable` / `targetTable` are not set. Default `dynamodb_table_name`.
@@ -356,6 +358,7 @@ namespace Pulumi.Stackmigrate
         public DynamoCopyArgs()
         {
             AllowEmpty = false;
+            OnConflict = StackMigrate.Stackmigrate.ItemConflict.Skip;
             Output = "dynamodb_table_name";
             SkipExpired = true;
             TypeAttribute = "TYPE";

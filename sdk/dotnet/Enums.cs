@@ -5,7 +5,7 @@ using System;
 using System.ComponentModel;
 using Pulumi;
 
-namespace Pulumi.Stackmigrate
+namespace StackMigrate.Stackmigrate
 {
     /// <summary>
     /// What to do with an item whose key the target already has.

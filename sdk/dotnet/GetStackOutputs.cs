@@ -6,8 +6,9 @@ using System.Collections.Generic;
 using System.Collections.Immutable;
 using System.Threading.Tasks;
 using Pulumi.Serialization;
+using Pulumi;
 
-namespace Pulumi.Stackmigrate
+namespace StackMigrate.Stackmigrate
 {
     public static class GetStackOutputs
     {

@@ -6,8 +6,9 @@ using System.Collections.Generic;
 using System.Collections.Immutable;
 using System.Threading.Tasks;
 using Pulumi.Serialization;
+using Pulumi;
 
-namespace Pulumi.Stackmigrate
+namespace StackMigrate.Stackmigrate
 {
     /// <summary>
     /// Copies a trained model between training buckets: the newest run's best/ (or its highest checkpoint, compared as numbers) and run.json, refusing an incomplete model at preview.
@@ -128,6 +129,7 @@ namespace Pulumi.Stackmigrate
             var defaultOptions = new CustomResourceOptions
             {
                 Version = Utilities.Version,
+                PluginDownloadURL = "https://github.com/stackmigrate/stackmigrate/releases/download/v${VERSION}/",
                 ReplaceOnChanges =
                 {
                     "checkpoint",

@@ -6,8 +6,9 @@ using System.Collections.Generic;
 using System.Collections.Immutable;
 using System.Threading.Tasks;
 using Pulumi.Serialization;
+using Pulumi;
 
-namespace Pulumi.Stackmigrate
+namespace StackMigrate.Stackmigrate
 {
     /// <summary>
     /// The stackmigrate provider: source and target connections, the stacks whose outputs name tables and buckets, and where journals live.
@@ -32,6 +33,7 @@ namespace Pulumi.Stackmigrate
             var defaultOptions = new CustomResourceOptions
             {
                 Version = Utilities.Version,
+                PluginDownloadURL = "https://github.com/stackmigrate/stackmigrate/releases/download/v${VERSION}/",
             };
             var merged = CustomResourceOptions.Merge(defaultOptions, options);
             // Override the ID if one was specified for consistency with other language SDKs.

@@ -6,8 +6,9 @@ using System.Collections.Generic;
 using System.Collections.Immutable;
 using System.Threading.Tasks;
 using Pulumi.Serialization;
+using Pulumi;
 
-namespace Pulumi.Stackmigrate
+namespace StackMigrate.Stackmigrate
 {
     /// <summary>
     /// Promotes ChromaDB snapshots: for each collection, the version the source pointer names (or a pinned one), after the compactor's lock is free; copies, verifies the hash and the SQLite database's embedding count, then moves the target pointer. Destroy restores the pointer and removes what was copied.
@@ -176,6 +177,7 @@ namespace Pulumi.Stackmigrate
             var defaultOptions = new CustomResourceOptions
             {
                 Version = Utilities.Version,
+                PluginDownloadURL = "https://github.com/stackmigrate/stackmigrate/releases/download/v${VERSION}/",
                 ReplaceOnChanges =
                 {
                     "sourceBucket",

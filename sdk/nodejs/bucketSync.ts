@@ -141,7 +141,7 @@ export class BucketSync extends pulumi.CustomResource {
             resourceInputs["deleteExtraneous"] = (args?.deleteExtraneous) ?? false;
             resourceInputs["exclude"] = args?.exclude;
             resourceInputs["include"] = args?.include;
-            resourceInputs["onConflict"] = args?.onConflict;
+            resourceInputs["onConflict"] = (args?.onConflict) ?? "skipIdentical";
             resourceInputs["output"] = args?.output;
             resourceInputs["sourceBucket"] = args?.sourceBucket;
             resourceInputs["sourcePrefix"] = (args?.sourcePrefix) ?? "";

@@ -165,7 +165,7 @@ export class DynamoCopy extends pulumi.CustomResource {
             resourceInputs["excludeTypes"] = args?.excludeTypes;
             resourceInputs["includeTypes"] = args?.includeTypes;
             resourceInputs["maxWriteRate"] = args?.maxWriteRate;
-            resourceInputs["onConflict"] = args?.onConflict;
+            resourceInputs["onConflict"] = (args?.onConflict) ?? "skip";
             resourceInputs["output"] = (args?.output) ?? "dynamodb_table_name";
             resourceInputs["rewrite"] = args?.rewrite;
             resourceInputs["setAttributes"] = args?.setAttributes;

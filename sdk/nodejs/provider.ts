@@ -38,9 +38,9 @@ export class Provider extends pulumi.ProviderResource {
         opts = opts || {};
         {
             resourceInputs["journal"] = args?.journal;
-            resourceInputs["source"] = pulumi.output(args?.source).apply(JSON.stringify);
+            resourceInputs["source"] = pulumi.output(args ? (args.source ? pulumi.output(args.source).apply(inputs.connectionArgsProvideDefaults) : undefined) : undefined).apply(JSON.stringify);
             resourceInputs["sourceStack"] = args?.sourceStack;
-            resourceInputs["target"] = pulumi.output(args?.target).apply(JSON.stringify);
+            resourceInputs["target"] = pulumi.output(args ? (args.target ? pulumi.output(args.target).apply(inputs.connectionArgsProvideDefaults) : undefined) : undefined).apply(JSON.stringify);
             resourceInputs["targetStack"] = args?.targetStack;
         }
         opts = pulumi.mergeOptions(utilities.resourceOptsDefaults(), opts);

@@ -37,30 +37,33 @@ fn env(name: &str) -> Result<String> {
 
 /// MinIO "a" and DynamoDB Local, as scripts/services.sh started them.
 fn clients() -> Result<SideClients> {
-    Ok(SideClients::new(Connection {
-        region: Some("us-east-1".into()),
-        s3_endpoint: Some(env("STACKMIGRATE_S3_A")?),
-        dynamodb_endpoint: Some(env("STACKMIGRATE_DYNAMODB")?),
-        access_key_id: Some(env("STACKMIGRATE_S3_A_KEY")?),
-        secret_access_key: Some(env("STACKMIGRATE_S3_A_SECRET")?),
-        force_path_style: Some(true),
-        ..Default::default()
-    }))
+    Ok(SideClients::new(
+        "source",
+        Connection {
+            region: Some("us-east-1".into()),
+            s3_endpoint: Some(env("STACKMIGRATE_S3_A")?),
+            dynamodb_endpoint: Some(env("STACKMIGRATE_DYNAMODB")?),
+            access_key_id: Some(env("STACKMIGRATE_S3_A_KEY")?),
+            secret_access_key: Some(env("STACKMIGRATE_S3_A_SECRET")?),
+            force_path_style: Some(true),
+            ..Default::default()
+        },
+    ))
 }
 
-async fn bucket(clients: &SideClients, name: &str) -> Bucket {
-    Bucket {
-        client: clients.s3().await,
+async fn bucket(clients: &SideClients, name: &str) -> Result<Bucket> {
+    Ok(Bucket {
+        client: clients.s3().await?,
         name: name.to_string(),
-    }
+    })
 }
 
 async fn engine_sync(source: &str, target: &str) -> Result<serde_json::Value> {
     let clients = clients()?;
     let spec = SyncSpec {
-        source: bucket(&clients, source).await,
+        source: bucket(&clients, source).await?,
         source_prefix: String::new(),
-        target: bucket(&clients, target).await,
+        target: bucket(&clients, target).await?,
         target_prefix: String::new(),
         server_side: true,
         filter: KeyFilter::new(&[], &[])?,
@@ -83,8 +86,8 @@ async fn engine_sync(source: &str, target: &str) -> Result<serde_json::Value> {
 
 async fn s3_copy_ceiling(source: &str, target: &str) -> Result<serde_json::Value> {
     let clients = clients()?;
-    let source = bucket(&clients, source).await;
-    let target = bucket(&clients, target).await;
+    let source = bucket(&clients, source).await?;
+    let target = bucket(&clients, target).await?;
     let mut objects = Vec::new();
     let mut lister = Lister::new(&source, "");
     while let Some(object) = lister.next().await? {
@@ -105,7 +108,7 @@ async fn s3_copy_ceiling(source: &str, target: &str) -> Result<serde_json::Value
 }
 
 async fn dynamo_write_ceiling(source: &str, target: &str) -> Result<serde_json::Value> {
-    let client = clients()?.dynamodb().await;
+    let client = clients()?.dynamodb().await?;
     const SEGMENTS: i32 = 8;
     let segments = (0..SEGMENTS).map(|segment| {
         let client = &client;

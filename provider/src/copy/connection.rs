@@ -40,9 +40,11 @@ const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(300);
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Connection {
-    /// AWS region, for example `us-east-1`. Default: the SDK chain (`AWS_REGION`, profile).
+    /// AWS region, for example `us-east-1`. Default: the SDK chain (`AWS_REGION`, profile). Required against AWS itself (no endpoint).
+    #[schemars(extend("x-env" = ["AWS_REGION", "AWS_DEFAULT_REGION"]))]
     pub region: Option<String>,
     /// Named profile from the shared AWS config files. Default: `AWS_PROFILE`.
+    #[schemars(extend("x-env" = ["AWS_PROFILE"]))]
     pub profile: Option<String>,
     /// Endpoint URL used for both S3 and DynamoDB (for example a MinIO or DynamoDB Local URL).
     pub endpoint: Option<String>,
@@ -148,7 +150,8 @@ impl Connection {
             builder = builder.endpoint_url(endpoint);
         }
         if sdk.region().is_none() {
-            // S3-compatible servers ignore the region, but the SDK refuses to sign without one.
+            // An S3-compatible server (an endpoint is given) ignores the region, but the SDK
+            // refuses to sign without one.
             builder = builder.region(Region::new("us-east-1"));
         }
         builder = builder
@@ -313,6 +316,8 @@ impl Intercept for CountAttempts {
 /// the next Configure: one SDK config (and one AssumeRole session) per side, one
 /// connection pool per service.
 pub struct SideClients {
+    /// `source` or `target`: the config key that names this side.
+    pub side: &'static str,
     pub connection: Connection,
     sdk: OnceCell<aws_config::SdkConfig>,
     s3: OnceCell<aws_sdk_s3::Client>,
@@ -320,8 +325,9 @@ pub struct SideClients {
 }
 
 impl SideClients {
-    pub fn new(connection: Connection) -> Self {
+    pub fn new(side: &'static str, connection: Connection) -> Self {
         SideClients {
+            side,
             connection,
             sdk: OnceCell::new(),
             s3: OnceCell::new(),
@@ -334,20 +340,56 @@ impl SideClients {
     }
 
     /// The side's S3 client (cheap to clone: clones share the pool).
-    pub async fn s3(&self) -> aws_sdk_s3::Client {
+    pub async fn s3(&self) -> anyhow::Result<aws_sdk_s3::Client> {
         let sdk = self.sdk().await;
-        self.s3
+        self.needs_region(
+            sdk,
+            self.connection.effective_s3_endpoint(),
+            "S3",
+            "AWS_ENDPOINT_URL_S3",
+        )?;
+        Ok(self
+            .s3
             .get_or_init(|| async { self.connection.s3_client_from(sdk) })
             .await
-            .clone()
+            .clone())
     }
 
-    pub async fn dynamodb(&self) -> aws_sdk_dynamodb::Client {
+    pub async fn dynamodb(&self) -> anyhow::Result<aws_sdk_dynamodb::Client> {
         let sdk = self.sdk().await;
-        self.dynamodb
+        self.needs_region(
+            sdk,
+            self.connection.effective_dynamodb_endpoint(),
+            "DynamoDB",
+            "AWS_ENDPOINT_URL_DYNAMODB",
+        )?;
+        Ok(self
+            .dynamodb
             .get_or_init(|| async { self.connection.dynamodb_client_from(sdk) })
             .await
-            .clone()
+            .clone())
+    }
+
+    /// AWS itself (no endpoint given) needs a region: guessing `us-east-1` would send
+    /// the copy to the wrong place or fail far from its cause.
+    fn needs_region(
+        &self,
+        sdk: &aws_config::SdkConfig,
+        endpoint: Option<&str>,
+        service: &str,
+        endpoint_variable: &str,
+    ) -> anyhow::Result<()> {
+        let custom_endpoint = endpoint.is_some()
+            || sdk.endpoint_url().is_some()
+            || std::env::var_os(endpoint_variable).is_some();
+        if !custom_endpoint && sdk.region().is_none() {
+            anyhow::bail!(
+                "no AWS region for the {side} side's {service}: set stackmigrate:{side}.region, \
+                 or AWS_REGION, or a region in the profile (stackmigrate:{side}.profile / AWS_PROFILE)",
+                side = self.side
+            );
+        }
+        Ok(())
     }
 }
 

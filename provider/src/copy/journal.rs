@@ -83,7 +83,7 @@ impl Journal {
             }
             Location::S3 { bucket, prefix } => {
                 let bucket = Bucket {
-                    client: target.s3().await,
+                    client: target.s3().await?,
                     name: bucket.clone(),
                 };
                 let prefix = join(prefix, resource);
@@ -337,7 +337,7 @@ mod tests {
 
     /// A file journal never builds the side's S3 client.
     fn unused_clients() -> SideClients {
-        SideClients::new(Default::default())
+        SideClients::new("target", Default::default())
     }
 
     #[tokio::test]

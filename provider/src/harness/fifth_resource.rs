@@ -58,7 +58,7 @@ impl Migration for Marker {
     }
 
     async fn plan(&self, ctx: &Context, inputs: &Inputs) -> Result<Planned<Outputs>> {
-        let target = bucket(ctx, &inputs.target_bucket).await;
+        let target = bucket(ctx, &inputs.target_bucket).await?;
         let missing = s3::head(&target, &inputs.key).await?.is_none();
         Ok(Planned {
             pending: missing,
@@ -70,7 +70,7 @@ impl Migration for Marker {
     }
 
     async fn apply(&self, ctx: &Context, inputs: &Inputs) -> Result<Outputs> {
-        let target = bucket(ctx, &inputs.target_bucket).await;
+        let target = bucket(ctx, &inputs.target_bucket).await?;
         let journal = ctx.journal().await?;
         put_journalled(&target, &inputs.key, b"marked".to_vec(), &journal).await?;
         Ok(Outputs {
@@ -84,11 +84,11 @@ impl Migration for Marker {
     }
 }
 
-async fn bucket(ctx: &Context, name: &str) -> Bucket {
-    Bucket {
-        client: ctx.clients.target.s3().await,
+async fn bucket(ctx: &Context, name: &str) -> Result<Bucket> {
+    Ok(Bucket {
+        client: ctx.clients.target.s3().await?,
         name: name.to_string(),
-    }
+    })
 }
 
 #[tokio::test]

@@ -99,6 +99,7 @@ async fn items(h: &Harness, table: &str) -> Vec<BTreeMap<String, AttributeValue>
         .clients
         .dynamodb()
         .await
+        .expect("clients")
         .scan()
         .table_name(table)
         .consistent_read(true)
@@ -118,7 +119,7 @@ async fn items(h: &Harness, table: &str) -> Vec<BTreeMap<String, AttributeValue>
 async fn dynamo_copy_refuses_unknown_types_copies_and_restores_overwritten_items() {
     let h = Harness::new().await;
     let (source, target) = (h.table("dev").await, h.table("prod").await);
-    let dynamodb = h.clients.dynamodb().await;
+    let dynamodb = h.clients.dynamodb().await.expect("clients");
     let put = |table: &str, item: BTreeMap<String, AttributeValue>| {
         dynamodb
             .put_item()

@@ -95,7 +95,7 @@ impl Harness {
         let connection: Connection = serde_json::from_value(config["source"].clone()).unwrap();
         Harness {
             provider,
-            clients: SideClients::new(connection),
+            clients: SideClients::new("source", connection),
             _journal: journal,
         }
     }
@@ -216,6 +216,7 @@ impl Harness {
         self.clients
             .s3()
             .await
+            .expect("clients")
             .create_bucket()
             .bucket(&name)
             .send()
@@ -228,6 +229,7 @@ impl Harness {
         self.clients
             .s3()
             .await
+            .expect("clients")
             .put_object()
             .bucket(bucket)
             .key(key)
@@ -239,7 +241,7 @@ impl Harness {
 
     /// Key -> body of every object in a bucket.
     pub async fn contents(&self, bucket: &str) -> Vec<(String, String)> {
-        let s3 = self.clients.s3().await;
+        let s3 = self.clients.s3().await.expect("clients");
         let listed = s3
             .list_objects_v2()
             .bucket(bucket)
@@ -286,6 +288,7 @@ impl Harness {
         self.clients
             .dynamodb()
             .await
+            .expect("clients")
             .create_table()
             .table_name(&name)
             .key_schema(key("PK", KeyType::Hash))

@@ -23,8 +23,8 @@ pub struct Clients {
 impl Clients {
     pub fn new(config: &ProviderConfig) -> Self {
         Clients {
-            source: SideClients::new(config.source.clone()),
-            target: SideClients::new(config.target.clone()),
+            source: SideClients::new("source", config.source.clone()),
+            target: SideClients::new("target", config.target.clone()),
         }
     }
 }
@@ -208,11 +208,11 @@ impl Context {
             );
         }
         let source = Bucket {
-            client: self.clients.source.s3().await,
+            client: self.clients.source.s3().await?,
             name: source_name,
         };
         let target = Bucket {
-            client: self.clients.target.s3().await,
+            client: self.clients.target.s3().await?,
             name: target_name,
         };
         s3::check_bucket(&source, "source", &self.config.source.describe_s3()).await?;
@@ -268,7 +268,7 @@ impl Context {
     /// the target bucket (last written first) and says what it did and what it left.
     pub(crate) async fn rollback_bucket(&self, bucket: &str) -> Result<()> {
         let target = Bucket {
-            client: self.clients.target.s3().await,
+            client: self.clients.target.s3().await?,
             name: bucket.to_string(),
         };
         let journal = self.journal().await?;

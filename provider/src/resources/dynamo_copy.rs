@@ -203,11 +203,11 @@ impl DynamoCopy {
             );
         }
         let source = Table {
-            client: ctx.clients.source.dynamodb().await,
+            client: ctx.clients.source.dynamodb().await?,
             name: source_table,
         };
         let target = Table {
-            client: ctx.clients.target.dynamodb().await,
+            client: ctx.clients.target.dynamodb().await?,
             name: target_table,
         };
         let shape =
@@ -401,7 +401,7 @@ impl Migration for DynamoCopy {
 
     async fn rollback(&self, ctx: &Context, state: &Outputs) -> Result<()> {
         let target = Table {
-            client: ctx.clients.target.dynamodb().await,
+            client: ctx.clients.target.dynamodb().await?,
             name: state.target_table.clone(),
         };
         let shape =

@@ -5,13 +5,16 @@
 //!   name it resolved to) rolls the old copy back and makes a new one;
 //! - `#[schemars(extend("x-pending" = true))]` on one output: the output a diff shows
 //!   when the target lags the source;
-//! - `#[schemars(extend("x-secret" = true))]` on a field: a secret in the schema.
+//! - `#[schemars(extend("x-secret" = true))]` on a field: a secret in the schema;
+//! - `#[schemars(extend("x-env" = ["AWS_REGION"]))]` on a field: the environment
+//!   variables its default comes from (the schema's `defaultInfo`).
 
 use serde_json::Value;
 
 pub(crate) const REPLACES_ON_CHANGE: &str = "x-replace-on-change";
 pub(crate) const PENDING: &str = "x-pending";
 pub(crate) const SECRET: &str = "x-secret";
+pub(crate) const ENVIRONMENT: &str = "x-env";
 
 #[derive(Debug, Clone)]
 pub(crate) struct Metadata {

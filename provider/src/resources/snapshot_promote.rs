@@ -200,7 +200,7 @@ impl SnapshotPromote {
             };
             let clients = ctx.side(side);
             let table = Table {
-                client: clients.dynamodb().await,
+                client: clients.dynamodb().await?,
                 name,
             };
             let shape =

@@ -4,7 +4,7 @@
 using System;
 using System.Collections.Immutable;
 
-namespace Pulumi.Stackmigrate
+namespace StackMigrate.Stackmigrate
 {
     public static class Config
     {
@@ -108,7 +108,7 @@ namespace Pulumi.Stackmigrate
             /// </summary>
                 public string? Profile { get; set; } = null!;
             /// <summary>
-            /// AWS region, for example `us-east-1`. Default: the SDK chain (`AWS_REGION`, profile).
+            /// AWS region, for example `us-east-1`. Default: the SDK chain (`AWS_REGION`, profile). Required against AWS itself (no endpoint).
             /// </summary>
                 public string? Region { get; set; } = null!;
             /// <summary>

@@ -6,8 +6,9 @@ using System.Collections.Generic;
 using System.Collections.Immutable;
 using System.Threading.Tasks;
 using Pulumi.Serialization;
+using Pulumi;
 
-namespace Pulumi.Stackmigrate.Inputs
+namespace StackMigrate.Stackmigrate.Inputs
 {
 
     /// <summary>
@@ -56,7 +57,7 @@ namespace Pulumi.Stackmigrate.Inputs
         public Input<string>? Profile { get; set; }
 
         /// <summary>
-        /// AWS region, for example `us-east-1`. Default: the SDK chain (`AWS_REGION`, profile).
+        /// AWS region, for example `us-east-1`. Default: the SDK chain (`AWS_REGION`, profile). Required against AWS itself (no endpoint).
         /// </summary>
         [Input("region")]
         public Input<string>? Region { get; set; }
@@ -107,6 +108,8 @@ namespace Pulumi.Stackmigrate.Inputs
 
         public ConnectionArgs()
         {
+            Profile = Utilities.GetEnv("AWS_PROFILE");
+            Region = Utilities.GetEnv("AWS_REGION", "AWS_DEFAULT_REGION");
         }
         public static new ConnectionArgs Empty => new ConnectionArgs();
     }

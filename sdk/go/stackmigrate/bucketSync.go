@@ -74,6 +74,9 @@ func NewBucketSync(ctx *pulumi.Context,
 	if args.DeleteExtraneous == nil {
 		args.DeleteExtraneous = pulumi.BoolPtr(false)
 	}
+	if args.OnConflict == nil {
+		args.OnConflict = OnConflict("skipIdentical")
+	}
 	if args.SourcePrefix == nil {
 		args.SourcePrefix = pulumi.StringPtr("")
 	}

@@ -83,6 +83,9 @@ func NewDynamoCopy(ctx *pulumi.Context,
 	if args.AllowEmpty == nil {
 		args.AllowEmpty = pulumi.BoolPtr(false)
 	}
+	if args.OnConflict == nil {
+		args.OnConflict = ItemConflict("skip")
+	}
 	if args.Output == nil {
 		args.Output = pulumi.StringPtr("dynamodb_table_name")
 	}

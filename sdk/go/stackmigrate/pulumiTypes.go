@@ -25,7 +25,7 @@ type Connection struct {
 	ForcePathStyle *bool `pulumi:"forcePathStyle"`
 	// Named profile from the shared AWS config files. Default: `AWS_PROFILE`.
 	Profile *string `pulumi:"profile"`
-	// AWS region, for example `us-east-1`. Default: the SDK chain (`AWS_REGION`, profile).
+	// AWS region, for example `us-east-1`. Default: the SDK chain (`AWS_REGION`, profile). Required against AWS itself (no endpoint).
 	Region *string `pulumi:"region"`
 	// Role to assume with the credentials above (or the SDK chain's).
 	RoleArn *string `pulumi:"roleArn"`
@@ -35,6 +35,27 @@ type Connection struct {
 	SecretAccessKey *string `pulumi:"secretAccessKey"`
 	// Session token for temporary credentials.
 	SessionToken *string `pulumi:"sessionToken"`
+}
+
+// Defaults sets the appropriate defaults for Connection
+func (val *Connection) Defaults() *Connection {
+	if val == nil {
+		return nil
+	}
+	tmp := *val
+	if tmp.Profile == nil {
+		if d := internal.GetEnvOrDefault(nil, nil, "AWS_PROFILE"); d != nil {
+			profile_ := d.(string)
+			tmp.Profile = &profile_
+		}
+	}
+	if tmp.Region == nil {
+		if d := internal.GetEnvOrDefault(nil, nil, "AWS_REGION", "AWS_DEFAULT_REGION"); d != nil {
+			region_ := d.(string)
+			tmp.Region = &region_
+		}
+	}
+	return &tmp
 }
 
 // ConnectionInput is an input type that accepts ConnectionArgs and ConnectionOutput values.
@@ -60,7 +81,7 @@ type ConnectionArgs struct {
 	ForcePathStyle pulumi.BoolPtrInput `pulumi:"forcePathStyle"`
 	// Named profile from the shared AWS config files. Default: `AWS_PROFILE`.
 	Profile pulumi.StringPtrInput `pulumi:"profile"`
-	// AWS region, for example `us-east-1`. Default: the SDK chain (`AWS_REGION`, profile).
+	// AWS region, for example `us-east-1`. Default: the SDK chain (`AWS_REGION`, profile). Required against AWS itself (no endpoint).
 	Region pulumi.StringPtrInput `pulumi:"region"`
 	// Role to assume with the credentials above (or the SDK chain's).
 	RoleArn pulumi.StringPtrInput `pulumi:"roleArn"`
@@ -72,6 +93,24 @@ type ConnectionArgs struct {
 	SessionToken pulumi.StringPtrInput `pulumi:"sessionToken"`
 }
 
+// Defaults sets the appropriate defaults for ConnectionArgs
+func (val *ConnectionArgs) Defaults() *ConnectionArgs {
+	if val == nil {
+		return nil
+	}
+	tmp := *val
+	if tmp.Profile == nil {
+		if d := internal.GetEnvOrDefault(nil, nil, "AWS_PROFILE"); d != nil {
+			tmp.Profile = pulumi.StringPtr(d.(string))
+		}
+	}
+	if tmp.Region == nil {
+		if d := internal.GetEnvOrDefault(nil, nil, "AWS_REGION", "AWS_DEFAULT_REGION"); d != nil {
+			tmp.Region = pulumi.StringPtr(d.(string))
+		}
+	}
+	return &tmp
+}
 func (ConnectionArgs) ElementType() reflect.Type {
 	return reflect.TypeOf((*Connection)(nil)).Elem()
 }
@@ -175,7 +214,7 @@ func (o ConnectionOutput) Profile() pulumi.StringPtrOutput {
 	return o.ApplyT(func(v Connection) *string { return v.Profile }).(pulumi.StringPtrOutput)
 }
 
-// AWS region, for example `us-east-1`. Default: the SDK chain (`AWS_REGION`, profile).
+// AWS region, for example `us-east-1`. Default: the SDK chain (`AWS_REGION`, profile). Required against AWS itself (no endpoint).
 func (o ConnectionOutput) Region() pulumi.StringPtrOutput {
 	return o.ApplyT(func(v Connection) *string { return v.Region }).(pulumi.StringPtrOutput)
 }
@@ -274,7 +313,7 @@ func (o ConnectionPtrOutput) Profile() pulumi.StringPtrOutput {
 	}).(pulumi.StringPtrOutput)
 }
 
-// AWS region, for example `us-east-1`. Default: the SDK chain (`AWS_REGION`, profile).
+// AWS region, for example `us-east-1`. Default: the SDK chain (`AWS_REGION`, profile). Required against AWS itself (no endpoint).
 func (o ConnectionPtrOutput) Region() pulumi.StringPtrOutput {
 	return o.ApplyT(func(v *Connection) *string {
 		if v == nil {

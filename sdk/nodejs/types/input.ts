@@ -6,6 +6,8 @@ import * as inputs from "../types/input";
 import * as outputs from "../types/output";
 import * as enums from "../types/enums";
 
+import * as utilities from "../utilities";
+
 /**
  * How to reach one side of a migration: region, credentials and endpoints.
  */
@@ -31,7 +33,7 @@ export interface ConnectionArgs {
      */
     profile?: pulumi.Input<string>;
     /**
-     * AWS region, for example `us-east-1`. Default: the SDK chain (`AWS_REGION`, profile).
+     * AWS region, for example `us-east-1`. Default: the SDK chain (`AWS_REGION`, profile). Required against AWS itself (no endpoint).
      */
     region?: pulumi.Input<string>;
     /**
@@ -50,6 +52,16 @@ export interface ConnectionArgs {
      * Session token for temporary credentials.
      */
     sessionToken?: pulumi.Input<string>;
+}
+/**
+ * connectionArgsProvideDefaults sets the appropriate defaults for ConnectionArgs
+ */
+export function connectionArgsProvideDefaults(val: ConnectionArgs): ConnectionArgs {
+    return {
+        ...val,
+        profile: (val.profile) ?? utilities.getEnv("AWS_PROFILE"),
+        region: (val.region) ?? utilities.getEnv("AWS_REGION", "AWS_DEFAULT_REGION"),
+    };
 }
 
 /**

@@ -6,6 +6,8 @@ import * as inputs from "../types/input";
 import * as outputs from "../types/output";
 import * as enums from "../types/enums";
 
+import * as utilities from "../utilities";
+
 /**
  * How to reach one side of a migration: region, credentials and endpoints.
  */
@@ -31,7 +33,7 @@ export interface Connection {
      */
     profile?: string;
     /**
-     * AWS region, for example `us-east-1`. Default: the SDK chain (`AWS_REGION`, profile).
+     * AWS region, for example `us-east-1`. Default: the SDK chain (`AWS_REGION`, profile). Required against AWS itself (no endpoint).
      */
     region?: string;
     /**
@@ -50,6 +52,16 @@ export interface Connection {
      * Session token for temporary credentials.
      */
     sessionToken?: string;
+}
+/**
+ * connectionProvideDefaults sets the appropriate defaults for Connection
+ */
+export function connectionProvideDefaults(val: Connection): Connection {
+    return {
+        ...val,
+        profile: (val.profile) ?? utilities.getEnv("AWS_PROFILE"),
+        region: (val.region) ?? utilities.getEnv("AWS_REGION", "AWS_DEFAULT_REGION"),
+    };
 }
 
 /**

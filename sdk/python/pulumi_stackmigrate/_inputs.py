@@ -51,7 +51,7 @@ if not MYPY:
         """
         region: NotRequired[pulumi.Input[_builtins.str]]
         """
-        AWS region, for example `us-east-1`. Default: the SDK chain (`AWS_REGION`, profile).
+        AWS region, for example `us-east-1`. Default: the SDK chain (`AWS_REGION`, profile). Required against AWS itself (no endpoint).
         """
         role_arn: NotRequired[pulumi.Input[_builtins.str]]
         """
@@ -92,7 +92,7 @@ class ConnectionArgs:
         :param pulumi.Input[_builtins.str] endpoint: Endpoint URL used for both S3 and DynamoDB (for example a MinIO or DynamoDB Local URL).
         :param pulumi.Input[_builtins.bool] force_path_style: Address buckets by path (`http://host/bucket/key`), as MinIO needs. Default: false.
         :param pulumi.Input[_builtins.str] profile: Named profile from the shared AWS config files. Default: `AWS_PROFILE`.
-        :param pulumi.Input[_builtins.str] region: AWS region, for example `us-east-1`. Default: the SDK chain (`AWS_REGION`, profile).
+        :param pulumi.Input[_builtins.str] region: AWS region, for example `us-east-1`. Default: the SDK chain (`AWS_REGION`, profile). Required against AWS itself (no endpoint).
         :param pulumi.Input[_builtins.str] role_arn: Role to assume with the credentials above (or the SDK chain's).
         :param pulumi.Input[_builtins.str] s3_endpoint: Endpoint URL for S3 only; wins over `endpoint`.
         :param pulumi.Input[_builtins.str] secret_access_key: Secret access key.
@@ -106,8 +106,12 @@ class ConnectionArgs:
             pulumi.set(__self__, "endpoint", endpoint)
         if force_path_style is not None:
             pulumi.set(__self__, "force_path_style", force_path_style)
+        if profile is None:
+            profile = _utilities.get_env('AWS_PROFILE')
         if profile is not None:
             pulumi.set(__self__, "profile", profile)
+        if region is None:
+            region = _utilities.get_env('AWS_REGION', 'AWS_DEFAULT_REGION')
         if region is not None:
             pulumi.set(__self__, "region", region)
         if role_arn is not None:
@@ -183,7 +187,7 @@ class ConnectionArgs:
     @pulumi.getter
     def region(self) -> Optional[pulumi.Input[_builtins.str]]:
         """
-        AWS region, for example `us-east-1`. Default: the SDK chain (`AWS_REGION`, profile).
+        AWS region, for example `us-east-1`. Default: the SDK chain (`AWS_REGION`, profile). Required against AWS itself (no endpoint).
         """
         return pulumi.get(self, "region")
 

@@ -57,6 +57,8 @@ class BucketSyncArgs:
             pulumi.set(__self__, "exclude", exclude)
         if include is not None:
             pulumi.set(__self__, "include", include)
+        if on_conflict is None:
+            on_conflict = 'skipIdentical'
         if on_conflict is not None:
             pulumi.set(__self__, "on_conflict", on_conflict)
         if output is not None:
@@ -296,6 +298,8 @@ class BucketSync(pulumi.CustomResource):
             __props__.__dict__["delete_extraneous"] = delete_extraneous
             __props__.__dict__["exclude"] = exclude
             __props__.__dict__["include"] = include
+            if on_conflict is None:
+                on_conflict = 'skipIdentical'
             __props__.__dict__["on_conflict"] = on_conflict
             __props__.__dict__["output"] = output
             __props__.__dict__["source_bucket"] = source_bucket

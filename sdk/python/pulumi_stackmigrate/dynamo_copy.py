@@ -63,6 +63,8 @@ class DynamoCopyArgs:
             pulumi.set(__self__, "include_types", include_types)
         if max_write_rate is not None:
             pulumi.set(__self__, "max_write_rate", max_write_rate)
+        if on_conflict is None:
+            on_conflict = 'skip'
         if on_conflict is not None:
             pulumi.set(__self__, "on_conflict", on_conflict)
         if output is None:
@@ -353,6 +355,8 @@ class DynamoCopy(pulumi.CustomResource):
             __props__.__dict__["exclude_types"] = exclude_types
             __props__.__dict__["include_types"] = include_types
             __props__.__dict__["max_write_rate"] = max_write_rate
+            if on_conflict is None:
+                on_conflict = 'skip'
             __props__.__dict__["on_conflict"] = on_conflict
             if output is None:
                 output = 'dynamodb_table_name'

@@ -44,7 +44,7 @@ class Connection(dict):
         :param _builtins.str endpoint: Endpoint URL used for both S3 and DynamoDB (for example a MinIO or DynamoDB Local URL).
         :param _builtins.bool force_path_style: Address buckets by path (`http://host/bucket/key`), as MinIO needs. Default: false.
         :param _builtins.str profile: Named profile from the shared AWS config files. Default: `AWS_PROFILE`.
-        :param _builtins.str region: AWS region, for example `us-east-1`. Default: the SDK chain (`AWS_REGION`, profile).
+        :param _builtins.str region: AWS region, for example `us-east-1`. Default: the SDK chain (`AWS_REGION`, profile). Required against AWS itself (no endpoint).
         :param _builtins.str role_arn: Role to assume with the credentials above (or the SDK chain's).
         :param _builtins.str s3_endpoint: Endpoint URL for S3 only; wins over `endpoint`.
         :param _builtins.str secret_access_key: Secret access key.
@@ -58,8 +58,12 @@ class Connection(dict):
             pulumi.set(__self__, "endpoint", endpoint)
         if force_path_style is not None:
             pulumi.set(__self__, "force_path_style", force_path_style)
+        if profile is None:
+            profile = _utilities.get_env('AWS_PROFILE')
         if profile is not None:
             pulumi.set(__self__, "profile", profile)
+        if region is None:
+            region = _utilities.get_env('AWS_REGION', 'AWS_DEFAULT_REGION')
         if region is not None:
             pulumi.set(__self__, "region", region)
         if role_arn is not None:
@@ -115,7 +119,7 @@ class Connection(dict):
     @pulumi.getter
     def region(self) -> Optional[_builtins.str]:
         """
-        AWS region, for example `us-east-1`. Default: the SDK chain (`AWS_REGION`, profile).
+        AWS region, for example `us-east-1`. Default: the SDK chain (`AWS_REGION`, profile). Required against AWS itself (no endpoint).
         """
         return pulumi.get(self, "region")
 

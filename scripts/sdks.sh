@@ -4,6 +4,7 @@
 #
 #   scripts/sdks.sh            # regenerate sdk/<language> from the schema
 #   scripts/sdks.sh --check    # regenerate into a temporary directory; fail if sdk/ differs
+#   scripts/sdks.sh --generate DIR   # generate into DIR (scripts/release.sh, with its own schema)
 #   scripts/sdks.sh --build    # build each SDK with its own toolchain into target/sdk:
 #                              #   nodejs: npm install + tsc -> target/sdk/nodejs/bin (the npm package)
 #                              #   python: a virtualenv with pulumi and the package installed, imported
@@ -87,14 +88,16 @@ check() {
   log "sdk/ matches schema/schema.json"
 }
 
-# build: each SDK from a copy of sdk/<language> in target/sdk, so sdk/ stays as generated.
+# build: each SDK from a copy of sdk/<language> (or of STACKMIGRATE_SDK_SOURCE/<language>)
+# in target/sdk, so sdk/ stays as generated.
 build() {
   local out=${STACKMIGRATE_SDK_BUILD:-$repo/target/sdk}
+  local source=${STACKMIGRATE_SDK_SOURCE:-$repo/sdk}
   mkdir -p "$out" "$cache/npm" "$cache/pip"
   local version; version=$(schema_version)
 
   log "nodejs: npm install, tsc"
-  rm -rf "$out/nodejs" && cp -a "$repo/sdk/nodejs" "$out/nodejs"
+  rm -rf "$out/nodejs" && cp -a "$source/nodejs" "$out/nodejs"
   (cd "$out/nodejs" &&
     npm install --no-save --no-audit --no-fund --loglevel=error --cache "$cache/npm" --prefer-offline \
       "@pulumi/pulumi@$PULUMI_NODEJS" "typescript@$TYPESCRIPT" "@types/node@$TYPES_NODE" >&2 &&
@@ -104,7 +107,7 @@ build() {
     { log "nodejs: the built package does not export BucketSync"; exit 1; }
 
   log "python: pip install into a virtualenv, import"
-  rm -rf "$out/python" "$out/python-venv" && cp -a "$repo/sdk/python" "$out/python"
+  rm -rf "$out/python" "$out/python-venv" && cp -a "$source/python" "$out/python"
   python3 -m venv "$out/python-venv"
   "$out/python-venv/bin/pip" install -q --disable-pip-version-check --cache-dir "$cache/pip" \
     "pulumi==$PULUMI_PYTHON" "$out/python" >&2
@@ -121,7 +124,7 @@ EOF
 
   if command -v dotnet >/dev/null; then
     log "dotnet: dotnet build"
-    rm -rf "$out/dotnet" && cp -a "$repo/sdk/dotnet" "$out/dotnet"
+    rm -rf "$out/dotnet" && cp -a "$source/dotnet" "$out/dotnet"
     (cd "$out/dotnet" && dotnet build --nologo)
   else
     log "dotnet: not built, no .NET SDK installed (Debian's archive has none: apt-get install dotnet-sdk-8.0 -> Unable to locate package)"
@@ -133,5 +136,6 @@ case ${1:-} in
   "") regenerate ;;
   --check) check ;;
   --build) build ;;
-  *) echo "usage: scripts/sdks.sh [--check|--build]" >&2; exit 2 ;;
+  --generate) generate "${2:?--generate needs a directory}" ;;
+  *) echo "usage: scripts/sdks.sh [--check|--build|--generate DIR]" >&2; exit 2 ;;
 esac

@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# Builds a release from this checkout into dist/ (or --out DIR):
+#   pulumi-resource-stackmigrate-v<version>-<os>-<arch>.tar.gz   the plugin, binary at the root
+#   SHA256SUMS                                                  of the archives
+#   stackmigrate-stackmigrate-<version>.tgz                     the npm package (npm pack)
+#   pulumi_stackmigrate-<version>.tar.gz, ...-py3-none-any.whl  the Python sdist and wheel
+# and checks the Go module (published by tagging sdk/v<version>) and, when a .NET SDK is
+# installed, packs the NuGet package.
+#
+#   scripts/release.sh                                  # linux-amd64, and the cross targets
+#                                                       # whose toolchains are installed
+#   scripts/release.sh --targets linux-amd64            # one target
+#   scripts/release.sh --plugin-download-url URL        # a mirror's (or a test's) URL in the
+#                                                       # schema and the SDKs instead of the releases
+#
+# Cross targets: linux-arm64 needs `rustup target add aarch64-unknown-linux-gnu` and
+# Debian's gcc-aarch64-linux-gnu; windows-amd64 needs `rustup target add
+# x86_64-pc-windows-gnu` and Debian's gcc-mingw-w64-x86-64.
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cd "$repo"
+
+out=$repo/dist
+targets="linux-amd64 linux-arm64 windows-amd64"
+explicit_targets=false
+download_url=""
+while [ $# -gt 0 ]; do
+  case $1 in
+    --out) out=$2; shift 2 ;;
+    --targets) targets=${2//,/ }; explicit_targets=true; shift 2 ;;
+    --plugin-download-url) download_url=$2; shift 2 ;;
+    *) echo "unknown argument '$1': expected --out DIR, --targets LIST, --plugin-download-url URL" >&2; exit 2 ;;
+  esac
+done
+
+log() { printf '[release] %s\n' "$*" >&2; }
+
+version=$(cargo metadata --no-deps --format-version 1 |
+  python3 -c 'import json,sys; print(next(p["version"] for p in json.load(sys.stdin)["packages"] if p["name"] == "pulumi-resource-stackmigrate"))')
+binary=pulumi-resource-stackmigrate
+rm -rf "$out" && mkdir -p "$out"
+# A download URL other than the default is compiled into the schema: such builds get a
+# target directory of their own, so the plain build (and its schema test) is untouched.
+if [ -n "$download_url" ]; then
+  export STACKMIGRATE_PLUGIN_DOWNLOAD_URL=$download_url
+  export CARGO_TARGET_DIR=$repo/target/release-mirror
+fi
+target_dir=${CARGO_TARGET_DIR:-$repo/target}
+
+# rust_target NAME -> Rust's target triple, linker variable and linker, or nothing.
+rust_target() {
+  case $1 in
+    linux-amd64) echo "x86_64-unknown-linux-gnu" ;;
+    linux-arm64) echo "aarch64-unknown-linux-gnu CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER aarch64-linux-gnu-gcc" ;;
+    windows-amd64) echo "x86_64-pc-windows-gnu CARGO_TARGET_X86_64_PC_WINDOWS_GNU_LINKER x86_64-w64-mingw32-gcc" ;;
+    *) return 1 ;;
+  esac
+}
+
+for target in $targets; do
+  read -r triple linker_var linker <<<"$(rust_target "$target")" ||
+    { echo "unknown target '$target': expected linux-amd64, linux-arm64 or windows-amd64" >&2; exit 2; }
+  if [ -n "${linker:-}" ]; then
+    if ! rustup target list --installed | grep -qx "$triple" || ! command -v "$linker" >/dev/null; then
+      log "$target: not built: needs \`rustup target add $triple\` and $linker (see the top of this script)"
+      if $explicit_targets; then exit 1; fi
+      continue
+    fi
+    export "$linker_var=$linker"
+    # C dependencies (aws-lc-sys, SQLite) are compiled with the same cross compiler.
+    export "CC_${triple//-/_}=$linker" "AR_${triple//-/_}=${linker%-gcc}-ar"
+  fi
+  exe=$binary
+  [[ $target == windows-* ]] && exe=$binary.exe
+  if [ "$target" = linux-amd64 ]; then
+    # The host: target/release, which the benchmarks and the demo share.
+    log "$target: cargo build --release"
+    cargo build --release --locked -p pulumi-resource-stackmigrate >&2
+    built=$target_dir/release/$exe
+  else
+    log "$target: cargo build --release --target $triple"
+    cargo build --release --locked -p pulumi-resource-stackmigrate --target "$triple" >&2
+    built=$target_dir/$triple/release/$exe
+  fi
+  stage=$(mktemp -d)
+  cp "$built" "$stage/"
+  cp LICENSE README.md "$stage/" 2>/dev/null || true
+  tar -czf "$out/$binary-v$version-$target.tar.gz" -C "$stage" .
+  rm -rf "$stage"
+done
+(cd "$out" && sha256sum ./*.tar.gz | sed 's| \./| |' >SHA256SUMS)
+
+# The SDKs, generated from the schema this build serves.
+schema=$(mktemp --suffix .json)  # gen-sdk takes a path without .json for a plugin
+cargo run -q --release --locked -p pulumi-resource-stackmigrate -- --schema >"$schema"
+sdk_src=$(mktemp -d)
+STACKMIGRATE_SCHEMA=$schema scripts/sdks.sh --generate "$sdk_src"
+STACKMIGRATE_SDK_SOURCE=$sdk_src STACKMIGRATE_SDK_BUILD=$sdk_src/build scripts/sdks.sh --build
+
+log "npm pack"
+(cd "$sdk_src/build/nodejs/bin" && npm pack --silent --pack-destination "$out" >/dev/null)
+
+log "python: sdist and wheel"
+venv=$("$repo/scripts/pyenv.sh")
+"$venv/bin/python" -m build --sdist --wheel --outdir "$out" "$sdk_src/python" >/dev/null
+
+log "go: the module (sdk/go.mod) builds and vets; publish it by tagging sdk/v$version"
+
+if command -v dotnet >/dev/null; then
+  log "dotnet: dotnet pack"
+  (cd "$sdk_src/dotnet" && dotnet pack --nologo -c Release -o "$out" >&2)
+else
+  log "dotnet: not packed, no .NET SDK installed (the project in sdk/dotnet packs with \`dotnet pack\`)"
+fi
+rm -rf "$sdk_src" "$schema"
+log "release v$version in $out:"
+ls -l "$out" >&2

@@ -1,0 +1,147 @@
+"""The release as a user gets it (issue 14): scripts/release.sh builds the archives, the
+checksums and the SDK packages with a loopback pluginDownloadURL; a loopback HTTP server
+serves them there. With a fresh PULUMI_HOME and automatic plugin acquisition on, the
+engine downloads the plugin for the TypeScript example installed from the npm tarball
+and the Python example installed from the wheel, and `pulumi plugin install --server`
+installs it by hand. Nothing here points Pulumi at the build tree."""
+
+import hashlib
+import http.server
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import tarfile
+import threading
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, Project, listing, plan_counts
+from test_bucket_sync import expected_copies
+from test_sdks import CACHE, dev_and_prod  # noqa: F401 (a fixture)
+
+VERSION = json.loads((REPO / "schema" / "schema.json").read_text())["version"]
+ARCHIVE = f"pulumi-resource-stackmigrate-v{VERSION}-linux-amd64.tar.gz"
+
+
+class Served:
+    """The release folder on a loopback HTTP server, and the paths it was asked for."""
+
+    def __init__(self, root: Path, port: int):
+        self.requests = []
+        served = self
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def __init__(self, *args, **kwargs):
+                super().__init__(*args, directory=str(root), **kwargs)
+
+            def log_message(self, *args):
+                served.requests.append(self.path)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.url = f"http://127.0.0.1:{port}/"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture(scope="module")
+def release(tmp_path_factory):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    dist = tmp_path_factory.mktemp("dist")
+    subprocess.run([str(REPO / "scripts" / "release.sh"), "--targets", "linux-amd64", "--out", str(dist),
+                    "--plugin-download-url", f"http://127.0.0.1:{port}/"], check=True, timeout=3600)
+    served = Served(dist, port)
+    yield dist, served
+    served.server.shutdown()
+
+
+@pytest.fixture
+def fresh_pulumi_home(tmp_path, monkeypatch):
+    """No plugin installed; the engine may download them."""
+    home = tmp_path / "pulumi-home"
+    home.mkdir()
+    monkeypatch.setenv("PULUMI_HOME", str(home))
+    monkeypatch.delenv("PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION", raising=False)
+    return home
+
+
+def installed_plugin(home: Path) -> Path:
+    return home / "plugins" / f"resource-stackmigrate-v{VERSION}" / "pulumi-resource-stackmigrate"
+
+
+def test_archive_holds_the_binary_at_its_root_and_matches_the_checksums(release):
+    dist, _ = release
+    sums = dict(reversed(line.split()) for line in (dist / "SHA256SUMS").read_text().splitlines())
+    assert sums[ARCHIVE] == hashlib.sha256((dist / ARCHIVE).read_bytes()).hexdigest()
+    with tarfile.open(dist / ARCHIVE) as archive:
+        names = [n.removeprefix("./") for n in archive.getnames()]
+    assert "pulumi-resource-stackmigrate" in names, names
+    for package in (f"stackmigrate-stackmigrate-{VERSION}.tgz", f"pulumi_stackmigrate-{VERSION}.tar.gz",
+                    f"pulumi_stackmigrate-{VERSION}-py3-none-any.whl"):
+        assert (dist / package).is_file(), package
+
+
+def test_plugin_install_from_the_server(release, fresh_pulumi_home):
+    _, served = release
+    subprocess.run(["pulumi", "plugin", "install", "resource", "stackmigrate", VERSION, "--server", served.url],
+                   check=True, capture_output=True, timeout=300)
+    plugin = installed_plugin(fresh_pulumi_home)
+    version = subprocess.run([str(plugin), "--version"], check=True, capture_output=True, text=True).stdout
+    assert version.split() == ["pulumi-resource-stackmigrate", VERSION]
+    assert f"/{ARCHIVE}" in served.requests
+
+
+class PackagedExample(Project):
+    """examples/<name> as its own project, with the SDK from a release package and no
+    plugin path: the engine finds the plugin from the SDK's pluginDownloadURL."""
+
+    def __init__(self, root: Path, example: str, config: dict, runtime_options=None):
+        shutil.copytree(REPO / "examples" / example, root, ignore=shutil.ignore_patterns("node_modules", "venv"))
+        self.runtime_options = runtime_options or {}
+        super().__init__(root, resources={}, config=config)
+
+    def write(self, resources, outputs):
+        text = (self.dir / "Pulumi.yaml").read_text()
+        text = re.sub(r"(?m)^name: .*$", f"name: {self.name}", text)
+        for key, value in self.runtime_options.items():
+            text = re.sub(rf"(?m)^(\s+){key}: .*$", rf"\g<1>{key}: {value}", text)
+        (self.dir / "Pulumi.yaml").write_text(text)
+        (self.dir / f"Pulumi.{self.stack}.yaml").write_text(json.dumps({"config": self.config}, indent=2))
+
+
+def typescript_from_the_tarball(root: Path, dist: Path, config: dict):
+    p = PackagedExample(root, "bucket-sync-ts", config)
+    manifest = json.loads((p.dir / "package.json").read_text())
+    manifest["dependencies"]["@stackmigrate/stackmigrate"] = f"file:{dist / f'stackmigrate-stackmigrate-{VERSION}.tgz'}"
+    (p.dir / "package.json").write_text(json.dumps(manifest, indent=2))
+    subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--loglevel=error", "--prefer-offline",
+                    "--cache", str(CACHE / "npm")], cwd=p.dir, check=True, capture_output=True, timeout=600)
+    return p
+
+
+def python_from_the_wheel(root: Path, dist: Path, config: dict):
+    venv = root.parent / "venv"
+    subprocess.run(["python3", "-m", "venv", str(venv)], check=True)
+    subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "--disable-pip-version-check", "--cache-dir",
+                    str(CACHE / "pip"), "pulumi==3.206.0", str(dist / f"pulumi_stackmigrate-{VERSION}-py3-none-any.whl")],
+                   check=True, capture_output=True, timeout=600)
+    return PackagedExample(root, "bucket-sync-python", config, runtime_options={"virtualenv": str(venv)})
+
+
+@pytest.mark.parametrize("make", [typescript_from_the_tarball, python_from_the_wheel], ids=["typescript", "python"])
+def test_the_engine_downloads_the_plugin_for_an_sdk_package(make, release, fresh_pulumi_home, tmp_path, dev_and_prod):
+    dist, served = release
+    s3, source, target, objects = dev_and_prod
+    p = make(tmp_path / "example", dist, {"sourceBucket": source, "targetBucket": target})
+    copies = expected_copies(objects)
+    assert plan_counts(p.preview())["objectsCopied"] == len(copies)
+    assert installed_plugin(fresh_pulumi_home).is_file(), "the engine installed the plugin it downloaded"
+    assert f"/{ARCHIVE}" in served.requests
+    p.up()
+    assert set(listing(s3, target)) == set(copies)
+    p.destroy()
+    assert listing(s3, target) == {}

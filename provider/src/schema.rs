@@ -380,6 +380,26 @@ mod tests {
     }
 
     #[test]
+    fn every_resource_and_function_shows_an_example_in_each_language() {
+        let schema = package_schema(&registry::all());
+        let described = schema["resources"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .chain(schema["functions"].as_object().unwrap());
+        for (token, spec) in described {
+            let description = spec["description"].as_str().unwrap();
+            assert!(
+                description.contains("{{% examples %}}") && description.contains("{{% /examples %}}"),
+                "{token}"
+            );
+            for language in ["typescript", "python", "go", "csharp", "yaml"] {
+                assert!(description.contains(&format!("```{language}\n")), "{token}: {language}");
+            }
+        }
+    }
+
+    #[test]
     fn committed_schema_matches_the_code() {
         let committed = std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),

@@ -12,6 +12,24 @@ namespace StackMigrate.Stackmigrate
 {
     /// <summary>
     /// Copies objects from a source bucket to a target bucket like `aws s3 sync`: preview plans (objects and bytes), up copies (server side on one endpoint, streamed across endpoints), verifies and journals, destroy restores the target.
+    /// 
+    /// ## Example Usage
+    /// ### Sync the dev image bucket into prod, names from the stacks' outputs
+    /// ```csharp
+    /// using System.Collections.Generic;
+    /// using Pulumi;
+    /// using Stackmigrate = StackMigrate.Stackmigrate;
+    /// 
+    /// return await Deployment.RunAsync(() =&gt;
+    /// {
+    ///     var rawImages = new Stackmigrate.BucketSync("rawImages", new()
+    ///     {
+    ///         Output = "raw_bucket_name",
+    ///         Exclude = { "*.json", "*.ndjson", "*/delta/*", "*/snapshot/*" },
+    ///     });
+    ///     return new Dictionary&lt;string, object?&gt; { ["copied"] = rawImages.ObjectsCopied };
+    /// });
+    /// ```
     /// </summary>
     [StackmigrateResourceType("stackmigrate:index:BucketSync")]
     public partial class BucketSync : global::Pulumi.CustomResource

@@ -12,6 +12,28 @@ namespace StackMigrate.Stackmigrate
 {
     /// <summary>
     /// Copies a DynamoDB table's items into another table: filtered by entity type, bucket names rewritten, attributes reset. Preview counts per type, up copies in 25-item batches, verifies by reading back, journals; destroy deletes what it created and restores what it overwrote.
+    /// 
+    /// ## Example Usage
+    /// ### Copy the Portfolio table into prod, resetting embeddings
+    /// ```csharp
+    /// using System.Collections.Generic;
+    /// using Pulumi;
+    /// using Stackmigrate = StackMigrate.Stackmigrate;
+    /// 
+    /// return await Deployment.RunAsync(() =&gt;
+    /// {
+    ///     var receipts = new Stackmigrate.DynamoCopy("receipts", new()
+    ///     {
+    ///         ExcludeTypes = { "COMPACTION_RUN", "COMPACTION_LOCK", "EMBEDDING_BATCH_RESULT", "JOB", "JOB_METRIC" },
+    ///         SetAttributes =
+    ///         {
+    ///             new Stackmigrate.Inputs.SetAttributeArgs { Types = { "RECEIPT_LINE", "RECEIPT_WORD" }, Attribute = "embedding_status", Value = "NONE" },
+    ///             new Stackmigrate.Inputs.SetAttributeArgs { Types = { "RECEIPT_LINE", "RECEIPT_WORD" }, Attribute = "GSI1PK", Value = "EMBEDDING_STATUS#NONE" },
+    ///         },
+    ///     });
+    ///     return new Dictionary&lt;string, object?&gt; { ["itemsCopied"] = receipts.ItemsCopied };
+    /// });
+    /// ```
     /// </summary>
     [StackmigrateResourceType("stackmigrate:index:DynamoCopy")]
     public partial class DynamoCopy : global::Pulumi.CustomResource

@@ -14,18 +14,204 @@ namespace StackMigrate.Stackmigrate
     {
         /// <summary>
         /// The outputs of a stack in this backend, as `pulumi stack output` shows them; secret outputs stay secret.
+        /// 
+        /// {{% examples %}}
+        /// ## Example Usage
+        /// {{% example %}}
+        /// ### Read the dev stack's bucket names
+        /// 
+        /// ```typescript
+        /// import * as stackmigrate from "@stackmigrate/stackmigrate";
+        /// 
+        /// const dev = stackmigrate.getStackOutputsOutput({ stack: "organization/portfolio/dev" });
+        /// export const devRawBucket = dev.outputs.apply(o =&gt; o["raw_bucket_name"]);
+        /// ```
+        /// ```python
+        /// import pulumi
+        /// import pulumi_stackmigrate as stackmigrate
+        /// 
+        /// dev = stackmigrate.get_stack_outputs(stack="organization/portfolio/dev")
+        /// pulumi.export("devRawBucket", dev.outputs["raw_bucket_name"])
+        /// ```
+        /// ```go
+        /// package main
+        /// 
+        /// import (
+        /// 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
+        /// 	"github.com/stackmigrate/stackmigrate/sdk/go/stackmigrate"
+        /// )
+        /// 
+        /// func main() {
+        /// 	pulumi.Run(func(ctx *pulumi.Context) error {
+        /// 		dev, err := stackmigrate.GetStackOutputs(ctx, &amp;stackmigrate.GetStackOutputsArgs{Stack: "organization/portfolio/dev"})
+        /// 		if err != nil {
+        /// 			return err
+        /// 		}
+        /// 		ctx.Export("devRawBucket", pulumi.Any(dev.Outputs["raw_bucket_name"]))
+        /// 		return nil
+        /// 	})
+        /// }
+        /// ```
+        /// ```csharp
+        /// using System.Collections.Generic;
+        /// using Pulumi;
+        /// using Stackmigrate = StackMigrate.Stackmigrate;
+        /// 
+        /// return await Deployment.RunAsync(async () =&gt;
+        /// {
+        ///     var dev = await Stackmigrate.GetStackOutputs.InvokeAsync(new() { Stack = "organization/portfolio/dev" });
+        ///     return new Dictionary&lt;string, object?&gt; { ["devRawBucket"] = dev.Outputs["raw_bucket_name"] };
+        /// });
+        /// ```
+        /// ```yaml
+        /// variables:
+        ///   dev:
+        ///     fn::invoke:
+        ///       function: stackmigrate:index:getStackOutputs
+        ///       arguments:
+        ///         stack: organization/portfolio/dev
+        ///       return: outputs
+        /// outputs:
+        ///   devRawBucket: ${dev.raw_bucket_name}
+        /// ```
+        /// {{% /example %}}
+        /// {{% /examples %}}
         /// </summary>
         public static Task<GetStackOutputsResult> InvokeAsync(GetStackOutputsArgs args, InvokeOptions? options = null)
             => global::Pulumi.Deployment.Instance.InvokeAsync<GetStackOutputsResult>("stackmigrate:index:getStackOutputs", args ?? new GetStackOutputsArgs(), options.WithDefaults());
 
         /// <summary>
         /// The outputs of a stack in this backend, as `pulumi stack output` shows them; secret outputs stay secret.
+        /// 
+        /// {{% examples %}}
+        /// ## Example Usage
+        /// {{% example %}}
+        /// ### Read the dev stack's bucket names
+        /// 
+        /// ```typescript
+        /// import * as stackmigrate from "@stackmigrate/stackmigrate";
+        /// 
+        /// const dev = stackmigrate.getStackOutputsOutput({ stack: "organization/portfolio/dev" });
+        /// export const devRawBucket = dev.outputs.apply(o =&gt; o["raw_bucket_name"]);
+        /// ```
+        /// ```python
+        /// import pulumi
+        /// import pulumi_stackmigrate as stackmigrate
+        /// 
+        /// dev = stackmigrate.get_stack_outputs(stack="organization/portfolio/dev")
+        /// pulumi.export("devRawBucket", dev.outputs["raw_bucket_name"])
+        /// ```
+        /// ```go
+        /// package main
+        /// 
+        /// import (
+        /// 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
+        /// 	"github.com/stackmigrate/stackmigrate/sdk/go/stackmigrate"
+        /// )
+        /// 
+        /// func main() {
+        /// 	pulumi.Run(func(ctx *pulumi.Context) error {
+        /// 		dev, err := stackmigrate.GetStackOutputs(ctx, &amp;stackmigrate.GetStackOutputsArgs{Stack: "organization/portfolio/dev"})
+        /// 		if err != nil {
+        /// 			return err
+        /// 		}
+        /// 		ctx.Export("devRawBucket", pulumi.Any(dev.Outputs["raw_bucket_name"]))
+        /// 		return nil
+        /// 	})
+        /// }
+        /// ```
+        /// ```csharp
+        /// using System.Collections.Generic;
+        /// using Pulumi;
+        /// using Stackmigrate = StackMigrate.Stackmigrate;
+        /// 
+        /// return await Deployment.RunAsync(async () =&gt;
+        /// {
+        ///     var dev = await Stackmigrate.GetStackOutputs.InvokeAsync(new() { Stack = "organization/portfolio/dev" });
+        ///     return new Dictionary&lt;string, object?&gt; { ["devRawBucket"] = dev.Outputs["raw_bucket_name"] };
+        /// });
+        /// ```
+        /// ```yaml
+        /// variables:
+        ///   dev:
+        ///     fn::invoke:
+        ///       function: stackmigrate:index:getStackOutputs
+        ///       arguments:
+        ///         stack: organization/portfolio/dev
+        ///       return: outputs
+        /// outputs:
+        ///   devRawBucket: ${dev.raw_bucket_name}
+        /// ```
+        /// {{% /example %}}
+        /// {{% /examples %}}
         /// </summary>
         public static Output<GetStackOutputsResult> Invoke(GetStackOutputsInvokeArgs args, InvokeOptions? options = null)
             => global::Pulumi.Deployment.Instance.Invoke<GetStackOutputsResult>("stackmigrate:index:getStackOutputs", args ?? new GetStackOutputsInvokeArgs(), options.WithDefaults());
 
         /// <summary>
         /// The outputs of a stack in this backend, as `pulumi stack output` shows them; secret outputs stay secret.
+        /// 
+        /// {{% examples %}}
+        /// ## Example Usage
+        /// {{% example %}}
+        /// ### Read the dev stack's bucket names
+        /// 
+        /// ```typescript
+        /// import * as stackmigrate from "@stackmigrate/stackmigrate";
+        /// 
+        /// const dev = stackmigrate.getStackOutputsOutput({ stack: "organization/portfolio/dev" });
+        /// export const devRawBucket = dev.outputs.apply(o =&gt; o["raw_bucket_name"]);
+        /// ```
+        /// ```python
+        /// import pulumi
+        /// import pulumi_stackmigrate as stackmigrate
+        /// 
+        /// dev = stackmigrate.get_stack_outputs(stack="organization/portfolio/dev")
+        /// pulumi.export("devRawBucket", dev.outputs["raw_bucket_name"])
+        /// ```
+        /// ```go
+        /// package main
+        /// 
+        /// import (
+        /// 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
+        /// 	"github.com/stackmigrate/stackmigrate/sdk/go/stackmigrate"
+        /// )
+        /// 
+        /// func main() {
+        /// 	pulumi.Run(func(ctx *pulumi.Context) error {
+        /// 		dev, err := stackmigrate.GetStackOutputs(ctx, &amp;stackmigrate.GetStackOutputsArgs{Stack: "organization/portfolio/dev"})
+        /// 		if err != nil {
+        /// 			return err
+        /// 		}
+        /// 		ctx.Export("devRawBucket", pulumi.Any(dev.Outputs["raw_bucket_name"]))
+        /// 		return nil
+        /// 	})
+        /// }
+        /// ```
+        /// ```csharp
+        /// using System.Collections.Generic;
+        /// using Pulumi;
+        /// using Stackmigrate = StackMigrate.Stackmigrate;
+        /// 
+        /// return await Deployment.RunAsync(async () =&gt;
+        /// {
+        ///     var dev = await Stackmigrate.GetStackOutputs.InvokeAsync(new() { Stack = "organization/portfolio/dev" });
+        ///     return new Dictionary&lt;string, object?&gt; { ["devRawBucket"] = dev.Outputs["raw_bucket_name"] };
+        /// });
+        /// ```
+        /// ```yaml
+        /// variables:
+        ///   dev:
+        ///     fn::invoke:
+        ///       function: stackmigrate:index:getStackOutputs
+        ///       arguments:
+        ///         stack: organization/portfolio/dev
+        ///       return: outputs
+        /// outputs:
+        ///   devRawBucket: ${dev.raw_bucket_name}
+        /// ```
+        /// {{% /example %}}
+        /// {{% /examples %}}
         /// </summary>
         public static Output<GetStackOutputsResult> Invoke(GetStackOutputsInvokeArgs args, InvokeOutputOptions options)
             => global::Pulumi.Deployment.Instance.Invoke<GetStackOutputsResult>("stackmigrate:index:getStackOutputs", args ?? new GetStackOutputsInvokeArgs(), options.WithDefaults());

@@ -12,6 +12,23 @@ namespace StackMigrate.Stackmigrate
 {
     /// <summary>
     /// Copies a trained model between training buckets: the newest run's best/ (or its highest checkpoint, compared as numbers) and run.json, refusing an incomplete model at preview.
+    /// 
+    /// ## Example Usage
+    /// ### Copy the trained LayoutLM model's best checkpoint
+    /// ```csharp
+    /// using System.Collections.Generic;
+    /// using Pulumi;
+    /// using Stackmigrate = StackMigrate.Stackmigrate;
+    /// 
+    /// return await Deployment.RunAsync(() =&gt;
+    /// {
+    ///     var layoutlm = new Stackmigrate.ModelCopy("layoutlm", new()
+    ///     {
+    ///         Checkpoint = "best",
+    ///     });
+    ///     return new Dictionary&lt;string, object?&gt; { ["modelUri"] = layoutlm.ModelUri };
+    /// });
+    /// ```
     /// </summary>
     [StackmigrateResourceType("stackmigrate:index:ModelCopy")]
     public partial class ModelCopy : global::Pulumi.CustomResource

@@ -12,6 +12,23 @@ namespace StackMigrate.Stackmigrate
 {
     /// <summary>
     /// Promotes ChromaDB snapshots: for each collection, the version the source pointer names (or a pinned one), after the compactor's lock is free; copies, verifies the hash and the SQLite database's embedding count, then moves the target pointer. Destroy restores the pointer and removes what was copied.
+    /// 
+    /// ## Example Usage
+    /// ### Promote the newest complete ChromaDB snapshots
+    /// ```csharp
+    /// using System.Collections.Generic;
+    /// using Pulumi;
+    /// using Stackmigrate = StackMigrate.Stackmigrate;
+    /// 
+    /// return await Deployment.RunAsync(() =&gt;
+    /// {
+    ///     var embeddings = new Stackmigrate.SnapshotPromote("embeddings", new()
+    ///     {
+    ///         Collections = { "lines", "words" },
+    ///     });
+    ///     return new Dictionary&lt;string, object?&gt; { ["promoted"] = embeddings.Promoted };
+    /// });
+    /// ```
     /// </summary>
     [StackmigrateResourceType("stackmigrate:index:SnapshotPromote")]
     public partial class SnapshotPromote : global::Pulumi.CustomResource

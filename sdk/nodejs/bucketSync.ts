@@ -9,6 +9,20 @@ import * as utilities from "./utilities";
 
 /**
  * Copies objects from a source bucket to a target bucket like `aws s3 sync`: preview plans (objects and bytes), up copies (server side on one endpoint, streamed across endpoints), verifies and journals, destroy restores the target.
+ *
+ * ## Example Usage
+ * ### Sync the dev image bucket into prod, names from the stacks' outputs
+ *
+ * ```typescript
+ * import * as stackmigrate from "@stackmigrate/stackmigrate";
+ *
+ * // stackmigrate:sourceStack and stackmigrate:targetStack name the dev and prod stacks.
+ * const rawImages = new stackmigrate.BucketSync("rawImages", {
+ *     output: "raw_bucket_name",
+ *     exclude: ["*.json", "*.ndjson", "*&#47;delta/*", "*&#47;snapshot/*"],
+ * });
+ * export const copied = rawImages.objectsCopied;
+ * ```
  */
 export class BucketSync extends pulumi.CustomResource {
     /**

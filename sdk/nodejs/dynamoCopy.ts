@@ -9,6 +9,22 @@ import * as utilities from "./utilities";
 
 /**
  * Copies a DynamoDB table's items into another table: filtered by entity type, bucket names rewritten, attributes reset. Preview counts per type, up copies in 25-item batches, verifies by reading back, journals; destroy deletes what it created and restores what it overwrote.
+ *
+ * ## Example Usage
+ * ### Copy the Portfolio table into prod, resetting embeddings
+ *
+ * ```typescript
+ * import * as stackmigrate from "@stackmigrate/stackmigrate";
+ *
+ * const receipts = new stackmigrate.DynamoCopy("receipts", {
+ *     excludeTypes: ["COMPACTION_RUN", "COMPACTION_LOCK", "EMBEDDING_BATCH_RESULT", "JOB", "JOB_METRIC"],
+ *     setAttributes: [
+ *         { types: ["RECEIPT_LINE", "RECEIPT_WORD"], attribute: "embedding_status", value: "NONE" },
+ *         { types: ["RECEIPT_LINE", "RECEIPT_WORD"], attribute: "GSI1PK", value: "EMBEDDING_STATUS#NONE" },
+ *     ],
+ * });
+ * export const itemsCopied = receipts.itemsCopied;
+ * ```
  */
 export class DynamoCopy extends pulumi.CustomResource {
     /**

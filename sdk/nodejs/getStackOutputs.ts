@@ -6,6 +6,16 @@ import * as utilities from "./utilities";
 
 /**
  * The outputs of a stack in this backend, as `pulumi stack output` shows them; secret outputs stay secret.
+ *
+ * ## Example Usage
+ * ### Read the dev stack's bucket names
+ *
+ * ```typescript
+ * import * as stackmigrate from "@stackmigrate/stackmigrate";
+ *
+ * const dev = stackmigrate.getStackOutputsOutput({ stack: "organization/portfolio/dev" });
+ * export const devRawBucket = dev.outputs.apply(o => o["raw_bucket_name"]);
+ * ```
  */
 export function getStackOutputs(args: GetStackOutputsArgs, opts?: pulumi.InvokeOptions): Promise<GetStackOutputsResult> {
     opts = pulumi.mergeOptions(utilities.resourceOptsDefaults(), opts || {});
@@ -29,6 +39,16 @@ export interface GetStackOutputsResult {
 }
 /**
  * The outputs of a stack in this backend, as `pulumi stack output` shows them; secret outputs stay secret.
+ *
+ * ## Example Usage
+ * ### Read the dev stack's bucket names
+ *
+ * ```typescript
+ * import * as stackmigrate from "@stackmigrate/stackmigrate";
+ *
+ * const dev = stackmigrate.getStackOutputsOutput({ stack: "organization/portfolio/dev" });
+ * export const devRawBucket = dev.outputs.apply(o => o["raw_bucket_name"]);
+ * ```
  */
 export function getStackOutputsOutput(args: GetStackOutputsOutputArgs, opts?: pulumi.InvokeOutputOptions): pulumi.Output<GetStackOutputsResult> {
     opts = pulumi.mergeOptions(utilities.resourceOptsDefaults(), opts || {});

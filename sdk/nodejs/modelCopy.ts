@@ -6,6 +6,16 @@ import * as utilities from "./utilities";
 
 /**
  * Copies a trained model between training buckets: the newest run's best/ (or its highest checkpoint, compared as numbers) and run.json, refusing an incomplete model at preview.
+ *
+ * ## Example Usage
+ * ### Copy the trained LayoutLM model's best checkpoint
+ *
+ * ```typescript
+ * import * as stackmigrate from "@stackmigrate/stackmigrate";
+ *
+ * const layoutlm = new stackmigrate.ModelCopy("layoutlm", { checkpoint: "best" });
+ * export const modelUri = layoutlm.modelUri;
+ * ```
  */
 export class ModelCopy extends pulumi.CustomResource {
     /**

@@ -6,6 +6,16 @@ import * as utilities from "./utilities";
 
 /**
  * Promotes ChromaDB snapshots: for each collection, the version the source pointer names (or a pinned one), after the compactor's lock is free; copies, verifies the hash and the SQLite database's embedding count, then moves the target pointer. Destroy restores the pointer and removes what was copied.
+ *
+ * ## Example Usage
+ * ### Promote the newest complete ChromaDB snapshots
+ *
+ * ```typescript
+ * import * as stackmigrate from "@stackmigrate/stackmigrate";
+ *
+ * const embeddings = new stackmigrate.SnapshotPromote("embeddings", { collections: ["lines", "words"] });
+ * export const promoted = embeddings.promoted;
+ * ```
  */
 export class SnapshotPromote extends pulumi.CustomResource {
     /**

@@ -34,7 +34,10 @@ impl Invoke for GetStackOutputs {
     type Inputs = Inputs;
     type Outputs = Outputs;
     const TOKEN: &'static str = "stackmigrate:index:getStackOutputs";
-    const DESCRIPTION: &'static str = "The outputs of a stack in this backend, as `pulumi stack output` shows them; secret outputs stay secret.";
+    const DESCRIPTION: &'static str = concat!(
+        "The outputs of a stack in this backend, as `pulumi stack output` shows them; secret outputs stay secret.",
+        include_str!("examples/getStackOutputs.md")
+    );
 
     async fn invoke(&self, ctx: &Context, inputs: Inputs) -> Result<Outputs> {
         let stack = ctx.stacks.outputs(&inputs.stack).await?;

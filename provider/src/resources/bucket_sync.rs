@@ -188,9 +188,12 @@ impl Migration for BucketSync {
     type Inputs = Inputs;
     type Outputs = Outputs;
     const TOKEN: &'static str = "stackmigrate:index:BucketSync";
-    const DESCRIPTION: &'static str = "Copies objects from a source bucket to a target bucket like `aws s3 sync`: \
+    const DESCRIPTION: &'static str = concat!(
+        "Copies objects from a source bucket to a target bucket like `aws s3 sync`: \
         preview plans (objects and bytes), up copies (server side on one endpoint, streamed across endpoints), \
-        verifies and journals, destroy restores the target.";
+        verifies and journals, destroy restores the target.",
+        include_str!("examples/BucketSync.md")
+    );
 
     fn validate(inputs: &Inputs) -> Vec<Failure> {
         let mut failures = Vec::new();

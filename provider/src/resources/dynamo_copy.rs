@@ -291,9 +291,12 @@ impl Migration for DynamoCopy {
     type Inputs = Inputs;
     type Outputs = Outputs;
     const TOKEN: &'static str = "stackmigrate:index:DynamoCopy";
-    const DESCRIPTION: &'static str = "Copies a DynamoDB table's items into another table: filtered by entity type, \
+    const DESCRIPTION: &'static str = concat!(
+        "Copies a DynamoDB table's items into another table: filtered by entity type, \
         bucket names rewritten, attributes reset. Preview counts per type, up copies in 25-item batches, verifies by \
-        reading back, journals; destroy deletes what it created and restores what it overwrote.";
+        reading back, journals; destroy deletes what it created and restores what it overwrote.",
+        include_str!("examples/DynamoCopy.md")
+    );
 
     fn validate(inputs: &Inputs) -> Vec<Failure> {
         let mut failures = Vec::new();

@@ -161,8 +161,11 @@ impl Migration for ModelCopy {
     type Inputs = Inputs;
     type Outputs = Outputs;
     const TOKEN: &'static str = "stackmigrate:index:ModelCopy";
-    const DESCRIPTION: &'static str = "Copies a trained model between training buckets: the newest run's best/ (or its \
-        highest checkpoint, compared as numbers) and run.json, refusing an incomplete model at preview.";
+    const DESCRIPTION: &'static str = concat!(
+        "Copies a trained model between training buckets: the newest run's best/ (or its \
+        highest checkpoint, compared as numbers) and run.json, refusing an incomplete model at preview.",
+        include_str!("examples/ModelCopy.md")
+    );
 
     fn validate(inputs: &Inputs) -> Vec<Failure> {
         let mut failures = Vec::new();

@@ -232,9 +232,12 @@ impl Migration for SnapshotPromote {
     type Inputs = Inputs;
     type Outputs = Outputs;
     const TOKEN: &'static str = "stackmigrate:index:SnapshotPromote";
-    const DESCRIPTION: &'static str = "Promotes ChromaDB snapshots: for each collection, the version the source pointer \
+    const DESCRIPTION: &'static str = concat!(
+        "Promotes ChromaDB snapshots: for each collection, the version the source pointer \
         names (or a pinned one), after the compactor's lock is free; copies, verifies the hash and the SQLite database's \
-        embedding count, then moves the target pointer. Destroy restores the pointer and removes what was copied.";
+        embedding count, then moves the target pointer. Destroy restores the pointer and removes what was copied.",
+        include_str!("examples/SnapshotPromote.md")
+    );
 
     fn validate(inputs: &Inputs) -> Vec<Failure> {
         let mut failures = Vec::new();

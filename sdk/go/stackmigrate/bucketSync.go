@@ -12,6 +12,34 @@ import (
 )
 
 // Copies objects from a source bucket to a target bucket like `aws s3 sync`: preview plans (objects and bytes), up copies (server side on one endpoint, streamed across endpoints), verifies and journals, destroy restores the target.
+//
+// ## Example Usage
+// ### Sync the dev image bucket into prod, names from the stacks' outputs
+// ```go
+// package main
+//
+// import (
+//
+//	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
+//	"github.com/stackmigrate/stackmigrate/sdk/go/stackmigrate"
+//
+// )
+//
+//	func main() {
+//		pulumi.Run(func(ctx *pulumi.Context) error {
+//			rawImages, err := stackmigrate.NewBucketSync(ctx, "rawImages", &stackmigrate.BucketSyncArgs{
+//				Output:  pulumi.String("raw_bucket_name"),
+//				Exclude: pulumi.ToStringArray([]string{"*.json", "*.ndjson", "*/delta/*", "*/snapshot/*"}),
+//			})
+//			if err != nil {
+//				return err
+//			}
+//			ctx.Export("copied", rawImages.ObjectsCopied)
+//			return nil
+//		})
+//	}
+//
+// ```
 type BucketSync struct {
 	pulumi.CustomResourceState
 

@@ -12,6 +12,38 @@ import (
 )
 
 // Copies a DynamoDB table's items into another table: filtered by entity type, bucket names rewritten, attributes reset. Preview counts per type, up copies in 25-item batches, verifies by reading back, journals; destroy deletes what it created and restores what it overwrote.
+//
+// ## Example Usage
+// ### Copy the Portfolio table into prod, resetting embeddings
+// ```go
+// package main
+//
+// import (
+//
+//	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
+//	"github.com/stackmigrate/stackmigrate/sdk/go/stackmigrate"
+//
+// )
+//
+//	func main() {
+//		pulumi.Run(func(ctx *pulumi.Context) error {
+//			lines := pulumi.ToStringArray([]string{"RECEIPT_LINE", "RECEIPT_WORD"})
+//			receipts, err := stackmigrate.NewDynamoCopy(ctx, "receipts", &stackmigrate.DynamoCopyArgs{
+//				ExcludeTypes: pulumi.ToStringArray([]string{"COMPACTION_RUN", "COMPACTION_LOCK", "EMBEDDING_BATCH_RESULT", "JOB", "JOB_METRIC"}),
+//				SetAttributes: stackmigrate.SetAttributeArray{
+//					&stackmigrate.SetAttributeArgs{Types: lines, Attribute: pulumi.String("embedding_status"), Value: pulumi.String("NONE")},
+//					&stackmigrate.SetAttributeArgs{Types: lines, Attribute: pulumi.String("GSI1PK"), Value: pulumi.String("EMBEDDING_STATUS#NONE")},
+//				},
+//			})
+//			if err != nil {
+//				return err
+//			}
+//			ctx.Export("itemsCopied", receipts.ItemsCopied)
+//			return nil
+//		})
+//	}
+//
+// ```
 type DynamoCopy struct {
 	pulumi.CustomResourceState
 

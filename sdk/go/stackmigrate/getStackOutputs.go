@@ -12,6 +12,31 @@ import (
 )
 
 // The outputs of a stack in this backend, as `pulumi stack output` shows them; secret outputs stay secret.
+//
+// ## Example Usage
+// ### Read the dev stack's bucket names
+// ```go
+// package main
+//
+// import (
+//
+//	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
+//	"github.com/stackmigrate/stackmigrate/sdk/go/stackmigrate"
+//
+// )
+//
+//	func main() {
+//		pulumi.Run(func(ctx *pulumi.Context) error {
+//			dev, err := stackmigrate.GetStackOutputs(ctx, &stackmigrate.GetStackOutputsArgs{Stack: "organization/portfolio/dev"})
+//			if err != nil {
+//				return err
+//			}
+//			ctx.Export("devRawBucket", pulumi.Any(dev.Outputs["raw_bucket_name"]))
+//			return nil
+//		})
+//	}
+//
+// ```
 func GetStackOutputs(ctx *pulumi.Context, args *GetStackOutputsArgs, opts ...pulumi.InvokeOption) (*GetStackOutputsResult, error) {
 	opts = internal.PkgInvokeDefaultOpts(opts)
 	var rv GetStackOutputsResult

@@ -12,6 +12,33 @@ import (
 )
 
 // Copies a trained model between training buckets: the newest run's best/ (or its highest checkpoint, compared as numbers) and run.json, refusing an incomplete model at preview.
+//
+// ## Example Usage
+// ### Copy the trained LayoutLM model's best checkpoint
+// ```go
+// package main
+//
+// import (
+//
+//	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
+//	"github.com/stackmigrate/stackmigrate/sdk/go/stackmigrate"
+//
+// )
+//
+//	func main() {
+//		pulumi.Run(func(ctx *pulumi.Context) error {
+//			layoutlm, err := stackmigrate.NewModelCopy(ctx, "layoutlm", &stackmigrate.ModelCopyArgs{
+//				Checkpoint: pulumi.String("best"),
+//			})
+//			if err != nil {
+//				return err
+//			}
+//			ctx.Export("modelUri", layoutlm.ModelUri)
+//			return nil
+//		})
+//	}
+//
+// ```
 type ModelCopy struct {
 	pulumi.CustomResourceState
 

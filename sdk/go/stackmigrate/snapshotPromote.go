@@ -12,6 +12,33 @@ import (
 )
 
 // Promotes ChromaDB snapshots: for each collection, the version the source pointer names (or a pinned one), after the compactor's lock is free; copies, verifies the hash and the SQLite database's embedding count, then moves the target pointer. Destroy restores the pointer and removes what was copied.
+//
+// ## Example Usage
+// ### Promote the newest complete ChromaDB snapshots
+// ```go
+// package main
+//
+// import (
+//
+//	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
+//	"github.com/stackmigrate/stackmigrate/sdk/go/stackmigrate"
+//
+// )
+//
+//	func main() {
+//		pulumi.Run(func(ctx *pulumi.Context) error {
+//			embeddings, err := stackmigrate.NewSnapshotPromote(ctx, "embeddings", &stackmigrate.SnapshotPromoteArgs{
+//				Collections: pulumi.ToStringArray([]string{"lines", "words"}),
+//			})
+//			if err != nil {
+//				return err
+//			}
+//			ctx.Export("promoted", embeddings.Promoted)
+//			return nil
+//		})
+//	}
+//
+// ```
 type SnapshotPromote struct {
 	pulumi.CustomResourceState
 

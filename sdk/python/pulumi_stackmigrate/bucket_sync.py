@@ -232,6 +232,19 @@ class BucketSync(pulumi.CustomResource):
         """
         Copies objects from a source bucket to a target bucket like `aws s3 sync`: preview plans (objects and bytes), up copies (server side on one endpoint, streamed across endpoints), verifies and journals, destroy restores the target.
 
+        ## Example Usage
+        ### Sync the dev image bucket into prod, names from the stacks' outputs
+        ```python
+        import pulumi
+        import pulumi_stackmigrate as stackmigrate
+
+        # stackmigrate:sourceStack and stackmigrate:targetStack name the dev and prod stacks.
+        raw_images = stackmigrate.BucketSync("rawImages",
+            output="raw_bucket_name",
+            exclude=["*.json", "*.ndjson", "*/delta/*", "*/snapshot/*"])
+        pulumi.export("copied", raw_images.objects_copied)
+        ```
+
         :param str resource_name: The name of the resource.
         :param pulumi.ResourceOptions opts: Options for the resource.
         :param pulumi.Input[_builtins.bool] allow_empty: Allow `include`/`exclude` or `sourcePrefix` to select no object of a source bucket that has objects. Default false: such a selection fails at preview, as it is usually a typo.
@@ -254,6 +267,19 @@ class BucketSync(pulumi.CustomResource):
                  opts: Optional[pulumi.ResourceOptions] = None):
         """
         Copies objects from a source bucket to a target bucket like `aws s3 sync`: preview plans (objects and bytes), up copies (server side on one endpoint, streamed across endpoints), verifies and journals, destroy restores the target.
+
+        ## Example Usage
+        ### Sync the dev image bucket into prod, names from the stacks' outputs
+        ```python
+        import pulumi
+        import pulumi_stackmigrate as stackmigrate
+
+        # stackmigrate:sourceStack and stackmigrate:targetStack name the dev and prod stacks.
+        raw_images = stackmigrate.BucketSync("rawImages",
+            output="raw_bucket_name",
+            exclude=["*.json", "*.ndjson", "*/delta/*", "*/snapshot/*"])
+        pulumi.export("copied", raw_images.objects_copied)
+        ```
 
         :param str resource_name: The name of the resource.
         :param BucketSyncArgs args: The arguments to use to populate this resource's properties.

@@ -285,6 +285,21 @@ class DynamoCopy(pulumi.CustomResource):
         """
         Copies a DynamoDB table's items into another table: filtered by entity type, bucket names rewritten, attributes reset. Preview counts per type, up copies in 25-item batches, verifies by reading back, journals; destroy deletes what it created and restores what it overwrote.
 
+        ## Example Usage
+        ### Copy the Portfolio table into prod, resetting embeddings
+        ```python
+        import pulumi
+        import pulumi_stackmigrate as stackmigrate
+
+        receipts = stackmigrate.DynamoCopy("receipts",
+            exclude_types=["COMPACTION_RUN", "COMPACTION_LOCK", "EMBEDDING_BATCH_RESULT", "JOB", "JOB_METRIC"],
+            set_attributes=[
+                stackmigrate.SetAttributeArgs(types=["RECEIPT_LINE", "RECEIPT_WORD"], attribute="embedding_status", value="NONE"),
+                stackmigrate.SetAttributeArgs(types=["RECEIPT_LINE", "RECEIPT_WORD"], attribute="GSI1PK", value="EMBEDDING_STATUS#NONE"),
+            ])
+        pulumi.export("itemsCopied", receipts.items_copied)
+        ```
+
         :param str resource_name: The name of the resource.
         :param pulumi.ResourceOptions opts: Options for the resource.
         :param pulumi.Input[_builtins.bool] allow_empty: Allow `includeTypes`/`excludeTypes` to select no item of a source table that has items. Default false: such a selection fails at preview, as it is usually a mistake.
@@ -310,6 +325,21 @@ class DynamoCopy(pulumi.CustomResource):
                  opts: Optional[pulumi.ResourceOptions] = None):
         """
         Copies a DynamoDB table's items into another table: filtered by entity type, bucket names rewritten, attributes reset. Preview counts per type, up copies in 25-item batches, verifies by reading back, journals; destroy deletes what it created and restores what it overwrote.
+
+        ## Example Usage
+        ### Copy the Portfolio table into prod, resetting embeddings
+        ```python
+        import pulumi
+        import pulumi_stackmigrate as stackmigrate
+
+        receipts = stackmigrate.DynamoCopy("receipts",
+            exclude_types=["COMPACTION_RUN", "COMPACTION_LOCK", "EMBEDDING_BATCH_RESULT", "JOB", "JOB_METRIC"],
+            set_attributes=[
+                stackmigrate.SetAttributeArgs(types=["RECEIPT_LINE", "RECEIPT_WORD"], attribute="embedding_status", value="NONE"),
+                stackmigrate.SetAttributeArgs(types=["RECEIPT_LINE", "RECEIPT_WORD"], attribute="GSI1PK", value="EMBEDDING_STATUS#NONE"),
+            ])
+        pulumi.export("itemsCopied", receipts.items_copied)
+        ```
 
         :param str resource_name: The name of the resource.
         :param DynamoCopyArgs args: The arguments to use to populate this resource's properties.

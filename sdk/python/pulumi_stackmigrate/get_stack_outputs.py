@@ -51,6 +51,16 @@ def get_stack_outputs(stack: Optional[_builtins.str] = None,
     """
     The outputs of a stack in this backend, as `pulumi stack output` shows them; secret outputs stay secret.
 
+    ## Example Usage
+    ### Read the dev stack's bucket names
+    ```python
+    import pulumi
+    import pulumi_stackmigrate as stackmigrate
+
+    dev = stackmigrate.get_stack_outputs(stack="organization/portfolio/dev")
+    pulumi.export("devRawBucket", dev.outputs["raw_bucket_name"])
+    ```
+
 
     :param _builtins.str stack: Fully qualified stack name, `org/project/stack`.
     """
@@ -65,6 +75,16 @@ def get_stack_outputs_output(stack: Optional[pulumi.Input[_builtins.str]] = None
                              opts: Optional[Union[pulumi.InvokeOptions, pulumi.InvokeOutputOptions]] = None) -> pulumi.Output[GetStackOutputsResult]:
     """
     The outputs of a stack in this backend, as `pulumi stack output` shows them; secret outputs stay secret.
+
+    ## Example Usage
+    ### Read the dev stack's bucket names
+    ```python
+    import pulumi
+    import pulumi_stackmigrate as stackmigrate
+
+    dev = stackmigrate.get_stack_outputs(stack="organization/portfolio/dev")
+    pulumi.export("devRawBucket", dev.outputs["raw_bucket_name"])
+    ```
 
 
     :param _builtins.str stack: Fully qualified stack name, `org/project/stack`.

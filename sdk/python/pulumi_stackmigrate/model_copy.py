@@ -174,6 +174,16 @@ class ModelCopy(pulumi.CustomResource):
         """
         Copies a trained model between training buckets: the newest run's best/ (or its highest checkpoint, compared as numbers) and run.json, refusing an incomplete model at preview.
 
+        ## Example Usage
+        ### Copy the trained LayoutLM model's best checkpoint
+        ```python
+        import pulumi
+        import pulumi_stackmigrate as stackmigrate
+
+        layoutlm = stackmigrate.ModelCopy("layoutlm", checkpoint="best")
+        pulumi.export("modelUri", layoutlm.model_uri)
+        ```
+
         :param str resource_name: The name of the resource.
         :param pulumi.ResourceOptions opts: Options for the resource.
         :param pulumi.Input[_builtins.str] checkpoint: `best`, `latest` (highest step) or `checkpoint-<step>`. Default: `best` when it holds `model.safetensors`, else the highest step holding weights, compared as numbers.
@@ -193,6 +203,16 @@ class ModelCopy(pulumi.CustomResource):
                  opts: Optional[pulumi.ResourceOptions] = None):
         """
         Copies a trained model between training buckets: the newest run's best/ (or its highest checkpoint, compared as numbers) and run.json, refusing an incomplete model at preview.
+
+        ## Example Usage
+        ### Copy the trained LayoutLM model's best checkpoint
+        ```python
+        import pulumi
+        import pulumi_stackmigrate as stackmigrate
+
+        layoutlm = stackmigrate.ModelCopy("layoutlm", checkpoint="best")
+        pulumi.export("modelUri", layoutlm.model_uri)
+        ```
 
         :param str resource_name: The name of the resource.
         :param ModelCopyArgs args: The arguments to use to populate this resource's properties.

@@ -286,6 +286,16 @@ class SnapshotPromote(pulumi.CustomResource):
         """
         Promotes ChromaDB snapshots: for each collection, the version the source pointer names (or a pinned one), after the compactor's lock is free; copies, verifies the hash and the SQLite database's embedding count, then moves the target pointer. Destroy restores the pointer and removes what was copied.
 
+        ## Example Usage
+        ### Promote the newest complete ChromaDB snapshots
+        ```python
+        import pulumi
+        import pulumi_stackmigrate as stackmigrate
+
+        embeddings = stackmigrate.SnapshotPromote("embeddings", collections=["lines", "words"])
+        pulumi.export("promoted", embeddings.promoted)
+        ```
+
         :param str resource_name: The name of the resource.
         :param pulumi.ResourceOptions opts: Options for the resource.
         :param pulumi.Input[Sequence[pulumi.Input[_builtins.str]]] collections: Collections to promote. Default `lines` and `words`.
@@ -311,6 +321,16 @@ class SnapshotPromote(pulumi.CustomResource):
                  opts: Optional[pulumi.ResourceOptions] = None):
         """
         Promotes ChromaDB snapshots: for each collection, the version the source pointer names (or a pinned one), after the compactor's lock is free; copies, verifies the hash and the SQLite database's embedding count, then moves the target pointer. Destroy restores the pointer and removes what was copied.
+
+        ## Example Usage
+        ### Promote the newest complete ChromaDB snapshots
+        ```python
+        import pulumi
+        import pulumi_stackmigrate as stackmigrate
+
+        embeddings = stackmigrate.SnapshotPromote("embeddings", collections=["lines", "words"])
+        pulumi.export("promoted", embeddings.promoted)
+        ```
 
         :param str resource_name: The name of the resource.
         :param SnapshotPromoteArgs args: The arguments to use to populate this resource's properties.

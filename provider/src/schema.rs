@@ -390,11 +390,15 @@ mod tests {
         for (token, spec) in described {
             let description = spec["description"].as_str().unwrap();
             assert!(
-                description.contains("{{% examples %}}") && description.contains("{{% /examples %}}"),
+                description.contains("{{% examples %}}")
+                    && description.contains("{{% /examples %}}"),
                 "{token}"
             );
             for language in ["typescript", "python", "go", "csharp", "yaml"] {
-                assert!(description.contains(&format!("```{language}\n")), "{token}: {language}");
+                assert!(
+                    description.contains(&format!("```{language}\n")),
+                    "{token}: {language}"
+                );
             }
         }
     }

@@ -294,6 +294,14 @@ def kill_provider_mid_copy(up, started):
     up.wait(timeout=120)
 
 
+def adopt_interrupted_run(p):
+    """Runs the `pulumi import` that preview prints after a killed run."""
+    out = p.preview()
+    assert "was interrupted" in out, out
+    command = re.search(r"`(pulumi import [^`]*)`", out).group(1).split()
+    p.run(*command[1:])
+
+
 def test_killed_mid_copy_import_then_destroy_restores_the_target(project):
     a, b = s3_client("a"), s3_client("b")
     source, target = make_bucket(a, "dev"), make_bucket(b, "prod")
@@ -310,10 +318,7 @@ def test_killed_mid_copy_import_then_destroy_restores_the_target(project):
     kill_provider_mid_copy(up, lambda: len(listing(b, target)) > len(prod_own) + 10)
     assert len(listing(b, target)) < len(objects) + 1, "the copy finished before the kill"
 
-    out = p.preview()
-    assert "was interrupted" in out, out
-    command = re.search(r"`(pulumi import [^`]*)`", out).group(1).split()
-    p.run(*command[1:])
+    adopt_interrupted_run(p)
     assert "stackmigrate:index:BucketSync" in p.state_text(), "the import adopts the interrupted copy"
     out = p.destroy()
     assert "rolled back" in out, out

@@ -6,14 +6,13 @@ destroyed the same way. No secret reaches the state, the journal or the output."
 
 import json
 import os
-import re
 import urllib.request
 
 import pytest
 
 from conftest import connection, listing, s3_client, unique
 from portfolio_items import S, create_table, dynamodb, image_items, key, normalize, put_items, scan_all
-from test_bucket_sync import kill_provider_mid_copy, make_bucket, put_many
+from test_bucket_sync import adopt_interrupted_run, kill_provider_mid_copy, make_bucket, put_many
 
 SECRETS = ("STACKMIGRATE_S3_A_SECRET", "STACKMIGRATE_S3_B_SECRET")
 
@@ -195,9 +194,6 @@ def test_dynamo_copy_killed_up_import_then_destroy_restores_the_target(project, 
     up = p.up_in_background()
     kill_provider_mid_copy(up, lambda: len(scan_all(client, target)) > len(before) + 50)
     assert len(scan_all(client, target)) < len(items) + 1, "the copy finished before the kill"
-    out = p.preview()
-    assert "was interrupted" in out, out
-    command = re.search(r"`(pulumi import [^`]*)`", out).group(1).split()
-    p.run(*command[1:])
+    adopt_interrupted_run(p)
     p.destroy()
     assert scan_all(client, target) == before, "destroy after a killed up restores the target"

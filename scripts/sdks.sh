@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The SDKs in sdk/ (nodejs, python, go, dotnet) are generated from schema/schema.json by
-# `pulumi package gen-sdk` with the toolchain's language hosts.
+# `pulumi package gen-sdk` with the project's code generator (tools/codegen-host), which this
+# script alone puts on PATH: Pulumi's own hosts of the versions built here cannot generate.
 #
 #   scripts/sdks.sh            # regenerate sdk/<language> from the schema
 #   scripts/sdks.sh --check    # regenerate into a temporary directory; fail if sdk/ differs
@@ -38,7 +39,9 @@ schema_version() {
 generate() {
   local out=$1 version lang
   version=$(schema_version)
-  command -v pulumi-language-nodejs >/dev/null || "$repo/scripts/toolchain.sh" pulumi hosts >/dev/null
+  # The project's code generator, first on PATH: Pulumi's hosts here cannot generate.
+  "$repo/scripts/toolchain.sh" pulumi codegen >/dev/null
+  local PATH=$cache/codegen-host:$PATH
   # gen-sdk starts the language hosts from a plugin context in the current directory.
   local home; home=$(mktemp -d)
   # The C# generator downloads the schema's logoUrl into the package; with no network

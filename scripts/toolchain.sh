@@ -4,12 +4,15 @@
 # stamp matches its pinned version is not rebuilt. Prints the cache directory.
 #
 #   scripts/toolchain.sh            # everything
-#   scripts/toolchain.sh pulumi     # one part: pulumi | yaml | hosts | minio | dynamodb
+#   scripts/toolchain.sh pulumi     # one part: pulumi | yaml | hosts | codegen | minio | dynamodb
 #   scripts/toolchain.sh s5cmd rclone   # the tools bench/run.sh compares against
 set -euo pipefail
 
 PULUMI_VERSION=v3.206.0                # tools/pulumi-cli
 PULUMI_YAML_VERSION=v1.25.0            # built against pulumi v3.206.0 (tools/pulumi-yaml)
+NODEJS_HOST_VERSION=v3.68.0            # Pulumi's hosts: tools/pulumi-language-{nodejs,python,go}
+PYTHON_HOST_VERSION=v3.79.0
+GO_HOST_VERSION=v3.66.0
 MINIO_VERSION=v0.0.0-20260212201848-7aac2a2c5b7c   # tools/minio
 DYNAMODB_LOCAL_VERSION=2.6.1           # also pinned in tools/dynamodb-local/pom.xml
 S5CMD_VERSION=v2.3.0                   # tools/s5cmd
@@ -65,20 +68,44 @@ build_yaml() {
     "-X github.com/pulumi/pulumi-yaml/pkg/version.Version=$PULUMI_YAML_VERSION"
 }
 
-# stackmigrate's language hosts (tools/pulumi-language-hosts, its own source): one binary
-# installed as pulumi-language-{nodejs,python,go,dotnet}. Pulumi's own hosts for these
-# languages are Go modules the proxy here does not serve. Rebuilt when its source changes.
-build_hosts() {
-  local dir=$repo/tools/pulumi-language-hosts
-  local version; version="$PULUMI_VERSION-$(cat "$dir"/go.mod "$dir"/go.sum "$dir"/*.go "$dir"/*.py | sha256sum | cut -c1-16)"
+# Pulumi's own language hosts, which run the SDK examples. Only older sdk/v3 versions
+# hold them (tools/pulumi-language-<lang>); under CLI v3.206 they run programs, the CLI
+# falling back from GetRequiredPackages to GetRequiredPlugins.
+build_pulumi_hosts() {
+  build_go host-nodejs "$NODEJS_HOST_VERSION" pulumi-language-nodejs \
+    github.com/pulumi/pulumi/sdk/v3/nodejs/cmd/pulumi-language-nodejs \
+    "-X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version=$NODEJS_HOST_VERSION"
+  build_go host-python "$PYTHON_HOST_VERSION" pulumi-language-python \
+    github.com/pulumi/pulumi/sdk/v3/python/cmd/pulumi-language-python \
+    "-X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version=$PYTHON_HOST_VERSION"
+  build_go host-go "$GO_HOST_VERSION" pulumi-language-go \
+    github.com/pulumi/pulumi/sdk/v3/go/pulumi-language-go \
+    "-X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version=$GO_HOST_VERSION"
+  # The Python host runs this script, which it looks for beside itself.
+  local exec_script
+  exec_script=$(go mod download -json "github.com/pulumi/pulumi/sdk/v3@$PYTHON_HOST_VERSION" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')/python/cmd/pulumi-language-python-exec
+  install -m 755 "$exec_script" "$bin/pulumi-language-python-exec"
+  # An older toolchain installed the project's code generator under these names.
+  rm -f "$bin/pulumi-language-host" "$bin/pulumi-language-dotnet"
+}
+
+# stackmigrate's code generator (tools/codegen-host, its own source): Pulumi's hosts of
+# the versions above do not implement GeneratePackage, so `pulumi package gen-sdk` needs
+# it. Installed as pulumi-language-{nodejs,python,go,dotnet} in a folder of its own that
+# scripts/sdks.sh puts first on PATH while generating; nothing else runs it.
+build_codegen_host() {
+  local dir=$repo/tools/codegen-host out=$cache/codegen-host
+  local version; version="$PULUMI_VERSION-$(cat "$dir"/go.mod "$dir"/go.sum "$dir"/*.go | sha256sum | cut -c1-16)"
   local lang names=()
-  for lang in nodejs python go dotnet; do names+=("$bin/pulumi-language-$lang"); done
-  up_to_date hosts "$version" "${names[@]}" && return
-  log "building the language hosts (nodejs, python, go, dotnet) against pulumi $PULUMI_VERSION"
-  (cd "$dir" && go build -trimpath -ldflags "-s -w -X main.version=$PULUMI_VERSION" -o "$bin/pulumi-language-host.tmp" .)
-  mv "$bin/pulumi-language-host.tmp" "$bin/pulumi-language-host"
-  for lang in nodejs python go dotnet; do ln -f "$bin/pulumi-language-host" "$bin/pulumi-language-$lang"; done
-  stamp hosts "$version"
+  for lang in nodejs python go dotnet; do names+=("$out/pulumi-language-$lang"); done
+  up_to_date codegen-host "$version" "${names[@]}" && return
+  log "building the SDK code generator (nodejs, python, go, dotnet) against pulumi $PULUMI_VERSION"
+  mkdir -p "$out"
+  (cd "$dir" && go build -trimpath -ldflags "-s -w -X main.version=$PULUMI_VERSION" -o "$out/codegen-host.tmp" .)
+  mv "$out/codegen-host.tmp" "$out/codegen-host"
+  for lang in nodejs python go dotnet; do ln -f "$out/codegen-host" "$out/pulumi-language-$lang"; done
+  stamp codegen-host "$version"
 }
 
 build_minio() {
@@ -122,17 +149,18 @@ fetch_dynamodb() {
   stamp dynamodb "$DYNAMODB_LOCAL_VERSION"
 }
 
-parts=${*:-pulumi yaml hosts minio dynamodb}
+parts=${*:-pulumi yaml hosts codegen minio dynamodb}
 for part in $parts; do
   case $part in
     pulumi) build_pulumi ;;
     yaml) build_yaml ;;
-    hosts) build_hosts ;;
+    hosts) build_pulumi_hosts ;;
+    codegen) build_codegen_host ;;
     minio) build_minio ;;
     dynamodb) fetch_dynamodb ;;
     s5cmd) build_s5cmd ;;
     rclone) fetch_rclone ;;
-    *) echo "unknown part '$part': expected pulumi, yaml, hosts, minio, dynamodb, s5cmd or rclone" >&2; exit 2 ;;
+    *) echo "unknown part '$part': expected pulumi, yaml, hosts, codegen, minio, dynamodb, s5cmd or rclone" >&2; exit 2 ;;
   esac
 done
 echo "$cache"

@@ -1,7 +1,7 @@
-// Builds stackmigrate's language hosts (main.go) against the pinned Pulumi modules:
+// Builds stackmigrate's SDK code generator (main.go) against the pinned Pulumi modules:
 // pkg/v3 for the code generators, sdk/v3 for the protocol. Checksums are in go.sum
 // (the Go proxy here serves no checksum database).
-module stackmigrate.dev/tools/pulumi-language-hosts
+module stackmigrate.dev/tools/codegen-host
 
 go 1.24.7
 

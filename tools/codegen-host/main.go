@@ -1,17 +1,14 @@
-// Language hosts for stackmigrate's SDKs: one binary, installed as pulumi-language-nodejs,
-// pulumi-language-python, pulumi-language-go and pulumi-language-dotnet; the name it is
-// started under picks the language.
+// stackmigrate's SDK code generator: one binary, installed as pulumi-language-nodejs,
+// pulumi-language-python, pulumi-language-go and pulumi-language-dotnet in a folder of its
+// own that scripts/sdks.sh puts first on PATH while `pulumi package gen-sdk` runs; the
+// name it is started under picks the language.
 //
-// Pulumi's own hosts for these languages are separate Go modules that the Go proxy here
-// does not serve, so this host is built instead, from the same pinned Pulumi modules:
-//
-//   - GeneratePackage (what `pulumi package gen-sdk` calls) binds the schema and runs
-//     Pulumi's real code generator for the language (github.com/pulumi/pulumi/pkg/v3/codegen).
-//   - Run (what `pulumi preview/up/destroy` call) starts the program with the language
-//     SDK's own runtime: @pulumi/pulumi's cmd/run for Node.js (TypeScript through the
-//     SDK's ts-node), the `pulumi` package's runtime for Python (run_python.py).
-//
-// Only nodejs and python run programs; go and dotnet generate SDKs.
+// Programs run under Pulumi's own hosts (scripts/toolchain.sh builds them from sdk/v3
+// v3.68.0, v3.79.0 and v3.66.0), but those versions do not implement GeneratePackage.
+// This one does, from the pinned Pulumi v3.206.0 modules: it binds the schema and runs
+// Pulumi's real code generator for the language (github.com/pulumi/pulumi/pkg/v3/codegen).
+// It runs no program.
+
 package main
 
 import (
@@ -19,7 +16,6 @@ import (
 	"context"
 	_ "embed"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"image"
 	"image/color"
@@ -27,11 +23,9 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 
 	pbempty "github.com/golang/protobuf/ptypes/empty"
@@ -49,12 +43,6 @@ import (
 
 // version is set at build time (-X main.version=...): the Pulumi version the host is built from.
 var version = "dev"
-
-//go:embed run_python.py
-var runPython string
-
-// loggedExitCode is what both SDK runtimes exit with after reporting the error themselves.
-const loggedExitCode = 32
 
 type host struct {
 	pulumirpc.UnimplementedLanguageRuntimeServer
@@ -100,8 +88,7 @@ func (h *host) GetPluginInfo(context.Context, *pbempty.Empty) (*pulumirpc.Plugin
 	return &pulumirpc.PluginInfo{Version: strings.TrimPrefix(version, "v")}, nil
 }
 
-// GetRequiredPackages reports none: the engine loads each provider when the program
-// first registers one of its resources (the projects here name the plugin's path).
+// GetRequiredPackages reports none: this host generates SDKs and runs no program.
 func (h *host) GetRequiredPackages(context.Context, *pulumirpc.GetRequiredPackagesRequest) (*pulumirpc.GetRequiredPackagesResponse, error) {
 	return &pulumirpc.GetRequiredPackagesResponse{}, nil
 }
@@ -152,119 +139,6 @@ func (h *host) GeneratePackage(ctx context.Context, req *pulumirpc.GeneratePacka
 		}
 	}
 	return &pulumirpc.GeneratePackageResponse{Diagnostics: plugin.HclDiagnosticsToRPCDiagnostics(diags)}, nil
-}
-
-func (h *host) Run(ctx context.Context, req *pulumirpc.RunRequest) (*pulumirpc.RunResponse, error) {
-	info := req.GetInfo()
-	dir := req.GetPwd()
-	if dir == "" && info != nil {
-		dir = info.GetProgramDirectory()
-	}
-	root := dir
-	if info != nil && info.GetRootDirectory() != "" {
-		root = info.GetRootDirectory()
-	}
-	program := req.GetProgram()
-	if program == "" {
-		program = "."
-	}
-	options := map[string]any{}
-	if info != nil && info.GetOptions() != nil {
-		options = info.GetOptions().AsMap()
-	}
-
-	var cmd *exec.Cmd
-	switch h.language {
-	case "nodejs":
-		run, err := findUp(dir, filepath.Join("node_modules", "@pulumi", "pulumi", "cmd", "run", "index.js"))
-		if err != nil {
-			return &pulumirpc.RunResponse{Error: "@pulumi/pulumi is not installed for this program (run npm install): " + err.Error()}, nil
-		}
-		args := []string{run}
-		args = append(args, engineArgs(req, h.engine, root, dir, "-", "--dry-run")...)
-		cmd = exec.CommandContext(ctx, "node", append(args, program)...)
-	case "python":
-		python, err := pythonFor(dir, options)
-		if err != nil {
-			return &pulumirpc.RunResponse{Error: err.Error()}, nil
-		}
-		args := []string{"-u", "-c", runPython}
-		args = append(args, engineArgs(req, h.engine, root, dir, "_", "--dry_run")...)
-		cmd = exec.CommandContext(ctx, python, append(args, program)...)
-	default:
-		return nil, fmt.Errorf("this host runs nodejs and python programs, not %s", h.language)
-	}
-	cmd.Args = append(cmd.Args, req.GetArgs()...)
-
-	config, err := json.Marshal(req.GetConfig())
-	if err != nil {
-		return nil, err
-	}
-	secretKeys, err := json.Marshal(append([]string{}, req.GetConfigSecretKeys()...))
-	if err != nil {
-		return nil, err
-	}
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "PULUMI_CONFIG="+string(config), "PULUMI_CONFIG_SECRET_KEYS="+string(secretKeys))
-	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
-	if err := cmd.Run(); err != nil {
-		var exit *exec.ExitError
-		if errors.As(err, &exit) {
-			if exit.ExitCode() == loggedExitCode {
-				return &pulumirpc.RunResponse{Bail: true}, nil
-			}
-			return &pulumirpc.RunResponse{Error: fmt.Sprintf("program exited with code %d", exit.ExitCode())}, nil
-		}
-		return &pulumirpc.RunResponse{Error: err.Error()}, nil
-	}
-	return &pulumirpc.RunResponse{}, nil
-}
-
-// engineArgs are the flags both SDK runtimes take; sep joins words in flag names
-// (--root-directory for Node.js, --root_directory for Python).
-func engineArgs(req *pulumirpc.RunRequest, engine, root, pwd, sep, dryRun string) []string {
-	args := []string{
-		"--monitor", req.GetMonitorAddress(),
-		"--engine", engine,
-		"--project", req.GetProject(),
-		"--stack", req.GetStack(),
-		"--organization", req.GetOrganization(),
-		"--root" + sep + "directory", root,
-		"--pwd", pwd,
-		"--parallel", strconv.Itoa(int(req.GetParallel())),
-	}
-	if req.GetDryRun() {
-		args = append(args, dryRun)
-	}
-	return args
-}
-
-// findUp looks for rel in dir and its parents, as Node.js resolves packages.
-func findUp(dir, rel string) (string, error) {
-	for d := dir; ; d = filepath.Dir(d) {
-		if p := filepath.Join(d, rel); fileExists(p) {
-			return p, nil
-		}
-		if filepath.Dir(d) == d {
-			return "", fmt.Errorf("%s not found from %s", rel, dir)
-		}
-	}
-}
-
-// pythonFor is the project's virtualenv's interpreter (runtime option `virtualenv`,
-// relative to the program), else python3 from PATH.
-func pythonFor(dir string, options map[string]any) (string, error) {
-	if venv, ok := options["virtualenv"].(string); ok && venv != "" {
-		if !filepath.IsAbs(venv) {
-			venv = filepath.Join(dir, venv)
-		}
-		python := filepath.Join(venv, "bin", "python")
-		if !fileExists(python) {
-			return "", fmt.Errorf("the virtualenv %s has no bin/python: create it and pip install -r requirements.txt", venv)
-		}
-		return python, nil
-	}
-	return exec.LookPath("python3")
 }
 
 // repairRelativeImports fixes imports in sub-module files (config/, types/) that point

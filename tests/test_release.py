@@ -8,9 +8,6 @@ installs it by hand. Nothing here points Pulumi at the build tree."""
 import hashlib
 import http.server
 import json
-import os
-import re
-import shutil
 import socket
 import subprocess
 import tarfile
@@ -19,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, Project, listing, plan_counts
+from conftest import REPO, listing, plan_counts
 from test_bucket_sync import expected_copies
-from test_sdks import CACHE, dev_and_prod  # noqa: F401 (a fixture)
+from test_sdks import CACHE, ExampleProject, dev_and_prod  # noqa: F401 (a fixture)
 
 VERSION = json.loads((REPO / "schema" / "schema.json").read_text())["version"]
 ARCHIVE = f"pulumi-resource-stackmigrate-v{VERSION}-linux-amd64.tar.gz"
@@ -95,26 +92,8 @@ def test_plugin_install_from_the_server(release, fresh_pulumi_home):
     assert f"/{ARCHIVE}" in served.requests
 
 
-class PackagedExample(Project):
-    """examples/<name> as its own project, with the SDK from a release package and no
-    plugin path: the engine finds the plugin from the SDK's pluginDownloadURL."""
-
-    def __init__(self, root: Path, example: str, config: dict, runtime_options=None):
-        shutil.copytree(REPO / "examples" / example, root, ignore=shutil.ignore_patterns("node_modules", "venv"))
-        self.runtime_options = runtime_options or {}
-        super().__init__(root, resources={}, config=config)
-
-    def write(self, resources, outputs):
-        text = (self.dir / "Pulumi.yaml").read_text()
-        text = re.sub(r"(?m)^name: .*$", f"name: {self.name}", text)
-        for key, value in self.runtime_options.items():
-            text = re.sub(rf"(?m)^(\s+){key}: .*$", rf"\g<1>{key}: {value}", text)
-        (self.dir / "Pulumi.yaml").write_text(text)
-        (self.dir / f"Pulumi.{self.stack}.yaml").write_text(json.dumps({"config": self.config}, indent=2))
-
-
 def typescript_from_the_tarball(root: Path, dist: Path, config: dict):
-    p = PackagedExample(root, "bucket-sync-ts", config)
+    p = ExampleProject(root, "bucket-sync-ts", config, built_plugin=False)
     manifest = json.loads((p.dir / "package.json").read_text())
     manifest["dependencies"]["@stackmigrate/stackmigrate"] = f"file:{dist / f'stackmigrate-stackmigrate-{VERSION}.tgz'}"
     (p.dir / "package.json").write_text(json.dumps(manifest, indent=2))
@@ -129,7 +108,8 @@ def python_from_the_wheel(root: Path, dist: Path, config: dict):
     subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "--disable-pip-version-check", "--cache-dir",
                     str(CACHE / "pip"), "pulumi==3.206.0", str(dist / f"pulumi_stackmigrate-{VERSION}-py3-none-any.whl")],
                    check=True, capture_output=True, timeout=600)
-    return PackagedExample(root, "bucket-sync-python", config, runtime_options={"virtualenv": str(venv)})
+    return ExampleProject(root, "bucket-sync-python", config, runtime_options={"virtualenv": str(venv)},
+                          built_plugin=False)
 
 
 @pytest.mark.parametrize("make", [typescript_from_the_tarball, python_from_the_wheel], ids=["typescript", "python"])

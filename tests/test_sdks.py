@@ -24,11 +24,14 @@ CACHE = Path(os.environ.get("STACKMIGRATE_CACHE", Path.home() / ".cache" / "stac
 
 
 class ExampleProject(Project):
-    """A copy of examples/<name> as its own project and stack, using the built provider."""
+    """A copy of examples/<name> as its own project and stack, using the built provider
+    (or, with `built_plugin=False`, whatever plugin the engine finds or downloads)."""
 
-    def __init__(self, root: Path, example: str, config: dict, runtime_options: dict | None = None):
+    def __init__(self, root: Path, example: str, config: dict, runtime_options: dict | None = None,
+                 built_plugin: bool = True):
         shutil.copytree(REPO / "examples" / example, root, ignore=shutil.ignore_patterns("node_modules", "venv"))
         self.runtime_options = runtime_options or {}
+        self.built_plugin = built_plugin
         super().__init__(root, resources={}, config=config)
 
     def write(self, resources, outputs):
@@ -37,8 +40,9 @@ class ExampleProject(Project):
         for key, value in self.runtime_options.items():
             text, n = re.subn(rf"(?m)^(\s+){key}: .*$", rf"\g<1>{key}: {value}", text)
             assert n == 1, f"the example's Pulumi.yaml has no runtime option {key}"
-        plugins = {"providers": [{"name": "stackmigrate", "path": str(PLUGIN_DIR)}]}
-        text += f"plugins: {json.dumps(plugins)}\n"
+        if self.built_plugin:
+            plugins = {"providers": [{"name": "stackmigrate", "path": str(PLUGIN_DIR)}]}
+            text += f"plugins: {json.dumps(plugins)}\n"
         (self.dir / "Pulumi.yaml").write_text(text)
         (self.dir / f"Pulumi.{self.stack}.yaml").write_text(json.dumps({"config": self.config}, indent=2))
 

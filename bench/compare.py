@@ -33,7 +33,7 @@ MiB = 2**20
 
 
 def tool_env():
-    """MinIO "a" and DynamoDB Local in the variables s5cmd, rclone, the AWS CLI and boto3 read."""
+    """S3 gateway "a" and DynamoDB Local in the variables s5cmd, rclone, the AWS CLI and boto3 read."""
     env = dict(os.environ)
     # Loopback is plain HTTP; a machine-wide AWS_CA_BUNDLE makes rclone's S3 client fail
     # ("LoadCustomCABundleError ... unsupported transport").
@@ -43,11 +43,11 @@ def tool_env():
         "AWS_SECRET_ACCESS_KEY": os.environ["STACKMIGRATE_S3_A_SECRET"],
         "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1",
         "AWS_ENDPOINT_URL_DYNAMODB": os.environ["STACKMIGRATE_DYNAMODB"],
-        "RCLONE_CONFIG_MINIO_TYPE": "s3", "RCLONE_CONFIG_MINIO_PROVIDER": "Minio",
-        "RCLONE_CONFIG_MINIO_ENDPOINT": os.environ["STACKMIGRATE_S3_A"],
-        "RCLONE_CONFIG_MINIO_ACCESS_KEY_ID": os.environ["STACKMIGRATE_S3_A_KEY"],
-        "RCLONE_CONFIG_MINIO_SECRET_ACCESS_KEY": os.environ["STACKMIGRATE_S3_A_SECRET"],
-        "RCLONE_CONFIG_MINIO_REGION": "us-east-1",
+        "RCLONE_CONFIG_LOCAL_TYPE": "s3", "RCLONE_CONFIG_LOCAL_PROVIDER": "Other",
+        "RCLONE_CONFIG_LOCAL_ENDPOINT": os.environ["STACKMIGRATE_S3_A"],
+        "RCLONE_CONFIG_LOCAL_ACCESS_KEY_ID": os.environ["STACKMIGRATE_S3_A_KEY"],
+        "RCLONE_CONFIG_LOCAL_SECRET_ACCESS_KEY": os.environ["STACKMIGRATE_S3_A_SECRET"],
+        "RCLONE_CONFIG_LOCAL_REGION": "us-east-1",
     })
     return env
 
@@ -241,7 +241,7 @@ def bucket_tools(venv):
         ("stackmigrate BucketSync (`pulumi up`)", bucket_sync_up),
         ("stackmigrate copy engine (no Pulumi)", process(str(ENGINE), "sync", "{source}", "{target}")),
         ("s5cmd sync", process("s5cmd", "--endpoint-url", endpoint, "sync", "s3://{source}/*", "s3://{target}/")),
-        ("rclone sync", process("rclone", "sync", "minio:{source}", "minio:{target}")),
+        ("rclone sync", process("rclone", "sync", "local:{source}", "local:{target}")),
         ("aws s3 sync", process(f"{venv}/bin/aws", "s3", "sync", "s3://{source}", "s3://{target}",
                                 "--endpoint-url", endpoint, "--only-show-errors")),
         ("server copy ceiling (CopyObject only)", self_timed(ENGINE, "s3-copy-ceiling", "{source}", "{target}")),
@@ -258,10 +258,11 @@ def table_tools(venv):
 
 
 def server_cpu(kind):
-    """CPU seconds the server has used so far: MinIO "a" for buckets, DynamoDB Local for
-    tables (scripts/services.sh records their pids in this order: a, b, DynamoDB)."""
+    """CPU seconds the server has used so far: S3 gateway "a" for buckets, DynamoDB Local for
+    tables (scripts/services.sh records their pids in this order: gateways a and b, moto a
+    and b, DynamoDB)."""
     pids = (Path(os.environ["STACKMIGRATE_RUN"]) / "pids").read_text().split()
-    pid = pids[0] if kind == "bucket" else pids[2]
+    pid = pids[0] if kind == "bucket" else pids[4]
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
@@ -397,7 +398,7 @@ def report(sections, extra_rows, args, venv, started, elapsed):
         "\"× stackmigrate\" is the tool's median over stackmigrate's `pulumi up` median "
         "(above 1: stackmigrate is faster). Peak RSS is the provider's for `pulumi up`, the process's for the "
         "others. The ceilings time only their copy phase (listing or scanning first is not timed). "
-        "Server CPU is what MinIO or DynamoDB Local used during the run (a ceiling's untimed "
+        "Server CPU is what the S3 server or DynamoDB Local used during the run (a ceiling's untimed "
         "listing or scan included); client CPU is the provider's for `pulumi up` (pulumi's own "
         "not counted), the process's for the others. With 2 cores shared by server and client, they "
         "show what bounds a copy.",
@@ -421,7 +422,7 @@ def report(sections, extra_rows, args, venv, started, elapsed):
         "",
         "Versions:",
         f"- stackmigrate at commit {version(['git', '-C', str(REPO), 'describe', '--always', '--dirty'])} (release build)",
-        f"- {version(['pulumi', 'version'])} (pulumi), {version(['minio', '--version'])}",
+        f"- {version(['pulumi', 'version'])} (pulumi), {version(['versitygw', '--version'])}",
         "- DynamoDB Local 2.6.1 (in memory, -sharedDb), "
         f"{version(['java', '-version'])}",
         f"- s5cmd {version(['s5cmd', 'version'])}, {version(['rclone', 'version'])}, "

@@ -1,5 +1,5 @@
 """`pulumi up` with and without injected faults (issue 13): the fault proxies of
-scripts/services.sh (tests/faultproxy.py) sit in front of the target side, MinIO "a"
+scripts/services.sh (tests/faultproxy.py) sit in front of the target side, S3 gateway "a"
 and DynamoDB Local, and answer a share of requests with throttling (S3's 503 SlowDown,
 DynamoDB's ThrottlingException or ProvisionedThroughputExceededException) or drop the
 connection. Every run copies into a fresh empty target through the proxy, so the
@@ -135,7 +135,7 @@ def report(sections, args, elapsed):
         f"Machine: {machine()}.",
         "",
         f"Versions: stackmigrate at commit {version(['git', '-C', str(REPO), 'describe', '--always', '--dirty'])} "
-        f"(release build); {version(['pulumi', 'version'])} (pulumi); {version(['minio', '--version'])}; "
+        f"(release build); {version(['pulumi', 'version'])} (pulumi); {version(['versitygw', '--version'])}; "
         "DynamoDB Local 2.6.1.",
     ]
     return "\n".join(lines) + "\n"

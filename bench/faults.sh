@@ -9,7 +9,7 @@ set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
 
-scripts/toolchain.sh pulumi yaml minio dynamodb >/dev/null
+scripts/toolchain.sh pulumi yaml versitygw dynamodb >/dev/null
 venv=$(scripts/pyenv.sh)
 cargo build --release -p pulumi-resource-stackmigrate
 

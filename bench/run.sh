@@ -10,7 +10,7 @@ set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
 
-scripts/toolchain.sh pulumi yaml minio dynamodb s5cmd rclone >/dev/null
+scripts/toolchain.sh pulumi yaml versitygw dynamodb s5cmd rclone >/dev/null
 venv=$(scripts/pyenv.sh bench/requirements.txt)
 cargo build --release -p pulumi-resource-stackmigrate -p stackmigrate-bench
 

@@ -38,7 +38,7 @@ PULUMI_SKIP_CONFIRMATIONS=false pulumi destroy --preview-only --non-interactive
 cat <<EOT
 
 Done in $(( $(date +%s) - started )) s.
-Services: MinIO at $STACKMIGRATE_S3_A (and $STACKMIGRATE_S3_B), DynamoDB Local at $STACKMIGRATE_DYNAMODB
+Services: the Versity S3 gateway at $STACKMIGRATE_S3_A (and $STACKMIGRATE_S3_B), DynamoDB Local at $STACKMIGRATE_DYNAMODB
 Pulumi state: $PULUMI_BACKEND_URL (passphrase: $PULUMI_CONFIG_PASSPHRASE)
 Stacks: organization/portfolio/dev, organization/portfolio/prod (outputs only), organization/portfolio-migration/prod (the migration)
 Run the steps by hand:

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Starts and stops the local AWS stand-ins on loopback, on free ports:
-#   MinIO "a"     the S3 endpoint of both stacks (server-side copies)
-#   MinIO "b"     a second S3 endpoint with other credentials (streamed copies)
+#   Versity S3 gateway "a"   the S3 endpoint of both stacks (server-side copies)
+#   Versity S3 gateway "b"   a second S3 endpoint with other credentials (streamed copies)
+#   moto "a" and "b"         the same pair from moto's server, for what only AWS-like
+#                            servers do (storage classes, KMS); the S3 tests run against
+#                            both pairs (STACKMIGRATE_S3_SERVER=versitygw|moto)
 #   DynamoDB Local
-#   two fault proxies (tests/faultproxy.py), in front of MinIO "a" and DynamoDB Local:
+#   two fault proxies (tests/faultproxy.py), in front of gateway "a" and DynamoDB Local:
 #                 throttling, dropped connections and refused writes, set per test
 #
 #   scripts/services.sh start   # starts (if not running) and prints the environment
@@ -34,16 +37,27 @@ wait_for() { # URL NAME LOG
 
 running() { [ -f "$envfile" ] && [ -f "$run/pids" ] && while read -r pid; do kill -0 "$pid" 2>/dev/null || exit 1; done <"$run/pids"; }
 
-start_minio() { # NAME USER PASSWORD -> prints port
-  local name=$1 user=$2 password=$3 port console
-  port=$(free_port); console=$(free_port)
-  mkdir -p "$run/minio-$name"
-  MINIO_ROOT_USER=$user MINIO_ROOT_PASSWORD=$password MINIO_BROWSER=off MINIO_UPDATE=off \
-    nohup "$cache/bin/minio" server --quiet --address "127.0.0.1:$port" \
-    --console-address "127.0.0.1:$console" "$run/minio-$name/data" \
-    >"$run/minio-$name/log" 2>&1 &
+start_versitygw() { # NAME USER PASSWORD -> prints port
+  local name=$1 user=$2 password=$3 port dir=$run/versitygw-$1
+  port=$(free_port)
+  mkdir -p "$dir/data" "$dir/versions"
+  # --versioning-dir lets tests turn versioning on per bucket, as on AWS.
+  ROOT_ACCESS_KEY_ID=$user ROOT_SECRET_ACCESS_KEY=$password \
+    nohup "$cache/bin/versitygw" --port "127.0.0.1:$port" --quiet \
+    posix --versioning-dir "$dir/versions" "$dir/data" >"$dir/log" 2>&1 &
   echo $! >>"$run/pids"
-  wait_for "http://127.0.0.1:$port/minio/health/live" "MinIO $name" "$run/minio-$name/log"
+  wait_for "http://127.0.0.1:$port/" "Versity S3 gateway $name" "$dir/log"
+  echo "$port"
+}
+
+start_moto() { # NAME -> prints port
+  local name=$1 port venv
+  port=$(free_port)
+  venv=$("$repo/scripts/pyenv.sh")
+  mkdir -p "$run/moto-$name"
+  nohup "$venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$run/moto-$name/log" 2>&1 &
+  echo $! >>"$run/pids"
+  wait_for "http://127.0.0.1:$port/" "moto $name" "$run/moto-$name/log"
   echo "$port"
 }
 
@@ -70,9 +84,11 @@ start() {
   "$repo/scripts/toolchain.sh" >/dev/null
   mkdir -p "$run"
   : >"$run/pids"
-  local a b ddb
-  a=$(start_minio a stackmigrateA stackmigrateAsecret)
-  b=$(start_minio b stackmigrateB stackmigrateBsecret)
+  local a b moto_a moto_b ddb
+  a=$(start_versitygw a stackmigrateA stackmigrateAsecret)
+  b=$(start_versitygw b stackmigrateB stackmigrateBsecret)
+  moto_a=$(start_moto a)
+  moto_b=$(start_moto b)
   ddb=$(free_port)
   local lib=$cache/dynamodb-local/lib
   # -sharedDb: one database whatever the credentials, as one AWS account would be.
@@ -93,6 +109,7 @@ export STACKMIGRATE_S3_A=http://127.0.0.1:$a
 export STACKMIGRATE_S3_A_KEY=stackmigrateA STACKMIGRATE_S3_A_SECRET=stackmigrateAsecret
 export STACKMIGRATE_S3_B=http://127.0.0.1:$b
 export STACKMIGRATE_S3_B_KEY=stackmigrateB STACKMIGRATE_S3_B_SECRET=stackmigrateBsecret
+export STACKMIGRATE_MOTO_A=http://127.0.0.1:$moto_a STACKMIGRATE_MOTO_B=http://127.0.0.1:$moto_b
 export STACKMIGRATE_DYNAMODB=http://127.0.0.1:$ddb
 export STACKMIGRATE_S3_A_FAULTY=http://127.0.0.1:$faulty_s3 STACKMIGRATE_DYNAMODB_FAULTY=http://127.0.0.1:$faulty_ddb
 export AWS_ACCESS_KEY_ID=stackmigrateA AWS_SECRET_ACCESS_KEY=stackmigrateAsecret AWS_REGION=us-east-1

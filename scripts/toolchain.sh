@@ -4,7 +4,7 @@
 # stamp matches its pinned version is not rebuilt. Prints the cache directory.
 #
 #   scripts/toolchain.sh            # everything
-#   scripts/toolchain.sh pulumi     # one part: pulumi | yaml | hosts | codegen | minio | dynamodb
+#   scripts/toolchain.sh pulumi     # one part: pulumi | yaml | hosts | codegen | versitygw | dynamodb
 #   scripts/toolchain.sh s5cmd rclone   # the tools bench/run.sh compares against
 set -euo pipefail
 
@@ -13,7 +13,7 @@ PULUMI_YAML_VERSION=v1.25.0            # built against pulumi v3.206.0 (tools/pu
 NODEJS_HOST_VERSION=v3.68.0            # Pulumi's hosts: tools/pulumi-language-{nodejs,python,go}
 PYTHON_HOST_VERSION=v3.79.0
 GO_HOST_VERSION=v3.66.0
-MINIO_VERSION=v0.0.0-20260212201848-7aac2a2c5b7c   # tools/minio
+VERSITYGW_VERSION=v1.8.0              # tools/versitygw
 DYNAMODB_LOCAL_VERSION=2.6.1           # also pinned in tools/dynamodb-local/pom.xml
 S5CMD_VERSION=v2.3.0                   # tools/s5cmd
 RCLONE_VERSION=1.60.1+dfsg-2+b5        # Debian bookworm's package
@@ -108,8 +108,8 @@ build_codegen_host() {
   stamp codegen-host "$version"
 }
 
-build_minio() {
-  build_go minio "$MINIO_VERSION" minio github.com/minio/minio
+build_versitygw() {
+  build_go versitygw "$VERSITYGW_VERSION" versitygw github.com/versity/versitygw/cmd/versitygw
 }
 
 build_s5cmd() {
@@ -149,18 +149,18 @@ fetch_dynamodb() {
   stamp dynamodb "$DYNAMODB_LOCAL_VERSION"
 }
 
-parts=${*:-pulumi yaml hosts codegen minio dynamodb}
+parts=${*:-pulumi yaml hosts codegen versitygw dynamodb}
 for part in $parts; do
   case $part in
     pulumi) build_pulumi ;;
     yaml) build_yaml ;;
     hosts) build_pulumi_hosts ;;
     codegen) build_codegen_host ;;
-    minio) build_minio ;;
+    versitygw) build_versitygw ;;
     dynamodb) fetch_dynamodb ;;
     s5cmd) build_s5cmd ;;
     rclone) fetch_rclone ;;
-    *) echo "unknown part '$part': expected pulumi, yaml, hosts, codegen, minio, dynamodb, s5cmd or rclone" >&2; exit 2 ;;
+    *) echo "unknown part '$part': expected pulumi, yaml, hosts, codegen, versitygw, dynamodb, s5cmd or rclone" >&2; exit 2 ;;
   esac
 done
 echo "$cache"

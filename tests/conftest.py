@@ -1,5 +1,6 @@
 """End-to-end harness: the real `pulumi` CLI and YAML language host drive the provider
-binary against MinIO and DynamoDB Local on loopback (started by scripts/services.sh).
+binary against an S3 server and DynamoDB Local on loopback (started by scripts/services.sh).
+The S3 server is the Versity S3 gateway, or moto's server with STACKMIGRATE_S3_SERVER=moto.
 
 Each test gets its own Pulumi project directory, stack, buckets and journal."""
 
@@ -33,6 +34,18 @@ def _load_service_env():
         for assignment in shlex.split(line[len("export "):]):
             key, _, value = assignment.partition("=")
             os.environ[key] = os.path.expandvars(value)
+    server = os.environ.get("STACKMIGRATE_S3_SERVER", "versitygw")
+    if server == "moto":
+        # moto takes any credentials, so each side keeps its own keys.
+        os.environ["STACKMIGRATE_S3_A"] = os.environ["AWS_ENDPOINT_URL_S3"] = os.environ["STACKMIGRATE_MOTO_A"]
+        os.environ["STACKMIGRATE_S3_B"] = os.environ["STACKMIGRATE_MOTO_B"]
+    elif server != "versitygw":
+        raise ValueError(f"STACKMIGRATE_S3_SERVER={server!r}: expected versitygw or moto")
+
+
+def s3_server():
+    """The S3 server the tests run against: "versitygw" or "moto"."""
+    return os.environ.get("STACKMIGRATE_S3_SERVER", "versitygw")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -81,7 +94,7 @@ def connection(side):
 
 
 def both_sides():
-    """Provider config with one connection for both sides: MinIO "a" and DynamoDB Local."""
+    """Provider config with one connection for both sides: S3 "a" and DynamoDB Local."""
     both = {**connection("a"), "dynamodbEndpoint": os.environ["STACKMIGRATE_DYNAMODB"]}
     return {"stackmigrate:source": both, "stackmigrate:target": both}
 

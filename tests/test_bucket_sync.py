@@ -1,4 +1,4 @@
-"""BucketSync through the real pulumi CLI against MinIO."""
+"""BucketSync through the real pulumi CLI against the S3 servers."""
 
 import hashlib
 import os

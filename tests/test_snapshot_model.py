@@ -1,4 +1,4 @@
-"""SnapshotPromote and ModelCopy through the real pulumi CLI against MinIO and DynamoDB Local."""
+"""SnapshotPromote and ModelCopy through the real pulumi CLI against the S3 servers and DynamoDB Local."""
 
 import json
 from datetime import datetime, timedelta, timezone

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: toolchain, lint, unit tests, then the
-# end-to-end tests (real pulumi CLI, MinIO, DynamoDB Local on loopback).
+# end-to-end tests (real pulumi CLI; the Versity S3 gateway, moto and DynamoDB Local on loopback).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
@@ -34,3 +34,7 @@ cargo test harness::
 
 step "end-to-end tests through the pulumi CLI"
 "$venv/bin/python" -m pytest tests -q -p no:cacheprovider "$@"
+
+step "the S3 end-to-end tests again, against moto's server (AWS's storage classes, KMS)"
+STACKMIGRATE_S3_SERVER=moto "$venv/bin/python" -m pytest -q -p no:cacheprovider \
+  tests/test_bucket_sync.py tests/test_snapshot_model.py tests/test_dev_to_prod.py tests/test_s3_semantics.py "$@"

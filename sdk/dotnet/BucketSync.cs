@@ -41,6 +41,12 @@ namespace StackMigrate.Stackmigrate
         public Output<bool?> AllowEmpty { get; private set; } = null!;
 
         /// <summary>
+        /// Source objects in an archive storage class (GLACIER, DEEP_ARCHIVE, Intelligent-Tiering archive tiers) cannot be read until restored: `fail` (default) stops at preview naming them, `skip` leaves them out and counts them in `objectsArchived`.
+        /// </summary>
+        [Output("archived")]
+        public Output<StackMigrate.Stackmigrate.Archived?> Archived { get; private set; } = null!;
+
+        /// <summary>
         /// Bytes written to the target.
         /// </summary>
         [Output("bytesCopied")]
@@ -69,6 +75,12 @@ namespace StackMigrate.Stackmigrate
         /// </summary>
         [Output("journalUri")]
         public Output<string> JournalUri { get; private set; } = null!;
+
+        /// <summary>
+        /// Source objects left out because they are archived (`archived: skip`).
+        /// </summary>
+        [Output("objectsArchived")]
+        public Output<int?> ObjectsArchived { get; private set; } = null!;
 
         /// <summary>
         /// Objects written to the target (new ones and overwrites).
@@ -226,6 +238,12 @@ namespace StackMigrate.Stackmigrate
         public Input<bool>? AllowEmpty { get; set; }
 
         /// <summary>
+        /// Source objects in an archive storage class (GLACIER, DEEP_ARCHIVE, Intelligent-Tiering archive tiers) cannot be read until restored: `fail` (default) stops at preview naming them, `skip` leaves them out and counts them in `objectsArchived`.
+        /// </summary>
+        [Input("archived")]
+        public Input<StackMigrate.Stackmigrate.Archived>? Archived { get; set; }
+
+        /// <summary>
         /// Delete target objects (under `targetPrefix`, passing the filters) that the source does not have; they are backed up in the journal first. Default false.
         /// </summary>
         [Input("deleteExtraneous")]
@@ -306,6 +324,7 @@ namespace StackMigrate.Stackmigrate
         public BucketSyncArgs()
         {
             AllowEmpty = false;
+            Archived = StackMigrate.Stackmigrate.Archived.Fail;
             DeleteExtraneous = false;
             OnConflict = StackMigrate.Stackmigrate.OnConflict.SkipIdentical;
             SourcePrefix = "";

@@ -8,6 +8,45 @@ using Pulumi;
 namespace StackMigrate.Stackmigrate
 {
     /// <summary>
+    /// What to do with source objects in an archive storage class (S3 Glacier Flexible
+    /// Retrieval, Deep Archive, Intelligent-Tiering's archive tiers), which cannot be read
+    /// until restored.
+    /// </summary>
+    [EnumType]
+    public readonly struct Archived : IEquatable<Archived>
+    {
+        private readonly string _value;
+
+        private Archived(string value)
+        {
+            _value = value ?? throw new ArgumentNullException(nameof(value));
+        }
+
+        /// <summary>
+        /// Fail at preview naming them, before anything is written.
+        /// </summary>
+        public static Archived Fail { get; } = new Archived("fail");
+        /// <summary>
+        /// Leave them out (the target keeps what it has at their keys) and count them.
+        /// </summary>
+        public static Archived Skip { get; } = new Archived("skip");
+
+        public static bool operator ==(Archived left, Archived right) => left.Equals(right);
+        public static bool operator !=(Archived left, Archived right) => !left.Equals(right);
+
+        public static explicit operator string(Archived value) => value._value;
+
+        [EditorBrowsable(EditorBrowsableState.Never)]
+        public override bool Equals(object? obj) => obj is Archived other && Equals(other);
+        public bool Equals(Archived other) => string.Equals(_value, other._value, StringComparison.Ordinal);
+
+        [EditorBrowsable(EditorBrowsableState.Never)]
+        public override int GetHashCode() => _value?.GetHashCode() ?? 0;
+
+        public override string ToString() => _value;
+    }
+
+    /// <summary>
     /// What to do with an item whose key the target already has.
     /// </summary>
     [EnumType]

@@ -56,6 +56,10 @@ export class BucketSync extends pulumi.CustomResource {
      */
     declare public readonly allowEmpty: pulumi.Output<boolean | undefined>;
     /**
+     * Source objects in an archive storage class (GLACIER, DEEP_ARCHIVE, Intelligent-Tiering archive tiers) cannot be read until restored: `fail` (default) stops at preview naming them, `skip` leaves them out and counts them in `objectsArchived`.
+     */
+    declare public readonly archived: pulumi.Output<enums.Archived | undefined>;
+    /**
      * Bytes written to the target.
      */
     declare public /*out*/ readonly bytesCopied: pulumi.Output<number>;
@@ -75,6 +79,10 @@ export class BucketSync extends pulumi.CustomResource {
      * Where this resource's rollback journal lives.
      */
     declare public /*out*/ readonly journalUri: pulumi.Output<string>;
+    /**
+     * Source objects left out because they are archived (`archived: skip`).
+     */
+    declare public /*out*/ readonly objectsArchived: pulumi.Output<number | undefined>;
     /**
      * Objects written to the target (new ones and overwrites).
      */
@@ -152,6 +160,7 @@ export class BucketSync extends pulumi.CustomResource {
         opts = opts || {};
         if (!opts.id) {
             resourceInputs["allowEmpty"] = (args?.allowEmpty) ?? false;
+            resourceInputs["archived"] = (args?.archived) ?? "fail";
             resourceInputs["deleteExtraneous"] = (args?.deleteExtraneous) ?? false;
             resourceInputs["exclude"] = args?.exclude;
             resourceInputs["include"] = args?.include;
@@ -164,6 +173,7 @@ export class BucketSync extends pulumi.CustomResource {
             resourceInputs["triggers"] = args?.triggers;
             resourceInputs["bytesCopied"] = undefined /*out*/;
             resourceInputs["journalUri"] = undefined /*out*/;
+            resourceInputs["objectsArchived"] = undefined /*out*/;
             resourceInputs["objectsCopied"] = undefined /*out*/;
             resourceInputs["objectsDeleted"] = undefined /*out*/;
             resourceInputs["objectsExcluded"] = undefined /*out*/;
@@ -175,11 +185,13 @@ export class BucketSync extends pulumi.CustomResource {
             resourceInputs["verified"] = undefined /*out*/;
         } else {
             resourceInputs["allowEmpty"] = undefined /*out*/;
+            resourceInputs["archived"] = undefined /*out*/;
             resourceInputs["bytesCopied"] = undefined /*out*/;
             resourceInputs["deleteExtraneous"] = undefined /*out*/;
             resourceInputs["exclude"] = undefined /*out*/;
             resourceInputs["include"] = undefined /*out*/;
             resourceInputs["journalUri"] = undefined /*out*/;
+            resourceInputs["objectsArchived"] = undefined /*out*/;
             resourceInputs["objectsCopied"] = undefined /*out*/;
             resourceInputs["objectsDeleted"] = undefined /*out*/;
             resourceInputs["objectsExcluded"] = undefined /*out*/;
@@ -212,6 +224,10 @@ export interface BucketSyncArgs {
      * Allow `include`/`exclude` or `sourcePrefix` to select no object of a source bucket that has objects. Default false: such a selection fails at preview, as it is usually a typo.
      */
     allowEmpty?: pulumi.Input<boolean>;
+    /**
+     * Source objects in an archive storage class (GLACIER, DEEP_ARCHIVE, Intelligent-Tiering archive tiers) cannot be read until restored: `fail` (default) stops at preview naming them, `skip` leaves them out and counts them in `objectsArchived`.
+     */
+    archived?: pulumi.Input<enums.Archived>;
     /**
      * Delete target objects (under `targetPrefix`, passing the filters) that the source does not have; they are backed up in the journal first. Default false.
      */

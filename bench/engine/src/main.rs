@@ -24,7 +24,7 @@ use stackmigrate::copy::filter::KeyFilter;
 use stackmigrate::copy::journal::{Journal, Location};
 use stackmigrate::copy::progress::Silent;
 use stackmigrate::copy::s3::{self, Bucket, Lister};
-use stackmigrate::copy::sync::{self, OnConflict, SyncSpec};
+use stackmigrate::copy::sync::{self, Archived, OnConflict, SyncSpec};
 
 const COPIES_IN_FLIGHT: usize = 128;
 const WRITES_IN_FLIGHT: usize = 32;
@@ -35,7 +35,7 @@ fn env(name: &str) -> Result<String> {
     })
 }
 
-/// MinIO "a" and DynamoDB Local, as scripts/services.sh started them.
+/// S3 gateway "a" and DynamoDB Local, as scripts/services.sh started them.
 fn clients() -> Result<SideClients> {
     Ok(SideClients::new(
         "source",
@@ -69,6 +69,7 @@ async fn engine_sync(source: &str, target: &str) -> Result<serde_json::Value> {
         filter: KeyFilter::new(&[], &[])?,
         on_conflict: OnConflict::SkipIdentical,
         delete_extraneous: false,
+        archived: Archived::Fail,
     };
     let journal_dir = tempfile::tempdir()?;
     let started = Instant::now();

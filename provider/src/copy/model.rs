@@ -235,6 +235,7 @@ mod tests {
 
     fn object(key: &str, modified: i64) -> ObjectInfo {
         ObjectInfo {
+            archived: None,
             key: key.to_string(),
             size: 1,
             etag: String::new(),

@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::{BucketInputs, Context, Failure, Migration, Planned, Retried};
 use crate::copy::filter::KeyFilter;
 use crate::copy::s3;
-use crate::copy::sync::{self, OnConflict, SyncCounts, SyncSpec};
+use crate::copy::sync::{self, Archived, OnConflict, SyncCounts, SyncSpec};
 
 pub struct BucketSync;
 
@@ -49,6 +49,9 @@ pub struct Inputs {
     /// Allow `include`/`exclude` or `sourcePrefix` to select no object of a source bucket that has objects. Default false: such a selection fails at preview, as it is usually a typo.
     #[serde(default)]
     pub allow_empty: bool,
+    /// Source objects in an archive storage class (GLACIER, DEEP_ARCHIVE, Intelligent-Tiering archive tiers) cannot be read until restored: `fail` (default) stops at preview naming them, `skip` leaves them out and counts them in `objectsArchived`.
+    #[serde(default)]
+    pub archived: Archived,
     /// Any values; a change re-runs the sync.
     #[serde(default)]
     #[expect(dead_code, reason = "Diff compares it in the untyped inputs")]
@@ -76,6 +79,9 @@ pub struct Outputs {
     pub objects_deleted: u64,
     /// Source objects left out by `include`/`exclude`.
     pub objects_excluded: u64,
+    /// Source objects left out because they are archived (`archived: skip`).
+    #[serde(default)]
+    pub objects_archived: u64,
     /// Bytes written to the target.
     pub bytes_copied: u64,
     /// True once every written object was read back equal to its source.
@@ -102,6 +108,7 @@ impl Outputs {
             objects_overwritten: counts.overwritten,
             objects_deleted: counts.deleted,
             objects_excluded: counts.excluded,
+            objects_archived: counts.archived,
             bytes_copied: counts.bytes_copied,
             verified,
             journal_uri: journal_uri.to_string(),
@@ -136,6 +143,7 @@ impl BucketSync {
             filter: KeyFilter::new(&inputs.include, &inputs.exclude)?,
             on_conflict: inputs.on_conflict,
             delete_extraneous: inputs.delete_extraneous,
+            archived: inputs.archived,
         })
     }
 }

@@ -12,7 +12,7 @@ use crate::copy::filter::KeyFilter;
 use crate::copy::journal::Journal;
 use crate::copy::model::{self, Choice};
 use crate::copy::s3::Lister;
-use crate::copy::sync::{self, OnConflict, SyncCounts, SyncSpec};
+use crate::copy::sync::{self, Archived, OnConflict, SyncCounts, SyncSpec};
 
 pub struct ModelCopy;
 
@@ -128,6 +128,7 @@ impl ModelCopy {
             filter,
             on_conflict: OnConflict::SkipIdentical,
             delete_extraneous: false,
+            archived: Archived::Fail,
         };
         let specs = vec![
             spec(&choice.model_prefix, filter),

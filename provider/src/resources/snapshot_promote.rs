@@ -16,7 +16,7 @@ use crate::copy::dynamodb::{self, Table};
 use crate::copy::filter::KeyFilter;
 use crate::copy::journal::Journal;
 use crate::copy::snapshot;
-use crate::copy::sync::{self, OnConflict, SyncCounts, SyncSpec};
+use crate::copy::sync::{self, Archived, OnConflict, SyncCounts, SyncSpec};
 
 pub struct SnapshotPromote;
 
@@ -172,6 +172,7 @@ impl SnapshotPromote {
                     filter: KeyFilter::default(),
                     on_conflict: OnConflict::SkipIdentical,
                     delete_extraneous: false,
+                    archived: Archived::Fail,
                 },
             });
         }

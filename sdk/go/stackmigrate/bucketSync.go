@@ -45,6 +45,8 @@ type BucketSync struct {
 
 	// Allow `include`/`exclude` or `sourcePrefix` to select no object of a source bucket that has objects. Default false: such a selection fails at preview, as it is usually a typo.
 	AllowEmpty pulumi.BoolPtrOutput `pulumi:"allowEmpty"`
+	// Source objects in an archive storage class (GLACIER, DEEP_ARCHIVE, Intelligent-Tiering archive tiers) cannot be read until restored: `fail` (default) stops at preview naming them, `skip` leaves them out and counts them in `objectsArchived`.
+	Archived ArchivedPtrOutput `pulumi:"archived"`
 	// Bytes written to the target.
 	BytesCopied pulumi.IntOutput `pulumi:"bytesCopied"`
 	// Delete target objects (under `targetPrefix`, passing the filters) that the source does not have; they are backed up in the journal first. Default false.
@@ -55,6 +57,8 @@ type BucketSync struct {
 	Include pulumi.StringArrayOutput `pulumi:"include"`
 	// Where this resource's rollback journal lives.
 	JournalUri pulumi.StringOutput `pulumi:"journalUri"`
+	// Source objects left out because they are archived (`archived: skip`).
+	ObjectsArchived pulumi.IntPtrOutput `pulumi:"objectsArchived"`
 	// Objects written to the target (new ones and overwrites).
 	ObjectsCopied pulumi.IntOutput `pulumi:"objectsCopied"`
 	// Target objects deleted because the source lacks them (`deleteExtraneous`).
@@ -98,6 +102,9 @@ func NewBucketSync(ctx *pulumi.Context,
 
 	if args.AllowEmpty == nil {
 		args.AllowEmpty = pulumi.BoolPtr(false)
+	}
+	if args.Archived == nil {
+		args.Archived = Archived("fail")
 	}
 	if args.DeleteExtraneous == nil {
 		args.DeleteExtraneous = pulumi.BoolPtr(false)
@@ -153,6 +160,8 @@ func (BucketSyncState) ElementType() reflect.Type {
 type bucketSyncArgs struct {
 	// Allow `include`/`exclude` or `sourcePrefix` to select no object of a source bucket that has objects. Default false: such a selection fails at preview, as it is usually a typo.
 	AllowEmpty *bool `pulumi:"allowEmpty"`
+	// Source objects in an archive storage class (GLACIER, DEEP_ARCHIVE, Intelligent-Tiering archive tiers) cannot be read until restored: `fail` (default) stops at preview naming them, `skip` leaves them out and counts them in `objectsArchived`.
+	Archived *Archived `pulumi:"archived"`
 	// Delete target objects (under `targetPrefix`, passing the filters) that the source does not have; they are backed up in the journal first. Default false.
 	DeleteExtraneous *bool `pulumi:"deleteExtraneous"`
 	// Globs (as `aws s3 sync --exclude`) of keys not to copy, relative to `sourcePrefix`; for example `*.json` or `*/delta/*`.
@@ -179,6 +188,8 @@ type bucketSyncArgs struct {
 type BucketSyncArgs struct {
 	// Allow `include`/`exclude` or `sourcePrefix` to select no object of a source bucket that has objects. Default false: such a selection fails at preview, as it is usually a typo.
 	AllowEmpty pulumi.BoolPtrInput
+	// Source objects in an archive storage class (GLACIER, DEEP_ARCHIVE, Intelligent-Tiering archive tiers) cannot be read until restored: `fail` (default) stops at preview naming them, `skip` leaves them out and counts them in `objectsArchived`.
+	Archived ArchivedPtrInput
 	// Delete target objects (under `targetPrefix`, passing the filters) that the source does not have; they are backed up in the journal first. Default false.
 	DeleteExtraneous pulumi.BoolPtrInput
 	// Globs (as `aws s3 sync --exclude`) of keys not to copy, relative to `sourcePrefix`; for example `*.json` or `*/delta/*`.
@@ -293,6 +304,11 @@ func (o BucketSyncOutput) AllowEmpty() pulumi.BoolPtrOutput {
 	return o.ApplyT(func(v *BucketSync) pulumi.BoolPtrOutput { return v.AllowEmpty }).(pulumi.BoolPtrOutput)
 }
 
+// Source objects in an archive storage class (GLACIER, DEEP_ARCHIVE, Intelligent-Tiering archive tiers) cannot be read until restored: `fail` (default) stops at preview naming them, `skip` leaves them out and counts them in `objectsArchived`.
+func (o BucketSyncOutput) Archived() ArchivedPtrOutput {
+	return o.ApplyT(func(v *BucketSync) ArchivedPtrOutput { return v.Archived }).(ArchivedPtrOutput)
+}
+
 // Bytes written to the target.
 func (o BucketSyncOutput) BytesCopied() pulumi.IntOutput {
 	return o.ApplyT(func(v *BucketSync) pulumi.IntOutput { return v.BytesCopied }).(pulumi.IntOutput)
@@ -316,6 +332,11 @@ func (o BucketSyncOutput) Include() pulumi.StringArrayOutput {
 // Where this resource's rollback journal lives.
 func (o BucketSyncOutput) JournalUri() pulumi.StringOutput {
 	return o.ApplyT(func(v *BucketSync) pulumi.StringOutput { return v.JournalUri }).(pulumi.StringOutput)
+}
+
+// Source objects left out because they are archived (`archived: skip`).
+func (o BucketSyncOutput) ObjectsArchived() pulumi.IntPtrOutput {
+	return o.ApplyT(func(v *BucketSync) pulumi.IntPtrOutput { return v.ObjectsArchived }).(pulumi.IntPtrOutput)
 }
 
 // Objects written to the target (new ones and overwrites).

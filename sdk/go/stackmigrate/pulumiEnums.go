@@ -10,6 +10,176 @@ import (
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
 )
 
+// What to do with source objects in an archive storage class (S3 Glacier Flexible
+// Retrieval, Deep Archive, Intelligent-Tiering's archive tiers), which cannot be read
+// until restored.
+type Archived string
+
+const (
+	// Fail at preview naming them, before anything is written.
+	ArchivedFail = Archived("fail")
+	// Leave them out (the target keeps what it has at their keys) and count them.
+	ArchivedSkip = Archived("skip")
+)
+
+func (Archived) ElementType() reflect.Type {
+	return reflect.TypeOf((*Archived)(nil)).Elem()
+}
+
+func (e Archived) ToArchivedOutput() ArchivedOutput {
+	return pulumi.ToOutput(e).(ArchivedOutput)
+}
+
+func (e Archived) ToArchivedOutputWithContext(ctx context.Context) ArchivedOutput {
+	return pulumi.ToOutputWithContext(ctx, e).(ArchivedOutput)
+}
+
+func (e Archived) ToArchivedPtrOutput() ArchivedPtrOutput {
+	return e.ToArchivedPtrOutputWithContext(context.Background())
+}
+
+func (e Archived) ToArchivedPtrOutputWithContext(ctx context.Context) ArchivedPtrOutput {
+	return Archived(e).ToArchivedOutputWithContext(ctx).ToArchivedPtrOutputWithContext(ctx)
+}
+
+func (e Archived) ToStringOutput() pulumi.StringOutput {
+	return pulumi.ToOutput(pulumi.String(e)).(pulumi.StringOutput)
+}
+
+func (e Archived) ToStringOutputWithContext(ctx context.Context) pulumi.StringOutput {
+	return pulumi.ToOutputWithContext(ctx, pulumi.String(e)).(pulumi.StringOutput)
+}
+
+func (e Archived) ToStringPtrOutput() pulumi.StringPtrOutput {
+	return pulumi.String(e).ToStringPtrOutputWithContext(context.Background())
+}
+
+func (e Archived) ToStringPtrOutputWithContext(ctx context.Context) pulumi.StringPtrOutput {
+	return pulumi.String(e).ToStringOutputWithContext(ctx).ToStringPtrOutputWithContext(ctx)
+}
+
+type ArchivedOutput struct{ *pulumi.OutputState }
+
+func (ArchivedOutput) ElementType() reflect.Type {
+	return reflect.TypeOf((*Archived)(nil)).Elem()
+}
+
+func (o ArchivedOutput) ToArchivedOutput() ArchivedOutput {
+	return o
+}
+
+func (o ArchivedOutput) ToArchivedOutputWithContext(ctx context.Context) ArchivedOutput {
+	return o
+}
+
+func (o ArchivedOutput) ToArchivedPtrOutput() ArchivedPtrOutput {
+	return o.ToArchivedPtrOutputWithContext(context.Background())
+}
+
+func (o ArchivedOutput) ToArchivedPtrOutputWithContext(ctx context.Context) ArchivedPtrOutput {
+	return o.ApplyTWithContext(ctx, func(_ context.Context, v Archived) *Archived {
+		return &v
+	}).(ArchivedPtrOutput)
+}
+
+func (o ArchivedOutput) ToStringOutput() pulumi.StringOutput {
+	return o.ToStringOutputWithContext(context.Background())
+}
+
+func (o ArchivedOutput) ToStringOutputWithContext(ctx context.Context) pulumi.StringOutput {
+	return o.ApplyTWithContext(ctx, func(_ context.Context, e Archived) string {
+		return string(e)
+	}).(pulumi.StringOutput)
+}
+
+func (o ArchivedOutput) ToStringPtrOutput() pulumi.StringPtrOutput {
+	return o.ToStringPtrOutputWithContext(context.Background())
+}
+
+func (o ArchivedOutput) ToStringPtrOutputWithContext(ctx context.Context) pulumi.StringPtrOutput {
+	return o.ApplyTWithContext(ctx, func(_ context.Context, e Archived) *string {
+		v := string(e)
+		return &v
+	}).(pulumi.StringPtrOutput)
+}
+
+type ArchivedPtrOutput struct{ *pulumi.OutputState }
+
+func (ArchivedPtrOutput) ElementType() reflect.Type {
+	return reflect.TypeOf((**Archived)(nil)).Elem()
+}
+
+func (o ArchivedPtrOutput) ToArchivedPtrOutput() ArchivedPtrOutput {
+	return o
+}
+
+func (o ArchivedPtrOutput) ToArchivedPtrOutputWithContext(ctx context.Context) ArchivedPtrOutput {
+	return o
+}
+
+func (o ArchivedPtrOutput) Elem() ArchivedOutput {
+	return o.ApplyT(func(v *Archived) Archived {
+		if v != nil {
+			return *v
+		}
+		var ret Archived
+		return ret
+	}).(ArchivedOutput)
+}
+
+func (o ArchivedPtrOutput) ToStringPtrOutput() pulumi.StringPtrOutput {
+	return o.ToStringPtrOutputWithContext(context.Background())
+}
+
+func (o ArchivedPtrOutput) ToStringPtrOutputWithContext(ctx context.Context) pulumi.StringPtrOutput {
+	return o.ApplyTWithContext(ctx, func(_ context.Context, e *Archived) *string {
+		if e == nil {
+			return nil
+		}
+		v := string(*e)
+		return &v
+	}).(pulumi.StringPtrOutput)
+}
+
+// ArchivedInput is an input type that accepts values of the Archived enum
+// A concrete instance of `ArchivedInput` can be one of the following:
+//
+//	ArchivedFail
+//	ArchivedSkip
+type ArchivedInput interface {
+	pulumi.Input
+
+	ToArchivedOutput() ArchivedOutput
+	ToArchivedOutputWithContext(context.Context) ArchivedOutput
+}
+
+var archivedPtrType = reflect.TypeOf((**Archived)(nil)).Elem()
+
+type ArchivedPtrInput interface {
+	pulumi.Input
+
+	ToArchivedPtrOutput() ArchivedPtrOutput
+	ToArchivedPtrOutputWithContext(context.Context) ArchivedPtrOutput
+}
+
+type archivedPtr string
+
+func ArchivedPtr(v string) ArchivedPtrInput {
+	return (*archivedPtr)(&v)
+}
+
+func (*archivedPtr) ElementType() reflect.Type {
+	return archivedPtrType
+}
+
+func (in *archivedPtr) ToArchivedPtrOutput() ArchivedPtrOutput {
+	return pulumi.ToOutput(in).(ArchivedPtrOutput)
+}
+
+func (in *archivedPtr) ToArchivedPtrOutputWithContext(ctx context.Context) ArchivedPtrOutput {
+	return pulumi.ToOutputWithContext(ctx, in).(ArchivedPtrOutput)
+}
+
 // What to do with an item whose key the target already has.
 type ItemConflict string
 
@@ -353,10 +523,14 @@ func (in *onConflictPtr) ToOnConflictPtrOutputWithContext(ctx context.Context) O
 }
 
 func init() {
+	pulumi.RegisterInputType(reflect.TypeOf((*ArchivedInput)(nil)).Elem(), Archived("fail"))
+	pulumi.RegisterInputType(reflect.TypeOf((*ArchivedPtrInput)(nil)).Elem(), Archived("fail"))
 	pulumi.RegisterInputType(reflect.TypeOf((*ItemConflictInput)(nil)).Elem(), ItemConflict("skip"))
 	pulumi.RegisterInputType(reflect.TypeOf((*ItemConflictPtrInput)(nil)).Elem(), ItemConflict("skip"))
 	pulumi.RegisterInputType(reflect.TypeOf((*OnConflictInput)(nil)).Elem(), OnConflict("skipIdentical"))
 	pulumi.RegisterInputType(reflect.TypeOf((*OnConflictPtrInput)(nil)).Elem(), OnConflict("skipIdentical"))
+	pulumi.RegisterOutputType(ArchivedOutput{})
+	pulumi.RegisterOutputType(ArchivedPtrOutput{})
 	pulumi.RegisterOutputType(ItemConflictOutput{})
 	pulumi.RegisterOutputType(ItemConflictPtrOutput{})
 	pulumi.RegisterOutputType(OnConflictOutput{})

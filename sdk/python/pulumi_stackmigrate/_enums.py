@@ -7,9 +7,27 @@ import pulumi
 from enum import Enum
 
 __all__ = [
+    'Archived',
     'ItemConflict',
     'OnConflict',
 ]
+
+
+@pulumi.type_token("stackmigrate:index:Archived")
+class Archived(_builtins.str, Enum):
+    """
+    What to do with source objects in an archive storage class (S3 Glacier Flexible
+    Retrieval, Deep Archive, Intelligent-Tiering's archive tiers), which cannot be read
+    until restored.
+    """
+    FAIL = "fail"
+    """
+    Fail at preview naming them, before anything is written.
+    """
+    SKIP = "skip"
+    """
+    Leave them out (the target keeps what it has at their keys) and count them.
+    """
 
 
 @pulumi.type_token("stackmigrate:index:ItemConflict")

@@ -21,6 +21,7 @@ __all__ = ['BucketSyncArgs', 'BucketSync']
 class BucketSyncArgs:
     def __init__(__self__, *,
                  allow_empty: Optional[pulumi.Input[_builtins.bool]] = None,
+                 archived: Optional[pulumi.Input['Archived']] = None,
                  delete_extraneous: Optional[pulumi.Input[_builtins.bool]] = None,
                  exclude: Optional[pulumi.Input[Sequence[pulumi.Input[_builtins.str]]]] = None,
                  include: Optional[pulumi.Input[Sequence[pulumi.Input[_builtins.str]]]] = None,
@@ -34,6 +35,7 @@ class BucketSyncArgs:
         """
         The set of arguments for constructing a BucketSync resource.
         :param pulumi.Input[_builtins.bool] allow_empty: Allow `include`/`exclude` or `sourcePrefix` to select no object of a source bucket that has objects. Default false: such a selection fails at preview, as it is usually a typo.
+        :param pulumi.Input['Archived'] archived: Source objects in an archive storage class (GLACIER, DEEP_ARCHIVE, Intelligent-Tiering archive tiers) cannot be read until restored: `fail` (default) stops at preview naming them, `skip` leaves them out and counts them in `objectsArchived`.
         :param pulumi.Input[_builtins.bool] delete_extraneous: Delete target objects (under `targetPrefix`, passing the filters) that the source does not have; they are backed up in the journal first. Default false.
         :param pulumi.Input[Sequence[pulumi.Input[_builtins.str]]] exclude: Globs (as `aws s3 sync --exclude`) of keys not to copy, relative to `sourcePrefix`; for example `*.json` or `*/delta/*`.
         :param pulumi.Input[Sequence[pulumi.Input[_builtins.str]]] include: Globs (as `aws s3 sync --include`) that re-include keys an `exclude` removed; matched against the key relative to `sourcePrefix`, `*` crossing `/`.
@@ -49,6 +51,10 @@ class BucketSyncArgs:
             allow_empty = False
         if allow_empty is not None:
             pulumi.set(__self__, "allow_empty", allow_empty)
+        if archived is None:
+            archived = 'fail'
+        if archived is not None:
+            pulumi.set(__self__, "archived", archived)
         if delete_extraneous is None:
             delete_extraneous = False
         if delete_extraneous is not None:
@@ -89,6 +95,18 @@ class BucketSyncArgs:
     @allow_empty.setter
     def allow_empty(self, value: Optional[pulumi.Input[_builtins.bool]]):
         pulumi.set(self, "allow_empty", value)
+
+    @_builtins.property
+    @pulumi.getter
+    def archived(self) -> Optional[pulumi.Input['Archived']]:
+        """
+        Source objects in an archive storage class (GLACIER, DEEP_ARCHIVE, Intelligent-Tiering archive tiers) cannot be read until restored: `fail` (default) stops at preview naming them, `skip` leaves them out and counts them in `objectsArchived`.
+        """
+        return pulumi.get(self, "archived")
+
+    @archived.setter
+    def archived(self, value: Optional[pulumi.Input['Archived']]):
+        pulumi.set(self, "archived", value)
 
     @_builtins.property
     @pulumi.getter(name="deleteExtraneous")
@@ -218,6 +236,7 @@ class BucketSync(pulumi.CustomResource):
                  resource_name: str,
                  opts: Optional[pulumi.ResourceOptions] = None,
                  allow_empty: Optional[pulumi.Input[_builtins.bool]] = None,
+                 archived: Optional[pulumi.Input['Archived']] = None,
                  delete_extraneous: Optional[pulumi.Input[_builtins.bool]] = None,
                  exclude: Optional[pulumi.Input[Sequence[pulumi.Input[_builtins.str]]]] = None,
                  include: Optional[pulumi.Input[Sequence[pulumi.Input[_builtins.str]]]] = None,
@@ -248,6 +267,7 @@ class BucketSync(pulumi.CustomResource):
         :param str resource_name: The name of the resource.
         :param pulumi.ResourceOptions opts: Options for the resource.
         :param pulumi.Input[_builtins.bool] allow_empty: Allow `include`/`exclude` or `sourcePrefix` to select no object of a source bucket that has objects. Default false: such a selection fails at preview, as it is usually a typo.
+        :param pulumi.Input['Archived'] archived: Source objects in an archive storage class (GLACIER, DEEP_ARCHIVE, Intelligent-Tiering archive tiers) cannot be read until restored: `fail` (default) stops at preview naming them, `skip` leaves them out and counts them in `objectsArchived`.
         :param pulumi.Input[_builtins.bool] delete_extraneous: Delete target objects (under `targetPrefix`, passing the filters) that the source does not have; they are backed up in the journal first. Default false.
         :param pulumi.Input[Sequence[pulumi.Input[_builtins.str]]] exclude: Globs (as `aws s3 sync --exclude`) of keys not to copy, relative to `sourcePrefix`; for example `*.json` or `*/delta/*`.
         :param pulumi.Input[Sequence[pulumi.Input[_builtins.str]]] include: Globs (as `aws s3 sync --include`) that re-include keys an `exclude` removed; matched against the key relative to `sourcePrefix`, `*` crossing `/`.
@@ -297,6 +317,7 @@ class BucketSync(pulumi.CustomResource):
                  resource_name: str,
                  opts: Optional[pulumi.ResourceOptions] = None,
                  allow_empty: Optional[pulumi.Input[_builtins.bool]] = None,
+                 archived: Optional[pulumi.Input['Archived']] = None,
                  delete_extraneous: Optional[pulumi.Input[_builtins.bool]] = None,
                  exclude: Optional[pulumi.Input[Sequence[pulumi.Input[_builtins.str]]]] = None,
                  include: Optional[pulumi.Input[Sequence[pulumi.Input[_builtins.str]]]] = None,
@@ -319,6 +340,9 @@ class BucketSync(pulumi.CustomResource):
             if allow_empty is None:
                 allow_empty = False
             __props__.__dict__["allow_empty"] = allow_empty
+            if archived is None:
+                archived = 'fail'
+            __props__.__dict__["archived"] = archived
             if delete_extraneous is None:
                 delete_extraneous = False
             __props__.__dict__["delete_extraneous"] = delete_extraneous
@@ -339,6 +363,7 @@ class BucketSync(pulumi.CustomResource):
             __props__.__dict__["triggers"] = triggers
             __props__.__dict__["bytes_copied"] = None
             __props__.__dict__["journal_uri"] = None
+            __props__.__dict__["objects_archived"] = None
             __props__.__dict__["objects_copied"] = None
             __props__.__dict__["objects_deleted"] = None
             __props__.__dict__["objects_excluded"] = None
@@ -373,11 +398,13 @@ class BucketSync(pulumi.CustomResource):
         __props__ = BucketSyncArgs.__new__(BucketSyncArgs)
 
         __props__.__dict__["allow_empty"] = None
+        __props__.__dict__["archived"] = None
         __props__.__dict__["bytes_copied"] = None
         __props__.__dict__["delete_extraneous"] = None
         __props__.__dict__["exclude"] = None
         __props__.__dict__["include"] = None
         __props__.__dict__["journal_uri"] = None
+        __props__.__dict__["objects_archived"] = None
         __props__.__dict__["objects_copied"] = None
         __props__.__dict__["objects_deleted"] = None
         __props__.__dict__["objects_excluded"] = None
@@ -403,6 +430,14 @@ class BucketSync(pulumi.CustomResource):
         Allow `include`/`exclude` or `sourcePrefix` to select no object of a source bucket that has objects. Default false: such a selection fails at preview, as it is usually a typo.
         """
         return pulumi.get(self, "allow_empty")
+
+    @_builtins.property
+    @pulumi.getter
+    def archived(self) -> pulumi.Output[Optional['Archived']]:
+        """
+        Source objects in an archive storage class (GLACIER, DEEP_ARCHIVE, Intelligent-Tiering archive tiers) cannot be read until restored: `fail` (default) stops at preview naming them, `skip` leaves them out and counts them in `objectsArchived`.
+        """
+        return pulumi.get(self, "archived")
 
     @_builtins.property
     @pulumi.getter(name="bytesCopied")
@@ -443,6 +478,14 @@ class BucketSync(pulumi.CustomResource):
         Where this resource's rollback journal lives.
         """
         return pulumi.get(self, "journal_uri")
+
+    @_builtins.property
+    @pulumi.getter(name="objectsArchived")
+    def objects_archived(self) -> pulumi.Output[Optional[_builtins.int]]:
+        """
+        Source objects left out because they are archived (`archived: skip`).
+        """
+        return pulumi.get(self, "objects_archived")
 
     @_builtins.property
     @pulumi.getter(name="objectsCopied")

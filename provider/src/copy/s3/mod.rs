@@ -8,8 +8,11 @@ use anyhow::{bail, Context, Result};
 use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::operation::get_object::GetObjectOutput;
 use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{Object, ObjectStorageClass, OptionalObjectAttributes};
 use aws_sdk_s3::Client;
+use futures::stream::{self, StreamExt, TryStreamExt};
 use md5::{Digest, Md5};
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
 
@@ -38,6 +41,10 @@ pub struct ObjectInfo {
     /// Last modified, in epoch seconds.
     #[serde(default)]
     pub modified: i64,
+    /// The archive the object sits in (`GLACIER`, `DEEP_ARCHIVE`, or an
+    /// Intelligent-Tiering archive tier) when it cannot be read until restored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archived: Option<String>,
 }
 
 /// The headers that travel with an object's content.
@@ -52,6 +59,9 @@ pub struct Headers {
     pub expires: Option<String>,
     #[serde(default)]
     pub metadata: HashMap<String, String>,
+    /// The object's tags, URL-encoded as the `x-amz-tagging` header takes them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tagging: Option<String>,
 }
 
 /// The headers of a HeadObject or GetObject response (different types, same getters).
@@ -65,6 +75,7 @@ macro_rules! headers_of {
             content_language: $out.content_language().map(str::to_owned),
             expires: $out.expires_string().map(str::to_owned),
             metadata: $out.metadata().cloned().unwrap_or_default(),
+            tagging: None,
         }
     };
 }
@@ -80,6 +91,7 @@ macro_rules! with_headers {
             .set_content_language($headers.content_language.clone())
             .set_expires(parse_expires(&$headers.expires))
             .set_metadata(Some($headers.metadata.clone()).filter(|m| !m.is_empty()))
+            .set_tagging($headers.tagging.clone())
     };
 }
 
@@ -151,20 +163,68 @@ impl<'a> Lister<'a> {
                 .bucket(&self.bucket.name)
                 .prefix(self.prefix)
                 .set_continuation_token(self.token.take())
+                .optional_object_attributes(OptionalObjectAttributes::RestoreStatus)
                 .send()
                 .await
                 .map_err(aws_error)
                 .with_context(|| format!("listing s3://{}/{}", self.bucket.name, self.prefix))?;
-            for object in out.contents() {
-                self.page.push_back(ObjectInfo {
+            let mut page: Vec<ObjectInfo> = out
+                .contents()
+                .iter()
+                .map(|object| ObjectInfo {
                     key: object.key().unwrap_or_default().to_string(),
                     size: object.size().unwrap_or_default().max(0) as u64,
                     etag: object.e_tag().unwrap_or_default().to_string(),
                     modified: object.last_modified().map(|t| t.secs()).unwrap_or_default(),
-                });
-            }
+                    archived: archive_of_listing(object),
+                })
+                .collect();
+            self.mark_tiered_archives(&mut page, out.contents()).await?;
+            self.page.extend(page);
             self.token = out.next_continuation_token().map(str::to_owned);
             self.done = self.token.is_none();
+        }
+        Ok(())
+    }
+
+    /// Intelligent-Tiering says which tier an object is in only to HeadObject: those of
+    /// this page are asked, a page's worth at a time.
+    async fn mark_tiered_archives(&self, page: &mut [ObjectInfo], listed: &[Object]) -> Result<()> {
+        let tiered: Vec<usize> = listed
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| o.storage_class() == Some(&ObjectStorageClass::IntelligentTiering))
+            .map(|(index, _)| index)
+            .collect();
+        let tiers: Vec<(usize, Option<String>)> = stream::iter(tiered)
+            .map(|index| {
+                let key = page[index].key.clone();
+                async move {
+                    let out = self
+                        .bucket
+                        .client
+                        .head_object()
+                        .bucket(&self.bucket.name)
+                        .key(&key)
+                        .send()
+                        .await
+                        .map_err(aws_error)
+                        .with_context(|| format!("reading s3://{}/{key}", self.bucket.name))?;
+                    let tier = out
+                        .archive_status()
+                        .filter(|_| {
+                            out.restore()
+                                .is_none_or(|r| r.contains("ongoing-request=\"true\""))
+                        })
+                        .map(|status| format!("INTELLIGENT_TIERING {}", status.as_str()));
+                    anyhow::Ok((index, tier))
+                }
+            })
+            .buffer_unordered(16)
+            .try_collect()
+            .await?;
+        for (index, tier) in tiers {
+            page[index].archived = tier;
         }
         Ok(())
     }
@@ -178,6 +238,20 @@ impl<'a> Lister<'a> {
         self.fill().await?;
         Ok(self.page.pop_front())
     }
+}
+
+/// The archive storage class of a listed object that is not restored, or None when it
+/// can be read. Glacier Instant Retrieval is read like Standard.
+fn archive_of_listing(object: &Object) -> Option<String> {
+    let class = object.storage_class()?;
+    let archived = matches!(
+        class,
+        ObjectStorageClass::Glacier | ObjectStorageClass::DeepArchive
+    );
+    let restored = object.restore_status().is_some_and(|r| {
+        r.is_restore_in_progress() == Some(false) && r.restore_expiry_date().is_some()
+    });
+    (archived && !restored).then(|| class.as_str().to_string())
 }
 
 /// The current state of one object, or None when it does not exist.
@@ -196,6 +270,7 @@ pub(crate) async fn head(bucket: &Bucket, key: &str) -> Result<Option<(ObjectInf
                 size: out.content_length().unwrap_or_default().max(0) as u64,
                 etag: out.e_tag().unwrap_or_default().to_string(),
                 modified: out.last_modified().map(|t| t.secs()).unwrap_or_default(),
+                archived: None,
             };
             let headers = headers_of!(out);
             Ok(Some((info, headers)))
@@ -211,6 +286,55 @@ pub(crate) async fn head(bucket: &Bucket, key: &str) -> Result<Option<(ObjectInf
             Err(aws_error(err)).with_context(|| format!("reading s3://{}/{key}", bucket.name))
         }
     }
+}
+
+/// The headers of an object with its tags, for writes that cannot copy them server side
+/// (a multipart copy, a restore from a file backup).
+pub(crate) async fn head_with_tags(
+    bucket: &Bucket,
+    key: &str,
+) -> Result<Option<(ObjectInfo, Headers)>> {
+    let Some((info, mut headers)) = head(bucket, key).await? else {
+        return Ok(None);
+    };
+    headers.tagging = tagging(bucket, key).await?;
+    Ok(Some((info, headers)))
+}
+
+/// An object's tags as the `x-amz-tagging` header takes them, or None when it has none.
+pub(crate) async fn tagging(bucket: &Bucket, key: &str) -> Result<Option<String>> {
+    let out = bucket
+        .client
+        .get_object_tagging()
+        .bucket(&bucket.name)
+        .key(key)
+        .send()
+        .await
+        .map_err(aws_error)
+        .with_context(|| format!("reading the tags of s3://{}/{key}", bucket.name))?;
+    Ok(encode_tags(
+        out.tag_set().iter().map(|t| (t.key(), t.value())),
+    ))
+}
+
+/// Characters kept as they are in a URL query: unreserved ones.
+const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+fn encode_tags<'a>(tags: impl Iterator<Item = (&'a str, &'a str)>) -> Option<String> {
+    let encoded: Vec<String> = tags
+        .map(|(key, value)| {
+            format!(
+                "{}={}",
+                utf8_percent_encode(key, QUERY_VALUE),
+                utf8_percent_encode(value, QUERY_VALUE)
+            )
+        })
+        .collect();
+    (!encoded.is_empty()).then(|| encoded.join("&"))
 }
 
 pub(crate) async fn delete(bucket: &Bucket, key: &str) -> Result<()> {
@@ -300,4 +424,61 @@ pub(crate) async fn download(bucket: &Bucket, key: &str, path: &std::path::Path)
     }
     file.flush().await?;
     Ok(hex::encode(md5.finalize()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_s3::primitives::DateTime;
+    use aws_sdk_s3::types::RestoreStatus;
+
+    #[test]
+    fn tags_are_encoded_as_a_query() {
+        assert_eq!(
+            encode_tags([("team", "ml ops"), ("a&b", "x=y/é")].into_iter()),
+            Some("team=ml%20ops&a%26b=x%3Dy%2F%C3%A9".to_string())
+        );
+        assert_eq!(encode_tags(std::iter::empty()), None);
+    }
+
+    fn listed(class: ObjectStorageClass, restore: Option<RestoreStatus>) -> Object {
+        Object::builder()
+            .key("k")
+            .storage_class(class)
+            .set_restore_status(restore)
+            .build()
+    }
+
+    #[test]
+    fn only_unrestored_glacier_and_deep_archive_objects_are_archived() {
+        assert_eq!(
+            archive_of_listing(&listed(ObjectStorageClass::Glacier, None)).as_deref(),
+            Some("GLACIER")
+        );
+        assert_eq!(
+            archive_of_listing(&listed(ObjectStorageClass::DeepArchive, None)).as_deref(),
+            Some("DEEP_ARCHIVE")
+        );
+        for readable in [
+            ObjectStorageClass::Standard,
+            ObjectStorageClass::GlacierIr,
+            ObjectStorageClass::StandardIa,
+        ] {
+            assert_eq!(archive_of_listing(&listed(readable, None)), None);
+        }
+        let restored = RestoreStatus::builder()
+            .is_restore_in_progress(false)
+            .restore_expiry_date(DateTime::from_secs(2_000_000_000))
+            .build();
+        assert_eq!(
+            archive_of_listing(&listed(ObjectStorageClass::Glacier, Some(restored))),
+            None
+        );
+        let restoring = RestoreStatus::builder()
+            .is_restore_in_progress(true)
+            .build();
+        assert!(
+            archive_of_listing(&listed(ObjectStorageClass::Glacier, Some(restoring))).is_some()
+        );
+    }
 }

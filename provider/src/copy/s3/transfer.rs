@@ -8,7 +8,10 @@ use md5::{Digest, Md5};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use tokio::io::AsyncReadExt;
 
-use super::{head, open, Bucket, Headers, ObjectInfo, COPY_PART_SIZE, MAX_SINGLE_COPY, PART_SIZE};
+use super::{
+    head_with_tags, open, tagging, Bucket, Headers, ObjectInfo, COPY_PART_SIZE, MAX_SINGLE_COPY,
+    PART_SIZE,
+};
 use crate::copy::aws_error;
 
 /// An object written by a copy: its ETag as the target reports it.
@@ -29,8 +32,8 @@ fn copy_source(bucket: &str, key: &str) -> String {
     format!("{bucket}/{}", utf8_percent_encode(key, COPY_SOURCE))
 }
 
-/// Copies inside one S3 service: no bytes pass through this process. Headers and
-/// metadata are copied by the service.
+/// Copies inside one S3 service: no bytes pass through this process. Headers, metadata
+/// and tags are copied by the service (CopyObject's default directives).
 pub async fn server_side_copy(
     source: &Bucket,
     source_object: &ObjectInfo,
@@ -58,7 +61,8 @@ pub async fn server_side_copy(
             .to_string();
         return Ok(Written { etag });
     }
-    let (_, headers) = head(source, &source_object.key)
+    // CreateMultipartUpload copies nothing from the source: headers and tags are given.
+    let (_, headers) = head_with_tags(source, &source_object.key)
         .await?
         .ok_or_else(|| anyhow!("source object {from} vanished during the copy"))?;
     let upload = Multipart::start(target, target_key, &headers).await?;
@@ -104,7 +108,10 @@ pub(crate) async fn streamed_copy(
     target_key: &str,
 ) -> Result<(Written, String)> {
     let out = open(source, &source_object.key, None).await?;
-    let headers = headers_of!(out);
+    let mut headers = headers_of!(out);
+    if out.tag_count().unwrap_or_default() > 0 {
+        headers.tagging = tagging(source, &source_object.key).await?;
+    }
     let size = out.content_length().unwrap_or_default().max(0) as u64;
     let mut body = out.body.into_async_read();
     upload_stream(&mut body, size, &headers, target, target_key).await

@@ -2,9 +2,11 @@
 //! filters, `onConflict`, `deleteExtraneous`, and what the journal says this resource
 //! already wrote. Counts every decision. No I/O.
 
+use anyhow::{bail, Result};
+
 use super::records::JournalState;
 use super::walk::Entry;
-use super::{OnConflict, SyncCounts};
+use super::{Archived, OnConflict, SyncCounts};
 use crate::copy::filter::KeyFilter;
 use crate::copy::s3::ObjectInfo;
 
@@ -31,10 +33,41 @@ pub(crate) struct Decider<'a> {
     pub target_prefix: &'a str,
     /// The journal as the run began.
     pub state: &'a JournalState,
+    pub archived: Archived,
     pub counts: SyncCounts,
+    /// Archived objects that stop the sync: (relative key, archive), a few of each side.
+    pub archived_sources: Vec<(String, String)>,
+    pub archived_targets: Vec<(String, String)>,
+    /// Target objects to overwrite or delete that are archived: no backup can read them.
+    pub archived_target_count: u64,
 }
 
+/// How many archived keys an error names.
+const EXAMPLES: usize = 3;
+
 impl Decider<'_> {
+    pub fn new<'a>(
+        filter: &'a KeyFilter,
+        on_conflict: OnConflict,
+        delete_extraneous: bool,
+        target_prefix: &'a str,
+        state: &'a JournalState,
+        archived: Archived,
+    ) -> Decider<'a> {
+        Decider {
+            filter,
+            on_conflict,
+            delete_extraneous,
+            target_prefix,
+            state,
+            archived,
+            counts: SyncCounts::default(),
+            archived_sources: Vec::new(),
+            archived_targets: Vec::new(),
+            archived_target_count: 0,
+        }
+    }
+
     pub fn decide(&mut self, relative: &str, entry: Entry) -> Option<Action> {
         match entry {
             Entry::SourceOnly(source) => {
@@ -43,12 +76,18 @@ impl Decider<'_> {
                     self.counts.excluded += 1;
                     return None;
                 }
+                if self.is_archived_source(relative, &source) {
+                    return None;
+                }
                 self.counts.copied += 1;
                 self.counts.bytes_copied += source.size;
                 Some(Action::Create(source))
             }
             Entry::TargetOnly(existing) => {
                 if !self.delete_extraneous || !self.filter.matches(relative) {
+                    return None;
+                }
+                if self.is_archived_target(relative, &existing) {
                     return None;
                 }
                 self.counts.deleted += 1;
@@ -60,9 +99,67 @@ impl Decider<'_> {
                     self.counts.excluded += 1;
                     return None;
                 }
+                if self.is_archived_source(relative, &source) {
+                    return None;
+                }
                 self.both(relative, source, target)
             }
         }
+    }
+
+    /// Counts an archived source object, which is left out (`archived: skip`) or stops
+    /// the sync at its plan.
+    fn is_archived_source(&mut self, relative: &str, source: &ObjectInfo) -> bool {
+        let Some(archive) = &source.archived else {
+            return false;
+        };
+        self.counts.archived += 1;
+        if self.archived_sources.len() < EXAMPLES {
+            self.archived_sources
+                .push((relative.to_string(), archive.clone()));
+        }
+        true
+    }
+
+    /// An archived target object cannot be backed up before it is replaced: it stops the
+    /// sync at its plan.
+    fn is_archived_target(&mut self, relative: &str, existing: &ObjectInfo) -> bool {
+        let Some(archive) = &existing.archived else {
+            return false;
+        };
+        self.archived_target_count += 1;
+        if self.archived_targets.len() < EXAMPLES {
+            self.archived_targets
+                .push((relative.to_string(), archive.clone()));
+        }
+        true
+    }
+
+    /// Fails, once every key is decided, when archived objects stand in the way: before
+    /// anything is written, never halfway.
+    pub fn check_archived(&self) -> Result<()> {
+        let named = |examples: &[(String, String)]| {
+            examples
+                .iter()
+                .map(|(key, archive)| format!("{key:?} ({archive})"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        if self.archived_target_count > 0 {
+            bail!(
+                "{} target objects this sync would overwrite or delete are archived, for example {}: they cannot be backed up for rollback until restored; restore them (aws s3api restore-object) or exclude their keys; nothing was written",
+                self.archived_target_count,
+                named(&self.archived_targets)
+            );
+        }
+        if self.archived == Archived::Fail && self.counts.archived > 0 {
+            bail!(
+                "{} source objects are archived and cannot be read until restored, for example {}: restore them first (aws s3api restore-object), or set `archived: skip` on a BucketSync to leave them out; nothing was written",
+                self.counts.archived,
+                named(&self.archived_sources)
+            );
+        }
+        Ok(())
     }
 
     /// Source and target both hold `relative`.
@@ -87,6 +184,9 @@ impl Decider<'_> {
             OnConflict::Skip => false,
             OnConflict::Overwrite => true,
         };
+        if overwrite && self.is_archived_target(relative, &existing) {
+            return None;
+        }
         if overwrite {
             self.counts.copied += 1;
             self.counts.overwritten += 1;
@@ -119,6 +219,14 @@ mod tests {
             size,
             etag: etag.into(),
             modified: 0,
+            archived: None,
+        }
+    }
+
+    fn archived(key: &str, archive: &str) -> ObjectInfo {
+        ObjectInfo {
+            archived: Some(archive.into()),
+            ..object(key, "\"e\"", 4)
         }
     }
 
@@ -127,14 +235,7 @@ mod tests {
         on_conflict: OnConflict,
         state: &'a JournalState,
     ) -> Decider<'a> {
-        Decider {
-            filter,
-            on_conflict,
-            delete_extraneous: true,
-            target_prefix: "t/",
-            state,
-            counts: SyncCounts::default(),
-        }
+        Decider::new(filter, on_conflict, true, "t/", state, Archived::Fail)
     }
 
     #[test]
@@ -229,6 +330,74 @@ mod tests {
                 key: "t/k".into(),
                 etag: "\"src\"".into()
             })
+        );
+    }
+
+    #[test]
+    fn archived_sources_fail_the_plan_or_are_left_out() {
+        let filter = KeyFilter::default();
+        let state = JournalState::new();
+        for policy in [Archived::Fail, Archived::Skip] {
+            let mut d = decider(&filter, OnConflict::SkipIdentical, &state);
+            d.archived = policy;
+            assert_eq!(
+                d.decide("a", Entry::SourceOnly(archived("s/a", "GLACIER"))),
+                None
+            );
+            let both = Entry::Both {
+                source: archived("s/b", "DEEP_ARCHIVE"),
+                target: object("t/b", "\"old\"", 1),
+            };
+            assert_eq!(d.decide("b", both), None, "the target keeps its object");
+            assert!(d
+                .decide("c", Entry::SourceOnly(object("s/c", "\"e\"", 1)))
+                .is_some());
+            assert_eq!((d.counts.archived, d.counts.copied), (2, 1));
+            let checked = d.check_archived();
+            match policy {
+                Archived::Skip => assert!(checked.is_ok()),
+                Archived::Fail => {
+                    let message = checked.unwrap_err().to_string();
+                    assert!(
+                        message.starts_with("2 source objects are archived"),
+                        "{message}"
+                    );
+                    assert!(
+                        message.contains("\"a\" (GLACIER), \"b\" (DEEP_ARCHIVE)"),
+                        "{message}"
+                    );
+                    assert!(message.contains("archived: skip"), "{message}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn archived_targets_to_replace_fail_the_plan_whatever_the_policy() {
+        let filter = KeyFilter::default();
+        let state = JournalState::new();
+        let mut d = decider(&filter, OnConflict::SkipIdentical, &state);
+        d.archived = Archived::Skip;
+        let both = Entry::Both {
+            source: object("s/k", "\"new\"", 4),
+            target: archived("t/k", "GLACIER"),
+        };
+        assert_eq!(d.decide("k", both), None);
+        assert_eq!(
+            d.decide("x", Entry::TargetOnly(archived("t/x", "GLACIER"))),
+            None
+        );
+        // Identical content needs no backup, so an archived identical target is fine.
+        let same = Entry::Both {
+            source: object("s/y", "\"e\"", 4),
+            target: archived("t/y", "GLACIER"),
+        };
+        assert_eq!(d.decide("y", same), None);
+        assert_eq!(d.archived_target_count, 2);
+        let message = d.check_archived().unwrap_err().to_string();
+        assert!(
+            message.contains("2 target objects this sync would overwrite or delete are archived"),
+            "{message}"
         );
     }
 }

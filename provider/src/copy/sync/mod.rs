@@ -49,6 +49,20 @@ pub struct SyncSpec {
     pub filter: KeyFilter,
     pub on_conflict: OnConflict,
     pub delete_extraneous: bool,
+    pub archived: Archived,
+}
+
+/// What to do with source objects in an archive storage class (S3 Glacier Flexible
+/// Retrieval, Deep Archive, Intelligent-Tiering's archive tiers), which cannot be read
+/// until restored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum Archived {
+    /// Fail at preview naming them, before anything is written.
+    #[default]
+    Fail,
+    /// Leave them out (the target keeps what it has at their keys) and count them.
+    Skip,
 }
 
 /// What a sync did, or in a plan, would do.
@@ -60,6 +74,9 @@ pub struct SyncCounts {
     pub overwritten: u64,
     pub deleted: u64,
     pub excluded: u64,
+    /// Source objects left out because they are archived.
+    #[serde(default)]
+    pub archived: u64,
     pub bytes_copied: u64,
 }
 
@@ -75,6 +92,7 @@ impl SyncCounts {
         self.overwritten += other.overwritten;
         self.deleted += other.deleted;
         self.excluded += other.excluded;
+        self.archived += other.archived;
         self.bytes_copied += other.bytes_copied;
     }
 
@@ -85,8 +103,13 @@ impl SyncCounts {
         } else {
             ("to copy", "to delete")
         };
+        let archived = if self.archived > 0 {
+            format!("; {} archived left out", self.archived)
+        } else {
+            String::new()
+        };
         format!(
-            "{} objects ({}) {copy}, of which {} overwrite an existing object; {} {delete}; {} skipped; {} excluded by filters; {} scanned",
+            "{} objects ({}) {copy}, of which {} overwrite an existing object; {} {delete}; {} skipped; {} excluded by filters{archived}; {} scanned",
             self.copied,
             human_bytes(self.bytes_copied),
             self.overwritten,
@@ -121,14 +144,14 @@ impl<'a> Walk<'a> {
                 &spec.target,
                 &spec.target_prefix,
             ),
-            decider: Decider {
-                filter: &spec.filter,
-                on_conflict: spec.on_conflict,
-                delete_extraneous: spec.delete_extraneous,
-                target_prefix: &spec.target_prefix,
+            decider: Decider::new(
+                &spec.filter,
+                spec.on_conflict,
+                spec.delete_extraneous,
+                &spec.target_prefix,
                 state,
-                counts: SyncCounts::default(),
-            },
+                spec.archived,
+            ),
         }
     }
 
@@ -141,9 +164,11 @@ impl<'a> Walk<'a> {
         Ok(None)
     }
 
-    /// Walks to the end and returns the counts of every decision.
+    /// Walks to the end and returns the counts of every decision; fails when archived
+    /// objects stand in the way.
     async fn count(mut self) -> Result<SyncCounts> {
         while self.next().await?.is_some() {}
+        self.decider.check_archived()?;
         Ok(self.decider.counts)
     }
 }
@@ -240,7 +265,7 @@ async fn run_batch(
         .collect();
     let backups: HashMap<String, Previous> = stream::iter(needs_backup)
         .map(|existing| async move {
-            let (_, headers) = s3::head(&spec.target, &existing.key)
+            let (_, headers) = s3::head_with_tags(&spec.target, &existing.key)
                 .await?
                 .unwrap_or_else(|| (existing.clone(), Headers::default()));
             let name = backup_name(&existing.key);
@@ -394,12 +419,20 @@ mod tests {
             skipped: 1,
             excluded: 1,
             deleted: 0,
+            archived: 0,
             bytes_copied: 2048,
         };
         assert_eq!(
             counts.summary(false),
             "3 objects (2.0 KiB) to copy, of which 1 overwrite an existing object; 0 to delete; 1 skipped; 1 excluded by filters; 5 scanned"
         );
+        let with_archived = SyncCounts {
+            archived: 2,
+            ..counts.clone()
+        };
+        assert!(with_archived
+            .summary(false)
+            .contains("1 excluded by filters; 2 archived left out; 5 scanned"));
         assert!(counts
             .summary(true)
             .starts_with("3 objects (2.0 KiB) copied"));

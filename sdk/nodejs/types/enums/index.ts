@@ -2,6 +2,24 @@
 // *** Do not edit by hand unless you're certain you know what you are doing! ***
 
 
+export const Archived = {
+    /**
+     * Fail at preview naming them, before anything is written.
+     */
+    Fail: "fail",
+    /**
+     * Leave them out (the target keeps what it has at their keys) and count them.
+     */
+    Skip: "skip",
+} as const;
+
+/**
+ * What to do with source objects in an archive storage class (S3 Glacier Flexible
+ * Retrieval, Deep Archive, Intelligent-Tiering's archive tiers), which cannot be read
+ * until restored.
+ */
+export type Archived = (typeof Archived)[keyof typeof Archived];
+
 export const ItemConflict = {
     /**
      * Leave the target's item as it is.

@@ -1,0 +1,107 @@
+"""What an object carries and which objects can be read, as AWS has it: tags on both copy
+paths, archived storage classes found at preview. Run against both S3 servers; the
+archive tests need moto, the one that keeps storage classes as AWS does."""
+
+import os
+
+import pytest
+
+from conftest import connection, listing, plan_counts, s3_client, s3_server
+
+from test_bucket_sync import OUTPUTS, make_bucket, put_many
+
+needs_storage_classes = pytest.mark.skipif(
+    s3_server() != "moto",
+    reason="the Versity gateway stores every object as STANDARD; moto keeps storage classes as AWS does",
+)
+
+
+def tags(s3, bucket, key):
+    return {t["Key"]: t["Value"] for t in s3.get_object_tagging(Bucket=bucket, Key=key)["TagSet"]}
+
+
+def sync(source, target, **extra):
+    return {"images": {"type": "stackmigrate:BucketSync", "properties": {"sourceBucket": source, "targetBucket": target, **extra}}}
+
+
+@pytest.mark.parametrize("path", ["server side", "streamed"])
+def test_tags_travel_with_the_copy_and_destroy_restores_the_old_ones(project, path):
+    a = s3_client("a")
+    target_side = "a" if path == "server side" else "b"
+    t = s3_client(target_side)
+    source, target = make_bucket(a, "dev"), make_bucket(t, "prod")
+    big = os.urandom(9 * 1024 * 1024)  # above the 8 MiB part size: a multipart upload when streamed
+    a.put_object(Bucket=source, Key="model/weights.bin", Body=big, Tagging="stage=trained&owner=ml%20team")
+    put_many(a, source, {f"img/{i}.png": os.urandom(2000) for i in range(5)}, Tagging="receipt=yes&dev=true")
+    a.put_object(Bucket=source, Key="img/untagged.png", Body=b"plain")
+    t.put_object(Bucket=target, Key="img/0.png", Body=b"prod's own", Tagging="keep=me")
+
+    config = {"stackmigrate:target": connection(target_side)}
+    p = project(sync(source, target, onConflict="overwrite"), OUTPUTS, config=config)
+    p.up()
+    assert tags(t, target, "model/weights.bin") == {"stage": "trained", "owner": "ml team"}
+    for i in range(1, 5):
+        assert tags(t, target, f"img/{i}.png") == {"receipt": "yes", "dev": "true"}, i
+    overwritten = tags(t, target, "img/0.png")
+    if path == "server side" and s3_server() == "moto":
+        # moto's CopyObject adds the source's tags to those of the object it replaces;
+        # AWS (and the Versity gateway) replace them.
+        assert overwritten.items() >= {"receipt": "yes", "dev": "true"}.items()
+    else:
+        assert overwritten == {"receipt": "yes", "dev": "true"}
+    assert tags(t, target, "img/untagged.png") == {}
+    assert t.get_object(Bucket=target, Key="model/weights.bin")["Body"].read() == big
+    assert p.outputs()["verified"] is True
+
+    p.destroy()
+    assert set(listing(t, target)) == {"img/0.png"}
+    assert t.get_object(Bucket=target, Key="img/0.png")["Body"].read() == b"prod's own"
+    assert tags(t, target, "img/0.png") == {"keep": "me"}, "the overwritten object's tags come back with it"
+
+
+@needs_storage_classes
+def test_archived_source_objects_fail_preview_then_are_left_out_when_asked(project):
+    s3 = s3_client("a")
+    source, target = make_bucket(s3, "dev"), make_bucket(s3, "prod")
+    readable = {f"img/{i}.png": os.urandom(500) for i in range(5)}
+    put_many(s3, source, readable)
+    s3.put_object(Bucket=source, Key="img/old-1.png", Body=b"cold", StorageClass="GLACIER")
+    s3.put_object(Bucket=source, Key="img/old-2.png", Body=b"cold", StorageClass="GLACIER")
+    s3.put_object(Bucket=source, Key="img/older.png", Body=b"colder", StorageClass="DEEP_ARCHIVE")
+    s3.put_object(Bucket=source, Key="img/instant.png", Body=b"instant", StorageClass="GLACIER_IR")
+    readable["img/instant.png"] = b"instant"
+
+    p = project(sync(source, target), OUTPUTS)
+    code, out = p.run("preview", check=False)
+    assert code != 0
+    assert "3 source objects are archived" in out, out
+    assert '"img/old-1.png" (GLACIER)' in out and '"img/older.png" (DEEP_ARCHIVE)' in out, out
+    assert "archived: skip" in out, out
+    code, out = p.up(check=False)
+    assert code != 0 and "3 source objects are archived" in out, out
+    assert listing(s3, target) == {}, "nothing is written, not even halfway"
+    assert not p.journal_dir.exists()
+
+    p.write(sync(source, target, archived="skip"), {**OUTPUTS, "objectsArchived": "${images.objectsArchived}"})
+    counts = plan_counts(p.preview())
+    assert (counts["objectsCopied"], counts["objectsArchived"]) == (6, 3)
+    p.up()
+    assert set(listing(s3, target)) == set(readable)
+    for key, body in readable.items():
+        assert s3.get_object(Bucket=target, Key=key)["Body"].read() == body, key
+    out = p.outputs()
+    assert (out["objectsCopied"], out["objectsArchived"], out["verified"]) == (6, 3, True)
+
+
+@needs_storage_classes
+def test_an_archived_target_object_to_overwrite_fails_preview_even_when_skipping(project):
+    s3 = s3_client("a")
+    source, target = make_bucket(s3, "dev"), make_bucket(s3, "prod")
+    s3.put_object(Bucket=source, Key="a.png", Body=b"new")
+    s3.put_object(Bucket=target, Key="a.png", Body=b"old", StorageClass="GLACIER")
+    p = project(sync(source, target, archived="skip"))
+    code, out = p.run("preview", check=False)
+    assert code != 0
+    assert "1 target objects this sync would overwrite or delete are archived" in out, out
+    assert '"a.png" (GLACIER)' in out, out
+    assert s3.get_object_attributes(Bucket=target, Key="a.png", ObjectAttributes=["StorageClass"])["StorageClass"] == "GLACIER"

@@ -1,9 +1,11 @@
-"""What an object carries and which objects can be read, as AWS has it: tags on both copy
-paths, archived storage classes found at preview. Run against both S3 servers; the
-archive tests need moto, the one that keeps storage classes as AWS does."""
+"""What an object carries and which objects can be read, as AWS has it: tags, storage
+class and encryption on both copy paths, archived storage classes found at preview. Run
+against both S3 servers; the storage class and KMS tests need moto, the one that keeps
+them as AWS does."""
 
 import os
 
+import boto3
 import pytest
 
 from conftest import connection, listing, plan_counts, s3_client, s3_server
@@ -105,3 +107,73 @@ def test_an_archived_target_object_to_overwrite_fails_preview_even_when_skipping
     assert "1 target objects this sync would overwrite or delete are archived" in out, out
     assert '"a.png" (GLACIER)' in out, out
     assert s3.get_object_attributes(Bucket=target, Key="a.png", ObjectAttributes=["StorageClass"])["StorageClass"] == "GLACIER"
+
+
+def kms_key(side):
+    """A KMS key on a moto server (moto serves KMS beside S3)."""
+    kms = boto3.client(
+        "kms",
+        endpoint_url=os.environ[f"STACKMIGRATE_S3_{side.upper()}"],
+        aws_access_key_id="x",
+        aws_secret_access_key="x",
+        region_name="us-east-1",
+    )
+    return kms.create_key()["KeyMetadata"]["KeyId"]
+
+
+@needs_storage_classes
+@pytest.mark.parametrize("path", ["server side", "streamed"])
+def test_storage_class_and_kms_key_given_are_those_of_every_written_object(project, path):
+    a = s3_client("a")
+    target_side = "a" if path == "server side" else "b"
+    t = s3_client(target_side)
+    source, target = make_bucket(a, "dev"), make_bucket(t, "prod")
+    source_key, target_key = kms_key("a"), kms_key(target_side)
+    objects = {f"img/{i}.png": os.urandom(3000) for i in range(4)}
+    objects["model/weights.bin"] = os.urandom(9 * 1024 * 1024)
+    put_many(a, source, objects, ServerSideEncryption="aws:kms", SSEKMSKeyId=source_key)
+
+    props = {"storageClass": "STANDARD_IA", "serverSideEncryption": "aws:kms", "sseKmsKeyId": target_key}
+    p = project(sync(source, target, **props), OUTPUTS, config={"stackmigrate:target": connection(target_side)})
+    p.up()
+    assert set(listing(t, target)) == set(objects)
+    for key, body in objects.items():
+        got = t.get_object(Bucket=target, Key=key)
+        assert got["Body"].read() == body, key
+        assert got["StorageClass"] == "STANDARD_IA", key
+        assert got["ServerSideEncryption"] == "aws:kms", key
+        assert got["SSEKMSKeyId"].endswith(target_key), (key, got["SSEKMSKeyId"])
+    assert p.outputs()["verified"] is True
+
+
+@needs_storage_classes
+@pytest.mark.parametrize("path", ["server side", "streamed"])
+def test_by_default_objects_take_the_target_buckets_encryption_not_the_sources_key(project, path):
+    a = s3_client("a")
+    target_side = "a" if path == "server side" else "b"
+    t = s3_client(target_side)
+    source, target = make_bucket(a, "dev"), make_bucket(t, "prod")
+    put_many(a, source, {f"img/{i}.png": os.urandom(1000) for i in range(3)}, ServerSideEncryption="aws:kms", SSEKMSKeyId=kms_key("a"))
+    t.put_bucket_encryption(
+        Bucket=target,
+        ServerSideEncryptionConfiguration={"Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]},
+    )
+    p = project(sync(source, target), OUTPUTS, config={"stackmigrate:target": connection(target_side)})
+    p.up()
+    for key in listing(t, target):
+        head = t.head_object(Bucket=target, Key=key)
+        assert head["ServerSideEncryption"] == "AES256", key
+        assert "SSEKMSKeyId" not in head, key
+        assert head.get("StorageClass", "STANDARD") == "STANDARD", key
+
+
+def test_unknown_storage_class_or_encryption_fails_at_preview_naming_the_choices(project):
+    s3 = s3_client("a")
+    source, target = make_bucket(s3, "dev"), make_bucket(s3, "prod")
+    s3.put_object(Bucket=source, Key="a.png", Body=b"a")
+    p = project(sync(source, target, storageClass="INFREQUENT", sseKmsKeyId="alias/prod"))
+    code, out = p.run("preview", check=False)
+    assert code != 0
+    assert "storageClass" in out and "STANDARD_IA" in out, out
+    assert "sseKmsKeyId" in out and "serverSideEncryption: aws:kms" in out, out
+    assert listing(s3, target) == {}

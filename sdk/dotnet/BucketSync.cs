@@ -137,6 +137,12 @@ namespace StackMigrate.Stackmigrate
         public Output<int?> Retries { get; private set; } = null!;
 
         /// <summary>
+        /// Encryption of the objects this resource writes: `AES256`, `aws:kms` or `aws:kms:dsse`. Default: the target bucket's default encryption, never the source's KMS key (which the target account may not be allowed to use).
+        /// </summary>
+        [Output("serverSideEncryption")]
+        public Output<string?> ServerSideEncryption { get; private set; } = null!;
+
+        /// <summary>
         /// The source bucket, as given or read from the source stack's outputs.
         /// </summary>
         [Output("sourceBucket")]
@@ -147,6 +153,18 @@ namespace StackMigrate.Stackmigrate
         /// </summary>
         [Output("sourcePrefix")]
         public Output<string?> SourcePrefix { get; private set; } = null!;
+
+        /// <summary>
+        /// The KMS key (ID, ARN or alias) for `serverSideEncryption: aws:kms` or `aws:kms:dsse`. Default: the account's AWS managed key for S3.
+        /// </summary>
+        [Output("sseKmsKeyId")]
+        public Output<string?> SseKmsKeyId { get; private set; } = null!;
+
+        /// <summary>
+        /// Storage class of the objects this resource writes, as S3 names it (`STANDARD`, `STANDARD_IA`, `INTELLIGENT_TIERING`, `GLACIER_IR`, ...). Default: the target bucket's default (STANDARD), not the source object's.
+        /// </summary>
+        [Output("storageClass")]
+        public Output<string?> StorageClass { get; private set; } = null!;
 
         /// <summary>
         /// The target bucket, as given or read from the target stack's outputs.
@@ -286,6 +304,12 @@ namespace StackMigrate.Stackmigrate
         public Input<string>? Output { get; set; }
 
         /// <summary>
+        /// Encryption of the objects this resource writes: `AES256`, `aws:kms` or `aws:kms:dsse`. Default: the target bucket's default encryption, never the source's KMS key (which the target account may not be allowed to use).
+        /// </summary>
+        [Input("serverSideEncryption")]
+        public Input<string>? ServerSideEncryption { get; set; }
+
+        /// <summary>
         /// Bucket to copy from, on the source connection. Never written. Default: the `output` of `sourceStack`.
         /// </summary>
         [Input("sourceBucket")]
@@ -296,6 +320,18 @@ namespace StackMigrate.Stackmigrate
         /// </summary>
         [Input("sourcePrefix")]
         public Input<string>? SourcePrefix { get; set; }
+
+        /// <summary>
+        /// The KMS key (ID, ARN or alias) for `serverSideEncryption: aws:kms` or `aws:kms:dsse`. Default: the account's AWS managed key for S3.
+        /// </summary>
+        [Input("sseKmsKeyId")]
+        public Input<string>? SseKmsKeyId { get; set; }
+
+        /// <summary>
+        /// Storage class of the objects this resource writes, as S3 names it (`STANDARD`, `STANDARD_IA`, `INTELLIGENT_TIERING`, `GLACIER_IR`, ...). Default: the target bucket's default (STANDARD), not the source object's.
+        /// </summary>
+        [Input("storageClass")]
+        public Input<string>? StorageClass { get; set; }
 
         /// <summary>
         /// Bucket to copy into, on the target connection. Default: the `output` of `targetStack`.

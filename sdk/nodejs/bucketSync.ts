@@ -120,6 +120,10 @@ export class BucketSync extends pulumi.CustomResource {
      */
     declare public /*out*/ readonly retries: pulumi.Output<number | undefined>;
     /**
+     * Encryption of the objects this resource writes: `AES256`, `aws:kms` or `aws:kms:dsse`. Default: the target bucket's default encryption, never the source's KMS key (which the target account may not be allowed to use).
+     */
+    declare public readonly serverSideEncryption: pulumi.Output<string | undefined>;
+    /**
      * The source bucket, as given or read from the source stack's outputs.
      */
     declare public readonly sourceBucket: pulumi.Output<string>;
@@ -127,6 +131,14 @@ export class BucketSync extends pulumi.CustomResource {
      * Only keys under this prefix are copied; it is replaced by `targetPrefix` in the target.
      */
     declare public readonly sourcePrefix: pulumi.Output<string | undefined>;
+    /**
+     * The KMS key (ID, ARN or alias) for `serverSideEncryption: aws:kms` or `aws:kms:dsse`. Default: the account's AWS managed key for S3.
+     */
+    declare public readonly sseKmsKeyId: pulumi.Output<string | undefined>;
+    /**
+     * Storage class of the objects this resource writes, as S3 names it (`STANDARD`, `STANDARD_IA`, `INTELLIGENT_TIERING`, `GLACIER_IR`, ...). Default: the target bucket's default (STANDARD), not the source object's.
+     */
+    declare public readonly storageClass: pulumi.Output<string | undefined>;
     /**
      * The target bucket, as given or read from the target stack's outputs.
      */
@@ -166,8 +178,11 @@ export class BucketSync extends pulumi.CustomResource {
             resourceInputs["include"] = args?.include;
             resourceInputs["onConflict"] = (args?.onConflict) ?? "skipIdentical";
             resourceInputs["output"] = args?.output;
+            resourceInputs["serverSideEncryption"] = args?.serverSideEncryption;
             resourceInputs["sourceBucket"] = args?.sourceBucket;
             resourceInputs["sourcePrefix"] = (args?.sourcePrefix) ?? "";
+            resourceInputs["sseKmsKeyId"] = args?.sseKmsKeyId;
+            resourceInputs["storageClass"] = args?.storageClass;
             resourceInputs["targetBucket"] = args?.targetBucket;
             resourceInputs["targetPrefix"] = (args?.targetPrefix) ?? "";
             resourceInputs["triggers"] = args?.triggers;
@@ -201,8 +216,11 @@ export class BucketSync extends pulumi.CustomResource {
             resourceInputs["onConflict"] = undefined /*out*/;
             resourceInputs["output"] = undefined /*out*/;
             resourceInputs["retries"] = undefined /*out*/;
+            resourceInputs["serverSideEncryption"] = undefined /*out*/;
             resourceInputs["sourceBucket"] = undefined /*out*/;
             resourceInputs["sourcePrefix"] = undefined /*out*/;
+            resourceInputs["sseKmsKeyId"] = undefined /*out*/;
+            resourceInputs["storageClass"] = undefined /*out*/;
             resourceInputs["targetBucket"] = undefined /*out*/;
             resourceInputs["targetPrefix"] = undefined /*out*/;
             resourceInputs["throttles"] = undefined /*out*/;
@@ -249,6 +267,10 @@ export interface BucketSyncArgs {
      */
     output?: pulumi.Input<string>;
     /**
+     * Encryption of the objects this resource writes: `AES256`, `aws:kms` or `aws:kms:dsse`. Default: the target bucket's default encryption, never the source's KMS key (which the target account may not be allowed to use).
+     */
+    serverSideEncryption?: pulumi.Input<string>;
+    /**
      * Bucket to copy from, on the source connection. Never written. Default: the `output` of `sourceStack`.
      */
     sourceBucket?: pulumi.Input<string>;
@@ -256,6 +278,14 @@ export interface BucketSyncArgs {
      * Only keys under this prefix are copied; it is replaced by `targetPrefix` in the target.
      */
     sourcePrefix?: pulumi.Input<string>;
+    /**
+     * The KMS key (ID, ARN or alias) for `serverSideEncryption: aws:kms` or `aws:kms:dsse`. Default: the account's AWS managed key for S3.
+     */
+    sseKmsKeyId?: pulumi.Input<string>;
+    /**
+     * Storage class of the objects this resource writes, as S3 names it (`STANDARD`, `STANDARD_IA`, `INTELLIGENT_TIERING`, `GLACIER_IR`, ...). Default: the target bucket's default (STANDARD), not the source object's.
+     */
+    storageClass?: pulumi.Input<string>;
     /**
      * Bucket to copy into, on the target connection. Default: the `output` of `targetStack`.
      */

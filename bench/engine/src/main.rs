@@ -70,6 +70,7 @@ async fn engine_sync(source: &str, target: &str) -> Result<serde_json::Value> {
         on_conflict: OnConflict::SkipIdentical,
         delete_extraneous: false,
         archived: Archived::Fail,
+        write: Default::default(),
     };
     let journal_dir = tempfile::tempdir()?;
     let started = Instant::now();
@@ -100,7 +101,10 @@ async fn s3_copy_ceiling(source: &str, target: &str) -> Result<serde_json::Value
     stream::iter(objects)
         .map(|object| {
             let (source, target) = (&source, &target);
-            async move { s3::server_side_copy(source, &object, target, &object.key).await }
+            async move {
+                s3::server_side_copy(source, &object, target, &object.key, &Default::default())
+                    .await
+            }
         })
         .buffer_unordered(COPIES_IN_FLIGHT)
         .try_collect::<Vec<_>>()

@@ -15,7 +15,7 @@ use anyhow::{bail, Context, Result};
 use serde::{de::DeserializeOwned, Serialize};
 
 use super::connection::SideClients;
-use super::s3::{self, Bucket, Headers, ObjectInfo, Written};
+use super::s3::{self, Bucket, Headers, ObjectInfo, WriteOptions, Written};
 
 enum Store {
     File(PathBuf),
@@ -213,6 +213,7 @@ impl Journal {
                     object,
                     bucket,
                     &join(prefix, &format!("backups/{name}")),
+                    &WriteOptions::default(),
                 )
                 .await?;
             }
@@ -247,7 +248,9 @@ impl Journal {
                 let Some((info, _)) = s3::head(bucket, &backup_key).await? else {
                     bail!("the journal's backup of {key} is missing at {}", self.uri);
                 };
-                s3::server_side_copy(bucket, &info, target, key).await
+                // A restored object takes the target bucket's default storage class and
+                // encryption, not necessarily those it had.
+                s3::server_side_copy(bucket, &info, target, key, &WriteOptions::default()).await
             }
             Store::File(dir) => {
                 let path = dir.join("backups").join(name);
@@ -258,7 +261,15 @@ impl Journal {
                     )
                 })?;
                 let size = file.metadata().await?.len();
-                let (written, _) = s3::upload_stream(&mut file, size, headers, target, key).await?;
+                let (written, _) = s3::upload_stream(
+                    &mut file,
+                    size,
+                    headers,
+                    target,
+                    key,
+                    &WriteOptions::default(),
+                )
+                .await?;
                 Ok(written)
             }
         }

@@ -9,8 +9,9 @@ use serde_json::Value;
 
 use super::{BucketInputs, Context, Failure, Migration, Planned, Retried};
 use crate::copy::filter::KeyFilter;
-use crate::copy::s3;
+use crate::copy::s3::{self, WriteOptions};
 use crate::copy::sync::{self, Archived, OnConflict, SyncCounts, SyncSpec};
+use aws_sdk_s3::types::{ServerSideEncryption, StorageClass};
 
 pub struct BucketSync;
 
@@ -52,6 +53,12 @@ pub struct Inputs {
     /// Source objects in an archive storage class (GLACIER, DEEP_ARCHIVE, Intelligent-Tiering archive tiers) cannot be read until restored: `fail` (default) stops at preview naming them, `skip` leaves them out and counts them in `objectsArchived`.
     #[serde(default)]
     pub archived: Archived,
+    /// Storage class of the objects this resource writes, as S3 names it (`STANDARD`, `STANDARD_IA`, `INTELLIGENT_TIERING`, `GLACIER_IR`, ...). Default: the target bucket's default (STANDARD), not the source object's.
+    pub storage_class: Option<String>,
+    /// Encryption of the objects this resource writes: `AES256`, `aws:kms` or `aws:kms:dsse`. Default: the target bucket's default encryption, never the source's KMS key (which the target account may not be allowed to use).
+    pub server_side_encryption: Option<String>,
+    /// The KMS key (ID, ARN or alias) for `serverSideEncryption: aws:kms` or `aws:kms:dsse`. Default: the account's AWS managed key for S3.
+    pub sse_kms_key_id: Option<String>,
     /// Any values; a change re-runs the sync.
     #[serde(default)]
     #[expect(dead_code, reason = "Diff compares it in the untyped inputs")]
@@ -144,8 +151,60 @@ impl BucketSync {
             on_conflict: inputs.on_conflict,
             delete_extraneous: inputs.delete_extraneous,
             archived: inputs.archived,
+            write: write_options(inputs),
         })
     }
+}
+
+/// The write options the inputs ask for; `validate` has checked their values.
+fn write_options(inputs: &Inputs) -> WriteOptions {
+    WriteOptions {
+        storage_class: inputs.storage_class.as_deref().map(StorageClass::from),
+        server_side_encryption: inputs
+            .server_side_encryption
+            .as_deref()
+            .map(ServerSideEncryption::from),
+        sse_kms_key_id: inputs.sse_kms_key_id.clone(),
+    }
+}
+
+/// Failures of the storage class and encryption inputs: unknown names, or a KMS key
+/// without KMS encryption.
+fn write_option_failures(inputs: &Inputs) -> Vec<Failure> {
+    let mut failures = Vec::new();
+    for (value, name, allowed) in [
+        (
+            &inputs.storage_class,
+            "storageClass",
+            StorageClass::values(),
+        ),
+        (
+            &inputs.server_side_encryption,
+            "serverSideEncryption",
+            ServerSideEncryption::values(),
+        ),
+    ] {
+        if let Some(value) = value.as_deref().filter(|v| !allowed.contains(v)) {
+            failures.push(Failure::new(
+                name,
+                format!(
+                    "{value:?} is not one S3 knows; use one of {}",
+                    allowed.join(", ")
+                ),
+            ));
+        }
+    }
+    let kms = matches!(
+        inputs.server_side_encryption.as_deref(),
+        Some("aws:kms" | "aws:kms:dsse")
+    );
+    if inputs.sse_kms_key_id.is_some() && !kms {
+        failures.push(Failure::new(
+            "sseKmsKeyId",
+            "a KMS key needs serverSideEncryption: aws:kms (or aws:kms:dsse)",
+        ));
+    }
+    failures
 }
 
 /// What is needed to tell a selection that is empty by mistake from an empty source.
@@ -220,6 +279,7 @@ impl Migration for BucketSync {
                 _ => {}
             }
         }
+        failures.extend(write_option_failures(inputs));
         for (patterns, name) in [(&inputs.include, "include"), (&inputs.exclude, "exclude")] {
             for (index, pattern) in patterns.iter().enumerate() {
                 if let Err(err) = KeyFilter::new(&[], std::slice::from_ref(pattern)) {
@@ -292,5 +352,45 @@ mod tests {
         }))
         .unwrap_err();
         assert!(err.to_string().contains("skipIdentical"), "{err}");
+    }
+
+    #[test]
+    fn storage_class_and_encryption_are_checked_against_what_s3_knows() {
+        let failures = BucketSync::validate(&inputs(serde_json::json!({
+            "sourceBucket": "a", "targetBucket": "b",
+            "storageClass": "STANDARD-IA", "serverSideEncryption": "kms", "sseKmsKeyId": "alias/prod"
+        })));
+        let named: Vec<&str> = failures.iter().map(|f| f.property.as_str()).collect();
+        assert_eq!(
+            named,
+            ["storageClass", "serverSideEncryption", "sseKmsKeyId"]
+        );
+        assert!(
+            failures[0].reason.contains("STANDARD_IA"),
+            "{}",
+            failures[0].reason
+        );
+        assert!(
+            failures[1].reason.contains("aws:kms"),
+            "{}",
+            failures[1].reason
+        );
+
+        let good = inputs(serde_json::json!({
+            "sourceBucket": "a", "targetBucket": "b",
+            "storageClass": "STANDARD_IA", "serverSideEncryption": "aws:kms", "sseKmsKeyId": "alias/prod"
+        }));
+        assert!(BucketSync::validate(&good).is_empty());
+        let options = write_options(&good);
+        assert_eq!(options.storage_class, Some(StorageClass::StandardIa));
+        assert_eq!(
+            options.server_side_encryption,
+            Some(ServerSideEncryption::AwsKms)
+        );
+        assert_eq!(options.sse_kms_key_id.as_deref(), Some("alias/prod"));
+        assert_eq!(
+            write_options(&inputs(serde_json::json!({"output": "raw"}))),
+            WriteOptions::default()
+        );
     }
 }

@@ -129,6 +129,7 @@ impl ModelCopy {
             on_conflict: OnConflict::SkipIdentical,
             delete_extraneous: false,
             archived: Archived::Fail,
+            write: Default::default(),
         };
         let specs = vec![
             spec(&choice.model_prefix, filter),

@@ -173,6 +173,7 @@ impl SnapshotPromote {
                     on_conflict: OnConflict::SkipIdentical,
                     delete_extraneous: false,
                     archived: Archived::Fail,
+                    write: Default::default(),
                 },
             });
         }

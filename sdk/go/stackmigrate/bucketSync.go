@@ -77,10 +77,16 @@ type BucketSync struct {
 	Output pulumi.StringPtrOutput `pulumi:"output"`
 	// Requests retried during the last run (in preview: while planning): throttled, reset or failed for a moment.
 	Retries pulumi.IntPtrOutput `pulumi:"retries"`
+	// Encryption of the objects this resource writes: `AES256`, `aws:kms` or `aws:kms:dsse`. Default: the target bucket's default encryption, never the source's KMS key (which the target account may not be allowed to use).
+	ServerSideEncryption pulumi.StringPtrOutput `pulumi:"serverSideEncryption"`
 	// The source bucket, as given or read from the source stack's outputs.
 	SourceBucket pulumi.StringOutput `pulumi:"sourceBucket"`
 	// Only keys under this prefix are copied; it is replaced by `targetPrefix` in the target.
 	SourcePrefix pulumi.StringPtrOutput `pulumi:"sourcePrefix"`
+	// The KMS key (ID, ARN or alias) for `serverSideEncryption: aws:kms` or `aws:kms:dsse`. Default: the account's AWS managed key for S3.
+	SseKmsKeyId pulumi.StringPtrOutput `pulumi:"sseKmsKeyId"`
+	// Storage class of the objects this resource writes, as S3 names it (`STANDARD`, `STANDARD_IA`, `INTELLIGENT_TIERING`, `GLACIER_IR`, ...). Default: the target bucket's default (STANDARD), not the source object's.
+	StorageClass pulumi.StringPtrOutput `pulumi:"storageClass"`
 	// The target bucket, as given or read from the target stack's outputs.
 	TargetBucket pulumi.StringOutput `pulumi:"targetBucket"`
 	// Prefix the copied keys get in the target.
@@ -172,10 +178,16 @@ type bucketSyncArgs struct {
 	OnConflict *OnConflict `pulumi:"onConflict"`
 	// Stack output naming the bucket (for example `raw_bucket_name` or `cdn_bucket_name`), read from `sourceStack` for the source and `targetStack` for the target when `sourceBucket` / `targetBucket` are not set.
 	Output *string `pulumi:"output"`
+	// Encryption of the objects this resource writes: `AES256`, `aws:kms` or `aws:kms:dsse`. Default: the target bucket's default encryption, never the source's KMS key (which the target account may not be allowed to use).
+	ServerSideEncryption *string `pulumi:"serverSideEncryption"`
 	// Bucket to copy from, on the source connection. Never written. Default: the `output` of `sourceStack`.
 	SourceBucket *string `pulumi:"sourceBucket"`
 	// Only keys under this prefix are copied; it is replaced by `targetPrefix` in the target.
 	SourcePrefix *string `pulumi:"sourcePrefix"`
+	// The KMS key (ID, ARN or alias) for `serverSideEncryption: aws:kms` or `aws:kms:dsse`. Default: the account's AWS managed key for S3.
+	SseKmsKeyId *string `pulumi:"sseKmsKeyId"`
+	// Storage class of the objects this resource writes, as S3 names it (`STANDARD`, `STANDARD_IA`, `INTELLIGENT_TIERING`, `GLACIER_IR`, ...). Default: the target bucket's default (STANDARD), not the source object's.
+	StorageClass *string `pulumi:"storageClass"`
 	// Bucket to copy into, on the target connection. Default: the `output` of `targetStack`.
 	TargetBucket *string `pulumi:"targetBucket"`
 	// Prefix the copied keys get in the target.
@@ -200,10 +212,16 @@ type BucketSyncArgs struct {
 	OnConflict OnConflictPtrInput
 	// Stack output naming the bucket (for example `raw_bucket_name` or `cdn_bucket_name`), read from `sourceStack` for the source and `targetStack` for the target when `sourceBucket` / `targetBucket` are not set.
 	Output pulumi.StringPtrInput
+	// Encryption of the objects this resource writes: `AES256`, `aws:kms` or `aws:kms:dsse`. Default: the target bucket's default encryption, never the source's KMS key (which the target account may not be allowed to use).
+	ServerSideEncryption pulumi.StringPtrInput
 	// Bucket to copy from, on the source connection. Never written. Default: the `output` of `sourceStack`.
 	SourceBucket pulumi.StringPtrInput
 	// Only keys under this prefix are copied; it is replaced by `targetPrefix` in the target.
 	SourcePrefix pulumi.StringPtrInput
+	// The KMS key (ID, ARN or alias) for `serverSideEncryption: aws:kms` or `aws:kms:dsse`. Default: the account's AWS managed key for S3.
+	SseKmsKeyId pulumi.StringPtrInput
+	// Storage class of the objects this resource writes, as S3 names it (`STANDARD`, `STANDARD_IA`, `INTELLIGENT_TIERING`, `GLACIER_IR`, ...). Default: the target bucket's default (STANDARD), not the source object's.
+	StorageClass pulumi.StringPtrInput
 	// Bucket to copy into, on the target connection. Default: the `output` of `targetStack`.
 	TargetBucket pulumi.StringPtrInput
 	// Prefix the copied keys get in the target.
@@ -384,6 +402,11 @@ func (o BucketSyncOutput) Retries() pulumi.IntPtrOutput {
 	return o.ApplyT(func(v *BucketSync) pulumi.IntPtrOutput { return v.Retries }).(pulumi.IntPtrOutput)
 }
 
+// Encryption of the objects this resource writes: `AES256`, `aws:kms` or `aws:kms:dsse`. Default: the target bucket's default encryption, never the source's KMS key (which the target account may not be allowed to use).
+func (o BucketSyncOutput) ServerSideEncryption() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v *BucketSync) pulumi.StringPtrOutput { return v.ServerSideEncryption }).(pulumi.StringPtrOutput)
+}
+
 // The source bucket, as given or read from the source stack's outputs.
 func (o BucketSyncOutput) SourceBucket() pulumi.StringOutput {
 	return o.ApplyT(func(v *BucketSync) pulumi.StringOutput { return v.SourceBucket }).(pulumi.StringOutput)
@@ -392,6 +415,16 @@ func (o BucketSyncOutput) SourceBucket() pulumi.StringOutput {
 // Only keys under this prefix are copied; it is replaced by `targetPrefix` in the target.
 func (o BucketSyncOutput) SourcePrefix() pulumi.StringPtrOutput {
 	return o.ApplyT(func(v *BucketSync) pulumi.StringPtrOutput { return v.SourcePrefix }).(pulumi.StringPtrOutput)
+}
+
+// The KMS key (ID, ARN or alias) for `serverSideEncryption: aws:kms` or `aws:kms:dsse`. Default: the account's AWS managed key for S3.
+func (o BucketSyncOutput) SseKmsKeyId() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v *BucketSync) pulumi.StringPtrOutput { return v.SseKmsKeyId }).(pulumi.StringPtrOutput)
+}
+
+// Storage class of the objects this resource writes, as S3 names it (`STANDARD`, `STANDARD_IA`, `INTELLIGENT_TIERING`, `GLACIER_IR`, ...). Default: the target bucket's default (STANDARD), not the source object's.
+func (o BucketSyncOutput) StorageClass() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v *BucketSync) pulumi.StringPtrOutput { return v.StorageClass }).(pulumi.StringPtrOutput)
 }
 
 // The target bucket, as given or read from the target stack's outputs.

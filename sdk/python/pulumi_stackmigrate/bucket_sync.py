@@ -27,8 +27,11 @@ class BucketSyncArgs:
                  include: Optional[pulumi.Input[Sequence[pulumi.Input[_builtins.str]]]] = None,
                  on_conflict: Optional[pulumi.Input['OnConflict']] = None,
                  output: Optional[pulumi.Input[_builtins.str]] = None,
+                 server_side_encryption: Optional[pulumi.Input[_builtins.str]] = None,
                  source_bucket: Optional[pulumi.Input[_builtins.str]] = None,
                  source_prefix: Optional[pulumi.Input[_builtins.str]] = None,
+                 sse_kms_key_id: Optional[pulumi.Input[_builtins.str]] = None,
+                 storage_class: Optional[pulumi.Input[_builtins.str]] = None,
                  target_bucket: Optional[pulumi.Input[_builtins.str]] = None,
                  target_prefix: Optional[pulumi.Input[_builtins.str]] = None,
                  triggers: Optional[pulumi.Input[Sequence[Any]]] = None):
@@ -41,8 +44,11 @@ class BucketSyncArgs:
         :param pulumi.Input[Sequence[pulumi.Input[_builtins.str]]] include: Globs (as `aws s3 sync --include`) that re-include keys an `exclude` removed; matched against the key relative to `sourcePrefix`, `*` crossing `/`.
         :param pulumi.Input['OnConflict'] on_conflict: For a key the target already has: `skipIdentical` (default) overwrites it unless size and ETag match, `skip` never touches it, `overwrite` always writes it. Overwritten objects are backed up in the journal first.
         :param pulumi.Input[_builtins.str] output: Stack output naming the bucket (for example `raw_bucket_name` or `cdn_bucket_name`), read from `sourceStack` for the source and `targetStack` for the target when `sourceBucket` / `targetBucket` are not set.
+        :param pulumi.Input[_builtins.str] server_side_encryption: Encryption of the objects this resource writes: `AES256`, `aws:kms` or `aws:kms:dsse`. Default: the target bucket's default encryption, never the source's KMS key (which the target account may not be allowed to use).
         :param pulumi.Input[_builtins.str] source_bucket: Bucket to copy from, on the source connection. Never written. Default: the `output` of `sourceStack`.
         :param pulumi.Input[_builtins.str] source_prefix: Only keys under this prefix are copied; it is replaced by `targetPrefix` in the target.
+        :param pulumi.Input[_builtins.str] sse_kms_key_id: The KMS key (ID, ARN or alias) for `serverSideEncryption: aws:kms` or `aws:kms:dsse`. Default: the account's AWS managed key for S3.
+        :param pulumi.Input[_builtins.str] storage_class: Storage class of the objects this resource writes, as S3 names it (`STANDARD`, `STANDARD_IA`, `INTELLIGENT_TIERING`, `GLACIER_IR`, ...). Default: the target bucket's default (STANDARD), not the source object's.
         :param pulumi.Input[_builtins.str] target_bucket: Bucket to copy into, on the target connection. Default: the `output` of `targetStack`.
         :param pulumi.Input[_builtins.str] target_prefix: Prefix the copied keys get in the target.
         :param pulumi.Input[Sequence[Any]] triggers: Any values; a change re-runs the sync.
@@ -69,12 +75,18 @@ class BucketSyncArgs:
             pulumi.set(__self__, "on_conflict", on_conflict)
         if output is not None:
             pulumi.set(__self__, "output", output)
+        if server_side_encryption is not None:
+            pulumi.set(__self__, "server_side_encryption", server_side_encryption)
         if source_bucket is not None:
             pulumi.set(__self__, "source_bucket", source_bucket)
         if source_prefix is None:
             source_prefix = ''
         if source_prefix is not None:
             pulumi.set(__self__, "source_prefix", source_prefix)
+        if sse_kms_key_id is not None:
+            pulumi.set(__self__, "sse_kms_key_id", sse_kms_key_id)
+        if storage_class is not None:
+            pulumi.set(__self__, "storage_class", storage_class)
         if target_bucket is not None:
             pulumi.set(__self__, "target_bucket", target_bucket)
         if target_prefix is None:
@@ -169,6 +181,18 @@ class BucketSyncArgs:
         pulumi.set(self, "output", value)
 
     @_builtins.property
+    @pulumi.getter(name="serverSideEncryption")
+    def server_side_encryption(self) -> Optional[pulumi.Input[_builtins.str]]:
+        """
+        Encryption of the objects this resource writes: `AES256`, `aws:kms` or `aws:kms:dsse`. Default: the target bucket's default encryption, never the source's KMS key (which the target account may not be allowed to use).
+        """
+        return pulumi.get(self, "server_side_encryption")
+
+    @server_side_encryption.setter
+    def server_side_encryption(self, value: Optional[pulumi.Input[_builtins.str]]):
+        pulumi.set(self, "server_side_encryption", value)
+
+    @_builtins.property
     @pulumi.getter(name="sourceBucket")
     def source_bucket(self) -> Optional[pulumi.Input[_builtins.str]]:
         """
@@ -191,6 +215,30 @@ class BucketSyncArgs:
     @source_prefix.setter
     def source_prefix(self, value: Optional[pulumi.Input[_builtins.str]]):
         pulumi.set(self, "source_prefix", value)
+
+    @_builtins.property
+    @pulumi.getter(name="sseKmsKeyId")
+    def sse_kms_key_id(self) -> Optional[pulumi.Input[_builtins.str]]:
+        """
+        The KMS key (ID, ARN or alias) for `serverSideEncryption: aws:kms` or `aws:kms:dsse`. Default: the account's AWS managed key for S3.
+        """
+        return pulumi.get(self, "sse_kms_key_id")
+
+    @sse_kms_key_id.setter
+    def sse_kms_key_id(self, value: Optional[pulumi.Input[_builtins.str]]):
+        pulumi.set(self, "sse_kms_key_id", value)
+
+    @_builtins.property
+    @pulumi.getter(name="storageClass")
+    def storage_class(self) -> Optional[pulumi.Input[_builtins.str]]:
+        """
+        Storage class of the objects this resource writes, as S3 names it (`STANDARD`, `STANDARD_IA`, `INTELLIGENT_TIERING`, `GLACIER_IR`, ...). Default: the target bucket's default (STANDARD), not the source object's.
+        """
+        return pulumi.get(self, "storage_class")
+
+    @storage_class.setter
+    def storage_class(self, value: Optional[pulumi.Input[_builtins.str]]):
+        pulumi.set(self, "storage_class", value)
 
     @_builtins.property
     @pulumi.getter(name="targetBucket")
@@ -242,8 +290,11 @@ class BucketSync(pulumi.CustomResource):
                  include: Optional[pulumi.Input[Sequence[pulumi.Input[_builtins.str]]]] = None,
                  on_conflict: Optional[pulumi.Input['OnConflict']] = None,
                  output: Optional[pulumi.Input[_builtins.str]] = None,
+                 server_side_encryption: Optional[pulumi.Input[_builtins.str]] = None,
                  source_bucket: Optional[pulumi.Input[_builtins.str]] = None,
                  source_prefix: Optional[pulumi.Input[_builtins.str]] = None,
+                 sse_kms_key_id: Optional[pulumi.Input[_builtins.str]] = None,
+                 storage_class: Optional[pulumi.Input[_builtins.str]] = None,
                  target_bucket: Optional[pulumi.Input[_builtins.str]] = None,
                  target_prefix: Optional[pulumi.Input[_builtins.str]] = None,
                  triggers: Optional[pulumi.Input[Sequence[Any]]] = None,
@@ -273,8 +324,11 @@ class BucketSync(pulumi.CustomResource):
         :param pulumi.Input[Sequence[pulumi.Input[_builtins.str]]] include: Globs (as `aws s3 sync --include`) that re-include keys an `exclude` removed; matched against the key relative to `sourcePrefix`, `*` crossing `/`.
         :param pulumi.Input['OnConflict'] on_conflict: For a key the target already has: `skipIdentical` (default) overwrites it unless size and ETag match, `skip` never touches it, `overwrite` always writes it. Overwritten objects are backed up in the journal first.
         :param pulumi.Input[_builtins.str] output: Stack output naming the bucket (for example `raw_bucket_name` or `cdn_bucket_name`), read from `sourceStack` for the source and `targetStack` for the target when `sourceBucket` / `targetBucket` are not set.
+        :param pulumi.Input[_builtins.str] server_side_encryption: Encryption of the objects this resource writes: `AES256`, `aws:kms` or `aws:kms:dsse`. Default: the target bucket's default encryption, never the source's KMS key (which the target account may not be allowed to use).
         :param pulumi.Input[_builtins.str] source_bucket: Bucket to copy from, on the source connection. Never written. Default: the `output` of `sourceStack`.
         :param pulumi.Input[_builtins.str] source_prefix: Only keys under this prefix are copied; it is replaced by `targetPrefix` in the target.
+        :param pulumi.Input[_builtins.str] sse_kms_key_id: The KMS key (ID, ARN or alias) for `serverSideEncryption: aws:kms` or `aws:kms:dsse`. Default: the account's AWS managed key for S3.
+        :param pulumi.Input[_builtins.str] storage_class: Storage class of the objects this resource writes, as S3 names it (`STANDARD`, `STANDARD_IA`, `INTELLIGENT_TIERING`, `GLACIER_IR`, ...). Default: the target bucket's default (STANDARD), not the source object's.
         :param pulumi.Input[_builtins.str] target_bucket: Bucket to copy into, on the target connection. Default: the `output` of `targetStack`.
         :param pulumi.Input[_builtins.str] target_prefix: Prefix the copied keys get in the target.
         :param pulumi.Input[Sequence[Any]] triggers: Any values; a change re-runs the sync.
@@ -323,8 +377,11 @@ class BucketSync(pulumi.CustomResource):
                  include: Optional[pulumi.Input[Sequence[pulumi.Input[_builtins.str]]]] = None,
                  on_conflict: Optional[pulumi.Input['OnConflict']] = None,
                  output: Optional[pulumi.Input[_builtins.str]] = None,
+                 server_side_encryption: Optional[pulumi.Input[_builtins.str]] = None,
                  source_bucket: Optional[pulumi.Input[_builtins.str]] = None,
                  source_prefix: Optional[pulumi.Input[_builtins.str]] = None,
+                 sse_kms_key_id: Optional[pulumi.Input[_builtins.str]] = None,
+                 storage_class: Optional[pulumi.Input[_builtins.str]] = None,
                  target_bucket: Optional[pulumi.Input[_builtins.str]] = None,
                  target_prefix: Optional[pulumi.Input[_builtins.str]] = None,
                  triggers: Optional[pulumi.Input[Sequence[Any]]] = None,
@@ -352,10 +409,13 @@ class BucketSync(pulumi.CustomResource):
                 on_conflict = 'skipIdentical'
             __props__.__dict__["on_conflict"] = on_conflict
             __props__.__dict__["output"] = output
+            __props__.__dict__["server_side_encryption"] = server_side_encryption
             __props__.__dict__["source_bucket"] = source_bucket
             if source_prefix is None:
                 source_prefix = ''
             __props__.__dict__["source_prefix"] = source_prefix
+            __props__.__dict__["sse_kms_key_id"] = sse_kms_key_id
+            __props__.__dict__["storage_class"] = storage_class
             __props__.__dict__["target_bucket"] = target_bucket
             if target_prefix is None:
                 target_prefix = ''
@@ -414,8 +474,11 @@ class BucketSync(pulumi.CustomResource):
         __props__.__dict__["on_conflict"] = None
         __props__.__dict__["output"] = None
         __props__.__dict__["retries"] = None
+        __props__.__dict__["server_side_encryption"] = None
         __props__.__dict__["source_bucket"] = None
         __props__.__dict__["source_prefix"] = None
+        __props__.__dict__["sse_kms_key_id"] = None
+        __props__.__dict__["storage_class"] = None
         __props__.__dict__["target_bucket"] = None
         __props__.__dict__["target_prefix"] = None
         __props__.__dict__["throttles"] = None
@@ -560,6 +623,14 @@ class BucketSync(pulumi.CustomResource):
         return pulumi.get(self, "retries")
 
     @_builtins.property
+    @pulumi.getter(name="serverSideEncryption")
+    def server_side_encryption(self) -> pulumi.Output[Optional[_builtins.str]]:
+        """
+        Encryption of the objects this resource writes: `AES256`, `aws:kms` or `aws:kms:dsse`. Default: the target bucket's default encryption, never the source's KMS key (which the target account may not be allowed to use).
+        """
+        return pulumi.get(self, "server_side_encryption")
+
+    @_builtins.property
     @pulumi.getter(name="sourceBucket")
     def source_bucket(self) -> pulumi.Output[_builtins.str]:
         """
@@ -574,6 +645,22 @@ class BucketSync(pulumi.CustomResource):
         Only keys under this prefix are copied; it is replaced by `targetPrefix` in the target.
         """
         return pulumi.get(self, "source_prefix")
+
+    @_builtins.property
+    @pulumi.getter(name="sseKmsKeyId")
+    def sse_kms_key_id(self) -> pulumi.Output[Optional[_builtins.str]]:
+        """
+        The KMS key (ID, ARN or alias) for `serverSideEncryption: aws:kms` or `aws:kms:dsse`. Default: the account's AWS managed key for S3.
+        """
+        return pulumi.get(self, "sse_kms_key_id")
+
+    @_builtins.property
+    @pulumi.getter(name="storageClass")
+    def storage_class(self) -> pulumi.Output[Optional[_builtins.str]]:
+        """
+        Storage class of the objects this resource writes, as S3 names it (`STANDARD`, `STANDARD_IA`, `INTELLIGENT_TIERING`, `GLACIER_IR`, ...). Default: the target bucket's default (STANDARD), not the source object's.
+        """
+        return pulumi.get(self, "storage_class")
 
     @_builtins.property
     @pulumi.getter(name="targetBucket")

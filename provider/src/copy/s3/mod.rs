@@ -8,7 +8,9 @@ use anyhow::{bail, Context, Result};
 use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::operation::get_object::GetObjectOutput;
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{Object, ObjectStorageClass, OptionalObjectAttributes};
+use aws_sdk_s3::types::{
+    Object, ObjectStorageClass, OptionalObjectAttributes, ServerSideEncryption, StorageClass,
+};
 use aws_sdk_s3::Client;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use md5::{Digest, Md5};
@@ -92,6 +94,25 @@ macro_rules! with_headers {
             .set_expires(parse_expires(&$headers.expires))
             .set_metadata(Some($headers.metadata.clone()).filter(|m| !m.is_empty()))
             .set_tagging($headers.tagging.clone())
+    };
+}
+
+/// How the objects a copy writes are stored: unset fields leave it to the target
+/// bucket (its default encryption, STANDARD), never to the source.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WriteOptions {
+    pub storage_class: Option<StorageClass>,
+    pub server_side_encryption: Option<ServerSideEncryption>,
+    pub sse_kms_key_id: Option<String>,
+}
+
+/// Sets the write options on a PutObject, CopyObject or CreateMultipartUpload builder.
+macro_rules! with_write_options {
+    ($builder:expr, $options:expr) => {
+        $builder
+            .set_storage_class($options.storage_class.clone())
+            .set_server_side_encryption($options.server_side_encryption.clone())
+            .set_ssekms_key_id($options.sse_kms_key_id.clone())
     };
 }
 

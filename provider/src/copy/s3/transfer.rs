@@ -9,8 +9,8 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use tokio::io::AsyncReadExt;
 
 use super::{
-    head_with_tags, open, tagging, Bucket, Headers, ObjectInfo, COPY_PART_SIZE, MAX_SINGLE_COPY,
-    PART_SIZE,
+    head_with_tags, open, tagging, Bucket, Headers, ObjectInfo, WriteOptions, COPY_PART_SIZE,
+    MAX_SINGLE_COPY, PART_SIZE,
 };
 use crate::copy::aws_error;
 
@@ -39,17 +39,19 @@ pub async fn server_side_copy(
     source_object: &ObjectInfo,
     target: &Bucket,
     target_key: &str,
+    options: &WriteOptions,
 ) -> Result<Written> {
     let size = source_object.size;
     let from = copy_source(&source.name, &source_object.key);
     if size <= MAX_SINGLE_COPY {
-        let out = target
+        let copy = target
             .client
             .copy_object()
             .copy_source(&from)
             .bucket(&target.name)
             .key(target_key)
-            .metadata_directive(MetadataDirective::Copy)
+            .metadata_directive(MetadataDirective::Copy);
+        let out = with_write_options!(copy, options)
             .send()
             .await
             .map_err(aws_error)
@@ -65,7 +67,7 @@ pub async fn server_side_copy(
     let (_, headers) = head_with_tags(source, &source_object.key)
         .await?
         .ok_or_else(|| anyhow!("source object {from} vanished during the copy"))?;
-    let upload = Multipart::start(target, target_key, &headers).await?;
+    let upload = Multipart::start(target, target_key, &headers, options).await?;
     let result = async {
         let mut start = 0;
         let mut number = 1;
@@ -106,6 +108,7 @@ pub(crate) async fn streamed_copy(
     source_object: &ObjectInfo,
     target: &Bucket,
     target_key: &str,
+    options: &WriteOptions,
 ) -> Result<(Written, String)> {
     let out = open(source, &source_object.key, None).await?;
     let mut headers = headers_of!(out);
@@ -114,7 +117,7 @@ pub(crate) async fn streamed_copy(
     }
     let size = out.content_length().unwrap_or_default().max(0) as u64;
     let mut body = out.body.into_async_read();
-    upload_stream(&mut body, size, &headers, target, target_key).await
+    upload_stream(&mut body, size, &headers, target, target_key, options).await
 }
 
 /// Uploads `size` bytes read from `body` with the given headers: one PUT for small
@@ -126,6 +129,7 @@ pub(crate) async fn upload_stream<R: tokio::io::AsyncRead + Unpin>(
     headers: &Headers,
     target: &Bucket,
     key: &str,
+    options: &WriteOptions,
 ) -> Result<(Written, String)> {
     if size <= PART_SIZE {
         let mut buffer = Vec::with_capacity(size as usize);
@@ -145,7 +149,7 @@ pub(crate) async fn upload_stream<R: tokio::io::AsyncRead + Unpin>(
             .bucket(&target.name)
             .key(key)
             .body(ByteStream::from(buffer));
-        put = with_headers!(put, headers);
+        put = with_write_options!(with_headers!(put, headers), options);
         let out = put
             .send()
             .await
@@ -156,7 +160,7 @@ pub(crate) async fn upload_stream<R: tokio::io::AsyncRead + Unpin>(
         };
         return Ok((written, expected));
     }
-    let upload = Multipart::start(target, key, headers).await?;
+    let upload = Multipart::start(target, key, headers, options).await?;
     let result = async {
         let mut part_digests = Vec::new();
         let mut total = 0u64;
@@ -235,13 +239,18 @@ struct Multipart<'a> {
 }
 
 impl<'a> Multipart<'a> {
-    async fn start(target: &'a Bucket, key: &'a str, headers: &Headers) -> Result<Multipart<'a>> {
+    async fn start(
+        target: &'a Bucket,
+        key: &'a str,
+        headers: &Headers,
+        options: &WriteOptions,
+    ) -> Result<Multipart<'a>> {
         let create = target
             .client
             .create_multipart_upload()
             .bucket(&target.name)
             .key(key);
-        let out = with_headers!(create, headers)
+        let out = with_write_options!(with_headers!(create, headers), options)
             .send()
             .await
             .map_err(aws_error)

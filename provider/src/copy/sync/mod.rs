@@ -21,7 +21,7 @@ pub(crate) use rollback::{put_journalled, rollback};
 use super::filter::KeyFilter;
 use super::journal::Journal;
 use super::progress::{human_bytes, Meter, Progress};
-use super::s3::{self, Bucket, Headers, ObjectInfo};
+use super::s3::{self, Bucket, Headers, ObjectInfo, WriteOptions};
 use decide::{Action, Decider};
 use records::{backup_name, load_state, JournalState, Record};
 use walk::March;
@@ -50,6 +50,8 @@ pub struct SyncSpec {
     pub on_conflict: OnConflict,
     pub delete_extraneous: bool,
     pub archived: Archived,
+    /// Storage class and encryption of what is written.
+    pub write: WriteOptions,
 }
 
 /// What to do with source objects in an archive storage class (S3 Glacier Flexible
@@ -351,7 +353,8 @@ fn target_key(spec: &SyncSpec, source_key: &str) -> String {
 /// it is an MD5 the copy can predict, else by size. Returns the target's ETag.
 async fn copy_verified(spec: &SyncSpec, source: &ObjectInfo, key: &str) -> Result<String> {
     let (written, expected) = if spec.server_side {
-        let written = s3::server_side_copy(&spec.source, source, &spec.target, key).await?;
+        let written =
+            s3::server_side_copy(&spec.source, source, &spec.target, key, &spec.write).await?;
         // A single-part object's ETag is its MD5, which a copy keeps.
         let expected = (!source.etag.contains('-')).then(|| source.etag.clone());
         (written, expected)
@@ -396,7 +399,7 @@ async fn copy_streamed_with_retry(
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match s3::streamed_copy(&spec.source, source, &spec.target, key).await {
+        match s3::streamed_copy(&spec.source, source, &spec.target, key, &spec.write).await {
             Ok(done) => return Ok(done),
             Err(_) if attempt < 3 => {
                 tokio::time::sleep(std::time::Duration::from_millis(200 * attempt)).await;

@@ -111,7 +111,7 @@ namespace StackMigrate.Stackmigrate
         public Output<string> JournalUri { get; private set; } = null!;
 
         /// <summary>
-        /// Most items written per second. Default: as fast as the table takes them (throttling slows the copy down on its own).
+        /// Most items written per second. Default: the target's write capacity units when it is provisioned; on demand, as fast as the table takes them (throttling slows the copy down on its own).
         /// </summary>
         [Output("maxWriteRate")]
         public Output<double?> MaxWriteRate { get; private set; } = null!;
@@ -288,7 +288,7 @@ namespace StackMigrate.Stackmigrate
         }
 
         /// <summary>
-        /// Most items written per second. Default: as fast as the table takes them (throttling slows the copy down on its own).
+        /// Most items written per second. Default: the target's write capacity units when it is provisioned; on demand, as fast as the table takes them (throttling slows the copy down on its own).
         /// </summary>
         [Input("maxWriteRate")]
         public Input<double>? MaxWriteRate { get; set; }

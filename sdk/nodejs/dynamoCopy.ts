@@ -102,7 +102,7 @@ export class DynamoCopy extends pulumi.CustomResource {
      */
     declare public /*out*/ readonly journalUri: pulumi.Output<string>;
     /**
-     * Most items written per second. Default: as fast as the table takes them (throttling slows the copy down on its own).
+     * Most items written per second. Default: the target's write capacity units when it is provisioned; on demand, as fast as the table takes them (throttling slows the copy down on its own).
      */
     declare public readonly maxWriteRate: pulumi.Output<number | undefined>;
     /**
@@ -259,7 +259,7 @@ export interface DynamoCopyArgs {
      */
     includeTypes?: pulumi.Input<pulumi.Input<string>[]>;
     /**
-     * Most items written per second. Default: as fast as the table takes them (throttling slows the copy down on its own).
+     * Most items written per second. Default: the target's write capacity units when it is provisioned; on demand, as fast as the table takes them (throttling slows the copy down on its own).
      */
     maxWriteRate?: pulumi.Input<number>;
     /**

@@ -9,8 +9,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::operation::scan::ScanOutput;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, DeleteRequest, KeyType, KeysAndAttributes, PutRequest, TimeToLiveStatus,
-    WriteRequest,
+    AttributeValue, BillingMode, DeleteRequest, KeyType, KeysAndAttributes, PutRequest,
+    TimeToLiveStatus, WriteRequest,
 };
 use aws_sdk_dynamodb::Client;
 use aws_smithy_async::future::pagination_stream::PaginationStream;
@@ -31,7 +31,11 @@ pub struct Table {
 pub(crate) struct TableShape {
     /// Key attribute names, hash key first.
     pub keys: Vec<String>,
+    /// The key schema for people: `PK (S, hash), SK (S, range)`.
+    pub key_schema: String,
     pub ttl_attribute: Option<String>,
+    /// Write capacity units of a provisioned table; None on demand.
+    pub provisioned_writes: Option<i64>,
 }
 
 /// Describes a table, or fails naming it, the endpoint, and the tables that do exist.
@@ -71,7 +75,11 @@ pub(crate) async fn describe(table: &Table, role: &str, endpoint: &str) -> Resul
                 .with_context(|| format!("describing {role} table {:?}", table.name))
         }
     };
-    let schema = out.table().map(|t| t.key_schema()).unwrap_or_default();
+    let description = out.table();
+    let schema = description.map(|t| t.key_schema()).unwrap_or_default();
+    let definitions = description
+        .map(|t| t.attribute_definitions())
+        .unwrap_or_default();
     let mut keys: Vec<(bool, String)> = schema
         .iter()
         .map(|k| {
@@ -82,6 +90,27 @@ pub(crate) async fn describe(table: &Table, role: &str, endpoint: &str) -> Resul
         })
         .collect();
     keys.sort();
+    let key_schema = keys
+        .iter()
+        .map(|(range, name)| {
+            let kind = definitions
+                .iter()
+                .find(|d| d.attribute_name() == name)
+                .map(|d| d.attribute_type().as_str())
+                .unwrap_or("?");
+            let role = if *range { "range" } else { "hash" };
+            format!("{name} ({kind}, {role})")
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let provisioned_writes = description
+        .filter(|t| {
+            t.billing_mode_summary().and_then(|b| b.billing_mode())
+                != Some(&BillingMode::PayPerRequest)
+        })
+        .and_then(|t| t.provisioned_throughput())
+        .and_then(|p| p.write_capacity_units())
+        .filter(|units| *units > 0);
     let ttl = table
         .client
         .describe_time_to_live()
@@ -102,7 +131,9 @@ pub(crate) async fn describe(table: &Table, role: &str, endpoint: &str) -> Resul
         .map(str::to_owned);
     Ok(TableShape {
         keys: keys.into_iter().map(|(_, name)| name).collect(),
+        key_schema,
         ttl_attribute,
+        provisioned_writes,
     })
 }
 

@@ -65,7 +65,7 @@ pub struct Inputs {
     /// Entity types written first, in this order; the rest follow.
     #[serde(default)]
     pub write_order: Vec<String>,
-    /// Most items written per second. Default: as fast as the table takes them (throttling slows the copy down on its own).
+    /// Most items written per second. Default: the target's write capacity units when it is provisioned; on demand, as fast as the table takes them (throttling slows the copy down on its own).
     pub max_write_rate: Option<f64>,
     /// Allow `includeTypes`/`excludeTypes` to select no item of a source table that has items. Default false: such a selection fails at preview, as it is usually a mistake.
     #[serde(default)]
@@ -214,12 +214,13 @@ impl DynamoCopy {
             dynamodb::describe(&source, "source", &config.source.describe_dynamodb()).await?;
         let target_shape =
             dynamodb::describe(&target, "target", &config.target.describe_dynamodb()).await?;
-        if shape.keys != target_shape.keys {
+        if shape.key_schema != target_shape.key_schema {
             bail!(
-                "target table {:?} has keys {:?} but the source has {:?}: items cannot be copied between different key schemas",
+                "target table {:?} has the key schema {} but source table {:?} has {}: items cannot be copied between different key schemas; copy into a table keyed like the source",
                 target.name,
-                target_shape.keys,
-                shape.keys
+                target_shape.key_schema,
+                source.name,
+                shape.key_schema
             );
         }
         if let Some(set) = inputs
@@ -247,7 +248,11 @@ impl DynamoCopy {
             on_conflict: inputs.on_conflict,
             expire_by: shape.ttl_attribute.filter(|_| inputs.skip_expired),
             write_order: inputs.write_order.clone(),
-            max_write_rate: inputs.max_write_rate,
+            // A provisioned target's write capacity is the default pace (one unit writes
+            // an item of up to 1 KB a second); throttling beyond it is retried.
+            max_write_rate: inputs
+                .max_write_rate
+                .or(target_shape.provisioned_writes.map(|units| units as f64)),
             segments: SCAN_SEGMENTS,
         })
     }

@@ -71,7 +71,7 @@ type DynamoCopy struct {
 	ItemsSkipped pulumi.IntOutput `pulumi:"itemsSkipped"`
 	// Where this resource's rollback journal lives.
 	JournalUri pulumi.StringOutput `pulumi:"journalUri"`
-	// Most items written per second. Default: as fast as the table takes them (throttling slows the copy down on its own).
+	// Most items written per second. Default: the target's write capacity units when it is provisioned; on demand, as fast as the table takes them (throttling slows the copy down on its own).
 	MaxWriteRate pulumi.Float64PtrOutput `pulumi:"maxWriteRate"`
 	// For a key the target already has: `skip` (default) leaves it, `overwrite` replaces it (the old item is journalled and restored by destroy), `fail` stops at preview naming the keys.
 	OnConflict ItemConflictPtrOutput `pulumi:"onConflict"`
@@ -171,7 +171,7 @@ type dynamoCopyArgs struct {
 	ExcludeTypes []string `pulumi:"excludeTypes"`
 	// Copy only these entity types. Default: every type.
 	IncludeTypes []string `pulumi:"includeTypes"`
-	// Most items written per second. Default: as fast as the table takes them (throttling slows the copy down on its own).
+	// Most items written per second. Default: the target's write capacity units when it is provisioned; on demand, as fast as the table takes them (throttling slows the copy down on its own).
 	MaxWriteRate *float64 `pulumi:"maxWriteRate"`
 	// For a key the target already has: `skip` (default) leaves it, `overwrite` replaces it (the old item is journalled and restored by destroy), `fail` stops at preview naming the keys.
 	OnConflict *ItemConflict `pulumi:"onConflict"`
@@ -203,7 +203,7 @@ type DynamoCopyArgs struct {
 	ExcludeTypes pulumi.StringArrayInput
 	// Copy only these entity types. Default: every type.
 	IncludeTypes pulumi.StringArrayInput
-	// Most items written per second. Default: as fast as the table takes them (throttling slows the copy down on its own).
+	// Most items written per second. Default: the target's write capacity units when it is provisioned; on demand, as fast as the table takes them (throttling slows the copy down on its own).
 	MaxWriteRate pulumi.Float64PtrInput
 	// For a key the target already has: `skip` (default) leaves it, `overwrite` replaces it (the old item is journalled and restored by destroy), `fail` stops at preview naming the keys.
 	OnConflict ItemConflictPtrInput
@@ -374,7 +374,7 @@ func (o DynamoCopyOutput) JournalUri() pulumi.StringOutput {
 	return o.ApplyT(func(v *DynamoCopy) pulumi.StringOutput { return v.JournalUri }).(pulumi.StringOutput)
 }
 
-// Most items written per second. Default: as fast as the table takes them (throttling slows the copy down on its own).
+// Most items written per second. Default: the target's write capacity units when it is provisioned; on demand, as fast as the table takes them (throttling slows the copy down on its own).
 func (o DynamoCopyOutput) MaxWriteRate() pulumi.Float64PtrOutput {
 	return o.ApplyT(func(v *DynamoCopy) pulumi.Float64PtrOutput { return v.MaxWriteRate }).(pulumi.Float64PtrOutput)
 }

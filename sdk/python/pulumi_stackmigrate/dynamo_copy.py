@@ -41,7 +41,7 @@ class DynamoCopyArgs:
         :param pulumi.Input[_builtins.bool] allow_empty: Allow `includeTypes`/`excludeTypes` to select no item of a source table that has items. Default false: such a selection fails at preview, as it is usually a mistake.
         :param pulumi.Input[Sequence[pulumi.Input[_builtins.str]]] exclude_types: Entity types not to copy, for example `COMPACTION_LOCK` or `JOB`.
         :param pulumi.Input[Sequence[pulumi.Input[_builtins.str]]] include_types: Copy only these entity types. Default: every type.
-        :param pulumi.Input[_builtins.float] max_write_rate: Most items written per second. Default: as fast as the table takes them (throttling slows the copy down on its own).
+        :param pulumi.Input[_builtins.float] max_write_rate: Most items written per second. Default: the target's write capacity units when it is provisioned; on demand, as fast as the table takes them (throttling slows the copy down on its own).
         :param pulumi.Input['ItemConflict'] on_conflict: For a key the target already has: `skip` (default) leaves it, `overwrite` replaces it (the old item is journalled and restored by destroy), `fail` stops at preview naming the keys.
         :param pulumi.Input[_builtins.str] output: Stack output naming the table, read from `sourceStack` and `targetStack` when `sourceTable` / `targetTable` are not set. Default `dynamodb_table_name`.
         :param pulumi.Input[Mapping[str, pulumi.Input[_builtins.str]]] rewrite: Strings replaced in every string value at any depth (strings, string sets, nested maps and lists); key attributes are never rewritten. Default: every output present in both stacks whose name ends in `bucket_name` or `bucket` and whose values differ, source value to target value.
@@ -132,7 +132,7 @@ class DynamoCopyArgs:
     @pulumi.getter(name="maxWriteRate")
     def max_write_rate(self) -> Optional[pulumi.Input[_builtins.float]]:
         """
-        Most items written per second. Default: as fast as the table takes them (throttling slows the copy down on its own).
+        Most items written per second. Default: the target's write capacity units when it is provisioned; on demand, as fast as the table takes them (throttling slows the copy down on its own).
         """
         return pulumi.get(self, "max_write_rate")
 
@@ -305,7 +305,7 @@ class DynamoCopy(pulumi.CustomResource):
         :param pulumi.Input[_builtins.bool] allow_empty: Allow `includeTypes`/`excludeTypes` to select no item of a source table that has items. Default false: such a selection fails at preview, as it is usually a mistake.
         :param pulumi.Input[Sequence[pulumi.Input[_builtins.str]]] exclude_types: Entity types not to copy, for example `COMPACTION_LOCK` or `JOB`.
         :param pulumi.Input[Sequence[pulumi.Input[_builtins.str]]] include_types: Copy only these entity types. Default: every type.
-        :param pulumi.Input[_builtins.float] max_write_rate: Most items written per second. Default: as fast as the table takes them (throttling slows the copy down on its own).
+        :param pulumi.Input[_builtins.float] max_write_rate: Most items written per second. Default: the target's write capacity units when it is provisioned; on demand, as fast as the table takes them (throttling slows the copy down on its own).
         :param pulumi.Input['ItemConflict'] on_conflict: For a key the target already has: `skip` (default) leaves it, `overwrite` replaces it (the old item is journalled and restored by destroy), `fail` stops at preview naming the keys.
         :param pulumi.Input[_builtins.str] output: Stack output naming the table, read from `sourceStack` and `targetStack` when `sourceTable` / `targetTable` are not set. Default `dynamodb_table_name`.
         :param pulumi.Input[Mapping[str, pulumi.Input[_builtins.str]]] rewrite: Strings replaced in every string value at any depth (strings, string sets, nested maps and lists); key attributes are never rewritten. Default: every output present in both stacks whose name ends in `bucket_name` or `bucket` and whose values differ, source value to target value.
@@ -571,7 +571,7 @@ class DynamoCopy(pulumi.CustomResource):
     @pulumi.getter(name="maxWriteRate")
     def max_write_rate(self) -> pulumi.Output[Optional[_builtins.float]]:
         """
-        Most items written per second. Default: as fast as the table takes them (throttling slows the copy down on its own).
+        Most items written per second. Default: the target's write capacity units when it is provisioned; on demand, as fast as the table takes them (throttling slows the copy down on its own).
         """
         return pulumi.get(self, "max_write_rate")
 

@@ -232,6 +232,9 @@ pub async fn run(
     ));
     let meter = Meter::new(progress, "copied", planned.copied, planned.bytes_copied);
     let limiter = spec.max_write_rate.map(RateLimiter::new);
+    if let Some(rate) = spec.max_write_rate {
+        progress.info(&format!("writing at most {rate} items per second"));
+    }
     let written = Mutex::new(HashMap::new());
     let mode = Mode::Run {
         journal,

@@ -191,10 +191,28 @@ namespace StackMigrate.Stackmigrate
         public Output<ImmutableArray<object>> Triggers { get; private set; } = null!;
 
         /// <summary>
-        /// True once every written object was read back equal to its source.
+        /// True once every written object was proven to hold its source's content; `verifiedByChecksum`, `verifiedByEtag` and `verifiedBySize` say how.
         /// </summary>
         [Output("verified")]
         public Output<bool> Verified { get; private set; } = null!;
+
+        /// <summary>
+        /// Written objects whose whole-content checksum (the source's stored one, or a CRC64NVME of the bytes streamed) the target reports back equal.
+        /// </summary>
+        [Output("verifiedByChecksum")]
+        public Output<int?> VerifiedByChecksum { get; private set; } = null!;
+
+        /// <summary>
+        /// Written objects proven by their MD5 ETag (single part, not KMS-encrypted) where no checksum covers both sides.
+        /// </summary>
+        [Output("verifiedByEtag")]
+        public Output<int?> VerifiedByEtag { get; private set; } = null!;
+
+        /// <summary>
+        /// Written objects of which only the size could be compared: neither a checksum nor an MD5 ETag covers both sides (multipart or KMS-encrypted sources without a stored checksum). Preview and up warn when there are any.
+        /// </summary>
+        [Output("verifiedBySize")]
+        public Output<int?> VerifiedBySize { get; private set; } = null!;
 
 
         /// <summary>

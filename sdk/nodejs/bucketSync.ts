@@ -156,9 +156,21 @@ export class BucketSync extends pulumi.CustomResource {
      */
     declare public readonly triggers: pulumi.Output<any[] | undefined>;
     /**
-     * True once every written object was read back equal to its source.
+     * True once every written object was proven to hold its source's content; `verifiedByChecksum`, `verifiedByEtag` and `verifiedBySize` say how.
      */
     declare public /*out*/ readonly verified: pulumi.Output<boolean>;
+    /**
+     * Written objects whose whole-content checksum (the source's stored one, or a CRC64NVME of the bytes streamed) the target reports back equal.
+     */
+    declare public /*out*/ readonly verifiedByChecksum: pulumi.Output<number | undefined>;
+    /**
+     * Written objects proven by their MD5 ETag (single part, not KMS-encrypted) where no checksum covers both sides.
+     */
+    declare public /*out*/ readonly verifiedByEtag: pulumi.Output<number | undefined>;
+    /**
+     * Written objects of which only the size could be compared: neither a checksum nor an MD5 ETag covers both sides (multipart or KMS-encrypted sources without a stored checksum). Preview and up warn when there are any.
+     */
+    declare public /*out*/ readonly verifiedBySize: pulumi.Output<number | undefined>;
 
     /**
      * Create a BucketSync resource with the given unique name, arguments, and options.
@@ -198,6 +210,9 @@ export class BucketSync extends pulumi.CustomResource {
             resourceInputs["retries"] = undefined /*out*/;
             resourceInputs["throttles"] = undefined /*out*/;
             resourceInputs["verified"] = undefined /*out*/;
+            resourceInputs["verifiedByChecksum"] = undefined /*out*/;
+            resourceInputs["verifiedByEtag"] = undefined /*out*/;
+            resourceInputs["verifiedBySize"] = undefined /*out*/;
         } else {
             resourceInputs["allowEmpty"] = undefined /*out*/;
             resourceInputs["archived"] = undefined /*out*/;
@@ -226,6 +241,9 @@ export class BucketSync extends pulumi.CustomResource {
             resourceInputs["throttles"] = undefined /*out*/;
             resourceInputs["triggers"] = undefined /*out*/;
             resourceInputs["verified"] = undefined /*out*/;
+            resourceInputs["verifiedByChecksum"] = undefined /*out*/;
+            resourceInputs["verifiedByEtag"] = undefined /*out*/;
+            resourceInputs["verifiedBySize"] = undefined /*out*/;
         }
         opts = pulumi.mergeOptions(utilities.resourceOptsDefaults(), opts);
         const replaceOnChanges = { replaceOnChanges: ["sourceBucket", "sourcePrefix", "targetBucket", "targetPrefix"] };

@@ -236,6 +236,7 @@ mod tests {
     fn object(key: &str, modified: i64) -> ObjectInfo {
         ObjectInfo {
             archived: None,
+            checksum_algorithm: None,
             key: key.to_string(),
             size: 1,
             etag: String::new(),

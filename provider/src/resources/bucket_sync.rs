@@ -91,8 +91,17 @@ pub struct Outputs {
     pub objects_archived: u64,
     /// Bytes written to the target.
     pub bytes_copied: u64,
-    /// True once every written object was read back equal to its source.
+    /// True once every written object was proven to hold its source's content; `verifiedByChecksum`, `verifiedByEtag` and `verifiedBySize` say how.
     pub verified: bool,
+    /// Written objects whose whole-content checksum (the source's stored one, or a CRC64NVME of the bytes streamed) the target reports back equal.
+    #[serde(default)]
+    pub verified_by_checksum: u64,
+    /// Written objects proven by their MD5 ETag (single part, not KMS-encrypted) where no checksum covers both sides.
+    #[serde(default)]
+    pub verified_by_etag: u64,
+    /// Written objects of which only the size could be compared: neither a checksum nor an MD5 ETag covers both sides (multipart or KMS-encrypted sources without a stored checksum). Preview and up warn when there are any.
+    #[serde(default)]
+    pub verified_by_size: u64,
     /// Where this resource's rollback journal lives.
     pub journal_uri: String,
     #[serde(flatten)]
@@ -118,6 +127,9 @@ impl Outputs {
             objects_archived: counts.archived,
             bytes_copied: counts.bytes_copied,
             verified,
+            verified_by_checksum: counts.verified_by_checksum,
+            verified_by_etag: counts.verified_by_etag,
+            verified_by_size: counts.verified_by_size,
             journal_uri: journal_uri.to_string(),
             retried: Retried::so_far(),
         }

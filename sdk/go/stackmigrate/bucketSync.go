@@ -95,8 +95,14 @@ type BucketSync struct {
 	Throttles pulumi.IntPtrOutput `pulumi:"throttles"`
 	// Any values; a change re-runs the sync.
 	Triggers pulumi.ArrayOutput `pulumi:"triggers"`
-	// True once every written object was read back equal to its source.
+	// True once every written object was proven to hold its source's content; `verifiedByChecksum`, `verifiedByEtag` and `verifiedBySize` say how.
 	Verified pulumi.BoolOutput `pulumi:"verified"`
+	// Written objects whose whole-content checksum (the source's stored one, or a CRC64NVME of the bytes streamed) the target reports back equal.
+	VerifiedByChecksum pulumi.IntPtrOutput `pulumi:"verifiedByChecksum"`
+	// Written objects proven by their MD5 ETag (single part, not KMS-encrypted) where no checksum covers both sides.
+	VerifiedByEtag pulumi.IntPtrOutput `pulumi:"verifiedByEtag"`
+	// Written objects of which only the size could be compared: neither a checksum nor an MD5 ETag covers both sides (multipart or KMS-encrypted sources without a stored checksum). Preview and up warn when there are any.
+	VerifiedBySize pulumi.IntPtrOutput `pulumi:"verifiedBySize"`
 }
 
 // NewBucketSync registers a new resource with the given unique name, arguments, and options.
@@ -447,9 +453,24 @@ func (o BucketSyncOutput) Triggers() pulumi.ArrayOutput {
 	return o.ApplyT(func(v *BucketSync) pulumi.ArrayOutput { return v.Triggers }).(pulumi.ArrayOutput)
 }
 
-// True once every written object was read back equal to its source.
+// True once every written object was proven to hold its source's content; `verifiedByChecksum`, `verifiedByEtag` and `verifiedBySize` say how.
 func (o BucketSyncOutput) Verified() pulumi.BoolOutput {
 	return o.ApplyT(func(v *BucketSync) pulumi.BoolOutput { return v.Verified }).(pulumi.BoolOutput)
+}
+
+// Written objects whose whole-content checksum (the source's stored one, or a CRC64NVME of the bytes streamed) the target reports back equal.
+func (o BucketSyncOutput) VerifiedByChecksum() pulumi.IntPtrOutput {
+	return o.ApplyT(func(v *BucketSync) pulumi.IntPtrOutput { return v.VerifiedByChecksum }).(pulumi.IntPtrOutput)
+}
+
+// Written objects proven by their MD5 ETag (single part, not KMS-encrypted) where no checksum covers both sides.
+func (o BucketSyncOutput) VerifiedByEtag() pulumi.IntPtrOutput {
+	return o.ApplyT(func(v *BucketSync) pulumi.IntPtrOutput { return v.VerifiedByEtag }).(pulumi.IntPtrOutput)
+}
+
+// Written objects of which only the size could be compared: neither a checksum nor an MD5 ETag covers both sides (multipart or KMS-encrypted sources without a stored checksum). Preview and up warn when there are any.
+func (o BucketSyncOutput) VerifiedBySize() pulumi.IntPtrOutput {
+	return o.ApplyT(func(v *BucketSync) pulumi.IntPtrOutput { return v.VerifiedBySize }).(pulumi.IntPtrOutput)
 }
 
 type BucketSyncArrayOutput struct{ *pulumi.OutputState }

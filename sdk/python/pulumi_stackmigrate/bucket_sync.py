@@ -433,6 +433,9 @@ class BucketSync(pulumi.CustomResource):
             __props__.__dict__["retries"] = None
             __props__.__dict__["throttles"] = None
             __props__.__dict__["verified"] = None
+            __props__.__dict__["verified_by_checksum"] = None
+            __props__.__dict__["verified_by_etag"] = None
+            __props__.__dict__["verified_by_size"] = None
         replace_on_changes = pulumi.ResourceOptions(replace_on_changes=["sourceBucket", "sourcePrefix", "targetBucket", "targetPrefix"])
         opts = pulumi.ResourceOptions.merge(opts, replace_on_changes)
         super(BucketSync, __self__).__init__(
@@ -484,6 +487,9 @@ class BucketSync(pulumi.CustomResource):
         __props__.__dict__["throttles"] = None
         __props__.__dict__["triggers"] = None
         __props__.__dict__["verified"] = None
+        __props__.__dict__["verified_by_checksum"] = None
+        __props__.__dict__["verified_by_etag"] = None
+        __props__.__dict__["verified_by_size"] = None
         return BucketSync(resource_name, opts=opts, __props__=__props__)
 
     @_builtins.property
@@ -698,7 +704,31 @@ class BucketSync(pulumi.CustomResource):
     @pulumi.getter
     def verified(self) -> pulumi.Output[_builtins.bool]:
         """
-        True once every written object was read back equal to its source.
+        True once every written object was proven to hold its source's content; `verifiedByChecksum`, `verifiedByEtag` and `verifiedBySize` say how.
         """
         return pulumi.get(self, "verified")
+
+    @_builtins.property
+    @pulumi.getter(name="verifiedByChecksum")
+    def verified_by_checksum(self) -> pulumi.Output[Optional[_builtins.int]]:
+        """
+        Written objects whose whole-content checksum (the source's stored one, or a CRC64NVME of the bytes streamed) the target reports back equal.
+        """
+        return pulumi.get(self, "verified_by_checksum")
+
+    @_builtins.property
+    @pulumi.getter(name="verifiedByEtag")
+    def verified_by_etag(self) -> pulumi.Output[Optional[_builtins.int]]:
+        """
+        Written objects proven by their MD5 ETag (single part, not KMS-encrypted) where no checksum covers both sides.
+        """
+        return pulumi.get(self, "verified_by_etag")
+
+    @_builtins.property
+    @pulumi.getter(name="verifiedBySize")
+    def verified_by_size(self) -> pulumi.Output[Optional[_builtins.int]]:
+        """
+        Written objects of which only the size could be compared: neither a checksum nor an MD5 ETag covers both sides (multipart or KMS-encrypted sources without a stored checksum). Preview and up warn when there are any.
+        """
+        return pulumi.get(self, "verified_by_size")
 

@@ -9,7 +9,8 @@ use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::operation::get_object::GetObjectOutput;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
-    Object, ObjectStorageClass, OptionalObjectAttributes, ServerSideEncryption, StorageClass,
+    ChecksumAlgorithm, ChecksumMode, ChecksumType, Object, ObjectStorageClass,
+    OptionalObjectAttributes, ServerSideEncryption, StorageClass,
 };
 use aws_sdk_s3::Client;
 use futures::stream::{self, StreamExt, TryStreamExt};
@@ -47,6 +48,9 @@ pub struct ObjectInfo {
     /// Intelligent-Tiering archive tier) when it cannot be read until restored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub archived: Option<String>,
+    /// The checksum algorithm S3 stores for the object (`CRC64NVME`, `CRC32`, ...), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum_algorithm: Option<String>,
 }
 
 /// The headers that travel with an object's content.
@@ -106,6 +110,22 @@ pub struct WriteOptions {
     pub sse_kms_key_id: Option<String>,
 }
 
+/// The base64 checksum of `$algorithm` (a `types::ChecksumAlgorithm`) that a response
+/// or result carries, if any (the types differ, the getters are the same).
+macro_rules! checksum_in {
+    ($out:expr, $algorithm:expr) => {
+        match $algorithm {
+            aws_sdk_s3::types::ChecksumAlgorithm::Crc32 => $out.checksum_crc32(),
+            aws_sdk_s3::types::ChecksumAlgorithm::Crc32C => $out.checksum_crc32_c(),
+            aws_sdk_s3::types::ChecksumAlgorithm::Crc64Nvme => $out.checksum_crc64_nvme(),
+            aws_sdk_s3::types::ChecksumAlgorithm::Sha1 => $out.checksum_sha1(),
+            aws_sdk_s3::types::ChecksumAlgorithm::Sha256 => $out.checksum_sha256(),
+            _ => None,
+        }
+        .map(str::to_owned)
+    };
+}
+
 /// Sets the write options on a PutObject, CopyObject or CreateMultipartUpload builder.
 macro_rules! with_write_options {
     ($builder:expr, $options:expr) => {
@@ -118,6 +138,7 @@ macro_rules! with_write_options {
 
 mod transfer;
 
+pub(crate) use transfer::Expected;
 pub use transfer::{server_side_copy, Written};
 pub(crate) use transfer::{streamed_copy, upload_stream};
 
@@ -198,6 +219,10 @@ impl<'a> Lister<'a> {
                     etag: object.e_tag().unwrap_or_default().to_string(),
                     modified: object.last_modified().map(|t| t.secs()).unwrap_or_default(),
                     archived: archive_of_listing(object),
+                    checksum_algorithm: object
+                        .checksum_algorithm()
+                        .first()
+                        .map(|a| a.as_str().to_string()),
                 })
                 .collect();
             self.mark_tiered_archives(&mut page, out.contents()).await?;
@@ -292,6 +317,7 @@ pub(crate) async fn head(bucket: &Bucket, key: &str) -> Result<Option<(ObjectInf
                 etag: out.e_tag().unwrap_or_default().to_string(),
                 modified: out.last_modified().map(|t| t.secs()).unwrap_or_default(),
                 archived: None,
+                checksum_algorithm: None,
             };
             let headers = headers_of!(out);
             Ok(Some((info, headers)))
@@ -307,6 +333,33 @@ pub(crate) async fn head(bucket: &Bucket, key: &str) -> Result<Option<(ObjectInf
             Err(aws_error(err)).with_context(|| format!("reading s3://{}/{key}", bucket.name))
         }
     }
+}
+
+/// The checksum S3 stores for the whole of an object in `algorithm`, or None when it
+/// stores none in that algorithm, or only one of its parts' checksums (a composite
+/// checksum of a multipart upload, which says nothing about a copy made in one piece).
+pub(crate) async fn stored_checksum(
+    bucket: &Bucket,
+    key: &str,
+    algorithm: &ChecksumAlgorithm,
+) -> Result<Option<String>> {
+    let out = bucket
+        .client
+        .head_object()
+        .bucket(&bucket.name)
+        .key(key)
+        .checksum_mode(ChecksumMode::Enabled)
+        .send()
+        .await
+        .map_err(aws_error)
+        .with_context(|| format!("reading the checksum of s3://{}/{key}", bucket.name))?;
+    // A server that does not say the type (moto) may keep a composite checksum for a
+    // multipart object: only a single-part object's untyped checksum is trusted.
+    let composite = match out.checksum_type() {
+        Some(kind) => *kind == ChecksumType::Composite,
+        None => out.e_tag().unwrap_or_default().contains('-'),
+    };
+    Ok(checksum_in!(out, algorithm).filter(|value| !composite && !value.contains('-')))
 }
 
 /// The headers of an object with its tags, for writes that cannot copy them server side
@@ -411,6 +464,9 @@ pub(crate) async fn open(
         .get_object()
         .bucket(&bucket.name)
         .key(key)
+        // Whole-object reads come with the stored checksum, which the SDK checks the
+        // body against (a range cannot be checked).
+        .set_checksum_mode(range.is_none().then_some(ChecksumMode::Enabled))
         .set_range(range)
         .send()
         .await

@@ -2,8 +2,11 @@
 //! through this process one part at a time.
 
 use anyhow::{anyhow, bail, Context, Result};
+use aws_sdk_s3::operation::get_object::GetObjectOutput;
 use aws_sdk_s3::primitives::{ByteStream, DateTime, DateTimeFormat};
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, MetadataDirective};
+use aws_sdk_s3::types::{
+    ChecksumAlgorithm, ChecksumType, CompletedMultipartUpload, CompletedPart, MetadataDirective,
+};
 use md5::{Digest, Md5};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use tokio::io::AsyncReadExt;
@@ -14,10 +17,44 @@ use super::{
 };
 use crate::copy::aws_error;
 
-/// An object written by a copy: its ETag as the target reports it.
+/// An object written by a copy: its ETag, and the checksum the target computed for it
+/// in the algorithm the write asked for (None when the target reports none).
 #[derive(Debug, Clone)]
 pub struct Written {
     pub etag: String,
+    pub checksum: Option<String>,
+}
+
+/// What the target must report for an uploaded object, computed from the bytes sent:
+/// the ETag (MD5, or MD5 of the part MD5s with the part count) and the full-object
+/// CRC64NVME, which S3 also checks on receipt.
+#[derive(Debug, Clone)]
+pub(crate) struct Expected {
+    pub etag: String,
+    pub crc64nvme: String,
+}
+
+/// A running CRC64NVME, base64-encoded as S3's headers carry it.
+struct Crc64Nvme(Box<dyn aws_smithy_checksums::http::HttpChecksum>);
+
+impl Crc64Nvme {
+    fn new() -> Self {
+        Crc64Nvme(aws_smithy_checksums::ChecksumAlgorithm::Crc64Nvme.into_impl())
+    }
+
+    fn update(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+
+    fn of(bytes: &[u8]) -> String {
+        let mut crc = Self::new();
+        crc.update(bytes);
+        crc.base64()
+    }
+
+    fn base64(self) -> String {
+        aws_smithy_types::base64::encode(&self.0.finalize()[..])
+    }
 }
 
 /// Characters escaped in the `x-amz-copy-source` header: all but unreserved and `/`.
@@ -34,6 +71,9 @@ fn copy_source(bucket: &str, key: &str) -> String {
 
 /// Copies inside one S3 service: no bytes pass through this process. Headers, metadata
 /// and tags are copied by the service (CopyObject's default directives).
+///
+/// The target computes a checksum of what it wrote: in the source's stored algorithm,
+/// so the two compare, or CRC64NVME when the source has none.
 pub async fn server_side_copy(
     source: &Bucket,
     source_object: &ObjectInfo,
@@ -42,6 +82,11 @@ pub async fn server_side_copy(
     options: &WriteOptions,
 ) -> Result<Written> {
     let size = source_object.size;
+    let algorithm = source_object
+        .checksum_algorithm
+        .as_deref()
+        .map(ChecksumAlgorithm::from)
+        .unwrap_or(ChecksumAlgorithm::Crc64Nvme);
     let from = copy_source(&source.name, &source_object.key);
     if size <= MAX_SINGLE_COPY {
         let copy = target
@@ -50,24 +95,28 @@ pub async fn server_side_copy(
             .copy_source(&from)
             .bucket(&target.name)
             .key(target_key)
-            .metadata_directive(MetadataDirective::Copy);
+            .metadata_directive(MetadataDirective::Copy)
+            .checksum_algorithm(algorithm.clone());
         let out = with_write_options!(copy, options)
             .send()
             .await
             .map_err(aws_error)
             .with_context(|| format!("copying {from} to s3://{}/{target_key}", target.name))?;
-        let etag = out
-            .copy_object_result()
-            .and_then(|r| r.e_tag())
-            .unwrap_or_default()
-            .to_string();
-        return Ok(Written { etag });
+        let result = out.copy_object_result();
+        return Ok(Written {
+            etag: result
+                .and_then(|r| r.e_tag())
+                .unwrap_or_default()
+                .to_string(),
+            checksum: result.and_then(|r| checksum_in!(r, &algorithm)),
+        });
     }
     // CreateMultipartUpload copies nothing from the source: headers and tags are given.
     let (_, headers) = head_with_tags(source, &source_object.key)
         .await?
         .ok_or_else(|| anyhow!("source object {from} vanished during the copy"))?;
-    let upload = Multipart::start(target, target_key, &headers, options).await?;
+    // Parts copied server side carry no full-object checksum: verified by size.
+    let upload = Multipart::start(target, target_key, &headers, options, false).await?;
     let result = async {
         let mut start = 0;
         let mut number = 1;
@@ -90,39 +139,60 @@ pub async fn server_side_copy(
                 .copy_part_result()
                 .and_then(|r| r.e_tag())
                 .unwrap_or_default();
-            upload.parts_push(number, etag);
+            upload.parts_push(number, etag, None);
             start = end + 1;
             number += 1;
         }
-        upload.complete().await
+        upload.complete(None).await
     }
     .await;
-    let etag = upload_result(result, &upload).await?;
-    Ok(Written { etag })
+    upload_result(result, &upload).await
 }
 
 /// Streams an object from one S3 service to another. Memory: one part at a time.
-/// The ETag the target must report is computed on the way, so the caller can verify.
+/// What the target must report is computed on the way, so the caller can verify. The
+/// third value says whether the bytes read were proven to be the source's: the SDK
+/// checks them against the source's stored full-object checksum when it has one.
 pub(crate) async fn streamed_copy(
     source: &Bucket,
     source_object: &ObjectInfo,
     target: &Bucket,
     target_key: &str,
     options: &WriteOptions,
-) -> Result<(Written, String)> {
+) -> Result<(Written, Expected, bool)> {
     let out = open(source, &source_object.key, None).await?;
+    let checked_by_sdk = has_full_object_checksum(&out);
     let mut headers = headers_of!(out);
     if out.tag_count().unwrap_or_default() > 0 {
         headers.tagging = tagging(source, &source_object.key).await?;
     }
     let size = out.content_length().unwrap_or_default().max(0) as u64;
     let mut body = out.body.into_async_read();
-    upload_stream(&mut body, size, &headers, target, target_key, options).await
+    let (written, expected) =
+        upload_stream(&mut body, size, &headers, target, target_key, options).await?;
+    Ok((written, expected, checked_by_sdk))
+}
+
+/// Whether a GetObject response carries a checksum of the whole object, which the SDK
+/// then checks the body against as it is read (a composite one it cannot).
+fn has_full_object_checksum(out: &GetObjectOutput) -> bool {
+    let composite = match out.checksum_type() {
+        Some(kind) => *kind == ChecksumType::Composite,
+        None => out.e_tag().unwrap_or_default().contains('-'),
+    };
+    let values = [
+        out.checksum_crc32(),
+        out.checksum_crc32_c(),
+        out.checksum_crc64_nvme(),
+        out.checksum_sha1(),
+        out.checksum_sha256(),
+    ];
+    !composite && values.iter().flatten().any(|value| !value.contains('-'))
 }
 
 /// Uploads `size` bytes read from `body` with the given headers: one PUT for small
-/// objects, multipart beyond PART_SIZE. Returns what was written and the ETag expected
-/// from the content (MD5, or MD5 of the part MD5s with the part count).
+/// objects, multipart beyond PART_SIZE. Returns what was written and what the target
+/// must report for the content.
 pub(crate) async fn upload_stream<R: tokio::io::AsyncRead + Unpin>(
     body: &mut R,
     size: u64,
@@ -130,7 +200,7 @@ pub(crate) async fn upload_stream<R: tokio::io::AsyncRead + Unpin>(
     target: &Bucket,
     key: &str,
     options: &WriteOptions,
-) -> Result<(Written, String)> {
+) -> Result<(Written, Expected)> {
     if size <= PART_SIZE {
         let mut buffer = Vec::with_capacity(size as usize);
         body.read_to_end(&mut buffer)
@@ -142,12 +212,17 @@ pub(crate) async fn upload_stream<R: tokio::io::AsyncRead + Unpin>(
                 buffer.len()
             );
         }
-        let expected = format!("\"{}\"", hex::encode(Md5::digest(&buffer)));
+        let expected = Expected {
+            etag: format!("\"{}\"", hex::encode(Md5::digest(&buffer))),
+            crc64nvme: Crc64Nvme::of(&buffer),
+        };
         let mut put = target
             .client
             .put_object()
             .bucket(&target.name)
             .key(key)
+            .checksum_algorithm(ChecksumAlgorithm::Crc64Nvme)
+            .checksum_crc64_nvme(&expected.crc64nvme)
             .body(ByteStream::from(buffer));
         put = with_write_options!(with_headers!(put, headers), options);
         let out = put
@@ -157,12 +232,14 @@ pub(crate) async fn upload_stream<R: tokio::io::AsyncRead + Unpin>(
             .with_context(|| format!("writing s3://{}/{key}", target.name))?;
         let written = Written {
             etag: out.e_tag().unwrap_or_default().to_string(),
+            checksum: out.checksum_crc64_nvme().map(str::to_owned),
         };
         return Ok((written, expected));
     }
-    let upload = Multipart::start(target, key, headers, options).await?;
+    let upload = Multipart::start(target, key, headers, options, true).await?;
     let result = async {
         let mut part_digests = Vec::new();
+        let mut whole = Crc64Nvme::new();
         let mut total = 0u64;
         let mut number = 1;
         loop {
@@ -178,6 +255,8 @@ pub(crate) async fn upload_stream<R: tokio::io::AsyncRead + Unpin>(
             total += part.len() as u64;
             let digest = Md5::digest(&part);
             part_digests.extend_from_slice(&digest);
+            whole.update(&part);
+            let part_checksum = Crc64Nvme::of(&part);
             let out = target
                 .client
                 .upload_part()
@@ -185,27 +264,32 @@ pub(crate) async fn upload_stream<R: tokio::io::AsyncRead + Unpin>(
                 .key(key)
                 .upload_id(&upload.id)
                 .part_number(number)
+                .checksum_algorithm(ChecksumAlgorithm::Crc64Nvme)
+                .checksum_crc64_nvme(&part_checksum)
                 .body(ByteStream::from(part))
                 .send()
                 .await
                 .map_err(aws_error)
                 .with_context(|| format!("writing part {number} of s3://{}/{key}", target.name))?;
-            upload.parts_push(number, out.e_tag().unwrap_or_default());
+            upload.parts_push(number, out.e_tag().unwrap_or_default(), Some(part_checksum));
             number += 1;
         }
         if total != size {
             bail!("source object changed during the copy: expected {size} bytes, read {total}");
         }
-        let expected = format!(
-            "\"{}-{}\"",
-            hex::encode(Md5::digest(&part_digests)),
-            number - 1
-        );
-        Ok((upload.complete().await?, expected))
+        let expected = Expected {
+            etag: format!(
+                "\"{}-{}\"",
+                hex::encode(Md5::digest(&part_digests)),
+                number - 1
+            ),
+            crc64nvme: whole.base64(),
+        };
+        let written = upload.complete(Some(&expected.crc64nvme)).await?;
+        Ok((written, expected))
     }
     .await;
-    let (etag, expected) = upload_result(result, &upload).await?;
-    Ok((Written { etag }, expected))
+    upload_result(result, &upload).await
 }
 
 fn parse_expires(expires: &Option<String>) -> Option<DateTime> {
@@ -239,17 +323,25 @@ struct Multipart<'a> {
 }
 
 impl<'a> Multipart<'a> {
+    /// `full_object_checksum`: the parts carry CRC64NVMEs and the completion the whole
+    /// object's, which S3 checks and keeps.
     async fn start(
         target: &'a Bucket,
         key: &'a str,
         headers: &Headers,
         options: &WriteOptions,
+        full_object_checksum: bool,
     ) -> Result<Multipart<'a>> {
-        let create = target
+        let mut create = target
             .client
             .create_multipart_upload()
             .bucket(&target.name)
             .key(key);
+        if full_object_checksum {
+            create = create
+                .checksum_algorithm(ChecksumAlgorithm::Crc64Nvme)
+                .checksum_type(ChecksumType::FullObject);
+        }
         let out = with_write_options!(with_headers!(create, headers), options)
             .send()
             .await
@@ -265,10 +357,11 @@ impl<'a> Multipart<'a> {
         })
     }
 
-    fn parts_push(&self, number: i32, etag: &str) {
+    fn parts_push(&self, number: i32, etag: &str, crc64nvme: Option<String>) {
         let part = CompletedPart::builder()
             .part_number(number)
             .e_tag(etag)
+            .set_checksum_crc64_nvme(crc64nvme)
             .build();
         self.parts
             .lock()
@@ -276,16 +369,23 @@ impl<'a> Multipart<'a> {
             .push(part);
     }
 
-    async fn complete(&self) -> Result<String> {
+    /// Completes the upload; `crc64nvme` is the whole object's, when the parts carry theirs.
+    async fn complete(&self, crc64nvme: Option<&str>) -> Result<Written> {
         let mut parts = std::mem::take(&mut *self.parts.lock().unwrap_or_else(|e| e.into_inner()));
         parts.sort_by_key(|p| p.part_number());
-        let out = self
+        let mut complete = self
             .target
             .client
             .complete_multipart_upload()
             .bucket(&self.target.name)
             .key(self.key)
-            .upload_id(&self.id)
+            .upload_id(&self.id);
+        if let Some(crc64nvme) = crc64nvme {
+            complete = complete
+                .checksum_crc64_nvme(crc64nvme)
+                .checksum_type(ChecksumType::FullObject);
+        }
+        let out = complete
             .multipart_upload(
                 CompletedMultipartUpload::builder()
                     .set_parts(Some(parts))
@@ -300,7 +400,10 @@ impl<'a> Multipart<'a> {
                     self.target.name, self.key
                 )
             })?;
-        Ok(out.e_tag().unwrap_or_default().to_string())
+        Ok(Written {
+            etag: out.e_tag().unwrap_or_default().to_string(),
+            checksum: out.checksum_crc64_nvme().map(str::to_owned),
+        })
     }
 }
 
@@ -321,5 +424,15 @@ mod tests {
         let parsed = parse_expires(&Some("Wed, 21 Oct 2015 07:28:00 GMT".into())).unwrap();
         assert_eq!(parsed.secs(), 1445412480);
         assert!(parse_expires(&Some("not a date".into())).is_none());
+    }
+
+    #[test]
+    fn crc64nvme_matches_s3s_value_and_runs_across_parts() {
+        // S3 (and the Versity gateway) report jSnVw/bqjr4= for "hello world".
+        assert_eq!(Crc64Nvme::of(b"hello world"), "jSnVw/bqjr4=");
+        let mut running = Crc64Nvme::new();
+        running.update(b"hello ");
+        running.update(b"world");
+        assert_eq!(running.base64(), "jSnVw/bqjr4=");
     }
 }

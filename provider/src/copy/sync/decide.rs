@@ -220,6 +220,7 @@ mod tests {
             etag: etag.into(),
             modified: 0,
             archived: None,
+            checksum_algorithm: None,
         }
     }
 

@@ -9,6 +9,9 @@ mod rollback;
 mod walk;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+
+use aws_sdk_s3::types::ChecksumAlgorithm;
 
 use anyhow::{bail, Context, Result};
 use futures::stream::{self, StreamExt, TryStreamExt};
@@ -80,6 +83,13 @@ pub struct SyncCounts {
     #[serde(default)]
     pub archived: u64,
     pub bytes_copied: u64,
+    /// Objects written, by how their content was proven equal to the source's.
+    #[serde(default)]
+    pub verified_by_checksum: u64,
+    #[serde(default)]
+    pub verified_by_etag: u64,
+    #[serde(default)]
+    pub verified_by_size: u64,
 }
 
 impl SyncCounts {
@@ -96,6 +106,9 @@ impl SyncCounts {
         self.excluded += other.excluded;
         self.archived += other.archived;
         self.bytes_copied += other.bytes_copied;
+        self.verified_by_checksum += other.verified_by_checksum;
+        self.verified_by_etag += other.verified_by_etag;
+        self.verified_by_size += other.verified_by_size;
     }
 
     /// One line for people; `done` says whether it happened or is planned.
@@ -206,6 +219,7 @@ pub async fn run(
         planned.summary(false)
     ));
     let meter = Meter::new(progress, "copied", planned.copied, planned.bytes_copied);
+    let proofs = Proofs::default();
     let walk_state = &state;
     // The walk feeds batches through a channel to the copies, in the same task: both are
     // polled together, so listing pages load while copies run.
@@ -229,10 +243,17 @@ pub async fn run(
         anyhow::Ok(walk.decider.counts)
     };
     let copying = tokio_stream::wrappers::ReceiverStream::new(receiver)
-        .map(|batch| run_batch(spec, journal, &state, batch, &meter))
+        .map(|batch| run_batch(spec, journal, &state, batch, &meter, &proofs))
         .buffer_unordered(BATCHES_IN_FLIGHT)
         .try_collect::<Vec<()>>();
-    let (done, _) = futures::future::try_join(walking, copying).await?;
+    let (mut done, _) = futures::future::try_join(walking, copying).await?;
+    proofs.into_counts(&mut done);
+    if done.verified_by_size > 0 {
+        progress.warn(&format!(
+            "{} objects were verified by size only: neither a checksum nor an MD5 ETag covers both sides (multipart or KMS-encrypted objects without a stored checksum)",
+            done.verified_by_size
+        ));
+    }
     if done.changes() != planned.changes() {
         progress.warn(&format!(
             "the source changed while copying: planned {} changes, made {}; the next `pulumi up` catches up",
@@ -253,6 +274,7 @@ async fn run_batch(
     state: &JournalState,
     batch: Vec<Action>,
     meter: &Meter<'_>,
+    proofs: &Proofs,
 ) -> Result<()> {
     // 1. Back up what is about to be overwritten or deleted, unless an earlier run
     //    already did (its backup holds the content from before this resource).
@@ -322,7 +344,8 @@ async fn run_batch(
             match action {
                 Action::Create(source) | Action::Overwrite { source, .. } => {
                     let key = target_key(spec, &source.key);
-                    let etag = copy_verified(spec, &source, &key).await?;
+                    let (etag, proof) = copy_verified(spec, &source, &key).await?;
+                    proofs.add(proof);
                     meter.add(1, source.size);
                     anyhow::Ok(Some(Record::Written { key, etag }))
                 }
@@ -349,44 +372,101 @@ fn target_key(spec: &SyncSpec, source_key: &str) -> String {
     )
 }
 
-/// Copies one object and checks that the target holds the same content: by ETag when
-/// it is an MD5 the copy can predict, else by size. Returns the target's ETag.
-async fn copy_verified(spec: &SyncSpec, source: &ObjectInfo, key: &str) -> Result<String> {
-    let (written, expected) = if spec.server_side {
-        let written =
-            s3::server_side_copy(&spec.source, source, &spec.target, key, &spec.write).await?;
-        // A single-part object's ETag is its MD5, which a copy keeps.
-        let expected = (!source.etag.contains('-')).then(|| source.etag.clone());
-        (written, expected)
-    } else {
-        let (written, expected) = copy_streamed_with_retry(spec, source, key).await?;
-        (written, Some(expected))
-    };
-    let matches = match &expected {
-        Some(expected) if *expected == written.etag => true,
-        // An MD5 ETag that differs from the predicted one: the content differs.
-        Some(_) if is_md5_etag(&written.etag) => false,
-        // Not predictable (multipart source, or a service whose ETags are not MD5s, such
-        // as SSE-KMS): compare sizes as the service reports them.
-        _ => s3::head(&spec.target, key)
-            .await?
-            .is_some_and(|(info, _)| info.size == source.size),
-    };
-    if !matches {
-        bail!(
-            "verification failed for s3://{}/{key}: expected ETag {} and {} bytes, the target reports ETag {}",
-            spec.target.name,
-            expected.unwrap_or_else(|| "(any)".into()),
-            source.size,
-            written.etag
-        );
-    }
-    Ok(written.etag)
+/// How a written object was proven to hold its source's content, strongest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Proof {
+    /// A checksum of the whole content, equal on both sides.
+    Checksum,
+    /// The MD5 ETag (single part, not KMS-encrypted), equal on both sides.
+    Etag,
+    /// Only the sizes compare: no checksum or MD5 covers both sides.
+    Size,
 }
 
-fn is_md5_etag(etag: &str) -> bool {
-    let hex = etag.trim_matches('"');
-    hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_hexdigit())
+/// Objects written per proof, counted as copies land.
+#[derive(Default)]
+struct Proofs([AtomicU64; 3]);
+
+impl Proofs {
+    fn add(&self, proof: Proof) {
+        self.0[proof as usize].fetch_add(1, AtomicOrdering::Relaxed);
+    }
+
+    fn into_counts(self, counts: &mut SyncCounts) {
+        let [checksum, etag, size] = self.0.map(AtomicU64::into_inner);
+        counts.verified_by_checksum = checksum;
+        counts.verified_by_etag = etag;
+        counts.verified_by_size = size;
+    }
+}
+
+/// Copies one object and proves the target holds the source's content, by the
+/// strongest means both sides allow. Returns the target's ETag and the proof.
+async fn copy_verified(spec: &SyncSpec, source: &ObjectInfo, key: &str) -> Result<(String, Proof)> {
+    let target_url = || format!("s3://{}/{key}", spec.target.name);
+    if spec.server_side {
+        let written =
+            s3::server_side_copy(&spec.source, source, &spec.target, key, &spec.write).await?;
+        // A single-part object's ETag is its MD5, which a copy keeps unless KMS encrypts.
+        if !source.etag.contains('-') && written.etag == source.etag {
+            return Ok((written.etag, Proof::Etag));
+        }
+        // The copy computed a checksum in the source's algorithm: compare it with the
+        // one the source stores (one HEAD, only where the ETags cannot tell).
+        if let (Some(algorithm), Some(copied)) = (&source.checksum_algorithm, &written.checksum) {
+            let algorithm = ChecksumAlgorithm::from(algorithm.as_str());
+            match s3::stored_checksum(&spec.source, &source.key, &algorithm).await? {
+                Some(stored) if stored == *copied => return Ok((written.etag, Proof::Checksum)),
+                Some(stored) => bail!(
+                    "verification failed for {}: its {} is {copied}, the source's is {stored}",
+                    target_url(),
+                    algorithm.as_str()
+                ),
+                None => {}
+            }
+        }
+        check_size(spec, source, key).await?;
+        return Ok((written.etag, Proof::Size));
+    }
+    let (written, expected, checked_by_sdk) = copy_streamed_with_retry(spec, source, key).await?;
+    let target_proof = match &written.checksum {
+        Some(checksum) if *checksum == expected.crc64nvme => Proof::Checksum,
+        Some(checksum) => bail!(
+            "verification failed for {}: its CRC64NVME is {checksum}, the bytes sent have {}",
+            target_url(),
+            expected.crc64nvme
+        ),
+        None if written.etag == expected.etag => Proof::Etag,
+        None => {
+            check_size(spec, source, key).await?;
+            Proof::Size
+        }
+    };
+    // The bytes sent are the source's if the SDK checked them against its stored
+    // checksum, or if they hash to its MD5 ETag.
+    let source_proof = if checked_by_sdk {
+        Proof::Checksum
+    } else if !source.etag.contains('-') && source.etag == expected.etag {
+        Proof::Etag
+    } else {
+        Proof::Size
+    };
+    Ok((written.etag, target_proof.max(source_proof)))
+}
+
+async fn check_size(spec: &SyncSpec, source: &ObjectInfo, key: &str) -> Result<()> {
+    let size = s3::head(&spec.target, key)
+        .await?
+        .map(|(info, _)| info.size);
+    if size != Some(source.size) {
+        bail!(
+            "verification failed for s3://{}/{key}: the source has {} bytes, the target {}",
+            spec.target.name,
+            source.size,
+            size.map_or("nothing".to_string(), |s| format!("{s} bytes"))
+        );
+    }
+    Ok(())
 }
 
 /// A streamed copy reads a response body that a dropped connection cuts short; the SDK
@@ -395,7 +475,7 @@ async fn copy_streamed_with_retry(
     spec: &SyncSpec,
     source: &ObjectInfo,
     key: &str,
-) -> Result<(s3::Written, String)> {
+) -> Result<(s3::Written, s3::Expected, bool)> {
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -424,6 +504,7 @@ mod tests {
             deleted: 0,
             archived: 0,
             bytes_copied: 2048,
+            ..Default::default()
         };
         assert_eq!(
             counts.summary(false),

@@ -52,10 +52,7 @@ fn clients() -> Result<SideClients> {
 }
 
 async fn bucket(clients: &SideClients, name: &str) -> Result<Bucket> {
-    Ok(Bucket {
-        client: clients.s3().await?,
-        name: name.to_string(),
-    })
+    clients.bucket(name).await
 }
 
 async fn engine_sync(source: &str, target: &str) -> Result<serde_json::Value> {

@@ -13,7 +13,8 @@ use aws_sdk_s3::config::retry::{RetryPartition, TokenBucket};
 use aws_sdk_s3::config::{Credentials, SharedCredentialsProvider};
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::context::{
-    BeforeTransmitInterceptorContextRef, FinalizerInterceptorContextRef,
+    BeforeTransmitInterceptorContextMut, BeforeTransmitInterceptorContextRef,
+    FinalizerInterceptorContextRef,
 };
 use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_runtime_api::client::retries::RequestAttempts;
@@ -22,6 +23,8 @@ use aws_smithy_types::config_bag::ConfigBag;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
+
+use super::s3::Bucket;
 
 /// Attempts per request. Each retry waits its own exponential backoff with full jitter,
 /// capped at `MAX_BACKOFF`, while the other requests in flight go on: a steady share of
@@ -65,6 +68,8 @@ pub struct Connection {
     pub role_arn: Option<String>,
     /// Address buckets by path (`http://host/bucket/key`), as MinIO needs. Default: false.
     pub force_path_style: Option<bool>,
+    /// The account ID that must own this side's buckets (the journal's too, on the target side). Sent with every S3 request, so a bucket name that resolves to another account's bucket is refused instead of read or written. Default: not checked.
+    pub expected_bucket_owner: Option<String>,
 }
 
 impl Connection {
@@ -158,6 +163,9 @@ impl Connection {
             .force_path_style(self.force_path_style.unwrap_or(false))
             .retry_partition(unlimited_retries("stackmigrate-s3"))
             .interceptor(CountAttempts);
+        if let Some(owner) = &self.expected_bucket_owner {
+            builder = builder.interceptor(ExpectedBucketOwner(owner.clone()));
+        }
         aws_sdk_s3::Client::from_conf(builder.build())
     }
 
@@ -312,6 +320,30 @@ impl Intercept for CountAttempts {
     }
 }
 
+/// Sends `x-amz-expected-bucket-owner` with every request of a side's S3 client: S3
+/// refuses the request when another account owns the bucket.
+#[derive(Debug)]
+struct ExpectedBucketOwner(String);
+
+impl Intercept for ExpectedBucketOwner {
+    fn name(&self) -> &'static str {
+        "stackmigrate::ExpectedBucketOwner"
+    }
+
+    fn modify_before_signing(
+        &self,
+        context: &mut BeforeTransmitInterceptorContextMut<'_>,
+        _: &RuntimeComponents,
+        _: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        context
+            .request_mut()
+            .headers_mut()
+            .insert("x-amz-expected-bucket-owner", self.0.clone());
+        Ok(())
+    }
+}
+
 /// The clients of one side, built on first use and then shared by every operation until
 /// the next Configure: one SDK config (and one AssumeRole session) per side, one
 /// connection pool per service.
@@ -353,6 +385,15 @@ impl SideClients {
             .get_or_init(|| async { self.connection.s3_client_from(sdk) })
             .await
             .clone())
+    }
+
+    /// A bucket of this side, with the side's S3 client and expected owner.
+    pub async fn bucket(&self, name: &str) -> anyhow::Result<Bucket> {
+        Ok(Bucket {
+            client: self.s3().await?,
+            name: name.to_string(),
+            expected_owner: self.connection.expected_bucket_owner.clone(),
+        })
     }
 
     pub async fn dynamodb(&self) -> anyhow::Result<aws_sdk_dynamodb::Client> {

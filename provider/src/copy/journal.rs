@@ -82,10 +82,7 @@ impl Journal {
                 (Store::File(dir), uri)
             }
             Location::S3 { bucket, prefix } => {
-                let bucket = Bucket {
-                    client: target.s3().await?,
-                    name: bucket.clone(),
-                };
+                let bucket = target.bucket(bucket).await?;
                 let prefix = join(prefix, resource);
                 let uri = format!("s3://{}/{prefix}", bucket.name);
                 (Store::S3 { bucket, prefix }, uri)
@@ -268,6 +265,7 @@ impl Journal {
                     target,
                     key,
                     &WriteOptions::default(),
+                    None,
                 )
                 .await?;
                 Ok(written)

@@ -85,10 +85,7 @@ impl Migration for Marker {
 }
 
 async fn bucket(ctx: &Context, name: &str) -> Result<Bucket> {
-    Ok(Bucket {
-        client: ctx.clients.target.s3().await?,
-        name: name.to_string(),
-    })
+    ctx.clients.target.bucket(name).await
 }
 
 #[tokio::test]

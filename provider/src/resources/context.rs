@@ -207,14 +207,8 @@ impl Context {
                 target_prefix
             );
         }
-        let source = Bucket {
-            client: self.clients.source.s3().await?,
-            name: source_name,
-        };
-        let target = Bucket {
-            client: self.clients.target.s3().await?,
-            name: target_name,
-        };
+        let source = self.clients.source.bucket(&source_name).await?;
+        let target = self.clients.target.bucket(&target_name).await?;
         s3::check_bucket(&source, "source", &self.config.source.describe_s3()).await?;
         s3::check_bucket(&target, "target", &self.config.target.describe_s3()).await?;
         Ok(BucketPair {
@@ -267,10 +261,7 @@ impl Context {
     /// Rollback of the resources that write to a bucket: undoes the journal's writes in
     /// the target bucket (last written first) and says what it did and what it left.
     pub(crate) async fn rollback_bucket(&self, bucket: &str) -> Result<()> {
-        let target = Bucket {
-            client: self.clients.target.s3().await?,
-            name: bucket.to_string(),
-        };
+        let target = self.clients.target.bucket(bucket).await?;
         let journal = self.journal().await?;
         let report = sync::rollback(&target, &journal, self.progress.as_ref()).await?;
         self.progress.info(&format!(

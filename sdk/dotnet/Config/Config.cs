@@ -100,6 +100,10 @@ namespace StackMigrate.Stackmigrate
             /// </summary>
                 public string? Endpoint { get; set; } = null!;
             /// <summary>
+            /// The account ID that must own this side's buckets (the journal's too, on the target side). Sent with every S3 request, so a bucket name that resolves to another account's bucket is refused instead of read or written. Default: not checked.
+            /// </summary>
+                public string? ExpectedBucketOwner { get; set; } = null!;
+            /// <summary>
             /// Address buckets by path (`http://host/bucket/key`), as MinIO needs. Default: false.
             /// </summary>
                 public bool? ForcePathStyle { get; set; }

@@ -45,6 +45,12 @@ namespace StackMigrate.Stackmigrate.Inputs
         public Input<string>? Endpoint { get; set; }
 
         /// <summary>
+        /// The account ID that must own this side's buckets (the journal's too, on the target side). Sent with every S3 request, so a bucket name that resolves to another account's bucket is refused instead of read or written. Default: not checked.
+        /// </summary>
+        [Input("expectedBucketOwner")]
+        public Input<string>? ExpectedBucketOwner { get; set; }
+
+        /// <summary>
         /// Address buckets by path (`http://host/bucket/key`), as MinIO needs. Default: false.
         /// </summary>
         [Input("forcePathStyle")]

@@ -21,6 +21,8 @@ type Connection struct {
 	DynamodbEndpoint *string `pulumi:"dynamodbEndpoint"`
 	// Endpoint URL used for both S3 and DynamoDB (for example a MinIO or DynamoDB Local URL).
 	Endpoint *string `pulumi:"endpoint"`
+	// The account ID that must own this side's buckets (the journal's too, on the target side). Sent with every S3 request, so a bucket name that resolves to another account's bucket is refused instead of read or written. Default: not checked.
+	ExpectedBucketOwner *string `pulumi:"expectedBucketOwner"`
 	// Address buckets by path (`http://host/bucket/key`), as MinIO needs. Default: false.
 	ForcePathStyle *bool `pulumi:"forcePathStyle"`
 	// Named profile from the shared AWS config files. Default: `AWS_PROFILE`.
@@ -77,6 +79,8 @@ type ConnectionArgs struct {
 	DynamodbEndpoint pulumi.StringPtrInput `pulumi:"dynamodbEndpoint"`
 	// Endpoint URL used for both S3 and DynamoDB (for example a MinIO or DynamoDB Local URL).
 	Endpoint pulumi.StringPtrInput `pulumi:"endpoint"`
+	// The account ID that must own this side's buckets (the journal's too, on the target side). Sent with every S3 request, so a bucket name that resolves to another account's bucket is refused instead of read or written. Default: not checked.
+	ExpectedBucketOwner pulumi.StringPtrInput `pulumi:"expectedBucketOwner"`
 	// Address buckets by path (`http://host/bucket/key`), as MinIO needs. Default: false.
 	ForcePathStyle pulumi.BoolPtrInput `pulumi:"forcePathStyle"`
 	// Named profile from the shared AWS config files. Default: `AWS_PROFILE`.
@@ -204,6 +208,11 @@ func (o ConnectionOutput) Endpoint() pulumi.StringPtrOutput {
 	return o.ApplyT(func(v Connection) *string { return v.Endpoint }).(pulumi.StringPtrOutput)
 }
 
+// The account ID that must own this side's buckets (the journal's too, on the target side). Sent with every S3 request, so a bucket name that resolves to another account's bucket is refused instead of read or written. Default: not checked.
+func (o ConnectionOutput) ExpectedBucketOwner() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v Connection) *string { return v.ExpectedBucketOwner }).(pulumi.StringPtrOutput)
+}
+
 // Address buckets by path (`http://host/bucket/key`), as MinIO needs. Default: false.
 func (o ConnectionOutput) ForcePathStyle() pulumi.BoolPtrOutput {
 	return o.ApplyT(func(v Connection) *bool { return v.ForcePathStyle }).(pulumi.BoolPtrOutput)
@@ -290,6 +299,16 @@ func (o ConnectionPtrOutput) Endpoint() pulumi.StringPtrOutput {
 			return nil
 		}
 		return v.Endpoint
+	}).(pulumi.StringPtrOutput)
+}
+
+// The account ID that must own this side's buckets (the journal's too, on the target side). Sent with every S3 request, so a bucket name that resolves to another account's bucket is refused instead of read or written. Default: not checked.
+func (o ConnectionPtrOutput) ExpectedBucketOwner() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v *Connection) *string {
+		if v == nil {
+			return nil
+		}
+		return v.ExpectedBucketOwner
 	}).(pulumi.StringPtrOutput)
 }
 

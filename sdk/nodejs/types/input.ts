@@ -25,6 +25,10 @@ export interface ConnectionArgs {
      */
     endpoint?: pulumi.Input<string>;
     /**
+     * The account ID that must own this side's buckets (the journal's too, on the target side). Sent with every S3 request, so a bucket name that resolves to another account's bucket is refused instead of read or written. Default: not checked.
+     */
+    expectedBucketOwner?: pulumi.Input<string>;
+    /**
      * Address buckets by path (`http://host/bucket/key`), as MinIO needs. Default: false.
      */
     forcePathStyle?: pulumi.Input<boolean>;

@@ -41,6 +41,10 @@ if not MYPY:
         """
         Endpoint URL used for both S3 and DynamoDB (for example a MinIO or DynamoDB Local URL).
         """
+        expected_bucket_owner: NotRequired[pulumi.Input[_builtins.str]]
+        """
+        The account ID that must own this side's buckets (the journal's too, on the target side). Sent with every S3 request, so a bucket name that resolves to another account's bucket is refused instead of read or written. Default: not checked.
+        """
         force_path_style: NotRequired[pulumi.Input[_builtins.bool]]
         """
         Address buckets by path (`http://host/bucket/key`), as MinIO needs. Default: false.
@@ -78,6 +82,7 @@ class ConnectionArgs:
                  access_key_id: Optional[pulumi.Input[_builtins.str]] = None,
                  dynamodb_endpoint: Optional[pulumi.Input[_builtins.str]] = None,
                  endpoint: Optional[pulumi.Input[_builtins.str]] = None,
+                 expected_bucket_owner: Optional[pulumi.Input[_builtins.str]] = None,
                  force_path_style: Optional[pulumi.Input[_builtins.bool]] = None,
                  profile: Optional[pulumi.Input[_builtins.str]] = None,
                  region: Optional[pulumi.Input[_builtins.str]] = None,
@@ -90,6 +95,7 @@ class ConnectionArgs:
         :param pulumi.Input[_builtins.str] access_key_id: Access key id; with `secretAccessKey`, replaces the SDK credential chain.
         :param pulumi.Input[_builtins.str] dynamodb_endpoint: Endpoint URL for DynamoDB only; wins over `endpoint`.
         :param pulumi.Input[_builtins.str] endpoint: Endpoint URL used for both S3 and DynamoDB (for example a MinIO or DynamoDB Local URL).
+        :param pulumi.Input[_builtins.str] expected_bucket_owner: The account ID that must own this side's buckets (the journal's too, on the target side). Sent with every S3 request, so a bucket name that resolves to another account's bucket is refused instead of read or written. Default: not checked.
         :param pulumi.Input[_builtins.bool] force_path_style: Address buckets by path (`http://host/bucket/key`), as MinIO needs. Default: false.
         :param pulumi.Input[_builtins.str] profile: Named profile from the shared AWS config files. Default: `AWS_PROFILE`.
         :param pulumi.Input[_builtins.str] region: AWS region, for example `us-east-1`. Default: the SDK chain (`AWS_REGION`, profile). Required against AWS itself (no endpoint).
@@ -104,6 +110,8 @@ class ConnectionArgs:
             pulumi.set(__self__, "dynamodb_endpoint", dynamodb_endpoint)
         if endpoint is not None:
             pulumi.set(__self__, "endpoint", endpoint)
+        if expected_bucket_owner is not None:
+            pulumi.set(__self__, "expected_bucket_owner", expected_bucket_owner)
         if force_path_style is not None:
             pulumi.set(__self__, "force_path_style", force_path_style)
         if profile is None:
@@ -158,6 +166,18 @@ class ConnectionArgs:
     @endpoint.setter
     def endpoint(self, value: Optional[pulumi.Input[_builtins.str]]):
         pulumi.set(self, "endpoint", value)
+
+    @_builtins.property
+    @pulumi.getter(name="expectedBucketOwner")
+    def expected_bucket_owner(self) -> Optional[pulumi.Input[_builtins.str]]:
+        """
+        The account ID that must own this side's buckets (the journal's too, on the target side). Sent with every S3 request, so a bucket name that resolves to another account's bucket is refused instead of read or written. Default: not checked.
+        """
+        return pulumi.get(self, "expected_bucket_owner")
+
+    @expected_bucket_owner.setter
+    def expected_bucket_owner(self, value: Optional[pulumi.Input[_builtins.str]]):
+        pulumi.set(self, "expected_bucket_owner", value)
 
     @_builtins.property
     @pulumi.getter(name="forcePathStyle")

@@ -30,6 +30,7 @@ class Connection(dict):
                  access_key_id: Optional[_builtins.str] = None,
                  dynamodb_endpoint: Optional[_builtins.str] = None,
                  endpoint: Optional[_builtins.str] = None,
+                 expected_bucket_owner: Optional[_builtins.str] = None,
                  force_path_style: Optional[_builtins.bool] = None,
                  profile: Optional[_builtins.str] = None,
                  region: Optional[_builtins.str] = None,
@@ -42,6 +43,7 @@ class Connection(dict):
         :param _builtins.str access_key_id: Access key id; with `secretAccessKey`, replaces the SDK credential chain.
         :param _builtins.str dynamodb_endpoint: Endpoint URL for DynamoDB only; wins over `endpoint`.
         :param _builtins.str endpoint: Endpoint URL used for both S3 and DynamoDB (for example a MinIO or DynamoDB Local URL).
+        :param _builtins.str expected_bucket_owner: The account ID that must own this side's buckets (the journal's too, on the target side). Sent with every S3 request, so a bucket name that resolves to another account's bucket is refused instead of read or written. Default: not checked.
         :param _builtins.bool force_path_style: Address buckets by path (`http://host/bucket/key`), as MinIO needs. Default: false.
         :param _builtins.str profile: Named profile from the shared AWS config files. Default: `AWS_PROFILE`.
         :param _builtins.str region: AWS region, for example `us-east-1`. Default: the SDK chain (`AWS_REGION`, profile). Required against AWS itself (no endpoint).
@@ -56,6 +58,8 @@ class Connection(dict):
             pulumi.set(__self__, "dynamodb_endpoint", dynamodb_endpoint)
         if endpoint is not None:
             pulumi.set(__self__, "endpoint", endpoint)
+        if expected_bucket_owner is not None:
+            pulumi.set(__self__, "expected_bucket_owner", expected_bucket_owner)
         if force_path_style is not None:
             pulumi.set(__self__, "force_path_style", force_path_style)
         if profile is None:
@@ -98,6 +102,14 @@ class Connection(dict):
         Endpoint URL used for both S3 and DynamoDB (for example a MinIO or DynamoDB Local URL).
         """
         return pulumi.get(self, "endpoint")
+
+    @_builtins.property
+    @pulumi.getter(name="expectedBucketOwner")
+    def expected_bucket_owner(self) -> Optional[_builtins.str]:
+        """
+        The account ID that must own this side's buckets (the journal's too, on the target side). Sent with every S3 request, so a bucket name that resolves to another account's bucket is refused instead of read or written. Default: not checked.
+        """
+        return pulumi.get(self, "expected_bucket_owner")
 
     @_builtins.property
     @pulumi.getter(name="forcePathStyle")

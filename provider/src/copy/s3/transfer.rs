@@ -23,38 +23,77 @@ use crate::copy::aws_error;
 pub struct Written {
     pub etag: String,
     pub checksum: Option<String>,
+    /// The version the write created, on a versioned bucket.
+    pub version: Option<String>,
 }
 
 /// What the target must report for an uploaded object, computed from the bytes sent:
-/// the ETag (MD5, or MD5 of the part MD5s with the part count) and the full-object
-/// CRC64NVME, which S3 also checks on receipt.
+/// the ETag (MD5, or MD5 of the part MD5s with the part count) and the whole object's
+/// checksum in `algorithm`, which S3 also checks on receipt.
 #[derive(Debug, Clone)]
 pub(crate) struct Expected {
     pub etag: String,
-    pub crc64nvme: String,
+    pub algorithm: ChecksumAlgorithm,
+    pub checksum: String,
 }
 
-/// A running CRC64NVME, base64-encoded as S3's headers carry it.
-struct Crc64Nvme(Box<dyn aws_smithy_checksums::http::HttpChecksum>);
+/// A streamed copy: what was written, what the target must report, and what proves the
+/// bytes read were the source's.
+pub(crate) struct Streamed {
+    pub written: Written,
+    pub expected: Expected,
+    /// The source's stored checksum of the whole object in `expected.algorithm`.
+    pub source_checksum: Option<String>,
+    /// The source stores a whole-object checksum, which the SDK checked the read against.
+    pub checked_by_sdk: bool,
+}
 
-impl Crc64Nvme {
-    fn new() -> Self {
-        Crc64Nvme(aws_smithy_checksums::ChecksumAlgorithm::Crc64Nvme.into_impl())
+/// Sets the checksum of `$algorithm` on a request or part builder.
+macro_rules! with_checksum {
+    ($builder:expr, $algorithm:expr, $value:expr) => {
+        match $algorithm {
+            ChecksumAlgorithm::Crc32 => $builder.checksum_crc32($value),
+            ChecksumAlgorithm::Crc32C => $builder.checksum_crc32_c($value),
+            ChecksumAlgorithm::Sha1 => $builder.checksum_sha1($value),
+            ChecksumAlgorithm::Sha256 => $builder.checksum_sha256($value),
+            _ => $builder.checksum_crc64_nvme($value),
+        }
+    };
+}
+
+/// A running checksum in one of S3's algorithms, base64-encoded as S3's headers carry it.
+struct RunningChecksum(Box<dyn aws_smithy_checksums::http::HttpChecksum>);
+
+impl RunningChecksum {
+    fn new(algorithm: &ChecksumAlgorithm) -> Self {
+        let algorithm = algorithm
+            .as_str()
+            .parse()
+            .unwrap_or(aws_smithy_checksums::ChecksumAlgorithm::Crc64Nvme);
+        RunningChecksum(algorithm.into_impl())
     }
 
     fn update(&mut self, bytes: &[u8]) {
         self.0.update(bytes);
     }
 
-    fn of(bytes: &[u8]) -> String {
-        let mut crc = Self::new();
-        crc.update(bytes);
-        crc.base64()
+    fn of(algorithm: &ChecksumAlgorithm, bytes: &[u8]) -> String {
+        let mut checksum = Self::new(algorithm);
+        checksum.update(bytes);
+        checksum.base64()
     }
 
     fn base64(self) -> String {
         aws_smithy_types::base64::encode(&self.0.finalize()[..])
     }
+}
+
+/// S3 keeps a whole-object checksum of a multipart upload only in the CRC algorithms.
+fn full_object_multipart(algorithm: &ChecksumAlgorithm) -> bool {
+    matches!(
+        algorithm,
+        ChecksumAlgorithm::Crc32 | ChecksumAlgorithm::Crc32C | ChecksumAlgorithm::Crc64Nvme
+    )
 }
 
 /// Characters escaped in the `x-amz-copy-source` header: all but unreserved and `/`.
@@ -96,6 +135,7 @@ pub async fn server_side_copy(
             .bucket(&target.name)
             .key(target_key)
             .metadata_directive(MetadataDirective::Copy)
+            .set_expected_source_bucket_owner(source.expected_owner.clone())
             .checksum_algorithm(algorithm.clone());
         let out = with_write_options!(copy, options)
             .send()
@@ -109,6 +149,7 @@ pub async fn server_side_copy(
                 .unwrap_or_default()
                 .to_string(),
             checksum: result.and_then(|r| checksum_in!(r, &algorithm)),
+            version: out.version_id().map(str::to_owned),
         });
     }
     // CreateMultipartUpload copies nothing from the source: headers and tags are given.
@@ -116,7 +157,7 @@ pub async fn server_side_copy(
         .await?
         .ok_or_else(|| anyhow!("source object {from} vanished during the copy"))?;
     // Parts copied server side carry no full-object checksum: verified by size.
-    let upload = Multipart::start(target, target_key, &headers, options, false).await?;
+    let upload = Multipart::start(target, target_key, &headers, options, None).await?;
     let result = async {
         let mut start = 0;
         let mut number = 1;
@@ -130,6 +171,7 @@ pub async fn server_side_copy(
                 .upload_id(&upload.id)
                 .part_number(number)
                 .copy_source(&from)
+                .set_expected_source_bucket_owner(source.expected_owner.clone())
                 .copy_source_range(format!("bytes={start}-{end}"))
                 .send()
                 .await
@@ -151,48 +193,67 @@ pub async fn server_side_copy(
 
 /// Streams an object from one S3 service to another. Memory: one part at a time.
 /// What the target must report is computed on the way, so the caller can verify. The
-/// third value says whether the bytes read were proven to be the source's: the SDK
-/// checks them against the source's stored full-object checksum when it has one.
+/// target gets the source's checksum algorithm where S3 allows it, so it keeps the
+/// source's checksum; the SDK checks the bytes read against it.
 pub(crate) async fn streamed_copy(
     source: &Bucket,
     source_object: &ObjectInfo,
     target: &Bucket,
     target_key: &str,
     options: &WriteOptions,
-) -> Result<(Written, Expected, bool)> {
+) -> Result<Streamed> {
     let out = open(source, &source_object.key, None).await?;
-    let checked_by_sdk = has_full_object_checksum(&out);
+    let stored = full_object_checksum(&out);
     let mut headers = headers_of!(out);
     if out.tag_count().unwrap_or_default() > 0 {
         headers.tagging = tagging(source, &source_object.key).await?;
     }
     let size = out.content_length().unwrap_or_default().max(0) as u64;
     let mut body = out.body.into_async_read();
-    let (written, expected) =
-        upload_stream(&mut body, size, &headers, target, target_key, options).await?;
-    Ok((written, expected, checked_by_sdk))
+    let preferred = stored.as_ref().map(|(algorithm, _)| algorithm.clone());
+    let (written, expected) = upload_stream(
+        &mut body, size, &headers, target, target_key, options, preferred,
+    )
+    .await?;
+    Ok(Streamed {
+        checked_by_sdk: stored.is_some(),
+        source_checksum: stored
+            .filter(|(algorithm, _)| *algorithm == expected.algorithm)
+            .map(|(_, value)| value),
+        written,
+        expected,
+    })
 }
 
-/// Whether a GetObject response carries a checksum of the whole object, which the SDK
-/// then checks the body against as it is read (a composite one it cannot).
-fn has_full_object_checksum(out: &GetObjectOutput) -> bool {
+/// The checksum of the whole object a GetObject response carries, which the SDK then
+/// checks the body against as it is read; None for a composite one (it cannot).
+fn full_object_checksum(out: &GetObjectOutput) -> Option<(ChecksumAlgorithm, String)> {
     let composite = match out.checksum_type() {
         Some(kind) => *kind == ChecksumType::Composite,
         None => out.e_tag().unwrap_or_default().contains('-'),
     };
-    let values = [
-        out.checksum_crc32(),
-        out.checksum_crc32_c(),
-        out.checksum_crc64_nvme(),
-        out.checksum_sha1(),
-        out.checksum_sha256(),
-    ];
-    !composite && values.iter().flatten().any(|value| !value.contains('-'))
+    if composite {
+        return None;
+    }
+    [
+        ChecksumAlgorithm::Crc64Nvme,
+        ChecksumAlgorithm::Crc32C,
+        ChecksumAlgorithm::Crc32,
+        ChecksumAlgorithm::Sha256,
+        ChecksumAlgorithm::Sha1,
+    ]
+    .into_iter()
+    .find_map(|algorithm| {
+        checksum_in!(out, &algorithm)
+            .filter(|value| !value.contains('-'))
+            .map(|value| (algorithm, value))
+    })
 }
 
 /// Uploads `size` bytes read from `body` with the given headers: one PUT for small
-/// objects, multipart beyond PART_SIZE. Returns what was written and what the target
-/// must report for the content.
+/// objects, multipart beyond PART_SIZE. The target checks and keeps a checksum in the
+/// `preferred` algorithm where S3 allows it for the upload, else CRC64NVME. Returns
+/// what was written and what the target must report for the content.
 pub(crate) async fn upload_stream<R: tokio::io::AsyncRead + Unpin>(
     body: &mut R,
     size: u64,
@@ -200,7 +261,11 @@ pub(crate) async fn upload_stream<R: tokio::io::AsyncRead + Unpin>(
     target: &Bucket,
     key: &str,
     options: &WriteOptions,
+    preferred: Option<ChecksumAlgorithm>,
 ) -> Result<(Written, Expected)> {
+    let algorithm = preferred
+        .filter(|a| size <= PART_SIZE || full_object_multipart(a))
+        .unwrap_or(ChecksumAlgorithm::Crc64Nvme);
     if size <= PART_SIZE {
         let mut buffer = Vec::with_capacity(size as usize);
         body.read_to_end(&mut buffer)
@@ -214,16 +279,17 @@ pub(crate) async fn upload_stream<R: tokio::io::AsyncRead + Unpin>(
         }
         let expected = Expected {
             etag: format!("\"{}\"", hex::encode(Md5::digest(&buffer))),
-            crc64nvme: Crc64Nvme::of(&buffer),
+            checksum: RunningChecksum::of(&algorithm, &buffer),
+            algorithm,
         };
-        let mut put = target
+        let put = target
             .client
             .put_object()
             .bucket(&target.name)
             .key(key)
-            .checksum_algorithm(ChecksumAlgorithm::Crc64Nvme)
-            .checksum_crc64_nvme(&expected.crc64nvme)
+            .checksum_algorithm(expected.algorithm.clone())
             .body(ByteStream::from(buffer));
+        let mut put = with_checksum!(put, &expected.algorithm, &expected.checksum);
         put = with_write_options!(with_headers!(put, headers), options);
         let out = put
             .send()
@@ -232,14 +298,15 @@ pub(crate) async fn upload_stream<R: tokio::io::AsyncRead + Unpin>(
             .with_context(|| format!("writing s3://{}/{key}", target.name))?;
         let written = Written {
             etag: out.e_tag().unwrap_or_default().to_string(),
-            checksum: out.checksum_crc64_nvme().map(str::to_owned),
+            checksum: checksum_in!(out, &expected.algorithm),
+            version: out.version_id().map(str::to_owned),
         };
         return Ok((written, expected));
     }
-    let upload = Multipart::start(target, key, headers, options, true).await?;
+    let upload = Multipart::start(target, key, headers, options, Some(algorithm.clone())).await?;
     let result = async {
         let mut part_digests = Vec::new();
-        let mut whole = Crc64Nvme::new();
+        let mut whole = RunningChecksum::new(&algorithm);
         let mut total = 0u64;
         let mut number = 1;
         loop {
@@ -256,17 +323,17 @@ pub(crate) async fn upload_stream<R: tokio::io::AsyncRead + Unpin>(
             let digest = Md5::digest(&part);
             part_digests.extend_from_slice(&digest);
             whole.update(&part);
-            let part_checksum = Crc64Nvme::of(&part);
-            let out = target
+            let part_checksum = RunningChecksum::of(&algorithm, &part);
+            let request = target
                 .client
                 .upload_part()
                 .bucket(&target.name)
                 .key(key)
                 .upload_id(&upload.id)
                 .part_number(number)
-                .checksum_algorithm(ChecksumAlgorithm::Crc64Nvme)
-                .checksum_crc64_nvme(&part_checksum)
-                .body(ByteStream::from(part))
+                .checksum_algorithm(algorithm.clone())
+                .body(ByteStream::from(part));
+            let out = with_checksum!(request, &algorithm, &part_checksum)
                 .send()
                 .await
                 .map_err(aws_error)
@@ -283,9 +350,10 @@ pub(crate) async fn upload_stream<R: tokio::io::AsyncRead + Unpin>(
                 hex::encode(Md5::digest(&part_digests)),
                 number - 1
             ),
-            crc64nvme: whole.base64(),
+            checksum: whole.base64(),
+            algorithm: algorithm.clone(),
         };
-        let written = upload.complete(Some(&expected.crc64nvme)).await?;
+        let written = upload.complete(Some(&expected.checksum)).await?;
         Ok((written, expected))
     }
     .await;
@@ -319,27 +387,29 @@ struct Multipart<'a> {
     target: &'a Bucket,
     key: &'a str,
     id: String,
+    /// The algorithm of the parts' and the whole object's checksums, if they carry any.
+    checksum: Option<ChecksumAlgorithm>,
     parts: std::sync::Mutex<Vec<CompletedPart>>,
 }
 
 impl<'a> Multipart<'a> {
-    /// `full_object_checksum`: the parts carry CRC64NVMEs and the completion the whole
-    /// object's, which S3 checks and keeps.
+    /// `checksum`: the parts carry checksums in this algorithm and the completion the
+    /// whole object's, which S3 checks and keeps.
     async fn start(
         target: &'a Bucket,
         key: &'a str,
         headers: &Headers,
         options: &WriteOptions,
-        full_object_checksum: bool,
+        checksum: Option<ChecksumAlgorithm>,
     ) -> Result<Multipart<'a>> {
         let mut create = target
             .client
             .create_multipart_upload()
             .bucket(&target.name)
             .key(key);
-        if full_object_checksum {
+        if let Some(algorithm) = &checksum {
             create = create
-                .checksum_algorithm(ChecksumAlgorithm::Crc64Nvme)
+                .checksum_algorithm(algorithm.clone())
                 .checksum_type(ChecksumType::FullObject);
         }
         let out = with_write_options!(with_headers!(create, headers), options)
@@ -353,24 +423,26 @@ impl<'a> Multipart<'a> {
             target,
             key,
             id: out.upload_id().unwrap_or_default().to_string(),
+            checksum,
             parts: Default::default(),
         })
     }
 
-    fn parts_push(&self, number: i32, etag: &str, crc64nvme: Option<String>) {
-        let part = CompletedPart::builder()
-            .part_number(number)
-            .e_tag(etag)
-            .set_checksum_crc64_nvme(crc64nvme)
-            .build();
+    /// Notes a part written; `checksum` is in the upload's algorithm.
+    fn parts_push(&self, number: i32, etag: &str, checksum: Option<String>) {
+        let mut part = CompletedPart::builder().part_number(number).e_tag(etag);
+        if let (Some(algorithm), Some(value)) = (&self.checksum, checksum) {
+            part = with_checksum!(part, algorithm, value);
+        }
+        let part = part.build();
         self.parts
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(part);
     }
 
-    /// Completes the upload; `crc64nvme` is the whole object's, when the parts carry theirs.
-    async fn complete(&self, crc64nvme: Option<&str>) -> Result<Written> {
+    /// Completes the upload; `checksum` is the whole object's, when the parts carry theirs.
+    async fn complete(&self, checksum: Option<&str>) -> Result<Written> {
         let mut parts = std::mem::take(&mut *self.parts.lock().unwrap_or_else(|e| e.into_inner()));
         parts.sort_by_key(|p| p.part_number());
         let mut complete = self
@@ -380,10 +452,9 @@ impl<'a> Multipart<'a> {
             .bucket(&self.target.name)
             .key(self.key)
             .upload_id(&self.id);
-        if let Some(crc64nvme) = crc64nvme {
-            complete = complete
-                .checksum_crc64_nvme(crc64nvme)
-                .checksum_type(ChecksumType::FullObject);
+        if let (Some(algorithm), Some(value)) = (&self.checksum, checksum) {
+            complete =
+                with_checksum!(complete, algorithm, value).checksum_type(ChecksumType::FullObject);
         }
         let out = complete
             .multipart_upload(
@@ -402,7 +473,11 @@ impl<'a> Multipart<'a> {
             })?;
         Ok(Written {
             etag: out.e_tag().unwrap_or_default().to_string(),
-            checksum: out.checksum_crc64_nvme().map(str::to_owned),
+            checksum: self
+                .checksum
+                .as_ref()
+                .and_then(|algorithm| checksum_in!(out, algorithm)),
+            version: out.version_id().map(str::to_owned),
         })
     }
 }
@@ -427,10 +502,19 @@ mod tests {
     }
 
     #[test]
-    fn crc64nvme_matches_s3s_value_and_runs_across_parts() {
-        // S3 (and the Versity gateway) report jSnVw/bqjr4= for "hello world".
-        assert_eq!(Crc64Nvme::of(b"hello world"), "jSnVw/bqjr4=");
-        let mut running = Crc64Nvme::new();
+    fn checksums_match_s3s_values_and_run_across_parts() {
+        // What S3 (and the Versity gateway) report for "hello world".
+        let crc64 = ChecksumAlgorithm::Crc64Nvme;
+        assert_eq!(RunningChecksum::of(&crc64, b"hello world"), "jSnVw/bqjr4=");
+        assert_eq!(
+            RunningChecksum::of(&ChecksumAlgorithm::Crc32, b"hello world"),
+            "DUoRhQ=="
+        );
+        assert_eq!(
+            RunningChecksum::of(&ChecksumAlgorithm::Sha256, b"hello"),
+            "LPJNul+wow4m6DsqxbninhsWHlwfp0JecwQzYpOLmCQ="
+        );
+        let mut running = RunningChecksum::new(&crc64);
         running.update(b"hello ");
         running.update(b"world");
         assert_eq!(running.base64(), "jSnVw/bqjr4=");

@@ -220,6 +220,25 @@ pub async fn run(
     ));
     let meter = Meter::new(progress, "copied", planned.copied, planned.bytes_copied);
     let proofs = Proofs::default();
+    // Without the setting (no permission, or an answer the SDK cannot read), backups
+    // keep rollback exact anyway.
+    let versioned = match s3::versioning_enabled(&spec.target).await {
+        Ok(versioned) => versioned,
+        Err(err) => {
+            progress.warn(&format!(
+                "{err:#}; overwritten and deleted objects are backed up in the journal instead"
+            ));
+            false
+        }
+    };
+    let runner = Batches {
+        spec,
+        journal,
+        state: &state,
+        meter: &meter,
+        proofs: &proofs,
+        versioned,
+    };
     let walk_state = &state;
     // The walk feeds batches through a channel to the copies, in the same task: both are
     // polled together, so listing pages load while copies run.
@@ -243,7 +262,7 @@ pub async fn run(
         anyhow::Ok(walk.decider.counts)
     };
     let copying = tokio_stream::wrappers::ReceiverStream::new(receiver)
-        .map(|batch| run_batch(spec, journal, &state, batch, &meter, &proofs))
+        .map(|batch| runner.run(batch))
         .buffer_unordered(BATCHES_IN_FLIGHT)
         .try_collect::<Vec<()>>();
     let (mut done, _) = futures::future::try_join(walking, copying).await?;
@@ -265,103 +284,136 @@ pub async fn run(
     Ok(done)
 }
 
-/// Journals a batch's intents, then copies, verifies and journals what landed. A key
-/// appears once in a walk, so `state` (the journal as the run began) answers whether an
-/// earlier run already backed a key up.
-async fn run_batch(
-    spec: &SyncSpec,
-    journal: &Journal,
-    state: &JournalState,
-    batch: Vec<Action>,
-    meter: &Meter<'_>,
-    proofs: &Proofs,
-) -> Result<()> {
-    // 1. Back up what is about to be overwritten or deleted, unless an earlier run
-    //    already did (its backup holds the content from before this resource).
-    let needs_backup: Vec<ObjectInfo> = batch
-        .iter()
-        .filter_map(|a| match a {
-            Action::Overwrite { existing, .. } | Action::Delete(existing) => Some(existing),
-            _ => None,
-        })
-        .filter(|o| !state.contains_key(&o.key))
-        .cloned()
-        .collect();
-    let backups: HashMap<String, Previous> = stream::iter(needs_backup)
-        .map(|existing| async move {
-            let (_, headers) = s3::head_with_tags(&spec.target, &existing.key)
-                .await?
-                .unwrap_or_else(|| (existing.clone(), Headers::default()));
-            let name = backup_name(&existing.key);
-            journal.backup(&name, &spec.target, &existing).await?;
-            let previous = Previous {
-                etag: existing.etag.clone(),
-                size: existing.size,
-                backup: name,
-                headers,
-            };
-            anyhow::Ok((existing.key.clone(), previous))
-        })
-        .buffer_unordered(CONCURRENCY)
-        .try_collect()
-        .await?;
+/// What every batch of a run shares.
+struct Batches<'a> {
+    spec: &'a SyncSpec,
+    journal: &'a Journal,
+    /// The journal as the run began.
+    state: &'a JournalState,
+    meter: &'a Meter<'a>,
+    proofs: &'a Proofs,
+    /// The target keeps versions: what a write replaces stays as an older version, so
+    /// nothing is backed up and rollback removes the versions written.
+    versioned: bool,
+}
 
-    // 2. Record the intents.
-    let intents: Vec<Record> = batch
-        .iter()
-        .map(|action| match action {
-            Action::Create(source) | Action::Overwrite { source, .. } => {
-                let key = target_key(spec, &source.key);
-                Record::Write {
-                    previous: backups.get(&key).cloned(),
-                    key,
-                    source_etag: source.etag.clone(),
-                }
-            }
-            Action::Delete(existing) => Record::Delete {
-                key: existing.key.clone(),
-                previous: backups
-                    .get(&existing.key)
-                    .cloned()
-                    .unwrap_or_else(|| Previous {
+impl Batches<'_> {
+    /// Journals a batch's intents, then copies, verifies and journals what landed. A key
+    /// appears once in a walk, so `state` answers whether an earlier run already backed
+    /// a key up.
+    async fn run(&self, batch: Vec<Action>) -> Result<()> {
+        let (spec, journal, versioned) = (self.spec, self.journal, self.versioned);
+        // 1. Back up what is about to be overwritten or deleted, unless an earlier run
+        //    already did (its backup holds the content from before this resource), or
+        //    the target keeps versions.
+        let needs_backup: Vec<ObjectInfo> = batch
+            .iter()
+            .filter_map(|a| match a {
+                Action::Overwrite { existing, .. } | Action::Delete(existing) => Some(existing),
+                _ => None,
+            })
+            .filter(|o| !self.state.contains_key(&o.key))
+            .cloned()
+            .collect();
+        let backups: HashMap<String, Previous> = stream::iter(needs_backup)
+            .map(|existing| async move {
+                let previous = if versioned {
+                    Previous {
                         etag: existing.etag.clone(),
                         size: existing.size,
                         backup: String::new(),
                         headers: Headers::default(),
-                    }),
-            },
-            Action::Adopt { key, etag } => Record::Written {
-                key: key.clone(),
-                etag: etag.clone(),
-            },
-        })
-        .collect();
-    journal.append(&intents).await?;
+                    }
+                } else {
+                    backup(spec, journal, &existing).await?
+                };
+                anyhow::Ok((existing.key.clone(), previous))
+            })
+            .buffer_unordered(CONCURRENCY)
+            .try_collect()
+            .await?;
 
-    // 3. Write, verify, and record what landed.
-    let landed: Vec<Option<Record>> = stream::iter(batch)
-        .map(|action| async move {
-            match action {
+        // 2. Record the intents.
+        let intents: Vec<Record> = batch
+            .iter()
+            .map(|action| match action {
                 Action::Create(source) | Action::Overwrite { source, .. } => {
                     let key = target_key(spec, &source.key);
-                    let (etag, proof) = copy_verified(spec, &source, &key).await?;
-                    proofs.add(proof);
-                    meter.add(1, source.size);
-                    anyhow::Ok(Some(Record::Written { key, etag }))
+                    Record::Write {
+                        previous: backups.get(&key).cloned(),
+                        key,
+                        source_etag: source.etag.clone(),
+                        versioned,
+                    }
                 }
-                Action::Delete(existing) => {
-                    s3::delete(&spec.target, &existing.key).await?;
-                    Ok(None)
+                Action::Delete(existing) => Record::Delete {
+                    key: existing.key.clone(),
+                    previous: backups
+                        .get(&existing.key)
+                        .cloned()
+                        .unwrap_or_else(|| Previous {
+                            etag: existing.etag.clone(),
+                            size: existing.size,
+                            backup: String::new(),
+                            headers: Headers::default(),
+                        }),
+                },
+                Action::Adopt { key, etag } => Record::Written {
+                    key: key.clone(),
+                    etag: etag.clone(),
+                    version: None,
+                },
+            })
+            .collect();
+        journal.append(&intents).await?;
+
+        // 3. Write, verify, and record what landed.
+        let landed: Vec<Option<Record>> = stream::iter(batch)
+            .map(|action| async move {
+                match action {
+                    Action::Create(source) | Action::Overwrite { source, .. } => {
+                        let key = target_key(spec, &source.key);
+                        let (written, proof) = copy_verified(spec, &source, &key).await?;
+                        self.proofs.add(proof);
+                        self.meter.add(1, source.size);
+                        anyhow::Ok(Some(Record::Written {
+                            key,
+                            etag: written.etag,
+                            version: written.version,
+                        }))
+                    }
+                    Action::Delete(existing) => {
+                        let marker = s3::delete(&spec.target, &existing.key).await?;
+                        Ok(marker.map(|version| Record::Deleted {
+                            key: existing.key,
+                            version,
+                        }))
+                    }
+                    Action::Adopt { .. } => Ok(None),
                 }
-                Action::Adopt { .. } => Ok(None),
-            }
-        })
-        .buffer_unordered(CONCURRENCY)
-        .try_collect()
-        .await?;
-    let landed: Vec<Record> = landed.into_iter().flatten().collect();
-    journal.append(&landed).await?;
-    Ok(())
+            })
+            .buffer_unordered(CONCURRENCY)
+            .try_collect()
+            .await?;
+        let landed: Vec<Record> = landed.into_iter().flatten().collect();
+        journal.append(&landed).await?;
+        Ok(())
+    }
+}
+
+/// Saves an object about to be replaced in the journal, with its headers and tags.
+async fn backup(spec: &SyncSpec, journal: &Journal, existing: &ObjectInfo) -> Result<Previous> {
+    let (_, headers) = s3::head_with_tags(&spec.target, &existing.key)
+        .await?
+        .unwrap_or_else(|| (existing.clone(), Headers::default()));
+    let name = backup_name(&existing.key);
+    journal.backup(&name, &spec.target, existing).await?;
+    Ok(Previous {
+        etag: existing.etag.clone(),
+        size: existing.size,
+        backup: name,
+        headers,
+    })
 }
 
 fn target_key(spec: &SyncSpec, source_key: &str) -> String {
@@ -402,21 +454,25 @@ impl Proofs {
 
 /// Copies one object and proves the target holds the source's content, by the
 /// strongest means both sides allow. Returns the target's ETag and the proof.
-async fn copy_verified(spec: &SyncSpec, source: &ObjectInfo, key: &str) -> Result<(String, Proof)> {
+async fn copy_verified(
+    spec: &SyncSpec,
+    source: &ObjectInfo,
+    key: &str,
+) -> Result<(s3::Written, Proof)> {
     let target_url = || format!("s3://{}/{key}", spec.target.name);
     if spec.server_side {
         let written =
             s3::server_side_copy(&spec.source, source, &spec.target, key, &spec.write).await?;
         // A single-part object's ETag is its MD5, which a copy keeps unless KMS encrypts.
         if !source.etag.contains('-') && written.etag == source.etag {
-            return Ok((written.etag, Proof::Etag));
+            return Ok((written, Proof::Etag));
         }
         // The copy computed a checksum in the source's algorithm: compare it with the
         // one the source stores (one HEAD, only where the ETags cannot tell).
         if let (Some(algorithm), Some(copied)) = (&source.checksum_algorithm, &written.checksum) {
             let algorithm = ChecksumAlgorithm::from(algorithm.as_str());
             match s3::stored_checksum(&spec.source, &source.key, &algorithm).await? {
-                Some(stored) if stored == *copied => return Ok((written.etag, Proof::Checksum)),
+                Some(stored) if stored == *copied => return Ok((written, Proof::Checksum)),
                 Some(stored) => bail!(
                     "verification failed for {}: its {} is {copied}, the source's is {stored}",
                     target_url(),
@@ -426,15 +482,17 @@ async fn copy_verified(spec: &SyncSpec, source: &ObjectInfo, key: &str) -> Resul
             }
         }
         check_size(spec, source, key).await?;
-        return Ok((written.etag, Proof::Size));
+        return Ok((written, Proof::Size));
     }
-    let (written, expected, checked_by_sdk) = copy_streamed_with_retry(spec, source, key).await?;
+    let streamed = copy_streamed_with_retry(spec, source, key).await?;
+    let (written, expected) = (streamed.written, streamed.expected);
+    let algorithm = expected.algorithm.as_str();
     let target_proof = match &written.checksum {
-        Some(checksum) if *checksum == expected.crc64nvme => Proof::Checksum,
+        Some(checksum) if *checksum == expected.checksum => Proof::Checksum,
         Some(checksum) => bail!(
-            "verification failed for {}: its CRC64NVME is {checksum}, the bytes sent have {}",
+            "verification failed for {}: its {algorithm} is {checksum}, the bytes sent have {}",
             target_url(),
-            expected.crc64nvme
+            expected.checksum
         ),
         None if written.etag == expected.etag => Proof::Etag,
         None => {
@@ -442,16 +500,21 @@ async fn copy_verified(spec: &SyncSpec, source: &ObjectInfo, key: &str) -> Resul
             Proof::Size
         }
     };
-    // The bytes sent are the source's if the SDK checked them against its stored
-    // checksum, or if they hash to its MD5 ETag.
-    let source_proof = if checked_by_sdk {
-        Proof::Checksum
-    } else if !source.etag.contains('-') && source.etag == expected.etag {
-        Proof::Etag
-    } else {
-        Proof::Size
+    // The bytes sent are the source's if they have its stored checksum (which the
+    // target now keeps too), or if they hash to its MD5 ETag.
+    let source_proof = match &streamed.source_checksum {
+        Some(stored) if *stored == expected.checksum => Proof::Checksum,
+        Some(stored) => bail!(
+            "verification failed for {}: the bytes read have {algorithm} {}, the source stores {stored}",
+            target_url(),
+            expected.checksum
+        ),
+        None if streamed.checked_by_sdk => Proof::Checksum,
+        None if !source.etag.contains('-') && source.etag == expected.etag => Proof::Etag,
+        None => Proof::Size,
     };
-    Ok((written.etag, target_proof.max(source_proof)))
+    let proof = target_proof.max(source_proof);
+    Ok((written, proof))
 }
 
 async fn check_size(spec: &SyncSpec, source: &ObjectInfo, key: &str) -> Result<()> {
@@ -475,7 +538,7 @@ async fn copy_streamed_with_retry(
     spec: &SyncSpec,
     source: &ObjectInfo,
     key: &str,
-) -> Result<(s3::Written, s3::Expected, bool)> {
+) -> Result<s3::Streamed> {
     let mut attempt = 0;
     loop {
         attempt += 1;

@@ -29,11 +29,22 @@ pub(crate) enum Record {
         key: String,
         source_etag: String,
         previous: Option<Previous>,
+        /// The target keeps versions: rollback removes the versions written, and
+        /// `previous` has no backup.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        versioned: bool,
     },
-    /// `key` now holds what this resource wrote, with this ETag.
-    Written { key: String, etag: String },
+    /// `key` now holds what this resource wrote, with this ETag (and version).
+    Written {
+        key: String,
+        etag: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        version: Option<String>,
+    },
     /// About to delete `key` (deleteExtraneous).
     Delete { key: String, previous: Previous },
+    /// `key` was deleted on a versioned target, hidden by this delete marker.
+    Deleted { key: String, version: String },
 }
 
 /// What the journal says about one target key.
@@ -47,6 +58,10 @@ pub(crate) struct KeyState {
     pub deleted: bool,
     /// The journal segment of the latest write or delete: rollback goes backwards.
     pub segment: u64,
+    /// On a versioned target: rollback removes `versions`, the versions and delete
+    /// markers this resource created, oldest first.
+    pub versioned: bool,
+    pub versions: Vec<String>,
 }
 
 /// Target key -> state.
@@ -58,19 +73,28 @@ pub(crate) fn apply(state: &mut JournalState, segment: u64, record: Record) {
             key,
             source_etag,
             previous,
+            versioned,
         } => {
             // Only the first record of a key knows the content from before this resource.
             let entry = state.entry(key).or_insert_with(|| KeyState {
                 previous,
                 ..Default::default()
             });
+            entry.versioned |= versioned;
             entry.source_etag = source_etag;
             entry.written_etag = None;
             entry.deleted = false;
             entry.segment = segment;
         }
-        Record::Written { key, etag } => {
-            state.entry(key).or_default().written_etag = Some(etag);
+        Record::Written { key, etag, version } => {
+            let entry = state.entry(key).or_default();
+            entry.written_etag = Some(etag);
+            entry.versions.extend(version);
+        }
+        Record::Deleted { key, version } => {
+            let entry = state.entry(key).or_default();
+            entry.versioned = true;
+            entry.versions.push(version);
         }
         Record::Delete { key, previous } => {
             let entry = state.entry(key).or_insert_with(|| KeyState {
@@ -116,6 +140,9 @@ mod tests {
         let lines = [
             r#"{"op":"write","key":"k","sourceEtag":"\"s\"","previous":null}"#,
             r#"{"op":"written","key":"k","etag":"\"w\""}"#,
+            r#"{"op":"write","key":"k","sourceEtag":"\"s\"","previous":null,"versioned":true}"#,
+            r#"{"op":"written","key":"k","etag":"\"w\"","version":"v2"}"#,
+            r#"{"op":"deleted","key":"k","version":"v3"}"#,
         ];
         for line in lines {
             let record: Record = serde_json::from_str(line).unwrap();
@@ -141,6 +168,7 @@ mod tests {
                 key: "k".into(),
                 source_etag: "s1".into(),
                 previous: Some(previous("original")),
+                versioned: false,
             },
         );
         apply(
@@ -149,6 +177,7 @@ mod tests {
             Record::Written {
                 key: "k".into(),
                 etag: "w1".into(),
+                version: None,
             },
         );
         apply(
@@ -158,6 +187,7 @@ mod tests {
                 key: "k".into(),
                 source_etag: "s2".into(),
                 previous: Some(previous("w1")),
+                versioned: false,
             },
         );
         let entry = &state["k"];
@@ -173,6 +203,7 @@ mod tests {
             Record::Written {
                 key: "k".into(),
                 etag: "w2".into(),
+                version: None,
             },
         );
         assert_eq!(state["k"].written_etag.as_deref(), Some("w2"));
@@ -188,6 +219,7 @@ mod tests {
                 key: "k".into(),
                 source_etag: "s".into(),
                 previous: None,
+                versioned: false,
             },
         );
         apply(
@@ -200,5 +232,22 @@ mod tests {
         );
         assert!(state["k"].deleted);
         assert!(state["k"].previous.is_none());
+    }
+
+    #[test]
+    fn a_versioned_key_collects_the_versions_this_resource_created() {
+        let mut state = JournalState::new();
+        let records = [
+            r#"{"op":"write","key":"k","sourceEtag":"s","previous":null,"versioned":true}"#,
+            r#"{"op":"written","key":"k","etag":"w","version":"v1"}"#,
+            r#"{"op":"write","key":"k","sourceEtag":"s2","previous":null,"versioned":true}"#,
+            r#"{"op":"written","key":"k","etag":"w2","version":"v2"}"#,
+            r#"{"op":"deleted","key":"k","version":"marker"}"#,
+        ];
+        for line in records {
+            apply(&mut state, 0, serde_json::from_str(line).unwrap());
+        }
+        assert!(state["k"].versioned);
+        assert_eq!(state["k"].versions, ["v1", "v2", "marker"]);
     }
 }

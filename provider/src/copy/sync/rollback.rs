@@ -94,6 +94,7 @@ pub(crate) async fn put_journalled(
             key: key.to_string(),
             source_etag,
             previous,
+            versioned: false,
         }])
         .await?;
     let etag = s3::put_bytes(target, key, body).await?;
@@ -101,6 +102,7 @@ pub(crate) async fn put_journalled(
         .append(&[Record::Written {
             key: key.to_string(),
             etag,
+            version: None,
         }])
         .await
 }
@@ -118,6 +120,9 @@ async fn rollback_key(
     key: &str,
     entry: &KeyState,
 ) -> Result<Outcome> {
+    if entry.versioned {
+        return rollback_versions(target, key, entry).await;
+    }
     let current = s3::head(target, key).await?.map(|(info, _)| info);
     let current_etag = current.as_ref().map(|c| c.etag.as_str());
     let ours = if entry.deleted {
@@ -149,4 +154,45 @@ async fn rollback_key(
             Ok(Outcome::Deleted)
         }
     }
+}
+
+/// On a versioned target: removes the versions and delete markers this resource
+/// created, so the version current before it is current again; nothing is re-uploaded.
+/// Left alone when someone else wrote the key since.
+async fn rollback_versions(target: &Bucket, key: &str, entry: &KeyState) -> Result<Outcome> {
+    let versions = s3::versions(target, key).await?;
+    let mut ours: Vec<&s3::Version> = versions
+        .iter()
+        .filter(|v| entry.versions.contains(&v.id))
+        .collect();
+    let Some(latest) = versions.first() else {
+        return Ok(Outcome::Untouched);
+    };
+    // A write or deletion killed before its confirmation, or a write adopted by a later
+    // run, has no version in the journal: the latest version is ours if it holds what
+    // was written and is not the content from before, or is the delete marker.
+    let written_etag = entry.written_etag.as_ref().unwrap_or(&entry.source_etag);
+    let latest_is_ours = entry.versions.contains(&latest.id)
+        || (entry.deleted && latest.delete_marker)
+        || (!entry.deleted
+            && latest.etag == *written_etag
+            && entry.previous.as_ref().map(|p| &p.etag) != Some(&latest.etag));
+    if !latest_is_ours {
+        return Ok(if ours.is_empty() {
+            Outcome::Untouched
+        } else {
+            Outcome::LeftAlone
+        });
+    }
+    if !ours.iter().any(|v| v.id == latest.id) {
+        ours.insert(0, latest);
+    }
+    for version in &ours {
+        s3::delete_version(target, key, &version.id).await?;
+    }
+    Ok(if versions.len() > ours.len() {
+        Outcome::Restored
+    } else {
+        Outcome::Deleted
+    })
 }

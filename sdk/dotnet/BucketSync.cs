@@ -53,6 +53,12 @@ namespace StackMigrate.Stackmigrate
         public Output<int> BytesCopied { get; private set; } = null!;
 
         /// <summary>
+        /// `full` (default): every preview and up compares source and target and copies what is new; `inputs`: only changed inputs (such as `triggers`) re-run the sync, so a preview or up with unchanged inputs reads no data.
+        /// </summary>
+        [Output("changeDetection")]
+        public Output<StackMigrate.Stackmigrate.ChangeDetection?> ChangeDetection { get; private set; } = null!;
+
+        /// <summary>
         /// Delete target objects (under `targetPrefix`, passing the filters) that the source does not have; they are backed up in the journal first. Default false.
         /// </summary>
         [Output("deleteExtraneous")]
@@ -278,6 +284,12 @@ namespace StackMigrate.Stackmigrate
         /// </summary>
         [Input("archived")]
         public Input<StackMigrate.Stackmigrate.Archived>? Archived { get; set; }
+
+        /// <summary>
+        /// `full` (default): every preview and up compares source and target and copies what is new; `inputs`: only changed inputs (such as `triggers`) re-run the sync, so a preview or up with unchanged inputs reads no data.
+        /// </summary>
+        [Input("changeDetection")]
+        public Input<StackMigrate.Stackmigrate.ChangeDetection>? ChangeDetection { get; set; }
 
         /// <summary>
         /// Delete target objects (under `targetPrefix`, passing the filters) that the source does not have; they are backed up in the journal first. Default false.

@@ -51,6 +51,12 @@ namespace StackMigrate.Stackmigrate
         public Output<int> BytesCopied { get; private set; } = null!;
 
         /// <summary>
+        /// `full` (default): every preview and up compares source and target and copies what is new; `inputs`: only changed inputs (such as `triggers`) re-run the copy, so a preview or up with unchanged inputs reads no data.
+        /// </summary>
+        [Output("changeDetection")]
+        public Output<StackMigrate.Stackmigrate.ChangeDetection?> ChangeDetection { get; private set; } = null!;
+
+        /// <summary>
         /// The counts above per entity type.
         /// </summary>
         [Output("countsByType")]
@@ -262,6 +268,12 @@ namespace StackMigrate.Stackmigrate
         /// </summary>
         [Input("allowEmpty")]
         public Input<bool>? AllowEmpty { get; set; }
+
+        /// <summary>
+        /// `full` (default): every preview and up compares source and target and copies what is new; `inputs`: only changed inputs (such as `triggers`) re-run the copy, so a preview or up with unchanged inputs reads no data.
+        /// </summary>
+        [Input("changeDetection")]
+        public Input<StackMigrate.Stackmigrate.ChangeDetection>? ChangeDetection { get; set; }
 
         [Input("excludeTypes")]
         private InputList<string>? _excludeTypes;

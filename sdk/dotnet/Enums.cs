@@ -47,6 +47,43 @@ namespace StackMigrate.Stackmigrate
     }
 
     /// <summary>
+    /// When a preview or up with unchanged inputs looks for new source data.
+    /// </summary>
+    [EnumType]
+    public readonly struct ChangeDetection : IEquatable<ChangeDetection>
+    {
+        private readonly string _value;
+
+        private ChangeDetection(string value)
+        {
+            _value = value ?? throw new ArgumentNullException(nameof(value));
+        }
+
+        /// <summary>
+        /// Every preview and up compares the source with the target (listings, or a scan of the table) and copies what is new.
+        /// </summary>
+        public static ChangeDetection Full { get; } = new ChangeDetection("full");
+        /// <summary>
+        /// Only changed inputs (`triggers` among them) re-run the copy: a preview or up with unchanged inputs reads no data, however large the source.
+        /// </summary>
+        public static ChangeDetection Inputs { get; } = new ChangeDetection("inputs");
+
+        public static bool operator ==(ChangeDetection left, ChangeDetection right) => left.Equals(right);
+        public static bool operator !=(ChangeDetection left, ChangeDetection right) => !left.Equals(right);
+
+        public static explicit operator string(ChangeDetection value) => value._value;
+
+        [EditorBrowsable(EditorBrowsableState.Never)]
+        public override bool Equals(object? obj) => obj is ChangeDetection other && Equals(other);
+        public bool Equals(ChangeDetection other) => string.Equals(_value, other._value, StringComparison.Ordinal);
+
+        [EditorBrowsable(EditorBrowsableState.Never)]
+        public override int GetHashCode() => _value?.GetHashCode() ?? 0;
+
+        public override string ToString() => _value;
+    }
+
+    /// <summary>
     /// What to do with an item whose key the target already has.
     /// </summary>
     [EnumType]

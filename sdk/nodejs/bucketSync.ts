@@ -64,6 +64,10 @@ export class BucketSync extends pulumi.CustomResource {
      */
     declare public /*out*/ readonly bytesCopied: pulumi.Output<number>;
     /**
+     * `full` (default): every preview and up compares source and target and copies what is new; `inputs`: only changed inputs (such as `triggers`) re-run the sync, so a preview or up with unchanged inputs reads no data.
+     */
+    declare public readonly changeDetection: pulumi.Output<enums.ChangeDetection | undefined>;
+    /**
      * Delete target objects (under `targetPrefix`, passing the filters) that the source does not have; they are backed up in the journal first. Default false.
      */
     declare public readonly deleteExtraneous: pulumi.Output<boolean | undefined>;
@@ -185,6 +189,7 @@ export class BucketSync extends pulumi.CustomResource {
         if (!opts.id) {
             resourceInputs["allowEmpty"] = (args?.allowEmpty) ?? false;
             resourceInputs["archived"] = (args?.archived) ?? "fail";
+            resourceInputs["changeDetection"] = args?.changeDetection;
             resourceInputs["deleteExtraneous"] = (args?.deleteExtraneous) ?? false;
             resourceInputs["exclude"] = args?.exclude;
             resourceInputs["include"] = args?.include;
@@ -217,6 +222,7 @@ export class BucketSync extends pulumi.CustomResource {
             resourceInputs["allowEmpty"] = undefined /*out*/;
             resourceInputs["archived"] = undefined /*out*/;
             resourceInputs["bytesCopied"] = undefined /*out*/;
+            resourceInputs["changeDetection"] = undefined /*out*/;
             resourceInputs["deleteExtraneous"] = undefined /*out*/;
             resourceInputs["exclude"] = undefined /*out*/;
             resourceInputs["include"] = undefined /*out*/;
@@ -264,6 +270,10 @@ export interface BucketSyncArgs {
      * Source objects in an archive storage class (GLACIER, DEEP_ARCHIVE, Intelligent-Tiering archive tiers) cannot be read until restored: `fail` (default) stops at preview naming them, `skip` leaves them out and counts them in `objectsArchived`.
      */
     archived?: pulumi.Input<enums.Archived>;
+    /**
+     * `full` (default): every preview and up compares source and target and copies what is new; `inputs`: only changed inputs (such as `triggers`) re-run the sync, so a preview or up with unchanged inputs reads no data.
+     */
+    changeDetection?: pulumi.Input<enums.ChangeDetection>;
     /**
      * Delete target objects (under `targetPrefix`, passing the filters) that the source does not have; they are backed up in the journal first. Default false.
      */

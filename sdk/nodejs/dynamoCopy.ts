@@ -62,6 +62,10 @@ export class DynamoCopy extends pulumi.CustomResource {
      */
     declare public /*out*/ readonly bytesCopied: pulumi.Output<number>;
     /**
+     * `full` (default): every preview and up compares source and target and copies what is new; `inputs`: only changed inputs (such as `triggers`) re-run the copy, so a preview or up with unchanged inputs reads no data.
+     */
+    declare public readonly changeDetection: pulumi.Output<enums.ChangeDetection | undefined>;
+    /**
      * The counts above per entity type.
      */
     declare public /*out*/ readonly countsByType: pulumi.Output<{[key: string]: outputs.TypeCounts}>;
@@ -178,6 +182,7 @@ export class DynamoCopy extends pulumi.CustomResource {
         opts = opts || {};
         if (!opts.id) {
             resourceInputs["allowEmpty"] = (args?.allowEmpty) ?? false;
+            resourceInputs["changeDetection"] = args?.changeDetection;
             resourceInputs["excludeTypes"] = args?.excludeTypes;
             resourceInputs["includeTypes"] = args?.includeTypes;
             resourceInputs["maxWriteRate"] = args?.maxWriteRate;
@@ -208,6 +213,7 @@ export class DynamoCopy extends pulumi.CustomResource {
         } else {
             resourceInputs["allowEmpty"] = undefined /*out*/;
             resourceInputs["bytesCopied"] = undefined /*out*/;
+            resourceInputs["changeDetection"] = undefined /*out*/;
             resourceInputs["countsByType"] = undefined /*out*/;
             resourceInputs["excludeTypes"] = undefined /*out*/;
             resourceInputs["includeTypes"] = undefined /*out*/;
@@ -250,6 +256,10 @@ export interface DynamoCopyArgs {
      * Allow `includeTypes`/`excludeTypes` to select no item of a source table that has items. Default false: such a selection fails at preview, as it is usually a mistake.
      */
     allowEmpty?: pulumi.Input<boolean>;
+    /**
+     * `full` (default): every preview and up compares source and target and copies what is new; `inputs`: only changed inputs (such as `triggers`) re-run the copy, so a preview or up with unchanged inputs reads no data.
+     */
+    changeDetection?: pulumi.Input<enums.ChangeDetection>;
     /**
      * Entity types not to copy, for example `COMPACTION_LOCK` or `JOB`.
      */

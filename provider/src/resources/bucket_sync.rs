@@ -7,7 +7,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{BucketInputs, Context, Failure, Migration, Planned, Retried};
+use super::{BucketInputs, ChangeDetection, Context, Failure, Migration, Planned, Retried};
 use crate::copy::filter::KeyFilter;
 use crate::copy::s3::{self, WriteOptions};
 use crate::copy::sync::{self, Archived, OnConflict, SyncCounts, SyncSpec};
@@ -59,6 +59,10 @@ pub struct Inputs {
     pub server_side_encryption: Option<String>,
     /// The KMS key (ID, ARN or alias) for `serverSideEncryption: aws:kms` or `aws:kms:dsse`. Default: the account's AWS managed key for S3.
     pub sse_kms_key_id: Option<String>,
+    /// `full` (default): every preview and up compares source and target and copies what is new; `inputs`: only changed inputs (such as `triggers`) re-run the sync, so a preview or up with unchanged inputs reads no data.
+    #[serde(default)]
+    #[expect(dead_code, reason = "Diff reads it in the untyped inputs")]
+    pub change_detection: ChangeDetection,
     /// Any values; a change re-runs the sync.
     #[serde(default)]
     #[expect(dead_code, reason = "Diff compares it in the untyped inputs")]

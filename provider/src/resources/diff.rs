@@ -35,6 +35,12 @@ pub(crate) fn input_changes(
         .collect()
 }
 
+/// `changeDetection: inputs`: unchanged inputs mean no change, and no data is read to
+/// find out.
+pub(crate) fn compares_inputs_only(inputs: &Map<String, Value>) -> bool {
+    inputs.get("changeDetection").and_then(Value::as_str) == Some("inputs")
+}
+
 /// With the inputs unchanged: a name the last run resolved from a stack output that now
 /// resolves differently replaces the resource; otherwise a plan that would write shows
 /// as an update of the pending output.
@@ -68,6 +74,17 @@ pub(crate) fn plan_changes(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn only_change_detection_inputs_skips_the_data() {
+        assert!(compares_inputs_only(&map(
+            json!({"changeDetection": "inputs"})
+        )));
+        assert!(!compares_inputs_only(&map(
+            json!({"changeDetection": "full"})
+        )));
+        assert!(!compares_inputs_only(&map(json!({"output": "raw"}))));
+    }
 
     fn bucket_sync() -> Metadata {
         crate::registry::Registered::new(Box::new(crate::resources::bucket_sync::BucketSync))

@@ -10,7 +10,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{Context, Failure, Migration, Planned, Retried, Side};
+use super::{ChangeDetection, Context, Failure, Migration, Planned, Retried, Side};
 use crate::copy::dynamodb::{self, Table};
 use crate::copy::rewrite::Rewriter;
 use crate::copy::table::{self, CopyCounts, CopySpec, ItemConflict, SetAttribute, TypeCounts};
@@ -70,6 +70,10 @@ pub struct Inputs {
     /// Allow `includeTypes`/`excludeTypes` to select no item of a source table that has items. Default false: such a selection fails at preview, as it is usually a mistake.
     #[serde(default)]
     pub allow_empty: bool,
+    /// `full` (default): every preview and up compares source and target and copies what is new; `inputs`: only changed inputs (such as `triggers`) re-run the copy, so a preview or up with unchanged inputs reads no data.
+    #[serde(default)]
+    #[expect(dead_code, reason = "Diff reads it in the untyped inputs")]
+    pub change_detection: ChangeDetection,
     /// Any values; a change re-runs the copy.
     #[serde(default)]
     #[expect(dead_code, reason = "Diff compares it in the untyped inputs")]

@@ -23,6 +23,17 @@ use crate::copy::progress::Silent;
 pub use context::{journal_path, Clients, Context};
 pub(crate) use context::{BucketInputs, Side};
 
+/// When a preview or up with unchanged inputs looks for new source data.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum ChangeDetection {
+    /// Every preview and up compares the source with the target (listings, or a scan of the table) and copies what is new.
+    #[default]
+    Full,
+    /// Only changed inputs (`triggers` among them) re-run the copy: a preview or up with unchanged inputs reads no data, however large the source.
+    Inputs,
+}
+
 /// Requests the last run retried, and of them those the service throttled: every
 /// resource reports them.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize, JsonSchema)]

@@ -223,8 +223,9 @@ impl ResourceProvider for Provider {
         let new = Props::decode(request.news.as_ref());
         let mut changes = diff::input_changes(&resource.metadata, &old.value, &new.value);
         // Unchanged inputs: the resource is still out of date when the source has data
-        // the target lacks. Asking costs listings, which is what a sync's preview is.
-        if changes.is_empty() && !new.has_unknowns() {
+        // the target lacks. Asking costs listings, which is what a sync's preview is;
+        // `changeDetection: inputs` does not ask.
+        if changes.is_empty() && !new.has_unknowns() && !diff::compares_inputs_only(&new.value) {
             let (planned, pending) = self
                 .with_context(&request.urn, |ctx| async move {
                     let ctx = Context {

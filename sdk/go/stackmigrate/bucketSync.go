@@ -49,6 +49,8 @@ type BucketSync struct {
 	Archived ArchivedPtrOutput `pulumi:"archived"`
 	// Bytes written to the target.
 	BytesCopied pulumi.IntOutput `pulumi:"bytesCopied"`
+	// `full` (default): every preview and up compares source and target and copies what is new; `inputs`: only changed inputs (such as `triggers`) re-run the sync, so a preview or up with unchanged inputs reads no data.
+	ChangeDetection ChangeDetectionPtrOutput `pulumi:"changeDetection"`
 	// Delete target objects (under `targetPrefix`, passing the filters) that the source does not have; they are backed up in the journal first. Default false.
 	DeleteExtraneous pulumi.BoolPtrOutput `pulumi:"deleteExtraneous"`
 	// Globs (as `aws s3 sync --exclude`) of keys not to copy, relative to `sourcePrefix`; for example `*.json` or `*/delta/*`.
@@ -174,6 +176,8 @@ type bucketSyncArgs struct {
 	AllowEmpty *bool `pulumi:"allowEmpty"`
 	// Source objects in an archive storage class (GLACIER, DEEP_ARCHIVE, Intelligent-Tiering archive tiers) cannot be read until restored: `fail` (default) stops at preview naming them, `skip` leaves them out and counts them in `objectsArchived`.
 	Archived *Archived `pulumi:"archived"`
+	// `full` (default): every preview and up compares source and target and copies what is new; `inputs`: only changed inputs (such as `triggers`) re-run the sync, so a preview or up with unchanged inputs reads no data.
+	ChangeDetection *ChangeDetection `pulumi:"changeDetection"`
 	// Delete target objects (under `targetPrefix`, passing the filters) that the source does not have; they are backed up in the journal first. Default false.
 	DeleteExtraneous *bool `pulumi:"deleteExtraneous"`
 	// Globs (as `aws s3 sync --exclude`) of keys not to copy, relative to `sourcePrefix`; for example `*.json` or `*/delta/*`.
@@ -208,6 +212,8 @@ type BucketSyncArgs struct {
 	AllowEmpty pulumi.BoolPtrInput
 	// Source objects in an archive storage class (GLACIER, DEEP_ARCHIVE, Intelligent-Tiering archive tiers) cannot be read until restored: `fail` (default) stops at preview naming them, `skip` leaves them out and counts them in `objectsArchived`.
 	Archived ArchivedPtrInput
+	// `full` (default): every preview and up compares source and target and copies what is new; `inputs`: only changed inputs (such as `triggers`) re-run the sync, so a preview or up with unchanged inputs reads no data.
+	ChangeDetection ChangeDetectionPtrInput
 	// Delete target objects (under `targetPrefix`, passing the filters) that the source does not have; they are backed up in the journal first. Default false.
 	DeleteExtraneous pulumi.BoolPtrInput
 	// Globs (as `aws s3 sync --exclude`) of keys not to copy, relative to `sourcePrefix`; for example `*.json` or `*/delta/*`.
@@ -336,6 +342,11 @@ func (o BucketSyncOutput) Archived() ArchivedPtrOutput {
 // Bytes written to the target.
 func (o BucketSyncOutput) BytesCopied() pulumi.IntOutput {
 	return o.ApplyT(func(v *BucketSync) pulumi.IntOutput { return v.BytesCopied }).(pulumi.IntOutput)
+}
+
+// `full` (default): every preview and up compares source and target and copies what is new; `inputs`: only changed inputs (such as `triggers`) re-run the sync, so a preview or up with unchanged inputs reads no data.
+func (o BucketSyncOutput) ChangeDetection() ChangeDetectionPtrOutput {
+	return o.ApplyT(func(v *BucketSync) ChangeDetectionPtrOutput { return v.ChangeDetection }).(ChangeDetectionPtrOutput)
 }
 
 // Delete target objects (under `targetPrefix`, passing the filters) that the source does not have; they are backed up in the journal first. Default false.

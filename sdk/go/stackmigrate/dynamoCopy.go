@@ -51,6 +51,8 @@ type DynamoCopy struct {
 	AllowEmpty pulumi.BoolPtrOutput `pulumi:"allowEmpty"`
 	// Bytes written, as DynamoDB sizes items.
 	BytesCopied pulumi.IntOutput `pulumi:"bytesCopied"`
+	// `full` (default): every preview and up compares source and target and copies what is new; `inputs`: only changed inputs (such as `triggers`) re-run the copy, so a preview or up with unchanged inputs reads no data.
+	ChangeDetection ChangeDetectionPtrOutput `pulumi:"changeDetection"`
 	// The counts above per entity type.
 	CountsByType TypeCountsMapOutput `pulumi:"countsByType"`
 	// Entity types not to copy, for example `COMPACTION_LOCK` or `JOB`.
@@ -167,6 +169,8 @@ func (DynamoCopyState) ElementType() reflect.Type {
 type dynamoCopyArgs struct {
 	// Allow `includeTypes`/`excludeTypes` to select no item of a source table that has items. Default false: such a selection fails at preview, as it is usually a mistake.
 	AllowEmpty *bool `pulumi:"allowEmpty"`
+	// `full` (default): every preview and up compares source and target and copies what is new; `inputs`: only changed inputs (such as `triggers`) re-run the copy, so a preview or up with unchanged inputs reads no data.
+	ChangeDetection *ChangeDetection `pulumi:"changeDetection"`
 	// Entity types not to copy, for example `COMPACTION_LOCK` or `JOB`.
 	ExcludeTypes []string `pulumi:"excludeTypes"`
 	// Copy only these entity types. Default: every type.
@@ -199,6 +203,8 @@ type dynamoCopyArgs struct {
 type DynamoCopyArgs struct {
 	// Allow `includeTypes`/`excludeTypes` to select no item of a source table that has items. Default false: such a selection fails at preview, as it is usually a mistake.
 	AllowEmpty pulumi.BoolPtrInput
+	// `full` (default): every preview and up compares source and target and copies what is new; `inputs`: only changed inputs (such as `triggers`) re-run the copy, so a preview or up with unchanged inputs reads no data.
+	ChangeDetection ChangeDetectionPtrInput
 	// Entity types not to copy, for example `COMPACTION_LOCK` or `JOB`.
 	ExcludeTypes pulumi.StringArrayInput
 	// Copy only these entity types. Default: every type.
@@ -322,6 +328,11 @@ func (o DynamoCopyOutput) AllowEmpty() pulumi.BoolPtrOutput {
 // Bytes written, as DynamoDB sizes items.
 func (o DynamoCopyOutput) BytesCopied() pulumi.IntOutput {
 	return o.ApplyT(func(v *DynamoCopy) pulumi.IntOutput { return v.BytesCopied }).(pulumi.IntOutput)
+}
+
+// `full` (default): every preview and up compares source and target and copies what is new; `inputs`: only changed inputs (such as `triggers`) re-run the copy, so a preview or up with unchanged inputs reads no data.
+func (o DynamoCopyOutput) ChangeDetection() ChangeDetectionPtrOutput {
+	return o.ApplyT(func(v *DynamoCopy) ChangeDetectionPtrOutput { return v.ChangeDetection }).(ChangeDetectionPtrOutput)
 }
 
 // The counts above per entity type.

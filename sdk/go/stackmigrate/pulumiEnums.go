@@ -180,6 +180,174 @@ func (in *archivedPtr) ToArchivedPtrOutputWithContext(ctx context.Context) Archi
 	return pulumi.ToOutputWithContext(ctx, in).(ArchivedPtrOutput)
 }
 
+// When a preview or up with unchanged inputs looks for new source data.
+type ChangeDetection string
+
+const (
+	// Every preview and up compares the source with the target (listings, or a scan of the table) and copies what is new.
+	ChangeDetectionFull = ChangeDetection("full")
+	// Only changed inputs (`triggers` among them) re-run the copy: a preview or up with unchanged inputs reads no data, however large the source.
+	ChangeDetectionInputs = ChangeDetection("inputs")
+)
+
+func (ChangeDetection) ElementType() reflect.Type {
+	return reflect.TypeOf((*ChangeDetection)(nil)).Elem()
+}
+
+func (e ChangeDetection) ToChangeDetectionOutput() ChangeDetectionOutput {
+	return pulumi.ToOutput(e).(ChangeDetectionOutput)
+}
+
+func (e ChangeDetection) ToChangeDetectionOutputWithContext(ctx context.Context) ChangeDetectionOutput {
+	return pulumi.ToOutputWithContext(ctx, e).(ChangeDetectionOutput)
+}
+
+func (e ChangeDetection) ToChangeDetectionPtrOutput() ChangeDetectionPtrOutput {
+	return e.ToChangeDetectionPtrOutputWithContext(context.Background())
+}
+
+func (e ChangeDetection) ToChangeDetectionPtrOutputWithContext(ctx context.Context) ChangeDetectionPtrOutput {
+	return ChangeDetection(e).ToChangeDetectionOutputWithContext(ctx).ToChangeDetectionPtrOutputWithContext(ctx)
+}
+
+func (e ChangeDetection) ToStringOutput() pulumi.StringOutput {
+	return pulumi.ToOutput(pulumi.String(e)).(pulumi.StringOutput)
+}
+
+func (e ChangeDetection) ToStringOutputWithContext(ctx context.Context) pulumi.StringOutput {
+	return pulumi.ToOutputWithContext(ctx, pulumi.String(e)).(pulumi.StringOutput)
+}
+
+func (e ChangeDetection) ToStringPtrOutput() pulumi.StringPtrOutput {
+	return pulumi.String(e).ToStringPtrOutputWithContext(context.Background())
+}
+
+func (e ChangeDetection) ToStringPtrOutputWithContext(ctx context.Context) pulumi.StringPtrOutput {
+	return pulumi.String(e).ToStringOutputWithContext(ctx).ToStringPtrOutputWithContext(ctx)
+}
+
+type ChangeDetectionOutput struct{ *pulumi.OutputState }
+
+func (ChangeDetectionOutput) ElementType() reflect.Type {
+	return reflect.TypeOf((*ChangeDetection)(nil)).Elem()
+}
+
+func (o ChangeDetectionOutput) ToChangeDetectionOutput() ChangeDetectionOutput {
+	return o
+}
+
+func (o ChangeDetectionOutput) ToChangeDetectionOutputWithContext(ctx context.Context) ChangeDetectionOutput {
+	return o
+}
+
+func (o ChangeDetectionOutput) ToChangeDetectionPtrOutput() ChangeDetectionPtrOutput {
+	return o.ToChangeDetectionPtrOutputWithContext(context.Background())
+}
+
+func (o ChangeDetectionOutput) ToChangeDetectionPtrOutputWithContext(ctx context.Context) ChangeDetectionPtrOutput {
+	return o.ApplyTWithContext(ctx, func(_ context.Context, v ChangeDetection) *ChangeDetection {
+		return &v
+	}).(ChangeDetectionPtrOutput)
+}
+
+func (o ChangeDetectionOutput) ToStringOutput() pulumi.StringOutput {
+	return o.ToStringOutputWithContext(context.Background())
+}
+
+func (o ChangeDetectionOutput) ToStringOutputWithContext(ctx context.Context) pulumi.StringOutput {
+	return o.ApplyTWithContext(ctx, func(_ context.Context, e ChangeDetection) string {
+		return string(e)
+	}).(pulumi.StringOutput)
+}
+
+func (o ChangeDetectionOutput) ToStringPtrOutput() pulumi.StringPtrOutput {
+	return o.ToStringPtrOutputWithContext(context.Background())
+}
+
+func (o ChangeDetectionOutput) ToStringPtrOutputWithContext(ctx context.Context) pulumi.StringPtrOutput {
+	return o.ApplyTWithContext(ctx, func(_ context.Context, e ChangeDetection) *string {
+		v := string(e)
+		return &v
+	}).(pulumi.StringPtrOutput)
+}
+
+type ChangeDetectionPtrOutput struct{ *pulumi.OutputState }
+
+func (ChangeDetectionPtrOutput) ElementType() reflect.Type {
+	return reflect.TypeOf((**ChangeDetection)(nil)).Elem()
+}
+
+func (o ChangeDetectionPtrOutput) ToChangeDetectionPtrOutput() ChangeDetectionPtrOutput {
+	return o
+}
+
+func (o ChangeDetectionPtrOutput) ToChangeDetectionPtrOutputWithContext(ctx context.Context) ChangeDetectionPtrOutput {
+	return o
+}
+
+func (o ChangeDetectionPtrOutput) Elem() ChangeDetectionOutput {
+	return o.ApplyT(func(v *ChangeDetection) ChangeDetection {
+		if v != nil {
+			return *v
+		}
+		var ret ChangeDetection
+		return ret
+	}).(ChangeDetectionOutput)
+}
+
+func (o ChangeDetectionPtrOutput) ToStringPtrOutput() pulumi.StringPtrOutput {
+	return o.ToStringPtrOutputWithContext(context.Background())
+}
+
+func (o ChangeDetectionPtrOutput) ToStringPtrOutputWithContext(ctx context.Context) pulumi.StringPtrOutput {
+	return o.ApplyTWithContext(ctx, func(_ context.Context, e *ChangeDetection) *string {
+		if e == nil {
+			return nil
+		}
+		v := string(*e)
+		return &v
+	}).(pulumi.StringPtrOutput)
+}
+
+// ChangeDetectionInput is an input type that accepts values of the ChangeDetection enum
+// A concrete instance of `ChangeDetectionInput` can be one of the following:
+//
+//	ChangeDetectionFull
+//	ChangeDetectionInputs
+type ChangeDetectionInput interface {
+	pulumi.Input
+
+	ToChangeDetectionOutput() ChangeDetectionOutput
+	ToChangeDetectionOutputWithContext(context.Context) ChangeDetectionOutput
+}
+
+var changeDetectionPtrType = reflect.TypeOf((**ChangeDetection)(nil)).Elem()
+
+type ChangeDetectionPtrInput interface {
+	pulumi.Input
+
+	ToChangeDetectionPtrOutput() ChangeDetectionPtrOutput
+	ToChangeDetectionPtrOutputWithContext(context.Context) ChangeDetectionPtrOutput
+}
+
+type changeDetectionPtr string
+
+func ChangeDetectionPtr(v string) ChangeDetectionPtrInput {
+	return (*changeDetectionPtr)(&v)
+}
+
+func (*changeDetectionPtr) ElementType() reflect.Type {
+	return changeDetectionPtrType
+}
+
+func (in *changeDetectionPtr) ToChangeDetectionPtrOutput() ChangeDetectionPtrOutput {
+	return pulumi.ToOutput(in).(ChangeDetectionPtrOutput)
+}
+
+func (in *changeDetectionPtr) ToChangeDetectionPtrOutputWithContext(ctx context.Context) ChangeDetectionPtrOutput {
+	return pulumi.ToOutputWithContext(ctx, in).(ChangeDetectionPtrOutput)
+}
+
 // What to do with an item whose key the target already has.
 type ItemConflict string
 
@@ -525,12 +693,16 @@ func (in *onConflictPtr) ToOnConflictPtrOutputWithContext(ctx context.Context) O
 func init() {
 	pulumi.RegisterInputType(reflect.TypeOf((*ArchivedInput)(nil)).Elem(), Archived("fail"))
 	pulumi.RegisterInputType(reflect.TypeOf((*ArchivedPtrInput)(nil)).Elem(), Archived("fail"))
+	pulumi.RegisterInputType(reflect.TypeOf((*ChangeDetectionInput)(nil)).Elem(), ChangeDetection("full"))
+	pulumi.RegisterInputType(reflect.TypeOf((*ChangeDetectionPtrInput)(nil)).Elem(), ChangeDetection("full"))
 	pulumi.RegisterInputType(reflect.TypeOf((*ItemConflictInput)(nil)).Elem(), ItemConflict("skip"))
 	pulumi.RegisterInputType(reflect.TypeOf((*ItemConflictPtrInput)(nil)).Elem(), ItemConflict("skip"))
 	pulumi.RegisterInputType(reflect.TypeOf((*OnConflictInput)(nil)).Elem(), OnConflict("skipIdentical"))
 	pulumi.RegisterInputType(reflect.TypeOf((*OnConflictPtrInput)(nil)).Elem(), OnConflict("skipIdentical"))
 	pulumi.RegisterOutputType(ArchivedOutput{})
 	pulumi.RegisterOutputType(ArchivedPtrOutput{})
+	pulumi.RegisterOutputType(ChangeDetectionOutput{})
+	pulumi.RegisterOutputType(ChangeDetectionPtrOutput{})
 	pulumi.RegisterOutputType(ItemConflictOutput{})
 	pulumi.RegisterOutputType(ItemConflictPtrOutput{})
 	pulumi.RegisterOutputType(OnConflictOutput{})

@@ -8,6 +8,7 @@ from enum import Enum
 
 __all__ = [
     'Archived',
+    'ChangeDetection',
     'ItemConflict',
     'OnConflict',
 ]
@@ -27,6 +28,21 @@ class Archived(_builtins.str, Enum):
     SKIP = "skip"
     """
     Leave them out (the target keeps what it has at their keys) and count them.
+    """
+
+
+@pulumi.type_token("stackmigrate:index:ChangeDetection")
+class ChangeDetection(_builtins.str, Enum):
+    """
+    When a preview or up with unchanged inputs looks for new source data.
+    """
+    FULL = "full"
+    """
+    Every preview and up compares the source with the target (listings, or a scan of the table) and copies what is new.
+    """
+    INPUTS = "inputs"
+    """
+    Only changed inputs (`triggers` among them) re-run the copy: a preview or up with unchanged inputs reads no data, however large the source.
     """
 
 

@@ -22,6 +22,7 @@ class BucketSyncArgs:
     def __init__(__self__, *,
                  allow_empty: Optional[pulumi.Input[_builtins.bool]] = None,
                  archived: Optional[pulumi.Input['Archived']] = None,
+                 change_detection: Optional[pulumi.Input['ChangeDetection']] = None,
                  delete_extraneous: Optional[pulumi.Input[_builtins.bool]] = None,
                  exclude: Optional[pulumi.Input[Sequence[pulumi.Input[_builtins.str]]]] = None,
                  include: Optional[pulumi.Input[Sequence[pulumi.Input[_builtins.str]]]] = None,
@@ -39,6 +40,7 @@ class BucketSyncArgs:
         The set of arguments for constructing a BucketSync resource.
         :param pulumi.Input[_builtins.bool] allow_empty: Allow `include`/`exclude` or `sourcePrefix` to select no object of a source bucket that has objects. Default false: such a selection fails at preview, as it is usually a typo.
         :param pulumi.Input['Archived'] archived: Source objects in an archive storage class (GLACIER, DEEP_ARCHIVE, Intelligent-Tiering archive tiers) cannot be read until restored: `fail` (default) stops at preview naming them, `skip` leaves them out and counts them in `objectsArchived`.
+        :param pulumi.Input['ChangeDetection'] change_detection: `full` (default): every preview and up compares source and target and copies what is new; `inputs`: only changed inputs (such as `triggers`) re-run the sync, so a preview or up with unchanged inputs reads no data.
         :param pulumi.Input[_builtins.bool] delete_extraneous: Delete target objects (under `targetPrefix`, passing the filters) that the source does not have; they are backed up in the journal first. Default false.
         :param pulumi.Input[Sequence[pulumi.Input[_builtins.str]]] exclude: Globs (as `aws s3 sync --exclude`) of keys not to copy, relative to `sourcePrefix`; for example `*.json` or `*/delta/*`.
         :param pulumi.Input[Sequence[pulumi.Input[_builtins.str]]] include: Globs (as `aws s3 sync --include`) that re-include keys an `exclude` removed; matched against the key relative to `sourcePrefix`, `*` crossing `/`.
@@ -61,6 +63,8 @@ class BucketSyncArgs:
             archived = 'fail'
         if archived is not None:
             pulumi.set(__self__, "archived", archived)
+        if change_detection is not None:
+            pulumi.set(__self__, "change_detection", change_detection)
         if delete_extraneous is None:
             delete_extraneous = False
         if delete_extraneous is not None:
@@ -119,6 +123,18 @@ class BucketSyncArgs:
     @archived.setter
     def archived(self, value: Optional[pulumi.Input['Archived']]):
         pulumi.set(self, "archived", value)
+
+    @_builtins.property
+    @pulumi.getter(name="changeDetection")
+    def change_detection(self) -> Optional[pulumi.Input['ChangeDetection']]:
+        """
+        `full` (default): every preview and up compares source and target and copies what is new; `inputs`: only changed inputs (such as `triggers`) re-run the sync, so a preview or up with unchanged inputs reads no data.
+        """
+        return pulumi.get(self, "change_detection")
+
+    @change_detection.setter
+    def change_detection(self, value: Optional[pulumi.Input['ChangeDetection']]):
+        pulumi.set(self, "change_detection", value)
 
     @_builtins.property
     @pulumi.getter(name="deleteExtraneous")
@@ -285,6 +301,7 @@ class BucketSync(pulumi.CustomResource):
                  opts: Optional[pulumi.ResourceOptions] = None,
                  allow_empty: Optional[pulumi.Input[_builtins.bool]] = None,
                  archived: Optional[pulumi.Input['Archived']] = None,
+                 change_detection: Optional[pulumi.Input['ChangeDetection']] = None,
                  delete_extraneous: Optional[pulumi.Input[_builtins.bool]] = None,
                  exclude: Optional[pulumi.Input[Sequence[pulumi.Input[_builtins.str]]]] = None,
                  include: Optional[pulumi.Input[Sequence[pulumi.Input[_builtins.str]]]] = None,
@@ -319,6 +336,7 @@ class BucketSync(pulumi.CustomResource):
         :param pulumi.ResourceOptions opts: Options for the resource.
         :param pulumi.Input[_builtins.bool] allow_empty: Allow `include`/`exclude` or `sourcePrefix` to select no object of a source bucket that has objects. Default false: such a selection fails at preview, as it is usually a typo.
         :param pulumi.Input['Archived'] archived: Source objects in an archive storage class (GLACIER, DEEP_ARCHIVE, Intelligent-Tiering archive tiers) cannot be read until restored: `fail` (default) stops at preview naming them, `skip` leaves them out and counts them in `objectsArchived`.
+        :param pulumi.Input['ChangeDetection'] change_detection: `full` (default): every preview and up compares source and target and copies what is new; `inputs`: only changed inputs (such as `triggers`) re-run the sync, so a preview or up with unchanged inputs reads no data.
         :param pulumi.Input[_builtins.bool] delete_extraneous: Delete target objects (under `targetPrefix`, passing the filters) that the source does not have; they are backed up in the journal first. Default false.
         :param pulumi.Input[Sequence[pulumi.Input[_builtins.str]]] exclude: Globs (as `aws s3 sync --exclude`) of keys not to copy, relative to `sourcePrefix`; for example `*.json` or `*/delta/*`.
         :param pulumi.Input[Sequence[pulumi.Input[_builtins.str]]] include: Globs (as `aws s3 sync --include`) that re-include keys an `exclude` removed; matched against the key relative to `sourcePrefix`, `*` crossing `/`.
@@ -372,6 +390,7 @@ class BucketSync(pulumi.CustomResource):
                  opts: Optional[pulumi.ResourceOptions] = None,
                  allow_empty: Optional[pulumi.Input[_builtins.bool]] = None,
                  archived: Optional[pulumi.Input['Archived']] = None,
+                 change_detection: Optional[pulumi.Input['ChangeDetection']] = None,
                  delete_extraneous: Optional[pulumi.Input[_builtins.bool]] = None,
                  exclude: Optional[pulumi.Input[Sequence[pulumi.Input[_builtins.str]]]] = None,
                  include: Optional[pulumi.Input[Sequence[pulumi.Input[_builtins.str]]]] = None,
@@ -400,6 +419,7 @@ class BucketSync(pulumi.CustomResource):
             if archived is None:
                 archived = 'fail'
             __props__.__dict__["archived"] = archived
+            __props__.__dict__["change_detection"] = change_detection
             if delete_extraneous is None:
                 delete_extraneous = False
             __props__.__dict__["delete_extraneous"] = delete_extraneous
@@ -463,6 +483,7 @@ class BucketSync(pulumi.CustomResource):
         __props__.__dict__["allow_empty"] = None
         __props__.__dict__["archived"] = None
         __props__.__dict__["bytes_copied"] = None
+        __props__.__dict__["change_detection"] = None
         __props__.__dict__["delete_extraneous"] = None
         __props__.__dict__["exclude"] = None
         __props__.__dict__["include"] = None
@@ -515,6 +536,14 @@ class BucketSync(pulumi.CustomResource):
         Bytes written to the target.
         """
         return pulumi.get(self, "bytes_copied")
+
+    @_builtins.property
+    @pulumi.getter(name="changeDetection")
+    def change_detection(self) -> pulumi.Output[Optional['ChangeDetection']]:
+        """
+        `full` (default): every preview and up compares source and target and copies what is new; `inputs`: only changed inputs (such as `triggers`) re-run the sync, so a preview or up with unchanged inputs reads no data.
+        """
+        return pulumi.get(self, "change_detection")
 
     @_builtins.property
     @pulumi.getter(name="deleteExtraneous")

@@ -23,6 +23,7 @@ __all__ = ['DynamoCopyArgs', 'DynamoCopy']
 class DynamoCopyArgs:
     def __init__(__self__, *,
                  allow_empty: Optional[pulumi.Input[_builtins.bool]] = None,
+                 change_detection: Optional[pulumi.Input['ChangeDetection']] = None,
                  exclude_types: Optional[pulumi.Input[Sequence[pulumi.Input[_builtins.str]]]] = None,
                  include_types: Optional[pulumi.Input[Sequence[pulumi.Input[_builtins.str]]]] = None,
                  max_write_rate: Optional[pulumi.Input[_builtins.float]] = None,
@@ -39,6 +40,7 @@ class DynamoCopyArgs:
         """
         The set of arguments for constructing a DynamoCopy resource.
         :param pulumi.Input[_builtins.bool] allow_empty: Allow `includeTypes`/`excludeTypes` to select no item of a source table that has items. Default false: such a selection fails at preview, as it is usually a mistake.
+        :param pulumi.Input['ChangeDetection'] change_detection: `full` (default): every preview and up compares source and target and copies what is new; `inputs`: only changed inputs (such as `triggers`) re-run the copy, so a preview or up with unchanged inputs reads no data.
         :param pulumi.Input[Sequence[pulumi.Input[_builtins.str]]] exclude_types: Entity types not to copy, for example `COMPACTION_LOCK` or `JOB`.
         :param pulumi.Input[Sequence[pulumi.Input[_builtins.str]]] include_types: Copy only these entity types. Default: every type.
         :param pulumi.Input[_builtins.float] max_write_rate: Most items written per second. Default: the target's write capacity units when it is provisioned; on demand, as fast as the table takes them (throttling slows the copy down on its own).
@@ -57,6 +59,8 @@ class DynamoCopyArgs:
             allow_empty = False
         if allow_empty is not None:
             pulumi.set(__self__, "allow_empty", allow_empty)
+        if change_detection is not None:
+            pulumi.set(__self__, "change_detection", change_detection)
         if exclude_types is not None:
             pulumi.set(__self__, "exclude_types", exclude_types)
         if include_types is not None:
@@ -103,6 +107,18 @@ class DynamoCopyArgs:
     @allow_empty.setter
     def allow_empty(self, value: Optional[pulumi.Input[_builtins.bool]]):
         pulumi.set(self, "allow_empty", value)
+
+    @_builtins.property
+    @pulumi.getter(name="changeDetection")
+    def change_detection(self) -> Optional[pulumi.Input['ChangeDetection']]:
+        """
+        `full` (default): every preview and up compares source and target and copies what is new; `inputs`: only changed inputs (such as `triggers`) re-run the copy, so a preview or up with unchanged inputs reads no data.
+        """
+        return pulumi.get(self, "change_detection")
+
+    @change_detection.setter
+    def change_detection(self, value: Optional[pulumi.Input['ChangeDetection']]):
+        pulumi.set(self, "change_detection", value)
 
     @_builtins.property
     @pulumi.getter(name="excludeTypes")
@@ -268,6 +284,7 @@ class DynamoCopy(pulumi.CustomResource):
                  resource_name: str,
                  opts: Optional[pulumi.ResourceOptions] = None,
                  allow_empty: Optional[pulumi.Input[_builtins.bool]] = None,
+                 change_detection: Optional[pulumi.Input['ChangeDetection']] = None,
                  exclude_types: Optional[pulumi.Input[Sequence[pulumi.Input[_builtins.str]]]] = None,
                  include_types: Optional[pulumi.Input[Sequence[pulumi.Input[_builtins.str]]]] = None,
                  max_write_rate: Optional[pulumi.Input[_builtins.float]] = None,
@@ -303,6 +320,7 @@ class DynamoCopy(pulumi.CustomResource):
         :param str resource_name: The name of the resource.
         :param pulumi.ResourceOptions opts: Options for the resource.
         :param pulumi.Input[_builtins.bool] allow_empty: Allow `includeTypes`/`excludeTypes` to select no item of a source table that has items. Default false: such a selection fails at preview, as it is usually a mistake.
+        :param pulumi.Input['ChangeDetection'] change_detection: `full` (default): every preview and up compares source and target and copies what is new; `inputs`: only changed inputs (such as `triggers`) re-run the copy, so a preview or up with unchanged inputs reads no data.
         :param pulumi.Input[Sequence[pulumi.Input[_builtins.str]]] exclude_types: Entity types not to copy, for example `COMPACTION_LOCK` or `JOB`.
         :param pulumi.Input[Sequence[pulumi.Input[_builtins.str]]] include_types: Copy only these entity types. Default: every type.
         :param pulumi.Input[_builtins.float] max_write_rate: Most items written per second. Default: the target's write capacity units when it is provisioned; on demand, as fast as the table takes them (throttling slows the copy down on its own).
@@ -357,6 +375,7 @@ class DynamoCopy(pulumi.CustomResource):
                  resource_name: str,
                  opts: Optional[pulumi.ResourceOptions] = None,
                  allow_empty: Optional[pulumi.Input[_builtins.bool]] = None,
+                 change_detection: Optional[pulumi.Input['ChangeDetection']] = None,
                  exclude_types: Optional[pulumi.Input[Sequence[pulumi.Input[_builtins.str]]]] = None,
                  include_types: Optional[pulumi.Input[Sequence[pulumi.Input[_builtins.str]]]] = None,
                  max_write_rate: Optional[pulumi.Input[_builtins.float]] = None,
@@ -382,6 +401,7 @@ class DynamoCopy(pulumi.CustomResource):
             if allow_empty is None:
                 allow_empty = False
             __props__.__dict__["allow_empty"] = allow_empty
+            __props__.__dict__["change_detection"] = change_detection
             __props__.__dict__["exclude_types"] = exclude_types
             __props__.__dict__["include_types"] = include_types
             __props__.__dict__["max_write_rate"] = max_write_rate
@@ -443,6 +463,7 @@ class DynamoCopy(pulumi.CustomResource):
 
         __props__.__dict__["allow_empty"] = None
         __props__.__dict__["bytes_copied"] = None
+        __props__.__dict__["change_detection"] = None
         __props__.__dict__["counts_by_type"] = None
         __props__.__dict__["exclude_types"] = None
         __props__.__dict__["include_types"] = None
@@ -486,6 +507,14 @@ class DynamoCopy(pulumi.CustomResource):
         Bytes written, as DynamoDB sizes items.
         """
         return pulumi.get(self, "bytes_copied")
+
+    @_builtins.property
+    @pulumi.getter(name="changeDetection")
+    def change_detection(self) -> pulumi.Output[Optional['ChangeDetection']]:
+        """
+        `full` (default): every preview and up compares source and target and copies what is new; `inputs`: only changed inputs (such as `triggers`) re-run the copy, so a preview or up with unchanged inputs reads no data.
+        """
+        return pulumi.get(self, "change_detection")
 
     @_builtins.property
     @pulumi.getter(name="countsByType")

@@ -20,6 +20,22 @@ export const Archived = {
  */
 export type Archived = (typeof Archived)[keyof typeof Archived];
 
+export const ChangeDetection = {
+    /**
+     * Every preview and up compares the source with the target (listings, or a scan of the table) and copies what is new.
+     */
+    Full: "full",
+    /**
+     * Only changed inputs (`triggers` among them) re-run the copy: a preview or up with unchanged inputs reads no data, however large the source.
+     */
+    Inputs: "inputs",
+} as const;
+
+/**
+ * When a preview or up with unchanged inputs looks for new source data.
+ */
+export type ChangeDetection = (typeof ChangeDetection)[keyof typeof ChangeDetection];
+
 export const ItemConflict = {
     /**
      * Leave the target's item as it is.

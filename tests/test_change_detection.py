@@ -1,0 +1,57 @@
+"""`changeDetection: inputs`: a preview or up with unchanged inputs reads no data; only a
+changed input (here `triggers`) re-runs the copy. The default, `full`, is what every
+other test exercises."""
+
+import os
+
+from conftest import both_sides, listing, plan_counts, s3_client, unique
+from portfolio_items import S, create_table, dynamodb, image_items, put_items, scan_all
+from test_bucket_sync import make_bucket, put_many
+
+
+def test_bucket_sync_with_inputs_detection_ignores_new_source_data_until_triggered(project):
+    s3 = s3_client("a")
+    source, target = make_bucket(s3, "dev"), make_bucket(s3, "prod")
+    put_many(s3, source, {f"img/{i}.png": os.urandom(500) for i in range(5)})
+
+    def program(triggers):
+        props = {"sourceBucket": source, "targetBucket": target, "changeDetection": "inputs", "triggers": triggers}
+        return {"images": {"type": "stackmigrate:BucketSync", "properties": props}}
+
+    p = project(program([1]), {"copied": "${images.objectsCopied}"})
+    p.up()
+    assert len(listing(s3, target)) == 5
+    s3.put_object(Bucket=source, Key="img/new.png", Body=b"new")
+
+    out = p.preview()
+    assert "plan:" not in out and "to update" not in out, out
+    out = p.up()
+    assert "img/new.png" not in listing(s3, target), "unchanged inputs read and write nothing"
+
+    p.write(program([2]), {"copied": "${images.objectsCopied}"})
+    assert plan_counts(p.preview())["objectsCopied"] == 1
+    p.up()
+    assert len(listing(s3, target)) == 6
+    assert p.outputs()["copied"] == 1
+
+
+def test_dynamo_copy_with_inputs_detection_ignores_new_items_until_triggered(project):
+    client = dynamodb()
+    source, target = create_table(client, unique("dev")), create_table(client, unique("prod"))
+    put_items(client, source, image_items())
+
+    def program(triggers):
+        props = {"sourceTable": source, "targetTable": target, "changeDetection": "inputs", "triggers": triggers}
+        return {"copy": {"type": "stackmigrate:DynamoCopy", "properties": props}}
+
+    p = project(program(["a"]), config=both_sides())
+    p.up()
+    copied = len(scan_all(client, target))
+    put_items(client, source, [{"PK": S("IMAGE#new"), "SK": S("IMAGE"), "TYPE": S("IMAGE")}])
+    out = p.up()
+    assert "plan:" not in out, out
+    assert len(scan_all(client, target)) == copied
+
+    p.write(program(["b"]), {})
+    p.up()
+    assert len(scan_all(client, target)) == copied + 1

@@ -24,16 +24,22 @@ def tags(s3, bucket, key):
     return {t["Key"]: t["Value"] for t in s3.get_object_tagging(Bucket=bucket, Key=key)["TagSet"]}
 
 
+def buckets_for(path):
+    """Clients and buckets of a copy: the source on side a, the target on side a (copied
+    server side) or on side b (streamed through the provider)."""
+    a = s3_client("a")
+    target_side = "a" if path == "server side" else "b"
+    t = s3_client(target_side)
+    return a, t, target_side, make_bucket(a, "dev"), make_bucket(t, "prod")
+
+
 def sync(source, target, **extra):
     return {"images": {"type": "stackmigrate:BucketSync", "properties": {"sourceBucket": source, "targetBucket": target, **extra}}}
 
 
 @pytest.mark.parametrize("path", ["server side", "streamed"])
 def test_tags_travel_with_the_copy_and_destroy_restores_the_old_ones(project, path):
-    a = s3_client("a")
-    target_side = "a" if path == "server side" else "b"
-    t = s3_client(target_side)
-    source, target = make_bucket(a, "dev"), make_bucket(t, "prod")
+    a, t, target_side, source, target = buckets_for(path)
     big = os.urandom(9 * 1024 * 1024)  # above the 8 MiB part size: a multipart upload when streamed
     a.put_object(Bucket=source, Key="model/weights.bin", Body=big, Tagging="stage=trained&owner=ml%20team")
     put_many(a, source, {f"img/{i}.png": os.urandom(2000) for i in range(5)}, Tagging="receipt=yes&dev=true")
@@ -126,10 +132,7 @@ def kms_key(side):
 @needs_storage_classes
 @pytest.mark.parametrize("path", ["server side", "streamed"])
 def test_storage_class_and_kms_key_given_are_those_of_every_written_object(project, path):
-    a = s3_client("a")
-    target_side = "a" if path == "server side" else "b"
-    t = s3_client(target_side)
-    source, target = make_bucket(a, "dev"), make_bucket(t, "prod")
+    a, t, target_side, source, target = buckets_for(path)
     source_key, target_key = kms_key("a"), kms_key(target_side)
     objects = {f"img/{i}.png": os.urandom(3000) for i in range(4)}
     objects["model/weights.bin"] = os.urandom(9 * 1024 * 1024)
@@ -151,10 +154,7 @@ def test_storage_class_and_kms_key_given_are_those_of_every_written_object(proje
 @needs_storage_classes
 @pytest.mark.parametrize("path", ["server side", "streamed"])
 def test_by_default_objects_take_the_target_buckets_encryption_not_the_sources_key(project, path):
-    a = s3_client("a")
-    target_side = "a" if path == "server side" else "b"
-    t = s3_client(target_side)
-    source, target = make_bucket(a, "dev"), make_bucket(t, "prod")
+    a, t, target_side, source, target = buckets_for(path)
     put_many(a, source, {f"img/{i}.png": os.urandom(1000) for i in range(3)}, ServerSideEncryption="aws:kms", SSEKMSKeyId=kms_key("a"))
     t.put_bucket_encryption(
         Bucket=target,
@@ -200,10 +200,7 @@ VERIFIED = {**OUTPUTS, **{n: "${images.%s}" % n for n in ["verifiedByChecksum", 
 
 @pytest.mark.parametrize("path", ["server side", "streamed"])
 def test_every_write_is_proven_and_the_outputs_count_how(project, path):
-    a = s3_client("a")
-    target_side = "a" if path == "server side" else "b"
-    t = s3_client(target_side)
-    source, target = make_bucket(a, "dev"), make_bucket(t, "prod")
+    a, t, target_side, source, target = buckets_for(path)
     objects = {f"sha/{i}.bin": os.urandom(3000 + i) for i in range(3)}
     for key, body in objects.items():
         a.put_object(Bucket=source, Key=key, Body=body, ChecksumAlgorithm="SHA256")
@@ -256,10 +253,7 @@ def versions_of(s3, bucket):
 
 @pytest.mark.parametrize("path", ["server side", "streamed"])
 def test_destroy_on_a_versioned_target_leaves_exactly_the_versions_from_before(project, path):
-    a = s3_client("a")
-    target_side = "a" if path == "server side" else "b"
-    t = s3_client(target_side)
-    source, target = make_bucket(a, "dev"), make_bucket(t, "prod")
+    a, t, target_side, source, target = buckets_for(path)
     t.put_bucket_versioning(Bucket=target, VersioningConfiguration={"Status": "Enabled"})
     t.put_object(Bucket=target, Key="img/0.png", Body=b"prod, first")
     t.put_object(Bucket=target, Key="img/0.png", Body=b"prod, second")

@@ -1,19 +1,18 @@
-//! S3 building blocks: listing, object headers, and copying one object either server
-//! side (same endpoint and identity) or streamed through this process in bounded memory
-//! (different endpoints or credentials, for example MinIO to AWS).
+//! S3 building blocks: listing (`list`), object headers and tags, copying one object
+//! either server side (same endpoint and identity) or streamed through this process in
+//! bounded memory (different endpoints or credentials, for example MinIO to AWS;
+//! `transfer`), checksums (`checksum`) and versions (`versions`).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 
 use anyhow::{bail, Context, Result};
 use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::operation::get_object::GetObjectOutput;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
-    BucketVersioningStatus, ChecksumAlgorithm, ChecksumMode, ChecksumType, Object,
-    ObjectStorageClass, OptionalObjectAttributes, ServerSideEncryption, StorageClass,
+    ChecksumAlgorithm, ChecksumMode, ChecksumType, ServerSideEncryption, StorageClass,
 };
 use aws_sdk_s3::Client;
-use futures::stream::{self, StreamExt, TryStreamExt};
 use md5::{Digest, Md5};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::{Deserialize, Serialize};
@@ -139,11 +138,16 @@ macro_rules! with_write_options {
     };
 }
 
+mod checksum;
+mod list;
 mod transfer;
+mod versions;
 
+pub use list::Lister;
 pub(crate) use transfer::Streamed;
 pub use transfer::{server_side_copy, Written};
 pub(crate) use transfer::{streamed_copy, upload_stream};
+pub(crate) use versions::{delete_version, versioning_enabled, versions, Version};
 
 /// Fails with a message naming the bucket and the endpoint when the bucket cannot be
 /// reached, so bad names stop at preview.
@@ -183,130 +187,6 @@ pub(crate) async fn check_bucket(bucket: &Bucket, role: &str, endpoint: &str) ->
             }
         }
     }
-}
-
-/// Pages through a prefix in key order, holding one page at a time.
-pub struct Lister<'a> {
-    bucket: &'a Bucket,
-    prefix: &'a str,
-    page: VecDeque<ObjectInfo>,
-    token: Option<String>,
-    done: bool,
-}
-
-impl<'a> Lister<'a> {
-    pub fn new(bucket: &'a Bucket, prefix: &'a str) -> Self {
-        Lister {
-            bucket,
-            prefix,
-            page: VecDeque::new(),
-            token: None,
-            done: false,
-        }
-    }
-
-    async fn fill(&mut self) -> Result<()> {
-        while self.page.is_empty() && !self.done {
-            let out = self
-                .bucket
-                .client
-                .list_objects_v2()
-                .bucket(&self.bucket.name)
-                .prefix(self.prefix)
-                .set_continuation_token(self.token.take())
-                .optional_object_attributes(OptionalObjectAttributes::RestoreStatus)
-                .send()
-                .await
-                .map_err(aws_error)
-                .with_context(|| format!("listing s3://{}/{}", self.bucket.name, self.prefix))?;
-            let mut page: Vec<ObjectInfo> = out
-                .contents()
-                .iter()
-                .map(|object| ObjectInfo {
-                    key: object.key().unwrap_or_default().to_string(),
-                    size: object.size().unwrap_or_default().max(0) as u64,
-                    etag: object.e_tag().unwrap_or_default().to_string(),
-                    modified: object.last_modified().map(|t| t.secs()).unwrap_or_default(),
-                    archived: archive_of_listing(object),
-                    checksum_algorithm: object
-                        .checksum_algorithm()
-                        .first()
-                        .map(|a| a.as_str().to_string()),
-                })
-                .collect();
-            self.mark_tiered_archives(&mut page, out.contents()).await?;
-            self.page.extend(page);
-            self.token = out.next_continuation_token().map(str::to_owned);
-            self.done = self.token.is_none();
-        }
-        Ok(())
-    }
-
-    /// Intelligent-Tiering says which tier an object is in only to HeadObject: those of
-    /// this page are asked, a page's worth at a time.
-    async fn mark_tiered_archives(&self, page: &mut [ObjectInfo], listed: &[Object]) -> Result<()> {
-        let tiered: Vec<usize> = listed
-            .iter()
-            .enumerate()
-            .filter(|(_, o)| o.storage_class() == Some(&ObjectStorageClass::IntelligentTiering))
-            .map(|(index, _)| index)
-            .collect();
-        let tiers: Vec<(usize, Option<String>)> = stream::iter(tiered)
-            .map(|index| {
-                let key = page[index].key.clone();
-                async move {
-                    let out = self
-                        .bucket
-                        .client
-                        .head_object()
-                        .bucket(&self.bucket.name)
-                        .key(&key)
-                        .send()
-                        .await
-                        .map_err(aws_error)
-                        .with_context(|| format!("reading s3://{}/{key}", self.bucket.name))?;
-                    let tier = out
-                        .archive_status()
-                        .filter(|_| {
-                            out.restore()
-                                .is_none_or(|r| r.contains("ongoing-request=\"true\""))
-                        })
-                        .map(|status| format!("INTELLIGENT_TIERING {}", status.as_str()));
-                    anyhow::Ok((index, tier))
-                }
-            })
-            .buffer_unordered(16)
-            .try_collect()
-            .await?;
-        for (index, tier) in tiers {
-            page[index].archived = tier;
-        }
-        Ok(())
-    }
-
-    pub(crate) async fn peek(&mut self) -> Result<Option<&ObjectInfo>> {
-        self.fill().await?;
-        Ok(self.page.front())
-    }
-
-    pub async fn next(&mut self) -> Result<Option<ObjectInfo>> {
-        self.fill().await?;
-        Ok(self.page.pop_front())
-    }
-}
-
-/// The archive storage class of a listed object that is not restored, or None when it
-/// can be read. Glacier Instant Retrieval is read like Standard.
-fn archive_of_listing(object: &Object) -> Option<String> {
-    let class = object.storage_class()?;
-    let archived = matches!(
-        class,
-        ObjectStorageClass::Glacier | ObjectStorageClass::DeepArchive
-    );
-    let restored = object.restore_status().is_some_and(|r| {
-        r.is_restore_in_progress() == Some(false) && r.restore_expiry_date().is_some()
-    });
-    (archived && !restored).then(|| class.as_str().to_string())
 }
 
 /// The current state of one object, or None when it does not exist.
@@ -435,100 +315,6 @@ pub(crate) async fn delete(bucket: &Bucket, key: &str) -> Result<Option<String>>
     Ok(out.version_id().map(str::to_owned))
 }
 
-/// Removes one version (or delete marker) of `key` for good.
-pub(crate) async fn delete_version(bucket: &Bucket, key: &str, version: &str) -> Result<()> {
-    bucket
-        .client
-        .delete_object()
-        .bucket(&bucket.name)
-        .key(key)
-        .version_id(version)
-        .send()
-        .await
-        .map_err(aws_error)
-        .with_context(|| format!("deleting version {version} of s3://{}/{key}", bucket.name))?;
-    Ok(())
-}
-
-/// Whether the bucket keeps versions: then a write's version ID is enough to undo it,
-/// and no backup is needed.
-pub(crate) async fn versioning_enabled(bucket: &Bucket) -> Result<bool> {
-    let out = bucket
-        .client
-        .get_bucket_versioning()
-        .bucket(&bucket.name)
-        .send()
-        .await
-        .map_err(aws_error)
-        .with_context(|| format!("reading the versioning of s3://{}", bucket.name))?;
-    Ok(out.status() == Some(&BucketVersioningStatus::Enabled))
-}
-
-/// One version (or delete marker) of a key, newest first in `versions`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Version {
-    pub id: String,
-    /// Empty for a delete marker.
-    pub etag: String,
-    pub delete_marker: bool,
-}
-
-/// Every version and delete marker of exactly `key`, newest first.
-pub(crate) async fn versions(bucket: &Bucket, key: &str) -> Result<Vec<Version>> {
-    let mut found: Vec<(i64, bool, Version)> = Vec::new();
-    let (mut key_marker, mut version_marker) = (None, None);
-    loop {
-        let page = bucket
-            .client
-            .list_object_versions()
-            .bucket(&bucket.name)
-            .prefix(key)
-            .set_key_marker(key_marker.take())
-            .set_version_id_marker(version_marker.take())
-            .send()
-            .await
-            .map_err(aws_error)
-            .with_context(|| format!("listing the versions of s3://{}/{key}", bucket.name))?;
-        for v in page.versions().iter().filter(|v| v.key() == Some(key)) {
-            let version = Version {
-                id: v.version_id().unwrap_or("null").to_string(),
-                etag: v.e_tag().unwrap_or_default().to_string(),
-                delete_marker: false,
-            };
-            let when = v
-                .last_modified()
-                .map(|t| t.as_nanos() as i64)
-                .unwrap_or_default();
-            found.push((when, v.is_latest() == Some(true), version));
-        }
-        for m in page
-            .delete_markers()
-            .iter()
-            .filter(|m| m.key() == Some(key))
-        {
-            let marker = Version {
-                id: m.version_id().unwrap_or("null").to_string(),
-                etag: String::new(),
-                delete_marker: true,
-            };
-            let when = m
-                .last_modified()
-                .map(|t| t.as_nanos() as i64)
-                .unwrap_or_default();
-            found.push((when, m.is_latest() == Some(true), marker));
-        }
-        if page.is_truncated() != Some(true) {
-            break;
-        }
-        key_marker = page.next_key_marker().map(str::to_owned);
-        version_marker = page.next_version_id_marker().map(str::to_owned);
-    }
-    // The latest first, then by time: listings order each key's versions newest first,
-    // but versions and markers come in separate lists.
-    found.sort_by(|a, b| b.1.cmp(&a.1).then(b.0.cmp(&a.0)));
-    Ok(found.into_iter().map(|(_, _, v)| v).collect())
-}
-
 /// Writes a small object (journal segments, pointers) from memory.
 pub(crate) async fn put_bytes(bucket: &Bucket, key: &str, body: Vec<u8>) -> Result<String> {
     let out = bucket
@@ -611,8 +397,6 @@ pub(crate) async fn download(bucket: &Bucket, key: &str, path: &std::path::Path)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use aws_sdk_s3::primitives::DateTime;
-    use aws_sdk_s3::types::RestoreStatus;
 
     #[test]
     fn tags_are_encoded_as_a_query() {
@@ -621,46 +405,5 @@ mod tests {
             Some("team=ml%20ops&a%26b=x%3Dy%2F%C3%A9".to_string())
         );
         assert_eq!(encode_tags(std::iter::empty()), None);
-    }
-
-    fn listed(class: ObjectStorageClass, restore: Option<RestoreStatus>) -> Object {
-        Object::builder()
-            .key("k")
-            .storage_class(class)
-            .set_restore_status(restore)
-            .build()
-    }
-
-    #[test]
-    fn only_unrestored_glacier_and_deep_archive_objects_are_archived() {
-        assert_eq!(
-            archive_of_listing(&listed(ObjectStorageClass::Glacier, None)).as_deref(),
-            Some("GLACIER")
-        );
-        assert_eq!(
-            archive_of_listing(&listed(ObjectStorageClass::DeepArchive, None)).as_deref(),
-            Some("DEEP_ARCHIVE")
-        );
-        for readable in [
-            ObjectStorageClass::Standard,
-            ObjectStorageClass::GlacierIr,
-            ObjectStorageClass::StandardIa,
-        ] {
-            assert_eq!(archive_of_listing(&listed(readable, None)), None);
-        }
-        let restored = RestoreStatus::builder()
-            .is_restore_in_progress(false)
-            .restore_expiry_date(DateTime::from_secs(2_000_000_000))
-            .build();
-        assert_eq!(
-            archive_of_listing(&listed(ObjectStorageClass::Glacier, Some(restored))),
-            None
-        );
-        let restoring = RestoreStatus::builder()
-            .is_restore_in_progress(true)
-            .build();
-        assert!(
-            archive_of_listing(&listed(ObjectStorageClass::Glacier, Some(restoring))).is_some()
-        );
     }
 }

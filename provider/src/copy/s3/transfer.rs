@@ -2,7 +2,6 @@
 //! through this process one part at a time.
 
 use anyhow::{anyhow, bail, Context, Result};
-use aws_sdk_s3::operation::get_object::GetObjectOutput;
 use aws_sdk_s3::primitives::{ByteStream, DateTime, DateTimeFormat};
 use aws_sdk_s3::types::{
     ChecksumAlgorithm, ChecksumType, CompletedMultipartUpload, CompletedPart, MetadataDirective,
@@ -11,6 +10,7 @@ use md5::{Digest, Md5};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use tokio::io::AsyncReadExt;
 
+use super::checksum::{full_object_checksum, full_object_multipart, RunningChecksum};
 use super::{
     head_with_tags, open, tagging, Bucket, Headers, ObjectInfo, WriteOptions, COPY_PART_SIZE,
     MAX_SINGLE_COPY, PART_SIZE,
@@ -59,41 +59,6 @@ macro_rules! with_checksum {
             _ => $builder.checksum_crc64_nvme($value),
         }
     };
-}
-
-/// A running checksum in one of S3's algorithms, base64-encoded as S3's headers carry it.
-struct RunningChecksum(Box<dyn aws_smithy_checksums::http::HttpChecksum>);
-
-impl RunningChecksum {
-    fn new(algorithm: &ChecksumAlgorithm) -> Self {
-        let algorithm = algorithm
-            .as_str()
-            .parse()
-            .unwrap_or(aws_smithy_checksums::ChecksumAlgorithm::Crc64Nvme);
-        RunningChecksum(algorithm.into_impl())
-    }
-
-    fn update(&mut self, bytes: &[u8]) {
-        self.0.update(bytes);
-    }
-
-    fn of(algorithm: &ChecksumAlgorithm, bytes: &[u8]) -> String {
-        let mut checksum = Self::new(algorithm);
-        checksum.update(bytes);
-        checksum.base64()
-    }
-
-    fn base64(self) -> String {
-        aws_smithy_types::base64::encode(&self.0.finalize()[..])
-    }
-}
-
-/// S3 keeps a whole-object checksum of a multipart upload only in the CRC algorithms.
-fn full_object_multipart(algorithm: &ChecksumAlgorithm) -> bool {
-    matches!(
-        algorithm,
-        ChecksumAlgorithm::Crc32 | ChecksumAlgorithm::Crc32C | ChecksumAlgorithm::Crc64Nvme
-    )
 }
 
 /// Characters escaped in the `x-amz-copy-source` header: all but unreserved and `/`.
@@ -222,31 +187,6 @@ pub(crate) async fn streamed_copy(
             .map(|(_, value)| value),
         written,
         expected,
-    })
-}
-
-/// The checksum of the whole object a GetObject response carries, which the SDK then
-/// checks the body against as it is read; None for a composite one (it cannot).
-fn full_object_checksum(out: &GetObjectOutput) -> Option<(ChecksumAlgorithm, String)> {
-    let composite = match out.checksum_type() {
-        Some(kind) => *kind == ChecksumType::Composite,
-        None => out.e_tag().unwrap_or_default().contains('-'),
-    };
-    if composite {
-        return None;
-    }
-    [
-        ChecksumAlgorithm::Crc64Nvme,
-        ChecksumAlgorithm::Crc32C,
-        ChecksumAlgorithm::Crc32,
-        ChecksumAlgorithm::Sha256,
-        ChecksumAlgorithm::Sha1,
-    ]
-    .into_iter()
-    .find_map(|algorithm| {
-        checksum_in!(out, &algorithm)
-            .filter(|value| !value.contains('-'))
-            .map(|value| (algorithm, value))
     })
 }
 
@@ -499,24 +439,5 @@ mod tests {
         let parsed = parse_expires(&Some("Wed, 21 Oct 2015 07:28:00 GMT".into())).unwrap();
         assert_eq!(parsed.secs(), 1445412480);
         assert!(parse_expires(&Some("not a date".into())).is_none());
-    }
-
-    #[test]
-    fn checksums_match_s3s_values_and_run_across_parts() {
-        // What S3 (and the Versity gateway) report for "hello world".
-        let crc64 = ChecksumAlgorithm::Crc64Nvme;
-        assert_eq!(RunningChecksum::of(&crc64, b"hello world"), "jSnVw/bqjr4=");
-        assert_eq!(
-            RunningChecksum::of(&ChecksumAlgorithm::Crc32, b"hello world"),
-            "DUoRhQ=="
-        );
-        assert_eq!(
-            RunningChecksum::of(&ChecksumAlgorithm::Sha256, b"hello"),
-            "LPJNul+wow4m6DsqxbninhsWHlwfp0JecwQzYpOLmCQ="
-        );
-        let mut running = RunningChecksum::new(&crc64);
-        running.update(b"hello ");
-        running.update(b"world");
-        assert_eq!(running.base64(), "jSnVw/bqjr4=");
     }
 }

@@ -1,19 +1,17 @@
 //! The bucket sync engine: compares a source prefix with a target prefix by walking both
 //! listings in key order (`walk`, memory stays at one page per side), decides what to
-//! do with each key (`decide`), copies in journalled batches (`records`), verifies each
-//! write, and rolls back from the journal (`rollback`).
+//! do with each key (`decide`), copies in journalled batches (`records`), proves each
+//! write (`verify`), and rolls back from the journal (`rollback`).
 
 mod decide;
 mod records;
 mod rollback;
+mod verify;
 mod walk;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 
-use aws_sdk_s3::types::ChecksumAlgorithm;
-
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -27,6 +25,7 @@ use super::progress::{human_bytes, Meter, Progress};
 use super::s3::{self, Bucket, Headers, ObjectInfo, WriteOptions};
 use decide::{Action, Decider};
 use records::{backup_name, load_state, JournalState, Record};
+use verify::{copy_verified, Proofs};
 use walk::March;
 
 /// What to do with an object that already exists in the target.
@@ -422,134 +421,6 @@ fn target_key(spec: &SyncSpec, source_key: &str) -> String {
         spec.target_prefix,
         &source_key[spec.source_prefix.len()..]
     )
-}
-
-/// How a written object was proven to hold its source's content, strongest first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) enum Proof {
-    /// A checksum of the whole content, equal on both sides.
-    Checksum,
-    /// The MD5 ETag (single part, not KMS-encrypted), equal on both sides.
-    Etag,
-    /// Only the sizes compare: no checksum or MD5 covers both sides.
-    Size,
-}
-
-/// Objects written per proof, counted as copies land.
-#[derive(Default)]
-struct Proofs([AtomicU64; 3]);
-
-impl Proofs {
-    fn add(&self, proof: Proof) {
-        self.0[proof as usize].fetch_add(1, AtomicOrdering::Relaxed);
-    }
-
-    fn into_counts(self, counts: &mut SyncCounts) {
-        let [checksum, etag, size] = self.0.map(AtomicU64::into_inner);
-        counts.verified_by_checksum = checksum;
-        counts.verified_by_etag = etag;
-        counts.verified_by_size = size;
-    }
-}
-
-/// Copies one object and proves the target holds the source's content, by the
-/// strongest means both sides allow. Returns the target's ETag and the proof.
-async fn copy_verified(
-    spec: &SyncSpec,
-    source: &ObjectInfo,
-    key: &str,
-) -> Result<(s3::Written, Proof)> {
-    let target_url = || format!("s3://{}/{key}", spec.target.name);
-    if spec.server_side {
-        let written =
-            s3::server_side_copy(&spec.source, source, &spec.target, key, &spec.write).await?;
-        // A single-part object's ETag is its MD5, which a copy keeps unless KMS encrypts.
-        if !source.etag.contains('-') && written.etag == source.etag {
-            return Ok((written, Proof::Etag));
-        }
-        // The copy computed a checksum in the source's algorithm: compare it with the
-        // one the source stores (one HEAD, only where the ETags cannot tell).
-        if let (Some(algorithm), Some(copied)) = (&source.checksum_algorithm, &written.checksum) {
-            let algorithm = ChecksumAlgorithm::from(algorithm.as_str());
-            match s3::stored_checksum(&spec.source, &source.key, &algorithm).await? {
-                Some(stored) if stored == *copied => return Ok((written, Proof::Checksum)),
-                Some(stored) => bail!(
-                    "verification failed for {}: its {} is {copied}, the source's is {stored}",
-                    target_url(),
-                    algorithm.as_str()
-                ),
-                None => {}
-            }
-        }
-        check_size(spec, source, key).await?;
-        return Ok((written, Proof::Size));
-    }
-    let streamed = copy_streamed_with_retry(spec, source, key).await?;
-    let (written, expected) = (streamed.written, streamed.expected);
-    let algorithm = expected.algorithm.as_str();
-    let target_proof = match &written.checksum {
-        Some(checksum) if *checksum == expected.checksum => Proof::Checksum,
-        Some(checksum) => bail!(
-            "verification failed for {}: its {algorithm} is {checksum}, the bytes sent have {}",
-            target_url(),
-            expected.checksum
-        ),
-        None if written.etag == expected.etag => Proof::Etag,
-        None => {
-            check_size(spec, source, key).await?;
-            Proof::Size
-        }
-    };
-    // The bytes sent are the source's if they have its stored checksum (which the
-    // target now keeps too), or if they hash to its MD5 ETag.
-    let source_proof = match &streamed.source_checksum {
-        Some(stored) if *stored == expected.checksum => Proof::Checksum,
-        Some(stored) => bail!(
-            "verification failed for {}: the bytes read have {algorithm} {}, the source stores {stored}",
-            target_url(),
-            expected.checksum
-        ),
-        None if streamed.checked_by_sdk => Proof::Checksum,
-        None if !source.etag.contains('-') && source.etag == expected.etag => Proof::Etag,
-        None => Proof::Size,
-    };
-    let proof = target_proof.max(source_proof);
-    Ok((written, proof))
-}
-
-async fn check_size(spec: &SyncSpec, source: &ObjectInfo, key: &str) -> Result<()> {
-    let size = s3::head(&spec.target, key)
-        .await?
-        .map(|(info, _)| info.size);
-    if size != Some(source.size) {
-        bail!(
-            "verification failed for s3://{}/{key}: the source has {} bytes, the target {}",
-            spec.target.name,
-            source.size,
-            size.map_or("nothing".to_string(), |s| format!("{s} bytes"))
-        );
-    }
-    Ok(())
-}
-
-/// A streamed copy reads a response body that a dropped connection cuts short; the SDK
-/// retries requests, not half-read bodies, so the whole object is tried again.
-async fn copy_streamed_with_retry(
-    spec: &SyncSpec,
-    source: &ObjectInfo,
-    key: &str,
-) -> Result<s3::Streamed> {
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        match s3::streamed_copy(&spec.source, source, &spec.target, key, &spec.write).await {
-            Ok(done) => return Ok(done),
-            Err(_) if attempt < 3 => {
-                tokio::time::sleep(std::time::Duration::from_millis(200 * attempt)).await;
-            }
-            Err(err) => return Err(err).with_context(|| format!("after {attempt} attempts")),
-        }
-    }
 }
 
 #[cfg(test)]

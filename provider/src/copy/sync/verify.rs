@@ -1,0 +1,138 @@
+//! Proving each written object holds its source's content, by the strongest means both
+//! sides allow: a checksum of the whole content, the MD5 ETag, or (said so) the size.
+
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+
+use anyhow::{bail, Context, Result};
+use aws_sdk_s3::types::ChecksumAlgorithm;
+
+use super::{SyncCounts, SyncSpec};
+use crate::copy::s3::{self, ObjectInfo};
+
+/// How a written object was proven to hold its source's content, strongest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Proof {
+    /// A checksum of the whole content, equal on both sides.
+    Checksum,
+    /// The MD5 ETag (single part, not KMS-encrypted), equal on both sides.
+    Etag,
+    /// Only the sizes compare: no checksum or MD5 covers both sides.
+    Size,
+}
+
+/// Objects written per proof, counted as copies land.
+#[derive(Default)]
+pub(super) struct Proofs([AtomicU64; 3]);
+
+impl Proofs {
+    pub(super) fn add(&self, proof: Proof) {
+        self.0[proof as usize].fetch_add(1, AtomicOrdering::Relaxed);
+    }
+
+    pub(super) fn into_counts(self, counts: &mut SyncCounts) {
+        let [checksum, etag, size] = self.0.map(AtomicU64::into_inner);
+        counts.verified_by_checksum = checksum;
+        counts.verified_by_etag = etag;
+        counts.verified_by_size = size;
+    }
+}
+
+/// Copies one object and proves the target holds the source's content, by the
+/// strongest means both sides allow. Returns the target's ETag and the proof.
+pub(super) async fn copy_verified(
+    spec: &SyncSpec,
+    source: &ObjectInfo,
+    key: &str,
+) -> Result<(s3::Written, Proof)> {
+    let target_url = || format!("s3://{}/{key}", spec.target.name);
+    if spec.server_side {
+        let written =
+            s3::server_side_copy(&spec.source, source, &spec.target, key, &spec.write).await?;
+        // A single-part object's ETag is its MD5, which a copy keeps unless KMS encrypts.
+        if !source.etag.contains('-') && written.etag == source.etag {
+            return Ok((written, Proof::Etag));
+        }
+        // The copy computed a checksum in the source's algorithm: compare it with the
+        // one the source stores (one HEAD, only where the ETags cannot tell).
+        if let (Some(algorithm), Some(copied)) = (&source.checksum_algorithm, &written.checksum) {
+            let algorithm = ChecksumAlgorithm::from(algorithm.as_str());
+            match s3::stored_checksum(&spec.source, &source.key, &algorithm).await? {
+                Some(stored) if stored == *copied => return Ok((written, Proof::Checksum)),
+                Some(stored) => bail!(
+                    "verification failed for {}: its {} is {copied}, the source's is {stored}",
+                    target_url(),
+                    algorithm.as_str()
+                ),
+                None => {}
+            }
+        }
+        check_size(spec, source, key).await?;
+        return Ok((written, Proof::Size));
+    }
+    let streamed = copy_streamed_with_retry(spec, source, key).await?;
+    let (written, expected) = (streamed.written, streamed.expected);
+    let algorithm = expected.algorithm.as_str();
+    let target_proof = match &written.checksum {
+        Some(checksum) if *checksum == expected.checksum => Proof::Checksum,
+        Some(checksum) => bail!(
+            "verification failed for {}: its {algorithm} is {checksum}, the bytes sent have {}",
+            target_url(),
+            expected.checksum
+        ),
+        None if written.etag == expected.etag => Proof::Etag,
+        None => {
+            check_size(spec, source, key).await?;
+            Proof::Size
+        }
+    };
+    // The bytes sent are the source's if they have its stored checksum (which the
+    // target now keeps too), or if they hash to its MD5 ETag.
+    let source_proof = match &streamed.source_checksum {
+        Some(stored) if *stored == expected.checksum => Proof::Checksum,
+        Some(stored) => bail!(
+            "verification failed for {}: the bytes read have {algorithm} {}, the source stores {stored}",
+            target_url(),
+            expected.checksum
+        ),
+        None if streamed.checked_by_sdk => Proof::Checksum,
+        None if !source.etag.contains('-') && source.etag == expected.etag => Proof::Etag,
+        None => Proof::Size,
+    };
+    let proof = target_proof.max(source_proof);
+    Ok((written, proof))
+}
+
+async fn check_size(spec: &SyncSpec, source: &ObjectInfo, key: &str) -> Result<()> {
+    let size = s3::head(&spec.target, key)
+        .await?
+        .map(|(info, _)| info.size);
+    if size != Some(source.size) {
+        bail!(
+            "verification failed for s3://{}/{key}: the source has {} bytes, the target {}",
+            spec.target.name,
+            source.size,
+            size.map_or("nothing".to_string(), |s| format!("{s} bytes"))
+        );
+    }
+    Ok(())
+}
+
+/// A streamed copy reads a response body that a dropped connection cuts short; the SDK
+/// retries requests, not half-read bodies, so the whole object is tried again.
+async fn copy_streamed_with_retry(
+    spec: &SyncSpec,
+    source: &ObjectInfo,
+    key: &str,
+) -> Result<s3::Streamed> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match s3::streamed_copy(&spec.source, source, &spec.target, key, &spec.write).await {
+            Ok(done) => return Ok(done),
+            Err(_) if attempt < 3 => {
+                tokio::time::sleep(std::time::Duration::from_millis(200 * attempt)).await;
+            }
+            Err(err) => return Err(err).with_context(|| format!("after {attempt} attempts")),
+        }
+    }
+}

@@ -1,7 +1,8 @@
-"""What an object carries and which objects can be read, as AWS has it: tags, storage
-class and encryption on both copy paths, archived storage classes found at preview. Run
-against both S3 servers; the storage class and KMS tests need moto, the one that keeps
-them as AWS does."""
+"""S3 as AWS has it, on both copy paths: tags, storage class and encryption; archived
+objects found at preview; every write proven by checksum; rollback on a versioned
+target; the expected bucket owner. Run against both S3 servers: the storage class and
+KMS tests need moto, which keeps them as AWS does; the owner test needs the Versity
+gateway, which checks the header as AWS does."""
 
 import base64
 import os

@@ -203,7 +203,7 @@ namespace StackMigrate.Stackmigrate
         public Output<bool> Verified { get; private set; } = null!;
 
         /// <summary>
-        /// Written objects whose whole-content checksum (the source's stored one, or a CRC64NVME of the bytes streamed) the target reports back equal.
+        /// Written objects proven by whole-content checksums: the target's checksum equals that of the bytes sent, and those bytes match the source's stored checksum.
         /// </summary>
         [Output("verifiedByChecksum")]
         public Output<int?> VerifiedByChecksum { get; private set; } = null!;
@@ -215,7 +215,7 @@ namespace StackMigrate.Stackmigrate
         public Output<int?> VerifiedByEtag { get; private set; } = null!;
 
         /// <summary>
-        /// Written objects of which only the size could be compared: neither a checksum nor an MD5 ETag covers both sides (multipart or KMS-encrypted sources without a stored checksum). Preview and up warn when there are any.
+        /// Written objects of which only the size could be compared: neither a checksum nor an MD5 ETag covers both sides (multipart or KMS-encrypted sources without a stored checksum). `pulumi up` warns when there are any.
         /// </summary>
         [Output("verifiedBySize")]
         public Output<int?> VerifiedBySize { get; private set; } = null!;

@@ -164,7 +164,7 @@ export class BucketSync extends pulumi.CustomResource {
      */
     declare public /*out*/ readonly verified: pulumi.Output<boolean>;
     /**
-     * Written objects whose whole-content checksum (the source's stored one, or a CRC64NVME of the bytes streamed) the target reports back equal.
+     * Written objects proven by whole-content checksums: the target's checksum equals that of the bytes sent, and those bytes match the source's stored checksum.
      */
     declare public /*out*/ readonly verifiedByChecksum: pulumi.Output<number | undefined>;
     /**
@@ -172,7 +172,7 @@ export class BucketSync extends pulumi.CustomResource {
      */
     declare public /*out*/ readonly verifiedByEtag: pulumi.Output<number | undefined>;
     /**
-     * Written objects of which only the size could be compared: neither a checksum nor an MD5 ETag covers both sides (multipart or KMS-encrypted sources without a stored checksum). Preview and up warn when there are any.
+     * Written objects of which only the size could be compared: neither a checksum nor an MD5 ETag covers both sides (multipart or KMS-encrypted sources without a stored checksum). `pulumi up` warns when there are any.
      */
     declare public /*out*/ readonly verifiedBySize: pulumi.Output<number | undefined>;
 

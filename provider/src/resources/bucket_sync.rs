@@ -97,13 +97,13 @@ pub struct Outputs {
     pub bytes_copied: u64,
     /// True once every written object was proven to hold its source's content; `verifiedByChecksum`, `verifiedByEtag` and `verifiedBySize` say how.
     pub verified: bool,
-    /// Written objects whose whole-content checksum (the source's stored one, or a CRC64NVME of the bytes streamed) the target reports back equal.
+    /// Written objects proven by whole-content checksums: the target's checksum equals that of the bytes sent, and those bytes match the source's stored checksum.
     #[serde(default)]
     pub verified_by_checksum: u64,
     /// Written objects proven by their MD5 ETag (single part, not KMS-encrypted) where no checksum covers both sides.
     #[serde(default)]
     pub verified_by_etag: u64,
-    /// Written objects of which only the size could be compared: neither a checksum nor an MD5 ETag covers both sides (multipart or KMS-encrypted sources without a stored checksum). Preview and up warn when there are any.
+    /// Written objects of which only the size could be compared: neither a checksum nor an MD5 ETag covers both sides (multipart or KMS-encrypted sources without a stored checksum). `pulumi up` warns when there are any.
     #[serde(default)]
     pub verified_by_size: u64,
     /// Where this resource's rollback journal lives.

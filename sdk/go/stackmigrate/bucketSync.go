@@ -99,11 +99,11 @@ type BucketSync struct {
 	Triggers pulumi.ArrayOutput `pulumi:"triggers"`
 	// True once every written object was proven to hold its source's content; `verifiedByChecksum`, `verifiedByEtag` and `verifiedBySize` say how.
 	Verified pulumi.BoolOutput `pulumi:"verified"`
-	// Written objects whose whole-content checksum (the source's stored one, or a CRC64NVME of the bytes streamed) the target reports back equal.
+	// Written objects proven by whole-content checksums: the target's checksum equals that of the bytes sent, and those bytes match the source's stored checksum.
 	VerifiedByChecksum pulumi.IntPtrOutput `pulumi:"verifiedByChecksum"`
 	// Written objects proven by their MD5 ETag (single part, not KMS-encrypted) where no checksum covers both sides.
 	VerifiedByEtag pulumi.IntPtrOutput `pulumi:"verifiedByEtag"`
-	// Written objects of which only the size could be compared: neither a checksum nor an MD5 ETag covers both sides (multipart or KMS-encrypted sources without a stored checksum). Preview and up warn when there are any.
+	// Written objects of which only the size could be compared: neither a checksum nor an MD5 ETag covers both sides (multipart or KMS-encrypted sources without a stored checksum). `pulumi up` warns when there are any.
 	VerifiedBySize pulumi.IntPtrOutput `pulumi:"verifiedBySize"`
 }
 
@@ -469,7 +469,7 @@ func (o BucketSyncOutput) Verified() pulumi.BoolOutput {
 	return o.ApplyT(func(v *BucketSync) pulumi.BoolOutput { return v.Verified }).(pulumi.BoolOutput)
 }
 
-// Written objects whose whole-content checksum (the source's stored one, or a CRC64NVME of the bytes streamed) the target reports back equal.
+// Written objects proven by whole-content checksums: the target's checksum equals that of the bytes sent, and those bytes match the source's stored checksum.
 func (o BucketSyncOutput) VerifiedByChecksum() pulumi.IntPtrOutput {
 	return o.ApplyT(func(v *BucketSync) pulumi.IntPtrOutput { return v.VerifiedByChecksum }).(pulumi.IntPtrOutput)
 }
@@ -479,7 +479,7 @@ func (o BucketSyncOutput) VerifiedByEtag() pulumi.IntPtrOutput {
 	return o.ApplyT(func(v *BucketSync) pulumi.IntPtrOutput { return v.VerifiedByEtag }).(pulumi.IntPtrOutput)
 }
 
-// Written objects of which only the size could be compared: neither a checksum nor an MD5 ETag covers both sides (multipart or KMS-encrypted sources without a stored checksum). Preview and up warn when there are any.
+// Written objects of which only the size could be compared: neither a checksum nor an MD5 ETag covers both sides (multipart or KMS-encrypted sources without a stored checksum). `pulumi up` warns when there are any.
 func (o BucketSyncOutput) VerifiedBySize() pulumi.IntPtrOutput {
 	return o.ApplyT(func(v *BucketSync) pulumi.IntPtrOutput { return v.VerifiedBySize }).(pulumi.IntPtrOutput)
 }

@@ -741,7 +741,7 @@ class BucketSync(pulumi.CustomResource):
     @pulumi.getter(name="verifiedByChecksum")
     def verified_by_checksum(self) -> pulumi.Output[Optional[_builtins.int]]:
         """
-        Written objects whose whole-content checksum (the source's stored one, or a CRC64NVME of the bytes streamed) the target reports back equal.
+        Written objects proven by whole-content checksums: the target's checksum equals that of the bytes sent, and those bytes match the source's stored checksum.
         """
         return pulumi.get(self, "verified_by_checksum")
 
@@ -757,7 +757,7 @@ class BucketSync(pulumi.CustomResource):
     @pulumi.getter(name="verifiedBySize")
     def verified_by_size(self) -> pulumi.Output[Optional[_builtins.int]]:
         """
-        Written objects of which only the size could be compared: neither a checksum nor an MD5 ETag covers both sides (multipart or KMS-encrypted sources without a stored checksum). Preview and up warn when there are any.
+        Written objects of which only the size could be compared: neither a checksum nor an MD5 ETag covers both sides (multipart or KMS-encrypted sources without a stored checksum). `pulumi up` warns when there are any.
         """
         return pulumi.get(self, "verified_by_size")
 

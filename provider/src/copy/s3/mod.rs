@@ -9,9 +9,7 @@ use anyhow::{bail, Context, Result};
 use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::operation::get_object::GetObjectOutput;
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{
-    ChecksumAlgorithm, ChecksumMode, ChecksumType, ServerSideEncryption, StorageClass,
-};
+use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumMode, ServerSideEncryption, StorageClass};
 use aws_sdk_s3::Client;
 use md5::{Digest, Md5};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
@@ -242,12 +240,7 @@ pub(crate) async fn stored_checksum(
         .await
         .map_err(aws_error)
         .with_context(|| format!("reading the checksum of s3://{}/{key}", bucket.name))?;
-    // A server that does not say the type (moto) may keep a composite checksum for a
-    // multipart object: only a single-part object's untyped checksum is trusted.
-    let composite = match out.checksum_type() {
-        Some(kind) => *kind == ChecksumType::Composite,
-        None => out.e_tag().unwrap_or_default().contains('-'),
-    };
+    let composite = checksum::is_composite(out.checksum_type(), out.e_tag());
     Ok(checksum_in!(out, algorithm).filter(|value| !composite && !value.contains('-')))
 }
 

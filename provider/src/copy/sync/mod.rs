@@ -317,12 +317,7 @@ impl Batches<'_> {
         let backups: HashMap<String, Previous> = stream::iter(needs_backup)
             .map(|existing| async move {
                 let previous = if versioned {
-                    Previous {
-                        etag: existing.etag.clone(),
-                        size: existing.size,
-                        backup: String::new(),
-                        headers: Headers::default(),
-                    }
+                    Previous::unbacked(&existing)
                 } else {
                     backup(spec, journal, &existing).await?
                 };
@@ -350,12 +345,7 @@ impl Batches<'_> {
                     previous: backups
                         .get(&existing.key)
                         .cloned()
-                        .unwrap_or_else(|| Previous {
-                            etag: existing.etag.clone(),
-                            size: existing.size,
-                            backup: String::new(),
-                            headers: Headers::default(),
-                        }),
+                        .unwrap_or_else(|| Previous::unbacked(existing)),
                 },
                 Action::Adopt { key, etag } => Record::Written {
                     key: key.clone(),

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::copy::journal::Journal;
-use crate::copy::s3::Headers;
+use crate::copy::s3::{Headers, ObjectInfo};
 
 /// An old object as it was before this resource first touched its key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -18,6 +18,19 @@ pub struct Previous {
     pub size: u64,
     pub backup: String,
     pub headers: Headers,
+}
+
+impl Previous {
+    /// What was there, with no backup: a versioned target keeps the old version itself,
+    /// and a deletion's intent needs only the ETag to tell whether it happened.
+    pub(crate) fn unbacked(existing: &ObjectInfo) -> Previous {
+        Previous {
+            etag: existing.etag.clone(),
+            size: existing.size,
+            backup: String::new(),
+            headers: Headers::default(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -172,11 +172,11 @@ impl Journal {
         .with_context(|| format!("writing the journal at {}", self.uri))
     }
 
-    /// Calls `apply` with each record and its segment's sequence number, in the order
-    /// they were written, one segment in memory at a time.
+    /// Calls `apply` with each segment's sequence number and records, in the order they
+    /// were written, one segment in memory at a time.
     pub(crate) async fn replay<T: DeserializeOwned>(
         &self,
-        mut apply: impl FnMut(u64, T),
+        mut apply: impl FnMut(u64, Vec<T>) -> Result<()>,
     ) -> Result<()> {
         for (seq, name) in self.segments().await? {
             let body = match &self.store {
@@ -185,12 +185,16 @@ impl Journal {
                     s3::get_bytes(bucket, &join(prefix, &format!("records/{name}"))).await?
                 }
             };
-            for line in body.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-                let record = serde_json::from_slice(line).with_context(|| {
-                    format!("journal segment {name} at {} is corrupt", self.uri)
-                })?;
-                apply(seq, record);
-            }
+            let records = body
+                .split(|b| *b == b'\n')
+                .filter(|l| !l.is_empty())
+                .map(|line| {
+                    serde_json::from_slice(line).with_context(|| {
+                        format!("journal segment {name} at {} is corrupt", self.uri)
+                    })
+                })
+                .collect::<Result<Vec<T>>>()?;
+            apply(seq, records)?;
         }
         Ok(())
     }
@@ -364,7 +368,13 @@ mod tests {
             Some(b"2".to_vec())
         );
         let mut records = 0;
-        journal.replay(|_, _: Rec| records += 1).await.unwrap();
+        journal
+            .replay(|_, segment: Vec<Rec>| {
+                records += segment.len();
+                Ok(())
+            })
+            .await
+            .unwrap();
         assert_eq!(records, 0, "a note is not a record");
         journal.clear().await.unwrap();
         assert_eq!(journal.read_note("n.json").await.unwrap(), None);
@@ -387,7 +397,13 @@ mod tests {
             .unwrap();
         reopened.append(&[Rec { key: "c".into() }]).await.unwrap();
         let mut seen = Vec::new();
-        reopened.replay(|_, r: Rec| seen.push(r.key)).await.unwrap();
+        reopened
+            .replay(|_, segment: Vec<Rec>| {
+                seen.extend(segment.into_iter().map(|r| r.key));
+                Ok(())
+            })
+            .await
+            .unwrap();
         assert_eq!(seen, vec!["a", "b", "c"]);
         reopened.clear().await.unwrap();
         assert!(!root.path().join("proj/stack/res").exists());

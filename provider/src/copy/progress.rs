@@ -34,6 +34,8 @@ pub(crate) struct Meter<'a> {
     bytes: AtomicU64,
     started: Instant,
     last_report: Mutex<Instant>,
+    /// A scan: no totals known, the line shows the count and the rate.
+    open_ended: bool,
 }
 
 const REPORT_EVERY: Duration = Duration::from_secs(1);
@@ -55,6 +57,15 @@ impl<'a> Meter<'a> {
             bytes: AtomicU64::new(0),
             started: now,
             last_report: Mutex::new(now),
+            open_ended: false,
+        }
+    }
+
+    /// Counts items of a scan whose size is not known beforehand.
+    pub(crate) fn counting(progress: &'a dyn Progress, what: &str) -> Self {
+        Meter {
+            open_ended: true,
+            ..Meter::new(progress, what, 0, 0)
         }
     }
 
@@ -73,6 +84,9 @@ impl<'a> Meter<'a> {
         let items = self.items.load(Ordering::Relaxed);
         let bytes = self.bytes.load(Ordering::Relaxed);
         let secs = self.started.elapsed().as_secs_f64().max(0.001);
+        if self.open_ended {
+            return format!("{} {items} ({:.0}/s)", self.what, items as f64 / secs);
+        }
         format!(
             "{} {items}/{} ({} of {}, {}/s)",
             self.what,
@@ -108,6 +122,17 @@ mod tests {
         assert_eq!(human_bytes(512), "512 B");
         assert_eq!(human_bytes(1536), "1.5 KiB");
         assert_eq!(human_bytes(5 * 1024 * 1024 * 1024), "5.0 GiB");
+    }
+
+    #[test]
+    fn a_scan_meter_shows_the_count_without_a_total() {
+        let meter = Meter::counting(&Silent, "scanned table dev");
+        meter.add(250, 0);
+        assert!(
+            meter.line().starts_with("scanned table dev 250 ("),
+            "{}",
+            meter.line()
+        );
     }
 
     #[test]

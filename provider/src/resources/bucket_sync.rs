@@ -7,7 +7,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{BucketInputs, ChangeDetection, Context, Failure, Migration, Planned, Retried};
+use super::{BucketInputs, ChangeDetection, Context, Drift, Failure, Migration, Planned, Retried};
 use crate::copy::filter::KeyFilter;
 use crate::copy::s3::{self, WriteOptions};
 use crate::copy::sync::{self, Archived, OnConflict, SyncCounts, SyncSpec};
@@ -110,6 +110,9 @@ pub struct Outputs {
     pub journal_uri: String,
     #[serde(flatten)]
     pub retried: Retried,
+    /// What the last `pulumi refresh` found comparing the source with the target; cleared by a run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift: Option<Drift>,
 }
 
 impl Outputs {
@@ -136,6 +139,7 @@ impl Outputs {
             verified_by_size: counts.verified_by_size,
             journal_uri: journal_uri.to_string(),
             retried: Retried::so_far(),
+            drift: None,
         }
     }
 }
@@ -313,7 +317,7 @@ impl Migration for BucketSync {
         let spec = Self::spec(ctx, inputs).await?;
         let selection = Selection::of(inputs, &spec).await?;
         let journal = ctx.journal().await?;
-        let counts = sync::plan(&spec, Some(&journal)).await?;
+        let counts = sync::plan(&spec, Some(&journal), ctx.progress.as_ref()).await?;
         selection.check(&counts)?;
         Ok(Planned {
             pending: counts.changes() > 0,

@@ -41,6 +41,24 @@ pub(crate) fn compares_inputs_only(inputs: &Map<String, Value>) -> bool {
     inputs.get("changeDetection").and_then(Value::as_str) == Some("inputs")
 }
 
+/// `changeDetection: inputs` with the inputs unchanged: no data is read, but a drift the
+/// last `pulumi refresh` found (the source has what the target lacks) is work to do.
+pub(crate) fn refreshed_drift(resource: &Metadata, last_state: &Map<String, Value>) -> Vec<Change> {
+    let pending = last_state
+        .get("drift")
+        .and_then(|d| d.get("pending"))
+        .and_then(Value::as_bool)
+        == Some(true);
+    if !pending {
+        return Vec::new();
+    }
+    vec![Change {
+        property: resource.pending_output.clone(),
+        replace: false,
+        input: false,
+    }]
+}
+
 /// With the inputs unchanged: a name the last run resolved from a stack output that now
 /// resolves differently replaces the resource; otherwise a plan that would write shows
 /// as an update of the pending output.
@@ -146,5 +164,22 @@ mod tests {
             }]
         );
         assert!(plan_changes(&sync, &last, &last, false).is_empty());
+    }
+
+    #[test]
+    fn a_refresh_that_found_drift_makes_work_without_reading_data() {
+        let sync = bucket_sync();
+        let clean = map(json!({"objectsCopied": 3, "drift": {"pending": false}}));
+        assert!(refreshed_drift(&sync, &clean).is_empty());
+        assert!(refreshed_drift(&sync, &map(json!({"objectsCopied": 3}))).is_empty());
+        let drifted = map(json!({"objectsCopied": 3, "drift": {"pending": true, "writes": 2}}));
+        assert_eq!(
+            refreshed_drift(&sync, &drifted),
+            [Change {
+                property: "objectsCopied".into(),
+                replace: false,
+                input: false
+            }]
+        );
     }
 }

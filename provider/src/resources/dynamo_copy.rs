@@ -10,7 +10,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{ChangeDetection, Context, Failure, Migration, Planned, Retried, Side};
+use super::{ChangeDetection, Context, Drift, Failure, Migration, Planned, Retried, Side};
 use crate::copy::dynamodb::{self, Table};
 use crate::copy::rewrite::Rewriter;
 use crate::copy::table::{self, CopyCounts, CopySpec, ItemConflict, SetAttribute, TypeCounts};
@@ -115,6 +115,9 @@ pub struct Outputs {
     pub journal_uri: String,
     #[serde(flatten)]
     pub retried: Retried,
+    /// What the last `pulumi refresh` found comparing the source with the target; cleared by a run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift: Option<Drift>,
 }
 
 impl Outputs {
@@ -141,6 +144,7 @@ impl Outputs {
             verified,
             journal_uri: journal_uri.to_string(),
             retried: Retried::so_far(),
+            drift: None,
         }
     }
 }
@@ -379,7 +383,7 @@ impl Migration for DynamoCopy {
         let rewrites = Self::rewrites(ctx, inputs).await?;
         let spec = Self::spec(ctx, inputs, &rewrites).await?;
         let journal = ctx.journal().await?;
-        let counts = table::plan(&spec, &journal).await?;
+        let counts = table::plan(&spec, &journal, ctx.progress.as_ref()).await?;
         check_plan(inputs, &counts)?;
         for (from, to) in &rewrites {
             let values = counts.rewritten.get(from).copied().unwrap_or_default();

@@ -16,12 +16,13 @@ use std::sync::Arc;
 use anyhow::Result;
 use async_trait::async_trait;
 use schemars::JsonSchema;
-use serde::{de::DeserializeOwned, Serialize};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::copy::progress::Silent;
 pub use context::{journal_path, Clients, Context};
 pub(crate) use context::{BucketInputs, Side};
+use metadata::Metadata;
 
 /// When a preview or up with unchanged inputs looks for new source data.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, JsonSchema)]
@@ -52,6 +53,35 @@ impl Retried {
     pub(crate) fn so_far() -> Retried {
         let (retries, throttles) = crate::copy::connection::Attempts::so_far();
         Retried { retries, throttles }
+    }
+}
+
+/// What the last `pulumi refresh` found when it compared the source with the target
+/// again. Absent until a refresh runs; a run clears it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Drift {
+    /// When refresh compared them, in seconds since the Unix epoch.
+    pub checked_at: u64,
+    /// True when the source has data the target lacks or holds otherwise: the next `pulumi up` copies it, whatever `changeDetection` says.
+    pub pending: bool,
+    /// What that `pulumi up` would write, as its plan counts it (items, objects or files).
+    pub writes: u64,
+}
+
+impl Drift {
+    pub(crate) fn found(resource: &Metadata, planned: &Map<String, Value>, pending: bool) -> Drift {
+        Drift {
+            checked_at: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or_default(),
+            pending,
+            writes: planned
+                .get(&resource.pending_output)
+                .and_then(Value::as_u64)
+                .unwrap_or_default(),
+        }
     }
 }
 

@@ -7,7 +7,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{BucketInputs, Context, Failure, Migration, Planned, Retried};
+use super::{BucketInputs, Context, Drift, Failure, Migration, Planned, Retried};
 use crate::copy::filter::KeyFilter;
 use crate::copy::journal::Journal;
 use crate::copy::model::{self, Choice};
@@ -84,6 +84,9 @@ pub struct Outputs {
     pub journal_uri: String,
     #[serde(flatten)]
     pub retried: Retried,
+    /// What the last `pulumi refresh` found comparing the source with the target; cleared by a run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift: Option<Drift>,
 }
 
 struct Plan {
@@ -154,6 +157,7 @@ impl ModelCopy {
             verified,
             journal_uri: journal.uri().to_string(),
             retried: Retried::so_far(),
+            drift: None,
         }
     }
 }
@@ -203,7 +207,7 @@ impl Migration for ModelCopy {
         let journal = ctx.journal().await?;
         let mut total = SyncCounts::default();
         for spec in &plan.specs {
-            total.add(&sync::plan(spec, Some(&journal)).await?);
+            total.add(&sync::plan(spec, Some(&journal), ctx.progress.as_ref()).await?);
         }
         ctx.progress.info(&format!(
             "model: run {} {} -> {}",

@@ -11,7 +11,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{BucketInputs, Context, Failure, Migration, Planned, Retried, Side};
+use super::{BucketInputs, Context, Drift, Failure, Migration, Planned, Retried, Side};
 use crate::copy::dynamodb::{self, Table};
 use crate::copy::filter::KeyFilter;
 use crate::copy::journal::Journal;
@@ -116,6 +116,9 @@ pub struct Outputs {
     pub journal_uri: String,
     #[serde(flatten)]
     pub retried: Retried,
+    /// What the last `pulumi refresh` found comparing the source with the target; cleared by a run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift: Option<Drift>,
 }
 
 struct Collection {
@@ -284,7 +287,8 @@ impl Migration for SnapshotPromote {
             outputs
                 .embedding_counts
                 .insert(collection.name.clone(), source.embeddings);
-            let counts = sync::plan(&collection.spec, Some(&journal)).await?;
+            let counts =
+                sync::plan(&collection.spec, Some(&journal), ctx.progress.as_ref()).await?;
             outputs.files_copied += counts.copied;
             outputs.bytes_copied += counts.bytes_copied;
             pending |= counts.changes() > 0

@@ -70,12 +70,15 @@ impl EngineLog {
     }
 }
 
-/// Diff plans only to learn whether anything is pending; its lines would repeat what
-/// the preview or update itself prints, so only warnings get through.
-pub(super) struct WarningsOnly(pub Arc<dyn Progress>);
+/// Diff and Read plan only to learn whether anything is pending; their kept lines would
+/// repeat what the preview or update prints, so only the passing status (a long scan's
+/// count and rate) and warnings get through.
+pub(super) struct StatusAndWarnings(pub Arc<dyn Progress>);
 
-impl Progress for WarningsOnly {
-    fn status(&self, _: &str) {}
+impl Progress for StatusAndWarnings {
+    fn status(&self, message: &str) {
+        self.0.status(message);
+    }
     fn info(&self, _: &str) {}
     fn warn(&self, message: &str) {
         self.0.warn(message);

@@ -1,6 +1,7 @@
 //! The Pulumi ResourceProvider gRPC service: decodes requests, calls a resource,
 //! encodes its answer. Nothing here knows about S3 or DynamoDB.
 
+mod answers;
 mod log;
 mod service;
 
@@ -26,6 +27,8 @@ pub struct Provider {
     engine: RwLock<Option<String>>,
     stacks: RwLock<Arc<Stacks>>,
     schema: OnceLock<String>,
+    /// Plan answers shared between the Diffs of one `pulumi up` (None: every Diff scans).
+    answers: Option<answers::Answers>,
 }
 
 /// What Configure set: the configuration and the clients built from it.
@@ -47,7 +50,10 @@ impl Configured {
 impl Provider {
     /// `engine` is the engine's address when the engine passed it on the command line.
     pub fn new(engine: Option<String>) -> Self {
-        Provider::with_registry(engine, registry::all())
+        Provider {
+            answers: Some(answers::Answers::new()),
+            ..Provider::with_registry(engine, registry::all())
+        }
     }
 
     /// A provider serving `registry`'s resources and functions.
@@ -58,6 +64,7 @@ impl Provider {
             engine: RwLock::new(engine),
             stacks: RwLock::new(Arc::new(Stacks::new(current_dir()))),
             schema: OnceLock::new(),
+            answers: None,
         }
     }
 

@@ -10,12 +10,12 @@ use pulumi_gestalt_proto::pulumi::pulumirpc::{
 };
 use tonic::{Request, Response, Status};
 
-use super::log::WarningsOnly;
+use super::log::StatusAndWarnings;
 use super::{encode_state, failure, status, Configured, Provider};
 use crate::config::ProviderConfig;
 use crate::functions::Answer;
 use crate::resources::diff::{self, Change};
-use crate::resources::{journal_path, Context};
+use crate::resources::{journal_path, Context, Drift};
 use crate::schema;
 use crate::stacks::Stacks;
 use crate::wire::Props;
@@ -225,19 +225,36 @@ impl ResourceProvider for Provider {
         // Unchanged inputs: the resource is still out of date when the source has data
         // the target lacks. Asking costs listings, which is what a sync's preview is;
         // `changeDetection: inputs` does not ask.
-        if changes.is_empty() && !new.has_unknowns() && !diff::compares_inputs_only(&new.value) {
-            let (planned, pending) = self
-                .with_context(&request.urn, |ctx| async move {
-                    let ctx = Context {
-                        progress: Arc::new(WarningsOnly(ctx.progress.clone())),
-                        ..ctx
-                    };
-                    resource.resource.plan(&ctx, &new.value).await
-                })
-                .await
-                .map_err(status)?;
+        let last = Props::decode(request.olds.as_ref());
+        if changes.is_empty() && diff::compares_inputs_only(&new.value) {
+            // `pulumi refresh` compared the data and found work: the next up does it.
+            changes = diff::refreshed_drift(&resource.metadata, &last.value);
+        } else if changes.is_empty() && !new.has_unknowns() {
+            let taken = self
+                .answers
+                .as_ref()
+                .and_then(|a| a.take(&request.urn, &new.value, &last.value));
+            let (planned, pending) = match taken {
+                Some(answer) => answer,
+                None => {
+                    let inputs = &new.value;
+                    let answer = self
+                        .with_context(&request.urn, |ctx| async move {
+                            let ctx = Context {
+                                progress: Arc::new(StatusAndWarnings(ctx.progress.clone())),
+                                ..ctx
+                            };
+                            resource.resource.plan(&ctx, inputs).await
+                        })
+                        .await
+                        .map_err(status)?;
+                    if let Some(answers) = &self.answers {
+                        answers.keep(&request.urn, &new.value, &last.value, &answer.0, answer.1);
+                    }
+                    answer
+                }
+            };
             // Names read from stack outputs can change while the inputs do not.
-            let last = Props::decode(request.olds.as_ref());
             changes = diff::plan_changes(&resource.metadata, &last.value, &planned, pending);
         }
         let replaces: Vec<String> = changes
@@ -313,11 +330,35 @@ impl ResourceProvider for Provider {
     ) -> Result<Response<rpc::ReadResponse>, Status> {
         let request = request.into_inner();
         let known = Props::decode(request.properties.as_ref());
+        let given = Props::decode(request.inputs.as_ref());
         if !known.value.is_empty() {
-            // The state already says what the last run did; refresh keeps it.
+            // The state says what the last run did; refresh keeps it and compares the
+            // data again, reporting what an up would write as `drift`.
+            let properties = if given.value.is_empty() {
+                request.properties
+            } else {
+                let resource = self.resource(&request.r#type, &request.urn)?;
+                let drift = self
+                    .with_context(&request.urn, |ctx| async move {
+                        let ctx = Context {
+                            progress: Arc::new(StatusAndWarnings(ctx.progress.clone())),
+                            ..ctx
+                        };
+                        let (planned, pending) = resource.resource.plan(&ctx, &given.value).await?;
+                        anyhow::Ok(Drift::found(&resource.metadata, &planned, pending))
+                    })
+                    .await
+                    .map_err(status)?;
+                let mut state = known.value.clone();
+                state.insert(
+                    "drift".into(),
+                    serde_json::to_value(drift).map_err(|e| status(e.into()))?,
+                );
+                Some(encode_state(&known, state))
+            };
             return Ok(Response::new(rpc::ReadResponse {
                 id: request.id,
-                properties: request.properties,
+                properties,
                 inputs: request.inputs,
                 refresh_before_update: false,
             }));
@@ -325,7 +366,6 @@ impl ResourceProvider for Provider {
         // No state: `pulumi import` of a run the engine lost track of (its plugin was
         // killed). The journal holds that run's inputs, and whether it wrote anything.
         let resource = self.resource(&request.r#type, &request.urn)?;
-        let given = Props::decode(request.inputs.as_ref());
         let recovered = self
             .with_context(&request.urn, |ctx| async move {
                 let inputs = match ctx.recorded_inputs().await? {

@@ -68,39 +68,39 @@ impl Decider<'_> {
         }
     }
 
-    pub fn decide(&mut self, relative: &str, entry: Entry) -> Option<Action> {
+    pub fn decide(&mut self, relative: &str, entry: Entry) -> Result<Option<Action>> {
         match entry {
             Entry::SourceOnly(source) => {
                 self.counts.scanned += 1;
                 if !self.filter.matches(relative) {
                     self.counts.excluded += 1;
-                    return None;
+                    return Ok(None);
                 }
                 if self.is_archived_source(relative, &source) {
-                    return None;
+                    return Ok(None);
                 }
                 self.counts.copied += 1;
                 self.counts.bytes_copied += source.size;
-                Some(Action::Create(source))
+                Ok(Some(Action::Create(source)))
             }
             Entry::TargetOnly(existing) => {
                 if !self.delete_extraneous || !self.filter.matches(relative) {
-                    return None;
+                    return Ok(None);
                 }
                 if self.is_archived_target(relative, &existing) {
-                    return None;
+                    return Ok(None);
                 }
                 self.counts.deleted += 1;
-                Some(Action::Delete(existing))
+                Ok(Some(Action::Delete(existing)))
             }
             Entry::Both { source, target } => {
                 self.counts.scanned += 1;
                 if !self.filter.matches(relative) {
                     self.counts.excluded += 1;
-                    return None;
+                    return Ok(None);
                 }
                 if self.is_archived_source(relative, &source) {
-                    return None;
+                    return Ok(None);
                 }
                 self.both(relative, source, target)
             }
@@ -163,12 +163,17 @@ impl Decider<'_> {
     }
 
     /// Source and target both hold `relative`.
-    fn both(&mut self, relative: &str, source: ObjectInfo, existing: ObjectInfo) -> Option<Action> {
+    fn both(
+        &mut self,
+        relative: &str,
+        source: ObjectInfo,
+        existing: ObjectInfo,
+    ) -> Result<Option<Action>> {
         let key = format!("{}{relative}", self.target_prefix);
-        let ours = self.state.get(&key);
+        let ours = self.state.get(&key)?;
         let same_content = source.size == existing.size
             && (source.etag == existing.etag
-                || ours.is_some_and(|s| {
+                || ours.as_ref().is_some_and(|s| {
                     s.written_etag.as_deref() == Some(existing.etag.as_str())
                         && s.source_etag == source.etag
                 }));
@@ -185,16 +190,16 @@ impl Decider<'_> {
             OnConflict::Overwrite => true,
         };
         if overwrite && self.is_archived_target(relative, &existing) {
-            return None;
+            return Ok(None);
         }
         if overwrite {
             self.counts.copied += 1;
             self.counts.overwritten += 1;
             self.counts.bytes_copied += source.size;
-            return Some(Action::Overwrite { source, existing });
+            return Ok(Some(Action::Overwrite { source, existing }));
         }
         self.counts.skipped += 1;
-        match ours {
+        Ok(match ours {
             Some(s)
                 if same_content && s.written_etag.as_deref() != Some(existing.etag.as_str()) =>
             {
@@ -204,7 +209,7 @@ impl Decider<'_> {
                 })
             }
             _ => None,
-        }
+        })
     }
 }
 
@@ -242,25 +247,27 @@ mod tests {
     #[test]
     fn new_keys_are_created_and_excluded_keys_only_counted() {
         let filter = KeyFilter::new(&[], &["*.json".to_string()]).unwrap();
-        let state = JournalState::new();
+        let state = JournalState::new().unwrap();
         let mut d = decider(&filter, OnConflict::SkipIdentical, &state);
         let png = object("s/a.png", "\"e\"", 5);
         assert_eq!(
-            d.decide("a.png", Entry::SourceOnly(png.clone())),
+            d.decide("a.png", Entry::SourceOnly(png.clone())).unwrap(),
             Some(Action::Create(png))
         );
         assert_eq!(
-            d.decide("a.json", Entry::SourceOnly(object("s/a.json", "\"e\"", 1))),
+            d.decide("a.json", Entry::SourceOnly(object("s/a.json", "\"e\"", 1)))
+                .unwrap(),
             None
         );
         // An excluded target key is not extraneous: the filters protect it.
         assert_eq!(
-            d.decide("b.json", Entry::TargetOnly(object("t/b.json", "\"e\"", 1))),
+            d.decide("b.json", Entry::TargetOnly(object("t/b.json", "\"e\"", 1)))
+                .unwrap(),
             None
         );
         let extra = object("t/c.png", "\"e\"", 1);
         assert_eq!(
-            d.decide("c.png", Entry::TargetOnly(extra.clone())),
+            d.decide("c.png", Entry::TargetOnly(extra.clone())).unwrap(),
             Some(Action::Delete(extra))
         );
         assert_eq!(
@@ -273,7 +280,7 @@ mod tests {
     #[test]
     fn on_conflict_decides_for_keys_that_were_there_before() {
         let filter = KeyFilter::default();
-        let state = JournalState::new();
+        let state = JournalState::new().unwrap();
         let source = object("s/k", "\"new\"", 3);
         let same = object("t/k", "\"new\"", 3);
         let other = object("t/k", "\"old\"", 3);
@@ -295,21 +302,19 @@ mod tests {
         ];
         for (policy, target, expected) in cases {
             let mut d = decider(&filter, policy, &state);
-            assert_eq!(d.decide("k", both(target)), expected, "{policy:?}");
+            assert_eq!(d.decide("k", both(target)).unwrap(), expected, "{policy:?}");
         }
     }
 
     #[test]
     fn keys_this_resource_wrote_follow_the_source_and_unconfirmed_writes_are_adopted() {
         let filter = KeyFilter::default();
-        let mut state = JournalState::new();
-        state.insert(
-            "t/k".into(),
-            KeyState {
-                source_etag: "\"src\"".into(),
-                ..Default::default()
-            },
-        );
+        let state = JournalState::new().unwrap();
+        let ours = KeyState {
+            source_etag: "\"src\"".into(),
+            ..Default::default()
+        };
+        state.insert_all([(&"t/k".to_string(), &ours)]).unwrap();
         // `skip` does not protect a key this resource wrote: it follows the source.
         let mut d = decider(&filter, OnConflict::Skip, &state);
         let changed = Entry::Both {
@@ -317,7 +322,7 @@ mod tests {
             target: object("t/k", "\"x\"", 3),
         };
         assert!(matches!(
-            d.decide("k", changed),
+            d.decide("k", changed).unwrap(),
             Some(Action::Overwrite { .. })
         ));
         // A write that landed before a kill, never confirmed: adopted, not copied again.
@@ -326,7 +331,7 @@ mod tests {
             target: object("t/k", "\"src\"", 3),
         };
         assert_eq!(
-            d.decide("k", landed),
+            d.decide("k", landed).unwrap(),
             Some(Action::Adopt {
                 key: "t/k".into(),
                 etag: "\"src\"".into()
@@ -337,21 +342,27 @@ mod tests {
     #[test]
     fn archived_sources_fail_the_plan_or_are_left_out() {
         let filter = KeyFilter::default();
-        let state = JournalState::new();
+        let state = JournalState::new().unwrap();
         for policy in [Archived::Fail, Archived::Skip] {
             let mut d = decider(&filter, OnConflict::SkipIdentical, &state);
             d.archived = policy;
             assert_eq!(
-                d.decide("a", Entry::SourceOnly(archived("s/a", "GLACIER"))),
+                d.decide("a", Entry::SourceOnly(archived("s/a", "GLACIER")))
+                    .unwrap(),
                 None
             );
             let both = Entry::Both {
                 source: archived("s/b", "DEEP_ARCHIVE"),
                 target: object("t/b", "\"old\"", 1),
             };
-            assert_eq!(d.decide("b", both), None, "the target keeps its object");
+            assert_eq!(
+                d.decide("b", both).unwrap(),
+                None,
+                "the target keeps its object"
+            );
             assert!(d
                 .decide("c", Entry::SourceOnly(object("s/c", "\"e\"", 1)))
+                .unwrap()
                 .is_some());
             assert_eq!((d.counts.archived, d.counts.copied), (2, 1));
             let checked = d.check_archived();
@@ -376,16 +387,17 @@ mod tests {
     #[test]
     fn archived_targets_to_replace_fail_the_plan_whatever_the_policy() {
         let filter = KeyFilter::default();
-        let state = JournalState::new();
+        let state = JournalState::new().unwrap();
         let mut d = decider(&filter, OnConflict::SkipIdentical, &state);
         d.archived = Archived::Skip;
         let both = Entry::Both {
             source: object("s/k", "\"new\"", 4),
             target: archived("t/k", "GLACIER"),
         };
-        assert_eq!(d.decide("k", both), None);
+        assert_eq!(d.decide("k", both).unwrap(), None);
         assert_eq!(
-            d.decide("x", Entry::TargetOnly(archived("t/x", "GLACIER"))),
+            d.decide("x", Entry::TargetOnly(archived("t/x", "GLACIER")))
+                .unwrap(),
             None
         );
         // Identical content needs no backup, so an archived identical target is fine.
@@ -393,7 +405,7 @@ mod tests {
             source: object("s/y", "\"e\"", 4),
             target: archived("t/y", "GLACIER"),
         };
-        assert_eq!(d.decide("y", same), None);
+        assert_eq!(d.decide("y", same).unwrap(), None);
         assert_eq!(d.archived_target_count, 2);
         let message = d.check_archived().unwrap_err().to_string();
         assert!(

@@ -169,9 +169,12 @@ impl<'a> Walk<'a> {
         }
     }
 
-    async fn next(&mut self) -> Result<Option<Action>> {
+    async fn next(&mut self, listed: Option<&Meter<'_>>) -> Result<Option<Action>> {
         while let Some((relative, entry)) = self.march.next().await? {
-            if let Some(action) = self.decider.decide(&relative, entry) {
+            if let Some(listed) = listed {
+                listed.add(1, 0);
+            }
+            if let Some(action) = self.decider.decide(&relative, entry)? {
                 return Ok(Some(action));
             }
         }
@@ -180,20 +183,35 @@ impl<'a> Walk<'a> {
 
     /// Walks to the end and returns the counts of every decision; fails when archived
     /// objects stand in the way.
-    async fn count(mut self) -> Result<SyncCounts> {
-        while self.next().await?.is_some() {}
+    async fn count(mut self, listed: &Meter<'_>) -> Result<SyncCounts> {
+        while self.next(Some(listed)).await?.is_some() {}
         self.decider.check_archived()?;
         Ok(self.decider.counts)
     }
 }
 
 /// Checks both buckets and counts what a sync would do, writing nothing.
-pub(crate) async fn plan(spec: &SyncSpec, journal: Option<&Journal>) -> Result<SyncCounts> {
+pub(crate) async fn plan(
+    spec: &SyncSpec,
+    journal: Option<&Journal>,
+    progress: &dyn Progress,
+) -> Result<SyncCounts> {
     let state = match journal {
         Some(journal) => load_state(journal).await?,
-        None => JournalState::new(),
+        None => JournalState::new()?,
     };
-    Walk::new(spec, &state).count().await
+    Walk::new(spec, &state)
+        .count(&list_meter(spec, progress))
+        .await
+}
+
+/// Counts keys as the listings of both buckets are walked.
+fn list_meter<'a>(spec: &SyncSpec, progress: &'a dyn Progress) -> Meter<'a> {
+    let what = format!(
+        "listed s3://{}/{} against s3://{}/{}: keys",
+        spec.source.name, spec.source_prefix, spec.target.name, spec.target_prefix
+    );
+    Meter::counting(progress, &what)
 }
 
 /// Brings the target in step with the source, journalling before each write. The plan
@@ -207,7 +225,9 @@ pub async fn run(
     check_plan: impl FnOnce(&SyncCounts) -> Result<()>,
 ) -> Result<SyncCounts> {
     let state = load_state(journal).await?;
-    let planned = Walk::new(spec, &state).count().await?;
+    let planned = Walk::new(spec, &state)
+        .count(&list_meter(spec, progress))
+        .await?;
     check_plan(&planned)?;
     progress.info(&format!(
         "s3://{}/{} -> s3://{}/{}: {}",
@@ -246,7 +266,7 @@ pub async fn run(
     let walking = async move {
         let mut walk = Walk::new(spec, walk_state);
         let mut batch = Vec::with_capacity(BATCH);
-        while let Some(action) = walk.next().await? {
+        while let Some(action) = walk.next(None).await? {
             batch.push(action);
             if batch.len() == BATCH {
                 let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
@@ -305,14 +325,19 @@ impl Batches<'_> {
         // 1. Back up what is about to be overwritten or deleted, unless an earlier run
         //    already did (its backup holds the content from before this resource), or
         //    the target keeps versions.
-        let needs_backup: Vec<ObjectInfo> = batch
+        let replaced: Vec<&ObjectInfo> = batch
             .iter()
             .filter_map(|a| match a {
                 Action::Overwrite { existing, .. } | Action::Delete(existing) => Some(existing),
                 _ => None,
             })
-            .filter(|o| !self.state.contains_key(&o.key))
-            .cloned()
+            .collect();
+        let known = self.state.get_all(replaced.iter().map(|o| &o.key))?;
+        let needs_backup: Vec<ObjectInfo> = replaced
+            .into_iter()
+            .zip(known)
+            .filter(|(_, known)| known.is_none())
+            .map(|(o, _)| o.clone())
             .collect();
         let backups: HashMap<String, Previous> = stream::iter(needs_backup)
             .map(|existing| async move {

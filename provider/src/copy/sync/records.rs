@@ -1,14 +1,13 @@
 //! The sync's journal records: intents written before each batch's writes, and
 //! confirmations after them. Replaying them gives each target key's state.
 
-use std::collections::HashMap;
-
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::copy::journal::Journal;
 use crate::copy::s3::{Headers, ObjectInfo};
+use crate::copy::spill::{stored_as_json, SpillMap};
 
 /// An old object as it was before this resource first touched its key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,7 +60,7 @@ pub(crate) enum Record {
 }
 
 /// What the journal says about one target key.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub(crate) struct KeyState {
     /// Content before this resource first touched the key (None: it did not exist).
     pub previous: Option<Previous>,
@@ -77,54 +76,72 @@ pub(crate) struct KeyState {
     pub versions: Vec<String>,
 }
 
-/// Target key -> state.
-pub(crate) type JournalState = HashMap<String, KeyState>;
+stored_as_json!(KeyState);
 
-pub(crate) fn apply(state: &mut JournalState, segment: u64, record: Record) {
+/// Target key -> state, on disk: a journal can name a million keys.
+pub(crate) type JournalState = SpillMap<String, KeyState>;
+
+impl Record {
+    fn key(&self) -> &str {
+        match self {
+            Record::Write { key, .. }
+            | Record::Written { key, .. }
+            | Record::Delete { key, .. }
+            | Record::Deleted { key, .. } => key,
+        }
+    }
+}
+
+/// Folds one record into its key's state (None: the key's first record).
+fn apply(current: Option<KeyState>, segment: u64, record: Record) -> KeyState {
+    let first = current.is_none();
+    let mut entry = current.unwrap_or_default();
     match record {
         Record::Write {
-            key,
             source_etag,
             previous,
             versioned,
+            ..
         } => {
             // Only the first record of a key knows the content from before this resource.
-            let entry = state.entry(key).or_insert_with(|| KeyState {
-                previous,
-                ..Default::default()
-            });
+            if first {
+                entry.previous = previous;
+            }
             entry.versioned |= versioned;
             entry.source_etag = source_etag;
             entry.written_etag = None;
             entry.deleted = false;
             entry.segment = segment;
         }
-        Record::Written { key, etag, version } => {
-            let entry = state.entry(key).or_default();
+        Record::Written { etag, version, .. } => {
             entry.written_etag = Some(etag);
             entry.versions.extend(version);
         }
-        Record::Deleted { key, version } => {
-            let entry = state.entry(key).or_default();
+        Record::Deleted { version, .. } => {
             entry.versioned = true;
             entry.versions.push(version);
         }
-        Record::Delete { key, previous } => {
-            let entry = state.entry(key).or_insert_with(|| KeyState {
-                previous: Some(previous),
-                ..Default::default()
-            });
+        Record::Delete { previous, .. } => {
+            if first {
+                entry.previous = Some(previous);
+            }
             entry.written_etag = None;
             entry.deleted = true;
             entry.segment = segment;
         }
     }
+    entry
+}
+
+fn fold(state: &JournalState, segment: u64, records: Vec<Record>) -> Result<()> {
+    let by_key = records.into_iter().map(|r| (r.key().to_string(), r));
+    state.update_all(by_key, |current, record| apply(current, segment, record))
 }
 
 pub(crate) async fn load_state(journal: &Journal) -> Result<JournalState> {
-    let mut state = JournalState::new();
+    let state = JournalState::new()?;
     journal
-        .replay(|segment, record| apply(&mut state, segment, record))
+        .replay(|segment, records| fold(&state, segment, records))
         .await?;
     Ok(state)
 }
@@ -137,6 +154,14 @@ pub(crate) fn backup_name(key: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn fold_one(state: &JournalState, segment: u64, record: Record) {
+        fold(state, segment, vec![record]).unwrap()
+    }
+
+    fn at(state: &JournalState, key: &str) -> KeyState {
+        state.get(&key.to_string()).unwrap().unwrap()
+    }
 
     fn previous(etag: &str) -> Previous {
         Previous {
@@ -173,9 +198,9 @@ mod tests {
 
     #[test]
     fn replay_keeps_the_content_from_before_the_first_write() {
-        let mut state = JournalState::new();
-        apply(
-            &mut state,
+        let state = JournalState::new().unwrap();
+        fold_one(
+            &state,
             0,
             Record::Write {
                 key: "k".into(),
@@ -184,8 +209,8 @@ mod tests {
                 versioned: false,
             },
         );
-        apply(
-            &mut state,
+        fold_one(
+            &state,
             0,
             Record::Written {
                 key: "k".into(),
@@ -193,8 +218,8 @@ mod tests {
                 version: None,
             },
         );
-        apply(
-            &mut state,
+        fold_one(
+            &state,
             0,
             Record::Write {
                 key: "k".into(),
@@ -203,15 +228,15 @@ mod tests {
                 versioned: false,
             },
         );
-        let entry = &state["k"];
+        let entry = at(&state, "k");
         assert_eq!(entry.previous.as_ref().unwrap().etag, "original");
         assert_eq!(entry.source_etag, "s2");
         assert_eq!(
             entry.written_etag, None,
             "the second write is not confirmed"
         );
-        apply(
-            &mut state,
+        fold_one(
+            &state,
             0,
             Record::Written {
                 key: "k".into(),
@@ -219,14 +244,14 @@ mod tests {
                 version: None,
             },
         );
-        assert_eq!(state["k"].written_etag.as_deref(), Some("w2"));
+        assert_eq!(at(&state, "k").written_etag.as_deref(), Some("w2"));
     }
 
     #[test]
     fn a_created_then_deleted_key_has_nothing_to_restore() {
-        let mut state = JournalState::new();
-        apply(
-            &mut state,
+        let state = JournalState::new().unwrap();
+        fold_one(
+            &state,
             0,
             Record::Write {
                 key: "k".into(),
@@ -235,21 +260,21 @@ mod tests {
                 versioned: false,
             },
         );
-        apply(
-            &mut state,
+        fold_one(
+            &state,
             0,
             Record::Delete {
                 key: "k".into(),
                 previous: previous("ours"),
             },
         );
-        assert!(state["k"].deleted);
-        assert!(state["k"].previous.is_none());
+        assert!(at(&state, "k").deleted);
+        assert!(at(&state, "k").previous.is_none());
     }
 
     #[test]
     fn a_versioned_key_collects_the_versions_this_resource_created() {
-        let mut state = JournalState::new();
+        let state = JournalState::new().unwrap();
         let records = [
             r#"{"op":"write","key":"k","sourceEtag":"s","previous":null,"versioned":true}"#,
             r#"{"op":"written","key":"k","etag":"w","version":"v1"}"#,
@@ -258,9 +283,9 @@ mod tests {
             r#"{"op":"deleted","key":"k","version":"marker"}"#,
         ];
         for line in records {
-            apply(&mut state, 0, serde_json::from_str(line).unwrap());
+            fold_one(&state, 0, serde_json::from_str(line).unwrap());
         }
-        assert!(state["k"].versioned);
-        assert_eq!(state["k"].versions, ["v1", "v2", "marker"]);
+        assert!(at(&state, "k").versioned);
+        assert_eq!(at(&state, "k").versions, ["v1", "v2", "marker"]);
     }
 }

@@ -4,11 +4,12 @@ use anyhow::Result;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use sha2::Digest;
 
-use super::records::{backup_name, load_state, KeyState, Previous, Record};
+use super::records::{backup_name, load_state, JournalState, KeyState, Previous, Record};
 use super::CONCURRENCY;
 use crate::copy::journal::Journal;
 use crate::copy::progress::{Meter, Progress};
 use crate::copy::s3::{self, Bucket};
+use crate::copy::spill::SpillMap;
 
 /// What rollback did.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -29,41 +30,70 @@ pub(crate) async fn rollback(
     progress: &dyn Progress,
 ) -> Result<RollbackReport> {
     let state = load_state(journal).await?;
-    let meter = Meter::new(progress, "rolled back", state.len() as u64, 0);
-    let mut by_segment: std::collections::BTreeMap<u64, Vec<(String, KeyState)>> =
-        Default::default();
-    for (key, entry) in state {
-        by_segment
-            .entry(entry.segment)
-            .or_default()
-            .push((key, entry));
-    }
+    let meter = Meter::new(progress, "rolled back", state.len()?, 0);
+    let by_segment = in_segment_order(&state)?;
     let mut report = RollbackReport::default();
-    for (_, entries) in by_segment.into_iter().rev() {
-        let outcomes: Vec<(String, Outcome)> = stream::iter(entries)
-            .map(|(key, entry)| {
-                let meter = &meter;
-                async move {
-                    let outcome = rollback_key(target, journal, &key, &entry).await?;
-                    meter.add(1, 0);
-                    anyhow::Ok((key, outcome))
+    let mut before = None;
+    loop {
+        let page = by_segment.page(before.as_ref(), PAGE, true)?;
+        let Some((last, _)) = page.last() else {
+            break;
+        };
+        before = Some(last.clone());
+        // One segment's keys at a time, so a later segment is undone before an earlier.
+        for run in page.chunk_by(|(a, _), (b, _)| a[..8] == b[..8]) {
+            let outcomes: Vec<(String, Outcome)> = stream::iter(run.to_vec())
+                .map(|(order, entry)| {
+                    let meter = &meter;
+                    async move {
+                        let key = String::from_utf8(order[8..].to_vec())?;
+                        let outcome = rollback_key(target, journal, &key, &entry).await?;
+                        meter.add(1, 0);
+                        anyhow::Ok((key, outcome))
+                    }
+                })
+                .buffer_unordered(CONCURRENCY)
+                .try_collect()
+                .await?;
+            for (key, outcome) in outcomes {
+                match outcome {
+                    Outcome::Deleted => report.deleted += 1,
+                    Outcome::Restored => report.restored += 1,
+                    Outcome::LeftAlone => report.left_alone.push(key),
+                    Outcome::Untouched => {}
                 }
-            })
-            .buffer_unordered(CONCURRENCY)
-            .try_collect()
-            .await?;
-        for (key, outcome) in outcomes {
-            match outcome {
-                Outcome::Deleted => report.deleted += 1,
-                Outcome::Restored => report.restored += 1,
-                Outcome::LeftAlone => report.left_alone.push(key),
-                Outcome::Untouched => {}
             }
         }
     }
     report.left_alone.sort();
     journal.clear().await?;
     Ok(report)
+}
+
+/// Keys rolled back per page of the journal's state.
+const PAGE: usize = 1024;
+
+/// The state again, keyed by segment (8 bytes, big-endian) then target key: paging it
+/// backwards goes backwards through the journal.
+fn in_segment_order(state: &JournalState) -> Result<SpillMap<Vec<u8>, KeyState>> {
+    let ordered = SpillMap::new()?;
+    let mut after = None;
+    loop {
+        let page = state.page(after.as_ref(), PAGE, false)?;
+        let Some((last, _)) = page.last() else {
+            return Ok(ordered);
+        };
+        after = Some(last.clone());
+        let entries: Vec<(Vec<u8>, KeyState)> = page
+            .into_iter()
+            .map(|(key, entry)| {
+                let mut order = entry.segment.to_be_bytes().to_vec();
+                order.extend_from_slice(key.as_bytes());
+                (order, entry)
+            })
+            .collect();
+        ordered.insert_all(entries.iter().map(|(k, v)| (k, v)))?;
+    }
 }
 
 /// Writes one small object (a pointer, a marker) with the same journal records as a
@@ -75,7 +105,10 @@ pub(crate) async fn put_journalled(
     journal: &Journal,
 ) -> Result<()> {
     let state = load_state(journal).await?;
-    let previous = match (state.contains_key(key), s3::head(target, key).await?) {
+    let previous = match (
+        state.contains(&key.to_string())?,
+        s3::head(target, key).await?,
+    ) {
         (false, Some((existing, headers))) => {
             let name = backup_name(key);
             journal.backup(&name, target, &existing).await?;

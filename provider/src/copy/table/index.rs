@@ -2,36 +2,47 @@
 //! comparing the source with the target costs one scan of each rather than a read per
 //! source item.
 
-use std::collections::HashMap;
-
 use anyhow::Result;
 use sha2::{Digest, Sha256};
 
 use crate::copy::dynamodb::{Pages, Table};
 use crate::copy::item::{digest, Item};
+use crate::copy::progress::Meter;
+use crate::copy::spill::SpillMap;
 
-/// Key hash -> content digest of every item, as one consistent parallel scan saw them:
-/// 32 bytes an item.
-#[derive(Default)]
-pub(crate) struct Index(pub HashMap<u128, u128>);
+/// Key hash -> content digest of every item, as one consistent parallel scan saw them,
+/// on disk (32 bytes an item, ten million items are more than the provider's memory).
+pub(crate) struct Index(pub SpillMap<u128, u128>);
 
 impl Index {
-    pub async fn of(table: &Table, keys: &[String], segments: i32) -> Result<Index> {
-        let parts = (0..segments).map(|segment| async move {
-            let mut part = HashMap::new();
-            let mut pages = Pages::new(table, segment, segments);
-            while let Some(page) = pages.next().await? {
-                for item in page {
-                    part.insert(key_hash(&item, keys), digest_bits(&item));
+    pub fn empty() -> Result<Index> {
+        Ok(Index(SpillMap::new()?))
+    }
+
+    pub async fn of(
+        table: &Table,
+        keys: &[String],
+        segments: i32,
+        scanned: &Meter<'_>,
+    ) -> Result<Index> {
+        let index = Index::empty()?;
+        let parts = (0..segments).map(|segment| {
+            let index = &index;
+            async move {
+                let mut pages = Pages::new(table, segment, segments);
+                while let Some(page) = pages.next().await? {
+                    let entries: Vec<(u128, u128)> = page
+                        .iter()
+                        .map(|item| (key_hash(item, keys), digest_bits(item)))
+                        .collect();
+                    index.0.insert_all(entries.iter().map(|(k, v)| (k, v)))?;
+                    scanned.add(entries.len() as u64, 0);
                 }
+                anyhow::Ok(())
             }
-            anyhow::Ok(part)
         });
-        let mut index = HashMap::new();
-        for part in futures::future::try_join_all(parts).await? {
-            index.extend(part);
-        }
-        Ok(Index(index))
+        futures::future::try_join_all(parts).await?;
+        Ok(index)
     }
 }
 

@@ -9,7 +9,6 @@ mod records;
 mod rollback;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Result};
@@ -25,7 +24,8 @@ use super::item::{digest, item_size, item_to_json, Item};
 use super::journal::Journal;
 use super::progress::{Meter, Progress};
 use super::rewrite::Rewriter;
-use index::{digest_bits, key_of, pair_hash, Index};
+use super::spill::SpillMap;
+use index::{digest_bits, key_hash, key_of, pair_hash, Index};
 use records::{key_id, keys_written, last_verified, note_verified, Record};
 
 /// What to do with an item whose key the target already has.
@@ -173,7 +173,7 @@ enum Mode<'a> {
         meter: &'a Meter<'a>,
         limiter: Option<&'a RateLimiter>,
         /// Key hash -> digest of every item written, for the verification scan.
-        written: &'a Mutex<HashMap<u128, u128>>,
+        written: &'a SpillMap<u128, u128>,
     },
 }
 
@@ -196,16 +196,45 @@ impl Candidate {
 /// exactly those of the last verified copy (same fingerprint), the target is trusted to
 /// still hold them and is not read: one scan of the source answers a no-change preview.
 /// Changing `triggers` forces a full comparison.
-pub async fn plan(spec: &CopySpec, journal: &Journal) -> Result<CopyCounts> {
+pub async fn plan(
+    spec: &CopySpec,
+    journal: &Journal,
+    progress: &dyn Progress,
+) -> Result<CopyCounts> {
     if let Some(verified) = last_verified(journal).await? {
-        let source = walk(spec, &HashSet::new(), &Index::default(), None, &Mode::Plan).await?;
+        let (none, empty) = (SpillMap::new()?, Index::empty()?);
+        let scanned = scan_meter(progress, &spec.source);
+        let source = walk(spec, &none, &empty, None, &Mode::Plan, Some(&scanned)).await?;
         if source.fingerprint == verified {
             return Ok(source.all_present());
         }
     }
+    Ok(compare(spec, journal, progress).await?.2)
+}
+
+/// Counts items as a scan of `table` reads them.
+fn scan_meter<'a>(progress: &'a dyn Progress, table: &Table) -> Meter<'a> {
+    Meter::counting(progress, &format!("scanned table {}:", table.name))
+}
+
+/// The full comparison: the keys the journal says this resource wrote, an index of the
+/// target, and the plan from a walk of the source against them.
+async fn compare(
+    spec: &CopySpec,
+    journal: &Journal,
+    progress: &dyn Progress,
+) -> Result<(SpillMap<u128, ()>, Index, CopyCounts)> {
     let ours = keys_written(journal, &spec.keys).await?;
-    let target = Index::of(&spec.target, &spec.keys, spec.segments).await?;
-    walk(spec, &ours, &target, None, &Mode::Plan).await
+    let target = Index::of(
+        &spec.target,
+        &spec.keys,
+        spec.segments,
+        &scan_meter(progress, &spec.target),
+    )
+    .await?;
+    let scanned = scan_meter(progress, &spec.source);
+    let planned = walk(spec, &ours, &target, None, &Mode::Plan, Some(&scanned)).await?;
+    Ok((ours, target, planned))
 }
 
 /// Copies, journalling before each write, then verifies every written item with one scan
@@ -219,9 +248,7 @@ pub async fn run(
     progress: &dyn Progress,
     check_plan: impl FnOnce(&CopyCounts) -> Result<()>,
 ) -> Result<CopyCounts> {
-    let ours = keys_written(journal, &spec.keys).await?;
-    let target = Index::of(&spec.target, &spec.keys, spec.segments).await?;
-    let planned = walk(spec, &ours, &target, None, &Mode::Plan).await?;
+    let (ours, target, planned) = compare(spec, journal, progress).await?;
     check_plan(&planned)?;
     note_verified(journal, None).await?;
     progress.info(&format!(
@@ -235,7 +262,7 @@ pub async fn run(
     if let Some(rate) = spec.max_write_rate {
         progress.info(&format!("writing at most {rate} items per second"));
     }
-    let written = Mutex::new(HashMap::new());
+    let written = SpillMap::new()?;
     let mode = Mode::Run {
         journal,
         meter: &meter,
@@ -244,33 +271,52 @@ pub async fn run(
     };
     let mut done = CopyCounts::default();
     for pass in 0..=spec.write_order.len() {
-        done.merge(walk(spec, &ours, &target, Some(pass), &mode).await?);
+        done.merge(walk(spec, &ours, &target, Some(pass), &mode, None).await?);
     }
     // Types and scans are counted once per pass that saw them: take the plan's.
     done.scanned = planned.scanned;
     done.types_present = planned.types_present;
     progress.status(&meter.line());
-    verify(spec, written.into_inner().expect("no writer panicked")).await?;
+    verify(spec, &written, &scan_meter(progress, &spec.target)).await?;
     note_verified(journal, Some(done.fingerprint)).await?;
     Ok(done)
 }
 
 /// Reads the target back (one scan) and checks every written item's digest.
-async fn verify(spec: &CopySpec, written: HashMap<u128, u128>) -> Result<()> {
-    if written.is_empty() {
+async fn verify(
+    spec: &CopySpec,
+    written: &SpillMap<u128, u128>,
+    scanned: &Meter<'_>,
+) -> Result<()> {
+    let expected = written.len()?;
+    if expected == 0 {
         return Ok(());
     }
-    let now = Index::of(&spec.target, &spec.keys, spec.segments).await?;
-    let wrong: Vec<_> = written
-        .iter()
-        .filter(|(key, digest)| now.0.get(key) != Some(digest))
-        .collect();
-    if !wrong.is_empty() {
+    let segments = (0..spec.segments).map(|segment| async move {
+        let mut matching = 0u64;
+        let mut pages = Pages::new(&spec.target, segment, spec.segments);
+        while let Some(page) = pages.next().await? {
+            let hashes: Vec<u128> = page.iter().map(|i| key_hash(i, &spec.keys)).collect();
+            let wanted = written.get_all(&hashes)?;
+            matching += page
+                .iter()
+                .zip(wanted)
+                .filter(|(item, wanted)| *wanted == Some(digest_bits(item)))
+                .count() as u64;
+            scanned.add(page.len() as u64, 0);
+        }
+        anyhow::Ok(matching)
+    });
+    let matching: u64 = futures::future::try_join_all(segments)
+        .await?
+        .into_iter()
+        .sum();
+    if matching < expected {
         bail!(
             "verification failed: {} of the {} items written to table {:?} do not read back as written; \
              `pulumi up` again rewrites them, `pulumi destroy` rolls the copy back",
-            wrong.len(),
-            written.len(),
+            expected - matching,
+            expected,
             spec.target.name
         );
     }
@@ -280,13 +326,14 @@ async fn verify(spec: &CopySpec, written: HashMap<u128, u128>) -> Result<()> {
 /// Scans the source in parallel segments; in `Run` mode writes the items of `pass`.
 async fn walk(
     spec: &CopySpec,
-    ours: &HashSet<u128>,
+    ours: &SpillMap<u128, ()>,
     target: &Index,
     pass: Option<usize>,
     mode: &Mode<'_>,
+    scanned: Option<&Meter<'_>>,
 ) -> Result<CopyCounts> {
     let segments: Vec<_> = (0..spec.segments)
-        .map(|segment| scan_segment(spec, ours, target, pass, mode, segment))
+        .map(|segment| scan_segment(spec, ours, target, pass, mode, segment, scanned))
         .collect();
     let mut totals = CopyCounts::default();
     for counts in futures::future::try_join_all(segments).await? {
@@ -297,16 +344,20 @@ async fn walk(
 
 async fn scan_segment(
     spec: &CopySpec,
-    ours: &HashSet<u128>,
+    ours: &SpillMap<u128, ()>,
     target: &Index,
     pass: Option<usize>,
     mode: &Mode<'_>,
     segment: i32,
+    scanned: Option<&Meter<'_>>,
 ) -> Result<CopyCounts> {
     let mut counts = CopyCounts::default();
     let now = now_epoch();
     let mut pages = Pages::new(&spec.source, segment, spec.segments);
     while let Some(page) = pages.next().await? {
+        if let Some(scanned) = scanned {
+            scanned.add(page.len() as u64, 0);
+        }
         let mut candidates = Vec::new();
         for item in page {
             let type_name = type_of(&item, &spec.type_attribute).to_string();
@@ -346,17 +397,19 @@ async fn scan_segment(
 
 async fn decide_and_write(
     spec: &CopySpec,
-    ours: &HashSet<u128>,
+    ours: &SpillMap<u128, ()>,
     target: &Index,
     mode: &Mode<'_>,
     chunk: &[Candidate],
     counts: &mut CopyCounts,
 ) -> Result<()> {
     let mut writes: Vec<&Candidate> = Vec::new();
-    let mut overwrites = HashSet::new();
-    for candidate in chunk {
-        let current = target.0.get(&candidate.hash).copied();
-        let ours = ours.contains(&candidate.hash);
+    let mut first_overwrites = Vec::new();
+    let hashes: Vec<&u128> = chunk.iter().map(|c| &c.hash).collect();
+    let currents = target.0.get_all(hashes.iter().copied())?;
+    let written_before = ours.get_all(hashes.iter().copied())?;
+    for ((candidate, current), ours) in chunk.iter().zip(currents).zip(written_before) {
+        let ours = ours.is_some();
         match decide(current, candidate.digest, ours, spec.on_conflict) {
             Decision::Write { overwrite } => {
                 counts.copied += 1;
@@ -365,7 +418,12 @@ async fn decide_and_write(
                 if overwrite {
                     counts.overwritten += 1;
                     counts.by(&candidate.type_name).overwritten += 1;
-                    overwrites.insert(candidate.hash);
+                    // The journal keeps the first `previous` of a key, so only items
+                    // overwritten for the first time are read in full, just before they
+                    // are replaced.
+                    if !ours {
+                        first_overwrites.push(candidate.key.clone());
+                    }
                 }
                 writes.push(candidate);
             }
@@ -392,13 +450,6 @@ async fn decide_and_write(
     if writes.is_empty() {
         return Ok(());
     }
-    // The journal keeps the first `previous` of a key, so only items overwritten for the
-    // first time are read in full, just before they are replaced.
-    let first_overwrites: Vec<Item> = writes
-        .iter()
-        .filter(|c| overwrites.contains(&c.hash) && !ours.contains(&c.hash))
-        .map(|c| c.key.clone())
-        .collect();
     let previous = read_items(&spec.target, &spec.keys, first_overwrites).await?;
     let records: Vec<Record> = writes
         .iter()
@@ -414,10 +465,7 @@ async fn decide_and_write(
         .map(|c| dynamodb::put(c.item.clone()))
         .collect::<Result<Vec<_>>>()?;
     batch_write(&spec.target, requests, *limiter).await?;
-    written
-        .lock()
-        .expect("no writer panicked")
-        .extend(writes.iter().map(|c| (c.hash, c.digest)));
+    written.insert_all(writes.iter().map(|c| (&c.hash, &c.digest)))?;
     meter.add(
         writes.len() as u64,
         writes.iter().map(|c| item_size(&c.item)).sum(),

@@ -1,7 +1,7 @@
 //! The table copy's journal records: one per item about to be put, written before the
 //! put, and the note of the last verified copy.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
@@ -10,6 +10,7 @@ use serde_json::{Map, Value};
 use super::index::key_hash;
 use crate::copy::item::item_from_json;
 use crate::copy::journal::Journal;
+use crate::copy::spill::{stored_as_json, SpillMap};
 
 /// About to put `digest`'s item at `key`; `previous` is the item that was there (None:
 /// none).
@@ -21,7 +22,7 @@ pub(crate) struct Record {
 }
 
 /// What the journal says about one key.
-#[derive(Debug, PartialEq)]
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
 pub(crate) struct KeyState {
     pub key: Map<String, Value>,
     /// The item before this resource first wrote the key.
@@ -29,42 +30,49 @@ pub(crate) struct KeyState {
     /// The digest of the last item written there.
     pub digest: String,
 }
+stored_as_json!(KeyState);
 
-/// Key id -> state.
-pub(crate) type JournalState = HashMap<String, KeyState>;
+/// Key id -> state, on disk: a journal can name ten million keys.
+pub(crate) type JournalState = SpillMap<String, KeyState>;
 
-/// Folds one record into the state: the first record of a key keeps its `previous`,
-/// the last its digest.
-pub(crate) fn apply(state: &mut JournalState, record: Record) {
-    let entry = state
-        .entry(key_id(&record.key))
-        .or_insert_with(|| KeyState {
-            key: record.key,
-            previous: record.previous,
-            digest: String::new(),
-        });
-    entry.digest = record.digest;
+/// Folds one record into a key's state: the first record of a key keeps its
+/// `previous`, the last its digest.
+fn apply(current: Option<KeyState>, record: Record) -> KeyState {
+    let mut state = current.unwrap_or(KeyState {
+        key: record.key,
+        previous: record.previous,
+        digest: String::new(),
+    });
+    state.digest = record.digest;
+    state
+}
+
+fn fold(state: &JournalState, records: Vec<Record>) -> Result<()> {
+    state.update_all(records.into_iter().map(|r| (key_id(&r.key), r)), apply)
 }
 
 pub(crate) async fn load_state(journal: &Journal) -> Result<JournalState> {
-    let mut state = JournalState::new();
+    let state = JournalState::new()?;
     journal
-        .replay(|_, record: Record| apply(&mut state, record))
+        .replay(|_, records: Vec<Record>| fold(&state, records))
         .await?;
     Ok(state)
 }
 
-/// The keys this resource has written (hashed, 16 bytes each): all a copy needs of the
-/// journal. Rollback loads the full state instead.
-pub(crate) async fn keys_written(journal: &Journal, keys: &[String]) -> Result<HashSet<u128>> {
-    let mut records = Vec::new();
+/// The keys this resource has written, hashed: all a copy needs of the journal.
+/// Rollback loads the full state instead.
+pub(crate) async fn keys_written(journal: &Journal, keys: &[String]) -> Result<SpillMap<u128, ()>> {
+    let written = SpillMap::new()?;
     journal
-        .replay(|_, record: Record| records.push(record.key))
+        .replay(|_, records: Vec<Record>| {
+            let hashes = records
+                .iter()
+                .map(|r| Ok(key_hash(&item_from_json(&r.key)?, keys)))
+                .collect::<Result<Vec<u128>>>()?;
+            written.insert_all(hashes.iter().map(|h| (h, &())))
+        })
         .await?;
-    records
-        .iter()
-        .map(|key| Ok(key_hash(&item_from_json(key)?, keys)))
-        .collect()
+    Ok(written)
 }
 
 /// A key as one string, the same for the same key whatever the attribute order.
@@ -139,17 +147,13 @@ mod tests {
     fn replay_keeps_the_first_previous_and_the_last_digest() {
         let key = json!({"PK": {"S": "a"}}).as_object().unwrap().clone();
         let original = json!({"PK": {"S": "a"}, "v": {"S": "old"}});
-        let mut state = JournalState::new();
-        apply(
-            &mut state,
+        let state = JournalState::new().unwrap();
+        let records = vec![
             Record {
                 key: key.clone(),
                 previous: original.as_object().cloned(),
                 digest: "d1".into(),
             },
-        );
-        apply(
-            &mut state,
             Record {
                 key: key.clone(),
                 previous: json!({"PK": {"S": "a"}, "v": {"S": "ours"}})
@@ -157,8 +161,9 @@ mod tests {
                     .cloned(),
                 digest: "d2".into(),
             },
-        );
-        let entry = &state[&key_id(&key)];
+        ];
+        fold(&state, records).unwrap();
+        let entry = state.get(&key_id(&key)).unwrap().unwrap();
         assert_eq!(entry.previous.as_ref(), original.as_object());
         assert_eq!(entry.digest, "d2");
     }

@@ -2,6 +2,8 @@
 
 use anyhow::Result;
 
+use futures::stream::{FuturesUnordered, StreamExt};
+
 use super::records::{load_state, KeyState};
 use crate::copy::dynamodb::{self, batch_write, Table, READ_BATCH};
 use crate::copy::item::{digest, item_from_json};
@@ -16,6 +18,9 @@ pub struct RollbackReport {
     pub left_alone: Vec<String>,
 }
 
+/// Chunks of the journal's keys rolled back at once, as the copy's scan segments write.
+const CHUNKS_IN_FLIGHT: usize = 8;
+
 /// Deletes the items this resource created and puts back those it overwrote, where the
 /// target still holds what was written.
 pub async fn rollback(
@@ -25,40 +30,70 @@ pub async fn rollback(
     progress: &dyn Progress,
 ) -> Result<RollbackReport> {
     let state = load_state(journal).await?;
-    let meter = Meter::new(progress, "rolled back", state.len() as u64, 0);
-    let entries: Vec<(&String, &KeyState)> = state.iter().collect();
+    let meter = Meter::new(progress, "rolled back", state.len()?, 0);
+    // The state is read a chunk at a time, so memory holds only the chunks in flight.
+    let mut in_flight = FuturesUnordered::new();
+    let mut after: Option<String> = None;
+    let mut read_all = false;
     let mut report = RollbackReport::default();
-    for chunk in entries.chunks(READ_BATCH) {
-        let wanted = chunk
-            .iter()
-            .map(|(_, s)| item_from_json(&s.key))
-            .collect::<Result<Vec<_>>>()?;
-        let current = super::read_items(target, keys, wanted).await?;
-        let mut requests = Vec::new();
-        for (id, entry) in chunk {
-            let now = current.get(*id);
-            let previous = entry.previous.as_ref().map(item_from_json).transpose()?;
-            match now {
-                Some(item) if digest(item) == entry.digest => match previous {
-                    Some(previous) => {
-                        requests.push(dynamodb::put(previous)?);
-                        report.restored += 1;
-                    }
-                    None => {
-                        requests.push(dynamodb::delete(item_from_json(&entry.key)?)?);
-                        report.deleted += 1;
-                    }
-                },
-                // Killed before the write landed: the key holds what it held before.
-                None if previous.is_none() => {}
-                Some(item) if previous.as_ref().is_some_and(|p| digest(p) == digest(item)) => {}
-                _ => report.left_alone.push((*id).clone()),
+    loop {
+        while !read_all && in_flight.len() < CHUNKS_IN_FLIGHT {
+            let chunk = state.page(after.as_ref(), READ_BATCH, false)?;
+            match chunk.last() {
+                Some((last, _)) => {
+                    after = Some(last.clone());
+                    in_flight.push(rollback_chunk(target, keys, chunk, &meter));
+                }
+                None => read_all = true,
             }
         }
-        batch_write(target, requests, None).await?;
-        meter.add(chunk.len() as u64, 0);
+        let Some(part) = in_flight.next().await else {
+            break;
+        };
+        let part = part?;
+        report.deleted += part.deleted;
+        report.restored += part.restored;
+        report.left_alone.extend(part.left_alone);
     }
     report.left_alone.sort();
     journal.clear().await?;
+    Ok(report)
+}
+
+async fn rollback_chunk(
+    target: &Table,
+    keys: &[String],
+    chunk: Vec<(String, KeyState)>,
+    meter: &Meter<'_>,
+) -> Result<RollbackReport> {
+    let mut report = RollbackReport::default();
+    let wanted = chunk
+        .iter()
+        .map(|(_, s)| item_from_json(&s.key))
+        .collect::<Result<Vec<_>>>()?;
+    let current = super::read_items(target, keys, wanted).await?;
+    let mut requests = Vec::new();
+    for (id, entry) in &chunk {
+        let now = current.get(id);
+        let previous = entry.previous.as_ref().map(item_from_json).transpose()?;
+        match now {
+            Some(item) if digest(item) == entry.digest => match previous {
+                Some(previous) => {
+                    requests.push(dynamodb::put(previous)?);
+                    report.restored += 1;
+                }
+                None => {
+                    requests.push(dynamodb::delete(item_from_json(&entry.key)?)?);
+                    report.deleted += 1;
+                }
+            },
+            // Killed before the write landed: the key holds what it held before.
+            None if previous.is_none() => {}
+            Some(item) if previous.as_ref().is_some_and(|p| digest(p) == digest(item)) => {}
+            _ => report.left_alone.push(id.clone()),
+        }
+    }
+    batch_write(target, requests, None).await?;
+    meter.add(chunk.len() as u64, 0);
     Ok(report)
 }

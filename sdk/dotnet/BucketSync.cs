@@ -65,6 +65,12 @@ namespace StackMigrate.Stackmigrate
         public Output<bool?> DeleteExtraneous { get; private set; } = null!;
 
         /// <summary>
+        /// What the last `pulumi refresh` found comparing the source with the target; cleared by a run.
+        /// </summary>
+        [Output("drift")]
+        public Output<Outputs.Drift?> Drift { get; private set; } = null!;
+
+        /// <summary>
         /// Globs (as `aws s3 sync --exclude`) of keys not to copy, relative to `sourcePrefix`; for example `*.json` or `*/delta/*`.
         /// </summary>
         [Output("exclude")]

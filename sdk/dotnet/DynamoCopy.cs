@@ -63,6 +63,12 @@ namespace StackMigrate.Stackmigrate
         public Output<ImmutableDictionary<string, Outputs.TypeCounts>> CountsByType { get; private set; } = null!;
 
         /// <summary>
+        /// What the last `pulumi refresh` found comparing the source with the target; cleared by a run.
+        /// </summary>
+        [Output("drift")]
+        public Output<Outputs.Drift?> Drift { get; private set; } = null!;
+
+        /// <summary>
         /// Entity types not to copy, for example `COMPACTION_LOCK` or `JOB`.
         /// </summary>
         [Output("excludeTypes")]

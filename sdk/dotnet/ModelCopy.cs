@@ -46,6 +46,12 @@ namespace StackMigrate.Stackmigrate
         public Output<string> Checkpoint { get; private set; } = null!;
 
         /// <summary>
+        /// What the last `pulumi refresh` found comparing the source with the target; cleared by a run.
+        /// </summary>
+        [Output("drift")]
+        public Output<Outputs.Drift?> Drift { get; private set; } = null!;
+
+        /// <summary>
         /// Globs of files not to copy, relative to the model directory. Default `*.log`. Tokenizer, config and weight files can never be excluded.
         /// </summary>
         [Output("exclude")]

@@ -46,6 +46,12 @@ namespace StackMigrate.Stackmigrate
         public Output<ImmutableArray<string>> Collections { get; private set; } = null!;
 
         /// <summary>
+        /// What the last `pulumi refresh` found comparing the source with the target; cleared by a run.
+        /// </summary>
+        [Output("drift")]
+        public Output<Outputs.Drift?> Drift { get; private set; } = null!;
+
+        /// <summary>
         /// Collection to the number of embeddings its promoted snapshot holds.
         /// </summary>
         [Output("embeddingCounts")]

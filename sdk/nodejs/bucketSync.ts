@@ -72,6 +72,10 @@ export class BucketSync extends pulumi.CustomResource {
      */
     declare public readonly deleteExtraneous: pulumi.Output<boolean | undefined>;
     /**
+     * What the last `pulumi refresh` found comparing the source with the target; cleared by a run.
+     */
+    declare public /*out*/ readonly drift: pulumi.Output<outputs.Drift | undefined>;
+    /**
      * Globs (as `aws s3 sync --exclude`) of keys not to copy, relative to `sourcePrefix`; for example `*.json` or `*&#47;delta/*`.
      */
     declare public readonly exclude: pulumi.Output<string[] | undefined>;
@@ -204,6 +208,7 @@ export class BucketSync extends pulumi.CustomResource {
             resourceInputs["targetPrefix"] = (args?.targetPrefix) ?? "";
             resourceInputs["triggers"] = args?.triggers;
             resourceInputs["bytesCopied"] = undefined /*out*/;
+            resourceInputs["drift"] = undefined /*out*/;
             resourceInputs["journalUri"] = undefined /*out*/;
             resourceInputs["objectsArchived"] = undefined /*out*/;
             resourceInputs["objectsCopied"] = undefined /*out*/;
@@ -224,6 +229,7 @@ export class BucketSync extends pulumi.CustomResource {
             resourceInputs["bytesCopied"] = undefined /*out*/;
             resourceInputs["changeDetection"] = undefined /*out*/;
             resourceInputs["deleteExtraneous"] = undefined /*out*/;
+            resourceInputs["drift"] = undefined /*out*/;
             resourceInputs["exclude"] = undefined /*out*/;
             resourceInputs["include"] = undefined /*out*/;
             resourceInputs["journalUri"] = undefined /*out*/;

@@ -70,6 +70,10 @@ export class DynamoCopy extends pulumi.CustomResource {
      */
     declare public /*out*/ readonly countsByType: pulumi.Output<{[key: string]: outputs.TypeCounts}>;
     /**
+     * What the last `pulumi refresh` found comparing the source with the target; cleared by a run.
+     */
+    declare public /*out*/ readonly drift: pulumi.Output<outputs.Drift | undefined>;
+    /**
      * Entity types not to copy, for example `COMPACTION_LOCK` or `JOB`.
      */
     declare public readonly excludeTypes: pulumi.Output<string[] | undefined>;
@@ -198,6 +202,7 @@ export class DynamoCopy extends pulumi.CustomResource {
             resourceInputs["writeOrder"] = args?.writeOrder;
             resourceInputs["bytesCopied"] = undefined /*out*/;
             resourceInputs["countsByType"] = undefined /*out*/;
+            resourceInputs["drift"] = undefined /*out*/;
             resourceInputs["itemsCopied"] = undefined /*out*/;
             resourceInputs["itemsExpired"] = undefined /*out*/;
             resourceInputs["itemsFiltered"] = undefined /*out*/;
@@ -215,6 +220,7 @@ export class DynamoCopy extends pulumi.CustomResource {
             resourceInputs["bytesCopied"] = undefined /*out*/;
             resourceInputs["changeDetection"] = undefined /*out*/;
             resourceInputs["countsByType"] = undefined /*out*/;
+            resourceInputs["drift"] = undefined /*out*/;
             resourceInputs["excludeTypes"] = undefined /*out*/;
             resourceInputs["includeTypes"] = undefined /*out*/;
             resourceInputs["itemsCopied"] = undefined /*out*/;

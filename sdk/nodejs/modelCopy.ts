@@ -2,6 +2,9 @@
 // *** Do not edit by hand unless you're certain you know what you are doing! ***
 
 import * as pulumi from "@pulumi/pulumi";
+import * as inputs from "./types/input";
+import * as outputs from "./types/output";
+import * as enums from "./types/enums";
 import * as utilities from "./utilities";
 
 /**
@@ -52,6 +55,10 @@ export class ModelCopy extends pulumi.CustomResource {
      * The checkpoint copied: `best` or `checkpoint-<step>`.
      */
     declare public readonly checkpoint: pulumi.Output<string>;
+    /**
+     * What the last `pulumi refresh` found comparing the source with the target; cleared by a run.
+     */
+    declare public /*out*/ readonly drift: pulumi.Output<outputs.Drift | undefined>;
     /**
      * Globs of files not to copy, relative to the model directory. Default `*.log`. Tokenizer, config and weight files can never be excluded.
      */
@@ -125,6 +132,7 @@ export class ModelCopy extends pulumi.CustomResource {
             resourceInputs["targetBucket"] = args?.targetBucket;
             resourceInputs["triggers"] = args?.triggers;
             resourceInputs["bytesCopied"] = undefined /*out*/;
+            resourceInputs["drift"] = undefined /*out*/;
             resourceInputs["filesCopied"] = undefined /*out*/;
             resourceInputs["journalUri"] = undefined /*out*/;
             resourceInputs["modelUri"] = undefined /*out*/;
@@ -134,6 +142,7 @@ export class ModelCopy extends pulumi.CustomResource {
         } else {
             resourceInputs["bytesCopied"] = undefined /*out*/;
             resourceInputs["checkpoint"] = undefined /*out*/;
+            resourceInputs["drift"] = undefined /*out*/;
             resourceInputs["exclude"] = undefined /*out*/;
             resourceInputs["filesCopied"] = undefined /*out*/;
             resourceInputs["journalUri"] = undefined /*out*/;

@@ -2,6 +2,9 @@
 // *** Do not edit by hand unless you're certain you know what you are doing! ***
 
 import * as pulumi from "@pulumi/pulumi";
+import * as inputs from "./types/input";
+import * as outputs from "./types/output";
+import * as enums from "./types/enums";
 import * as utilities from "./utilities";
 
 /**
@@ -52,6 +55,10 @@ export class SnapshotPromote extends pulumi.CustomResource {
      * Collections to promote. Default `lines` and `words`.
      */
     declare public readonly collections: pulumi.Output<string[] | undefined>;
+    /**
+     * What the last `pulumi refresh` found comparing the source with the target; cleared by a run.
+     */
+    declare public /*out*/ readonly drift: pulumi.Output<outputs.Drift | undefined>;
     /**
      * Collection to the number of embeddings its promoted snapshot holds.
      */
@@ -163,6 +170,7 @@ export class SnapshotPromote extends pulumi.CustomResource {
             resourceInputs["targetLockTable"] = args?.targetLockTable;
             resourceInputs["triggers"] = args?.triggers;
             resourceInputs["bytesCopied"] = undefined /*out*/;
+            resourceInputs["drift"] = undefined /*out*/;
             resourceInputs["embeddingCounts"] = undefined /*out*/;
             resourceInputs["filesCopied"] = undefined /*out*/;
             resourceInputs["journalUri"] = undefined /*out*/;
@@ -174,6 +182,7 @@ export class SnapshotPromote extends pulumi.CustomResource {
         } else {
             resourceInputs["bytesCopied"] = undefined /*out*/;
             resourceInputs["collections"] = undefined /*out*/;
+            resourceInputs["drift"] = undefined /*out*/;
             resourceInputs["embeddingCounts"] = undefined /*out*/;
             resourceInputs["filesCopied"] = undefined /*out*/;
             resourceInputs["journalUri"] = undefined /*out*/;

@@ -53,6 +53,8 @@ type BucketSync struct {
 	ChangeDetection ChangeDetectionPtrOutput `pulumi:"changeDetection"`
 	// Delete target objects (under `targetPrefix`, passing the filters) that the source does not have; they are backed up in the journal first. Default false.
 	DeleteExtraneous pulumi.BoolPtrOutput `pulumi:"deleteExtraneous"`
+	// What the last `pulumi refresh` found comparing the source with the target; cleared by a run.
+	Drift DriftPtrOutput `pulumi:"drift"`
 	// Globs (as `aws s3 sync --exclude`) of keys not to copy, relative to `sourcePrefix`; for example `*.json` or `*/delta/*`.
 	Exclude pulumi.StringArrayOutput `pulumi:"exclude"`
 	// Globs (as `aws s3 sync --include`) that re-include keys an `exclude` removed; matched against the key relative to `sourcePrefix`, `*` crossing `/`.
@@ -352,6 +354,11 @@ func (o BucketSyncOutput) ChangeDetection() ChangeDetectionPtrOutput {
 // Delete target objects (under `targetPrefix`, passing the filters) that the source does not have; they are backed up in the journal first. Default false.
 func (o BucketSyncOutput) DeleteExtraneous() pulumi.BoolPtrOutput {
 	return o.ApplyT(func(v *BucketSync) pulumi.BoolPtrOutput { return v.DeleteExtraneous }).(pulumi.BoolPtrOutput)
+}
+
+// What the last `pulumi refresh` found comparing the source with the target; cleared by a run.
+func (o BucketSyncOutput) Drift() DriftPtrOutput {
+	return o.ApplyT(func(v *BucketSync) DriftPtrOutput { return v.Drift }).(DriftPtrOutput)
 }
 
 // Globs (as `aws s3 sync --exclude`) of keys not to copy, relative to `sourcePrefix`; for example `*.json` or `*/delta/*`.

@@ -55,6 +55,8 @@ type DynamoCopy struct {
 	ChangeDetection ChangeDetectionPtrOutput `pulumi:"changeDetection"`
 	// The counts above per entity type.
 	CountsByType TypeCountsMapOutput `pulumi:"countsByType"`
+	// What the last `pulumi refresh` found comparing the source with the target; cleared by a run.
+	Drift DriftPtrOutput `pulumi:"drift"`
 	// Entity types not to copy, for example `COMPACTION_LOCK` or `JOB`.
 	ExcludeTypes pulumi.StringArrayOutput `pulumi:"excludeTypes"`
 	// Copy only these entity types. Default: every type.
@@ -338,6 +340,11 @@ func (o DynamoCopyOutput) ChangeDetection() ChangeDetectionPtrOutput {
 // The counts above per entity type.
 func (o DynamoCopyOutput) CountsByType() TypeCountsMapOutput {
 	return o.ApplyT(func(v *DynamoCopy) TypeCountsMapOutput { return v.CountsByType }).(TypeCountsMapOutput)
+}
+
+// What the last `pulumi refresh` found comparing the source with the target; cleared by a run.
+func (o DynamoCopyOutput) Drift() DriftPtrOutput {
+	return o.ApplyT(func(v *DynamoCopy) DriftPtrOutput { return v.Drift }).(DriftPtrOutput)
 }
 
 // Entity types not to copy, for example `COMPACTION_LOCK` or `JOB`.

@@ -46,6 +46,8 @@ type ModelCopy struct {
 	BytesCopied pulumi.IntOutput `pulumi:"bytesCopied"`
 	// The checkpoint copied: `best` or `checkpoint-<step>`.
 	Checkpoint pulumi.StringOutput `pulumi:"checkpoint"`
+	// What the last `pulumi refresh` found comparing the source with the target; cleared by a run.
+	Drift DriftPtrOutput `pulumi:"drift"`
 	// Globs of files not to copy, relative to the model directory. Default `*.log`. Tokenizer, config and weight files can never be excluded.
 	Exclude pulumi.StringArrayOutput `pulumi:"exclude"`
 	// Files written to the target.
@@ -260,6 +262,11 @@ func (o ModelCopyOutput) BytesCopied() pulumi.IntOutput {
 // The checkpoint copied: `best` or `checkpoint-<step>`.
 func (o ModelCopyOutput) Checkpoint() pulumi.StringOutput {
 	return o.ApplyT(func(v *ModelCopy) pulumi.StringOutput { return v.Checkpoint }).(pulumi.StringOutput)
+}
+
+// What the last `pulumi refresh` found comparing the source with the target; cleared by a run.
+func (o ModelCopyOutput) Drift() DriftPtrOutput {
+	return o.ApplyT(func(v *ModelCopy) DriftPtrOutput { return v.Drift }).(DriftPtrOutput)
 }
 
 // Globs of files not to copy, relative to the model directory. Default `*.log`. Tokenizer, config and weight files can never be excluded.

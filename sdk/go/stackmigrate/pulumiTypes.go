@@ -382,6 +382,102 @@ func (o ConnectionPtrOutput) SessionToken() pulumi.StringPtrOutput {
 	}).(pulumi.StringPtrOutput)
 }
 
+// What the last `pulumi refresh` found when it compared the source with the target
+// again. Absent until a refresh runs; a run clears it.
+type Drift struct {
+	// When refresh compared them, in seconds since the Unix epoch.
+	CheckedAt int `pulumi:"checkedAt"`
+	// True when the source has data the target lacks or holds otherwise: the next `pulumi up` copies it, whatever `changeDetection` says.
+	Pending bool `pulumi:"pending"`
+	// What that `pulumi up` would write, as its plan counts it (items, objects or files).
+	Writes int `pulumi:"writes"`
+}
+
+// What the last `pulumi refresh` found when it compared the source with the target
+// again. Absent until a refresh runs; a run clears it.
+type DriftOutput struct{ *pulumi.OutputState }
+
+func (DriftOutput) ElementType() reflect.Type {
+	return reflect.TypeOf((*Drift)(nil)).Elem()
+}
+
+func (o DriftOutput) ToDriftOutput() DriftOutput {
+	return o
+}
+
+func (o DriftOutput) ToDriftOutputWithContext(ctx context.Context) DriftOutput {
+	return o
+}
+
+// When refresh compared them, in seconds since the Unix epoch.
+func (o DriftOutput) CheckedAt() pulumi.IntOutput {
+	return o.ApplyT(func(v Drift) int { return v.CheckedAt }).(pulumi.IntOutput)
+}
+
+// True when the source has data the target lacks or holds otherwise: the next `pulumi up` copies it, whatever `changeDetection` says.
+func (o DriftOutput) Pending() pulumi.BoolOutput {
+	return o.ApplyT(func(v Drift) bool { return v.Pending }).(pulumi.BoolOutput)
+}
+
+// What that `pulumi up` would write, as its plan counts it (items, objects or files).
+func (o DriftOutput) Writes() pulumi.IntOutput {
+	return o.ApplyT(func(v Drift) int { return v.Writes }).(pulumi.IntOutput)
+}
+
+type DriftPtrOutput struct{ *pulumi.OutputState }
+
+func (DriftPtrOutput) ElementType() reflect.Type {
+	return reflect.TypeOf((**Drift)(nil)).Elem()
+}
+
+func (o DriftPtrOutput) ToDriftPtrOutput() DriftPtrOutput {
+	return o
+}
+
+func (o DriftPtrOutput) ToDriftPtrOutputWithContext(ctx context.Context) DriftPtrOutput {
+	return o
+}
+
+func (o DriftPtrOutput) Elem() DriftOutput {
+	return o.ApplyT(func(v *Drift) Drift {
+		if v != nil {
+			return *v
+		}
+		var ret Drift
+		return ret
+	}).(DriftOutput)
+}
+
+// When refresh compared them, in seconds since the Unix epoch.
+func (o DriftPtrOutput) CheckedAt() pulumi.IntPtrOutput {
+	return o.ApplyT(func(v *Drift) *int {
+		if v == nil {
+			return nil
+		}
+		return &v.CheckedAt
+	}).(pulumi.IntPtrOutput)
+}
+
+// True when the source has data the target lacks or holds otherwise: the next `pulumi up` copies it, whatever `changeDetection` says.
+func (o DriftPtrOutput) Pending() pulumi.BoolPtrOutput {
+	return o.ApplyT(func(v *Drift) *bool {
+		if v == nil {
+			return nil
+		}
+		return &v.Pending
+	}).(pulumi.BoolPtrOutput)
+}
+
+// What that `pulumi up` would write, as its plan counts it (items, objects or files).
+func (o DriftPtrOutput) Writes() pulumi.IntPtrOutput {
+	return o.ApplyT(func(v *Drift) *int {
+		if v == nil {
+			return nil
+		}
+		return &v.Writes
+	}).(pulumi.IntPtrOutput)
+}
+
 // Sets one attribute to a string on every item of the given types.
 type SetAttribute struct {
 	// Attribute name, for example `embedding_status` or `GSI1PK`.
@@ -581,6 +677,8 @@ func init() {
 	pulumi.RegisterInputType(reflect.TypeOf((*SetAttributeArrayInput)(nil)).Elem(), SetAttributeArray{})
 	pulumi.RegisterOutputType(ConnectionOutput{})
 	pulumi.RegisterOutputType(ConnectionPtrOutput{})
+	pulumi.RegisterOutputType(DriftOutput{})
+	pulumi.RegisterOutputType(DriftPtrOutput{})
 	pulumi.RegisterOutputType(SetAttributeOutput{})
 	pulumi.RegisterOutputType(SetAttributeArrayOutput{})
 	pulumi.RegisterOutputType(TypeCountsOutput{})

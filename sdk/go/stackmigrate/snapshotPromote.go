@@ -46,6 +46,8 @@ type SnapshotPromote struct {
 	BytesCopied pulumi.IntOutput `pulumi:"bytesCopied"`
 	// Collections to promote. Default `lines` and `words`.
 	Collections pulumi.StringArrayOutput `pulumi:"collections"`
+	// What the last `pulumi refresh` found comparing the source with the target; cleared by a run.
+	Drift DriftPtrOutput `pulumi:"drift"`
 	// Collection to the number of embeddings its promoted snapshot holds.
 	EmbeddingCounts pulumi.IntMapOutput `pulumi:"embeddingCounts"`
 	// Snapshot files written to the target.
@@ -313,6 +315,11 @@ func (o SnapshotPromoteOutput) BytesCopied() pulumi.IntOutput {
 // Collections to promote. Default `lines` and `words`.
 func (o SnapshotPromoteOutput) Collections() pulumi.StringArrayOutput {
 	return o.ApplyT(func(v *SnapshotPromote) pulumi.StringArrayOutput { return v.Collections }).(pulumi.StringArrayOutput)
+}
+
+// What the last `pulumi refresh` found comparing the source with the target; cleared by a run.
+func (o SnapshotPromoteOutput) Drift() DriftPtrOutput {
+	return o.ApplyT(func(v *SnapshotPromote) DriftPtrOutput { return v.Drift }).(DriftPtrOutput)
 }
 
 // Collection to the number of embeddings its promoted snapshot holds.

@@ -69,6 +69,25 @@ export function connectionProvideDefaults(val: Connection): Connection {
 }
 
 /**
+ * What the last `pulumi refresh` found when it compared the source with the target
+ * again. Absent until a refresh runs; a run clears it.
+ */
+export interface Drift {
+    /**
+     * When refresh compared them, in seconds since the Unix epoch.
+     */
+    checkedAt: number;
+    /**
+     * True when the source has data the target lacks or holds otherwise: the next `pulumi up` copies it, whatever `changeDetection` says.
+     */
+    pending: boolean;
+    /**
+     * What that `pulumi up` would write, as its plan counts it (items, objects or files).
+     */
+    writes: number;
+}
+
+/**
  * Sets one attribute to a string on every item of the given types.
  */
 export interface SetAttribute {

@@ -13,6 +13,7 @@ if sys.version_info >= (3, 11):
 else:
     from typing_extensions import NotRequired, TypedDict, TypeAlias
 from . import _utilities
+from . import outputs
 from ._enums import *
 
 __all__ = ['BucketSyncArgs', 'BucketSync']
@@ -442,6 +443,7 @@ class BucketSync(pulumi.CustomResource):
             __props__.__dict__["target_prefix"] = target_prefix
             __props__.__dict__["triggers"] = triggers
             __props__.__dict__["bytes_copied"] = None
+            __props__.__dict__["drift"] = None
             __props__.__dict__["journal_uri"] = None
             __props__.__dict__["objects_archived"] = None
             __props__.__dict__["objects_copied"] = None
@@ -485,6 +487,7 @@ class BucketSync(pulumi.CustomResource):
         __props__.__dict__["bytes_copied"] = None
         __props__.__dict__["change_detection"] = None
         __props__.__dict__["delete_extraneous"] = None
+        __props__.__dict__["drift"] = None
         __props__.__dict__["exclude"] = None
         __props__.__dict__["include"] = None
         __props__.__dict__["journal_uri"] = None
@@ -552,6 +555,14 @@ class BucketSync(pulumi.CustomResource):
         Delete target objects (under `targetPrefix`, passing the filters) that the source does not have; they are backed up in the journal first. Default false.
         """
         return pulumi.get(self, "delete_extraneous")
+
+    @_builtins.property
+    @pulumi.getter
+    def drift(self) -> pulumi.Output[Optional['outputs.Drift']]:
+        """
+        What the last `pulumi refresh` found comparing the source with the target; cleared by a run.
+        """
+        return pulumi.get(self, "drift")
 
     @_builtins.property
     @pulumi.getter

@@ -425,6 +425,7 @@ class DynamoCopy(pulumi.CustomResource):
             __props__.__dict__["write_order"] = write_order
             __props__.__dict__["bytes_copied"] = None
             __props__.__dict__["counts_by_type"] = None
+            __props__.__dict__["drift"] = None
             __props__.__dict__["items_copied"] = None
             __props__.__dict__["items_expired"] = None
             __props__.__dict__["items_filtered"] = None
@@ -465,6 +466,7 @@ class DynamoCopy(pulumi.CustomResource):
         __props__.__dict__["bytes_copied"] = None
         __props__.__dict__["change_detection"] = None
         __props__.__dict__["counts_by_type"] = None
+        __props__.__dict__["drift"] = None
         __props__.__dict__["exclude_types"] = None
         __props__.__dict__["include_types"] = None
         __props__.__dict__["items_copied"] = None
@@ -523,6 +525,14 @@ class DynamoCopy(pulumi.CustomResource):
         The counts above per entity type.
         """
         return pulumi.get(self, "counts_by_type")
+
+    @_builtins.property
+    @pulumi.getter
+    def drift(self) -> pulumi.Output[Optional['outputs.Drift']]:
+        """
+        What the last `pulumi refresh` found comparing the source with the target; cleared by a run.
+        """
+        return pulumi.get(self, "drift")
 
     @_builtins.property
     @pulumi.getter(name="excludeTypes")

@@ -13,6 +13,7 @@ if sys.version_info >= (3, 11):
 else:
     from typing_extensions import NotRequired, TypedDict, TypeAlias
 from . import _utilities
+from . import outputs
 
 __all__ = ['ModelCopyArgs', 'ModelCopy']
 
@@ -259,6 +260,7 @@ class ModelCopy(pulumi.CustomResource):
             __props__.__dict__["target_bucket"] = target_bucket
             __props__.__dict__["triggers"] = triggers
             __props__.__dict__["bytes_copied"] = None
+            __props__.__dict__["drift"] = None
             __props__.__dict__["files_copied"] = None
             __props__.__dict__["journal_uri"] = None
             __props__.__dict__["model_uri"] = None
@@ -291,6 +293,7 @@ class ModelCopy(pulumi.CustomResource):
 
         __props__.__dict__["bytes_copied"] = None
         __props__.__dict__["checkpoint"] = None
+        __props__.__dict__["drift"] = None
         __props__.__dict__["exclude"] = None
         __props__.__dict__["files_copied"] = None
         __props__.__dict__["journal_uri"] = None
@@ -321,6 +324,14 @@ class ModelCopy(pulumi.CustomResource):
         The checkpoint copied: `best` or `checkpoint-<step>`.
         """
         return pulumi.get(self, "checkpoint")
+
+    @_builtins.property
+    @pulumi.getter
+    def drift(self) -> pulumi.Output[Optional['outputs.Drift']]:
+        """
+        What the last `pulumi refresh` found comparing the source with the target; cleared by a run.
+        """
+        return pulumi.get(self, "drift")
 
     @_builtins.property
     @pulumi.getter

@@ -17,6 +17,7 @@ from ._enums import *
 
 __all__ = [
     'Connection',
+    'Drift',
     'SetAttribute',
     'TypeCounts',
 ]
@@ -166,6 +167,69 @@ class Connection(dict):
         Session token for temporary credentials.
         """
         return pulumi.get(self, "session_token")
+
+
+@pulumi.output_type
+class Drift(dict):
+    """
+    What the last `pulumi refresh` found when it compared the source with the target
+    again. Absent until a refresh runs; a run clears it.
+    """
+    @staticmethod
+    def __key_warning(key: str):
+        suggest = None
+        if key == "checkedAt":
+            suggest = "checked_at"
+
+        if suggest:
+            pulumi.log.warn(f"Key '{key}' not found in Drift. Access the value via the '{suggest}' property getter instead.")
+
+    def __getitem__(self, key: str) -> Any:
+        Drift.__key_warning(key)
+        return super().__getitem__(key)
+
+    def get(self, key: str, default = None) -> Any:
+        Drift.__key_warning(key)
+        return super().get(key, default)
+
+    def __init__(__self__, *,
+                 checked_at: _builtins.int,
+                 pending: _builtins.bool,
+                 writes: _builtins.int):
+        """
+        What the last `pulumi refresh` found when it compared the source with the target
+        again. Absent until a refresh runs; a run clears it.
+        :param _builtins.int checked_at: When refresh compared them, in seconds since the Unix epoch.
+        :param _builtins.bool pending: True when the source has data the target lacks or holds otherwise: the next `pulumi up` copies it, whatever `changeDetection` says.
+        :param _builtins.int writes: What that `pulumi up` would write, as its plan counts it (items, objects or files).
+        """
+        pulumi.set(__self__, "checked_at", checked_at)
+        pulumi.set(__self__, "pending", pending)
+        pulumi.set(__self__, "writes", writes)
+
+    @_builtins.property
+    @pulumi.getter(name="checkedAt")
+    def checked_at(self) -> _builtins.int:
+        """
+        When refresh compared them, in seconds since the Unix epoch.
+        """
+        return pulumi.get(self, "checked_at")
+
+    @_builtins.property
+    @pulumi.getter
+    def pending(self) -> _builtins.bool:
+        """
+        True when the source has data the target lacks or holds otherwise: the next `pulumi up` copies it, whatever `changeDetection` says.
+        """
+        return pulumi.get(self, "pending")
+
+    @_builtins.property
+    @pulumi.getter
+    def writes(self) -> _builtins.int:
+        """
+        What that `pulumi up` would write, as its plan counts it (items, objects or files).
+        """
+        return pulumi.get(self, "writes")
 
 
 @pulumi.output_type

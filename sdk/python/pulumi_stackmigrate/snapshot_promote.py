@@ -13,6 +13,7 @@ if sys.version_info >= (3, 11):
 else:
     from typing_extensions import NotRequired, TypedDict, TypeAlias
 from . import _utilities
+from . import outputs
 
 __all__ = ['SnapshotPromoteArgs', 'SnapshotPromote']
 
@@ -399,6 +400,7 @@ class SnapshotPromote(pulumi.CustomResource):
             __props__.__dict__["target_lock_table"] = target_lock_table
             __props__.__dict__["triggers"] = triggers
             __props__.__dict__["bytes_copied"] = None
+            __props__.__dict__["drift"] = None
             __props__.__dict__["embedding_counts"] = None
             __props__.__dict__["files_copied"] = None
             __props__.__dict__["journal_uri"] = None
@@ -433,6 +435,7 @@ class SnapshotPromote(pulumi.CustomResource):
 
         __props__.__dict__["bytes_copied"] = None
         __props__.__dict__["collections"] = None
+        __props__.__dict__["drift"] = None
         __props__.__dict__["embedding_counts"] = None
         __props__.__dict__["files_copied"] = None
         __props__.__dict__["journal_uri"] = None
@@ -471,6 +474,14 @@ class SnapshotPromote(pulumi.CustomResource):
         Collections to promote. Default `lines` and `words`.
         """
         return pulumi.get(self, "collections")
+
+    @_builtins.property
+    @pulumi.getter
+    def drift(self) -> pulumi.Output[Optional['outputs.Drift']]:
+        """
+        What the last `pulumi refresh` found comparing the source with the target; cleared by a run.
+        """
+        return pulumi.get(self, "drift")
 
     @_builtins.property
     @pulumi.getter(name="embeddingCounts")

@@ -12,11 +12,18 @@
 //!       The table's write ceiling: every item read first (not timed), then only
 //!       25-item BatchWriteItem calls, 32 in flight (as many as DynamoCopy), unprocessed
 //!       items resent at once.
+//!   stackmigrate-bench fill-table TABLE COUNT [FIRST]
+//!       Writes COUNT Portfolio-shaped WORD items (about 200 bytes each, numbered from
+//!       FIRST) into an existing table, generated as they are sent: the scale benchmark's
+//!       source at ten million items without ten million items in memory.
+//!   stackmigrate-bench fill-bucket BUCKET COUNT [FIRST]
+//!       Puts COUNT small objects (256 bytes to 4 KiB) into an existing bucket.
 
+use std::collections::HashMap;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
+use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
 use futures::stream::{self, StreamExt, TryStreamExt};
 use serde_json::json;
 use stackmigrate::copy::connection::{Connection, SideClients};
@@ -179,6 +186,114 @@ async fn dynamo_write_ceiling(source: &str, target: &str) -> Result<serde_json::
     Ok(json!({"seconds": started.elapsed().as_secs_f64(), "items": count}))
 }
 
+/// Items of one image line: its words, as the OCR pipeline writes them (PORTFOLIO_DATA.md).
+fn word_item(number: u64) -> HashMap<String, AttributeValue> {
+    let image = number / 1000;
+    let (line, word) = (number % 1000 / 20, number % 20);
+    let s = |v: String| AttributeValue::S(v);
+    HashMap::from([
+        (
+            "PK".to_string(),
+            s(format!("IMAGE#{image:08x}-0000-4000-8000-{image:012x}")),
+        ),
+        (
+            "SK".to_string(),
+            s(format!("LINE#{line:05}#WORD#{word:05}")),
+        ),
+        ("TYPE".to_string(), s("WORD".to_string())),
+        ("text".to_string(), s(format!("word{number}"))),
+        (
+            "cdn_s3_bucket".to_string(),
+            s("raw-image-bucket-dev1234".to_string()),
+        ),
+        (
+            "bounding_box".to_string(),
+            AttributeValue::M(HashMap::from([
+                (
+                    "x".to_string(),
+                    AttributeValue::N(format!("0.{:04}", number % 9973)),
+                ),
+                (
+                    "y".to_string(),
+                    AttributeValue::N(format!("0.{:04}", line * 37 % 9973)),
+                ),
+                ("width".to_string(), AttributeValue::N("0.0412".to_string())),
+                (
+                    "height".to_string(),
+                    AttributeValue::N("0.0123".to_string()),
+                ),
+            ])),
+        ),
+    ])
+}
+
+async fn fill_table(table: &str, count: u64, first: u64) -> Result<serde_json::Value> {
+    let client = clients()?.dynamodb().await?;
+    let started = Instant::now();
+    let batches = (first..first + count).step_by(25).map(|start| {
+        (start..(start + 25).min(first + count))
+            .map(|n| {
+                Ok(WriteRequest::builder()
+                    .put_request(PutRequest::builder().set_item(Some(word_item(n))).build()?)
+                    .build())
+            })
+            .collect::<Result<Vec<_>>>()
+    });
+    stream::iter(batches)
+        .map(|batch| {
+            let client = &client;
+            async move {
+                let mut batch = batch?;
+                while !batch.is_empty() {
+                    let out = client
+                        .batch_write_item()
+                        .request_items(table, batch)
+                        .send()
+                        .await?;
+                    batch = out
+                        .unprocessed_items()
+                        .and_then(|u| u.get(table))
+                        .cloned()
+                        .unwrap_or_default();
+                }
+                anyhow::Ok(())
+            }
+        })
+        .buffer_unordered(WRITES_IN_FLIGHT)
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(json!({"seconds": started.elapsed().as_secs_f64(), "items": count}))
+}
+
+async fn fill_bucket(name: &str, count: u64, first: u64) -> Result<serde_json::Value> {
+    let clients = clients()?;
+    let target = bucket(&clients, name).await?;
+    let started = Instant::now();
+    stream::iter(first..first + count)
+        .map(|n| {
+            let target = &target;
+            async move {
+                let size = 256 + (n * 7919 % 3841) as usize;
+                let body = format!("{n:016x}").repeat(size / 16 + 1).into_bytes();
+                s3::put_bytes(
+                    target,
+                    &format!("images/{:03x}/{n:09}.png", n % 4096),
+                    body[..size].to_vec(),
+                )
+                .await?;
+                anyhow::Ok(())
+            }
+        })
+        .buffer_unordered(COPIES_IN_FLIGHT)
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(json!({"seconds": started.elapsed().as_secs_f64(), "objects": count}))
+}
+
+fn first_number(rest: &[&str]) -> Result<u64> {
+    Ok(rest.first().map(|f| f.parse()).transpose()?.unwrap_or(0))
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -186,8 +301,15 @@ async fn main() -> Result<()> {
         ["sync", source, target] => engine_sync(source, target).await?,
         ["s3-copy-ceiling", source, target] => s3_copy_ceiling(source, target).await?,
         ["dynamo-write-ceiling", source, target] => dynamo_write_ceiling(source, target).await?,
+        ["fill-table", table, count, ref first @ ..] => {
+            fill_table(table, count.parse()?, first_number(first)?).await?
+        }
+        ["fill-bucket", name, count, ref first @ ..] => {
+            fill_bucket(name, count.parse()?, first_number(first)?).await?
+        }
         _ => bail!(
-            "usage: stackmigrate-bench sync|s3-copy-ceiling|dynamo-write-ceiling SOURCE TARGET (got {args:?})"
+            "usage: stackmigrate-bench sync|s3-copy-ceiling|dynamo-write-ceiling SOURCE TARGET, \
+             or fill-table TABLE COUNT [FIRST], or fill-bucket BUCKET COUNT [FIRST] (got {args:?})"
         ),
     };
     println!("{result}");

@@ -26,6 +26,8 @@ pub(crate) fn input_changes(
     keys.sort();
     keys.dedup();
     keys.into_iter()
+        // How changes are found is not what is copied: switching it re-runs nothing.
+        .filter(|k| *k != "changeDetection")
         .filter(|k| old.get(*k).filter(|v| !v.is_null()) != new.get(*k).filter(|v| !v.is_null()))
         .map(|k| Change {
             property: k.clone(),
@@ -136,6 +138,10 @@ mod tests {
             .collect();
         assert_eq!(summary, [("exclude", false), ("targetBucket", true)]);
         assert!(changes.iter().all(|c| c.input));
+        let switched = map(
+            json!({"sourceBucket": "a", "targetBucket": "b", "exclude": ["*.json"], "changeDetection": "inputs"}),
+        );
+        assert!(input_changes(&sync, &old, &switched).is_empty());
     }
 
     #[test]

@@ -309,7 +309,7 @@ pub(crate) async fn delete(bucket: &Bucket, key: &str) -> Result<Option<String>>
 }
 
 /// Writes a small object (journal segments, pointers) from memory.
-pub(crate) async fn put_bytes(bucket: &Bucket, key: &str, body: Vec<u8>) -> Result<String> {
+pub async fn put_bytes(bucket: &Bucket, key: &str, body: Vec<u8>) -> Result<String> {
     let out = bucket
         .client
         .put_object()

@@ -284,9 +284,9 @@ def test_killed_mid_copy_the_next_up_finishes_exactly(project):
     assert listing(b, target) == {}, "destroy removes what the killed run wrote too"
 
 
-def kill_provider_mid_copy(up, started):
+def kill_provider_mid_copy(up, started, timeout=120):
     """SIGKILLs the provider under a background `pulumi up` once `started()` holds."""
-    assert wait_until(started, timeout=120), "the copy never started"
+    assert wait_until(started, timeout=timeout), "the copy never started"
     children = subprocess.run(["pgrep", "-P", str(up.pid), "-f", "pulumi-resource-stackmigrate"], capture_output=True, text=True).stdout.split()
     assert children, "the provider process was not found"
     for pid in children:

@@ -1,0 +1,167 @@
+"""Large sources (issue 15), through the real pulumi CLI: `pulumi refresh` reports drift
+that `changeDetection: inputs` then acts on; a no-change `pulumi up` reads the source
+once (its preview's answer serves its update) while a separate preview's answer is never
+reused; a 200,000-item copy killed mid-way is adopted and resumed with the provider's
+memory under the 200 MB bound. The sizes that prove the bound flat up to ten million
+items are in bench/scale.sh's results."""
+
+import os
+import subprocess
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from conftest import connection, unique
+from portfolio_items import S, create_table, dynamodb, image_items, put_items, scan_all
+from test_bucket_sync import adopt_interrupted_run, kill_provider_mid_copy
+from test_faults import counters, set_faults
+
+MB = 10**6
+
+
+def direct():
+    side = {**connection("a"), "dynamodbEndpoint": os.environ["STACKMIGRATE_DYNAMODB"]}
+    return {"stackmigrate:source": side, "stackmigrate:target": side}
+
+
+def source_through_proxy():
+    """The source table read through the fault proxy (no faults set), which counts requests."""
+    source = {**connection("a"), "dynamodbEndpoint": os.environ["STACKMIGRATE_DYNAMODB_FAULTY"]}
+    target = {**connection("a"), "dynamodbEndpoint": os.environ["STACKMIGRATE_DYNAMODB"]}
+    return {"stackmigrate:source": source, "stackmigrate:target": target}
+
+
+def copy(source, target, **extra):
+    return {"copy": {"type": "stackmigrate:DynamoCopy",
+                     "properties": {"sourceTable": source, "targetTable": target, **extra}}}
+
+
+def new_item(name):
+    return {"PK": S(f"IMAGE#{name}"), "SK": S("IMAGE"), "TYPE": S("IMAGE")}
+
+
+def table_count(client, table):
+    count, start = 0, None
+    while True:
+        out = client.scan(TableName=table, Select="COUNT", **({"ExclusiveStartKey": start} if start else {}))
+        count += out["Count"]
+        start = out.get("LastEvaluatedKey")
+        if not start:
+            return count
+
+
+def test_refresh_reports_drift_that_inputs_detection_then_copies(project):
+    client = dynamodb()
+    source, target = create_table(client, unique("dev")), create_table(client, unique("prod"))
+    put_items(client, source, image_items())
+    p = project(copy(source, target, changeDetection="inputs"), {"drift": "${copy.drift}"}, config=direct())
+    p.up()
+    copied = len(scan_all(client, target))
+    assert p.outputs().get("drift") is None, "no refresh has run"
+
+    put_items(client, source, [new_item("a"), new_item("b")])
+    p.up()
+    assert len(scan_all(client, target)) == copied, "inputs detection reads no data"
+
+    p.run("refresh", "--yes")
+    state = p.state_text()
+    assert '"pending": true' in state and '"writes": 2' in state, state
+    p.up()  # the stack output follows the refreshed state
+    assert len(scan_all(client, target)) == copied + 2, "the up after a refresh that found drift copies it"
+    assert p.outputs().get("drift") is None, "the run clears the drift"
+
+    p.run("refresh", "--yes")
+    state = p.state_text()
+    assert '"pending": false' in state and '"writes": 0' in state, state
+
+
+def test_a_no_change_up_reads_the_source_once_and_a_separate_preview_is_never_reused(project):
+    client = dynamodb()
+    source, target = create_table(client, unique("dev")), create_table(client, unique("prod"))
+    put_items(client, source, image_items(images=4))
+    p = project(copy(source, target), config=source_through_proxy())
+    p.up()
+
+    set_faults("dynamodb")
+    p.run("preview", "--expect-no-changes")
+    one_plan = counters("dynamodb")["requests"]
+    set_faults("dynamodb")
+    p.run("up", "--yes", "--expect-no-changes")
+    whole_up = counters("dynamodb")["requests"]
+    assert one_plan > 0
+    assert whole_up <= one_plan, f"the update reused its preview's answer: {whole_up} requests against {one_plan}"
+
+    # A preview, then new data, then `pulumi up`: the up plans afresh.
+    p.run("preview", "--expect-no-changes")
+    put_items(client, source, [new_item("late")])
+    p.run("up", "--yes")
+    assert ("IMAGE#late", "IMAGE") in scan_all(client, target), "the up saw data added after the preview"
+
+
+class PeakRss:
+    """Polls a pulumi command's provider processes for their high-water mark (VmHWM)."""
+
+    def __init__(self, pulumi):
+        self.peak_kib, self.seen = 0, False
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.poll, args=(pulumi.pid,))
+        self.thread.start()
+
+    def poll(self, parent):
+        while not self.stop.is_set():
+            children = subprocess.run(["pgrep", "-P", str(parent), "-f", "pulumi-resource-stackmigrate"],
+                                      capture_output=True, text=True).stdout.split()
+            for pid in children:
+                try:
+                    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                        if line.startswith("VmHWM:"):
+                            self.peak_kib = max(self.peak_kib, int(line.split()[1]))
+                            self.seen = True
+                except OSError:
+                    pass
+            time.sleep(0.1)
+
+    def finish(self):
+        self.stop.set()
+        self.thread.join()
+        return self.peak_kib * 1024
+
+
+def fill(client, table, count):
+    def batch(start):
+        put_items(client, table, [
+            {"PK": S(f"IMAGE#{n // 1000:08d}"), "SK": S(f"LINE#{n % 1000:05d}"), "TYPE": S("RECEIPT_WORD"),
+             "text": S(f"word {n}"), "raw_s3_bucket": S("raw-image-bucket-dev1234")}
+            for n in range(start, min(start + 5000, count))
+        ])
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(batch, range(0, count, 5000)))
+
+
+def test_a_killed_200k_item_copy_resumes_within_the_memory_bound(project):
+    client = dynamodb()
+    source, target = create_table(client, unique("dev")), create_table(client, unique("prod"))
+    items = 200_000
+    fill(client, source, items)
+    p = project(copy(source, target), {"copied": "${copy.itemsCopied}", "verified": "${copy.verified}"},
+                config=direct())
+
+    up = p.up_in_background()
+    kill_provider_mid_copy(up, lambda: time.sleep(1) or table_count(client, target) > 20_000, timeout=900)
+    adopt_interrupted_run(p)
+    landed = table_count(client, target)  # writes sent before the kill have landed by now
+    assert landed < items, "the copy finished before the kill"
+    resumed = p.up_in_background()
+    watch = PeakRss(resumed)
+    out, _ = resumed.communicate(timeout=1200)
+    peak = watch.finish()
+    assert resumed.returncode == 0, out
+    assert watch.seen, "the provider was never seen"
+    assert peak < 200 * MB, f"the provider's peak RSS was {peak / MB:.0f} MB"
+    assert table_count(client, target) == items
+    outputs = p.outputs()
+    assert outputs["verified"] is True
+    assert outputs["copied"] == items - landed, f"the resumed copy writes only what had not landed: {outputs}"
+    print(f"resumed {outputs['copied']} of {items} items, provider peak RSS {peak / MB:.0f} MB")

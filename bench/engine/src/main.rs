@@ -18,6 +18,11 @@
 //!       source at ten million items without ten million items in memory.
 //!   stackmigrate-bench fill-bucket BUCKET COUNT [FIRST]
 //!       Puts COUNT small objects (256 bytes to 4 KiB) into an existing bucket.
+//!   stackmigrate-bench spill-scale COUNT
+//!       DynamoCopy's per-item bookkeeping at COUNT items without a server: the target
+//!       index, the journal's keys, a lookup of each source item in both (100 at a time,
+//!       as a copy decides), the written items and the verification's lookups, in the
+//!       provider's own spill maps. Prints each phase's seconds and the peak RSS.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -31,6 +36,7 @@ use stackmigrate::copy::filter::KeyFilter;
 use stackmigrate::copy::journal::{Journal, Location};
 use stackmigrate::copy::progress::Silent;
 use stackmigrate::copy::s3::{self, Bucket, Lister};
+use stackmigrate::copy::spill::SpillMap;
 use stackmigrate::copy::sync::{self, Archived, OnConflict, SyncSpec};
 
 const COPIES_IN_FLIGHT: usize = 128;
@@ -290,6 +296,85 @@ async fn fill_bucket(name: &str, count: u64, first: u64) -> Result<serde_json::V
     Ok(json!({"seconds": started.elapsed().as_secs_f64(), "objects": count}))
 }
 
+/// Pseudo-random 128-bit hashes, the same for the same seed (SplitMix64, twice).
+fn hash(seed: u64) -> u128 {
+    let mix = |mut z: u64| {
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58476d1ce4e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d049bb133111eb);
+        z ^ (z >> 31)
+    };
+    let a = mix(seed.wrapping_mul(0x9e3779b97f4a7c15));
+    (u128::from(a) << 64) | u128::from(mix(a))
+}
+
+fn peak_rss_mib() -> Result<f64> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .context("no VmHWM in /proc/self/status")?;
+    let kib: f64 = line.split_whitespace().nth(1).context("VmHWM")?.parse()?;
+    Ok(kib / 1024.0)
+}
+
+fn spill_scale(count: u64) -> Result<serde_json::Value> {
+    const BATCH: u64 = 1000;
+    let mut phases = serde_json::Map::new();
+    let mut timed = |name: &str, work: &mut dyn FnMut() -> Result<()>| -> Result<()> {
+        let started = Instant::now();
+        work()?;
+        phases.insert(name.into(), json!(started.elapsed().as_secs_f64()));
+        Ok(())
+    };
+    let batches = || {
+        (0..count)
+            .step_by(BATCH as usize)
+            .map(|start| start..(start + BATCH).min(count))
+    };
+    let index: SpillMap<u128, u128> = SpillMap::new()?;
+    let ours: SpillMap<u128, ()> = SpillMap::new()?;
+    let written: SpillMap<u128, u128> = SpillMap::new()?;
+    timed("index the target", &mut || {
+        for batch in batches() {
+            let entries: Vec<(u128, u128)> = batch.map(|n| (hash(n), hash(n + count))).collect();
+            index.insert_all(entries.iter().map(|(k, v)| (k, v)))?;
+        }
+        Ok(())
+    })?;
+    timed("read the journal's keys", &mut || {
+        for batch in batches() {
+            let keys: Vec<u128> = batch.map(|n| hash(n + 2 * count)).collect();
+            ours.insert_all(keys.iter().map(|k| (k, &())))?;
+        }
+        Ok(())
+    })?;
+    timed("decide each source item", &mut || {
+        for batch in batches() {
+            for chunk in batch.collect::<Vec<_>>().chunks(100) {
+                let keys: Vec<u128> = chunk.iter().map(|n| hash(*n)).collect();
+                index.get_all(&keys)?;
+                ours.get_all(&keys)?;
+            }
+        }
+        Ok(())
+    })?;
+    timed("record what was written", &mut || {
+        for batch in batches() {
+            let entries: Vec<(u128, u128)> = batch.map(|n| (hash(n), hash(n + count))).collect();
+            written.insert_all(entries.iter().map(|(k, v)| (k, v)))?;
+        }
+        Ok(())
+    })?;
+    timed("verify against the target", &mut || {
+        for batch in batches() {
+            let keys: Vec<u128> = batch.map(hash).collect();
+            written.get_all(&keys)?;
+        }
+        Ok(())
+    })?;
+    Ok(json!({"items": count, "seconds": phases, "peak_rss_mib": peak_rss_mib()?}))
+}
+
 fn first_number(rest: &[&str]) -> Result<u64> {
     Ok(rest.first().map(|f| f.parse()).transpose()?.unwrap_or(0))
 }
@@ -307,9 +392,10 @@ async fn main() -> Result<()> {
         ["fill-bucket", name, count, ref first @ ..] => {
             fill_bucket(name, count.parse()?, first_number(first)?).await?
         }
+        ["spill-scale", count] => spill_scale(count.parse()?)?,
         _ => bail!(
             "usage: stackmigrate-bench sync|s3-copy-ceiling|dynamo-write-ceiling SOURCE TARGET, \
-             or fill-table TABLE COUNT [FIRST], or fill-bucket BUCKET COUNT [FIRST] (got {args:?})"
+             or fill-table TABLE COUNT [FIRST], fill-bucket BUCKET COUNT [FIRST], spill-scale COUNT (got {args:?})"
         ),
     };
     println!("{result}");

@@ -7,13 +7,11 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
-use aws_sdk_dynamodb::operation::scan::ScanOutput;
 use aws_sdk_dynamodb::types::{
     AttributeValue, BillingMode, DeleteRequest, KeyType, KeysAndAttributes, PutRequest,
     TimeToLiveStatus, WriteRequest,
 };
 use aws_sdk_dynamodb::Client;
-use aws_smithy_async::future::pagination_stream::PaginationStream;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use tokio::time::Instant;
 
@@ -280,45 +278,51 @@ pub(crate) fn delete(key: Item) -> Result<WriteRequest> {
         .build())
 }
 
-/// One segment of a parallel scan, a page at a time, with strongly consistent reads
-/// (the SDK's paginator follows `LastEvaluatedKey`).
+/// One segment of a parallel scan, a page at a time, with strongly consistent reads.
+/// The next page is asked for only when the caller is done with the last, so a segment
+/// holds one page in memory (the SDK's paginator reads one ahead).
 pub(crate) struct Pages<'a> {
     table: &'a Table,
-    pages: PaginationStream<
-        Result<
-            ScanOutput,
-            aws_sdk_dynamodb::error::SdkError<
-                aws_sdk_dynamodb::operation::scan::ScanError,
-                aws_sdk_dynamodb::config::http::HttpResponse,
-            >,
-        >,
-    >,
+    segment: i32,
+    segments: i32,
+    /// None: the first page is still to be read; Some(None): the last page was read.
+    next_key: Option<Option<Item>>,
 }
 
 impl<'a> Pages<'a> {
     pub fn new(table: &'a Table, segment: i32, segments: i32) -> Self {
-        let pages = table
-            .client
-            .scan()
-            .table_name(&table.name)
-            .segment(segment)
-            .total_segments(segments)
-            .consistent_read(true)
-            .into_paginator()
-            .send();
-        Pages { table, pages }
+        Pages {
+            table,
+            segment,
+            segments,
+            next_key: None,
+        }
     }
 
     pub async fn next(&mut self) -> Result<Option<Vec<HashMap<String, AttributeValue>>>> {
-        match self.pages.next().await {
-            None => Ok(None),
-            Some(page) => {
-                let out = page
-                    .map_err(aws_error)
-                    .with_context(|| format!("scanning table {:?}", self.table.name))?;
-                Ok(Some(out.items.unwrap_or_default()))
+        let start = match self.next_key.take() {
+            Some(None) => {
+                self.next_key = Some(None);
+                return Ok(None);
             }
-        }
+            Some(Some(key)) => Some(key),
+            None => None,
+        };
+        let out = self
+            .table
+            .client
+            .scan()
+            .table_name(&self.table.name)
+            .segment(self.segment)
+            .total_segments(self.segments)
+            .consistent_read(true)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(aws_error)
+            .with_context(|| format!("scanning table {:?}", self.table.name))?;
+        self.next_key = Some(out.last_evaluated_key.filter(|k| !k.is_empty()));
+        Ok(Some(out.items.unwrap_or_default()))
     }
 }
 

@@ -10,7 +10,7 @@ pub mod progress;
 pub(crate) mod rewrite;
 pub mod s3;
 pub(crate) mod snapshot;
-pub(crate) mod spill;
+pub mod spill;
 pub mod sync;
 pub(crate) mod table;
 

@@ -14,7 +14,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 const CACHE_KIB: i64 = 8 * 1024;
 
 /// How a key or value is stored: keys compare as their bytes.
-pub(crate) trait Stored: Sized {
+pub trait Stored: Sized {
     fn encode(&self) -> Vec<u8>;
     fn decode(bytes: &[u8]) -> Result<Self>;
 }
@@ -72,7 +72,7 @@ macro_rules! stored_as_json {
 }
 pub(crate) use stored_as_json;
 
-pub(crate) struct SpillMap<K, V> {
+pub struct SpillMap<K, V> {
     db: Mutex<Connection>,
     _dir: tempfile::TempDir,
     types: PhantomData<(K, V)>,
@@ -123,7 +123,7 @@ impl<K: Stored, V: Stored> SpillMap<K, V> {
         Ok(())
     }
 
-    pub fn get(&self, key: &K) -> Result<Option<V>> {
+    pub(crate) fn get(&self, key: &K) -> Result<Option<V>> {
         Ok(self.get_all([key])?.pop().flatten())
     }
 
@@ -145,13 +145,13 @@ impl<K: Stored, V: Stored> SpillMap<K, V> {
             .collect()
     }
 
-    pub fn contains(&self, key: &K) -> Result<bool> {
+    pub(crate) fn contains(&self, key: &K) -> Result<bool> {
         Ok(self.get(key)?.is_some())
     }
 
     /// Folds `updates` into the map in one transaction: `apply` gets a key's current
     /// value (None: absent) and returns the new one.
-    pub fn update_all<U>(
+    pub(crate) fn update_all<U>(
         &self,
         updates: impl IntoIterator<Item = (K, U)>,
         mut apply: impl FnMut(Option<V>, U) -> V,
@@ -176,7 +176,7 @@ impl<K: Stored, V: Stored> SpillMap<K, V> {
         Ok(())
     }
 
-    pub fn len(&self) -> Result<u64> {
+    pub(crate) fn len(&self) -> Result<u64> {
         let count: i64 = self
             .db()
             .query_row("SELECT count(*) FROM map", [], |row| row.get(0))?;
@@ -185,7 +185,7 @@ impl<K: Stored, V: Stored> SpillMap<K, V> {
 
     /// Up to `limit` entries in key order after `after` (None: from the first), or before
     /// it going backwards when `backwards`: a page at a time, whatever the map's size.
-    pub fn page(&self, after: Option<&K>, limit: usize, backwards: bool) -> Result<Vec<(K, V)>> {
+    pub(crate) fn page(&self, after: Option<&K>, limit: usize, backwards: bool) -> Result<Vec<(K, V)>> {
         let sql = match (after.is_some(), backwards) {
             (false, false) => "SELECT k, v FROM map ORDER BY k LIMIT ?1",
             (true, false) => "SELECT k, v FROM map WHERE k > ?2 ORDER BY k LIMIT ?1",

@@ -388,7 +388,10 @@ async fn scan_segment(
                 key,
             });
         }
-        for chunk in candidates.chunks(READ_BATCH) {
+        // Chunks are handed over, so an item's only copy moves into its write request.
+        let mut candidates = candidates.into_iter().peekable();
+        while candidates.peek().is_some() {
+            let chunk: Vec<Candidate> = candidates.by_ref().take(READ_BATCH).collect();
             decide_and_write(spec, ours, target, mode, chunk, &mut counts).await?;
         }
     }
@@ -400,15 +403,15 @@ async fn decide_and_write(
     ours: &SpillMap<u128, ()>,
     target: &Index,
     mode: &Mode<'_>,
-    chunk: &[Candidate],
+    chunk: Vec<Candidate>,
     counts: &mut CopyCounts,
 ) -> Result<()> {
-    let mut writes: Vec<&Candidate> = Vec::new();
+    let mut writes: Vec<Candidate> = Vec::new();
     let mut first_overwrites = Vec::new();
     let hashes: Vec<&u128> = chunk.iter().map(|c| &c.hash).collect();
     let currents = target.0.get_all(hashes.iter().copied())?;
     let written_before = ours.get_all(hashes.iter().copied())?;
-    for ((candidate, current), ours) in chunk.iter().zip(currents).zip(written_before) {
+    for ((candidate, current), ours) in chunk.into_iter().zip(currents).zip(written_before) {
         let ours = ours.is_some();
         match decide(current, candidate.digest, ours, spec.on_conflict) {
             Decision::Write { overwrite } => {
@@ -460,16 +463,15 @@ async fn decide_and_write(
         })
         .collect();
     journal.append(&records).await?;
+    let hashes: Vec<(u128, u128)> = writes.iter().map(|c| (c.hash, c.digest)).collect();
+    let bytes = writes.iter().map(|c| item_size(&c.item)).sum();
     let requests = writes
-        .iter()
-        .map(|c| dynamodb::put(c.item.clone()))
+        .into_iter()
+        .map(|c| dynamodb::put(c.item))
         .collect::<Result<Vec<_>>>()?;
     batch_write(&spec.target, requests, *limiter).await?;
-    written.insert_all(writes.iter().map(|c| (&c.hash, &c.digest)))?;
-    meter.add(
-        writes.len() as u64,
-        writes.iter().map(|c| item_size(&c.item)).sum(),
-    );
+    written.insert_all(hashes.iter().map(|(k, v)| (k, v)))?;
+    meter.add(hashes.len() as u64, bytes);
     Ok(())
 }
 

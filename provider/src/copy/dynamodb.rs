@@ -278,6 +278,11 @@ pub(crate) fn delete(key: Item) -> Result<WriteRequest> {
         .build())
 }
 
+/// Items per scan page. DynamoDB's own 1 MB page holds ten thousand small items, which
+/// take about ten times their size in memory once decoded: a smaller page keeps the
+/// segments' pages in flight to a few megabytes, at the same read capacity.
+const SCAN_PAGE_ITEMS: i32 = 1000;
+
 /// One segment of a parallel scan, a page at a time, with strongly consistent reads.
 /// The next page is asked for only when the caller is done with the last, so a segment
 /// holds one page in memory (the SDK's paginator reads one ahead).
@@ -316,6 +321,7 @@ impl<'a> Pages<'a> {
             .segment(self.segment)
             .total_segments(self.segments)
             .consistent_read(true)
+            .limit(SCAN_PAGE_ITEMS)
             .set_exclusive_start_key(start)
             .send()
             .await

@@ -185,7 +185,12 @@ impl<K: Stored, V: Stored> SpillMap<K, V> {
 
     /// Up to `limit` entries in key order after `after` (None: from the first), or before
     /// it going backwards when `backwards`: a page at a time, whatever the map's size.
-    pub(crate) fn page(&self, after: Option<&K>, limit: usize, backwards: bool) -> Result<Vec<(K, V)>> {
+    pub(crate) fn page(
+        &self,
+        after: Option<&K>,
+        limit: usize,
+        backwards: bool,
+    ) -> Result<Vec<(K, V)>> {
         let sql = match (after.is_some(), backwards) {
             (false, false) => "SELECT k, v FROM map ORDER BY k LIMIT ?1",
             (true, false) => "SELECT k, v FROM map WHERE k > ?2 ORDER BY k LIMIT ?1",

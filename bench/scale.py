@@ -13,6 +13,11 @@ server's CPU seconds:
   no-change up, inputs  changeDetection switched to inputs: no data read
   destroy             the rollback (up to --destroy-up-to items)
 
+`--bookkeeping` sizes run the bench engine's spill-scale instead: DynamoCopy's per-item
+bookkeeping (target index, journal keys, decisions, written items, verification) in the
+provider's own spill maps with no server, so its memory can be shown at sizes a local
+DynamoDB cannot hold in reasonable time.
+
 Results are appended to bench/results/scale.json (one record per step, replaced when the
 same kind and size run again); bench/results/scale.md and scale-rss.png are rewritten
 from all records."""
@@ -110,6 +115,14 @@ def bucket_run(size, destroy_up_to):
     return records
 
 
+def bookkeeping_run(size):
+    out = engine("spill-scale", size)
+    return [{"kind": "bookkeeping", "size": size, "step": phase, "seconds": round(seconds, 2),
+             "per_second": round(size / seconds), "peak_mib": round(out["peak_rss_mib"], 1),
+             "provider_cpu": None, "server_cpu": None}
+            for phase, seconds in out["seconds"].items()]
+
+
 def steps(kind, size, stack, name, properties, destroy_up_to, copied):
     records = [
         step(kind, size, "preview", stack, ["preview"], size),
@@ -140,7 +153,8 @@ def chart(records):
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    for kind, label in (("table", "DynamoCopy (items)"), ("bucket", "BucketSync (objects)")):
+    for kind, label in (("table", "DynamoCopy through pulumi (items)"), ("bucket", "BucketSync through pulumi (objects)"),
+                        ("bookkeeping", "DynamoCopy's bookkeeping, no server (items)")):
         sizes = sorted({r["size"] for r in records if r["kind"] == kind})
         peaks = [max(r["peak_mib"] or 0 for r in records if r["kind"] == kind and r["size"] == s) for s in sizes]
         if sizes:
@@ -188,16 +202,21 @@ def main():
                         help="DynamoCopy sizes in items, comma-separated (empty: none)")
     parser.add_argument("--buckets", type=sizes, default=sizes("100000,1000000"),
                         help="BucketSync sizes in objects, comma-separated (empty: none)")
+    parser.add_argument("--bookkeeping", type=sizes, default=sizes("10000000"),
+                        help="spill-scale sizes in items, comma-separated (empty: none)")
     parser.add_argument("--destroy-up-to", type=int, default=1_000_000,
                         help="run destroy only at sizes up to this (larger copies are dropped with their tables)")
     args = parser.parse_args()
     started = time.time()
     RESULTS.mkdir(exist_ok=True)
     s3_client("a")  # fails early without the services
+    records = merge([])
     for size in args.tables:
         records = merge(table_run(size, args.destroy_up_to))
     for size in args.buckets:
         records = merge(bucket_run(size, args.destroy_up_to))
+    for size in args.bookkeeping:
+        records = merge(bookkeeping_run(size))
     chart(records)
     report(records, started)
     print((RESULTS / "scale.md").read_text())

@@ -3,8 +3,9 @@
 # release provider, starts services of its own, runs bench/scale.py (by default DynamoCopy
 # at 100k, 1M and 10M items, BucketSync at 100k and 1M objects, and DynamoCopy's
 # bookkeeping alone at 10M) and writes bench/results/scale.{json,md} and scale-rss.png.
-# DynamoDB Local's scans slow down as its tables grow (server CPU per item 3.6x from 100k
-# to 1M), so the 10M table takes many hours there; pass smaller sizes to try it:
+# DynamoDB Local takes about 2,000 copied items a second on 2 cores, so the 10M table
+# alone is about three hours (generation, four scans of the source, the copy); pass
+# smaller sizes to try it:
 #
 #   bench/scale.sh                                        # the sizes
 #   bench/scale.sh --tables 100000 --buckets 20000 --bookkeeping 1000000   # minutes

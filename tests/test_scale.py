@@ -1,5 +1,5 @@
 """Large sources (issue 15), through the real pulumi CLI: `pulumi refresh` reports drift
-that `changeDetection: inputs` then acts on; a no-change `pulumi up` reads the source
+that `changeDetection: inputs` then acts on (and keeps the state when the source is gone); a no-change `pulumi up` reads the source
 once (its preview's answer serves its update) while a separate preview's answer is never
 reused; a 200,000-item copy killed mid-way is adopted and resumed with the provider's
 memory under the 200 MB bound. The sizes that prove the bound flat up to ten million
@@ -74,6 +74,11 @@ def test_refresh_reports_drift_that_inputs_detection_then_copies(project):
     p.run("refresh", "--yes")
     state = p.state_text()
     assert '"pending": false' in state and '"writes": 0' in state, state
+
+    # The dev table destroyed after the migration: refresh keeps the state and says why.
+    client.delete_table(TableName=source)
+    out = p.run("refresh", "--yes")
+    assert "could not compare the source with the target" in out, out
 
 
 def test_a_no_change_up_reads_the_source_once_and_a_separate_preview_is_never_reused(project):

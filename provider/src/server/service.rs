@@ -223,8 +223,9 @@ impl ResourceProvider for Provider {
         let new = Props::decode(request.news.as_ref());
         let mut changes = diff::input_changes(&resource.metadata, &old.value, &new.value);
         // Unchanged inputs: the resource is still out of date when the source has data
-        // the target lacks. Asking costs listings, which is what a sync's preview is;
-        // `changeDetection: inputs` does not ask.
+        // the target lacks. Asking costs listings or a scan, which is what a preview is;
+        // the preview's answer serves the update of the same `pulumi up` (answers.rs).
+        // `changeDetection: inputs` does not ask: only a drift refresh found counts.
         let last = Props::decode(request.olds.as_ref());
         if changes.is_empty() && diff::compares_inputs_only(&new.value) {
             // `pulumi refresh` compared the data and found work: the next up does it.
@@ -344,17 +345,33 @@ impl ResourceProvider for Provider {
                             progress: Arc::new(StatusAndWarnings(ctx.progress.clone())),
                             ..ctx
                         };
-                        let (planned, pending) = resource.resource.plan(&ctx, &given.value).await?;
-                        anyhow::Ok(Drift::found(&resource.metadata, &planned, pending))
+                        // A source that is gone (the dev stack destroyed after the
+                        // migration) leaves nothing to compare: refresh keeps the state.
+                        match resource.resource.plan(&ctx, &given.value).await {
+                            Ok((planned, pending)) => {
+                                anyhow::Ok(Some(Drift::found(&resource.metadata, &planned, pending)))
+                            }
+                            Err(cause) => {
+                                ctx.progress.warn(&format!(
+                                    "refresh could not compare the source with the target, so drift is not updated: {cause:#}"
+                                ));
+                                Ok(None)
+                            }
+                        }
                     })
                     .await
                     .map_err(status)?;
-                let mut state = known.value.clone();
-                state.insert(
-                    "drift".into(),
-                    serde_json::to_value(drift).map_err(|e| status(e.into()))?,
-                );
-                Some(encode_state(&known, state))
+                match drift {
+                    Some(drift) => {
+                        let mut state = known.value.clone();
+                        state.insert(
+                            "drift".into(),
+                            serde_json::to_value(drift).map_err(|e| status(e.into()))?,
+                        );
+                        Some(encode_state(&known, state))
+                    }
+                    None => request.properties,
+                }
             };
             return Ok(Response::new(rpc::ReadResponse {
                 id: request.id,

@@ -9,8 +9,8 @@ use std::sync::Mutex;
 use anyhow::{Context, Result};
 use rusqlite::{params, Connection, OptionalExtension};
 
-/// Page cache of one map, in KiB: small maps never touch the disk, large ones read
-/// their pages back through the kernel's cache.
+/// Page cache of one map, in KiB: pages beyond it are written to the file (no fsync)
+/// and read back through the kernel's cache.
 const CACHE_KIB: i64 = 8 * 1024;
 
 /// How a key or value is stored: keys compare as their bytes.

@@ -24,8 +24,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "bench"))
-from conftest import both_sides, listing, s3_client  # noqa: E402
-from portfolio_items import REWRITE, RESET, create_table, dynamodb, image_items, put_items  # noqa: E402
+from conftest import both_sides, listing, provider_usage, s3_client  # noqa: E402
+from portfolio_items import REWRITE, RESET, create_table, dynamodb, image_items, item_count, put_items  # noqa: E402
 
 PLUGIN_DIR = REPO / "target" / "release"
 ENGINE = PLUGIN_DIR / "stackmigrate-bench"
@@ -64,29 +64,6 @@ def run_process(argv):
             sys.exit(f"{' '.join(map(str, argv))} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
         peak, user, system = rss.read().split()[-3:]
         return seconds, int(peak), float(user) + float(system), proc.stdout
-
-
-def provider_usage(parent_pid, stop, usage):
-    """Polls the provider (a child of pulumi) for its high-water mark in KiB and the CPU
-    seconds it has used (summed over providers, if pulumi starts more than one). pgrep runs
-    only until the provider is found (pulumi may start it more than once), so the
-    polling itself takes little of the CPU the copy competes for."""
-    pid, earlier_cpu = None, 0.0
-    while not stop.is_set():
-        if pid is None:
-            found = subprocess.run(["pgrep", "-P", str(parent_pid), "-f", "pulumi-resource-stackmigrate"],
-                                   capture_output=True, text=True).stdout.split()
-            pid = found[0] if found else None
-        if pid is not None:
-            try:
-                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                    if line.startswith("VmHWM:"):
-                        usage["peak"] = max(usage["peak"], int(line.split()[1]))
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-                usage["cpu"] = earlier_cpu + (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-            except OSError:
-                pid, earlier_cpu = None, usage["cpu"]
-        time.sleep(0.05)
 
 
 class PulumiStack:
@@ -181,14 +158,7 @@ def new_table(tag):
 
 
 def table_count(name):
-    client, count, start = dynamodb(), 0, None
-    while True:
-        kwargs = {"TableName": name, "Select": "COUNT", **({"ExclusiveStartKey": start} if start else {})}
-        out = client.scan(**kwargs)
-        count += out["Count"]
-        start = out.get("LastEvaluatedKey")
-        if not start:
-            return count
+    return item_count(dynamodb(), name)
 
 
 def drop_table(name):

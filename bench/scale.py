@@ -73,46 +73,39 @@ def step(kind, size, label, stack, args, unit_count, expect=None):
 
 
 def table_run(size, destroy_up_to):
-    kind = "table"
     source = create_table(dynamodb(), f"scale-src-{size}-{int(time.time())}", ttl=False)
     target = create_table(dynamodb(), f"scale-dst-{size}-{int(time.time())}", ttl=False)
-    records = []
+    resource = ("copy", "stackmigrate:DynamoCopy", {"sourceTable": source, "targetTable": target, "rewrite": REWRITE})
     try:
-        filled = engine("fill-table", source, size)
-        records.append({"kind": kind, "size": size, "step": "generate", "seconds": round(filled["seconds"], 2),
-                        "per_second": round(size / filled["seconds"]), "peak_mib": None,
-                        "provider_cpu": None, "server_cpu": None})
-        properties = {"sourceTable": source, "targetTable": target, "rewrite": REWRITE}
-        stack = PulumiStack({"copy": {"type": "stackmigrate:DynamoCopy", "properties": properties}}, both_sides())
-        try:
-            records += steps(kind, size, stack, "copy", properties, destroy_up_to, f"{size} items (")
-        finally:
-            stack.close()
+        return generated_then_migrated("table", size, "fill-table", source, resource, destroy_up_to, f"{size} items (")
     finally:
         drop_table(source)
         drop_table(target)
-    return records
 
 
 def bucket_run(size, destroy_up_to):
-    kind = "bucket"
     source, target = new_bucket(f"src{size}"), new_bucket(f"dst{size}")
-    records = []
+    resource = ("sync", "stackmigrate:BucketSync", {"sourceBucket": source, "targetBucket": target})
     try:
-        filled = engine("fill-bucket", source, size)
-        records.append({"kind": kind, "size": size, "step": "generate", "seconds": round(filled["seconds"], 2),
-                        "per_second": round(size / filled["seconds"]), "peak_mib": None,
-                        "provider_cpu": None, "server_cpu": None})
-        properties = {"sourceBucket": source, "targetBucket": target}
-        stack = PulumiStack({"sync": {"type": "stackmigrate:BucketSync", "properties": properties}}, both_sides())
-        try:
-            records += steps(kind, size, stack, "sync", properties, destroy_up_to, f"{size} objects (")
-        finally:
-            stack.close()
+        return generated_then_migrated("bucket", size, "fill-bucket", source, resource, destroy_up_to, f"{size} objects (")
     finally:
-        for bucket in (source, target):
-            drop_bucket(bucket)
-    return records
+        drop_bucket(source)
+        drop_bucket(target)
+
+
+def generated_then_migrated(kind, size, fill, source, resource, destroy_up_to, copied):
+    """Fills `source` with the bench engine, then takes one stack holding `resource`
+    (name, type, properties) through the steps."""
+    filled = engine(fill, source, size)
+    records = [{"kind": kind, "size": size, "step": "generate", "seconds": round(filled["seconds"], 2),
+                "per_second": round(size / filled["seconds"]), "peak_mib": None,
+                "provider_cpu": None, "server_cpu": None}]
+    name, type_token, properties = resource
+    stack = PulumiStack({name: {"type": type_token, "properties": properties}}, both_sides())
+    try:
+        return records + steps(kind, size, stack, name, properties, destroy_up_to, copied)
+    finally:
+        stack.close()
 
 
 def bookkeeping_run(size):

@@ -179,6 +179,29 @@ class Project:
         )
 
 
+def provider_usage(parent_pid, stop, usage):
+    """Polls the provider (a child of pulumi) for its high-water mark in KiB and the CPU
+    seconds it has used (summed over providers, if pulumi starts more than one). pgrep runs
+    only until the provider is found (pulumi may start it more than once), so the
+    polling itself takes little of the CPU the copy competes for."""
+    pid, earlier_cpu = None, 0.0
+    while not stop.is_set():
+        if pid is None:
+            found = subprocess.run(["pgrep", "-P", str(parent_pid), "-f", "pulumi-resource-stackmigrate"],
+                                   capture_output=True, text=True).stdout.split()
+            pid = found[0] if found else None
+        if pid is not None:
+            try:
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        usage["peak"] = max(usage["peak"], int(line.split()[1]))
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                usage["cpu"] = earlier_cpu + (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            except OSError:
+                pid, earlier_cpu = None, usage["cpu"]
+        time.sleep(0.05)
+
+
 def plan_counts(output):
     """The counts of the first `plan:` line a preview printed."""
     for line in output.splitlines():

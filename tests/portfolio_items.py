@@ -122,6 +122,17 @@ def put_items(client, table, items):
             requests = out.get("UnprocessedItems", {}).get(table, [])
 
 
+def item_count(client, table):
+    count, start = 0, None
+    while True:
+        kwargs = {"TableName": table, "Select": "COUNT", **({"ExclusiveStartKey": start} if start else {})}
+        out = client.scan(**kwargs)
+        count += out["Count"]
+        start = out.get("LastEvaluatedKey")
+        if not start:
+            return count
+
+
 def scan_all(client, table):
     """Key (PK, SK) -> normalized item."""
     items, start = {}, None

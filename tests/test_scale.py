@@ -6,14 +6,12 @@ memory under the 200 MB bound. The sizes that prove the bound flat up to ten mil
 items are in bench/scale.sh's results."""
 
 import os
-import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
-from conftest import connection, unique
-from portfolio_items import S, create_table, dynamodb, image_items, put_items, scan_all
+from conftest import connection, provider_usage, unique
+from portfolio_items import S, create_table, dynamodb, image_items, item_count, put_items, scan_all
 from test_bucket_sync import adopt_interrupted_run, kill_provider_mid_copy
 from test_faults import counters, set_faults
 
@@ -39,16 +37,6 @@ def copy(source, target, **extra):
 
 def new_item(name):
     return {"PK": S(f"IMAGE#{name}"), "SK": S("IMAGE"), "TYPE": S("IMAGE")}
-
-
-def table_count(client, table):
-    count, start = 0, None
-    while True:
-        out = client.scan(TableName=table, Select="COUNT", **({"ExclusiveStartKey": start} if start else {}))
-        count += out["Count"]
-        start = out.get("LastEvaluatedKey")
-        if not start:
-            return count
 
 
 def test_refresh_reports_drift_that_inputs_detection_then_copies(project):
@@ -104,35 +92,6 @@ def test_a_no_change_up_reads_the_source_once_and_a_separate_preview_is_never_re
     assert ("IMAGE#late", "IMAGE") in scan_all(client, target), "the up saw data added after the preview"
 
 
-class PeakRss:
-    """Polls a pulumi command's provider processes for their high-water mark (VmHWM)."""
-
-    def __init__(self, pulumi):
-        self.peak_kib, self.seen = 0, False
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.poll, args=(pulumi.pid,))
-        self.thread.start()
-
-    def poll(self, parent):
-        while not self.stop.is_set():
-            children = subprocess.run(["pgrep", "-P", str(parent), "-f", "pulumi-resource-stackmigrate"],
-                                      capture_output=True, text=True).stdout.split()
-            for pid in children:
-                try:
-                    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                        if line.startswith("VmHWM:"):
-                            self.peak_kib = max(self.peak_kib, int(line.split()[1]))
-                            self.seen = True
-                except OSError:
-                    pass
-            time.sleep(0.1)
-
-    def finish(self):
-        self.stop.set()
-        self.thread.join()
-        return self.peak_kib * 1024
-
-
 def fill(client, table, count):
     def batch(start):
         put_items(client, table, [
@@ -154,18 +113,22 @@ def test_a_killed_200k_item_copy_resumes_within_the_memory_bound(project):
                 config=direct())
 
     up = p.up_in_background()
-    kill_provider_mid_copy(up, lambda: time.sleep(1) or table_count(client, target) > 20_000, timeout=900)
+    kill_provider_mid_copy(up, lambda: time.sleep(1) or item_count(client, target) > 20_000, timeout=900)
     adopt_interrupted_run(p)
-    landed = table_count(client, target)  # writes sent before the kill have landed by now
+    landed = item_count(client, target)  # writes sent before the kill have landed by now
     assert landed < items, "the copy finished before the kill"
     resumed = p.up_in_background()
-    watch = PeakRss(resumed)
+    stop, usage = threading.Event(), {"peak": 0, "cpu": 0.0}
+    watcher = threading.Thread(target=provider_usage, args=(resumed.pid, stop, usage))
+    watcher.start()
     out, _ = resumed.communicate(timeout=1200)
-    peak = watch.finish()
+    stop.set()
+    watcher.join()
+    peak = usage["peak"] * 1024
     assert resumed.returncode == 0, out
-    assert watch.seen, "the provider was never seen"
+    assert peak > 0, "the provider was never seen"
     assert peak < 200 * MB, f"the provider's peak RSS was {peak / MB:.0f} MB"
-    assert table_count(client, target) == items
+    assert item_count(client, target) == items
     outputs = p.outputs()
     assert outputs["verified"] is True
     assert outputs["copied"] == items - landed, f"the resumed copy writes only what had not landed: {outputs}"

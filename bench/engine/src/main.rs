@@ -167,29 +167,37 @@ async fn dynamo_write_ceiling(source: &str, target: &str) -> Result<serde_json::
         })
         .collect::<Result<Vec<_>>>()?;
     let started = Instant::now();
-    stream::iter(batches)
-        .map(|mut batch| {
-            let client = &client;
-            async move {
-                while !batch.is_empty() {
-                    let out = client
-                        .batch_write_item()
-                        .request_items(target, batch)
-                        .send()
-                        .await?;
-                    batch = out
-                        .unprocessed_items()
-                        .and_then(|u| u.get(target))
-                        .cloned()
-                        .unwrap_or_default();
-                }
-                anyhow::Ok(())
+    write_batches(&client, target, stream::iter(batches.into_iter().map(Ok))).await?;
+    Ok(json!({"seconds": started.elapsed().as_secs_f64(), "items": count}))
+}
+
+/// Sends 25-item batches, `WRITES_IN_FLIGHT` at once (as many as DynamoCopy), each
+/// batch's unprocessed items resent at once.
+async fn write_batches(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    batches: impl futures::Stream<Item = Result<Vec<WriteRequest>>>,
+) -> Result<()> {
+    batches
+        .map_ok(|mut batch| async move {
+            while !batch.is_empty() {
+                let out = client
+                    .batch_write_item()
+                    .request_items(table, batch)
+                    .send()
+                    .await?;
+                batch = out
+                    .unprocessed_items()
+                    .and_then(|u| u.get(table))
+                    .cloned()
+                    .unwrap_or_default();
             }
+            anyhow::Ok(())
         })
-        .buffer_unordered(WRITES_IN_FLIGHT)
+        .try_buffer_unordered(WRITES_IN_FLIGHT)
         .try_collect::<Vec<()>>()
         .await?;
-    Ok(json!({"seconds": started.elapsed().as_secs_f64(), "items": count}))
+    Ok(())
 }
 
 /// Items of one image line: its words, as the OCR pipeline writes them (PORTFOLIO_DATA.md).
@@ -245,29 +253,7 @@ async fn fill_table(table: &str, count: u64, first: u64) -> Result<serde_json::V
             })
             .collect::<Result<Vec<_>>>()
     });
-    stream::iter(batches)
-        .map(|batch| {
-            let client = &client;
-            async move {
-                let mut batch = batch?;
-                while !batch.is_empty() {
-                    let out = client
-                        .batch_write_item()
-                        .request_items(table, batch)
-                        .send()
-                        .await?;
-                    batch = out
-                        .unprocessed_items()
-                        .and_then(|u| u.get(table))
-                        .cloned()
-                        .unwrap_or_default();
-                }
-                anyhow::Ok(())
-            }
-        })
-        .buffer_unordered(WRITES_IN_FLIGHT)
-        .try_collect::<Vec<()>>()
-        .await?;
+    write_batches(&client, table, stream::iter(batches)).await?;
     Ok(json!({"seconds": started.elapsed().as_secs_f64(), "items": count}))
 }
 

@@ -64,6 +64,12 @@ namespace StackMigrate.Stackmigrate
         public Output<int> FilesCopied { get; private set; } = null!;
 
         /// <summary>
+        /// Segments the rollback journal held when the last run ended, each recorded before the writes it describes. `pulumi destroy` refuses a journal at `journalUri` that holds fewer: it would undo only part of what was written.
+        /// </summary>
+        [Output("journalSegments")]
+        public Output<int?> JournalSegments { get; private set; } = null!;
+
+        /// <summary>
         /// Where this resource's rollback journal lives.
         /// </summary>
         [Output("journalUri")]

@@ -84,6 +84,10 @@ export class BucketSync extends pulumi.CustomResource {
      */
     declare public readonly include: pulumi.Output<string[] | undefined>;
     /**
+     * Segments the rollback journal held when the last run ended, each recorded before the writes it describes. `pulumi destroy` refuses a journal at `journalUri` that holds fewer: it would undo only part of what was written.
+     */
+    declare public /*out*/ readonly journalSegments: pulumi.Output<number | undefined>;
+    /**
      * Where this resource's rollback journal lives.
      */
     declare public /*out*/ readonly journalUri: pulumi.Output<string>;
@@ -209,6 +213,7 @@ export class BucketSync extends pulumi.CustomResource {
             resourceInputs["triggers"] = args?.triggers;
             resourceInputs["bytesCopied"] = undefined /*out*/;
             resourceInputs["drift"] = undefined /*out*/;
+            resourceInputs["journalSegments"] = undefined /*out*/;
             resourceInputs["journalUri"] = undefined /*out*/;
             resourceInputs["objectsArchived"] = undefined /*out*/;
             resourceInputs["objectsCopied"] = undefined /*out*/;
@@ -232,6 +237,7 @@ export class BucketSync extends pulumi.CustomResource {
             resourceInputs["drift"] = undefined /*out*/;
             resourceInputs["exclude"] = undefined /*out*/;
             resourceInputs["include"] = undefined /*out*/;
+            resourceInputs["journalSegments"] = undefined /*out*/;
             resourceInputs["journalUri"] = undefined /*out*/;
             resourceInputs["objectsArchived"] = undefined /*out*/;
             resourceInputs["objectsCopied"] = undefined /*out*/;

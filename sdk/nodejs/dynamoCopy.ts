@@ -106,6 +106,10 @@ export class DynamoCopy extends pulumi.CustomResource {
      */
     declare public /*out*/ readonly itemsSkipped: pulumi.Output<number>;
     /**
+     * Segments the rollback journal held when the last run ended, each recorded before the writes it describes. `pulumi destroy` refuses a journal at `journalUri` that holds fewer: it would undo only part of what was written.
+     */
+    declare public /*out*/ readonly journalSegments: pulumi.Output<number | undefined>;
+    /**
      * Where this resource's rollback journal lives.
      */
     declare public /*out*/ readonly journalUri: pulumi.Output<string>;
@@ -209,6 +213,7 @@ export class DynamoCopy extends pulumi.CustomResource {
             resourceInputs["itemsOverwritten"] = undefined /*out*/;
             resourceInputs["itemsScanned"] = undefined /*out*/;
             resourceInputs["itemsSkipped"] = undefined /*out*/;
+            resourceInputs["journalSegments"] = undefined /*out*/;
             resourceInputs["journalUri"] = undefined /*out*/;
             resourceInputs["retries"] = undefined /*out*/;
             resourceInputs["rewrites"] = undefined /*out*/;
@@ -229,6 +234,7 @@ export class DynamoCopy extends pulumi.CustomResource {
             resourceInputs["itemsOverwritten"] = undefined /*out*/;
             resourceInputs["itemsScanned"] = undefined /*out*/;
             resourceInputs["itemsSkipped"] = undefined /*out*/;
+            resourceInputs["journalSegments"] = undefined /*out*/;
             resourceInputs["journalUri"] = undefined /*out*/;
             resourceInputs["maxWriteRate"] = undefined /*out*/;
             resourceInputs["onConflict"] = undefined /*out*/;

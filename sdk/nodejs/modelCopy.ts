@@ -68,6 +68,10 @@ export class ModelCopy extends pulumi.CustomResource {
      */
     declare public /*out*/ readonly filesCopied: pulumi.Output<number>;
     /**
+     * Segments the rollback journal held when the last run ended, each recorded before the writes it describes. `pulumi destroy` refuses a journal at `journalUri` that holds fewer: it would undo only part of what was written.
+     */
+    declare public /*out*/ readonly journalSegments: pulumi.Output<number | undefined>;
+    /**
      * Where this resource's rollback journal lives.
      */
     declare public /*out*/ readonly journalUri: pulumi.Output<string>;
@@ -134,6 +138,7 @@ export class ModelCopy extends pulumi.CustomResource {
             resourceInputs["bytesCopied"] = undefined /*out*/;
             resourceInputs["drift"] = undefined /*out*/;
             resourceInputs["filesCopied"] = undefined /*out*/;
+            resourceInputs["journalSegments"] = undefined /*out*/;
             resourceInputs["journalUri"] = undefined /*out*/;
             resourceInputs["modelUri"] = undefined /*out*/;
             resourceInputs["retries"] = undefined /*out*/;
@@ -145,6 +150,7 @@ export class ModelCopy extends pulumi.CustomResource {
             resourceInputs["drift"] = undefined /*out*/;
             resourceInputs["exclude"] = undefined /*out*/;
             resourceInputs["filesCopied"] = undefined /*out*/;
+            resourceInputs["journalSegments"] = undefined /*out*/;
             resourceInputs["journalUri"] = undefined /*out*/;
             resourceInputs["modelUri"] = undefined /*out*/;
             resourceInputs["output"] = undefined /*out*/;

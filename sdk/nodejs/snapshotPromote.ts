@@ -68,6 +68,10 @@ export class SnapshotPromote extends pulumi.CustomResource {
      */
     declare public /*out*/ readonly filesCopied: pulumi.Output<number>;
     /**
+     * Segments the rollback journal held when the last run ended, each recorded before the writes it describes. `pulumi destroy` refuses a journal at `journalUri` that holds fewer: it would undo only part of what was written.
+     */
+    declare public /*out*/ readonly journalSegments: pulumi.Output<number | undefined>;
+    /**
      * Where this resource's rollback journal lives.
      */
     declare public /*out*/ readonly journalUri: pulumi.Output<string>;
@@ -173,6 +177,7 @@ export class SnapshotPromote extends pulumi.CustomResource {
             resourceInputs["drift"] = undefined /*out*/;
             resourceInputs["embeddingCounts"] = undefined /*out*/;
             resourceInputs["filesCopied"] = undefined /*out*/;
+            resourceInputs["journalSegments"] = undefined /*out*/;
             resourceInputs["journalUri"] = undefined /*out*/;
             resourceInputs["previousPointers"] = undefined /*out*/;
             resourceInputs["promoted"] = undefined /*out*/;
@@ -185,6 +190,7 @@ export class SnapshotPromote extends pulumi.CustomResource {
             resourceInputs["drift"] = undefined /*out*/;
             resourceInputs["embeddingCounts"] = undefined /*out*/;
             resourceInputs["filesCopied"] = undefined /*out*/;
+            resourceInputs["journalSegments"] = undefined /*out*/;
             resourceInputs["journalUri"] = undefined /*out*/;
             resourceInputs["lockPartitionKey"] = undefined /*out*/;
             resourceInputs["lockSortKey"] = undefined /*out*/;

@@ -7,6 +7,11 @@
 //! written whole before the writes it describes, and `backups/<name>` holding old
 //! content. A segment is never rewritten, so a crash leaves at worst a complete segment
 //! whose writes did not all happen, which replay tolerates.
+//!
+//! Cleanup retires a journal before deleting it: `retired.json` is stored first, and a
+//! journal holding it reads as empty (its rollback is done), so a kill at any point of
+//! the cleanup leaves either the whole journal or one that says it was rolled back.
+//! Files are private to their owner (folders 0700, files 0600): they hold prod's data.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,12 +31,37 @@ pub struct Journal {
     store: Store,
     uri: String,
     next_segment: AtomicU64,
+    /// When the journal is retired, the segments its finished rollback retired: it holds
+    /// no records, and what a killed cleanup left is removed before anything is written.
+    retired: std::sync::Mutex<Option<u64>>,
+    /// Set once the journal may be written (a retired one's leftovers removed).
+    writable: tokio::sync::OnceCell<()>,
     /// A note stored just before the first record: what describes a run is kept only
     /// once the run writes.
     first_note: tokio::sync::Mutex<Option<(String, Vec<u8>)>>,
 }
 
+/// What a journal holds of the segments a resource's state recorded.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Accounted {
+    /// Every one of them.
+    Whole,
+    /// None, because a rollback finished and retired them.
+    RolledBack,
+    /// Only `found` of them: the journal is not the one that was written.
+    Short { found: u64 },
+}
+
+/// The note that retires a journal, stored before cleanup deletes anything.
+const RETIRED_NOTE: &str = "retired.json";
+
+#[derive(Serialize, serde::Deserialize)]
+struct Retired {
+    segments: u64,
+}
+
 /// Parses the `journal` setting: `s3://bucket/prefix` or `file:///absolute/path`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Location {
     File(PathBuf),
     S3 { bucket: String, prefix: String },
@@ -57,6 +87,25 @@ impl Location {
         }
         bail!("journal {text:?} is neither s3://bucket/prefix nor file:///absolute/path")
     }
+
+    /// The location `path` (relative, `/`-separated) below this one.
+    pub fn join(&self, path: &str) -> Location {
+        match self {
+            Location::File(root) => Location::File(root.join(path)),
+            Location::S3 { bucket, prefix } => Location::S3 {
+                bucket: bucket.clone(),
+                prefix: join(prefix, path),
+            },
+        }
+    }
+
+    /// The URI `parse` reads back into this location.
+    pub fn uri(&self) -> String {
+        match self {
+            Location::File(dir) => format!("file://{}", dir.display()),
+            Location::S3 { bucket, prefix } => format!("s3://{bucket}/{prefix}"),
+        }
+    }
 }
 
 fn join(prefix: &str, rest: &str) -> String {
@@ -68,32 +117,45 @@ fn join(prefix: &str, rest: &str) -> String {
 }
 
 impl Journal {
-    /// Opens the journal of one resource, writing nothing (previews open it too).
-    /// `target` is the target side, whose S3 client only an `s3://` journal uses.
+    /// Opens the journal of one resource, `resource` being its path below `location`,
+    /// writing nothing (previews open it too). `target` is the target side, whose S3
+    /// client only an `s3://` journal uses.
     pub async fn open(
         location: &Location,
         target: &SideClients,
         resource: &str,
     ) -> Result<Journal> {
-        let (store, uri) = match location {
-            Location::File(root) => {
-                let dir = root.join(resource);
-                let uri = format!("file://{}", dir.display());
-                (Store::File(dir), uri)
-            }
-            Location::S3 { bucket, prefix } => {
-                let bucket = target.bucket(bucket).await?;
-                let prefix = join(prefix, resource);
-                let uri = format!("s3://{}/{prefix}", bucket.name);
-                (Store::S3 { bucket, prefix }, uri)
-            }
+        Journal::open_at(&location.join(resource), target).await
+    }
+
+    /// Opens the journal whose folder is exactly `location` (as a resource's state names
+    /// it), writing nothing.
+    pub async fn open_at(location: &Location, target: &SideClients) -> Result<Journal> {
+        let store = match location {
+            Location::File(dir) => Store::File(dir.clone()),
+            Location::S3 { bucket, prefix } => Store::S3 {
+                bucket: target.bucket(bucket).await?,
+                prefix: prefix.clone(),
+            },
         };
         let journal = Journal {
             store,
-            uri,
+            uri: location.uri(),
             next_segment: AtomicU64::new(0),
+            retired: Default::default(),
+            writable: Default::default(),
             first_note: Default::default(),
         };
+        if let Some(body) = journal.read_note(RETIRED_NOTE).await? {
+            let retired: Retired = serde_json::from_slice(&body).with_context(|| {
+                format!(
+                    "{RETIRED_NOTE} in the journal at {} is corrupt",
+                    journal.uri
+                )
+            })?;
+            *journal.retired.lock().expect("not poisoned") = Some(retired.segments);
+            return Ok(journal);
+        }
         let existing = journal.segments().await?;
         let next = existing.last().map(|(seq, _)| seq + 1).unwrap_or(0);
         journal.next_segment.store(next, Ordering::SeqCst);
@@ -104,8 +166,11 @@ impl Journal {
         &self.uri
     }
 
-    /// Segments in write order, as (sequence, name).
+    /// Segments in write order, as (sequence, name); none in a retired journal.
     async fn segments(&self) -> Result<Vec<(u64, String)>> {
+        if self.retired().is_some() {
+            return Ok(Vec::new());
+        }
         let mut names = Vec::new();
         match &self.store {
             Store::File(dir) => {
@@ -138,6 +203,54 @@ impl Journal {
         Ok(!self.segments().await?.is_empty())
     }
 
+    /// How many segments the journal holds now: what a resource's state records, so that
+    /// a later rollback can tell the journal it finds from the one that was written.
+    pub(crate) async fn segment_count(&self) -> Result<u64> {
+        Ok(self.segments().await?.len() as u64)
+    }
+
+    /// Whether this journal accounts for the `expected` segments a state recorded: it
+    /// holds every one of them, or a rollback retired at least as many.
+    pub(crate) async fn accounts_for(&self, expected: u64) -> Result<Accounted> {
+        if let Some(retired) = self.retired() {
+            return Ok(if retired >= expected {
+                Accounted::RolledBack
+            } else {
+                Accounted::Short { found: 0 }
+            });
+        }
+        let found = self
+            .segments()
+            .await?
+            .iter()
+            .filter(|(seq, _)| *seq < expected)
+            .count() as u64;
+        Ok(if found == expected {
+            Accounted::Whole
+        } else {
+            Accounted::Short { found }
+        })
+    }
+
+    fn retired(&self) -> Option<u64> {
+        *self.retired.lock().expect("not poisoned")
+    }
+
+    /// Before the first write: a retired journal's leftovers (a cleanup killed midway)
+    /// and then its retirement note are removed, so a new run starts from an empty one.
+    async fn make_writable(&self) -> Result<()> {
+        self.writable
+            .get_or_try_init(|| async {
+                if self.retired().is_some() {
+                    self.remove_all().await?;
+                    *self.retired.lock().expect("not poisoned") = None;
+                }
+                anyhow::Ok(())
+            })
+            .await?;
+        Ok(())
+    }
+
     /// Stores the note `name` before the first record this journal appends.
     pub(crate) fn note_before_first_record(self, name: &str, body: Vec<u8>) -> Self {
         *self.first_note.try_lock().expect("not yet shared") = Some((name.to_string(), body));
@@ -149,6 +262,7 @@ impl Journal {
         if records.is_empty() {
             return Ok(());
         }
+        self.make_writable().await?;
         {
             let mut first_note = self.first_note.lock().await;
             if let Some((name, body)) = first_note.take() {
@@ -207,6 +321,7 @@ impl Journal {
         target: &Bucket,
         object: &ObjectInfo,
     ) -> Result<()> {
+        self.make_writable().await?;
         match &self.store {
             Store::S3 { bucket, prefix } => {
                 s3::server_side_copy(
@@ -223,9 +338,9 @@ impl Journal {
                     .await
                     .context("backing it up")?;
                 let path = dir.join("backups").join(name);
-                tokio::fs::create_dir_all(dir.join("backups")).await?;
+                create_private_dir(&dir.join("backups")).await?;
                 let tmp = path.with_extension("partial");
-                let mut file = tokio::fs::File::create(&tmp).await?;
+                let mut file = create_private_file(&tmp).await?;
                 let mut body = out.body.into_async_read();
                 tokio::io::copy(&mut body, &mut file).await?;
                 file.sync_all().await?;
@@ -277,9 +392,13 @@ impl Journal {
         }
     }
 
-    /// Removes the whole journal of this resource, once its rollback is done.
     /// Stores a small named document beside the records, replacing any before it.
     pub(crate) async fn write_note(&self, name: &str, body: Vec<u8>) -> Result<()> {
+        self.make_writable().await?;
+        self.store_note(name, body).await
+    }
+
+    async fn store_note(&self, name: &str, body: Vec<u8>) -> Result<()> {
         match &self.store {
             Store::File(dir) => write_file_durably(&dir.join(name), &body).await,
             Store::S3 { bucket, prefix } => {
@@ -307,31 +426,95 @@ impl Journal {
         }
     }
 
+    /// Removes the whole journal of this resource once its rollback is done. It is
+    /// retired first, so a kill at any point leaves either the whole journal or one that
+    /// reads as rolled back (whose leftovers the next clear or run removes).
     pub(crate) async fn clear(&self) -> Result<()> {
+        if self.retired().is_none() {
+            let segments = self.segment_count().await?;
+            self.store_note(RETIRED_NOTE, serde_json::to_vec(&Retired { segments })?)
+                .await?;
+            *self.retired.lock().expect("not poisoned") = Some(segments);
+        }
+        self.remove_all().await
+    }
+
+    /// Deletes everything but the retirement note, then the note.
+    async fn remove_all(&self) -> Result<()> {
         match &self.store {
-            Store::File(dir) => match tokio::fs::remove_dir_all(dir).await {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
-                _ => Ok(()),
-            },
+            Store::File(dir) => {
+                let mut entries = match tokio::fs::read_dir(dir).await {
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                    entries => entries?,
+                };
+                while let Some(entry) = entries.next_entry().await? {
+                    if entry.file_name() == RETIRED_NOTE {
+                        continue;
+                    }
+                    if entry.file_type().await?.is_dir() {
+                        tokio::fs::remove_dir_all(entry.path()).await?;
+                    } else {
+                        tokio::fs::remove_file(entry.path()).await?;
+                    }
+                }
+                for removed in [
+                    tokio::fs::remove_file(dir.join(RETIRED_NOTE)).await,
+                    tokio::fs::remove_dir(dir).await,
+                ] {
+                    match removed {
+                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+                        _ => {}
+                    }
+                }
+            }
             Store::S3 { bucket, prefix } => {
                 let all = format!("{prefix}/");
+                let note = join(prefix, RETIRED_NOTE);
                 let mut lister = s3::Lister::new(bucket, &all);
                 while let Some(object) = lister.next().await? {
-                    s3::delete(bucket, &object.key).await?;
+                    if object.key != note {
+                        s3::delete(bucket, &object.key).await?;
+                    }
                 }
-                Ok(())
+                s3::delete(bucket, &note).await?;
             }
         }
+        Ok(())
     }
+}
+
+/// Creates `dir` and its missing parents readable by their owner only: a journal holds
+/// backups of prod's data.
+async fn create_private_dir(dir: &Path) -> Result<()> {
+    let mut builder = tokio::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    builder.mode(0o700);
+    builder
+        .create(dir)
+        .await
+        .with_context(|| format!("creating {}", dir.display()))
+}
+
+/// Creates (or truncates) `path` readable and writable by its owner only.
+async fn create_private_file(path: &Path) -> Result<tokio::fs::File> {
+    let mut options = tokio::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    options
+        .open(path)
+        .await
+        .with_context(|| format!("creating {}", path.display()))
 }
 
 async fn write_file_durably(path: &Path, body: &[u8]) -> Result<()> {
     use tokio::io::AsyncWriteExt;
     if let Some(dir) = path.parent() {
-        tokio::fs::create_dir_all(dir).await?;
+        create_private_dir(dir).await?;
     }
     let tmp = path.with_extension("partial");
-    let mut file = tokio::fs::File::create(&tmp).await?;
+    let mut file = create_private_file(&tmp).await?;
     file.write_all(body).await?;
     file.sync_all().await?;
     tokio::fs::rename(&tmp, path).await?;
@@ -409,6 +592,143 @@ mod tests {
         assert!(!root.path().join("proj/stack/res").exists());
     }
 
+    async fn records(journal: &Journal) -> Vec<String> {
+        let mut seen = Vec::new();
+        journal
+            .replay(|_, segment: Vec<Rec>| {
+                seen.extend(segment.into_iter().map(|r| r.key));
+                Ok(())
+            })
+            .await
+            .unwrap();
+        seen
+    }
+
+    fn rec(key: &str) -> [Rec; 1] {
+        [Rec { key: key.into() }]
+    }
+
+    #[tokio::test]
+    async fn a_journal_accounts_for_the_segments_a_state_recorded() {
+        let root = tempfile::tempdir().unwrap();
+        let location = Location::File(root.path().join("j"));
+        let clients = unused_clients();
+        let journal = Journal::open_at(&location, &clients).await.unwrap();
+        assert_eq!(journal.accounts_for(0).await.unwrap(), Accounted::Whole);
+        journal.append(&rec("a")).await.unwrap();
+        journal.append(&rec("b")).await.unwrap();
+        assert_eq!(journal.segment_count().await.unwrap(), 2);
+        assert_eq!(journal.accounts_for(2).await.unwrap(), Accounted::Whole);
+        assert_eq!(
+            journal.accounts_for(3).await.unwrap(),
+            Accounted::Short { found: 2 }
+        );
+        // Another machine's empty folder in its place, or a segment lost.
+        let elsewhere = Journal::open_at(&Location::File(root.path().join("other")), &clients)
+            .await
+            .unwrap();
+        assert_eq!(
+            elsewhere.accounts_for(2).await.unwrap(),
+            Accounted::Short { found: 0 }
+        );
+        std::fs::remove_file(root.path().join("j/records/000000000000.jsonl")).unwrap();
+        let reopened = Journal::open_at(&location, &clients).await.unwrap();
+        assert_eq!(
+            reopened.accounts_for(2).await.unwrap(),
+            Accounted::Short { found: 1 }
+        );
+        reopened.clear().await.unwrap();
+        assert!(!root.path().join("j").exists());
+    }
+
+    #[tokio::test]
+    async fn a_cleanup_killed_midway_leaves_a_journal_that_reads_as_rolled_back() {
+        let root = tempfile::tempdir().unwrap();
+        let location = Location::File(root.path().join("j"));
+        let clients = unused_clients();
+        let journal = Journal::open_at(&location, &clients).await.unwrap();
+        journal
+            .write_note("inputs.json", b"{}".to_vec())
+            .await
+            .unwrap();
+        for key in ["a", "b", "c"] {
+            journal.append(&rec(key)).await.unwrap();
+        }
+        // The kill: retired, then only part of the journal deleted.
+        journal
+            .store_note(
+                RETIRED_NOTE,
+                serde_json::to_vec(&Retired { segments: 3 }).unwrap(),
+            )
+            .await
+            .unwrap();
+        std::fs::remove_file(root.path().join("j/records/000000000001.jsonl")).unwrap();
+
+        let after_kill = Journal::open_at(&location, &clients).await.unwrap();
+        assert!(
+            records(&after_kill).await.is_empty(),
+            "nothing left to undo"
+        );
+        assert!(!after_kill.has_records().await.unwrap());
+        assert_eq!(
+            after_kill.accounts_for(3).await.unwrap(),
+            Accounted::RolledBack
+        );
+        assert_eq!(
+            after_kill.accounts_for(4).await.unwrap(),
+            Accounted::Short { found: 0 }
+        );
+
+        // A new run starts from an empty journal, the leftovers gone.
+        after_kill.append(&rec("new")).await.unwrap();
+        let reopened = Journal::open_at(&location, &clients).await.unwrap();
+        assert_eq!(records(&reopened).await, ["new"]);
+        assert_eq!(reopened.read_note("inputs.json").await.unwrap(), None);
+        assert_eq!(reopened.read_note(RETIRED_NOTE).await.unwrap(), None);
+
+        // A finished cleanup leaves nothing, and a second one is harmless.
+        reopened.clear().await.unwrap();
+        assert!(!root.path().join("j").exists());
+        reopened.clear().await.unwrap();
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn journal_files_are_readable_by_their_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let location = Location::File(root.path().join("journal"));
+        let journal = Journal::open(&location, &unused_clients(), "p/s/T/r")
+            .await
+            .unwrap();
+        journal.append(&rec("a")).await.unwrap();
+        journal
+            .write_note("inputs.json", b"{}".to_vec())
+            .await
+            .unwrap();
+        let mut checked = 0;
+        for entry in walk(&root.path().join("journal")) {
+            let mode = std::fs::metadata(&entry).unwrap().permissions().mode() & 0o777;
+            let expected = if entry.is_dir() { 0o700 } else { 0o600 };
+            assert_eq!(mode, expected, "{}", entry.display());
+            checked += 1;
+        }
+        assert_eq!(
+            checked, 8,
+            "journal, p, s, T, r, records, a segment, a note"
+        );
+    }
+
+    fn walk(path: &Path) -> Vec<PathBuf> {
+        let mut all = vec![path.to_path_buf()];
+        if path.is_dir() {
+            for entry in std::fs::read_dir(path).unwrap() {
+                all.extend(walk(&entry.unwrap().path()));
+            }
+        }
+        all
+    }
+
     #[test]
     fn locations_parse_or_say_what_is_expected() {
         assert!(
@@ -416,6 +736,13 @@ mod tests {
         );
         assert!(
             matches!(Location::parse("file:///tmp/j").unwrap(), Location::File(p) if p == Path::new("/tmp/j"))
+        );
+        for uri in ["s3://b/p/q", "file:///tmp/j"] {
+            assert_eq!(Location::parse(uri).unwrap().uri(), uri);
+        }
+        assert_eq!(
+            Location::parse("s3://b/p").unwrap().join("x/y").uri(),
+            "s3://b/p/x/y"
         );
         let err = Location::parse("ftp://x").err().unwrap().to_string();
         assert!(err.contains("s3://bucket/prefix"), "{err}");

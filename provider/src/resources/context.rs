@@ -41,6 +41,9 @@ pub struct Context {
     /// its first record, so that a run the engine lost track of (the plugin killed) can
     /// be imported and rolled back.
     pub run_inputs: Option<Arc<Map<String, Value>>>,
+    /// The journal the resource's state names (Read, Update, Delete): where the earlier
+    /// runs recorded their writes, whatever today's configuration would compute.
+    pub journal_at: Option<String>,
 }
 
 /// The journal note holding the inputs of the run that first wrote.
@@ -98,14 +101,28 @@ impl Context {
         }
     }
 
-    /// This resource's journal: `s3://` journals live on the target side.
+    /// This resource's journal: the one its state names, else the one its URN and the
+    /// configuration give. `s3://` journals live on the target side.
     pub(crate) async fn journal(&self) -> Result<Journal> {
-        let journal = Journal::open(
-            &self.config.journal_location()?,
-            &self.clients.target,
-            &journal_path(&self.urn),
-        )
-        .await?;
+        let journal = match &self.journal_at {
+            Some(uri) => {
+                let location = Location::parse(uri)
+                    .with_context(|| format!("the journalUri in this resource's state, {uri:?}"))?;
+                Journal::open_at(&location, &self.clients.target)
+                    .await
+                    .with_context(|| {
+                        format!("reading the journal this resource's state names, {uri}")
+                    })?
+            }
+            None => {
+                Journal::open(
+                    &self.config.journal_location()?,
+                    &self.clients.target,
+                    &journal_path(&self.urn),
+                )
+                .await?
+            }
+        };
         Ok(match &self.run_inputs {
             Some(inputs) => {
                 journal.note_before_first_record(INPUTS_NOTE, serde_json::to_vec(inputs.as_ref())?)
@@ -278,18 +295,43 @@ impl Context {
 
 /// `project/stack/Type/name`, from `urn:pulumi:stack::project::pkg:mod:Type::name`:
 /// where a resource's journal lives, and its ID. Stable across runs, so a run that was
-/// killed is finished by the next one from the same journal.
+/// killed is finished by the next one from the same journal. A child's type is its
+/// parents' types and its own (`Parent.Type`), and each part is escaped, so no two
+/// resources' journals nest or meet (`a` and `a/b`).
 pub fn journal_path(urn: &str) -> String {
     let parts: Vec<&str> = urn.splitn(4, "::").collect();
     let stack = parts[0].rsplit(':').next().unwrap_or("stack");
     let project = parts.get(1).copied().unwrap_or("project");
-    let type_name = parts
+    let types = parts
         .get(2)
-        .and_then(|t| t.rsplit('$').next())
-        .and_then(|t| t.rsplit(':').next())
-        .unwrap_or("Resource");
+        .map(|chain| {
+            chain
+                .split('$')
+                .map(|token| token.rsplit(':').next().unwrap_or(token))
+                .collect::<Vec<_>>()
+                .join(".")
+        })
+        .unwrap_or_else(|| "Resource".to_string());
     let name = parts.get(3).copied().unwrap_or("resource");
-    format!("{project}/{stack}/{type_name}/{name}")
+    [project, stack, types.as_str(), name]
+        .map(path_part)
+        .join("/")
+}
+
+/// Characters left as they are in a journal path's part: the rest is percent-encoded.
+const PATH_PART: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+fn path_part(part: &str) -> String {
+    match part {
+        // Neither a folder itself nor its parent; a bare `%` is no encoding's output.
+        "" => "%".to_string(),
+        "." | ".." => part.replace('.', "%2E"),
+        _ => percent_encoding::utf8_percent_encode(part, PATH_PART).to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -302,5 +344,29 @@ mod tests {
             journal_path("urn:pulumi:prod::portfolio::stackmigrate:index:BucketSync::rawImages"),
             "portfolio/prod/BucketSync/rawImages"
         );
+    }
+
+    #[test]
+    fn journal_paths_of_distinct_resources_never_nest() {
+        let urn = |types: &str, name: &str| format!("urn:pulumi:prod::portfolio::{types}::{name}");
+        let sync = "stackmigrate:index:BucketSync";
+        let paths = [
+            journal_path(&urn(sync, "a")),
+            journal_path(&urn(sync, "a/b")),
+            journal_path(&urn(sync, "..")),
+            journal_path(&urn(sync, "a%2Fb")),
+            journal_path(&urn(&format!("my:index:Images${sync}"), "a")),
+        ];
+        assert_eq!(paths[1], "portfolio/prod/BucketSync/a%2Fb");
+        assert_eq!(paths[2], "portfolio/prod/BucketSync/%2E%2E");
+        assert_eq!(paths[4], "portfolio/prod/Images.BucketSync/a");
+        for (i, a) in paths.iter().enumerate() {
+            for b in &paths[i + 1..] {
+                assert!(
+                    !a.starts_with(&format!("{b}/")) && !b.starts_with(&format!("{a}/")) && a != b,
+                    "{a} and {b} meet"
+                );
+            }
+        }
     }
 }

@@ -13,12 +13,13 @@ pub mod snapshot_promote;
 
 use std::sync::Arc;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use async_trait::async_trait;
 use schemars::JsonSchema;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::copy::journal::Accounted;
 use crate::copy::progress::Silent;
 pub use context::{journal_path, Clients, Context};
 pub(crate) use context::{BucketInputs, Side};
@@ -83,6 +84,38 @@ impl Drift {
                 .unwrap_or_default(),
         }
     }
+}
+
+/// What every resource's state records about its journal besides `journalUri`, filled
+/// in by the adapter after each run: a rollback checks the journal it finds against it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JournalRecorded {
+    /// Segments the rollback journal held when the last run ended, each recorded before the writes it describes. `pulumi destroy` refuses a journal at `journalUri` that holds fewer: it would undo only part of what was written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub journal_segments: Option<u64>,
+}
+
+impl JournalRecorded {
+    /// Read from a resource's state.
+    pub(crate) fn of(state: &Map<String, Value>) -> JournalRecorded {
+        JournalRecorded {
+            journal_segments: state.get("journalSegments").and_then(Value::as_u64),
+        }
+    }
+
+    fn record(journal_segments: u64, state: &mut Map<String, Value>) {
+        state.insert("journalSegments".into(), journal_segments.into());
+    }
+}
+
+/// The journal a resource's state names (every resource reports `journalUri`).
+pub(crate) fn state_journal_uri(state: &Map<String, Value>) -> Option<String> {
+    state
+        .get("journalUri")
+        .and_then(Value::as_str)
+        .filter(|uri| !uri.is_empty())
+        .map(str::to_string)
 }
 
 /// An input that failed validation, and why.
@@ -206,6 +239,56 @@ fn with_outputs<O: Serialize>(
     Ok(state)
 }
 
+/// Fails, before anything is written, unless the journal `ctx` opens holds what `state`
+/// says the resource's runs recorded: undoing or adding to another journal would leave
+/// the first run's writes (and the backups of what they replaced) out of any rollback.
+/// `command` is the pulumi command that asked.
+pub(crate) async fn check_journal(
+    resource: &dyn Resource,
+    ctx: &Context,
+    state: &Map<String, Value>,
+    command: &str,
+) -> Result<()> {
+    let journal = ctx.journal().await?;
+    let expected = JournalRecorded::of(state)
+        .journal_segments
+        .unwrap_or_else(|| legacy_segments(resource, state));
+    let Accounted::Short { found } = journal.accounts_for(expected).await? else {
+        return Ok(());
+    };
+    let drop_it = if command == "destroy" {
+        format!(
+            "; to drop the resource from the state without rolling back, run `pulumi state delete '{}'`",
+            ctx.urn
+        )
+    } else {
+        String::new()
+    };
+    bail!(
+        "nothing was changed: this resource's state says its runs recorded {expected} journal segments at {uri}, \
+         and {found} of them are there, so this is not the journal that was written \
+         (it is on another machine or user account, or was moved or removed). \
+         Run `pulumi {command}` where {uri} can be read (a file:// journal is on the machine and user account that ran `pulumi up`), \
+         or put the journal back there{drop_it}",
+        uri = journal.uri(),
+    )
+}
+
+/// The segments a state written before `journalSegments` existed accounts for: a run
+/// that wrote (its pending output above zero) recorded at least one.
+fn legacy_segments(resource: &dyn Resource, state: &Map<String, Value>) -> u64 {
+    let metadata = Metadata::read(
+        resource.token(),
+        &resource.input_schema(),
+        &resource.output_schema(),
+    );
+    let wrote = state
+        .get(&metadata.pending_output)
+        .and_then(Value::as_u64)
+        .is_some_and(|count| count > 0);
+    u64::from(wrote)
+}
+
 /// The JSON Schema (draft 7) of a Rust type, with its doc comments and `x-` marks.
 pub(crate) fn schema_of<T: JsonSchema>() -> Value {
     let generator = schemars::generate::SchemaSettings::draft07().into_generator();
@@ -224,7 +307,14 @@ impl<M: Migration> Resource for M {
         schema_of::<M::Inputs>()
     }
     fn output_schema(&self) -> Value {
-        schema_of::<M::Outputs>()
+        let mut schema = schema_of::<M::Outputs>();
+        let common = schema_of::<JournalRecorded>();
+        if let (Some(Value::Object(properties)), Some(Value::Object(more))) =
+            (schema.get_mut("properties"), common.get("properties"))
+        {
+            properties.extend(more.clone());
+        }
+        schema
     }
     fn check(&self, inputs: &Map<String, Value>) -> Vec<Failure> {
         match decode::<M::Inputs>(inputs) {
@@ -248,7 +338,12 @@ impl<M: Migration> Resource for M {
     ) -> Result<Map<String, Value>> {
         let typed: M::Inputs = decode_or_err(inputs)?;
         let cause = match Migration::apply(self, ctx, &typed).await {
-            Ok(outputs) => return with_outputs(inputs, &outputs),
+            Ok(outputs) => {
+                let mut state = with_outputs(inputs, &outputs)?;
+                let segments = ctx.journal().await?.segment_count().await?;
+                JournalRecorded::record(segments, &mut state);
+                return Ok(state);
+            }
             Err(cause) => cause,
         };
         match self.recover(ctx, inputs).await {
@@ -262,7 +357,8 @@ impl<M: Migration> Resource for M {
         ctx: &Context,
         inputs: &Map<String, Value>,
     ) -> Result<Option<Map<String, Value>>> {
-        if !ctx.journal().await?.has_records().await? {
+        let segments = ctx.journal().await?.segment_count().await?;
+        if segments == 0 {
             return Ok(None);
         }
         let quiet = Context {
@@ -271,10 +367,13 @@ impl<M: Migration> Resource for M {
         };
         let typed: M::Inputs = decode_or_err(inputs)?;
         let planned = Migration::plan(self, &quiet, &typed).await?;
-        Ok(Some(with_outputs(inputs, &planned.outputs)?))
+        let mut state = with_outputs(inputs, &planned.outputs)?;
+        JournalRecorded::record(segments, &mut state);
+        Ok(Some(state))
     }
     async fn rollback(&self, ctx: &Context, state: &Map<String, Value>) -> Result<()> {
         let typed: M::Outputs = decode_or_err(state)?;
+        check_journal(self, ctx, state, "destroy").await?;
         Migration::rollback(self, ctx, &typed).await
     }
 }

@@ -107,8 +107,8 @@ impl Answers {
             return;
         };
         let tmp = path.with_extension("partial");
-        let _ = std::fs::create_dir_all(&self.dir)
-            .and_then(|_| std::fs::write(&tmp, body))
+        let _ = private_dir(&self.dir)
+            .and_then(|_| private_write(&tmp, &body))
             .and_then(|_| std::fs::rename(&tmp, &path));
     }
 
@@ -153,6 +153,24 @@ fn pulumi_process() -> Option<String> {
 #[cfg(not(unix))]
 fn pulumi_process() -> Option<String> {
     None
+}
+
+/// Answers hold counts and names of prod's data: readable by their owner only.
+fn private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+fn private_write(path: &std::path::Path, body: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)?.write_all(body)
 }
 
 #[cfg(test)]

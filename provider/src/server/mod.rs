@@ -16,7 +16,9 @@ use tonic::Status;
 use crate::config::ProviderConfig;
 use crate::copy::connection::Attempts;
 use crate::registry::{self, Registered, Registry};
-use crate::resources::{journal_path, Clients, Context, FailedAfterWriting};
+use crate::resources::{
+    check_journal, journal_path, state_journal_uri, Clients, Context, FailedAfterWriting,
+};
 use crate::stacks::Stacks;
 use crate::wire::Props;
 use log::{EngineLog, WithRetries};
@@ -111,6 +113,19 @@ impl Provider {
     where
         F: Future<Output = anyhow::Result<T>>,
     {
+        self.with_state_context(urn, None, operation).await
+    }
+
+    /// `with_context` for a resource the engine holds: `state` names its journal.
+    async fn with_state_context<T, F>(
+        &self,
+        urn: &str,
+        state: Option<&serde_json::Map<String, serde_json::Value>>,
+        operation: impl FnOnce(Context) -> F,
+    ) -> anyhow::Result<T>
+    where
+        F: Future<Output = anyhow::Result<T>>,
+    {
         let log = Arc::new(self.logger(urn));
         let Configured { config, clients } = self.configured();
         let attempts = Arc::new(Attempts::default());
@@ -128,6 +143,7 @@ impl Provider {
                 .unwrap_or_else(|e| e.into_inner())
                 .clone(),
             run_inputs: None,
+            journal_at: state.and_then(state_journal_uri),
         };
         let result = Attempts::count(attempts, operation(ctx)).await;
         log.finish().await;
@@ -195,21 +211,26 @@ fn encode_state(inputs: &Props, state: serde_json::Map<String, serde_json::Value
 
 impl Provider {
     /// Create and Update: a plan in preview (outputs say what would happen, unknown
-    /// when inputs are), the copy otherwise. `creating`: the engine holds no state of the
-    /// resource.
+    /// when inputs are), the copy otherwise. `last_state`: the state the engine holds of
+    /// the resource (None when creating), which names its journal.
     async fn run(
         &self,
         resource: &Registered,
         urn: &str,
         inputs: &Props,
         preview: bool,
-        creating: bool,
+        last_state: Option<&serde_json::Map<String, serde_json::Value>>,
     ) -> Result<Struct, Status> {
         if preview && inputs.has_unknowns() {
             return Ok(inputs.encode());
         }
+        let creating = last_state.is_none();
         let result = self
-            .with_context(urn, |ctx| async move {
+            .with_state_context(urn, last_state, |ctx| async move {
+                if let Some(state) = last_state {
+                    let command = if preview { "preview" } else { "up" };
+                    check_journal(resource.resource.as_ref(), &ctx, state, command).await?;
+                }
                 if !preview {
                     let mut recorded = inputs.value.clone();
                     recorded.retain(|key, _| !inputs.secret_keys.contains(key));

@@ -240,7 +240,7 @@ impl ResourceProvider for Provider {
                 None => {
                     let inputs = &new.value;
                     let answer = self
-                        .with_context(&request.urn, |ctx| async move {
+                        .with_state_context(&request.urn, Some(&last.value), |ctx| async move {
                             let ctx = Context {
                                 progress: Arc::new(StatusAndWarnings(ctx.progress.clone())),
                                 ..ctx
@@ -312,7 +312,7 @@ impl ResourceProvider for Provider {
         let resource = self.resource(&request.r#type, &request.urn)?;
         let inputs = Props::decode(request.properties.as_ref());
         let state = self
-            .run(resource, &request.urn, &inputs, request.preview, true)
+            .run(resource, &request.urn, &inputs, request.preview, None)
             .await?;
         Ok(Response::new(rpc::CreateResponse {
             id: if request.preview {
@@ -340,7 +340,7 @@ impl ResourceProvider for Provider {
             } else {
                 let resource = self.resource(&request.r#type, &request.urn)?;
                 let drift = self
-                    .with_context(&request.urn, |ctx| async move {
+                    .with_state_context(&request.urn, Some(&known.value), |ctx| async move {
                         let ctx = Context {
                             progress: Arc::new(StatusAndWarnings(ctx.progress.clone())),
                             ..ctx
@@ -419,8 +419,15 @@ impl ResourceProvider for Provider {
         let request = request.into_inner();
         let resource = self.resource(&request.r#type, &request.urn)?;
         let inputs = Props::decode(request.news.as_ref());
+        let last = Props::decode(request.olds.as_ref());
         let state = self
-            .run(resource, &request.urn, &inputs, request.preview, false)
+            .run(
+                resource,
+                &request.urn,
+                &inputs,
+                request.preview,
+                Some(&last.value),
+            )
             .await?;
         Ok(Response::new(rpc::UpdateResponse {
             properties: Some(state),
@@ -433,8 +440,9 @@ impl ResourceProvider for Provider {
         let resource = self.resource(&request.r#type, &request.urn)?;
         // The state, not the inputs: it holds the names the last run resolved.
         let state = Props::decode(request.properties.as_ref());
-        self.with_context(&request.urn, |ctx| async move {
-            resource.resource.rollback(&ctx, &state.value).await
+        let state = &state.value;
+        self.with_state_context(&request.urn, Some(state), |ctx| async move {
+            resource.resource.rollback(&ctx, state).await
         })
         .await
         .map_err(status)?;

@@ -59,6 +59,8 @@ type BucketSync struct {
 	Exclude pulumi.StringArrayOutput `pulumi:"exclude"`
 	// Globs (as `aws s3 sync --include`) that re-include keys an `exclude` removed; matched against the key relative to `sourcePrefix`, `*` crossing `/`.
 	Include pulumi.StringArrayOutput `pulumi:"include"`
+	// Segments the rollback journal held when the last run ended, each recorded before the writes it describes. `pulumi destroy` refuses a journal at `journalUri` that holds fewer: it would undo only part of what was written.
+	JournalSegments pulumi.IntPtrOutput `pulumi:"journalSegments"`
 	// Where this resource's rollback journal lives.
 	JournalUri pulumi.StringOutput `pulumi:"journalUri"`
 	// Source objects left out because they are archived (`archived: skip`).
@@ -369,6 +371,11 @@ func (o BucketSyncOutput) Exclude() pulumi.StringArrayOutput {
 // Globs (as `aws s3 sync --include`) that re-include keys an `exclude` removed; matched against the key relative to `sourcePrefix`, `*` crossing `/`.
 func (o BucketSyncOutput) Include() pulumi.StringArrayOutput {
 	return o.ApplyT(func(v *BucketSync) pulumi.StringArrayOutput { return v.Include }).(pulumi.StringArrayOutput)
+}
+
+// Segments the rollback journal held when the last run ended, each recorded before the writes it describes. `pulumi destroy` refuses a journal at `journalUri` that holds fewer: it would undo only part of what was written.
+func (o BucketSyncOutput) JournalSegments() pulumi.IntPtrOutput {
+	return o.ApplyT(func(v *BucketSync) pulumi.IntPtrOutput { return v.JournalSegments }).(pulumi.IntPtrOutput)
 }
 
 // Where this resource's rollback journal lives.

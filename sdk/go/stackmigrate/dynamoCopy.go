@@ -73,6 +73,8 @@ type DynamoCopy struct {
 	ItemsScanned pulumi.IntOutput `pulumi:"itemsScanned"`
 	// Items whose key the target already had, left alone (or already equal).
 	ItemsSkipped pulumi.IntOutput `pulumi:"itemsSkipped"`
+	// Segments the rollback journal held when the last run ended, each recorded before the writes it describes. `pulumi destroy` refuses a journal at `journalUri` that holds fewer: it would undo only part of what was written.
+	JournalSegments pulumi.IntPtrOutput `pulumi:"journalSegments"`
 	// Where this resource's rollback journal lives.
 	JournalUri pulumi.StringOutput `pulumi:"journalUri"`
 	// Most items written per second. Default: the target's write capacity units when it is provisioned; on demand, as fast as the table takes them (throttling slows the copy down on its own).
@@ -385,6 +387,11 @@ func (o DynamoCopyOutput) ItemsScanned() pulumi.IntOutput {
 // Items whose key the target already had, left alone (or already equal).
 func (o DynamoCopyOutput) ItemsSkipped() pulumi.IntOutput {
 	return o.ApplyT(func(v *DynamoCopy) pulumi.IntOutput { return v.ItemsSkipped }).(pulumi.IntOutput)
+}
+
+// Segments the rollback journal held when the last run ended, each recorded before the writes it describes. `pulumi destroy` refuses a journal at `journalUri` that holds fewer: it would undo only part of what was written.
+func (o DynamoCopyOutput) JournalSegments() pulumi.IntPtrOutput {
+	return o.ApplyT(func(v *DynamoCopy) pulumi.IntPtrOutput { return v.JournalSegments }).(pulumi.IntPtrOutput)
 }
 
 // Where this resource's rollback journal lives.

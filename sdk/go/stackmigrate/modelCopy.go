@@ -52,6 +52,8 @@ type ModelCopy struct {
 	Exclude pulumi.StringArrayOutput `pulumi:"exclude"`
 	// Files written to the target.
 	FilesCopied pulumi.IntOutput `pulumi:"filesCopied"`
+	// Segments the rollback journal held when the last run ended, each recorded before the writes it describes. `pulumi destroy` refuses a journal at `journalUri` that holds fewer: it would undo only part of what was written.
+	JournalSegments pulumi.IntPtrOutput `pulumi:"journalSegments"`
 	// Where this resource's rollback journal lives.
 	JournalUri pulumi.StringOutput `pulumi:"journalUri"`
 	// Where the model is in the target: point inference here.
@@ -277,6 +279,11 @@ func (o ModelCopyOutput) Exclude() pulumi.StringArrayOutput {
 // Files written to the target.
 func (o ModelCopyOutput) FilesCopied() pulumi.IntOutput {
 	return o.ApplyT(func(v *ModelCopy) pulumi.IntOutput { return v.FilesCopied }).(pulumi.IntOutput)
+}
+
+// Segments the rollback journal held when the last run ended, each recorded before the writes it describes. `pulumi destroy` refuses a journal at `journalUri` that holds fewer: it would undo only part of what was written.
+func (o ModelCopyOutput) JournalSegments() pulumi.IntPtrOutput {
+	return o.ApplyT(func(v *ModelCopy) pulumi.IntPtrOutput { return v.JournalSegments }).(pulumi.IntPtrOutput)
 }
 
 // Where this resource's rollback journal lives.

@@ -52,6 +52,8 @@ type SnapshotPromote struct {
 	EmbeddingCounts pulumi.IntMapOutput `pulumi:"embeddingCounts"`
 	// Snapshot files written to the target.
 	FilesCopied pulumi.IntOutput `pulumi:"filesCopied"`
+	// Segments the rollback journal held when the last run ended, each recorded before the writes it describes. `pulumi destroy` refuses a journal at `journalUri` that holds fewer: it would undo only part of what was written.
+	JournalSegments pulumi.IntPtrOutput `pulumi:"journalSegments"`
 	// Where this resource's rollback journal lives.
 	JournalUri pulumi.StringOutput `pulumi:"journalUri"`
 	// The lock item's partition key; `{collection}` is replaced. Default `LOCK#{collection}#chroma-{collection}-compaction`.
@@ -330,6 +332,11 @@ func (o SnapshotPromoteOutput) EmbeddingCounts() pulumi.IntMapOutput {
 // Snapshot files written to the target.
 func (o SnapshotPromoteOutput) FilesCopied() pulumi.IntOutput {
 	return o.ApplyT(func(v *SnapshotPromote) pulumi.IntOutput { return v.FilesCopied }).(pulumi.IntOutput)
+}
+
+// Segments the rollback journal held when the last run ended, each recorded before the writes it describes. `pulumi destroy` refuses a journal at `journalUri` that holds fewer: it would undo only part of what was written.
+func (o SnapshotPromoteOutput) JournalSegments() pulumi.IntPtrOutput {
+	return o.ApplyT(func(v *SnapshotPromote) pulumi.IntPtrOutput { return v.JournalSegments }).(pulumi.IntPtrOutput)
 }
 
 // Where this resource's rollback journal lives.

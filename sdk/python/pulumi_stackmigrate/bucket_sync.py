@@ -444,6 +444,7 @@ class BucketSync(pulumi.CustomResource):
             __props__.__dict__["triggers"] = triggers
             __props__.__dict__["bytes_copied"] = None
             __props__.__dict__["drift"] = None
+            __props__.__dict__["journal_segments"] = None
             __props__.__dict__["journal_uri"] = None
             __props__.__dict__["objects_archived"] = None
             __props__.__dict__["objects_copied"] = None
@@ -490,6 +491,7 @@ class BucketSync(pulumi.CustomResource):
         __props__.__dict__["drift"] = None
         __props__.__dict__["exclude"] = None
         __props__.__dict__["include"] = None
+        __props__.__dict__["journal_segments"] = None
         __props__.__dict__["journal_uri"] = None
         __props__.__dict__["objects_archived"] = None
         __props__.__dict__["objects_copied"] = None
@@ -579,6 +581,14 @@ class BucketSync(pulumi.CustomResource):
         Globs (as `aws s3 sync --include`) that re-include keys an `exclude` removed; matched against the key relative to `sourcePrefix`, `*` crossing `/`.
         """
         return pulumi.get(self, "include")
+
+    @_builtins.property
+    @pulumi.getter(name="journalSegments")
+    def journal_segments(self) -> pulumi.Output[Optional[_builtins.int]]:
+        """
+        Segments the rollback journal held when the last run ended, each recorded before the writes it describes. `pulumi destroy` refuses a journal at `journalUri` that holds fewer: it would undo only part of what was written.
+        """
+        return pulumi.get(self, "journal_segments")
 
     @_builtins.property
     @pulumi.getter(name="journalUri")

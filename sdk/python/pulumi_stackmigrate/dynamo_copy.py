@@ -432,6 +432,7 @@ class DynamoCopy(pulumi.CustomResource):
             __props__.__dict__["items_overwritten"] = None
             __props__.__dict__["items_scanned"] = None
             __props__.__dict__["items_skipped"] = None
+            __props__.__dict__["journal_segments"] = None
             __props__.__dict__["journal_uri"] = None
             __props__.__dict__["retries"] = None
             __props__.__dict__["rewrites"] = None
@@ -475,6 +476,7 @@ class DynamoCopy(pulumi.CustomResource):
         __props__.__dict__["items_overwritten"] = None
         __props__.__dict__["items_scanned"] = None
         __props__.__dict__["items_skipped"] = None
+        __props__.__dict__["journal_segments"] = None
         __props__.__dict__["journal_uri"] = None
         __props__.__dict__["max_write_rate"] = None
         __props__.__dict__["on_conflict"] = None
@@ -597,6 +599,14 @@ class DynamoCopy(pulumi.CustomResource):
         Items whose key the target already had, left alone (or already equal).
         """
         return pulumi.get(self, "items_skipped")
+
+    @_builtins.property
+    @pulumi.getter(name="journalSegments")
+    def journal_segments(self) -> pulumi.Output[Optional[_builtins.int]]:
+        """
+        Segments the rollback journal held when the last run ended, each recorded before the writes it describes. `pulumi destroy` refuses a journal at `journalUri` that holds fewer: it would undo only part of what was written.
+        """
+        return pulumi.get(self, "journal_segments")
 
     @_builtins.property
     @pulumi.getter(name="journalUri")

@@ -262,6 +262,7 @@ class ModelCopy(pulumi.CustomResource):
             __props__.__dict__["bytes_copied"] = None
             __props__.__dict__["drift"] = None
             __props__.__dict__["files_copied"] = None
+            __props__.__dict__["journal_segments"] = None
             __props__.__dict__["journal_uri"] = None
             __props__.__dict__["model_uri"] = None
             __props__.__dict__["retries"] = None
@@ -296,6 +297,7 @@ class ModelCopy(pulumi.CustomResource):
         __props__.__dict__["drift"] = None
         __props__.__dict__["exclude"] = None
         __props__.__dict__["files_copied"] = None
+        __props__.__dict__["journal_segments"] = None
         __props__.__dict__["journal_uri"] = None
         __props__.__dict__["model_uri"] = None
         __props__.__dict__["output"] = None
@@ -348,6 +350,14 @@ class ModelCopy(pulumi.CustomResource):
         Files written to the target.
         """
         return pulumi.get(self, "files_copied")
+
+    @_builtins.property
+    @pulumi.getter(name="journalSegments")
+    def journal_segments(self) -> pulumi.Output[Optional[_builtins.int]]:
+        """
+        Segments the rollback journal held when the last run ended, each recorded before the writes it describes. `pulumi destroy` refuses a journal at `journalUri` that holds fewer: it would undo only part of what was written.
+        """
+        return pulumi.get(self, "journal_segments")
 
     @_builtins.property
     @pulumi.getter(name="journalUri")

@@ -403,6 +403,7 @@ class SnapshotPromote(pulumi.CustomResource):
             __props__.__dict__["drift"] = None
             __props__.__dict__["embedding_counts"] = None
             __props__.__dict__["files_copied"] = None
+            __props__.__dict__["journal_segments"] = None
             __props__.__dict__["journal_uri"] = None
             __props__.__dict__["previous_pointers"] = None
             __props__.__dict__["promoted"] = None
@@ -438,6 +439,7 @@ class SnapshotPromote(pulumi.CustomResource):
         __props__.__dict__["drift"] = None
         __props__.__dict__["embedding_counts"] = None
         __props__.__dict__["files_copied"] = None
+        __props__.__dict__["journal_segments"] = None
         __props__.__dict__["journal_uri"] = None
         __props__.__dict__["lock_partition_key"] = None
         __props__.__dict__["lock_sort_key"] = None
@@ -498,6 +500,14 @@ class SnapshotPromote(pulumi.CustomResource):
         Snapshot files written to the target.
         """
         return pulumi.get(self, "files_copied")
+
+    @_builtins.property
+    @pulumi.getter(name="journalSegments")
+    def journal_segments(self) -> pulumi.Output[Optional[_builtins.int]]:
+        """
+        Segments the rollback journal held when the last run ended, each recorded before the writes it describes. `pulumi destroy` refuses a journal at `journalUri` that holds fewer: it would undo only part of what was written.
+        """
+        return pulumi.get(self, "journal_segments")
 
     @_builtins.property
     @pulumi.getter(name="journalUri")

@@ -1,0 +1,132 @@
+"""Rollback wherever and by whoever `pulumi destroy` runs (issue 21): the state names its
+journal, and a journal that does not hold what the state says was written stops destroy
+and up loudly, with the target and the state untouched, instead of exiting 0 having
+undone nothing."""
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+
+from conftest import both_sides, listing, s3_client, unique
+from portfolio_items import create_table, dynamodb, put_items, scan_all, S
+from test_bucket_sync import make_bucket, put_many
+
+
+def pulumi_as(p, home, *args, check=True):
+    """A pulumi command on the project's stack run by another user account: only HOME
+    differs (the Pulumi backend and plugins live outside it)."""
+    proc = subprocess.run(
+        ["pulumi", *args, "--non-interactive", "--cwd", str(p.dir), "--stack", p.stack],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "HOME": str(home)},
+    )
+    output = proc.stdout + proc.stderr
+    if check:
+        assert proc.returncode == 0, output
+        return output
+    return proc.returncode, output
+
+
+def contents(s3, bucket):
+    return {key: s3.get_object(Bucket=bucket, Key=key)["Body"].read() for key in listing(s3, bucket)}
+
+
+def resource_urns(p):
+    state = json.loads(p.state_text())
+    return [r["urn"] for r in state["deployment"].get("resources", []) if "stackmigrate:index:" in r["type"]]
+
+
+def test_destroy_from_another_home_refuses_and_the_right_one_restores(project, tmp_path):
+    """The default journal (unset `stackmigrate:journal`) is under the HOME of whoever ran
+    `up`. Destroy on another machine, which lacks it, must fail naming it and change
+    nothing; on the first machine it restores prod."""
+    s3 = s3_client()
+    source, target = make_bucket(s3, "dev"), make_bucket(s3, "prod")
+    dev = {f"img/{i:03d}.png": f"dev {i}".encode() for i in range(12)}
+    prod = {f"img/{i:03d}.png": f"prod {i}".encode() for i in range(0, 12, 3)}
+    prod["img/prod-only.png"] = b"prod only"
+    put_many(s3, source, dev)
+    put_many(s3, target, prod)
+    resources = {"images": {"type": "stackmigrate:BucketSync",
+                            "properties": {"sourceBucket": source, "targetBucket": target, "onConflict": "overwrite"}}}
+    p = project(resources, {"journalUri": "${images.journalUri}"})
+    del p.config["stackmigrate:journal"]
+    p.write(resources, {"journalUri": "${images.journalUri}"})
+    ran_up, colleague = tmp_path / "home-ci", tmp_path / "home-colleague"
+    ran_up.mkdir()
+    colleague.mkdir()
+
+    pulumi_as(p, ran_up, "up", "--yes", "--skip-preview")
+    copied = {**prod, **dev}
+    assert contents(s3, target) == copied
+    journal_uri = p.outputs()["journalUri"]
+    assert journal_uri.startswith(f"file://{ran_up}/.stackmigrate/journal/"), journal_uri
+    # What the journal keeps (backups of prod's objects) is its owner's alone.
+    for path in (ran_up / ".stackmigrate").rglob("*"):
+        mode = stat.S_IMODE(path.stat().st_mode)
+        assert mode == (0o700 if path.is_dir() else 0o600), (path, oct(mode))
+
+    # The colleague's machine: the same paths, but no journal under the first HOME.
+    away = tmp_path / "on-the-ci-runner"
+    ran_up.rename(away)
+    code, out = pulumi_as(p, colleague, "destroy", "--yes", "--skip-preview", check=False)
+    assert code != 0, out
+    assert "nothing was changed" in out and journal_uri in out, out
+    assert "pulumi state delete" in out, out
+    assert contents(s3, target) == copied, "a refused destroy writes nothing"
+    assert len(resource_urns(p)) == 1, "the resource stays in the state"
+    # An up by the colleague is refused the same way: it would start a second journal.
+    code, out = pulumi_as(p, colleague, "preview", check=False)
+    assert code != 0 and journal_uri in out, out
+
+    away.rename(ran_up)
+    pulumi_as(p, ran_up, "destroy", "--yes", "--skip-preview")
+    assert contents(s3, target) == prod, "prod's objects back, key by key; the copies gone"
+    assert resource_urns(p) == []
+    assert not any((ran_up / ".stackmigrate/journal").rglob("*.jsonl")), "the journal is cleared"
+
+
+def test_a_moved_journal_stops_destroy_until_it_is_back(project, tmp_path):
+    """DynamoCopy with overwrite: the journal holds the only backup of prod's item."""
+    client = dynamodb()
+    source = create_table(client, unique("dev-receipts"))
+    target = create_table(client, unique("prod-receipts"))
+    items = [{"PK": S(f"IMAGE#{i}"), "SK": S("IMAGE"), "TYPE": S("IMAGE"), "v": S(f"dev {i}")} for i in range(30)]
+    prod_item = {"PK": S("IMAGE#3"), "SK": S("IMAGE"), "TYPE": S("IMAGE"), "v": S("prod's own")}
+    put_items(client, source, items)
+    put_items(client, target, [prod_item])
+    before = scan_all(client, target)
+    resources = {"receipts": {"type": "stackmigrate:DynamoCopy",
+                              "properties": {"sourceTable": source, "targetTable": target, "onConflict": "overwrite"}}}
+    p = project(resources, {"journalUri": "${receipts.journalUri}"}, config=both_sides())
+    p.up()
+    copied = scan_all(client, target)
+    assert len(copied) == 30 and copied != before
+    journal_uri = p.outputs()["journalUri"]
+    journal_dir = journal_uri.removeprefix("file://")
+
+    moved = tmp_path / "moved-journal"
+    shutil.move(journal_dir, moved)
+    code, out = p.destroy(check=False)
+    assert code != 0 and "nothing was changed" in out and journal_uri in out, out
+    assert scan_all(client, target) == copied
+    assert len(resource_urns(p)) == 1
+
+    # Only part of it back (a segment lost) is refused too.
+    shutil.copytree(moved, journal_dir)
+    segments = sorted((moved / "records").glob("*.jsonl"))
+    assert segments, list(moved.rglob("*"))
+    os.remove(os.path.join(journal_dir, "records", segments[-1].name))
+    code, out = p.destroy(check=False)
+    assert code != 0 and f"{len(segments) - 1} of them are there" in out, out
+    assert scan_all(client, target) == copied
+
+    shutil.rmtree(journal_dir)
+    shutil.move(moved, journal_dir)
+    p.destroy()
+    assert scan_all(client, target) == before, "prod's item restored, the copies deleted"
+    assert resource_urns(p) == []

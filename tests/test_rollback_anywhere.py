@@ -9,7 +9,7 @@ import shutil
 import stat
 import subprocess
 
-from conftest import both_sides, listing, s3_client, unique
+from conftest import both_sides, connection, listing, s3_client, unique
 from portfolio_items import create_table, dynamodb, put_items, scan_all, S
 from test_bucket_sync import make_bucket, put_many
 
@@ -130,3 +130,45 @@ def test_a_moved_journal_stops_destroy_until_it_is_back(project, tmp_path):
     p.destroy()
     assert scan_all(client, target) == before, "prod's item restored, the copies deleted"
     assert resource_urns(p) == []
+
+
+def respelled(endpoint):
+    """The same server under another name."""
+    assert "127.0.0.1" in endpoint, endpoint
+    return endpoint.replace("127.0.0.1", "localhost")
+
+
+def test_one_table_through_two_endpoint_spellings_is_refused(project):
+    """Identity comes from DynamoDB's answer, not from the configuration's strings."""
+    client = dynamodb()
+    table = create_table(client, unique("receipts"))
+    put_items(client, table, [{"PK": S(f"IMAGE#{i}"), "SK": S("IMAGE"), "TYPE": S("IMAGE")} for i in range(5)])
+    before = scan_all(client, table)
+    config = both_sides()
+    config["stackmigrate:target"] = {**config["stackmigrate:target"],
+                                     "dynamodbEndpoint": respelled(config["stackmigrate:target"]["dynamodbEndpoint"])}
+    p = project({"receipts": {"type": "stackmigrate:DynamoCopy",
+                              "properties": {"sourceTable": table, "targetTable": table, "onConflict": "overwrite"}}},
+                config=config)
+    for command in (p.preview, p.up):
+        code, out = command(check=False)
+        assert code != 0 and "same table" in out, out
+    assert scan_all(client, table) == before
+    assert not p.journal_dir.exists(), "nothing was written, not even a journal"
+
+
+def test_one_bucket_through_two_endpoint_spellings_is_refused(project):
+    s3 = s3_client()
+    bucket = make_bucket(s3, "receipts")
+    put_many(s3, bucket, {f"img/{i}.png": b"dev" for i in range(3)})
+    before = contents(s3, bucket)
+    config = {"stackmigrate:target": {**connection("a"), "endpoint": respelled(connection("a")["endpoint"])}}
+    p = project({"images": {"type": "stackmigrate:BucketSync",
+                            "properties": {"sourceBucket": bucket, "targetBucket": bucket,
+                                           "sourcePrefix": "img/", "targetPrefix": "img/copy/",
+                                           "onConflict": "overwrite"}}},
+                config=config)
+    code, out = p.preview(check=False)
+    assert code != 0 and "same place" in out, out
+    assert contents(s3, bucket) == before
+    assert not p.journal_dir.exists()

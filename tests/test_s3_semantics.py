@@ -224,6 +224,7 @@ def test_every_write_is_proven_and_the_outputs_count_how(project, path):
     # run says so rather than counting it as proven.
     assert by[2] == 1, by
     assert "1 objects were verified by size only" in out, out
+    assert got["verified"] is False and "done, not verified" in out, "size alone is not proof"
     if path == "streamed":
         # moto reports no checksum for a multipart upload, so big.bin is proven by its ETag there.
         by_etag = 1 if s3_server() == "moto" else 0

@@ -209,7 +209,7 @@ namespace StackMigrate.Stackmigrate
         public Output<ImmutableArray<object>> Triggers { get; private set; } = null!;
 
         /// <summary>
-        /// True once every written object was proven to hold its source's content; `verifiedByChecksum`, `verifiedByEtag` and `verifiedBySize` say how.
+        /// True once every written object was proven to hold its source's content by a checksum or an MD5 ETag; false when any was compared by size only (`verifiedBySize` above zero). `verifiedByChecksum`, `verifiedByEtag` and `verifiedBySize` say how.
         /// </summary>
         [Output("verified")]
         public Output<bool> Verified { get; private set; } = null!;

@@ -130,7 +130,7 @@ namespace StackMigrate.Stackmigrate
         public Output<ImmutableArray<object>> Triggers { get; private set; } = null!;
 
         /// <summary>
-        /// True once every written file was verified against its source.
+        /// True once every written file was proven equal to its source by a checksum or an MD5 ETag; false when any was compared by size only.
         /// </summary>
         [Output("verified")]
         public Output<bool> Verified { get; private set; } = null!;

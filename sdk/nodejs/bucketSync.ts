@@ -168,7 +168,7 @@ export class BucketSync extends pulumi.CustomResource {
      */
     declare public readonly triggers: pulumi.Output<any[] | undefined>;
     /**
-     * True once every written object was proven to hold its source's content; `verifiedByChecksum`, `verifiedByEtag` and `verifiedBySize` say how.
+     * True once every written object was proven to hold its source's content by a checksum or an MD5 ETag; false when any was compared by size only (`verifiedBySize` above zero). `verifiedByChecksum`, `verifiedByEtag` and `verifiedBySize` say how.
      */
     declare public /*out*/ readonly verified: pulumi.Output<boolean>;
     /**

@@ -112,7 +112,7 @@ export class ModelCopy extends pulumi.CustomResource {
      */
     declare public readonly triggers: pulumi.Output<any[] | undefined>;
     /**
-     * True once every written file was verified against its source.
+     * True once every written file was proven equal to its source by a checksum or an MD5 ETag; false when any was compared by size only.
      */
     declare public /*out*/ readonly verified: pulumi.Output<boolean>;
 

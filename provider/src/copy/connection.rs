@@ -199,6 +199,22 @@ impl Connection {
         self.effective_s3_endpoint() == other.effective_s3_endpoint()
     }
 
+    /// True when a bucket name means the same bucket on both sides, decided from where
+    /// the endpoints lead rather than how they are spelled: both AWS, or endpoints that
+    /// resolve to a common address and port (`localhost` and `127.0.0.1`, say).
+    pub(crate) async fn same_s3_place(&self, other: &Connection) -> bool {
+        if self.same_s3_service(other) {
+            return true;
+        }
+        let (Some(ours), Some(theirs)) =
+            (self.effective_s3_endpoint(), other.effective_s3_endpoint())
+        else {
+            return false;
+        };
+        let (ours, theirs) = (resolve(ours).await, resolve(theirs).await);
+        ours.iter().any(|address| theirs.contains(address))
+    }
+
     /// True when both sides reach the same S3 service with the same identity, so an
     /// object can be copied server side instead of streamed through this process.
     pub(crate) fn same_s3_as(&self, other: &Connection) -> bool {
@@ -209,6 +225,34 @@ impl Connection {
             && self.secret_access_key == other.secret_access_key
             && self.session_token == other.session_token
             && self.role_arn == other.role_arn
+    }
+}
+
+/// The addresses an endpoint URL's host and port resolve to; none when it does not
+/// resolve (a later request then names the endpoint).
+async fn resolve(endpoint: &str) -> Vec<std::net::SocketAddr> {
+    let Some((scheme, rest)) = endpoint.split_once("://") else {
+        return Vec::new();
+    };
+    let authority = rest.split(['/', '?']).next().unwrap_or_default();
+    let authority = authority.rsplit('@').next().unwrap_or_default();
+    let has_port = match authority.strip_prefix('[') {
+        Some(v6) => v6.contains("]:"),
+        None => authority.contains(':'),
+    };
+    let address = if has_port {
+        authority.to_string()
+    } else {
+        let port = if scheme.eq_ignore_ascii_case("https") {
+            443
+        } else {
+            80
+        };
+        format!("{authority}:{port}")
+    };
+    match tokio::net::lookup_host(address).await {
+        Ok(addresses) => addresses.collect(),
+        Err(_) => Vec::new(),
     }
 }
 

@@ -34,6 +34,9 @@ pub(crate) struct TableShape {
     pub ttl_attribute: Option<String>,
     /// Write capacity units of a provisioned table; None on demand.
     pub provisioned_writes: Option<i64>,
+    /// What the service says this table is (its ARN, ID and creation time), whatever
+    /// endpoint spelling or credentials reached it: two equal identities are one table.
+    pub identity: Option<String>,
 }
 
 /// Describes a table, or fails naming it, the endpoint, and the tables that do exist.
@@ -101,6 +104,16 @@ pub(crate) async fn describe(table: &Table, role: &str, endpoint: &str) -> Resul
         })
         .collect::<Vec<_>>()
         .join(", ");
+    // An ARN alone repeats across local servers (their account is fixed), so the ID and
+    // creation time come with it.
+    let identity = description.and_then(|t| {
+        Some(format!(
+            "{} {} {:?}",
+            t.table_arn()?,
+            t.table_id().unwrap_or_default(),
+            t.creation_date_time()
+        ))
+    });
     let provisioned_writes = description
         .filter(|t| {
             t.billing_mode_summary().and_then(|b| b.billing_mode())
@@ -132,6 +145,7 @@ pub(crate) async fn describe(table: &Table, role: &str, endpoint: &str) -> Resul
         key_schema,
         ttl_attribute,
         provisioned_writes,
+        identity,
     })
 }
 

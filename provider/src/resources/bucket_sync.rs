@@ -95,7 +95,7 @@ pub struct Outputs {
     pub objects_archived: u64,
     /// Bytes written to the target.
     pub bytes_copied: u64,
-    /// True once every written object was proven to hold its source's content; `verifiedByChecksum`, `verifiedByEtag` and `verifiedBySize` say how.
+    /// True once every written object was proven to hold its source's content by a checksum or an MD5 ETag; false when any was compared by size only (`verifiedBySize` above zero). `verifiedByChecksum`, `verifiedByEtag` and `verifiedBySize` say how.
     pub verified: bool,
     /// Written objects proven by whole-content checksums: the target's checksum equals that of the bytes sent, and those bytes match the source's stored checksum.
     #[serde(default)]
@@ -333,9 +333,21 @@ impl Migration for BucketSync {
             selection.check(planned)
         })
         .await?;
+        // Size alone proves nothing: such a run is done but not verified (sync::run warned).
+        let verified = counts.verified_by_size == 0;
+        let done = if verified {
+            "done and verified"
+        } else {
+            "done, not verified"
+        };
         ctx.progress
-            .info(&format!("done and verified: {}", counts.summary(true)));
-        Ok(Outputs::from_counts(&spec, &counts, true, journal.uri()))
+            .info(&format!("{done}: {}", counts.summary(true)));
+        Ok(Outputs::from_counts(
+            &spec,
+            &counts,
+            verified,
+            journal.uri(),
+        ))
     }
 
     async fn rollback(&self, ctx: &Context, state: &Outputs) -> Result<()> {

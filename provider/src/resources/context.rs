@@ -208,16 +208,17 @@ impl Context {
                 inputs.output,
             )
             .await?;
-        self.refuse_journal_in(&source_name)?;
+        let same_place = self.config.source.same_s3_place(&self.config.target).await;
+        self.refuse_journal_in(&source_name, same_place)?;
         let (source_prefix, target_prefix) = (inputs.source_prefix, inputs.target_prefix);
         let server_side = self.config.source.same_s3_as(&self.config.target);
-        if server_side
+        if same_place
             && source_name == target_name
             && (source_prefix.starts_with(target_prefix)
                 || target_prefix.starts_with(source_prefix))
         {
             bail!(
-                "source and target are the same place (bucket {:?}, prefixes {:?} and {:?}, one S3 endpoint): \
+                "source and target are the same place (bucket {:?}, prefixes {:?} and {:?}, on S3 endpoints that lead to one server): \
                  a copy would write into its own source; name another targetBucket or non-overlapping prefixes",
                 source_name,
                 source_prefix,
@@ -236,12 +237,12 @@ impl Context {
     }
 
     /// The source is never written: an `s3://` journal (on the target connection) may not
-    /// live in a source bucket.
-    fn refuse_journal_in(&self, source_bucket: &str) -> Result<()> {
+    /// live in a source bucket. `same_place`: one bucket name is one bucket on both sides.
+    fn refuse_journal_in(&self, source_bucket: &str, same_place: bool) -> Result<()> {
         let Location::S3 { bucket, .. } = self.config.journal_location()? else {
             return Ok(());
         };
-        if bucket == source_bucket && self.config.target.same_s3_service(&self.config.source) {
+        if bucket == source_bucket && same_place {
             bail!(
                 "stackmigrate:journal is inside the source bucket {bucket:?}, which is never written; \
                  put the journal in another bucket on the target connection (s3://bucket/prefix) or on disk (file:///path)"

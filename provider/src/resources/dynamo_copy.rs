@@ -222,6 +222,17 @@ impl DynamoCopy {
             dynamodb::describe(&source, "source", &config.source.describe_dynamodb()).await?;
         let target_shape =
             dynamodb::describe(&target, "target", &config.target.describe_dynamodb()).await?;
+        if shape.identity.is_some() && shape.identity == target_shape.identity {
+            bail!(
+                "source and target are the same table: {:?} at {} and {:?} at {} are one table to DynamoDB ({}); \
+                 a copy would write into its own source; name another targetTable or target connection",
+                source.name,
+                config.source.describe_dynamodb(),
+                target.name,
+                config.target.describe_dynamodb(),
+                shape.identity.as_deref().unwrap_or_default(),
+            );
+        }
         if shape.key_schema != target_shape.key_schema {
             bail!(
                 "target table {:?} has the key schema {} but source table {:?} has {}: items cannot be copied between different key schemas; copy into a table keyed like the source",

@@ -78,7 +78,7 @@ pub struct Outputs {
     pub files_copied: u64,
     /// Bytes written to the target.
     pub bytes_copied: u64,
-    /// True once every written file was verified against its source.
+    /// True once every written file was proven equal to its source by a checksum or an MD5 ETag; false when any was compared by size only.
     pub verified: bool,
     /// Where this resource's rollback journal lives.
     pub journal_uri: String,
@@ -228,10 +228,18 @@ impl Migration for ModelCopy {
         for spec in &plan.specs {
             total.add(&sync::run(spec, &journal, ctx.progress.as_ref(), |_| Ok(())).await?);
         }
-        let outputs = Self::outputs(&plan, &total, true, &journal);
+        // Size alone proves nothing: such a run is done but not verified (sync::run warned).
+        let verified = total.verified_by_size == 0;
+        let outputs = Self::outputs(&plan, &total, verified, &journal);
         ctx.progress.info(&format!(
-            "done and verified: {} files copied to {}",
-            total.copied, outputs.model_uri
+            "{}: {} files copied to {}",
+            if verified {
+                "done and verified"
+            } else {
+                "done, not verified"
+            },
+            total.copied,
+            outputs.model_uri
         ));
         Ok(outputs)
     }

@@ -101,7 +101,7 @@ type BucketSync struct {
 	Throttles pulumi.IntPtrOutput `pulumi:"throttles"`
 	// Any values; a change re-runs the sync.
 	Triggers pulumi.ArrayOutput `pulumi:"triggers"`
-	// True once every written object was proven to hold its source's content; `verifiedByChecksum`, `verifiedByEtag` and `verifiedBySize` say how.
+	// True once every written object was proven to hold its source's content by a checksum or an MD5 ETag; false when any was compared by size only (`verifiedBySize` above zero). `verifiedByChecksum`, `verifiedByEtag` and `verifiedBySize` say how.
 	Verified pulumi.BoolOutput `pulumi:"verified"`
 	// Written objects proven by whole-content checksums: the target's checksum equals that of the bytes sent, and those bytes match the source's stored checksum.
 	VerifiedByChecksum pulumi.IntPtrOutput `pulumi:"verifiedByChecksum"`
@@ -478,7 +478,7 @@ func (o BucketSyncOutput) Triggers() pulumi.ArrayOutput {
 	return o.ApplyT(func(v *BucketSync) pulumi.ArrayOutput { return v.Triggers }).(pulumi.ArrayOutput)
 }
 
-// True once every written object was proven to hold its source's content; `verifiedByChecksum`, `verifiedByEtag` and `verifiedBySize` say how.
+// True once every written object was proven to hold its source's content by a checksum or an MD5 ETag; false when any was compared by size only (`verifiedBySize` above zero). `verifiedByChecksum`, `verifiedByEtag` and `verifiedBySize` say how.
 func (o BucketSyncOutput) Verified() pulumi.BoolOutput {
 	return o.ApplyT(func(v *BucketSync) pulumi.BoolOutput { return v.Verified }).(pulumi.BoolOutput)
 }

@@ -74,7 +74,7 @@ type ModelCopy struct {
 	Throttles pulumi.IntPtrOutput `pulumi:"throttles"`
 	// Any values; a change re-runs the copy.
 	Triggers pulumi.ArrayOutput `pulumi:"triggers"`
-	// True once every written file was verified against its source.
+	// True once every written file was proven equal to its source by a checksum or an MD5 ETag; false when any was compared by size only.
 	Verified pulumi.BoolOutput `pulumi:"verified"`
 }
 
@@ -336,7 +336,7 @@ func (o ModelCopyOutput) Triggers() pulumi.ArrayOutput {
 	return o.ApplyT(func(v *ModelCopy) pulumi.ArrayOutput { return v.Triggers }).(pulumi.ArrayOutput)
 }
 
-// True once every written file was verified against its source.
+// True once every written file was proven equal to its source by a checksum or an MD5 ETag; false when any was compared by size only.
 func (o ModelCopyOutput) Verified() pulumi.BoolOutput {
 	return o.ApplyT(func(v *ModelCopy) pulumi.BoolOutput { return v.Verified }).(pulumi.BoolOutput)
 }

@@ -754,7 +754,7 @@ class BucketSync(pulumi.CustomResource):
     @pulumi.getter
     def verified(self) -> pulumi.Output[_builtins.bool]:
         """
-        True once every written object was proven to hold its source's content; `verifiedByChecksum`, `verifiedByEtag` and `verifiedBySize` say how.
+        True once every written object was proven to hold its source's content by a checksum or an MD5 ETag; false when any was compared by size only (`verifiedBySize` above zero). `verifiedByChecksum`, `verifiedByEtag` and `verifiedBySize` say how.
         """
         return pulumi.get(self, "verified")
 

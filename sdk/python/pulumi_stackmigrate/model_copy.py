@@ -443,7 +443,7 @@ class ModelCopy(pulumi.CustomResource):
     @pulumi.getter
     def verified(self) -> pulumi.Output[_builtins.bool]:
         """
-        True once every written file was verified against its source.
+        True once every written file was proven equal to its source by a checksum or an MD5 ETag; false when any was compared by size only.
         """
         return pulumi.get(self, "verified")
 

@@ -10,7 +10,9 @@ prints its port and serves until killed. Faults are set, and counters read, at
 `/__faultproxy` (names no bucket can have):
 
     PUT /__faultproxy  {"throttle": 0.2, "reset": 0.0, "deny_writes_after": null,
-                        "deny_prefix": "/bucket/"}      (replaces the faults, zeroes counters)
+                        "deny_prefix": "/bucket/",
+                        "refuse_operation": "CompleteMultipartUpload", "refuse_after": 4}
+                                                        (replaces the faults, zeroes counters)
     GET /__faultproxy  {"requests": ..., "throttled": ..., "reset": ..., "denied": ...}
 
 Requests pass through byte for byte with their Host header, so SigV4 signatures hold."""
@@ -53,7 +55,25 @@ class Faults:
         self.reset = float(settings.get("reset", 0.0))
         self.deny_writes_after = settings.get("deny_writes_after")
         self.deny_prefix = settings.get("deny_prefix", "")
-        self.counters = {"requests": 0, "throttled": 0, "reset": 0, "denied": 0, "writes": 0}
+        # "Refuse this operation after N successes", as when a permission is taken away.
+        self.refuse_operation = settings.get("refuse_operation")
+        self.refuse_after = int(settings.get("refuse_after", 0))
+        self.counters = {"requests": 0, "throttled": 0, "reset": 0, "denied": 0, "writes": 0, "operations": 0}
+
+    def operation(self, request):
+        """The API operation a request calls, as AWS names it."""
+        if self.service == "dynamodb":
+            return request.headers.get("X-Amz-Target", "").rsplit(".", 1)[-1]
+        query = request.query
+        if request.method == "POST" and "uploadId" in query:
+            return "CompleteMultipartUpload"
+        if request.method == "POST" and "uploads" in query:
+            return "CreateMultipartUpload"
+        if request.method == "PUT" and "uploadId" in query:
+            return "UploadPartCopy" if "x-amz-copy-source" in request.headers else "UploadPart"
+        if request.method == "PUT":
+            return "CopyObject" if "x-amz-copy-source" in request.headers else "PutObject"
+        return f"{request.method} {request.path}"
 
     def is_write(self, request):
         if self.service == "dynamodb":
@@ -102,6 +122,11 @@ def make_app(upstream, faults):
         if reset and faults.random.random() < 0.5:
             faults.counters["reset"] += 1
             drop(request)
+        if faults.refuse_operation and faults.operation(request) == faults.refuse_operation:
+            faults.counters["operations"] += 1
+            if faults.counters["operations"] > faults.refuse_after:
+                faults.counters["denied"] += 1
+                return faults.denied()
         if faults.is_write(request):
             faults.counters["writes"] += 1
             limit = faults.deny_writes_after

@@ -138,6 +138,28 @@ def test_bucket_sync_failed_up_then_destroy_restores_the_target(project, buckets
     assert_no_secret(p, out)
 
 
+def test_writes_that_landed_before_a_refusal_are_confirmed_and_rolled_back(project):
+    """Ten streamed multipart overwrites; the target refuses to complete uploads after
+    four. The four that landed are the resource's (confirmed in the journal although the
+    run failed), so destroy restores prod's originals under all ten keys."""
+    s3 = s3_client("a")
+    source, target = make_bucket(s3, "dev"), make_bucket(s3, "prod")
+    dev = {f"model/{i}.bin": os.urandom(9 * 1024 * 1024) for i in range(10)}
+    prod = {key: f"prod's {key}".encode() for key in dev}
+    put_many(s3, source, dev)
+    put_many(s3, target, prod)
+    p = project(sync(source, target, onConflict="overwrite"), SYNC_OUTPUTS, config=faulty_s3())
+    set_faults("s3", refuse_operation="CompleteMultipartUpload", refuse_after=4)
+    code, out = p.up(check=False)
+    assert code != 0 and "AccessDenied" in out, out
+    landed = [key for key, body in contents(s3, target).items() if body == dev[key]]
+    assert len(landed) == 4, f"{len(landed)} uploads completed: {counters('s3')}"
+    assert "stackmigrate:index:BucketSync" in p.state_text()
+    set_faults("s3")
+    p.destroy()
+    assert contents(s3, target) == prod, "prod's originals back under every key, the four landed copies too"
+
+
 TABLE_OUTPUTS = {name: "${receipts.%s}" % name for name in ["itemsCopied", "verified", "retries", "throttles"]}
 
 

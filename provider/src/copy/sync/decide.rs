@@ -170,7 +170,15 @@ impl Decider<'_> {
         existing: ObjectInfo,
     ) -> Result<Option<Action>> {
         let key = format!("{}{relative}", self.target_prefix);
+        // A key this resource wrote that someone changed since is theirs again.
         let ours = self.state.get(&key)?;
+        let ours = match ours {
+            Some(state) if state.changed_since(&existing) => {
+                self.counts.changed_since += 1;
+                None
+            }
+            ours => ours,
+        };
         let same_content = source.size == existing.size
             && (source.etag == existing.etag
                 || ours.as_ref().is_some_and(|s| {
@@ -337,6 +345,46 @@ mod tests {
                 etag: "\"src\"".into()
             })
         );
+    }
+
+    #[test]
+    fn a_key_someone_changed_after_this_resource_wrote_it_is_theirs() {
+        let filter = KeyFilter::default();
+        let state = JournalState::new().unwrap();
+        let written = KeyState {
+            source_etag: "\"src\"".into(),
+            written_etag: Some("\"w\"".into()),
+            ..Default::default()
+        };
+        state.insert_all([(&"t/k".to_string(), &written)]).unwrap();
+        let edited = || Entry::Both {
+            source: object("s/k", "\"src2\"", 3),
+            target: object("t/k", "\"prod-edit\"", 3),
+        };
+        let mut d = decider(&filter, OnConflict::Skip, &state);
+        assert_eq!(
+            d.decide("k", edited()).unwrap(),
+            None,
+            "skip leaves their edit"
+        );
+        assert_eq!((d.counts.skipped, d.counts.changed_since), (1, 1));
+        let mut d = decider(&filter, OnConflict::SkipIdentical, &state);
+        assert!(matches!(
+            d.decide("k", edited()).unwrap(),
+            Some(Action::Overwrite { .. })
+        ));
+        assert_eq!(d.counts.changed_since, 1);
+        // Still what this resource wrote: it follows the source, whatever onConflict says.
+        let mut d = decider(&filter, OnConflict::Skip, &state);
+        let unchanged = Entry::Both {
+            source: object("s/k", "\"src2\"", 3),
+            target: object("t/k", "\"w\"", 3),
+        };
+        assert!(matches!(
+            d.decide("k", unchanged).unwrap(),
+            Some(Action::Overwrite { .. })
+        ));
+        assert_eq!(d.counts.changed_since, 0);
     }
 
     #[test]

@@ -10,6 +10,7 @@ mod verify;
 mod walk;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Result;
 use futures::stream::{self, StreamExt, TryStreamExt};
@@ -89,6 +90,10 @@ pub struct SyncCounts {
     pub verified_by_etag: u64,
     #[serde(default)]
     pub verified_by_size: u64,
+    /// Keys this resource wrote that someone else changed since: treated as theirs
+    /// (`onConflict` applies, and an overwrite backs their content up first).
+    #[serde(default)]
+    pub changed_since: u64,
 }
 
 impl SyncCounts {
@@ -108,6 +113,7 @@ impl SyncCounts {
         self.verified_by_checksum += other.verified_by_checksum;
         self.verified_by_etag += other.verified_by_etag;
         self.verified_by_size += other.verified_by_size;
+        self.changed_since += other.changed_since;
     }
 
     /// One line for people; `done` says whether it happened or is planned.
@@ -122,8 +128,16 @@ impl SyncCounts {
         } else {
             String::new()
         };
+        let changed = if self.changed_since > 0 {
+            format!(
+                "; {} written by this resource before were changed by someone else since, and are treated as theirs",
+                self.changed_since
+            )
+        } else {
+            String::new()
+        };
         format!(
-            "{} objects ({}) {copy}, of which {} overwrite an existing object; {} {delete}; {} skipped; {} excluded by filters{archived}; {} scanned",
+            "{} objects ({}) {copy}, of which {} overwrite an existing object; {} {delete}; {} skipped; {} excluded by filters{archived}; {} scanned{changed}",
             self.copied,
             human_bytes(self.bytes_copied),
             self.overwritten,
@@ -200,9 +214,30 @@ pub(crate) async fn plan(
         Some(journal) => load_state(journal).await?,
         None => JournalState::new()?,
     };
-    Walk::new(spec, &state)
+    let counts = Walk::new(spec, &state)
         .count(&list_meter(spec, progress))
-        .await
+        .await?;
+    let then = match spec.on_conflict {
+        OnConflict::Skip => LEFT_AS_THEY_ARE,
+        OnConflict::SkipIdentical | OnConflict::Overwrite => BACKED_UP_THEN_OVERWRITTEN,
+    };
+    warn_changed_since(progress, "objects", counts.changed_since, then);
+    Ok(counts)
+}
+
+/// What happens to keys someone changed since this resource wrote them, by `onConflict`.
+pub(crate) const LEFT_AS_THEY_ARE: &str = "onConflict leaves them as they are";
+pub(crate) const BACKED_UP_THEN_OVERWRITTEN: &str =
+    "where the source differs they are backed up in the journal, then overwritten; destroy puts their content back";
+
+/// Names, at preview, the keys this resource wrote that someone changed since.
+pub(crate) fn warn_changed_since(progress: &dyn Progress, what: &str, count: u64, then: &str) {
+    if count == 0 {
+        return;
+    }
+    progress.warn(&format!(
+        "{count} {what} this resource wrote were changed by someone else since and are treated as theirs: {then}"
+    ));
 }
 
 /// Counts keys as the listings of both buckets are walked.
@@ -250,6 +285,7 @@ pub async fn run(
             false
         }
     };
+    let failed = AtomicBool::new(false);
     let runner = Batches {
         spec,
         journal,
@@ -257,8 +293,9 @@ pub async fn run(
         meter: &meter,
         proofs: &proofs,
         versioned,
+        failed: &failed,
     };
-    let walk_state = &state;
+    let (walk_state, failed) = (&state, &failed);
     // The walk feeds batches through a channel to the copies, in the same task: both are
     // polled together, so listing pages load while copies run.
     let (batches, receiver) = tokio::sync::mpsc::channel::<Vec<Action>>(BATCHES_IN_FLIGHT);
@@ -270,20 +307,26 @@ pub async fn run(
             batch.push(action);
             if batch.len() == BATCH {
                 let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
-                if batches.send(full).await.is_err() {
+                if failed.load(Ordering::SeqCst) || batches.send(full).await.is_err() {
                     break; // a copy failed; its error is reported
                 }
             }
         }
-        if !batch.is_empty() {
+        if !batch.is_empty() && !failed.load(Ordering::SeqCst) {
             let _ = batches.send(batch).await;
         }
         anyhow::Ok(walk.decider.counts)
     };
-    let copying = tokio_stream::wrappers::ReceiverStream::new(receiver)
-        .map(|batch| runner.run(batch))
-        .buffer_unordered(BATCHES_IN_FLIGHT)
-        .try_collect::<Vec<()>>();
+    // Every batch under way finishes and confirms what landed, even after another one
+    // failed: a write that landed unconfirmed could not be told from someone else's.
+    let copying = async {
+        let results: Vec<Result<()>> = tokio_stream::wrappers::ReceiverStream::new(receiver)
+            .map(|batch| runner.run(batch))
+            .buffer_unordered(BATCHES_IN_FLIGHT)
+            .collect()
+            .await;
+        results.into_iter().collect::<Result<Vec<()>>>()
+    };
     let (mut done, _) = futures::future::try_join(walking, copying).await?;
     proofs.into_counts(&mut done);
     if done.verified_by_size > 0 {
@@ -314,6 +357,8 @@ struct Batches<'a> {
     /// The target keeps versions: what a write replaces stays as an older version, so
     /// nothing is backed up and rollback removes the versions written.
     versioned: bool,
+    /// Set by the first batch that fails: no batch starts after it.
+    failed: &'a AtomicBool,
 }
 
 impl Batches<'_> {
@@ -321,10 +366,21 @@ impl Batches<'_> {
     /// appears once in a walk, so `state` answers whether an earlier run already backed
     /// a key up.
     async fn run(&self, batch: Vec<Action>) -> Result<()> {
+        if self.failed.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let result = self.journal_and_copy(batch).await;
+        if result.is_err() {
+            self.failed.store(true, Ordering::SeqCst);
+        }
+        result
+    }
+
+    async fn journal_and_copy(&self, batch: Vec<Action>) -> Result<()> {
         let (spec, journal, versioned) = (self.spec, self.journal, self.versioned);
         // 1. Back up what is about to be overwritten or deleted, unless an earlier run
-        //    already did (its backup holds the content from before this resource), or
-        //    the target keeps versions.
+        //    already did (its backup holds the content from before this resource) and
+        //    nobody changed the key since, or the target keeps versions.
         let replaced: Vec<&ObjectInfo> = batch
             .iter()
             .filter_map(|a| match a {
@@ -336,7 +392,11 @@ impl Batches<'_> {
         let needs_backup: Vec<ObjectInfo> = replaced
             .into_iter()
             .zip(known)
-            .filter(|(_, known)| known.is_none())
+            .filter(|(existing, known)| {
+                known
+                    .as_ref()
+                    .is_none_or(|known| known.changed_since(existing))
+            })
             .map(|(o, _)| o.clone())
             .collect();
         let backups: HashMap<String, Previous> = stream::iter(needs_backup)
@@ -381,8 +441,8 @@ impl Batches<'_> {
             .collect();
         journal.append(&intents).await?;
 
-        // 3. Write, verify, and record what landed.
-        let landed: Vec<Option<Record>> = stream::iter(batch)
+        // 3. Write, verify, and record what landed, also when some writes failed.
+        let landed: Vec<Result<Option<Record>>> = stream::iter(batch)
             .map(|action| async move {
                 match action {
                     Action::Create(source) | Action::Overwrite { source, .. } => {
@@ -407,11 +467,20 @@ impl Batches<'_> {
                 }
             })
             .buffer_unordered(CONCURRENCY)
-            .try_collect()
-            .await?;
-        let landed: Vec<Record> = landed.into_iter().flatten().collect();
-        journal.append(&landed).await?;
-        Ok(())
+            .collect()
+            .await;
+        let mut confirmed = Vec::new();
+        let mut first_failure = None;
+        for outcome in landed {
+            match outcome {
+                Ok(record) => confirmed.extend(record),
+                Err(err) => {
+                    first_failure.get_or_insert(err);
+                }
+            }
+        }
+        journal.append(&confirmed).await?;
+        first_failure.map_or(Ok(()), Err)
     }
 }
 

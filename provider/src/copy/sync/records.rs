@@ -9,7 +9,8 @@ use crate::copy::journal::Journal;
 use crate::copy::s3::{Headers, ObjectInfo};
 use crate::copy::spill::{stored_as_json, SpillMap};
 
-/// An old object as it was before this resource first touched its key.
+/// An old object as it was before this resource first touched its key, or as someone
+/// else left it after this resource's last write.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Previous {
@@ -78,6 +79,24 @@ pub(crate) struct KeyState {
 
 stored_as_json!(KeyState);
 
+impl KeyState {
+    /// Whether `current` (what the target holds now) is no longer what this resource
+    /// confirmed writing: someone else wrote the key since.
+    pub(crate) fn changed_since(&self, current: &ObjectInfo) -> bool {
+        self.written_etag
+            .as_deref()
+            .is_some_and(|written| written != current.etag)
+    }
+
+    /// Whether a later record's backup holds someone else's content, not what this
+    /// resource last wrote.
+    fn theirs(&self, backup: &Previous) -> bool {
+        self.written_etag
+            .as_deref()
+            .is_some_and(|written| written != backup.etag)
+    }
+}
+
 /// Target key -> state, on disk: a journal can name a million keys.
 pub(crate) type JournalState = SpillMap<String, KeyState>;
 
@@ -103,8 +122,10 @@ fn apply(current: Option<KeyState>, segment: u64, record: Record) -> KeyState {
             versioned,
             ..
         } => {
-            // Only the first record of a key knows the content from before this resource.
-            if first {
+            // The first record of a key knows the content from before this resource; a
+            // later one carries a backup only when someone else had changed the key
+            // since, and then rollback restores their content instead.
+            if first || previous.as_ref().is_some_and(|p| entry.theirs(p)) {
                 entry.previous = previous;
             }
             entry.versioned |= versioned;
@@ -122,7 +143,7 @@ fn apply(current: Option<KeyState>, segment: u64, record: Record) -> KeyState {
             entry.versions.push(version);
         }
         Record::Delete { previous, .. } => {
-            if first {
+            if first || (!previous.backup.is_empty() && entry.theirs(&previous)) {
                 entry.previous = Some(previous);
             }
             entry.written_etag = None;
@@ -245,6 +266,41 @@ mod tests {
             },
         );
         assert_eq!(at(&state, "k").written_etag.as_deref(), Some("w2"));
+    }
+
+    #[test]
+    fn a_key_someone_changed_after_the_copy_restores_to_their_content() {
+        let state = JournalState::new().unwrap();
+        let records = [
+            r#"{"op":"write","key":"k","sourceEtag":"s1","previous":null}"#,
+            r#"{"op":"written","key":"k","etag":"w1"}"#,
+            // Prod edited the object (now "theirs"); a later sync backed it up and wrote.
+            r#"{"op":"write","key":"k","sourceEtag":"s2","previous":{"etag":"theirs","size":1,"backup":"b","headers":{}}}"#,
+            r#"{"op":"written","key":"k","etag":"w2"}"#,
+        ];
+        for line in records {
+            fold_one(&state, 0, serde_json::from_str(line).unwrap());
+        }
+        let entry = at(&state, "k");
+        assert_eq!(entry.previous.map(|p| p.etag).as_deref(), Some("theirs"));
+        assert_eq!(entry.written_etag.as_deref(), Some("w2"));
+        let edited = ObjectInfo {
+            key: "k".into(),
+            size: 1,
+            etag: "theirs".into(),
+            modified: 0,
+            archived: None,
+            checksum_algorithm: None,
+        };
+        let written = KeyState {
+            written_etag: Some("w2".into()),
+            ..KeyState::default()
+        };
+        assert!(written.changed_since(&edited));
+        assert!(!written.changed_since(&ObjectInfo {
+            etag: "w2".into(),
+            ..edited
+        }));
     }
 
     #[test]

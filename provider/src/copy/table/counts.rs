@@ -38,6 +38,9 @@ pub struct CopyCounts {
     /// Target keys that exist and `fail` forbids touching (a sample) and their number.
     pub conflicts: Vec<String>,
     pub conflict_count: u64,
+    /// Keys this resource wrote whose item someone else changed since: treated as
+    /// theirs (`onConflict` applies; an overwrite journals their item first).
+    pub changed_since: u64,
     /// String values the rewrite changed (in a plan: would change), per name replaced.
     pub rewritten: BTreeMap<String, u64>,
     /// A sum over the items selected for copying of a hash of each one's key and
@@ -57,6 +60,7 @@ impl CopyCounts {
         self.filtered += other.filtered;
         self.expired += other.expired;
         self.bytes_copied += other.bytes_copied;
+        self.changed_since += other.changed_since;
         for (name, counts) in other.by_type {
             let entry = self.by_type.entry(name).or_default();
             entry.copied += counts.copied;
@@ -104,8 +108,16 @@ impl CopyCounts {
 
     pub fn summary(&self, done: bool) -> String {
         let copy = if done { "copied" } else { "to copy" };
+        let changed = if self.changed_since > 0 {
+            format!(
+                "; {} written by this resource before were changed by someone else since, and are treated as theirs",
+                self.changed_since
+            )
+        } else {
+            String::new()
+        };
         format!(
-            "{} items ({}) {copy}, of which {} overwrite an existing item; {} skipped as existing; {} filtered by type; {} expired; {} scanned",
+            "{} items ({}) {copy}, of which {} overwrite an existing item; {} skipped as existing; {} filtered by type; {} expired; {} scanned{changed}",
             self.copied,
             human_bytes(self.bytes_copied),
             self.overwritten,

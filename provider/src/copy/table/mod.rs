@@ -25,6 +25,7 @@ use super::journal::Journal;
 use super::progress::{Meter, Progress};
 use super::rewrite::Rewriter;
 use super::spill::SpillMap;
+use super::sync;
 use index::{digest_bits, key_hash, key_of, pair_hash, Index};
 use records::{key_id, keys_written, last_verified, note_verified, Record};
 
@@ -121,14 +122,21 @@ enum Decision {
 }
 
 /// Decides for one item from the target's digest under its key (None: absent), the
-/// item's own digest, and whether this resource wrote that key before.
-fn decide(current: Option<u128>, digest: u128, ours: bool, on_conflict: ItemConflict) -> Decision {
+/// item's own digest, and the digest of what this resource last wrote there (None:
+/// never).
+fn decide(
+    current: Option<u128>,
+    digest: u128,
+    written: Option<u128>,
+    on_conflict: ItemConflict,
+) -> Decision {
     match current {
         None => Decision::Write { overwrite: false },
         Some(current) if current == digest => Decision::Skip,
-        // A key this resource wrote is kept in step with the source; `onConflict` is
-        // about items that were there before.
-        Some(_) if ours => Decision::Write { overwrite: true },
+        // A key still holding what this resource wrote is kept in step with the source;
+        // `onConflict` is about items that are someone else's: there before, or changed
+        // since.
+        Some(current) if written == Some(current) => Decision::Write { overwrite: true },
         Some(_) => match on_conflict {
             ItemConflict::Skip => Decision::Skip,
             ItemConflict::Overwrite => Decision::Write { overwrite: true },
@@ -202,14 +210,21 @@ pub async fn plan(
     progress: &dyn Progress,
 ) -> Result<CopyCounts> {
     if let Some(verified) = last_verified(journal).await? {
-        let (none, empty) = (SpillMap::new()?, Index::empty()?);
+        let (none, empty) = (SpillMap::<u128, u128>::new()?, Index::empty()?);
         let scanned = scan_meter(progress, &spec.source);
         let source = walk(spec, &none, &empty, None, &Mode::Plan, Some(&scanned)).await?;
         if source.fingerprint == verified {
             return Ok(source.all_present());
         }
     }
-    Ok(compare(spec, journal, progress).await?.2)
+    let counts = compare(spec, journal, progress).await?.2;
+    let then = match spec.on_conflict {
+        ItemConflict::Skip => sync::LEFT_AS_THEY_ARE,
+        ItemConflict::Overwrite => sync::BACKED_UP_THEN_OVERWRITTEN,
+        ItemConflict::Fail => "onConflict: fail stops at them",
+    };
+    sync::warn_changed_since(progress, "items", counts.changed_since, then);
+    Ok(counts)
 }
 
 /// Counts items as a scan of `table` reads them.
@@ -223,7 +238,7 @@ async fn compare(
     spec: &CopySpec,
     journal: &Journal,
     progress: &dyn Progress,
-) -> Result<(SpillMap<u128, ()>, Index, CopyCounts)> {
+) -> Result<(SpillMap<u128, u128>, Index, CopyCounts)> {
     let ours = keys_written(journal, &spec.keys).await?;
     let target = Index::of(
         &spec.target,
@@ -326,7 +341,7 @@ async fn verify(
 /// Scans the source in parallel segments; in `Run` mode writes the items of `pass`.
 async fn walk(
     spec: &CopySpec,
-    ours: &SpillMap<u128, ()>,
+    ours: &SpillMap<u128, u128>,
     target: &Index,
     pass: Option<usize>,
     mode: &Mode<'_>,
@@ -344,7 +359,7 @@ async fn walk(
 
 async fn scan_segment(
     spec: &CopySpec,
-    ours: &SpillMap<u128, ()>,
+    ours: &SpillMap<u128, u128>,
     target: &Index,
     pass: Option<usize>,
     mode: &Mode<'_>,
@@ -400,7 +415,7 @@ async fn scan_segment(
 
 async fn decide_and_write(
     spec: &CopySpec,
-    ours: &SpillMap<u128, ()>,
+    ours: &SpillMap<u128, u128>,
     target: &Index,
     mode: &Mode<'_>,
     chunk: Vec<Candidate>,
@@ -411,9 +426,12 @@ async fn decide_and_write(
     let hashes: Vec<&u128> = chunk.iter().map(|c| &c.hash).collect();
     let currents = target.0.get_all(hashes.iter().copied())?;
     let written_before = ours.get_all(hashes.iter().copied())?;
-    for ((candidate, current), ours) in chunk.into_iter().zip(currents).zip(written_before) {
-        let ours = ours.is_some();
-        match decide(current, candidate.digest, ours, spec.on_conflict) {
+    for ((candidate, current), written) in chunk.into_iter().zip(currents).zip(written_before) {
+        let changed_since = written.is_some() && current.is_some() && current != written;
+        if changed_since && current != Some(candidate.digest) {
+            counts.changed_since += 1;
+        }
+        match decide(current, candidate.digest, written, spec.on_conflict) {
             Decision::Write { overwrite } => {
                 counts.copied += 1;
                 counts.bytes_copied += item_size(&candidate.item);
@@ -422,9 +440,9 @@ async fn decide_and_write(
                     counts.overwritten += 1;
                     counts.by(&candidate.type_name).overwritten += 1;
                     // The journal keeps the first `previous` of a key, so only items
-                    // overwritten for the first time are read in full, just before they
-                    // are replaced.
-                    if !ours {
+                    // that are someone else's (never written by this resource, or
+                    // changed since) are read in full, just before they are replaced.
+                    if written.is_none() || changed_since {
                         first_overwrites.push(candidate.key.clone());
                     }
                 }
@@ -480,27 +498,35 @@ mod tests {
     use super::*;
 
     #[test]
-    fn decisions_follow_on_conflict_only_for_keys_that_were_there_before() {
+    fn decisions_follow_on_conflict_for_keys_that_are_someone_elses() {
         use Decision::*;
-        let absent = decide(None, 1, false, ItemConflict::Fail);
+        let absent = decide(None, 1, None, ItemConflict::Fail);
         assert_eq!(absent, Write { overwrite: false });
+        assert_eq!(
+            decide(None, 1, Some(3), ItemConflict::Skip),
+            Write { overwrite: false },
+            "an item of ours deleted since is copied again"
+        );
         for policy in [
             ItemConflict::Skip,
             ItemConflict::Overwrite,
             ItemConflict::Fail,
         ] {
-            assert_eq!(decide(Some(1), 1, false, policy), Skip, "equal: {policy:?}");
+            assert_eq!(decide(Some(1), 1, None, policy), Skip, "equal: {policy:?}");
             assert_eq!(
-                decide(Some(2), 1, true, policy),
+                decide(Some(2), 1, Some(2), policy),
                 Write { overwrite: true },
-                "ours: {policy:?}"
+                "still ours: {policy:?}"
             );
         }
-        assert_eq!(decide(Some(2), 1, false, ItemConflict::Skip), Skip);
-        assert_eq!(
-            decide(Some(2), 1, false, ItemConflict::Overwrite),
-            Write { overwrite: true }
-        );
-        assert_eq!(decide(Some(2), 1, false, ItemConflict::Fail), Conflict);
+        // There before, or ours once and changed by someone since: `onConflict` decides.
+        for written in [None, Some(3)] {
+            assert_eq!(decide(Some(2), 1, written, ItemConflict::Skip), Skip);
+            assert_eq!(
+                decide(Some(2), 1, written, ItemConflict::Overwrite),
+                Write { overwrite: true }
+            );
+            assert_eq!(decide(Some(2), 1, written, ItemConflict::Fail), Conflict);
+        }
     }
 }

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::index::key_hash;
-use crate::copy::item::item_from_json;
+use crate::copy::item::{digest, item_from_json};
 use crate::copy::journal::Journal;
 use crate::copy::spill::{stored_as_json, SpillMap};
 
@@ -36,13 +36,28 @@ stored_as_json!(KeyState);
 pub(crate) type JournalState = SpillMap<String, KeyState>;
 
 /// Folds one record into a key's state: the first record of a key keeps its
-/// `previous`, the last its digest.
+/// `previous`, the last its digest. A later record carries a `previous` only when
+/// someone else had changed the key since this resource wrote it: rollback then puts
+/// back their item.
 fn apply(current: Option<KeyState>, record: Record) -> KeyState {
-    let mut state = current.unwrap_or(KeyState {
-        key: record.key,
-        previous: record.previous,
-        digest: String::new(),
-    });
+    let mut state = match current {
+        Some(mut state) => {
+            let theirs = record
+                .previous
+                .as_ref()
+                .and_then(|previous| item_from_json(previous).ok())
+                .is_some_and(|previous| digest(&previous) != state.digest);
+            if theirs {
+                state.previous = record.previous;
+            }
+            state
+        }
+        None => KeyState {
+            key: record.key,
+            previous: record.previous,
+            digest: String::new(),
+        },
+    };
     state.digest = record.digest;
     state
 }
@@ -59,17 +74,25 @@ pub(crate) async fn load_state(journal: &Journal) -> Result<JournalState> {
     Ok(state)
 }
 
-/// The keys this resource has written, hashed: all a copy needs of the journal.
-/// Rollback loads the full state instead.
-pub(crate) async fn keys_written(journal: &Journal, keys: &[String]) -> Result<SpillMap<u128, ()>> {
+/// The keys this resource has written, hashed, each with the digest of the last item
+/// written there: all a copy needs of the journal to tell its own items from items
+/// someone changed since. Rollback loads the full state instead.
+pub(crate) async fn keys_written(
+    journal: &Journal,
+    keys: &[String],
+) -> Result<SpillMap<u128, u128>> {
     let written = SpillMap::new()?;
     journal
         .replay(|_, records: Vec<Record>| {
-            let hashes = records
+            let entries = records
                 .iter()
-                .map(|r| Ok(key_hash(&item_from_json(&r.key)?, keys)))
-                .collect::<Result<Vec<u128>>>()?;
-            written.insert_all(hashes.iter().map(|h| (h, &())))
+                .map(|r| {
+                    let digest = u128::from_str_radix(&r.digest, 16)
+                        .with_context(|| format!("journal digest {:?} is corrupt", r.digest))?;
+                    Ok((key_hash(&item_from_json(&r.key)?, keys), digest))
+                })
+                .collect::<Result<Vec<(u128, u128)>>>()?;
+            written.insert_all(entries.iter().map(|(k, v)| (k, v)))
         })
         .await?;
     Ok(written)
@@ -146,25 +169,32 @@ mod tests {
     #[test]
     fn replay_keeps_the_first_previous_and_the_last_digest() {
         let key = json!({"PK": {"S": "a"}}).as_object().unwrap().clone();
-        let original = json!({"PK": {"S": "a"}, "v": {"S": "old"}});
+        let item = |v: &str| {
+            json!({"PK": {"S": "a"}, "v": {"S": v}})
+                .as_object()
+                .unwrap()
+                .clone()
+        };
+        let digest_of = |v: &str| digest(&item_from_json(&item(v)).unwrap());
         let state = JournalState::new().unwrap();
-        let records = vec![
-            Record {
-                key: key.clone(),
-                previous: original.as_object().cloned(),
-                digest: "d1".into(),
-            },
-            Record {
-                key: key.clone(),
-                previous: json!({"PK": {"S": "a"}, "v": {"S": "ours"}})
-                    .as_object()
-                    .cloned(),
-                digest: "d2".into(),
-            },
-        ];
-        fold(&state, records).unwrap();
+        let record = |previous: Option<&str>, written: &str| Record {
+            key: key.clone(),
+            previous: previous.map(item),
+            digest: digest_of(written),
+        };
+        // A second write over this resource's own item names it as previous: ignored.
+        fold(
+            &state,
+            vec![record(Some("old"), "ours"), record(Some("ours"), "ours2")],
+        )
+        .unwrap();
         let entry = state.get(&key_id(&key)).unwrap().unwrap();
-        assert_eq!(entry.previous.as_ref(), original.as_object());
-        assert_eq!(entry.digest, "d2");
+        assert_eq!(entry.previous, Some(item("old")));
+        assert_eq!(entry.digest, digest_of("ours2"));
+        // Someone changed it since: their item is what rollback puts back.
+        fold(&state, vec![record(Some("prod edit"), "ours3")]).unwrap();
+        let entry = state.get(&key_id(&key)).unwrap().unwrap();
+        assert_eq!(entry.previous, Some(item("prod edit")));
+        assert_eq!(entry.digest, digest_of("ours3"));
     }
 }

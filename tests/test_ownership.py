@@ -1,0 +1,76 @@
+"""What a resource wrote is its own only while the target still holds it (issue 21):
+a key the prod app changed after the copy is the app's again. A later up applies
+`onConflict` to it (skip leaves it; an overwrite backs the app's content up first) and
+destroy puts back the app's content, never the copy's, and never deletes it."""
+
+import pytest
+
+from conftest import both_sides, s3_client, unique
+from portfolio_items import S, create_table, dynamodb, put_items, scan_all
+from test_bucket_sync import make_bucket, put_many
+from test_rollback_anywhere import contents
+
+
+@pytest.mark.parametrize("on_conflict", ["skip", "skipIdentical"])
+def test_bucket_sync_respects_prod_edits_across_a_second_up(project, on_conflict):
+    s3 = s3_client()
+    source, target = make_bucket(s3, "dev"), make_bucket(s3, "prod")
+    put_many(s3, source, {"a.png": b"dev a", "b.png": b"dev b", "c.png": b"dev c"})
+    resources = {"images": {"type": "stackmigrate:BucketSync",
+                            "properties": {"sourceBucket": source, "targetBucket": target, "onConflict": on_conflict}}}
+    p = project(resources)
+    p.up()
+    assert contents(s3, target) == {"a.png": b"dev a", "b.png": b"dev b", "c.png": b"dev c"}
+
+    # The prod app edits two copied objects; dev changes one of them and adds one.
+    put_many(s3, target, {"b.png": b"prod's edit of b", "c.png": b"prod's edit of c"})
+    put_many(s3, source, {"c.png": b"dev c, second version", "d.png": b"dev d"})
+    preview = p.preview()
+    assert "2 objects this resource wrote were changed by someone else since" in preview, preview
+    assert contents(s3, target)["b.png"] == b"prod's edit of b", "preview writes nothing"
+    out = p.up()
+    assert "changed by someone else since" in out, out
+    after = contents(s3, target)
+    assert after["d.png"] == b"dev d" and after["a.png"] == b"dev a"
+    if on_conflict == "skip":
+        assert (after["b.png"], after["c.png"]) == (b"prod's edit of b", b"prod's edit of c"), "skip leaves prod's edits"
+    else:
+        assert (after["b.png"], after["c.png"]) == (b"dev b", b"dev c, second version")
+
+    p.destroy()
+    assert contents(s3, target) == {"b.png": b"prod's edit of b", "c.png": b"prod's edit of c"}, \
+        "prod's edits are back (or were never touched); what the copy alone wrote is gone"
+
+
+@pytest.mark.parametrize("on_conflict", ["skip", "overwrite"])
+def test_dynamo_copy_respects_prod_edits_across_a_second_up(project, on_conflict):
+    client = dynamodb()
+    source = create_table(client, unique("dev-receipts"))
+    target = create_table(client, unique("prod-receipts"))
+
+    def item(i, v):
+        return {"PK": S(f"IMAGE#{i}"), "SK": S("IMAGE"), "TYPE": S("IMAGE"), "v": S(v)}
+
+    put_items(client, source, [item(i, f"dev {i}") for i in range(6)])
+    resources = {"receipts": {"type": "stackmigrate:DynamoCopy",
+                              "properties": {"sourceTable": source, "targetTable": target, "onConflict": on_conflict}}}
+    p = project(resources, config=both_sides())
+    p.up()
+    assert len(scan_all(client, target)) == 6
+
+    put_items(client, target, [item(1, "prod's edit of 1"), item(2, "prod's edit of 2")])
+    put_items(client, source, [item(2, "dev 2, second version"), item(6, "dev 6")])
+    preview = p.preview()
+    assert "2 items this resource wrote were changed by someone else since" in preview, preview
+    out = p.up()
+    assert "changed by someone else since" in out, out
+    after = {row["PK"]["S"]: row["v"]["S"] for row in scan_all(client, target).values()}
+    assert after["IMAGE#6"] == "dev 6" and after["IMAGE#0"] == "dev 0"
+    if on_conflict == "skip":
+        assert (after["IMAGE#1"], after["IMAGE#2"]) == ("prod's edit of 1", "prod's edit of 2")
+    else:
+        assert (after["IMAGE#1"], after["IMAGE#2"]) == ("dev 1", "dev 2, second version")
+
+    p.destroy()
+    left = {row["PK"]["S"]: row["v"]["S"] for row in scan_all(client, target).values()}
+    assert left == {"IMAGE#1": "prod's edit of 1", "IMAGE#2": "prod's edit of 2"}

@@ -2,6 +2,7 @@
 changed input (here `triggers`) re-runs the copy. The default, `full`, is what every
 other test exercises."""
 
+import json
 import os
 
 from conftest import both_sides, listing, plan_counts, s3_client, unique
@@ -55,3 +56,36 @@ def test_dynamo_copy_with_inputs_detection_ignores_new_items_until_triggered(pro
     p.write(program(["b"]), {})
     p.up()
     assert len(scan_all(client, target)) == copied + 1
+
+
+def test_refresh_sees_items_lost_from_the_target_and_the_next_up_repairs_them(project):
+    """`full` detection trusts a verified copy while the source is unchanged, so a plain
+    preview reads only the source; `pulumi refresh` compares with the target itself."""
+    client = dynamodb()
+    source, target = create_table(client, unique("dev")), create_table(client, unique("prod"))
+    put_items(client, source, image_items())
+    props = {"sourceTable": source, "targetTable": target}
+    p = project({"copy": {"type": "stackmigrate:DynamoCopy", "properties": props}}, config=both_sides())
+
+    def drift():
+        """The drift refresh recorded in the resource's state (stack outputs wait for an up)."""
+        state = json.loads(p.state_text())["deployment"]["resources"]
+        (copy,) = [r for r in state if r["type"] == "stackmigrate:index:DynamoCopy"]
+        return copy["outputs"].get("drift")
+
+    p.up()
+    copied = scan_all(client, target)
+    lost = sorted(copied)[:3]
+    for pk, sk in lost:
+        client.delete_item(TableName=target, Key={"PK": S(pk), "SK": S(sk)})
+
+    p.run("refresh", "--yes", "--skip-preview")
+    found = drift()
+    assert found["pending"] is True and found["writes"] == 3, found
+    assert plan_counts(p.preview())["itemsCopied"] == 3, "preview counts what is missing"
+    assert len(scan_all(client, target)) == len(copied) - 3, "preview writes nothing"
+    p.up()
+    assert scan_all(client, target) == copied, "every lost item is back as it was"
+    assert drift() is None, "the repairing up clears the drift"
+    p.run("refresh", "--yes", "--skip-preview")
+    assert drift()["pending"] is False

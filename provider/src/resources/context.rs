@@ -44,6 +44,10 @@ pub struct Context {
     /// The journal the resource's state names (Read, Update, Delete): where the earlier
     /// runs recorded their writes, whatever today's configuration would compute.
     pub journal_at: Option<String>,
+    /// Compare with the target itself, trusting no note of an earlier verified copy:
+    /// refresh, and every operation after a refresh found drift, so lost target data is
+    /// seen, counted and repaired.
+    pub compare_target: bool,
 }
 
 /// The journal note holding the inputs of the run that first wrote.

@@ -46,12 +46,7 @@ pub(crate) fn compares_inputs_only(inputs: &Map<String, Value>) -> bool {
 /// `changeDetection: inputs` with the inputs unchanged: no data is read, but a drift the
 /// last `pulumi refresh` found (the source has what the target lacks) is work to do.
 pub(crate) fn refreshed_drift(resource: &Metadata, last_state: &Map<String, Value>) -> Vec<Change> {
-    let pending = last_state
-        .get("drift")
-        .and_then(|d| d.get("pending"))
-        .and_then(Value::as_bool)
-        == Some(true);
-    if !pending {
+    if !super::Drift::pending_in(last_state) {
         return Vec::new();
     }
     vec![Change {

@@ -394,7 +394,8 @@ impl Migration for DynamoCopy {
         let rewrites = Self::rewrites(ctx, inputs).await?;
         let spec = Self::spec(ctx, inputs, &rewrites).await?;
         let journal = ctx.journal().await?;
-        let counts = table::plan(&spec, &journal, ctx.progress.as_ref()).await?;
+        let counts =
+            table::plan(&spec, &journal, ctx.progress.as_ref(), ctx.compare_target).await?;
         check_plan(inputs, &counts)?;
         for (from, to) in &rewrites {
             let values = counts.rewritten.get(from).copied().unwrap_or_default();

@@ -71,6 +71,15 @@ pub struct Drift {
 }
 
 impl Drift {
+    /// Whether the last refresh recorded in `state` found work for the next up.
+    pub(crate) fn pending_in(state: &Map<String, Value>) -> bool {
+        state
+            .get("drift")
+            .and_then(|drift| drift.get("pending"))
+            .and_then(Value::as_bool)
+            == Some(true)
+    }
+
     pub(crate) fn found(resource: &Metadata, planned: &Map<String, Value>, pending: bool) -> Drift {
         Drift {
             checked_at: std::time::SystemTime::now()

@@ -17,7 +17,7 @@ use crate::config::ProviderConfig;
 use crate::copy::connection::Attempts;
 use crate::registry::{self, Registered, Registry};
 use crate::resources::{
-    check_journal, journal_path, state_journal_uri, Clients, Context, FailedAfterWriting,
+    check_journal, journal_path, state_journal_uri, Clients, Context, Drift, FailedAfterWriting,
 };
 use crate::stacks::Stacks;
 use crate::wire::Props;
@@ -144,6 +144,7 @@ impl Provider {
                 .clone(),
             run_inputs: None,
             journal_at: state.and_then(state_journal_uri),
+            compare_target: state.is_some_and(Drift::pending_in),
         };
         let result = Attempts::count(attempts, operation(ctx)).await;
         log.finish().await;

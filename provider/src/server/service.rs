@@ -343,6 +343,7 @@ impl ResourceProvider for Provider {
                     .with_state_context(&request.urn, Some(&known.value), |ctx| async move {
                         let ctx = Context {
                             progress: Arc::new(StatusAndWarnings(ctx.progress.clone())),
+                            compare_target: true,
                             ..ctx
                         };
                         // A source that is gone (the dev stack destroyed after the

@@ -203,13 +203,20 @@ impl Candidate {
 /// Counts what a copy would do, writing nothing. When the source's selected items are
 /// exactly those of the last verified copy (same fingerprint), the target is trusted to
 /// still hold them and is not read: one scan of the source answers a no-change preview.
-/// Changing `triggers` forces a full comparison.
+/// `compare_target` (a refresh, or after one found drift), like a change of `triggers`,
+/// forces the full comparison, which sees items lost from or changed in the target.
 pub async fn plan(
     spec: &CopySpec,
     journal: &Journal,
     progress: &dyn Progress,
+    compare_target: bool,
 ) -> Result<CopyCounts> {
-    if let Some(verified) = last_verified(journal).await? {
+    let trusted = if compare_target {
+        None
+    } else {
+        last_verified(journal).await?
+    };
+    if let Some(verified) = trusted {
         let (none, empty) = (SpillMap::<u128, u128>::new()?, Index::empty()?);
         let scanned = scan_meter(progress, &spec.source);
         let source = walk(spec, &none, &empty, None, &Mode::Plan, Some(&scanned)).await?;

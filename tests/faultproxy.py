@@ -55,7 +55,8 @@ class Faults:
         self.reset = float(settings.get("reset", 0.0))
         self.deny_writes_after = settings.get("deny_writes_after")
         self.deny_prefix = settings.get("deny_prefix", "")
-        # "Refuse this operation after N successes", as when a permission is taken away.
+        # "Refuse this operation (`*`: every one) after N successes", as when a permission
+        # is taken away or the endpoint stays down.
         self.refuse_operation = settings.get("refuse_operation")
         self.refuse_after = int(settings.get("refuse_after", 0))
         self.counters = {"requests": 0, "throttled": 0, "reset": 0, "denied": 0, "writes": 0, "operations": 0}
@@ -122,7 +123,7 @@ def make_app(upstream, faults):
         if reset and faults.random.random() < 0.5:
             faults.counters["reset"] += 1
             drop(request)
-        if faults.refuse_operation and faults.operation(request) == faults.refuse_operation:
+        if faults.refuse_operation in ("*", faults.operation(request)):
             faults.counters["operations"] += 1
             if faults.counters["operations"] > faults.refuse_after:
                 faults.counters["denied"] += 1

@@ -160,6 +160,25 @@ def test_writes_that_landed_before_a_refusal_are_confirmed_and_rolled_back(proje
     assert contents(s3, target) == prod, "prod's originals back under every key, the four landed copies too"
 
 
+def test_a_failed_up_whose_target_stays_down_is_kept_and_destroy_restores(project, buckets):
+    """The target refuses everything from some point on, so no plan can be made after the
+    failure: the state keeps the names the run resolved, and destroy (once the target is
+    back) rolls back what was written."""
+    s3, source, target, objects = buckets
+    before = contents(s3, target)
+    p = project(sync(source, target, onConflict="overwrite"), SYNC_OUTPUTS, config=faulty_s3())
+    set_faults("s3", refuse_operation="*", refuse_after=250)
+    code, out = p.up(check=False)
+    assert code != 0 and "AccessDenied" in out, out
+    assert "could not be planned against after the failure" in out, out
+    partial = contents(s3, target)
+    assert partial != before and len(partial) < len(objects) + 1, "the up failed midway"
+    assert "stackmigrate:index:BucketSync" in p.state_text(), "the engine keeps what failed after writing"
+    set_faults("s3")
+    p.destroy()
+    assert contents(s3, target) == before, "destroy restores every overwritten and created object"
+
+
 TABLE_OUTPUTS = {name: "${receipts.%s}" % name for name in ["itemsCopied", "verified", "retries", "throttles"]}
 
 

@@ -69,9 +69,18 @@ impl Migration for Marker {
         })
     }
 
-    async fn apply(&self, ctx: &Context, inputs: &Inputs) -> Result<Outputs> {
+    async fn apply(
+        &self,
+        ctx: &Context,
+        inputs: &Inputs,
+        so_far: &mut Option<Outputs>,
+    ) -> Result<Outputs> {
         let target = bucket(ctx, &inputs.target_bucket).await?;
         let journal = ctx.journal().await?;
+        *so_far = Some(Outputs {
+            target_bucket: target.name.clone(),
+            written: false,
+        });
         put_journalled(&target, &inputs.key, b"marked".to_vec(), &journal).await?;
         Ok(Outputs {
             target_bucket: target.name,

@@ -325,10 +325,21 @@ impl Migration for BucketSync {
         })
     }
 
-    async fn apply(&self, ctx: &Context, inputs: &Inputs) -> Result<Outputs> {
+    async fn apply(
+        &self,
+        ctx: &Context,
+        inputs: &Inputs,
+        so_far: &mut Option<Outputs>,
+    ) -> Result<Outputs> {
         let spec = Self::spec(ctx, inputs).await?;
         let selection = Selection::of(inputs, &spec).await?;
         let journal = ctx.journal().await?;
+        *so_far = Some(Outputs::from_counts(
+            &spec,
+            &SyncCounts::default(),
+            false,
+            journal.uri(),
+        ));
         let counts = sync::run(&spec, &journal, ctx.progress.as_ref(), |planned| {
             selection.check(planned)
         })

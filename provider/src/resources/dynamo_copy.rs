@@ -408,10 +408,22 @@ impl Migration for DynamoCopy {
         })
     }
 
-    async fn apply(&self, ctx: &Context, inputs: &Inputs) -> Result<Outputs> {
+    async fn apply(
+        &self,
+        ctx: &Context,
+        inputs: &Inputs,
+        so_far: &mut Option<Outputs>,
+    ) -> Result<Outputs> {
         let rewrites = Self::rewrites(ctx, inputs).await?;
         let spec = Self::spec(ctx, inputs, &rewrites).await?;
         let journal = ctx.journal().await?;
+        *so_far = Some(Outputs::from_counts(
+            &spec,
+            rewrites.clone(),
+            CopyCounts::default(),
+            false,
+            journal.uri(),
+        ));
         let counts = table::run(&spec, &journal, ctx.progress.as_ref(), |plan| {
             check_plan(inputs, plan)
         })

@@ -157,8 +157,16 @@ pub trait Migration: Send + Sync + 'static {
     fn validate(inputs: &Self::Inputs) -> Vec<Failure>;
     /// What `apply` would do now, writing nothing. `pending` says whether it would write.
     async fn plan(&self, ctx: &Context, inputs: &Self::Inputs) -> Result<Planned<Self::Outputs>>;
-    /// Does the copy, verifies it, and reports what it did.
-    async fn apply(&self, ctx: &Context, inputs: &Self::Inputs) -> Result<Self::Outputs>;
+    /// Does the copy, verifies it, and reports what it did. Once it knows what it writes
+    /// to, it sets `so_far` to outputs naming it (nothing counted yet): when it then fails
+    /// after writing and the target no longer answers a plan, that is the state the
+    /// engine keeps, so that `pulumi destroy` still finds the target.
+    async fn apply(
+        &self,
+        ctx: &Context,
+        inputs: &Self::Inputs,
+        so_far: &mut Option<Self::Outputs>,
+    ) -> Result<Self::Outputs>;
     /// Undoes what `apply` did, from the journal. `state` is what the last run reported.
     async fn rollback(&self, ctx: &Context, state: &Self::Outputs) -> Result<()>;
 }
@@ -246,6 +254,42 @@ fn with_outputs<O: Serialize>(
         state.extend(out);
     }
     Ok(state)
+}
+
+/// The error of an apply that failed, with the state for the engine to keep when the
+/// run had written (its journal has records): named by a plan made now or, when the
+/// target no longer answers one, by what the run had resolved (`so_far`).
+async fn failed_apply<M: Migration>(
+    resource: &M,
+    ctx: &Context,
+    inputs: &Map<String, Value>,
+    so_far: Option<M::Outputs>,
+    cause: anyhow::Error,
+) -> anyhow::Error {
+    let state = match resource.recover(ctx, inputs).await {
+        Ok(state) => state,
+        Err(unplanned) => {
+            let segments = async { ctx.journal().await?.segment_count().await }.await;
+            match (so_far, segments) {
+                (Some(outputs), Ok(segments)) if segments > 0 => {
+                    ctx.progress.warn(&format!(
+                        "the target could not be planned against after the failure ({unplanned:#}); \
+                         the state keeps the names this run resolved and its journal"
+                    ));
+                    with_outputs(inputs, &outputs).ok().map(|mut state| {
+                        JournalRecorded::record(segments, &mut state);
+                        state
+                    })
+                }
+                _ => None,
+            }
+        }
+    };
+    match state {
+        Some(state) => FailedAfterWriting { state, cause }.into(),
+        // Nothing was written, or the journal cannot be read either: the plain error.
+        None => cause,
+    }
 }
 
 /// Fails, before anything is written, unless the journal `ctx` opens holds what `state`
@@ -346,7 +390,8 @@ impl<M: Migration> Resource for M {
         inputs: &Map<String, Value>,
     ) -> Result<Map<String, Value>> {
         let typed: M::Inputs = decode_or_err(inputs)?;
-        let cause = match Migration::apply(self, ctx, &typed).await {
+        let mut so_far = None;
+        let cause = match Migration::apply(self, ctx, &typed, &mut so_far).await {
             Ok(outputs) => {
                 let mut state = with_outputs(inputs, &outputs)?;
                 let segments = ctx.journal().await?.segment_count().await?;
@@ -355,11 +400,7 @@ impl<M: Migration> Resource for M {
             }
             Err(cause) => cause,
         };
-        match self.recover(ctx, inputs).await {
-            Ok(Some(state)) => Err(FailedAfterWriting { state, cause }.into()),
-            // Nothing written, or the target cannot even be named now: the plain error.
-            _ => Err(cause),
-        }
+        Err(failed_apply(self, ctx, inputs, so_far, cause).await)
     }
     async fn recover(
         &self,

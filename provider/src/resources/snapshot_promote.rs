@@ -322,10 +322,16 @@ impl Migration for SnapshotPromote {
         Ok(Planned { outputs, pending })
     }
 
-    async fn apply(&self, ctx: &Context, inputs: &Inputs) -> Result<Outputs> {
+    async fn apply(
+        &self,
+        ctx: &Context,
+        inputs: &Inputs,
+        so_far: &mut Option<Outputs>,
+    ) -> Result<Outputs> {
         let mut outputs = Outputs::default();
         let collections = Self::collections(ctx, inputs, &mut outputs).await?;
         let journal = Self::journal(ctx, &mut outputs).await?;
+        *so_far = Some(outputs.clone());
         let wait = Duration::from_secs(inputs.lock_wait_seconds);
         let locks = Self::lock_tables(ctx, inputs).await?;
         for collection in &collections {

@@ -40,10 +40,10 @@ def resource_urns(p):
     return [r["urn"] for r in state["deployment"].get("resources", []) if "stackmigrate:index:" in r["type"]]
 
 
-def test_destroy_from_another_home_refuses_and_the_right_one_restores(project, tmp_path):
-    """The default journal (unset `stackmigrate:journal`) is under the HOME of whoever ran
-    `up`. Destroy on another machine, which lacks it, must fail naming it and change
-    nothing; on the first machine it restores prod."""
+def test_a_file_journal_refuses_destroy_elsewhere_and_the_first_machine_restores(project, tmp_path):
+    """A `file://` journal (here under the HOME of whoever ran `up`, where earlier releases
+    kept it by default) exists on one machine only. Destroy on another machine, which
+    lacks it, must fail naming it and change nothing; on the first machine it restores."""
     s3 = s3_client()
     source, target = make_bucket(s3, "dev"), make_bucket(s3, "prod")
     dev = {f"img/{i:03d}.png": f"dev {i}".encode() for i in range(12)}
@@ -53,13 +53,14 @@ def test_destroy_from_another_home_refuses_and_the_right_one_restores(project, t
     put_many(s3, target, prod)
     resources = {"images": {"type": "stackmigrate:BucketSync",
                             "properties": {"sourceBucket": source, "targetBucket": target, "onConflict": "overwrite"}}}
-    p = project(resources, {"journalUri": "${images.journalUri}"})
-    del p.config["stackmigrate:journal"]
-    p.write(resources, {"journalUri": "${images.journalUri}"})
     ran_up, colleague = tmp_path / "home-ci", tmp_path / "home-colleague"
     ran_up.mkdir()
     colleague.mkdir()
+    p = project(resources, {"journalUri": "${images.journalUri}"},
+                config={"stackmigrate:journal": f"file://{ran_up}/.stackmigrate/journal"})
 
+    out = pulumi_as(p, ran_up, "preview")
+    assert "only `pulumi destroy` run here" in out, out
     pulumi_as(p, ran_up, "up", "--yes", "--skip-preview")
     copied = {**prod, **dev}
     assert contents(s3, target) == copied
@@ -88,6 +89,39 @@ def test_destroy_from_another_home_refuses_and_the_right_one_restores(project, t
     assert contents(s3, target) == prod, "prod's objects back, key by key; the copies gone"
     assert resource_urns(p) == []
     assert not any((ran_up / ".stackmigrate/journal").rglob("*.jsonl")), "the journal is cleared"
+
+
+def test_the_default_journal_lives_on_the_target_and_any_machine_rolls_back(project, tmp_path):
+    """With `stackmigrate:journal` unset, the journal is a bucket on the target connection,
+    made on first use: `up` on one machine, `destroy` on another restores prod."""
+    s3 = s3_client()
+    source, target = make_bucket(s3, "dev"), make_bucket(s3, "prod")
+    dev = {f"img/{i:03d}.png": f"dev {i}".encode() for i in range(8)}
+    prod = {"img/000.png": b"prod 0", "img/prod-only.png": b"prod only"}
+    put_many(s3, source, dev)
+    put_many(s3, target, prod)
+    resources = {"images": {"type": "stackmigrate:BucketSync",
+                            "properties": {"sourceBucket": source, "targetBucket": target, "onConflict": "overwrite"}}}
+    p = project(resources, {"journalUri": "${images.journalUri}"})
+    del p.config["stackmigrate:journal"]
+    p.write(resources, {"journalUri": "${images.journalUri}"})
+    ran_up, colleague = tmp_path / "home-ci", tmp_path / "home-colleague"
+    ran_up.mkdir()
+    colleague.mkdir()
+
+    out = pulumi_as(p, ran_up, "preview")
+    prefix = f"{p.name}/{p.stack}/BucketSync/images"
+    assert f"rollback journal: s3://stackmigrate-journal/{prefix}" in out, out
+    pulumi_as(p, ran_up, "up", "--yes", "--skip-preview")
+    assert contents(s3, target) == {**prod, **dev}
+    assert p.outputs()["journalUri"] == f"s3://stackmigrate-journal/{prefix}"
+    journal = [k for k in listing(s3, "stackmigrate-journal") if k.startswith(prefix + "/")]
+    assert any("/records/" in k for k in journal) and any("/backups/" in k for k in journal), journal
+    assert not (ran_up / ".stackmigrate").exists(), "nothing of prod's kept on this machine"
+
+    pulumi_as(p, colleague, "destroy", "--yes", "--skip-preview")
+    assert contents(s3, target) == prod, "prod's objects back, key by key, from another machine"
+    assert not [k for k in listing(s3, "stackmigrate-journal") if k.startswith(prefix + "/")]
 
 
 def test_a_moved_journal_stops_destroy_until_it_is_back(project, tmp_path):

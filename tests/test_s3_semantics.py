@@ -311,3 +311,31 @@ def test_expected_bucket_owner_goes_with_every_request_and_a_wrong_one_stops_pre
         assert code != 0
         assert "access denied" in out and "account 111122223333" in out and f"the {side} connection's expectedBucketOwner" in out, out
         assert listing(s3, target) == {}
+
+
+def test_the_default_journal_bucket_is_private_encrypted_and_versioned(project):
+    """The bucket made for the default journal has what CDK's bootstrap bucket has: public
+    access blocked, default encryption, versioning, and old versions expiring."""
+    if s3_server() != "moto":
+        pytest.skip("these are AWS's bucket settings: moto implements them, the Versity gateway not all")
+    a = s3_client("a")
+    source, target = make_bucket(a, "dev"), make_bucket(a, "prod")
+    put_many(a, source, {"img/x.png": b"dev"})
+    put_many(a, target, {"img/x.png": b"prod"})
+    p = project(sync(source, target, onConflict="overwrite"), OUTPUTS)
+    del p.config["stackmigrate:journal"]
+    p.write(sync(source, target, onConflict="overwrite"), OUTPUTS)
+    p.up()
+    bucket = "stackmigrate-journal"
+    block = a.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"]
+    assert block == {"BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True,
+                     "RestrictPublicBuckets": True}, block
+    rules = a.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]["Rules"]
+    assert rules[0]["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256", rules
+    assert a.get_bucket_versioning(Bucket=bucket)["Status"] == "Enabled"
+    lifecycle = a.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+    assert lifecycle[0]["NoncurrentVersionExpiration"]["NoncurrentDays"] == 30, lifecycle
+    backup = next(k for k in listing(a, bucket) if "/backups/" in k and p.stack in k)
+    assert a.head_object(Bucket=bucket, Key=backup)["ServerSideEncryption"] == "AES256", "prod's backup is encrypted"
+    p.destroy()
+    assert a.get_object(Bucket=target, Key="img/x.png")["Body"].read() == b"prod"

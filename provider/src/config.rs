@@ -1,7 +1,5 @@
 //! The provider's configuration (`stackmigrate:*` config keys).
 
-use std::path::PathBuf;
-
 use anyhow::{Context, Result};
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -24,7 +22,7 @@ pub struct ProviderConfig {
     pub source_stack: Option<String>,
     /// Fully qualified name of the stack whose outputs name the target tables and buckets.
     pub target_stack: Option<String>,
-    /// Where rollback journals live: `s3://bucket/prefix` (on the target connection) or `file:///absolute/path`. Default: `file://$HOME/.stackmigrate/journal`.
+    /// Where rollback journals live: `s3://bucket/prefix` (on the target connection) or `file:///absolute/path` (only this machine can then roll back). Default: a bucket on the target connection that every machine running `pulumi` reaches, created on first use with public access blocked, default encryption, versioning and old versions expiring after 30 days: `stackmigrate-journal-<account>-<region>` on AWS, `stackmigrate-journal` on another S3 endpoint.
     pub journal: Option<String>,
 }
 
@@ -44,20 +42,16 @@ impl ProviderConfig {
         }
         let config: ProviderConfig = serde_path_to_error::deserialize(Value::Object(normalized))
             .map_err(|e| anyhow::anyhow!("stackmigrate:{}: {}", e.path(), e.inner()))?;
-        config.journal_location()?;
+        config.journal_setting()?;
         Ok(config)
     }
 
-    pub fn journal_location(&self) -> Result<Location> {
-        match &self.journal {
-            Some(text) => Location::parse(text).context("stackmigrate:journal"),
-            None => {
-                let home = std::env::var_os("HOME")
-                    .map(PathBuf::from)
-                    .unwrap_or_else(|| "/tmp".into());
-                Ok(Location::File(home.join(".stackmigrate/journal")))
-            }
-        }
+    /// The `journal` setting; None when unset (the default lives on the target side).
+    pub fn journal_setting(&self) -> Result<Option<Location>> {
+        self.journal
+            .as_deref()
+            .map(|text| Location::parse(text).context("stackmigrate:journal"))
+            .transpose()
     }
 }
 

@@ -53,7 +53,7 @@ export class Provider extends pulumi.ProviderResource {
  */
 export interface ProviderArgs {
     /**
-     * Where rollback journals live: `s3://bucket/prefix` (on the target connection) or `file:///absolute/path`. Default: `file://$HOME/.stackmigrate/journal`.
+     * Where rollback journals live: `s3://bucket/prefix` (on the target connection) or `file:///absolute/path` (only this machine can then roll back). Default: a bucket on the target connection that every machine running `pulumi` reaches, created on first use with public access blocked, default encryption, versioning and old versions expiring after 30 days: `stackmigrate-journal-<account>-<region>` on AWS, `stackmigrate-journal` on another S3 endpoint.
      */
     journal?: pulumi.Input<string>;
     /**

@@ -440,6 +440,29 @@ impl SideClients {
         })
     }
 
+    /// The AWS account these credentials act for, as STS answers (AWS itself only).
+    pub(crate) async fn account_id(&self) -> anyhow::Result<String> {
+        let sdk = self.sdk().await;
+        let identity = aws_sdk_sts::Client::new(sdk)
+            .get_caller_identity()
+            .send()
+            .await
+            .map_err(super::aws_error)?;
+        identity.account().map(str::to_owned).ok_or_else(|| {
+            anyhow::anyhow!("STS named no account for the {} credentials", self.side)
+        })
+    }
+
+    /// The region the side resolved (its setting, or the SDK chain's).
+    pub(crate) async fn region(&self) -> Option<String> {
+        self.sdk().await.region().map(|r| r.to_string())
+    }
+
+    /// Whether S3 requests go to AWS itself (no endpoint given).
+    pub(crate) fn s3_is_aws(&self) -> bool {
+        self.connection.effective_s3_endpoint().is_none()
+    }
+
     pub async fn dynamodb(&self) -> anyhow::Result<aws_sdk_dynamodb::Client> {
         let sdk = self.sdk().await;
         self.needs_region(

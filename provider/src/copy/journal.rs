@@ -14,7 +14,7 @@
 //! Files are private to their owner (folders 0700, files 0600): they hold prod's data.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use anyhow::{bail, Context, Result};
 use serde::{de::DeserializeOwned, Serialize};
@@ -39,6 +39,20 @@ pub struct Journal {
     /// A note stored just before the first record: what describes a run is kept only
     /// once the run writes.
     first_note: tokio::sync::Mutex<Option<(String, Vec<u8>)>>,
+    /// The default journal's bucket, when it does not exist yet: made before the first
+    /// write, never by a preview. Until then the journal reads as empty.
+    provision: Option<Provision>,
+    bucket_missing: AtomicBool,
+}
+
+/// How to make the default journal's bucket.
+#[derive(Debug, Clone)]
+pub struct Provision {
+    /// Where to create it (None: the endpoint's default).
+    pub region: Option<String>,
+    /// AWS itself: every setting (public access block, encryption, versioning, expiry)
+    /// must take. Another S3 server may lack some.
+    pub strict: bool,
 }
 
 /// What a journal holds of the segments a resource's state recorded.
@@ -131,12 +145,35 @@ impl Journal {
     /// Opens the journal whose folder is exactly `location` (as a resource's state names
     /// it), writing nothing.
     pub async fn open_at(location: &Location, target: &SideClients) -> Result<Journal> {
+        Journal::open_with(location, target, None).await
+    }
+
+    /// Opens the journal of one resource in the default journal bucket, which is made
+    /// before the first write when it does not exist yet.
+    pub async fn open_provisioned(
+        location: &Location,
+        target: &SideClients,
+        resource: &str,
+        provision: Provision,
+    ) -> Result<Journal> {
+        Journal::open_with(&location.join(resource), target, Some(provision)).await
+    }
+
+    async fn open_with(
+        location: &Location,
+        target: &SideClients,
+        provision: Option<Provision>,
+    ) -> Result<Journal> {
         let store = match location {
             Location::File(dir) => Store::File(dir.clone()),
             Location::S3 { bucket, prefix } => Store::S3 {
                 bucket: target.bucket(bucket).await?,
                 prefix: prefix.clone(),
             },
+        };
+        let missing_bucket = match (&store, &provision) {
+            (Store::S3 { bucket, .. }, Some(_)) => !s3::provision::exists(bucket).await?,
+            _ => false,
         };
         let journal = Journal {
             store,
@@ -145,7 +182,12 @@ impl Journal {
             retired: Default::default(),
             writable: Default::default(),
             first_note: Default::default(),
+            provision: provision.filter(|_| missing_bucket),
+            bucket_missing: AtomicBool::new(missing_bucket),
         };
+        if missing_bucket {
+            return Ok(journal);
+        }
         if let Some(body) = journal.read_note(RETIRED_NOTE).await? {
             let retired: Retired = serde_json::from_slice(&body).with_context(|| {
                 format!(
@@ -168,7 +210,7 @@ impl Journal {
 
     /// Segments in write order, as (sequence, name); none in a retired journal.
     async fn segments(&self) -> Result<Vec<(u64, String)>> {
-        if self.retired().is_some() {
+        if self.retired().is_some() || self.bucket_missing.load(Ordering::SeqCst) {
             return Ok(Vec::new());
         }
         let mut names = Vec::new();
@@ -236,11 +278,24 @@ impl Journal {
         *self.retired.lock().expect("not poisoned")
     }
 
-    /// Before the first write: a retired journal's leftovers (a cleanup killed midway)
-    /// and then its retirement note are removed, so a new run starts from an empty one.
+    /// Before the first write: the default journal's bucket is made if it is missing; a
+    /// retired journal's leftovers (a cleanup killed midway) and then its retirement note
+    /// are removed, so a new run starts from an empty one.
     async fn make_writable(&self) -> Result<()> {
         self.writable
             .get_or_try_init(|| async {
+                if let (Some(provision), Store::S3 { bucket, .. }) = (&self.provision, &self.store) {
+                    s3::provision::create_private(bucket, provision.region.as_deref(), provision.strict)
+                        .await
+                        .with_context(|| {
+                            format!(
+                                "creating the default journal bucket {:?} on the target connection; \
+                                 set stackmigrate:journal to s3://bucket/prefix on a bucket you made, or to file:///path",
+                                bucket.name
+                            )
+                        })?;
+                    self.bucket_missing.store(false, Ordering::SeqCst);
+                }
                 if self.retired().is_some() {
                     self.remove_all().await?;
                     *self.retired.lock().expect("not poisoned") = None;

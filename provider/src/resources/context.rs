@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 
 use crate::config::ProviderConfig;
 use crate::copy::connection::SideClients;
-use crate::copy::journal::{Journal, Location};
+use crate::copy::journal::{Journal, Location, Provision};
 use crate::copy::progress::Progress;
 use crate::copy::s3::{self, Bucket};
 use crate::copy::sync;
@@ -49,6 +49,9 @@ pub struct Context {
     /// seen, counted and repaired.
     pub compare_target: bool,
 }
+
+/// The default journal's bucket name (on AWS followed by `-<account>-<region>`).
+const DEFAULT_JOURNAL_BUCKET: &str = "stackmigrate-journal";
 
 /// The journal note holding the inputs of the run that first wrote.
 const INPUTS_NOTE: &str = "inputs.json";
@@ -118,14 +121,22 @@ impl Context {
                         format!("reading the journal this resource's state names, {uri}")
                     })?
             }
-            None => {
-                Journal::open(
-                    &self.config.journal_location()?,
-                    &self.clients.target,
-                    &journal_path(&self.urn),
-                )
-                .await?
-            }
+            None => match self.config.journal_setting()? {
+                Some(location) => {
+                    Journal::open(&location, &self.clients.target, &journal_path(&self.urn)).await?
+                }
+                None => {
+                    let (location, provision) = self.default_journal().await?;
+                    Journal::open_provisioned(
+                        &location,
+                        &self.clients.target,
+                        &journal_path(&self.urn),
+                        provision,
+                    )
+                    .await
+                    .context("opening the default journal on the target connection (stackmigrate:journal is not set)")?
+                }
+            },
         };
         Ok(match &self.run_inputs {
             Some(inputs) => {
@@ -133,6 +144,35 @@ impl Context {
             }
             None => journal,
         })
+    }
+
+    /// With `stackmigrate:journal` unset: a bucket on the target connection, which every
+    /// machine that runs `pulumi` for this stack reaches (as CDK's bootstrap bucket is),
+    /// one per account and region on AWS.
+    async fn default_journal(&self) -> Result<(Location, Provision)> {
+        let target = &self.clients.target;
+        let region = target.region().await;
+        let bucket = if target.s3_is_aws() {
+            let account = target.account_id().await.context(
+                "stackmigrate:journal is not set, and the default journal bucket cannot be named without the target account \
+                 (STS GetCallerIdentity); set stackmigrate:journal to s3://bucket/prefix on a bucket every machine that runs pulumi reaches",
+            )?;
+            let region = region.as_deref().unwrap_or("us-east-1");
+            format!("{DEFAULT_JOURNAL_BUCKET}-{account}-{region}")
+        } else {
+            DEFAULT_JOURNAL_BUCKET.to_string()
+        };
+        let provision = Provision {
+            region,
+            strict: target.s3_is_aws(),
+        };
+        Ok((
+            Location::S3 {
+                bucket,
+                prefix: String::new(),
+            },
+            provision,
+        ))
     }
 
     /// The inputs of the run that wrote this resource's journal, if one did.
@@ -243,7 +283,7 @@ impl Context {
     /// The source is never written: an `s3://` journal (on the target connection) may not
     /// live in a source bucket. `same_place`: one bucket name is one bucket on both sides.
     fn refuse_journal_in(&self, source_bucket: &str, same_place: bool) -> Result<()> {
-        let Location::S3 { bucket, .. } = self.config.journal_location()? else {
+        let Some(Location::S3 { bucket, .. }) = self.config.journal_setting()? else {
             return Ok(());
         };
         if bucket == source_bucket && same_place {

@@ -241,8 +241,18 @@ impl Provider {
                     };
                     return resource.resource.apply(&ctx, &inputs.value).await;
                 }
-                if creating && ctx.journal().await?.has_records().await? {
+                let journal = ctx.journal().await?;
+                if creating && journal.has_records().await? {
                     ctx.progress.warn(&interrupted_run(urn));
+                }
+                if journal.uri().starts_with("file://") {
+                    ctx.progress.warn(&format!(
+                        "the rollback journal is on this machine's disk ({}): only `pulumi destroy` run here, by this user, can roll back; \
+                         set stackmigrate:journal to s3://bucket/prefix (or leave it unset for a bucket on the target connection) where CI runners or colleagues run pulumi",
+                        journal.uri()
+                    ));
+                } else {
+                    ctx.progress.info(&format!("rollback journal: {}", journal.uri()));
                 }
                 let (state, _) = resource.resource.plan(&ctx, &inputs.value).await?;
                 ctx.progress.info(&plan_line(&state));

@@ -34,7 +34,7 @@ namespace StackMigrate.Stackmigrate
 
         private static readonly __Value<string?> _journal = new __Value<string?>(() => __config.Get("journal"));
         /// <summary>
-        /// Where rollback journals live: `s3://bucket/prefix` (on the target connection) or `file:///absolute/path`. Default: `file://$HOME/.stackmigrate/journal`.
+        /// Where rollback journals live: `s3://bucket/prefix` (on the target connection) or `file:///absolute/path` (only this machine can then roll back). Default: a bucket on the target connection that every machine running `pulumi` reaches, created on first use with public access blocked, default encryption, versioning and old versions expiring after 30 days: `stackmigrate-journal-&lt;account&gt;-&lt;region&gt;` on AWS, `stackmigrate-journal` on another S3 endpoint.
         /// </summary>
         public static string? Journal
         {

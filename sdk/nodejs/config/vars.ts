@@ -11,7 +11,7 @@ declare var exports: any;
 const __config = new pulumi.Config("stackmigrate");
 
 /**
- * Where rollback journals live: `s3://bucket/prefix` (on the target connection) or `file:///absolute/path`. Default: `file://$HOME/.stackmigrate/journal`.
+ * Where rollback journals live: `s3://bucket/prefix` (on the target connection) or `file:///absolute/path` (only this machine can then roll back). Default: a bucket on the target connection that every machine running `pulumi` reaches, created on first use with public access blocked, default encryption, versioning and old versions expiring after 30 days: `stackmigrate-journal-<account>-<region>` on AWS, `stackmigrate-journal` on another S3 endpoint.
  */
 export declare const journal: string | undefined;
 Object.defineProperty(exports, "journal", {

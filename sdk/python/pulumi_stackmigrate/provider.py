@@ -27,7 +27,7 @@ class ProviderArgs:
                  target_stack: Optional[pulumi.Input[_builtins.str]] = None):
         """
         The set of arguments for constructing a Provider resource.
-        :param pulumi.Input[_builtins.str] journal: Where rollback journals live: `s3://bucket/prefix` (on the target connection) or `file:///absolute/path`. Default: `file://$HOME/.stackmigrate/journal`.
+        :param pulumi.Input[_builtins.str] journal: Where rollback journals live: `s3://bucket/prefix` (on the target connection) or `file:///absolute/path` (only this machine can then roll back). Default: a bucket on the target connection that every machine running `pulumi` reaches, created on first use with public access blocked, default encryption, versioning and old versions expiring after 30 days: `stackmigrate-journal-<account>-<region>` on AWS, `stackmigrate-journal` on another S3 endpoint.
         :param pulumi.Input['ConnectionArgs'] source: Where the data comes from (the dev side). Unset fields follow the AWS SDK's chain.
         :param pulumi.Input[_builtins.str] source_stack: Fully qualified name (`org/project/stack`) of the stack whose outputs name the source tables and buckets.
         :param pulumi.Input['ConnectionArgs'] target: Where the data goes (the prod side). Unset fields follow the AWS SDK's chain.
@@ -48,7 +48,7 @@ class ProviderArgs:
     @pulumi.getter
     def journal(self) -> Optional[pulumi.Input[_builtins.str]]:
         """
-        Where rollback journals live: `s3://bucket/prefix` (on the target connection) or `file:///absolute/path`. Default: `file://$HOME/.stackmigrate/journal`.
+        Where rollback journals live: `s3://bucket/prefix` (on the target connection) or `file:///absolute/path` (only this machine can then roll back). Default: a bucket on the target connection that every machine running `pulumi` reaches, created on first use with public access blocked, default encryption, versioning and old versions expiring after 30 days: `stackmigrate-journal-<account>-<region>` on AWS, `stackmigrate-journal` on another S3 endpoint.
         """
         return pulumi.get(self, "journal")
 
@@ -122,7 +122,7 @@ class Provider(pulumi.ProviderResource):
 
         :param str resource_name: The name of the resource.
         :param pulumi.ResourceOptions opts: Options for the resource.
-        :param pulumi.Input[_builtins.str] journal: Where rollback journals live: `s3://bucket/prefix` (on the target connection) or `file:///absolute/path`. Default: `file://$HOME/.stackmigrate/journal`.
+        :param pulumi.Input[_builtins.str] journal: Where rollback journals live: `s3://bucket/prefix` (on the target connection) or `file:///absolute/path` (only this machine can then roll back). Default: a bucket on the target connection that every machine running `pulumi` reaches, created on first use with public access blocked, default encryption, versioning and old versions expiring after 30 days: `stackmigrate-journal-<account>-<region>` on AWS, `stackmigrate-journal` on another S3 endpoint.
         :param pulumi.Input[Union['ConnectionArgs', 'ConnectionArgsDict']] source: Where the data comes from (the dev side). Unset fields follow the AWS SDK's chain.
         :param pulumi.Input[_builtins.str] source_stack: Fully qualified name (`org/project/stack`) of the stack whose outputs name the source tables and buckets.
         :param pulumi.Input[Union['ConnectionArgs', 'ConnectionArgsDict']] target: Where the data goes (the prod side). Unset fields follow the AWS SDK's chain.

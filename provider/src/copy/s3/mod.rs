@@ -138,6 +138,7 @@ macro_rules! with_write_options {
 
 mod checksum;
 mod list;
+pub(crate) mod provision;
 mod transfer;
 mod versions;
 

@@ -24,7 +24,7 @@ class _ExportableConfig(types.ModuleType):
     @_builtins.property
     def journal(self) -> Optional[str]:
         """
-        Where rollback journals live: `s3://bucket/prefix` (on the target connection) or `file:///absolute/path`. Default: `file://$HOME/.stackmigrate/journal`.
+        Where rollback journals live: `s3://bucket/prefix` (on the target connection) or `file:///absolute/path` (only this machine can then roll back). Default: a bucket on the target connection that every machine running `pulumi` reaches, created on first use with public access blocked, default encryption, versioning and old versions expiring after 30 days: `stackmigrate-journal-<account>-<region>` on AWS, `stackmigrate-journal` on another S3 endpoint.
         """
         return __config__.get('journal')
 

@@ -74,3 +74,69 @@ def test_dynamo_copy_respects_prod_edits_across_a_second_up(project, on_conflict
     p.destroy()
     left = {row["PK"]["S"]: row["v"]["S"] for row in scan_all(client, target).values()}
     assert left == {"IMAGE#1": "prod's edit of 1", "IMAGE#2": "prod's edit of 2"}
+
+
+def test_a_second_migration_into_a_claimed_table_is_refused_until_the_first_is_destroyed(project, tmp_path):
+    """Two stacks whose journals share one place (here one folder; by default the bucket
+    on the target connection) see each other's claims."""
+    client = dynamodb()
+    source_a, source_b = create_table(client, unique("dev-a")), create_table(client, unique("dev-b"))
+    target = create_table(client, unique("prod"))
+    put_items(client, source_a, [{"PK": S("IMAGE#1"), "SK": S("IMAGE"), "TYPE": S("IMAGE"), "v": S("a")}])
+    put_items(client, source_b, [{"PK": S("IMAGE#1"), "SK": S("IMAGE"), "TYPE": S("IMAGE"), "v": S("b")}])
+    prod = {"PK": S("IMAGE#1"), "SK": S("IMAGE"), "TYPE": S("IMAGE"), "v": S("prod's own")}
+    put_items(client, target, [prod])
+    before = scan_all(client, target)
+    shared = {**both_sides(), "stackmigrate:journal": f"file://{tmp_path}/journals"}
+
+    def copy(source):
+        return {"receipts": {"type": "stackmigrate:DynamoCopy",
+                             "properties": {"sourceTable": source, "targetTable": target, "onConflict": "overwrite"}}}
+
+    a = project(copy(source_a), config=shared)
+    b = project(copy(source_b), config=shared)
+    a.up()
+    for command in (b.preview, b.up):
+        code, out = command(check=False)
+        assert code != 0 and "another live migration" in out and f"{a.name}/{a.stack}/DynamoCopy/receipts" in out, out
+    assert {r["v"]["S"] for r in scan_all(client, target).values()} == {"a"}, "B wrote nothing"
+
+    a.destroy()
+    assert scan_all(client, target) == before
+    b.up()
+    assert {r["v"]["S"] for r in scan_all(client, target).values()} == {"b"}
+    b.destroy()
+    assert scan_all(client, target) == before, "prod's item back"
+
+
+def test_bucket_migrations_into_overlapping_prefixes_are_refused_disjoint_ones_pass(project):
+    """With the default journal, claims live in the journal bucket on the target."""
+    s3 = s3_client()
+    source, target = make_bucket(s3, "dev"), make_bucket(s3, "prod")
+    put_many(s3, source, {"img/1.png": b"dev 1", "img/2.png": b"dev 2"})
+
+    def sync(prefix):
+        return {"images": {"type": "stackmigrate:BucketSync",
+                           "properties": {"sourceBucket": source, "targetBucket": target, "targetPrefix": prefix}}}
+
+    def make(prefix):
+        p = project(sync(prefix))
+        del p.config["stackmigrate:journal"]
+        p.write(sync(prefix), {})
+        return p
+
+    whole, images, other = make(""), make("images/"), make("other/")
+    images.up()
+    code, out = whole.preview(check=False)
+    assert code != 0 and "another live migration" in out and f"s3://{target}/ " in out, out
+    other.up()
+    assert set(contents(s3, target)) == {"images/img/1.png", "images/img/2.png", "other/img/1.png", "other/img/2.png"}
+    images.destroy()
+    code, out = whole.up(check=False)
+    assert code != 0 and f"{other.name}/{other.stack}/BucketSync/images" in out, out
+    other.destroy()
+    assert contents(s3, target) == {}
+    whole.up()
+    assert set(contents(s3, target)) == {"img/1.png", "img/2.png"}
+    whole.destroy()
+    assert contents(s3, target) == {}

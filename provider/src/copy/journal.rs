@@ -43,6 +43,17 @@ pub struct Journal {
     /// write, never by a preview. Until then the journal reads as empty.
     provision: Option<Provision>,
     bucket_missing: AtomicBool,
+    /// Stored before the first write: nothing is written before validation passes.
+    before_first_write: std::sync::Mutex<Option<BeforeFirstWrite>>,
+}
+
+/// A note to store in another folder before a journal's first write (a claim on the
+/// target, where other migrations look), and the note that remembers it here.
+pub(crate) struct BeforeFirstWrite {
+    pub elsewhere: Box<Journal>,
+    pub name: String,
+    pub body: Vec<u8>,
+    pub here: (String, Vec<u8>),
 }
 
 /// How to make the default journal's bucket.
@@ -159,7 +170,9 @@ impl Journal {
         Journal::open_with(&location.join(resource), target, Some(provision)).await
     }
 
-    async fn open_with(
+    /// Opens the folder `location`, made (when `provision` says how) before its first
+    /// write.
+    pub(crate) async fn open_with(
         location: &Location,
         target: &SideClients,
         provision: Option<Provision>,
@@ -184,6 +197,7 @@ impl Journal {
             first_note: Default::default(),
             provision: provision.filter(|_| missing_bucket),
             bucket_missing: AtomicBool::new(missing_bucket),
+            before_first_write: Default::default(),
         };
         if missing_bucket {
             return Ok(journal);
@@ -300,10 +314,31 @@ impl Journal {
                     self.remove_all().await?;
                     *self.retired.lock().expect("not poisoned") = None;
                 }
+                let before = self.before_first_write.lock().expect("not poisoned").take();
+                if let Some(before) = before {
+                    // Boxed: that journal's first write may itself be made ready first.
+                    Box::pin(before.elsewhere.write_note(&before.name, before.body)).await?;
+                    let (name, body) = before.here;
+                    self.store_note(&name, body).await?;
+                }
                 anyhow::Ok(())
             })
             .await?;
         Ok(())
+    }
+
+    /// Has `before` done just before this journal's first write.
+    pub(crate) fn before_first_write(self, before: BeforeFirstWrite) -> Self {
+        *self.before_first_write.lock().expect("not poisoned") = Some(before);
+        self
+    }
+
+    /// Removes this folder when nothing is left in it (a file journal's claim folder).
+    pub(crate) async fn remove_if_empty(&self) {
+        if let Store::File(dir) = &self.store {
+            // Not empty, or already gone: either way nothing to do.
+            let _ = tokio::fs::remove_dir(dir).await;
+        }
     }
 
     /// Stores the note `name` before the first record this journal appends.
@@ -462,6 +497,53 @@ impl Journal {
             }
         }
         .with_context(|| format!("writing {name} in the journal at {}", self.uri))
+    }
+
+    /// The names of the documents `write_note` stored, in no particular order.
+    pub(crate) async fn notes(&self) -> Result<Vec<String>> {
+        if self.bucket_missing.load(Ordering::SeqCst) {
+            return Ok(Vec::new());
+        }
+        let mut names = Vec::new();
+        match &self.store {
+            Store::File(dir) => {
+                let mut entries = match tokio::fs::read_dir(dir).await {
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(names),
+                    entries => entries?,
+                };
+                while let Some(entry) = entries.next_entry().await? {
+                    if entry.file_type().await?.is_file() {
+                        names.push(entry.file_name().to_string_lossy().into_owned());
+                    }
+                }
+            }
+            Store::S3 { bucket, prefix } => {
+                let all = format!("{prefix}/");
+                let mut lister = s3::Lister::new(bucket, &all);
+                while let Some(object) = lister.next().await? {
+                    let name = &object.key[all.len()..];
+                    if !name.contains('/') {
+                        names.push(name.to_string());
+                    }
+                }
+            }
+        }
+        names.retain(|name| !name.ends_with(".partial"));
+        Ok(names)
+    }
+
+    /// Removes a document `write_note` stored; none there is fine.
+    pub(crate) async fn delete_note(&self, name: &str) -> Result<()> {
+        match &self.store {
+            Store::File(dir) => match tokio::fs::remove_file(dir.join(name)).await {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+                _ => Ok(()),
+            },
+            Store::S3 { bucket, prefix } => {
+                s3::delete(bucket, &join(prefix, name)).await?;
+                Ok(())
+            }
+        }
     }
 
     /// A document `write_note` stored, or None.

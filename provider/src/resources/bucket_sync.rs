@@ -7,7 +7,10 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{BucketInputs, ChangeDetection, Context, Drift, Failure, Migration, Planned, Retried};
+use super::{
+    BucketInputs, ChangeDetection, Context, Drift, Failure, Migration, Planned, Retried,
+    TargetClaim,
+};
 use crate::copy::filter::KeyFilter;
 use crate::copy::s3::{self, WriteOptions};
 use crate::copy::sync::{self, Archived, OnConflict, SyncCounts, SyncSpec};
@@ -160,6 +163,8 @@ impl BucketSync {
                 source_prefix: &source_prefix,
                 target_prefix: &target_prefix,
             })
+            .await?;
+        ctx.claim_target(&TargetClaim::bucket(&pair.target.name, &target_prefix))
             .await?;
         Ok(SyncSpec {
             source: pair.source,

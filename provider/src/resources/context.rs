@@ -4,11 +4,13 @@
 use std::sync::Arc;
 
 use anyhow::{bail, Context as _, Result};
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
 
 use crate::config::ProviderConfig;
 use crate::copy::connection::SideClients;
-use crate::copy::journal::{Journal, Location, Provision};
+use crate::copy::journal::{BeforeFirstWrite, Journal, Location, Provision};
 use crate::copy::progress::Progress;
 use crate::copy::s3::{self, Bucket};
 use crate::copy::sync;
@@ -48,6 +50,76 @@ pub struct Context {
     /// refresh, and every operation after a refresh found drift, so lost target data is
     /// seen, counted and repaired.
     pub compare_target: bool,
+    /// A claim on the target that `claim_target` found free in a run that writes: the
+    /// next journal opened stores it before its first write.
+    pub pending_claim: Arc<std::sync::Mutex<Option<PendingClaim>>>,
+}
+
+/// What a migration writes into, as another migration into the same place sees it.
+pub(crate) struct TargetClaim {
+    /// One folder per target: `table/<hash of what DynamoDB says the table is>` or
+    /// `bucket/<name>`.
+    pub place: String,
+    /// Within a bucket, the prefix written: two claims meet when one prefix holds the
+    /// other.
+    pub prefix: String,
+    /// For people: `table "prod-receipts"`, `s3://bucket/prefix`.
+    pub describe: String,
+}
+
+impl TargetClaim {
+    pub fn table(name: &str, identity: &str) -> TargetClaim {
+        TargetClaim {
+            place: format!(
+                "table/{}",
+                &hex::encode(Sha256::digest(identity.as_bytes()))[..32]
+            ),
+            prefix: String::new(),
+            describe: format!("table {name:?}"),
+        }
+    }
+
+    pub fn bucket(name: &str, prefix: &str) -> TargetClaim {
+        TargetClaim {
+            place: format!("bucket/{}", path_part(name)),
+            prefix: prefix.to_string(),
+            describe: format!("s3://{name}/{prefix}"),
+        }
+    }
+}
+
+/// A claim to store: the claims folder, the claim's name in it, and its body.
+pub(crate) type PendingClaim = (Journal, String, Vec<u8>);
+
+/// One live migration's claim on its target, kept beside the journals until its destroy.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Claim {
+    owner: String,
+    urn: String,
+    prefix: String,
+}
+
+/// Where a resource's journal notes which claims it holds, for its destroy to remove.
+#[derive(Serialize, Deserialize)]
+struct Held {
+    /// The claims folder's URI and the claim's name in it.
+    claims: Vec<(String, String)>,
+}
+
+/// The journal note listing the claims this resource holds.
+const CLAIMS_NOTE: &str = "claims.json";
+
+async fn held_in(journal: &Journal) -> Result<Held> {
+    match journal.read_note(CLAIMS_NOTE).await? {
+        Some(body) => serde_json::from_slice(&body).with_context(|| {
+            format!(
+                "{CLAIMS_NOTE} in the journal at {} is corrupt",
+                journal.uri()
+            )
+        }),
+        None => Ok(Held { claims: Vec::new() }),
+    }
 }
 
 /// The default journal's bucket name (on AWS followed by `-<account>-<region>`).
@@ -138,12 +210,28 @@ impl Context {
                 }
             },
         };
-        Ok(match &self.run_inputs {
+        let journal = match &self.run_inputs {
             Some(inputs) => {
                 journal.note_before_first_record(INPUTS_NOTE, serde_json::to_vec(inputs.as_ref())?)
             }
             None => journal,
-        })
+        };
+        let pending = self.pending_claim.lock().expect("not poisoned").take();
+        let Some((claims, name, body)) = pending else {
+            return Ok(journal);
+        };
+        let mut held = held_in(&journal).await?;
+        let entry = (claims.uri().to_string(), name.clone());
+        if !held.claims.contains(&entry) {
+            held.claims.push(entry);
+        }
+        let here = (CLAIMS_NOTE.to_string(), serde_json::to_vec(&held)?);
+        Ok(journal.before_first_write(BeforeFirstWrite {
+            elsewhere: Box::new(claims),
+            name,
+            body,
+            here,
+        }))
     }
 
     /// With `stackmigrate:journal` unset: a bucket on the target connection, which every
@@ -173,6 +261,74 @@ impl Context {
             },
             provision,
         ))
+    }
+
+    /// Refuses a target that another live migration writes into (a table, or a bucket
+    /// prefix overlapping this one). In a run that writes, this resource's claim is then
+    /// stored just before its journal's first write and kept until its destroy. Claims
+    /// live in `claims/` at the journals' root, where every machine running this stack's
+    /// pulumi looks.
+    pub(crate) async fn claim_target(&self, target: &TargetClaim) -> Result<()> {
+        let (root, provision) = match self.config.journal_setting()? {
+            Some(root) => (root, None),
+            None => {
+                let (root, provision) = self.default_journal().await?;
+                (root, Some(provision))
+            }
+        };
+        let place = root.join(&format!("claims/{}", target.place));
+        let claims = Journal::open_with(&place, &self.clients.target, provision).await?;
+        let own = format!("{}.json", path_part(&journal_path(&self.urn)));
+        for name in claims.notes().await? {
+            if name == own {
+                continue;
+            }
+            let Some(body) = claims.read_note(&name).await? else {
+                continue;
+            };
+            let other: Claim = serde_json::from_slice(&body)
+                .with_context(|| format!("the claim {name} at {} is corrupt", claims.uri()))?;
+            let (a, b) = (other.prefix.as_str(), target.prefix.as_str());
+            if a.starts_with(b) || b.starts_with(a) {
+                bail!(
+                    "{} is the target of another live migration, {} ({}), whose claim is {}/{name}: \
+                     two migrations into one target cannot both roll back exactly; `pulumi destroy` that one first, \
+                     or choose another target",
+                    target.describe,
+                    other.owner,
+                    other.urn,
+                    claims.uri()
+                );
+            }
+        }
+        if self.run_inputs.is_some() {
+            let claim = Claim {
+                owner: journal_path(&self.urn),
+                urn: self.urn.clone(),
+                prefix: target.prefix.clone(),
+            };
+            *self.pending_claim.lock().expect("not poisoned") =
+                Some((claims, own, serde_json::to_vec(&claim)?));
+        }
+        Ok(())
+    }
+
+    /// The claims this resource holds, read before a rollback clears its journal.
+    pub(crate) async fn held_claims(&self) -> Result<Vec<(String, String)>> {
+        Ok(held_in(&self.journal().await?).await?.claims)
+    }
+
+    /// Removes claims once the rollback that ends them is done.
+    pub(crate) async fn release_claims(&self, held: Vec<(String, String)>) -> Result<()> {
+        for (at, name) in held {
+            let claims = Journal::open_at(&Location::parse(&at)?, &self.clients.target).await?;
+            claims
+                .delete_note(&name)
+                .await
+                .with_context(|| format!("removing the claim {at}/{name}"))?;
+            claims.remove_if_empty().await;
+        }
+        Ok(())
     }
 
     /// The inputs of the run that wrote this resource's journal, if one did.

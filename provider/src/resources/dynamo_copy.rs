@@ -10,7 +10,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{ChangeDetection, Context, Drift, Failure, Migration, Planned, Retried, Side};
+use super::{
+    ChangeDetection, Context, Drift, Failure, Migration, Planned, Retried, Side, TargetClaim,
+};
 use crate::copy::dynamodb::{self, Table};
 use crate::copy::rewrite::Rewriter;
 use crate::copy::table::{self, CopyCounts, CopySpec, ItemConflict, SetAttribute, TypeCounts};
@@ -241,6 +243,10 @@ impl DynamoCopy {
                 source.name,
                 shape.key_schema
             );
+        }
+        if let Some(identity) = &target_shape.identity {
+            ctx.claim_target(&TargetClaim::table(&target.name, identity))
+                .await?;
         }
         if let Some(set) = inputs
             .set_attributes

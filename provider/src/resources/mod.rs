@@ -22,7 +22,7 @@ use serde_json::{Map, Value};
 use crate::copy::journal::Accounted;
 use crate::copy::progress::Silent;
 pub use context::{journal_path, Clients, Context};
-pub(crate) use context::{BucketInputs, Side};
+pub(crate) use context::{BucketInputs, Side, TargetClaim};
 use metadata::Metadata;
 
 /// When a preview or up with unchanged inputs looks for new source data.
@@ -424,7 +424,10 @@ impl<M: Migration> Resource for M {
     async fn rollback(&self, ctx: &Context, state: &Map<String, Value>) -> Result<()> {
         let typed: M::Outputs = decode_or_err(state)?;
         check_journal(self, ctx, state, "destroy").await?;
-        Migration::rollback(self, ctx, &typed).await
+        // Read before the rollback clears the journal that lists them.
+        let claims = ctx.held_claims().await?;
+        Migration::rollback(self, ctx, &typed).await?;
+        ctx.release_claims(claims).await
     }
 }
 

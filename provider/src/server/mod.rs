@@ -145,6 +145,7 @@ impl Provider {
             run_inputs: None,
             journal_at: state.and_then(state_journal_uri),
             compare_target: state.is_some_and(Drift::pending_in),
+            pending_claim: Default::default(),
         };
         let result = Attempts::count(attempts, operation(ctx)).await;
         log.finish().await;

@@ -110,6 +110,10 @@ struct Held {
 /// The journal note listing the claims this resource holds.
 const CLAIMS_NOTE: &str = "claims.json";
 
+/// Where claims live at the journals' root: `%` and a non-hex letter is no escaped path
+/// part's output, so no project's journals meet it.
+const CLAIMS_FOLDER: &str = "%claims";
+
 async fn held_in(journal: &Journal) -> Result<Held> {
     match journal.read_note(CLAIMS_NOTE).await? {
         Some(body) => serde_json::from_slice(&body).with_context(|| {
@@ -266,7 +270,7 @@ impl Context {
     /// Refuses a target that another live migration writes into (a table, or a bucket
     /// prefix overlapping this one). In a run that writes, this resource's claim is then
     /// stored just before its journal's first write and kept until its destroy. Claims
-    /// live in `claims/` at the journals' root, where every machine running this stack's
+    /// live in `%claims/` at the journals' root, where every machine running this stack's
     /// pulumi looks.
     pub(crate) async fn claim_target(&self, target: &TargetClaim) -> Result<()> {
         let (root, provision) = match self.config.journal_setting()? {
@@ -276,7 +280,7 @@ impl Context {
                 (root, Some(provision))
             }
         };
-        let place = root.join(&format!("claims/{}", target.place));
+        let place = root.join(&format!("{CLAIMS_FOLDER}/{}", target.place));
         let claims = Journal::open_with(&place, &self.clients.target, provision).await?;
         let own = format!("{}.json", path_part(&journal_path(&self.urn)));
         for name in claims.notes().await? {
@@ -318,17 +322,25 @@ impl Context {
         Ok(held_in(&self.journal().await?).await?.claims)
     }
 
-    /// Removes claims once the rollback that ends them is done.
-    pub(crate) async fn release_claims(&self, held: Vec<(String, String)>) -> Result<()> {
+    /// Removes claims once the rollback that ends them is done. The rollback stands
+    /// whatever happens here: a claim that cannot be removed is named for the user to
+    /// delete, as it would refuse the next migration into that target.
+    pub(crate) async fn release_claims(&self, held: Vec<(String, String)>) {
         for (at, name) in held {
-            let claims = Journal::open_at(&Location::parse(&at)?, &self.clients.target).await?;
-            claims
-                .delete_note(&name)
-                .await
-                .with_context(|| format!("removing the claim {at}/{name}"))?;
-            claims.remove_if_empty().await;
+            let released = async {
+                let claims = Journal::open_at(&Location::parse(&at)?, &self.clients.target).await?;
+                claims.delete_note(&name).await?;
+                claims.remove_if_empty().await;
+                anyhow::Ok(())
+            }
+            .await;
+            if let Err(err) = released {
+                self.progress.warn(&format!(
+                    "the rollback is done, but its claim on the target, {at}/{name}, could not be removed ({err:#}); \
+                     delete it, or the next migration into that target is refused"
+                ));
+            }
         }
-        Ok(())
     }
 
     /// The inputs of the run that wrote this resource's journal, if one did.

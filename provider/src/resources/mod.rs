@@ -427,7 +427,8 @@ impl<M: Migration> Resource for M {
         // Read before the rollback clears the journal that lists them.
         let claims = ctx.held_claims().await?;
         Migration::rollback(self, ctx, &typed).await?;
-        ctx.release_claims(claims).await
+        ctx.release_claims(claims).await;
+        Ok(())
     }
 }
 

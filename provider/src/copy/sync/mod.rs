@@ -327,7 +327,11 @@ pub async fn run(
             .await;
         results.into_iter().collect::<Result<Vec<()>>>()
     };
-    let (mut done, _) = futures::future::try_join(walking, copying).await?;
+    // Both to the end: a listing that fails stops new batches (its sender drops) while
+    // those under way finish and confirm.
+    let (walked, copied) = futures::future::join(walking, copying).await;
+    copied?;
+    let mut done = walked?;
     proofs.into_counts(&mut done);
     if done.verified_by_size > 0 {
         progress.warn(&format!(

@@ -775,6 +775,34 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_gap_left_by_a_killed_run_still_accounts_for_what_was_written() {
+        // Concurrent appends take numbers in order but may land out of order: a kill
+        // can leave segment 1 unwritten while 2 is there.
+        let root = tempfile::tempdir().unwrap();
+        let location = Location::File(root.path().join("j"));
+        let clients = unused_clients();
+        let journal = Journal::open_at(&location, &clients).await.unwrap();
+        for key in ["a", "b", "c"] {
+            journal.append(&rec(key)).await.unwrap();
+        }
+        std::fs::remove_file(root.path().join("j/records/000000000001.jsonl")).unwrap();
+        let after_kill = Journal::open_at(&location, &clients).await.unwrap();
+        let recorded = after_kill.segment_count().await.unwrap();
+        assert_eq!(recorded, 2, "what the next run's state records");
+        after_kill.append(&rec("d")).await.unwrap();
+        let later = Journal::open_at(&location, &clients).await.unwrap();
+        assert_eq!(
+            later.accounts_for(recorded).await.unwrap(),
+            Accounted::Whole
+        );
+        assert_eq!(later.accounts_for(3).await.unwrap(), Accounted::Whole);
+        assert_eq!(
+            later.accounts_for(4).await.unwrap(),
+            Accounted::Short { found: 3 }
+        );
+    }
+
+    #[tokio::test]
     async fn a_cleanup_killed_midway_leaves_a_journal_that_reads_as_rolled_back() {
         let root = tempfile::tempdir().unwrap();
         let location = Location::File(root.path().join("j"));

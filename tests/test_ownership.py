@@ -95,6 +95,8 @@ def test_a_second_migration_into_a_claimed_table_is_refused_until_the_first_is_d
 
     a = project(copy(source_a), config=shared)
     b = project(copy(source_b), config=shared)
+    a.preview()
+    assert not (tmp_path / "journals").exists(), "a preview claims nothing"
     a.up()
     for command in (b.preview, b.up):
         code, out = command(check=False)

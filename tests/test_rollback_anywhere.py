@@ -31,6 +31,14 @@ def pulumi_as(p, home, *args, check=True):
     return proc.returncode, output
 
 
+def journal_keys(s3, prefix):
+    """Keys of the default journal bucket under `prefix`; none while it does not exist."""
+    try:
+        return [k for k in listing(s3, "stackmigrate-journal") if k.startswith(prefix + "/")]
+    except s3.exceptions.NoSuchBucket:
+        return []
+
+
 def contents(s3, bucket):
     return {key: s3.get_object(Bucket=bucket, Key=key)["Body"].read() for key in listing(s3, bucket)}
 
@@ -112,16 +120,17 @@ def test_the_default_journal_lives_on_the_target_and_any_machine_rolls_back(proj
     out = pulumi_as(p, ran_up, "preview")
     prefix = f"{p.name}/{p.stack}/BucketSync/images"
     assert f"rollback journal: s3://stackmigrate-journal/{prefix}" in out, out
+    assert journal_keys(s3, prefix) == [], "preview writes no journal"
     pulumi_as(p, ran_up, "up", "--yes", "--skip-preview")
     assert contents(s3, target) == {**prod, **dev}
     assert p.outputs()["journalUri"] == f"s3://stackmigrate-journal/{prefix}"
-    journal = [k for k in listing(s3, "stackmigrate-journal") if k.startswith(prefix + "/")]
+    journal = journal_keys(s3, prefix)
     assert any("/records/" in k for k in journal) and any("/backups/" in k for k in journal), journal
     assert not (ran_up / ".stackmigrate").exists(), "nothing of prod's kept on this machine"
 
     pulumi_as(p, colleague, "destroy", "--yes", "--skip-preview")
     assert contents(s3, target) == prod, "prod's objects back, key by key, from another machine"
-    assert not [k for k in listing(s3, "stackmigrate-journal") if k.startswith(prefix + "/")]
+    assert journal_keys(s3, prefix) == []
 
 
 def test_a_moved_journal_stops_destroy_until_it_is_back(project, tmp_path):

@@ -14,7 +14,7 @@
 //! Files are private to their owner (folders 0700, files 0600): they hold prod's data.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{bail, Context, Result};
 use serde::{de::DeserializeOwned, Serialize};
@@ -42,7 +42,6 @@ pub struct Journal {
     /// The default journal's bucket, when it does not exist yet: made before the first
     /// write, never by a preview. Until then the journal reads as empty.
     provision: Option<Provision>,
-    bucket_missing: AtomicBool,
     /// Stored before the first write: nothing is written before validation passes.
     before_first_write: std::sync::Mutex<Option<BeforeFirstWrite>>,
 }
@@ -64,6 +63,8 @@ pub struct Provision {
     /// AWS itself: every setting (public access block, encryption, versioning, expiry)
     /// must take. Another S3 server may lack some.
     pub strict: bool,
+    /// What to do instead when the bucket cannot be made, for the error.
+    pub advice: String,
 }
 
 /// What a journal holds of the segments a resource's state recorded.
@@ -196,7 +197,6 @@ impl Journal {
             writable: Default::default(),
             first_note: Default::default(),
             provision: provision.filter(|_| missing_bucket),
-            bucket_missing: AtomicBool::new(missing_bucket),
             before_first_write: Default::default(),
         };
         if missing_bucket {
@@ -224,7 +224,7 @@ impl Journal {
 
     /// Segments in write order, as (sequence, name); none in a retired journal.
     async fn segments(&self) -> Result<Vec<(u64, String)>> {
-        if self.retired().is_some() || self.bucket_missing.load(Ordering::SeqCst) {
+        if self.retired().is_some() || self.bucket_missing() {
             return Ok(Vec::new());
         }
         let mut names = Vec::new();
@@ -284,6 +284,11 @@ impl Journal {
         })
     }
 
+    /// The bucket is still to be made (before the first write): nothing to read yet.
+    fn bucket_missing(&self) -> bool {
+        self.provision.is_some() && !self.writable.initialized()
+    }
+
     fn retired(&self) -> Option<u64> {
         *self.retired.lock().expect("not poisoned")
     }
@@ -294,17 +299,20 @@ impl Journal {
     async fn make_writable(&self) -> Result<()> {
         self.writable
             .get_or_try_init(|| async {
-                if let (Some(provision), Store::S3 { bucket, .. }) = (&self.provision, &self.store) {
-                    s3::provision::create_private(bucket, provision.region.as_deref(), provision.strict)
-                        .await
-                        .with_context(|| {
-                            format!(
-                                "creating the default journal bucket {:?} on the target connection; \
-                                 set stackmigrate:journal to s3://bucket/prefix on a bucket you made, or to file:///path",
-                                bucket.name
-                            )
-                        })?;
-                    self.bucket_missing.store(false, Ordering::SeqCst);
+                if let (Some(provision), Store::S3 { bucket, .. }) = (&self.provision, &self.store)
+                {
+                    s3::provision::create_private(
+                        bucket,
+                        provision.region.as_deref(),
+                        provision.strict,
+                    )
+                    .await
+                    .with_context(|| {
+                        format!(
+                            "creating the journal bucket {:?}; {}",
+                            bucket.name, provision.advice
+                        )
+                    })?;
                 }
                 if self.retired().is_some() {
                     self.remove_all().await?;
@@ -497,7 +505,7 @@ impl Journal {
 
     /// The names of the documents `write_note` stored, in no particular order.
     pub(crate) async fn notes(&self) -> Result<Vec<String>> {
-        if self.bucket_missing.load(Ordering::SeqCst) {
+        if self.bucket_missing() {
             return Ok(Vec::new());
         }
         let mut names = Vec::new();

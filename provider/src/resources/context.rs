@@ -257,6 +257,8 @@ impl Context {
         let provision = Provision {
             region,
             strict: target.s3_is_aws(),
+            advice: "stackmigrate:journal is not set; set it to s3://bucket/prefix on a bucket you made, or to file:///path"
+                .to_string(),
         };
         Ok((
             Location::S3 {
@@ -297,7 +299,8 @@ impl Context {
                 bail!(
                     "{} is the target of another live migration, {} ({}), whose claim is {}/{name}: \
                      two migrations into one target cannot both roll back exactly; `pulumi destroy` that one first, \
-                     or choose another target",
+                     or choose another target; if that migration is gone (a killed run whose stack no longer holds it), \
+                     delete its claim",
                     target.describe,
                     other.owner,
                     other.urn,

@@ -188,6 +188,12 @@ pub(crate) async fn check_bucket(bucket: &Bucket, role: &str, endpoint: &str) ->
     }
 }
 
+/// Whether S3 answered 404: the object or bucket is not there.
+pub(crate) fn not_found<E>(err: &aws_sdk_s3::error::SdkError<E>) -> bool {
+    err.raw_response()
+        .is_some_and(|r| r.status().as_u16() == 404)
+}
+
 /// The current state of one object, or None when it does not exist.
 pub(crate) async fn head(bucket: &Bucket, key: &str) -> Result<Option<(ObjectInfo, Headers)>> {
     match bucket
@@ -210,13 +216,7 @@ pub(crate) async fn head(bucket: &Bucket, key: &str) -> Result<Option<(ObjectInf
             let headers = headers_of!(out);
             Ok(Some((info, headers)))
         }
-        Err(err)
-            if err
-                .raw_response()
-                .is_some_and(|r| r.status().as_u16() == 404) =>
-        {
-            Ok(None)
-        }
+        Err(err) if not_found(&err) => Ok(None),
         Err(err) => {
             Err(aws_error(err)).with_context(|| format!("reading s3://{}/{key}", bucket.name))
         }

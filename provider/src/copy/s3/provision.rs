@@ -26,13 +26,7 @@ pub(crate) async fn exists(bucket: &Bucket) -> Result<bool> {
         .await
     {
         Ok(_) => Ok(true),
-        Err(err)
-            if err
-                .raw_response()
-                .is_some_and(|r| r.status().as_u16() == 404) =>
-        {
-            Ok(false)
-        }
+        Err(err) if super::not_found(&err) => Ok(false),
         Err(err) => {
             Err(aws_error(err)).with_context(|| format!("reading bucket {:?}", bucket.name))
         }

@@ -128,14 +128,7 @@ impl SyncCounts {
         } else {
             String::new()
         };
-        let changed = if self.changed_since > 0 {
-            format!(
-                "; {} written by this resource before were changed by someone else since, and are treated as theirs",
-                self.changed_since
-            )
-        } else {
-            String::new()
-        };
+        let changed = changed_since_clause(self.changed_since);
         format!(
             "{} objects ({}) {copy}, of which {} overwrite an existing object; {} {delete}; {} skipped; {} excluded by filters{archived}; {} scanned{changed}",
             self.copied,
@@ -229,6 +222,15 @@ pub(crate) async fn plan(
 pub(crate) const LEFT_AS_THEY_ARE: &str = "onConflict leaves them as they are";
 pub(crate) const BACKED_UP_THEN_OVERWRITTEN: &str =
     "where the source differs they are backed up in the journal, then overwritten; destroy puts their content back";
+
+/// The part of a run's summary about keys someone changed since this resource wrote
+/// them: empty when there are none.
+pub(crate) fn changed_since_clause(count: u64) -> String {
+    if count == 0 {
+        return String::new();
+    }
+    format!("; {count} written by this resource before were changed by someone else since, and are treated as theirs")
+}
 
 /// Names, at preview, the keys this resource wrote that someone changed since.
 pub(crate) fn warn_changed_since(progress: &dyn Progress, what: &str, count: u64, then: &str) {

@@ -108,14 +108,7 @@ impl CopyCounts {
 
     pub fn summary(&self, done: bool) -> String {
         let copy = if done { "copied" } else { "to copy" };
-        let changed = if self.changed_since > 0 {
-            format!(
-                "; {} written by this resource before were changed by someone else since, and are treated as theirs",
-                self.changed_since
-            )
-        } else {
-            String::new()
-        };
+        let changed = crate::copy::sync::changed_since_clause(self.changed_since);
         format!(
             "{} items ({}) {copy}, of which {} overwrite an existing item; {} skipped as existing; {} filtered by type; {} expired; {} scanned{changed}",
             self.copied,

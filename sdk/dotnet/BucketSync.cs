@@ -53,7 +53,7 @@ namespace StackMigrate.Stackmigrate
         public Output<int> BytesCopied { get; private set; } = null!;
 
         /// <summary>
-        /// `full` (default): every preview and up compares source and target and copies what is new; `inputs`: only changed inputs (such as `triggers`) re-run the sync, so a preview or up with unchanged inputs reads no data.
+        /// `full` (default): every preview and up compares source and target and copies what is new; `inputs`: only changed inputs (such as `triggers`) re-run the copy, so a preview or up with unchanged inputs reads no data.
         /// </summary>
         [Output("changeDetection")]
         public Output<StackMigrate.Stackmigrate.ChangeDetection?> ChangeDetection { get; private set; } = null!;
@@ -203,7 +203,7 @@ namespace StackMigrate.Stackmigrate
         public Output<int?> Throttles { get; private set; } = null!;
 
         /// <summary>
-        /// Any values; a change re-runs the sync.
+        /// Any values; a change re-runs the copy.
         /// </summary>
         [Output("triggers")]
         public Output<ImmutableArray<object>> Triggers { get; private set; } = null!;
@@ -298,7 +298,7 @@ namespace StackMigrate.Stackmigrate
         public Input<StackMigrate.Stackmigrate.Archived>? Archived { get; set; }
 
         /// <summary>
-        /// `full` (default): every preview and up compares source and target and copies what is new; `inputs`: only changed inputs (such as `triggers`) re-run the sync, so a preview or up with unchanged inputs reads no data.
+        /// `full` (default): every preview and up compares source and target and copies what is new; `inputs`: only changed inputs (such as `triggers`) re-run the copy, so a preview or up with unchanged inputs reads no data.
         /// </summary>
         [Input("changeDetection")]
         public Input<StackMigrate.Stackmigrate.ChangeDetection>? ChangeDetection { get; set; }
@@ -391,7 +391,7 @@ namespace StackMigrate.Stackmigrate
         private InputList<object>? _triggers;
 
         /// <summary>
-        /// Any values; a change re-runs the sync.
+        /// Any values; a change re-runs the copy.
         /// </summary>
         public InputList<object> Triggers
         {

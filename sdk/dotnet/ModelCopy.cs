@@ -40,6 +40,12 @@ namespace StackMigrate.Stackmigrate
         public Output<int> BytesCopied { get; private set; } = null!;
 
         /// <summary>
+        /// `full` (default): every preview and up compares source and target and copies what is new; `inputs`: only changed inputs (such as `triggers`) re-run the copy, so a preview or up with unchanged inputs reads no data.
+        /// </summary>
+        [Output("changeDetection")]
+        public Output<StackMigrate.Stackmigrate.ChangeDetection?> ChangeDetection { get; private set; } = null!;
+
+        /// <summary>
         /// The checkpoint copied: `best` or `checkpoint-&lt;step&gt;`.
         /// </summary>
         [Output("checkpoint")]
@@ -188,6 +194,12 @@ namespace StackMigrate.Stackmigrate
 
     public sealed class ModelCopyArgs : global::Pulumi.ResourceArgs
     {
+        /// <summary>
+        /// `full` (default): every preview and up compares source and target and copies what is new; `inputs`: only changed inputs (such as `triggers`) re-run the copy, so a preview or up with unchanged inputs reads no data.
+        /// </summary>
+        [Input("changeDetection")]
+        public Input<StackMigrate.Stackmigrate.ChangeDetection>? ChangeDetection { get; set; }
+
         /// <summary>
         /// `best`, `latest` (highest step) or `checkpoint-&lt;step&gt;`. Default: `best` when it holds `model.safetensors`, else the highest step holding weights, compared as numbers.
         /// </summary>

@@ -40,6 +40,12 @@ namespace StackMigrate.Stackmigrate
         public Output<int> BytesCopied { get; private set; } = null!;
 
         /// <summary>
+        /// `full` (default): every preview and up compares source and target and copies what is new; `inputs`: only changed inputs (such as `triggers`) re-run the copy, so a preview or up with unchanged inputs reads no data.
+        /// </summary>
+        [Output("changeDetection")]
+        public Output<StackMigrate.Stackmigrate.ChangeDetection?> ChangeDetection { get; private set; } = null!;
+
+        /// <summary>
         /// Collections to promote. Default `lines` and `words`.
         /// </summary>
         [Output("collections")]
@@ -172,7 +178,7 @@ namespace StackMigrate.Stackmigrate
         public Output<int?> Throttles { get; private set; } = null!;
 
         /// <summary>
-        /// Any values; a change re-runs the promotion.
+        /// Any values; a change re-runs the copy.
         /// </summary>
         [Output("triggers")]
         public Output<ImmutableArray<object>> Triggers { get; private set; } = null!;
@@ -234,6 +240,12 @@ namespace StackMigrate.Stackmigrate
 
     public sealed class SnapshotPromoteArgs : global::Pulumi.ResourceArgs
     {
+        /// <summary>
+        /// `full` (default): every preview and up compares source and target and copies what is new; `inputs`: only changed inputs (such as `triggers`) re-run the copy, so a preview or up with unchanged inputs reads no data.
+        /// </summary>
+        [Input("changeDetection")]
+        public Input<StackMigrate.Stackmigrate.ChangeDetection>? ChangeDetection { get; set; }
+
         [Input("collections")]
         private InputList<string>? _collections;
 
@@ -322,7 +334,7 @@ namespace StackMigrate.Stackmigrate
         private InputList<object>? _triggers;
 
         /// <summary>
-        /// Any values; a change re-runs the promotion.
+        /// Any values; a change re-runs the copy.
         /// </summary>
         public InputList<object> Triggers
         {

@@ -64,7 +64,7 @@ export class BucketSync extends pulumi.CustomResource {
      */
     declare public /*out*/ readonly bytesCopied: pulumi.Output<number>;
     /**
-     * `full` (default): every preview and up compares source and target and copies what is new; `inputs`: only changed inputs (such as `triggers`) re-run the sync, so a preview or up with unchanged inputs reads no data.
+     * `full` (default): every preview and up compares source and target and copies what is new; `inputs`: only changed inputs (such as `triggers`) re-run the copy, so a preview or up with unchanged inputs reads no data.
      */
     declare public readonly changeDetection: pulumi.Output<enums.ChangeDetection | undefined>;
     /**
@@ -164,7 +164,7 @@ export class BucketSync extends pulumi.CustomResource {
      */
     declare public /*out*/ readonly throttles: pulumi.Output<number | undefined>;
     /**
-     * Any values; a change re-runs the sync.
+     * Any values; a change re-runs the copy.
      */
     declare public readonly triggers: pulumi.Output<any[] | undefined>;
     /**
@@ -283,7 +283,7 @@ export interface BucketSyncArgs {
      */
     archived?: pulumi.Input<enums.Archived>;
     /**
-     * `full` (default): every preview and up compares source and target and copies what is new; `inputs`: only changed inputs (such as `triggers`) re-run the sync, so a preview or up with unchanged inputs reads no data.
+     * `full` (default): every preview and up compares source and target and copies what is new; `inputs`: only changed inputs (such as `triggers`) re-run the copy, so a preview or up with unchanged inputs reads no data.
      */
     changeDetection?: pulumi.Input<enums.ChangeDetection>;
     /**
@@ -335,7 +335,7 @@ export interface BucketSyncArgs {
      */
     targetPrefix?: pulumi.Input<string>;
     /**
-     * Any values; a change re-runs the sync.
+     * Any values; a change re-runs the copy.
      */
     triggers?: pulumi.Input<any[]>;
 }

@@ -52,6 +52,10 @@ export class ModelCopy extends pulumi.CustomResource {
      */
     declare public /*out*/ readonly bytesCopied: pulumi.Output<number>;
     /**
+     * `full` (default): every preview and up compares source and target and copies what is new; `inputs`: only changed inputs (such as `triggers`) re-run the copy, so a preview or up with unchanged inputs reads no data.
+     */
+    declare public readonly changeDetection: pulumi.Output<enums.ChangeDetection | undefined>;
+    /**
      * The checkpoint copied: `best` or `checkpoint-<step>`.
      */
     declare public readonly checkpoint: pulumi.Output<string>;
@@ -127,6 +131,7 @@ export class ModelCopy extends pulumi.CustomResource {
         let resourceInputs: pulumi.Inputs = {};
         opts = opts || {};
         if (!opts.id) {
+            resourceInputs["changeDetection"] = args?.changeDetection;
             resourceInputs["checkpoint"] = args?.checkpoint;
             resourceInputs["exclude"] = args?.exclude;
             resourceInputs["output"] = (args?.output) ?? "layoutlm_training_bucket";
@@ -146,6 +151,7 @@ export class ModelCopy extends pulumi.CustomResource {
             resourceInputs["verified"] = undefined /*out*/;
         } else {
             resourceInputs["bytesCopied"] = undefined /*out*/;
+            resourceInputs["changeDetection"] = undefined /*out*/;
             resourceInputs["checkpoint"] = undefined /*out*/;
             resourceInputs["drift"] = undefined /*out*/;
             resourceInputs["exclude"] = undefined /*out*/;
@@ -174,6 +180,10 @@ export class ModelCopy extends pulumi.CustomResource {
  * The set of arguments for constructing a ModelCopy resource.
  */
 export interface ModelCopyArgs {
+    /**
+     * `full` (default): every preview and up compares source and target and copies what is new; `inputs`: only changed inputs (such as `triggers`) re-run the copy, so a preview or up with unchanged inputs reads no data.
+     */
+    changeDetection?: pulumi.Input<enums.ChangeDetection>;
     /**
      * `best`, `latest` (highest step) or `checkpoint-<step>`. Default: `best` when it holds `model.safetensors`, else the highest step holding weights, compared as numbers.
      */

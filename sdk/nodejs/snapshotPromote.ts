@@ -52,6 +52,10 @@ export class SnapshotPromote extends pulumi.CustomResource {
      */
     declare public /*out*/ readonly bytesCopied: pulumi.Output<number>;
     /**
+     * `full` (default): every preview and up compares source and target and copies what is new; `inputs`: only changed inputs (such as `triggers`) re-run the copy, so a preview or up with unchanged inputs reads no data.
+     */
+    declare public readonly changeDetection: pulumi.Output<enums.ChangeDetection | undefined>;
+    /**
      * Collections to promote. Default `lines` and `words`.
      */
     declare public readonly collections: pulumi.Output<string[] | undefined>;
@@ -140,7 +144,7 @@ export class SnapshotPromote extends pulumi.CustomResource {
      */
     declare public /*out*/ readonly throttles: pulumi.Output<number | undefined>;
     /**
-     * Any values; a change re-runs the promotion.
+     * Any values; a change re-runs the copy.
      */
     declare public readonly triggers: pulumi.Output<any[] | undefined>;
     /**
@@ -159,6 +163,7 @@ export class SnapshotPromote extends pulumi.CustomResource {
         let resourceInputs: pulumi.Inputs = {};
         opts = opts || {};
         if (!opts.id) {
+            resourceInputs["changeDetection"] = args?.changeDetection;
             resourceInputs["collections"] = args?.collections;
             resourceInputs["lockPartitionKey"] = (args?.lockPartitionKey) ?? "LOCK#{collection}#chroma-{collection}-compaction";
             resourceInputs["lockSortKey"] = (args?.lockSortKey) ?? "LOCK";
@@ -186,6 +191,7 @@ export class SnapshotPromote extends pulumi.CustomResource {
             resourceInputs["verified"] = undefined /*out*/;
         } else {
             resourceInputs["bytesCopied"] = undefined /*out*/;
+            resourceInputs["changeDetection"] = undefined /*out*/;
             resourceInputs["collections"] = undefined /*out*/;
             resourceInputs["drift"] = undefined /*out*/;
             resourceInputs["embeddingCounts"] = undefined /*out*/;
@@ -222,6 +228,10 @@ export class SnapshotPromote extends pulumi.CustomResource {
  * The set of arguments for constructing a SnapshotPromote resource.
  */
 export interface SnapshotPromoteArgs {
+    /**
+     * `full` (default): every preview and up compares source and target and copies what is new; `inputs`: only changed inputs (such as `triggers`) re-run the copy, so a preview or up with unchanged inputs reads no data.
+     */
+    changeDetection?: pulumi.Input<enums.ChangeDetection>;
     /**
      * Collections to promote. Default `lines` and `words`.
      */
@@ -275,7 +285,7 @@ export interface SnapshotPromoteArgs {
      */
     targetLockTable?: pulumi.Input<string>;
     /**
-     * Any values; a change re-runs the promotion.
+     * Any values; a change re-runs the copy.
      */
     triggers?: pulumi.Input<any[]>;
 }

@@ -5,12 +5,8 @@ use anyhow::{bail, Result};
 use async_trait::async_trait;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
-use super::{
-    BucketInputs, ChangeDetection, Context, Drift, Failure, Migration, Planned, Retried,
-    TargetClaim,
-};
+use super::{BucketInputs, Context, Failure, Migration, Planned, TargetClaim};
 use crate::copy::filter::KeyFilter;
 use crate::copy::s3::{self, WriteOptions};
 use crate::copy::sync::{self, Archived, OnConflict, SyncCounts, SyncSpec};
@@ -62,14 +58,6 @@ pub struct Inputs {
     pub server_side_encryption: Option<String>,
     /// The KMS key (ID, ARN or alias) for `serverSideEncryption: aws:kms` or `aws:kms:dsse`. Default: the account's AWS managed key for S3.
     pub sse_kms_key_id: Option<String>,
-    /// `full` (default): every preview and up compares source and target and copies what is new; `inputs`: only changed inputs (such as `triggers`) re-run the sync, so a preview or up with unchanged inputs reads no data.
-    #[serde(default)]
-    #[expect(dead_code, reason = "Diff reads it in the untyped inputs")]
-    pub change_detection: ChangeDetection,
-    /// Any values; a change re-runs the sync.
-    #[serde(default)]
-    #[expect(dead_code, reason = "Diff compares it in the untyped inputs")]
-    pub triggers: Vec<Value>,
 }
 
 /// Outputs of BucketSync: what the last run did (in preview, what it would do).
@@ -109,22 +97,10 @@ pub struct Outputs {
     /// Written objects of which only the size could be compared: neither a checksum nor an MD5 ETag covers both sides (multipart or KMS-encrypted sources without a stored checksum). `pulumi up` warns when there are any.
     #[serde(default)]
     pub verified_by_size: u64,
-    /// Where this resource's rollback journal lives.
-    pub journal_uri: String,
-    #[serde(flatten)]
-    pub retried: Retried,
-    /// What the last `pulumi refresh` found comparing the source with the target; cleared by a run.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub drift: Option<Drift>,
 }
 
 impl Outputs {
-    fn from_counts(
-        spec: &SyncSpec,
-        counts: &SyncCounts,
-        verified: bool,
-        journal_uri: &str,
-    ) -> Self {
+    fn from_counts(spec: &SyncSpec, counts: &SyncCounts, verified: bool) -> Self {
         Outputs {
             source_bucket: spec.source.name.clone(),
             target_bucket: spec.target.name.clone(),
@@ -140,9 +116,6 @@ impl Outputs {
             verified_by_checksum: counts.verified_by_checksum,
             verified_by_etag: counts.verified_by_etag,
             verified_by_size: counts.verified_by_size,
-            journal_uri: journal_uri.to_string(),
-            retried: Retried::so_far(),
-            drift: None,
         }
     }
 }
@@ -326,7 +299,7 @@ impl Migration for BucketSync {
         selection.check(&counts)?;
         Ok(Planned {
             pending: counts.changes() > 0,
-            outputs: Outputs::from_counts(&spec, &counts, false, journal.uri()),
+            outputs: Outputs::from_counts(&spec, &counts, false),
         })
     }
 
@@ -339,12 +312,7 @@ impl Migration for BucketSync {
         let spec = Self::spec(ctx, inputs).await?;
         let selection = Selection::of(inputs, &spec).await?;
         let journal = ctx.journal().await?;
-        *so_far = Some(Outputs::from_counts(
-            &spec,
-            &SyncCounts::default(),
-            false,
-            journal.uri(),
-        ));
+        *so_far = Some(Outputs::from_counts(&spec, &SyncCounts::default(), false));
         let counts = sync::run(&spec, &journal, ctx.progress.as_ref(), |planned| {
             selection.check(planned)
         })
@@ -358,12 +326,7 @@ impl Migration for BucketSync {
         };
         ctx.progress
             .info(&format!("{done}: {}", counts.summary(true)));
-        Ok(Outputs::from_counts(
-            &spec,
-            &counts,
-            verified,
-            journal.uri(),
-        ))
+        Ok(Outputs::from_counts(&spec, &counts, verified))
     }
 
     async fn rollback(&self, ctx: &Context, state: &Outputs) -> Result<()> {

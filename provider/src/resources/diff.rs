@@ -5,6 +5,7 @@
 use serde_json::{Map, Value};
 
 use super::metadata::Metadata;
+use super::{ChangeDetection, CommonInputs, CommonOutputs};
 
 /// One property that differs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,7 +28,7 @@ pub(crate) fn input_changes(
     keys.dedup();
     keys.into_iter()
         // How changes are found is not what is copied: switching it re-runs nothing.
-        .filter(|k| *k != "changeDetection")
+        .filter(|k| *k != CommonInputs::CHANGE_DETECTION)
         .filter(|k| old.get(*k).filter(|v| !v.is_null()) != new.get(*k).filter(|v| !v.is_null()))
         .map(|k| Change {
             property: k.clone(),
@@ -40,13 +41,13 @@ pub(crate) fn input_changes(
 /// `changeDetection: inputs`: unchanged inputs mean no change, and no data is read to
 /// find out.
 pub(crate) fn compares_inputs_only(inputs: &Map<String, Value>) -> bool {
-    inputs.get("changeDetection").and_then(Value::as_str) == Some("inputs")
+    CommonInputs::of(inputs).change_detection == ChangeDetection::Inputs
 }
 
 /// `changeDetection: inputs` with the inputs unchanged: no data is read, but a drift the
 /// last `pulumi refresh` found (the source has what the target lacks) is work to do.
 pub(crate) fn refreshed_drift(resource: &Metadata, last_state: &Map<String, Value>) -> Vec<Change> {
-    if !super::Drift::pending_in(last_state) {
+    if !CommonOutputs::drift_pending(last_state) {
         return Vec::new();
     }
     vec![Change {
@@ -170,10 +171,14 @@ mod tests {
     #[test]
     fn a_refresh_that_found_drift_makes_work_without_reading_data() {
         let sync = bucket_sync();
-        let clean = map(json!({"objectsCopied": 3, "drift": {"pending": false}}));
+        let clean = map(
+            json!({"objectsCopied": 3, "drift": {"checkedAt": 1, "pending": false, "writes": 0}}),
+        );
         assert!(refreshed_drift(&sync, &clean).is_empty());
         assert!(refreshed_drift(&sync, &map(json!({"objectsCopied": 3}))).is_empty());
-        let drifted = map(json!({"objectsCopied": 3, "drift": {"pending": true, "writes": 2}}));
+        let drifted = map(
+            json!({"objectsCopied": 3, "drift": {"checkedAt": 1, "pending": true, "writes": 2}}),
+        );
         assert_eq!(
             refreshed_drift(&sync, &drifted),
             [Change {

@@ -8,11 +8,8 @@ use anyhow::{bail, Result};
 use async_trait::async_trait;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
-use super::{
-    ChangeDetection, Context, Drift, Failure, Migration, Planned, Retried, Side, TargetClaim,
-};
+use super::{Context, Failure, Migration, Planned, Side, TargetClaim};
 use crate::copy::dynamodb::{self, Table};
 use crate::copy::rewrite::Rewriter;
 use crate::copy::table::{self, CopyCounts, CopySpec, ItemConflict, SetAttribute, TypeCounts};
@@ -72,14 +69,6 @@ pub struct Inputs {
     /// Allow `includeTypes`/`excludeTypes` to select no item of a source table that has items. Default false: such a selection fails at preview, as it is usually a mistake.
     #[serde(default)]
     pub allow_empty: bool,
-    /// `full` (default): every preview and up compares source and target and copies what is new; `inputs`: only changed inputs (such as `triggers`) re-run the copy, so a preview or up with unchanged inputs reads no data.
-    #[serde(default)]
-    #[expect(dead_code, reason = "Diff reads it in the untyped inputs")]
-    pub change_detection: ChangeDetection,
-    /// Any values; a change re-runs the copy.
-    #[serde(default)]
-    #[expect(dead_code, reason = "Diff compares it in the untyped inputs")]
-    pub triggers: Vec<Value>,
 }
 
 /// Outputs of DynamoCopy: what the last run did (in preview, what it would do).
@@ -113,13 +102,6 @@ pub struct Outputs {
     pub bytes_copied: u64,
     /// True once every written item read back equal to its transformed source item.
     pub verified: bool,
-    /// Where this resource's rollback journal lives.
-    pub journal_uri: String,
-    #[serde(flatten)]
-    pub retried: Retried,
-    /// What the last `pulumi refresh` found comparing the source with the target; cleared by a run.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub drift: Option<Drift>,
 }
 
 impl Outputs {
@@ -128,7 +110,6 @@ impl Outputs {
         rewrites: BTreeMap<String, String>,
         counts: CopyCounts,
         verified: bool,
-        journal_uri: &str,
     ) -> Self {
         Outputs {
             source_table: spec.source.name.clone(),
@@ -144,9 +125,6 @@ impl Outputs {
             counts_by_type: counts.by_type,
             bytes_copied: counts.bytes_copied,
             verified,
-            journal_uri: journal_uri.to_string(),
-            retried: Retried::so_far(),
-            drift: None,
         }
     }
 }
@@ -410,7 +388,7 @@ impl Migration for DynamoCopy {
         }
         Ok(Planned {
             pending: counts.copied > 0,
-            outputs: Outputs::from_counts(&spec, rewrites, counts, false, journal.uri()),
+            outputs: Outputs::from_counts(&spec, rewrites, counts, false),
         })
     }
 
@@ -428,7 +406,6 @@ impl Migration for DynamoCopy {
             rewrites.clone(),
             CopyCounts::default(),
             false,
-            journal.uri(),
         ));
         let counts = table::run(&spec, &journal, ctx.progress.as_ref(), |plan| {
             check_plan(inputs, plan)
@@ -436,13 +413,7 @@ impl Migration for DynamoCopy {
         .await?;
         ctx.progress
             .info(&format!("done and verified: {}", counts.summary(true)));
-        Ok(Outputs::from_counts(
-            &spec,
-            rewrites,
-            counts,
-            true,
-            journal.uri(),
-        ))
+        Ok(Outputs::from_counts(&spec, rewrites, counts, true))
     }
 
     async fn rollback(&self, ctx: &Context, state: &Outputs) -> Result<()> {

@@ -4,6 +4,7 @@
 //! adding a file and a line in the registry (see CONTRIBUTING.md).
 
 pub mod bucket_sync;
+mod common;
 mod context;
 pub(crate) mod diff;
 pub mod dynamo_copy;
@@ -16,116 +17,15 @@ use std::sync::Arc;
 use anyhow::{bail, Result};
 use async_trait::async_trait;
 use schemars::JsonSchema;
-use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use serde::{de::DeserializeOwned, Serialize};
 use serde_json::{Map, Value};
 
 use crate::copy::journal::Accounted;
 use crate::copy::progress::Silent;
+pub(crate) use common::{ChangeDetection, CommonInputs, CommonOutputs, Drift};
 pub use context::{journal_path, Clients, Context};
 pub(crate) use context::{BucketInputs, Side, TargetClaim};
 use metadata::Metadata;
-
-/// When a preview or up with unchanged inputs looks for new source data.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub enum ChangeDetection {
-    /// Every preview and up compares the source with the target (listings, or a scan of the table) and copies what is new.
-    #[default]
-    Full,
-    /// Only changed inputs (`triggers` among them) re-run the copy: a preview or up with unchanged inputs reads no data, however large the source.
-    Inputs,
-}
-
-/// Requests the last run retried, and of them those the service throttled: every
-/// resource reports them.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Retried {
-    /// Requests retried during the last run (in preview: while planning): throttled, reset or failed for a moment.
-    #[serde(default)]
-    pub retries: u64,
-    /// Of the answers behind those retries, how many were throttling (503 SlowDown, ThrottlingException, ProvisionedThroughputExceeded, unprocessed items).
-    #[serde(default)]
-    pub throttles: u64,
-}
-
-impl Retried {
-    /// The counts of the operation under way.
-    pub(crate) fn so_far() -> Retried {
-        let (retries, throttles) = crate::copy::connection::Attempts::so_far();
-        Retried { retries, throttles }
-    }
-}
-
-/// What the last `pulumi refresh` found when it compared the source with the target
-/// again. Absent until a refresh runs; a run clears it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Drift {
-    /// When refresh compared them, in seconds since the Unix epoch.
-    pub checked_at: u64,
-    /// True when the source has data the target lacks or holds otherwise: the next `pulumi up` copies it, whatever `changeDetection` says.
-    pub pending: bool,
-    /// What that `pulumi up` would write, as its plan counts it (items, objects or files).
-    pub writes: u64,
-}
-
-impl Drift {
-    /// Whether the last refresh recorded in `state` found work for the next up.
-    pub(crate) fn pending_in(state: &Map<String, Value>) -> bool {
-        state
-            .get("drift")
-            .and_then(|drift| drift.get("pending"))
-            .and_then(Value::as_bool)
-            == Some(true)
-    }
-
-    pub(crate) fn found(resource: &Metadata, planned: &Map<String, Value>, pending: bool) -> Drift {
-        Drift {
-            checked_at: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or_default(),
-            pending,
-            writes: planned
-                .get(&resource.pending_output)
-                .and_then(Value::as_u64)
-                .unwrap_or_default(),
-        }
-    }
-}
-
-/// What every resource's state records about its journal besides `journalUri`, filled
-/// in by the adapter after each run: a rollback checks the journal it finds against it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct JournalRecorded {
-    /// Segments the rollback journal held when the last run ended, each recorded before the writes it describes. `pulumi destroy` refuses a journal at `journalUri` that holds fewer: it would undo only part of what was written.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub journal_segments: Option<u64>,
-}
-
-impl JournalRecorded {
-    /// Read from a resource's state.
-    pub(crate) fn of(state: &Map<String, Value>) -> JournalRecorded {
-        JournalRecorded {
-            journal_segments: state.get("journalSegments").and_then(Value::as_u64),
-        }
-    }
-
-    fn record(journal_segments: u64, state: &mut Map<String, Value>) {
-        state.insert("journalSegments".into(), journal_segments.into());
-    }
-}
-
-/// The journal a resource's state names (every resource reports `journalUri`).
-pub(crate) fn state_journal_uri(state: &Map<String, Value>) -> Option<String> {
-    state
-        .get("journalUri")
-        .and_then(Value::as_str)
-        .filter(|uri| !uri.is_empty())
-        .map(str::to_string)
-}
 
 /// An input that failed validation, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -244,16 +144,35 @@ fn decode_or_err<T: DeserializeOwned>(inputs: &Map<String, Value>) -> Result<T> 
     decode(inputs).map_err(|f| anyhow::anyhow!("{}: {}", f.property, f.reason))
 }
 
-/// State is the inputs with the outputs on top, as Pulumi resources usually keep it.
-fn with_outputs<O: Serialize>(
+/// State is the inputs with the outputs on top, as Pulumi resources usually keep it,
+/// and the outputs every resource reports.
+fn state_of<O: Serialize>(
     inputs: &Map<String, Value>,
     outputs: &O,
+    common: &CommonOutputs,
 ) -> Result<Map<String, Value>> {
     let mut state = inputs.clone();
     if let Value::Object(out) = serde_json::to_value(outputs)? {
         state.extend(out);
     }
+    common.write_into(&mut state);
     Ok(state)
+}
+
+/// The outputs every resource reports, at the end of a plan (no segment count) or of a
+/// run that wrote (the journal's segments, which a rollback checks).
+async fn common_outputs(ctx: &Context, count_segments: bool) -> Result<CommonOutputs> {
+    let journal = ctx.journal().await?;
+    let segments = match count_segments {
+        true => Some(journal.segment_count().await?),
+        false => None,
+    };
+    Ok(CommonOutputs::of_run(journal.uri(), segments))
+}
+
+/// The resource's own inputs, typed; the common ones were split off.
+fn own_inputs<T: DeserializeOwned>(inputs: &Map<String, Value>) -> Result<T> {
+    decode_or_err(&CommonInputs::split(inputs).1)
 }
 
 /// The error of an apply that failed, with the state for the engine to keep when the
@@ -269,17 +188,14 @@ async fn failed_apply<M: Migration>(
     let state = match resource.recover(ctx, inputs).await {
         Ok(state) => state,
         Err(unplanned) => {
-            let segments = async { ctx.journal().await?.segment_count().await }.await;
-            match (so_far, segments) {
-                (Some(outputs), Ok(segments)) if segments > 0 => {
+            let common = common_outputs(ctx, true).await;
+            match (so_far, common) {
+                (Some(outputs), Ok(common)) if common.journal_segments > Some(0) => {
                     ctx.progress.warn(&format!(
                         "the target could not be planned against after the failure ({unplanned:#}); \
                          the state keeps the names this run resolved and its journal"
                     ));
-                    with_outputs(inputs, &outputs).ok().map(|mut state| {
-                        JournalRecorded::record(segments, &mut state);
-                        state
-                    })
+                    state_of(inputs, &outputs, &common).ok()
                 }
                 _ => None,
             }
@@ -303,7 +219,7 @@ pub(crate) async fn check_journal(
     command: &str,
 ) -> Result<()> {
     let journal = ctx.journal().await?;
-    let expected = JournalRecorded::of(state)
+    let expected = CommonOutputs::of(state)
         .journal_segments
         .unwrap_or_else(|| legacy_segments(resource, state));
     let Accounted::Short { found } = journal.accounts_for(expected).await? else {
@@ -357,47 +273,42 @@ impl<M: Migration> Resource for M {
         M::DESCRIPTION
     }
     fn input_schema(&self) -> Value {
-        schema_of::<M::Inputs>()
+        common::merged_with::<CommonInputs>(schema_of::<M::Inputs>())
     }
     fn output_schema(&self) -> Value {
-        let mut schema = schema_of::<M::Outputs>();
-        let common = schema_of::<JournalRecorded>();
-        if let (Some(Value::Object(properties)), Some(Value::Object(more))) =
-            (schema.get_mut("properties"), common.get("properties"))
-        {
-            properties.extend(more.clone());
-        }
-        schema
+        common::merged_with::<CommonOutputs>(schema_of::<M::Outputs>())
     }
     fn check(&self, inputs: &Map<String, Value>) -> Vec<Failure> {
-        match decode::<M::Inputs>(inputs) {
-            Ok(typed) => M::validate(&typed),
-            Err(failure) => vec![failure],
+        let (common, own) = CommonInputs::split(inputs);
+        let mut failures: Vec<Failure> = common.err().into_iter().collect();
+        match decode::<M::Inputs>(&own) {
+            Ok(typed) => failures.extend(M::validate(&typed)),
+            Err(failure) => failures.push(failure),
         }
+        failures
     }
     async fn plan(
         &self,
         ctx: &Context,
         inputs: &Map<String, Value>,
     ) -> Result<(Map<String, Value>, bool)> {
-        let typed: M::Inputs = decode_or_err(inputs)?;
+        let typed: M::Inputs = own_inputs(inputs)?;
         let planned = Migration::plan(self, ctx, &typed).await?;
-        Ok((with_outputs(inputs, &planned.outputs)?, planned.pending))
+        let common = common_outputs(ctx, false).await?;
+        Ok((
+            state_of(inputs, &planned.outputs, &common)?,
+            planned.pending,
+        ))
     }
     async fn apply(
         &self,
         ctx: &Context,
         inputs: &Map<String, Value>,
     ) -> Result<Map<String, Value>> {
-        let typed: M::Inputs = decode_or_err(inputs)?;
+        let typed: M::Inputs = own_inputs(inputs)?;
         let mut so_far = None;
         let cause = match Migration::apply(self, ctx, &typed, &mut so_far).await {
-            Ok(outputs) => {
-                let mut state = with_outputs(inputs, &outputs)?;
-                let segments = ctx.journal().await?.segment_count().await?;
-                JournalRecorded::record(segments, &mut state);
-                return Ok(state);
-            }
+            Ok(outputs) => return state_of(inputs, &outputs, &common_outputs(ctx, true).await?),
             Err(cause) => cause,
         };
         Err(failed_apply(self, ctx, inputs, so_far, cause).await)
@@ -407,7 +318,8 @@ impl<M: Migration> Resource for M {
         ctx: &Context,
         inputs: &Map<String, Value>,
     ) -> Result<Option<Map<String, Value>>> {
-        let segments = ctx.journal().await?.segment_count().await?;
+        let journal = ctx.journal().await?;
+        let segments = journal.segment_count().await?;
         if segments == 0 {
             return Ok(None);
         }
@@ -415,11 +327,10 @@ impl<M: Migration> Resource for M {
             progress: Arc::new(Silent),
             ..ctx.clone()
         };
-        let typed: M::Inputs = decode_or_err(inputs)?;
+        let typed: M::Inputs = own_inputs(inputs)?;
         let planned = Migration::plan(self, &quiet, &typed).await?;
-        let mut state = with_outputs(inputs, &planned.outputs)?;
-        JournalRecorded::record(segments, &mut state);
-        Ok(Some(state))
+        let common = CommonOutputs::of_run(journal.uri(), Some(segments));
+        Ok(Some(state_of(inputs, &planned.outputs, &common)?))
     }
     async fn rollback(&self, ctx: &Context, state: &Map<String, Value>) -> Result<()> {
         let typed: M::Outputs = decode_or_err(state)?;

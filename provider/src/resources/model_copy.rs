@@ -5,11 +5,9 @@ use anyhow::Result;
 use async_trait::async_trait;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
-use super::{BucketInputs, Context, Drift, Failure, Migration, Planned, Retried};
+use super::{BucketInputs, Context, Failure, Migration, Planned};
 use crate::copy::filter::KeyFilter;
-use crate::copy::journal::Journal;
 use crate::copy::model::{self, Choice};
 use crate::copy::s3::Lister;
 use crate::copy::sync::{self, Archived, OnConflict, SyncCounts, SyncSpec};
@@ -53,10 +51,6 @@ pub struct Inputs {
     /// Globs of files not to copy, relative to the model directory. Default `*.log`. Tokenizer, config and weight files can never be excluded.
     #[serde(default = "default_exclude")]
     pub exclude: Vec<String>,
-    /// Any values; a change re-runs the copy.
-    #[serde(default)]
-    #[expect(dead_code, reason = "Diff compares it in the untyped inputs")]
-    pub triggers: Vec<Value>,
 }
 
 /// Outputs of ModelCopy.
@@ -80,13 +74,6 @@ pub struct Outputs {
     pub bytes_copied: u64,
     /// True once every written file was proven equal to its source by a checksum or an MD5 ETag; false when any was compared by size only.
     pub verified: bool,
-    /// Where this resource's rollback journal lives.
-    pub journal_uri: String,
-    #[serde(flatten)]
-    pub retried: Retried,
-    /// What the last `pulumi refresh` found comparing the source with the target; cleared by a run.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub drift: Option<Drift>,
 }
 
 struct Plan {
@@ -144,7 +131,7 @@ impl ModelCopy {
         Ok(Plan { choice, specs })
     }
 
-    fn outputs(plan: &Plan, counts: &SyncCounts, verified: bool, journal: &Journal) -> Outputs {
+    fn outputs(plan: &Plan, counts: &SyncCounts, verified: bool) -> Outputs {
         let target = &plan.specs[0].target.name;
         Outputs {
             source_bucket: plan.specs[0].source.name.clone(),
@@ -155,9 +142,6 @@ impl ModelCopy {
             files_copied: counts.copied,
             bytes_copied: counts.bytes_copied,
             verified,
-            journal_uri: journal.uri().to_string(),
-            retried: Retried::so_far(),
-            drift: None,
         }
     }
 }
@@ -213,11 +197,11 @@ impl Migration for ModelCopy {
             "model: run {} {} -> {}",
             plan.choice.run_id,
             plan.choice.checkpoint,
-            Self::outputs(&plan, &total, false, &journal).model_uri
+            Self::outputs(&plan, &total, false).model_uri
         ));
         Ok(Planned {
             pending: total.changes() > 0,
-            outputs: Self::outputs(&plan, &total, false, &journal),
+            outputs: Self::outputs(&plan, &total, false),
         })
     }
 
@@ -229,19 +213,14 @@ impl Migration for ModelCopy {
     ) -> Result<Outputs> {
         let plan = Self::plan_copy(ctx, inputs).await?;
         let journal = ctx.journal().await?;
-        *so_far = Some(Self::outputs(
-            &plan,
-            &SyncCounts::default(),
-            false,
-            &journal,
-        ));
+        *so_far = Some(Self::outputs(&plan, &SyncCounts::default(), false));
         let mut total = SyncCounts::default();
         for spec in &plan.specs {
             total.add(&sync::run(spec, &journal, ctx.progress.as_ref(), |_| Ok(())).await?);
         }
         // Size alone proves nothing: such a run is done but not verified (sync::run warned).
         let verified = total.verified_by_size == 0;
-        let outputs = Self::outputs(&plan, &total, verified, &journal);
+        let outputs = Self::outputs(&plan, &total, verified);
         ctx.progress.info(&format!(
             "{}: {} files copied to {}",
             if verified {

@@ -9,12 +9,10 @@ use anyhow::{bail, Result};
 use async_trait::async_trait;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
-use super::{BucketInputs, Context, Drift, Failure, Migration, Planned, Retried, Side};
+use super::{BucketInputs, Context, Failure, Migration, Planned, Side};
 use crate::copy::dynamodb::{self, Table};
 use crate::copy::filter::KeyFilter;
-use crate::copy::journal::Journal;
 use crate::copy::snapshot;
 use crate::copy::sync::{self, Archived, OnConflict, SyncCounts, SyncSpec};
 
@@ -85,10 +83,6 @@ pub struct Inputs {
     /// How long to wait for a held lock before failing. Default 300 seconds.
     #[serde(default = "default_lock_wait")]
     pub lock_wait_seconds: u64,
-    /// Any values; a change re-runs the promotion.
-    #[serde(default)]
-    #[expect(dead_code, reason = "Diff compares it in the untyped inputs")]
-    pub triggers: Vec<Value>,
 }
 
 /// Outputs of SnapshotPromote.
@@ -112,13 +106,6 @@ pub struct Outputs {
     pub embedding_counts: BTreeMap<String, u64>,
     /// True once the copied files matched their hash and the target's database opened and counted the same embeddings.
     pub verified: bool,
-    /// Where this resource's rollback journal lives.
-    pub journal_uri: String,
-    #[serde(flatten)]
-    pub retried: Retried,
-    /// What the last `pulumi refresh` found comparing the source with the target; cleared by a run.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub drift: Option<Drift>,
 }
 
 struct Collection {
@@ -224,12 +211,6 @@ impl SnapshotPromote {
         ];
         keys.iter().cloned().zip(values).collect()
     }
-
-    async fn journal(ctx: &Context, outputs: &mut Outputs) -> Result<Journal> {
-        let journal = ctx.journal().await?;
-        outputs.journal_uri = journal.uri().to_string();
-        Ok(journal)
-    }
 }
 
 #[async_trait]
@@ -279,7 +260,7 @@ impl Migration for SnapshotPromote {
     async fn plan(&self, ctx: &Context, inputs: &Inputs) -> Result<Planned<Outputs>> {
         let mut outputs = Outputs::default();
         let collections = Self::collections(ctx, inputs, &mut outputs).await?;
-        let journal = Self::journal(ctx, &mut outputs).await?;
+        let journal = ctx.journal().await?;
         let mut pending = false;
         for collection in &collections {
             let source =
@@ -318,7 +299,6 @@ impl Migration for SnapshotPromote {
                 }
             }
         }
-        outputs.retried = Retried::so_far();
         Ok(Planned { outputs, pending })
     }
 
@@ -330,7 +310,7 @@ impl Migration for SnapshotPromote {
     ) -> Result<Outputs> {
         let mut outputs = Outputs::default();
         let collections = Self::collections(ctx, inputs, &mut outputs).await?;
-        let journal = Self::journal(ctx, &mut outputs).await?;
+        let journal = ctx.journal().await?;
         *so_far = Some(outputs.clone());
         let wait = Duration::from_secs(inputs.lock_wait_seconds);
         let locks = Self::lock_tables(ctx, inputs).await?;
@@ -373,7 +353,6 @@ impl Migration for SnapshotPromote {
             ));
         }
         outputs.verified = true;
-        outputs.retried = Retried::so_far();
         Ok(outputs)
     }
 

@@ -17,7 +17,7 @@ use crate::config::ProviderConfig;
 use crate::copy::connection::Attempts;
 use crate::registry::{self, Registered, Registry};
 use crate::resources::{
-    check_journal, journal_path, state_journal_uri, Clients, Context, Drift, FailedAfterWriting,
+    check_journal, journal_path, Clients, CommonOutputs, Context, FailedAfterWriting,
 };
 use crate::stacks::Stacks;
 use crate::wire::Props;
@@ -143,8 +143,8 @@ impl Provider {
                 .unwrap_or_else(|e| e.into_inner())
                 .clone(),
             run_inputs: None,
-            journal_at: state.and_then(state_journal_uri),
-            compare_target: state.is_some_and(Drift::pending_in),
+            journal_at: state.and_then(CommonOutputs::journal_at),
+            compare_target: state.is_some_and(CommonOutputs::drift_pending),
             pending_claim: Default::default(),
         };
         let result = Attempts::count(attempts, operation(ctx)).await;

@@ -15,7 +15,7 @@ use super::{encode_state, failure, status, Configured, Provider};
 use crate::config::ProviderConfig;
 use crate::functions::Answer;
 use crate::resources::diff::{self, Change};
-use crate::resources::{journal_path, Context, Drift};
+use crate::resources::{journal_path, CommonOutputs, Context, Drift};
 use crate::schema;
 use crate::stacks::Stacks;
 use crate::wire::Props;
@@ -365,10 +365,9 @@ impl ResourceProvider for Provider {
                 match drift {
                     Some(drift) => {
                         let mut state = known.value.clone();
-                        state.insert(
-                            "drift".into(),
-                            serde_json::to_value(drift).map_err(|e| status(e.into()))?,
-                        );
+                        let mut common = CommonOutputs::of(&state);
+                        common.drift = Some(drift);
+                        common.write_into(&mut state);
                         Some(encode_state(&known, state))
                     }
                     None => request.properties,

@@ -49,7 +49,7 @@ type BucketSync struct {
 	Archived ArchivedPtrOutput `pulumi:"archived"`
 	// Bytes written to the target.
 	BytesCopied pulumi.IntOutput `pulumi:"bytesCopied"`
-	// `full` (default): every preview and up compares source and target and copies what is new; `inputs`: only changed inputs (such as `triggers`) re-run the sync, so a preview or up with unchanged inputs reads no data.
+	// `full` (default): every preview and up compares source and target and copies what is new; `inputs`: only changed inputs (such as `triggers`) re-run the copy, so a preview or up with unchanged inputs reads no data.
 	ChangeDetection ChangeDetectionPtrOutput `pulumi:"changeDetection"`
 	// Delete target objects (under `targetPrefix`, passing the filters) that the source does not have; they are backed up in the journal first. Default false.
 	DeleteExtraneous pulumi.BoolPtrOutput `pulumi:"deleteExtraneous"`
@@ -99,7 +99,7 @@ type BucketSync struct {
 	TargetPrefix pulumi.StringPtrOutput `pulumi:"targetPrefix"`
 	// Of the answers behind those retries, how many were throttling (503 SlowDown, ThrottlingException, ProvisionedThroughputExceeded, unprocessed items).
 	Throttles pulumi.IntPtrOutput `pulumi:"throttles"`
-	// Any values; a change re-runs the sync.
+	// Any values; a change re-runs the copy.
 	Triggers pulumi.ArrayOutput `pulumi:"triggers"`
 	// True once every written object was proven to hold its source's content by a checksum or an MD5 ETag; false when any was compared by size only (`verifiedBySize` above zero). `verifiedByChecksum`, `verifiedByEtag` and `verifiedBySize` say how.
 	Verified pulumi.BoolOutput `pulumi:"verified"`
@@ -180,7 +180,7 @@ type bucketSyncArgs struct {
 	AllowEmpty *bool `pulumi:"allowEmpty"`
 	// Source objects in an archive storage class (GLACIER, DEEP_ARCHIVE, Intelligent-Tiering archive tiers) cannot be read until restored: `fail` (default) stops at preview naming them, `skip` leaves them out and counts them in `objectsArchived`.
 	Archived *Archived `pulumi:"archived"`
-	// `full` (default): every preview and up compares source and target and copies what is new; `inputs`: only changed inputs (such as `triggers`) re-run the sync, so a preview or up with unchanged inputs reads no data.
+	// `full` (default): every preview and up compares source and target and copies what is new; `inputs`: only changed inputs (such as `triggers`) re-run the copy, so a preview or up with unchanged inputs reads no data.
 	ChangeDetection *ChangeDetection `pulumi:"changeDetection"`
 	// Delete target objects (under `targetPrefix`, passing the filters) that the source does not have; they are backed up in the journal first. Default false.
 	DeleteExtraneous *bool `pulumi:"deleteExtraneous"`
@@ -206,7 +206,7 @@ type bucketSyncArgs struct {
 	TargetBucket *string `pulumi:"targetBucket"`
 	// Prefix the copied keys get in the target.
 	TargetPrefix *string `pulumi:"targetPrefix"`
-	// Any values; a change re-runs the sync.
+	// Any values; a change re-runs the copy.
 	Triggers []interface{} `pulumi:"triggers"`
 }
 
@@ -216,7 +216,7 @@ type BucketSyncArgs struct {
 	AllowEmpty pulumi.BoolPtrInput
 	// Source objects in an archive storage class (GLACIER, DEEP_ARCHIVE, Intelligent-Tiering archive tiers) cannot be read until restored: `fail` (default) stops at preview naming them, `skip` leaves them out and counts them in `objectsArchived`.
 	Archived ArchivedPtrInput
-	// `full` (default): every preview and up compares source and target and copies what is new; `inputs`: only changed inputs (such as `triggers`) re-run the sync, so a preview or up with unchanged inputs reads no data.
+	// `full` (default): every preview and up compares source and target and copies what is new; `inputs`: only changed inputs (such as `triggers`) re-run the copy, so a preview or up with unchanged inputs reads no data.
 	ChangeDetection ChangeDetectionPtrInput
 	// Delete target objects (under `targetPrefix`, passing the filters) that the source does not have; they are backed up in the journal first. Default false.
 	DeleteExtraneous pulumi.BoolPtrInput
@@ -242,7 +242,7 @@ type BucketSyncArgs struct {
 	TargetBucket pulumi.StringPtrInput
 	// Prefix the copied keys get in the target.
 	TargetPrefix pulumi.StringPtrInput
-	// Any values; a change re-runs the sync.
+	// Any values; a change re-runs the copy.
 	Triggers pulumi.ArrayInput
 }
 
@@ -348,7 +348,7 @@ func (o BucketSyncOutput) BytesCopied() pulumi.IntOutput {
 	return o.ApplyT(func(v *BucketSync) pulumi.IntOutput { return v.BytesCopied }).(pulumi.IntOutput)
 }
 
-// `full` (default): every preview and up compares source and target and copies what is new; `inputs`: only changed inputs (such as `triggers`) re-run the sync, so a preview or up with unchanged inputs reads no data.
+// `full` (default): every preview and up compares source and target and copies what is new; `inputs`: only changed inputs (such as `triggers`) re-run the copy, so a preview or up with unchanged inputs reads no data.
 func (o BucketSyncOutput) ChangeDetection() ChangeDetectionPtrOutput {
 	return o.ApplyT(func(v *BucketSync) ChangeDetectionPtrOutput { return v.ChangeDetection }).(ChangeDetectionPtrOutput)
 }
@@ -473,7 +473,7 @@ func (o BucketSyncOutput) Throttles() pulumi.IntPtrOutput {
 	return o.ApplyT(func(v *BucketSync) pulumi.IntPtrOutput { return v.Throttles }).(pulumi.IntPtrOutput)
 }
 
-// Any values; a change re-runs the sync.
+// Any values; a change re-runs the copy.
 func (o BucketSyncOutput) Triggers() pulumi.ArrayOutput {
 	return o.ApplyT(func(v *BucketSync) pulumi.ArrayOutput { return v.Triggers }).(pulumi.ArrayOutput)
 }

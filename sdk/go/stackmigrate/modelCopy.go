@@ -44,6 +44,8 @@ type ModelCopy struct {
 
 	// Bytes written to the target.
 	BytesCopied pulumi.IntOutput `pulumi:"bytesCopied"`
+	// `full` (default): every preview and up compares source and target and copies what is new; `inputs`: only changed inputs (such as `triggers`) re-run the copy, so a preview or up with unchanged inputs reads no data.
+	ChangeDetection ChangeDetectionPtrOutput `pulumi:"changeDetection"`
 	// The checkpoint copied: `best` or `checkpoint-<step>`.
 	Checkpoint pulumi.StringOutput `pulumi:"checkpoint"`
 	// What the last `pulumi refresh` found comparing the source with the target; cleared by a run.
@@ -131,6 +133,8 @@ func (ModelCopyState) ElementType() reflect.Type {
 }
 
 type modelCopyArgs struct {
+	// `full` (default): every preview and up compares source and target and copies what is new; `inputs`: only changed inputs (such as `triggers`) re-run the copy, so a preview or up with unchanged inputs reads no data.
+	ChangeDetection *ChangeDetection `pulumi:"changeDetection"`
 	// `best`, `latest` (highest step) or `checkpoint-<step>`. Default: `best` when it holds `model.safetensors`, else the highest step holding weights, compared as numbers.
 	Checkpoint *string `pulumi:"checkpoint"`
 	// Globs of files not to copy, relative to the model directory. Default `*.log`. Tokenizer, config and weight files can never be excluded.
@@ -151,6 +155,8 @@ type modelCopyArgs struct {
 
 // The set of arguments for constructing a ModelCopy resource.
 type ModelCopyArgs struct {
+	// `full` (default): every preview and up compares source and target and copies what is new; `inputs`: only changed inputs (such as `triggers`) re-run the copy, so a preview or up with unchanged inputs reads no data.
+	ChangeDetection ChangeDetectionPtrInput
 	// `best`, `latest` (highest step) or `checkpoint-<step>`. Default: `best` when it holds `model.safetensors`, else the highest step holding weights, compared as numbers.
 	Checkpoint pulumi.StringPtrInput
 	// Globs of files not to copy, relative to the model directory. Default `*.log`. Tokenizer, config and weight files can never be excluded.
@@ -259,6 +265,11 @@ func (o ModelCopyOutput) ToModelCopyOutputWithContext(ctx context.Context) Model
 // Bytes written to the target.
 func (o ModelCopyOutput) BytesCopied() pulumi.IntOutput {
 	return o.ApplyT(func(v *ModelCopy) pulumi.IntOutput { return v.BytesCopied }).(pulumi.IntOutput)
+}
+
+// `full` (default): every preview and up compares source and target and copies what is new; `inputs`: only changed inputs (such as `triggers`) re-run the copy, so a preview or up with unchanged inputs reads no data.
+func (o ModelCopyOutput) ChangeDetection() ChangeDetectionPtrOutput {
+	return o.ApplyT(func(v *ModelCopy) ChangeDetectionPtrOutput { return v.ChangeDetection }).(ChangeDetectionPtrOutput)
 }
 
 // The checkpoint copied: `best` or `checkpoint-<step>`.

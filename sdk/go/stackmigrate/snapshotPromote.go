@@ -44,6 +44,8 @@ type SnapshotPromote struct {
 
 	// Bytes written to the target.
 	BytesCopied pulumi.IntOutput `pulumi:"bytesCopied"`
+	// `full` (default): every preview and up compares source and target and copies what is new; `inputs`: only changed inputs (such as `triggers`) re-run the copy, so a preview or up with unchanged inputs reads no data.
+	ChangeDetection ChangeDetectionPtrOutput `pulumi:"changeDetection"`
 	// Collections to promote. Default `lines` and `words`.
 	Collections pulumi.StringArrayOutput `pulumi:"collections"`
 	// What the last `pulumi refresh` found comparing the source with the target; cleared by a run.
@@ -88,7 +90,7 @@ type SnapshotPromote struct {
 	TargetLockTable pulumi.StringPtrOutput `pulumi:"targetLockTable"`
 	// Of the answers behind those retries, how many were throttling (503 SlowDown, ThrottlingException, ProvisionedThroughputExceeded, unprocessed items).
 	Throttles pulumi.IntPtrOutput `pulumi:"throttles"`
-	// Any values; a change re-runs the promotion.
+	// Any values; a change re-runs the copy.
 	Triggers pulumi.ArrayOutput `pulumi:"triggers"`
 	// True once the copied files matched their hash and the target's database opened and counted the same embeddings.
 	Verified pulumi.BoolOutput `pulumi:"verified"`
@@ -160,6 +162,8 @@ func (SnapshotPromoteState) ElementType() reflect.Type {
 }
 
 type snapshotPromoteArgs struct {
+	// `full` (default): every preview and up compares source and target and copies what is new; `inputs`: only changed inputs (such as `triggers`) re-run the copy, so a preview or up with unchanged inputs reads no data.
+	ChangeDetection *ChangeDetection `pulumi:"changeDetection"`
 	// Collections to promote. Default `lines` and `words`.
 	Collections []string `pulumi:"collections"`
 	// The lock item's partition key; `{collection}` is replaced. Default `LOCK#{collection}#chroma-{collection}-compaction`.
@@ -186,12 +190,14 @@ type snapshotPromoteArgs struct {
 	TargetBucket *string `pulumi:"targetBucket"`
 	// DynamoDB table holding the compactor's lock on the target side. Default: the `lockTableOutput` of `targetStack`.
 	TargetLockTable *string `pulumi:"targetLockTable"`
-	// Any values; a change re-runs the promotion.
+	// Any values; a change re-runs the copy.
 	Triggers []interface{} `pulumi:"triggers"`
 }
 
 // The set of arguments for constructing a SnapshotPromote resource.
 type SnapshotPromoteArgs struct {
+	// `full` (default): every preview and up compares source and target and copies what is new; `inputs`: only changed inputs (such as `triggers`) re-run the copy, so a preview or up with unchanged inputs reads no data.
+	ChangeDetection ChangeDetectionPtrInput
 	// Collections to promote. Default `lines` and `words`.
 	Collections pulumi.StringArrayInput
 	// The lock item's partition key; `{collection}` is replaced. Default `LOCK#{collection}#chroma-{collection}-compaction`.
@@ -218,7 +224,7 @@ type SnapshotPromoteArgs struct {
 	TargetBucket pulumi.StringPtrInput
 	// DynamoDB table holding the compactor's lock on the target side. Default: the `lockTableOutput` of `targetStack`.
 	TargetLockTable pulumi.StringPtrInput
-	// Any values; a change re-runs the promotion.
+	// Any values; a change re-runs the copy.
 	Triggers pulumi.ArrayInput
 }
 
@@ -312,6 +318,11 @@ func (o SnapshotPromoteOutput) ToSnapshotPromoteOutputWithContext(ctx context.Co
 // Bytes written to the target.
 func (o SnapshotPromoteOutput) BytesCopied() pulumi.IntOutput {
 	return o.ApplyT(func(v *SnapshotPromote) pulumi.IntOutput { return v.BytesCopied }).(pulumi.IntOutput)
+}
+
+// `full` (default): every preview and up compares source and target and copies what is new; `inputs`: only changed inputs (such as `triggers`) re-run the copy, so a preview or up with unchanged inputs reads no data.
+func (o SnapshotPromoteOutput) ChangeDetection() ChangeDetectionPtrOutput {
+	return o.ApplyT(func(v *SnapshotPromote) ChangeDetectionPtrOutput { return v.ChangeDetection }).(ChangeDetectionPtrOutput)
 }
 
 // Collections to promote. Default `lines` and `words`.
@@ -424,7 +435,7 @@ func (o SnapshotPromoteOutput) Throttles() pulumi.IntPtrOutput {
 	return o.ApplyT(func(v *SnapshotPromote) pulumi.IntPtrOutput { return v.Throttles }).(pulumi.IntPtrOutput)
 }
 
-// Any values; a change re-runs the promotion.
+// Any values; a change re-runs the copy.
 func (o SnapshotPromoteOutput) Triggers() pulumi.ArrayOutput {
 	return o.ApplyT(func(v *SnapshotPromote) pulumi.ArrayOutput { return v.Triggers }).(pulumi.ArrayOutput)
 }

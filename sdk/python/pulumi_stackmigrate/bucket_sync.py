@@ -41,7 +41,7 @@ class BucketSyncArgs:
         The set of arguments for constructing a BucketSync resource.
         :param pulumi.Input[_builtins.bool] allow_empty: Allow `include`/`exclude` or `sourcePrefix` to select no object of a source bucket that has objects. Default false: such a selection fails at preview, as it is usually a typo.
         :param pulumi.Input['Archived'] archived: Source objects in an archive storage class (GLACIER, DEEP_ARCHIVE, Intelligent-Tiering archive tiers) cannot be read until restored: `fail` (default) stops at preview naming them, `skip` leaves them out and counts them in `objectsArchived`.
-        :param pulumi.Input['ChangeDetection'] change_detection: `full` (default): every preview and up compares source and target and copies what is new; `inputs`: only changed inputs (such as `triggers`) re-run the sync, so a preview or up with unchanged inputs reads no data.
+        :param pulumi.Input['ChangeDetection'] change_detection: `full` (default): every preview and up compares source and target and copies what is new; `inputs`: only changed inputs (such as `triggers`) re-run the copy, so a preview or up with unchanged inputs reads no data.
         :param pulumi.Input[_builtins.bool] delete_extraneous: Delete target objects (under `targetPrefix`, passing the filters) that the source does not have; they are backed up in the journal first. Default false.
         :param pulumi.Input[Sequence[pulumi.Input[_builtins.str]]] exclude: Globs (as `aws s3 sync --exclude`) of keys not to copy, relative to `sourcePrefix`; for example `*.json` or `*/delta/*`.
         :param pulumi.Input[Sequence[pulumi.Input[_builtins.str]]] include: Globs (as `aws s3 sync --include`) that re-include keys an `exclude` removed; matched against the key relative to `sourcePrefix`, `*` crossing `/`.
@@ -54,7 +54,7 @@ class BucketSyncArgs:
         :param pulumi.Input[_builtins.str] storage_class: Storage class of the objects this resource writes, as S3 names it (`STANDARD`, `STANDARD_IA`, `INTELLIGENT_TIERING`, `GLACIER_IR`, ...). Default: the target bucket's default (STANDARD), not the source object's.
         :param pulumi.Input[_builtins.str] target_bucket: Bucket to copy into, on the target connection. Default: the `output` of `targetStack`.
         :param pulumi.Input[_builtins.str] target_prefix: Prefix the copied keys get in the target.
-        :param pulumi.Input[Sequence[Any]] triggers: Any values; a change re-runs the sync.
+        :param pulumi.Input[Sequence[Any]] triggers: Any values; a change re-runs the copy.
         """
         if allow_empty is None:
             allow_empty = False
@@ -129,7 +129,7 @@ class BucketSyncArgs:
     @pulumi.getter(name="changeDetection")
     def change_detection(self) -> Optional[pulumi.Input['ChangeDetection']]:
         """
-        `full` (default): every preview and up compares source and target and copies what is new; `inputs`: only changed inputs (such as `triggers`) re-run the sync, so a preview or up with unchanged inputs reads no data.
+        `full` (default): every preview and up compares source and target and copies what is new; `inputs`: only changed inputs (such as `triggers`) re-run the copy, so a preview or up with unchanged inputs reads no data.
         """
         return pulumi.get(self, "change_detection")
 
@@ -285,7 +285,7 @@ class BucketSyncArgs:
     @pulumi.getter
     def triggers(self) -> Optional[pulumi.Input[Sequence[Any]]]:
         """
-        Any values; a change re-runs the sync.
+        Any values; a change re-runs the copy.
         """
         return pulumi.get(self, "triggers")
 
@@ -337,7 +337,7 @@ class BucketSync(pulumi.CustomResource):
         :param pulumi.ResourceOptions opts: Options for the resource.
         :param pulumi.Input[_builtins.bool] allow_empty: Allow `include`/`exclude` or `sourcePrefix` to select no object of a source bucket that has objects. Default false: such a selection fails at preview, as it is usually a typo.
         :param pulumi.Input['Archived'] archived: Source objects in an archive storage class (GLACIER, DEEP_ARCHIVE, Intelligent-Tiering archive tiers) cannot be read until restored: `fail` (default) stops at preview naming them, `skip` leaves them out and counts them in `objectsArchived`.
-        :param pulumi.Input['ChangeDetection'] change_detection: `full` (default): every preview and up compares source and target and copies what is new; `inputs`: only changed inputs (such as `triggers`) re-run the sync, so a preview or up with unchanged inputs reads no data.
+        :param pulumi.Input['ChangeDetection'] change_detection: `full` (default): every preview and up compares source and target and copies what is new; `inputs`: only changed inputs (such as `triggers`) re-run the copy, so a preview or up with unchanged inputs reads no data.
         :param pulumi.Input[_builtins.bool] delete_extraneous: Delete target objects (under `targetPrefix`, passing the filters) that the source does not have; they are backed up in the journal first. Default false.
         :param pulumi.Input[Sequence[pulumi.Input[_builtins.str]]] exclude: Globs (as `aws s3 sync --exclude`) of keys not to copy, relative to `sourcePrefix`; for example `*.json` or `*/delta/*`.
         :param pulumi.Input[Sequence[pulumi.Input[_builtins.str]]] include: Globs (as `aws s3 sync --include`) that re-include keys an `exclude` removed; matched against the key relative to `sourcePrefix`, `*` crossing `/`.
@@ -350,7 +350,7 @@ class BucketSync(pulumi.CustomResource):
         :param pulumi.Input[_builtins.str] storage_class: Storage class of the objects this resource writes, as S3 names it (`STANDARD`, `STANDARD_IA`, `INTELLIGENT_TIERING`, `GLACIER_IR`, ...). Default: the target bucket's default (STANDARD), not the source object's.
         :param pulumi.Input[_builtins.str] target_bucket: Bucket to copy into, on the target connection. Default: the `output` of `targetStack`.
         :param pulumi.Input[_builtins.str] target_prefix: Prefix the copied keys get in the target.
-        :param pulumi.Input[Sequence[Any]] triggers: Any values; a change re-runs the sync.
+        :param pulumi.Input[Sequence[Any]] triggers: Any values; a change re-runs the copy.
         """
         ...
     @overload
@@ -546,7 +546,7 @@ class BucketSync(pulumi.CustomResource):
     @pulumi.getter(name="changeDetection")
     def change_detection(self) -> pulumi.Output[Optional['ChangeDetection']]:
         """
-        `full` (default): every preview and up compares source and target and copies what is new; `inputs`: only changed inputs (such as `triggers`) re-run the sync, so a preview or up with unchanged inputs reads no data.
+        `full` (default): every preview and up compares source and target and copies what is new; `inputs`: only changed inputs (such as `triggers`) re-run the copy, so a preview or up with unchanged inputs reads no data.
         """
         return pulumi.get(self, "change_detection")
 
@@ -746,7 +746,7 @@ class BucketSync(pulumi.CustomResource):
     @pulumi.getter
     def triggers(self) -> pulumi.Output[Optional[Sequence[Any]]]:
         """
-        Any values; a change re-runs the sync.
+        Any values; a change re-runs the copy.
         """
         return pulumi.get(self, "triggers")
 

@@ -14,12 +14,14 @@ else:
     from typing_extensions import NotRequired, TypedDict, TypeAlias
 from . import _utilities
 from . import outputs
+from ._enums import *
 
 __all__ = ['ModelCopyArgs', 'ModelCopy']
 
 @pulumi.input_type
 class ModelCopyArgs:
     def __init__(__self__, *,
+                 change_detection: Optional[pulumi.Input['ChangeDetection']] = None,
                  checkpoint: Optional[pulumi.Input[_builtins.str]] = None,
                  exclude: Optional[pulumi.Input[Sequence[pulumi.Input[_builtins.str]]]] = None,
                  output: Optional[pulumi.Input[_builtins.str]] = None,
@@ -30,6 +32,7 @@ class ModelCopyArgs:
                  triggers: Optional[pulumi.Input[Sequence[Any]]] = None):
         """
         The set of arguments for constructing a ModelCopy resource.
+        :param pulumi.Input['ChangeDetection'] change_detection: `full` (default): every preview and up compares source and target and copies what is new; `inputs`: only changed inputs (such as `triggers`) re-run the copy, so a preview or up with unchanged inputs reads no data.
         :param pulumi.Input[_builtins.str] checkpoint: `best`, `latest` (highest step) or `checkpoint-<step>`. Default: `best` when it holds `model.safetensors`, else the highest step holding weights, compared as numbers.
         :param pulumi.Input[Sequence[pulumi.Input[_builtins.str]]] exclude: Globs of files not to copy, relative to the model directory. Default `*.log`. Tokenizer, config and weight files can never be excluded.
         :param pulumi.Input[_builtins.str] output: Stack output naming the training bucket. Default `layoutlm_training_bucket`.
@@ -39,6 +42,8 @@ class ModelCopyArgs:
         :param pulumi.Input[_builtins.str] target_bucket: Training bucket to copy into. Default: the `output` of `targetStack`.
         :param pulumi.Input[Sequence[Any]] triggers: Any values; a change re-runs the copy.
         """
+        if change_detection is not None:
+            pulumi.set(__self__, "change_detection", change_detection)
         if checkpoint is not None:
             pulumi.set(__self__, "checkpoint", checkpoint)
         if exclude is not None:
@@ -59,6 +64,18 @@ class ModelCopyArgs:
             pulumi.set(__self__, "target_bucket", target_bucket)
         if triggers is not None:
             pulumi.set(__self__, "triggers", triggers)
+
+    @_builtins.property
+    @pulumi.getter(name="changeDetection")
+    def change_detection(self) -> Optional[pulumi.Input['ChangeDetection']]:
+        """
+        `full` (default): every preview and up compares source and target and copies what is new; `inputs`: only changed inputs (such as `triggers`) re-run the copy, so a preview or up with unchanged inputs reads no data.
+        """
+        return pulumi.get(self, "change_detection")
+
+    @change_detection.setter
+    def change_detection(self, value: Optional[pulumi.Input['ChangeDetection']]):
+        pulumi.set(self, "change_detection", value)
 
     @_builtins.property
     @pulumi.getter
@@ -163,6 +180,7 @@ class ModelCopy(pulumi.CustomResource):
     def __init__(__self__,
                  resource_name: str,
                  opts: Optional[pulumi.ResourceOptions] = None,
+                 change_detection: Optional[pulumi.Input['ChangeDetection']] = None,
                  checkpoint: Optional[pulumi.Input[_builtins.str]] = None,
                  exclude: Optional[pulumi.Input[Sequence[pulumi.Input[_builtins.str]]]] = None,
                  output: Optional[pulumi.Input[_builtins.str]] = None,
@@ -187,6 +205,7 @@ class ModelCopy(pulumi.CustomResource):
 
         :param str resource_name: The name of the resource.
         :param pulumi.ResourceOptions opts: Options for the resource.
+        :param pulumi.Input['ChangeDetection'] change_detection: `full` (default): every preview and up compares source and target and copies what is new; `inputs`: only changed inputs (such as `triggers`) re-run the copy, so a preview or up with unchanged inputs reads no data.
         :param pulumi.Input[_builtins.str] checkpoint: `best`, `latest` (highest step) or `checkpoint-<step>`. Default: `best` when it holds `model.safetensors`, else the highest step holding weights, compared as numbers.
         :param pulumi.Input[Sequence[pulumi.Input[_builtins.str]]] exclude: Globs of files not to copy, relative to the model directory. Default `*.log`. Tokenizer, config and weight files can never be excluded.
         :param pulumi.Input[_builtins.str] output: Stack output naming the training bucket. Default `layoutlm_training_bucket`.
@@ -230,6 +249,7 @@ class ModelCopy(pulumi.CustomResource):
     def _internal_init(__self__,
                  resource_name: str,
                  opts: Optional[pulumi.ResourceOptions] = None,
+                 change_detection: Optional[pulumi.Input['ChangeDetection']] = None,
                  checkpoint: Optional[pulumi.Input[_builtins.str]] = None,
                  exclude: Optional[pulumi.Input[Sequence[pulumi.Input[_builtins.str]]]] = None,
                  output: Optional[pulumi.Input[_builtins.str]] = None,
@@ -247,6 +267,7 @@ class ModelCopy(pulumi.CustomResource):
                 raise TypeError('__props__ is only valid when passed in combination with a valid opts.id to get an existing resource')
             __props__ = ModelCopyArgs.__new__(ModelCopyArgs)
 
+            __props__.__dict__["change_detection"] = change_detection
             __props__.__dict__["checkpoint"] = checkpoint
             __props__.__dict__["exclude"] = exclude
             if output is None:
@@ -293,6 +314,7 @@ class ModelCopy(pulumi.CustomResource):
         __props__ = ModelCopyArgs.__new__(ModelCopyArgs)
 
         __props__.__dict__["bytes_copied"] = None
+        __props__.__dict__["change_detection"] = None
         __props__.__dict__["checkpoint"] = None
         __props__.__dict__["drift"] = None
         __props__.__dict__["exclude"] = None
@@ -318,6 +340,14 @@ class ModelCopy(pulumi.CustomResource):
         Bytes written to the target.
         """
         return pulumi.get(self, "bytes_copied")
+
+    @_builtins.property
+    @pulumi.getter(name="changeDetection")
+    def change_detection(self) -> pulumi.Output[Optional['ChangeDetection']]:
+        """
+        `full` (default): every preview and up compares source and target and copies what is new; `inputs`: only changed inputs (such as `triggers`) re-run the copy, so a preview or up with unchanged inputs reads no data.
+        """
+        return pulumi.get(self, "change_detection")
 
     @_builtins.property
     @pulumi.getter

@@ -14,12 +14,14 @@ else:
     from typing_extensions import NotRequired, TypedDict, TypeAlias
 from . import _utilities
 from . import outputs
+from ._enums import *
 
 __all__ = ['SnapshotPromoteArgs', 'SnapshotPromote']
 
 @pulumi.input_type
 class SnapshotPromoteArgs:
     def __init__(__self__, *,
+                 change_detection: Optional[pulumi.Input['ChangeDetection']] = None,
                  collections: Optional[pulumi.Input[Sequence[pulumi.Input[_builtins.str]]]] = None,
                  lock_partition_key: Optional[pulumi.Input[_builtins.str]] = None,
                  lock_sort_key: Optional[pulumi.Input[_builtins.str]] = None,
@@ -36,6 +38,7 @@ class SnapshotPromoteArgs:
                  triggers: Optional[pulumi.Input[Sequence[Any]]] = None):
         """
         The set of arguments for constructing a SnapshotPromote resource.
+        :param pulumi.Input['ChangeDetection'] change_detection: `full` (default): every preview and up compares source and target and copies what is new; `inputs`: only changed inputs (such as `triggers`) re-run the copy, so a preview or up with unchanged inputs reads no data.
         :param pulumi.Input[Sequence[pulumi.Input[_builtins.str]]] collections: Collections to promote. Default `lines` and `words`.
         :param pulumi.Input[_builtins.str] lock_partition_key: The lock item's partition key; `{collection}` is replaced. Default `LOCK#{collection}#chroma-{collection}-compaction`.
         :param pulumi.Input[_builtins.str] lock_sort_key: The lock item's sort key. Default `LOCK`.
@@ -49,8 +52,10 @@ class SnapshotPromoteArgs:
         :param pulumi.Input[_builtins.str] source_lock_table: DynamoDB table holding the compactor's lock on the source side. Default: the `lockTableOutput` of `sourceStack`.
         :param pulumi.Input[_builtins.str] target_bucket: Bucket to promote into. Default: the `output` of `targetStack`.
         :param pulumi.Input[_builtins.str] target_lock_table: DynamoDB table holding the compactor's lock on the target side. Default: the `lockTableOutput` of `targetStack`.
-        :param pulumi.Input[Sequence[Any]] triggers: Any values; a change re-runs the promotion.
+        :param pulumi.Input[Sequence[Any]] triggers: Any values; a change re-runs the copy.
         """
+        if change_detection is not None:
+            pulumi.set(__self__, "change_detection", change_detection)
         if collections is not None:
             pulumi.set(__self__, "collections", collections)
         if lock_partition_key is None:
@@ -93,6 +98,18 @@ class SnapshotPromoteArgs:
             pulumi.set(__self__, "target_lock_table", target_lock_table)
         if triggers is not None:
             pulumi.set(__self__, "triggers", triggers)
+
+    @_builtins.property
+    @pulumi.getter(name="changeDetection")
+    def change_detection(self) -> Optional[pulumi.Input['ChangeDetection']]:
+        """
+        `full` (default): every preview and up compares source and target and copies what is new; `inputs`: only changed inputs (such as `triggers`) re-run the copy, so a preview or up with unchanged inputs reads no data.
+        """
+        return pulumi.get(self, "change_detection")
+
+    @change_detection.setter
+    def change_detection(self, value: Optional[pulumi.Input['ChangeDetection']]):
+        pulumi.set(self, "change_detection", value)
 
     @_builtins.property
     @pulumi.getter
@@ -254,7 +271,7 @@ class SnapshotPromoteArgs:
     @pulumi.getter
     def triggers(self) -> Optional[pulumi.Input[Sequence[Any]]]:
         """
-        Any values; a change re-runs the promotion.
+        Any values; a change re-runs the copy.
         """
         return pulumi.get(self, "triggers")
 
@@ -269,6 +286,7 @@ class SnapshotPromote(pulumi.CustomResource):
     def __init__(__self__,
                  resource_name: str,
                  opts: Optional[pulumi.ResourceOptions] = None,
+                 change_detection: Optional[pulumi.Input['ChangeDetection']] = None,
                  collections: Optional[pulumi.Input[Sequence[pulumi.Input[_builtins.str]]]] = None,
                  lock_partition_key: Optional[pulumi.Input[_builtins.str]] = None,
                  lock_sort_key: Optional[pulumi.Input[_builtins.str]] = None,
@@ -299,6 +317,7 @@ class SnapshotPromote(pulumi.CustomResource):
 
         :param str resource_name: The name of the resource.
         :param pulumi.ResourceOptions opts: Options for the resource.
+        :param pulumi.Input['ChangeDetection'] change_detection: `full` (default): every preview and up compares source and target and copies what is new; `inputs`: only changed inputs (such as `triggers`) re-run the copy, so a preview or up with unchanged inputs reads no data.
         :param pulumi.Input[Sequence[pulumi.Input[_builtins.str]]] collections: Collections to promote. Default `lines` and `words`.
         :param pulumi.Input[_builtins.str] lock_partition_key: The lock item's partition key; `{collection}` is replaced. Default `LOCK#{collection}#chroma-{collection}-compaction`.
         :param pulumi.Input[_builtins.str] lock_sort_key: The lock item's sort key. Default `LOCK`.
@@ -312,7 +331,7 @@ class SnapshotPromote(pulumi.CustomResource):
         :param pulumi.Input[_builtins.str] source_lock_table: DynamoDB table holding the compactor's lock on the source side. Default: the `lockTableOutput` of `sourceStack`.
         :param pulumi.Input[_builtins.str] target_bucket: Bucket to promote into. Default: the `output` of `targetStack`.
         :param pulumi.Input[_builtins.str] target_lock_table: DynamoDB table holding the compactor's lock on the target side. Default: the `lockTableOutput` of `targetStack`.
-        :param pulumi.Input[Sequence[Any]] triggers: Any values; a change re-runs the promotion.
+        :param pulumi.Input[Sequence[Any]] triggers: Any values; a change re-runs the copy.
         """
         ...
     @overload
@@ -348,6 +367,7 @@ class SnapshotPromote(pulumi.CustomResource):
     def _internal_init(__self__,
                  resource_name: str,
                  opts: Optional[pulumi.ResourceOptions] = None,
+                 change_detection: Optional[pulumi.Input['ChangeDetection']] = None,
                  collections: Optional[pulumi.Input[Sequence[pulumi.Input[_builtins.str]]]] = None,
                  lock_partition_key: Optional[pulumi.Input[_builtins.str]] = None,
                  lock_sort_key: Optional[pulumi.Input[_builtins.str]] = None,
@@ -371,6 +391,7 @@ class SnapshotPromote(pulumi.CustomResource):
                 raise TypeError('__props__ is only valid when passed in combination with a valid opts.id to get an existing resource')
             __props__ = SnapshotPromoteArgs.__new__(SnapshotPromoteArgs)
 
+            __props__.__dict__["change_detection"] = change_detection
             __props__.__dict__["collections"] = collections
             if lock_partition_key is None:
                 lock_partition_key = 'LOCK#{collection}#chroma-{collection}-compaction'
@@ -435,6 +456,7 @@ class SnapshotPromote(pulumi.CustomResource):
         __props__ = SnapshotPromoteArgs.__new__(SnapshotPromoteArgs)
 
         __props__.__dict__["bytes_copied"] = None
+        __props__.__dict__["change_detection"] = None
         __props__.__dict__["collections"] = None
         __props__.__dict__["drift"] = None
         __props__.__dict__["embedding_counts"] = None
@@ -468,6 +490,14 @@ class SnapshotPromote(pulumi.CustomResource):
         Bytes written to the target.
         """
         return pulumi.get(self, "bytes_copied")
+
+    @_builtins.property
+    @pulumi.getter(name="changeDetection")
+    def change_detection(self) -> pulumi.Output[Optional['ChangeDetection']]:
+        """
+        `full` (default): every preview and up compares source and target and copies what is new; `inputs`: only changed inputs (such as `triggers`) re-run the copy, so a preview or up with unchanged inputs reads no data.
+        """
+        return pulumi.get(self, "change_detection")
 
     @_builtins.property
     @pulumi.getter
@@ -649,7 +679,7 @@ class SnapshotPromote(pulumi.CustomResource):
     @pulumi.getter
     def triggers(self) -> pulumi.Output[Optional[Sequence[Any]]]:
         """
-        Any values; a change re-runs the promotion.
+        Any values; a change re-runs the copy.
         """
         return pulumi.get(self, "triggers")
 

@@ -5,7 +5,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::copy::connection::Connection;
+use crate::connection::Connection;
 use crate::copy::journal::Location;
 
 /// Configuration of the stackmigrate provider.

@@ -1,11 +1,13 @@
 //! stackmigrate: a Pulumi resource provider that moves data between stacks.
 //!
 //! Data flows one way: engine -> `server` (protocol) -> `registry` (which resource or
-//! function) -> `resources` and `functions` (what each one means) -> `copy` (engines,
-//! no Pulumi types) -> AWS clients. Public are only the parts the plugin binary and the
+//! function) -> `resources` and `functions` (what each one means) -> `connection` (the
+//! AWS clients the provider's configuration makes) -> `copy` (engines, no Pulumi types,
+//! storage behind `copy::store`). Public are only the parts the plugin binary and the
 //! benchmark (`bench/engine`) use.
 
 pub(crate) mod config;
+pub mod connection;
 pub mod copy;
 pub(crate) mod functions;
 #[cfg(test)]

@@ -31,7 +31,7 @@ use anyhow::{bail, Context, Result};
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
 use futures::stream::{self, StreamExt, TryStreamExt};
 use serde_json::json;
-use stackmigrate::copy::connection::{Connection, SideClients};
+use stackmigrate::connection::{Connection, SideClients};
 use stackmigrate::copy::filter::KeyFilter;
 use stackmigrate::copy::journal::{Journal, Location};
 use stackmigrate::copy::progress::Silent;

@@ -2,157 +2,45 @@
 //! segment a page at a time, batched reads and writes that retry what the service
 //! leaves unprocessed, and a write-rate limit.
 
-use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
-use aws_sdk_dynamodb::error::ProvideErrorMetadata;
-use aws_sdk_dynamodb::types::{
-    AttributeValue, BillingMode, DeleteRequest, KeyType, KeysAndAttributes, PutRequest,
-    TimeToLiveStatus, WriteRequest,
-};
-use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::{DeleteRequest, PutRequest, WriteRequest};
 use futures::stream::{self, StreamExt, TryStreamExt};
 use tokio::time::Instant;
 
-use super::aws_error;
-use super::connection::Attempts;
 use super::item::Item;
+use super::retry;
+pub(crate) use super::store::TableShape;
+use super::store::{ItemStore, ScanPage};
 
 #[derive(Clone, Debug)]
 pub struct Table {
-    pub client: Client,
+    pub(crate) store: Arc<dyn ItemStore>,
     pub name: String,
-}
-
-/// What a copy needs to know about a table.
-pub(crate) struct TableShape {
-    /// Key attribute names, hash key first.
-    pub keys: Vec<String>,
-    /// The key schema for people: `PK (S, hash), SK (S, range)`.
-    pub key_schema: String,
-    pub ttl_attribute: Option<String>,
-    /// Write capacity units of a provisioned table; None on demand.
-    pub provisioned_writes: Option<i64>,
-    /// What the service says this table is (its ARN, ID and creation time), whatever
-    /// endpoint spelling or credentials reached it: two equal identities are one table.
-    pub identity: Option<String>,
 }
 
 /// Describes a table, or fails naming it, the endpoint, and the tables that do exist.
 pub(crate) async fn describe(table: &Table, role: &str, endpoint: &str) -> Result<TableShape> {
-    let out = match table
-        .client
-        .describe_table()
-        .table_name(&table.name)
-        .send()
+    let shape = table
+        .store
+        .describe(&table.name)
         .await
-    {
-        Ok(out) => out,
-        Err(err)
-            if err.as_service_error().and_then(|e| e.code())
-                == Some("ResourceNotFoundException") =>
-        {
-            let names = table
-                .client
-                .list_tables()
-                .limit(100)
-                .send()
-                .await
-                .map(|o| o.table_names().join(", "))
-                .unwrap_or_default();
-            bail!(
-                "{role} table {:?} does not exist at {endpoint}; tables there: {}",
-                table.name,
-                if names.is_empty() {
-                    "(none)".into()
-                } else {
-                    names
-                }
-            );
+        .with_context(|| format!("describing {role} table {:?} at {endpoint}", table.name))?;
+    if let Some(shape) = shape {
+        return Ok(shape);
+    }
+    let names = table.store.table_names().await.unwrap_or_default();
+    bail!(
+        "{role} table {:?} does not exist at {endpoint}; tables there: {}",
+        table.name,
+        if names.is_empty() {
+            "(none)".into()
+        } else {
+            names.join(", ")
         }
-        Err(err) => {
-            return Err(aws_error(err))
-                .with_context(|| format!("describing {role} table {:?}", table.name))
-        }
-    };
-    let description = out.table();
-    let schema = description.map(|t| t.key_schema()).unwrap_or_default();
-    let definitions = description
-        .map(|t| t.attribute_definitions())
-        .unwrap_or_default();
-    let mut keys: Vec<(bool, String)> = schema
-        .iter()
-        .map(|k| {
-            (
-                *k.key_type() != KeyType::Hash,
-                k.attribute_name().to_string(),
-            )
-        })
-        .collect();
-    keys.sort();
-    let key_schema = keys
-        .iter()
-        .map(|(range, name)| {
-            let kind = definitions
-                .iter()
-                .find(|d| d.attribute_name() == name)
-                .map(|d| d.attribute_type().as_str())
-                .unwrap_or("?");
-            let role = if *range { "range" } else { "hash" };
-            format!("{name} ({kind}, {role})")
-        })
-        .collect::<Vec<_>>()
-        .join(", ");
-    // An ARN alone repeats across local servers (their account is fixed), so the ID and
-    // creation time come with it.
-    let identity = description.and_then(|t| {
-        Some(format!(
-            "{} {} {:?}",
-            t.table_arn()?,
-            t.table_id().unwrap_or_default(),
-            t.creation_date_time()
-        ))
-    });
-    let provisioned_writes = description
-        .filter(|t| {
-            t.billing_mode_summary().and_then(|b| b.billing_mode())
-                != Some(&BillingMode::PayPerRequest)
-        })
-        .and_then(|t| t.provisioned_throughput())
-        .and_then(|p| p.write_capacity_units())
-        .filter(|units| *units > 0);
-    let ttl = table
-        .client
-        .describe_time_to_live()
-        .table_name(&table.name)
-        .send()
-        .await
-        .map_err(aws_error)
-        .with_context(|| format!("reading the TTL setting of {role} table {:?}", table.name))?;
-    let ttl_attribute = ttl
-        .time_to_live_description()
-        .filter(|d| {
-            matches!(
-                d.time_to_live_status(),
-                Some(TimeToLiveStatus::Enabled | TimeToLiveStatus::Enabling)
-            )
-        })
-        .and_then(|d| d.attribute_name())
-        .map(str::to_owned);
-    Ok(TableShape {
-        keys: keys.into_iter().map(|(_, name)| name).collect(),
-        key_schema,
-        ttl_attribute,
-        provisioned_writes,
-        identity,
-    })
-}
-
-/// A pause before retrying: exponential, capped, with full jitter.
-pub(crate) fn backoff(attempt: u32) -> Duration {
-    let cap = Duration::from_millis(50 * 2u64.pow(attempt.min(7))).min(Duration::from_secs(5));
-    cap.mul_f64(fastrand::f64())
+    )
 }
 
 /// Spaces writes out to at most `rate` items per second across all tasks.
@@ -190,42 +78,10 @@ const WRITES_IN_FLIGHT: usize = 4;
 /// Reads `keys` (at most `READ_BATCH`) from `table` with strongly consistent reads,
 /// retrying unprocessed keys.
 pub(crate) async fn batch_get(table: &Table, keys: Vec<Item>) -> Result<Vec<Item>> {
-    let mut found = Vec::new();
-    let mut pending = keys;
-    let mut attempt = 0;
-    while !pending.is_empty() {
-        let request = KeysAndAttributes::builder()
-            .set_keys(Some(pending))
-            .consistent_read(true)
-            .build()
-            .map_err(|e| anyhow!("{e}"))?;
-        let out = table
-            .client
-            .batch_get_item()
-            .request_items(&table.name, request)
-            .send()
-            .await
-            .map_err(aws_error)
-            .with_context(|| format!("reading items of table {:?}", table.name))?;
-        found.extend(
-            out.responses()
-                .and_then(|r| r.get(&table.name))
-                .into_iter()
-                .flatten()
-                .cloned(),
-        );
-        pending = out
-            .unprocessed_keys()
-            .and_then(|u| u.get(&table.name))
-            .map(|k| k.keys().to_vec())
-            .unwrap_or_default();
-        if !pending.is_empty() {
-            Attempts::record_throttled_retry();
-            attempt += 1;
-            tokio::time::sleep(backoff(attempt)).await;
-        }
-    }
-    Ok(found)
+    let pages = retry::until_processed(keys, |pending| table.store.batch_get(&table.name, pending))
+        .await
+        .with_context(|| format!("reading items of table {:?}", table.name))?;
+    Ok(pages.into_iter().flatten().collect())
 }
 
 /// Writes requests in batches of 25, retrying unprocessed items with backoff.
@@ -236,36 +92,18 @@ pub(crate) async fn batch_write(
 ) -> Result<()> {
     let batches: Vec<Vec<WriteRequest>> = requests.chunks(WRITE_BATCH).map(<[_]>::to_vec).collect();
     stream::iter(batches)
-        .map(|mut batch| async move {
-            let mut attempt = 0;
-            while !batch.is_empty() {
+        .map(|batch| async move {
+            retry::until_processed(batch, |pending| async move {
                 if let Some(limiter) = limiter {
-                    limiter.acquire(batch.len()).await;
+                    limiter.acquire(pending.len()).await;
                 }
-                let out = table
-                    .client
-                    .batch_write_item()
-                    .request_items(&table.name, batch)
-                    .send()
-                    .await
-                    .map_err(aws_error)
-                    .with_context(|| format!("writing to table {:?}", table.name))?;
-                batch = out
-                    .unprocessed_items()
-                    .and_then(|u| u.get(&table.name))
-                    .cloned()
-                    .unwrap_or_default();
-                if !batch.is_empty() {
-                    // The table is throttling: back off before the rest of this batch.
-                    Attempts::record_throttled_retry();
-                    attempt += 1;
-                    tokio::time::sleep(backoff(attempt)).await;
-                }
-            }
-            anyhow::Ok(())
+                Ok(((), table.store.batch_write(&table.name, pending).await?))
+            })
+            .await
+            .with_context(|| format!("writing to table {:?}", table.name))
         })
         .buffer_unordered(WRITES_IN_FLIGHT)
-        .try_collect::<Vec<()>>()
+        .try_collect::<Vec<_>>()
         .await?;
     Ok(())
 }
@@ -318,7 +156,7 @@ impl<'a> Pages<'a> {
         }
     }
 
-    pub async fn next(&mut self) -> Result<Option<Vec<HashMap<String, AttributeValue>>>> {
+    pub async fn next(&mut self) -> Result<Option<Vec<Item>>> {
         let start = match self.next_key.take() {
             Some(None) => {
                 self.next_key = Some(None);
@@ -327,33 +165,18 @@ impl<'a> Pages<'a> {
             Some(Some(key)) => Some(key),
             None => None,
         };
-        let out = self
+        let ScanPage { items, next } = self
             .table
-            .client
-            .scan()
-            .table_name(&self.table.name)
-            .segment(self.segment)
-            .total_segments(self.segments)
-            .consistent_read(true)
-            .limit(SCAN_PAGE_ITEMS)
-            .set_exclusive_start_key(start)
-            .send()
-            .await
-            .map_err(aws_error)
-            .with_context(|| format!("scanning table {:?}", self.table.name))?;
-        self.next_key = Some(out.last_evaluated_key.filter(|k| !k.is_empty()));
-        Ok(Some(out.items.unwrap_or_default()))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_stays_under_its_cap() {
-        for attempt in 0..20 {
-            assert!(backoff(attempt) <= Duration::from_secs(5));
-        }
+            .store
+            .scan_page(
+                &self.table.name,
+                self.segment,
+                self.segments,
+                SCAN_PAGE_ITEMS,
+                start,
+            )
+            .await?;
+        self.next_key = Some(next);
+        Ok(Some(items))
     }
 }

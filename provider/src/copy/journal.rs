@@ -19,8 +19,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use anyhow::{bail, Context, Result};
 use serde::{de::DeserializeOwned, Serialize};
 
-use super::connection::SideClients;
 use super::s3::{self, Bucket, Headers, ObjectInfo, WriteOptions, Written};
+use crate::connection::SideClients;
 
 enum Store {
     File(PathBuf),

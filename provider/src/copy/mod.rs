@@ -1,16 +1,17 @@
 //! The copy engines and what they share. Nothing here knows about Pulumi.
 
-pub mod connection;
 pub(crate) mod dynamodb;
 pub mod filter;
 pub(crate) mod item;
 pub mod journal;
 pub(crate) mod model;
 pub mod progress;
+pub(crate) mod retry;
 pub(crate) mod rewrite;
 pub mod s3;
 pub(crate) mod snapshot;
 pub mod spill;
+pub(crate) mod store;
 pub mod sync;
 pub(crate) mod table;
 

@@ -9,8 +9,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_smithy_types::date_time::{DateTime, Format};
 
-use super::aws_error;
-use super::dynamodb::Table;
+use super::dynamodb::{self, Table};
+use super::item::Item;
 use super::progress::Progress;
 use super::s3::{self, Bucket, Lister};
 
@@ -48,21 +48,14 @@ fn now() -> f64 {
 
 /// The lock on `key` when it is held now (exists and has not expired).
 pub async fn held_lock(table: &Table, key: &[(String, String)]) -> Result<Option<Lock>> {
-    let out = table
-        .client
-        .get_item()
-        .table_name(&table.name)
-        .set_key(Some(
-            key.iter()
-                .map(|(k, v)| (k.clone(), AttributeValue::S(v.clone())))
-                .collect(),
-        ))
-        .consistent_read(true)
-        .send()
+    let key: Item = key
+        .iter()
+        .map(|(k, v)| (k.clone(), AttributeValue::S(v.clone())))
+        .collect();
+    let found = dynamodb::batch_get(table, vec![key])
         .await
-        .map_err(aws_error)
         .with_context(|| format!("reading the compactor's lock in table {:?}", table.name))?;
-    let Some(item) = out.item() else {
+    let Some(item) = found.first() else {
         return Ok(None);
     };
     let text = |name: &str| {

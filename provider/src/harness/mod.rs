@@ -17,7 +17,7 @@ use pulumi_gestalt_proto::pulumi::pulumirpc::{
 use serde_json::{json, Map, Value};
 use tonic::Request;
 
-use crate::copy::connection::{Connection, SideClients};
+use crate::connection::{Connection, SideClients};
 use crate::registry::Registry;
 use crate::server::Provider;
 use crate::wire::Props;

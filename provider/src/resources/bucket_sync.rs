@@ -9,10 +9,55 @@ use serde::{Deserialize, Serialize};
 use super::{BucketInputs, Context, Failure, Migration, Planned, TargetClaim};
 use crate::copy::filter::KeyFilter;
 use crate::copy::s3::{self, WriteOptions};
-use crate::copy::sync::{self, Archived, OnConflict, SyncCounts, SyncSpec};
+use crate::copy::sync::{self, SyncCounts, SyncSpec};
 use aws_sdk_s3::types::{ServerSideEncryption, StorageClass};
 
 pub struct BucketSync;
+
+/// What to do with an object that already exists in the target.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum OnConflict {
+    /// Overwrite it unless it is identical (same size and ETag) to the source object.
+    #[default]
+    SkipIdentical,
+    /// Never touch it.
+    Skip,
+    /// Overwrite it, even when identical.
+    Overwrite,
+}
+
+impl From<OnConflict> for sync::OnConflict {
+    fn from(choice: OnConflict) -> Self {
+        match choice {
+            OnConflict::SkipIdentical => sync::OnConflict::SkipIdentical,
+            OnConflict::Skip => sync::OnConflict::Skip,
+            OnConflict::Overwrite => sync::OnConflict::Overwrite,
+        }
+    }
+}
+
+/// What to do with source objects in an archive storage class (S3 Glacier Flexible
+/// Retrieval, Deep Archive, Intelligent-Tiering's archive tiers), which cannot be read
+/// until restored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum Archived {
+    /// Fail at preview naming them, before anything is written.
+    #[default]
+    Fail,
+    /// Leave them out (the target keeps what it has at their keys) and count them.
+    Skip,
+}
+
+impl From<Archived> for sync::Archived {
+    fn from(choice: Archived) -> Self {
+        match choice {
+            Archived::Fail => sync::Archived::Fail,
+            Archived::Skip => sync::Archived::Skip,
+        }
+    }
+}
 
 /// Inputs of BucketSync.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -146,9 +191,9 @@ impl BucketSync {
             target_prefix,
             server_side: pair.server_side,
             filter: KeyFilter::new(&inputs.include, &inputs.exclude)?,
-            on_conflict: inputs.on_conflict,
+            on_conflict: inputs.on_conflict.into(),
             delete_extraneous: inputs.delete_extraneous,
-            archived: inputs.archived,
+            archived: inputs.archived.into(),
             write: write_options(inputs),
         })
     }

@@ -75,7 +75,7 @@ pub struct Retried {
 impl Retried {
     /// The counts of the operation under way.
     fn so_far() -> Retried {
-        let (retries, throttles) = crate::copy::connection::Attempts::so_far();
+        let (retries, throttles) = crate::copy::retry::Attempts::so_far();
         Retried { retries, throttles }
     }
 }

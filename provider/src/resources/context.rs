@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::config::ProviderConfig;
-use crate::copy::connection::SideClients;
+use crate::connection::SideClients;
 use crate::copy::journal::{BeforeFirstWrite, Journal, Location, Provision};
 use crate::copy::progress::Progress;
 use crate::copy::s3::{self, Bucket};

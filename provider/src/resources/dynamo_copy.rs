@@ -10,12 +10,92 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{Context, Failure, Migration, Planned, Side, TargetClaim};
-use crate::copy::dynamodb::{self, Table};
+use crate::copy::dynamodb;
 use crate::copy::rewrite::Rewriter;
-use crate::copy::table::{self, CopyCounts, CopySpec, ItemConflict, SetAttribute, TypeCounts};
+use crate::copy::table::{self, CopyCounts, CopySpec};
 use crate::stacks::bucket_renames;
 
 pub struct DynamoCopy;
+
+/// What to do with an item whose key the target already has.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum ItemConflict {
+    /// Leave the target's item as it is.
+    #[default]
+    Skip,
+    /// Replace it; the old item is kept in the journal and restored by destroy.
+    Overwrite,
+    /// Stop at preview, naming the keys that exist.
+    Fail,
+}
+
+impl From<ItemConflict> for table::ItemConflict {
+    fn from(choice: ItemConflict) -> Self {
+        match choice {
+            ItemConflict::Skip => table::ItemConflict::Skip,
+            ItemConflict::Overwrite => table::ItemConflict::Overwrite,
+            ItemConflict::Fail => table::ItemConflict::Fail,
+        }
+    }
+}
+
+/// Sets one attribute to a string on every item of the given types.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SetAttribute {
+    /// Entity types (values of the type attribute) whose items get the attribute.
+    pub types: Vec<String>,
+    /// Attribute name, for example `embedding_status` or `GSI1PK`.
+    pub attribute: String,
+    /// String value to store, for example `NONE` or `EMBEDDING_STATUS#NONE`.
+    pub value: String,
+}
+
+impl From<&SetAttribute> for table::SetAttribute {
+    fn from(set: &SetAttribute) -> Self {
+        table::SetAttribute {
+            types: set.types.clone(),
+            attribute: set.attribute.clone(),
+            value: set.value.clone(),
+        }
+    }
+}
+
+/// Counts for one entity type.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TypeCounts {
+    /// Items written (new ones and overwrites).
+    pub copied: u64,
+    /// Items the target already had and that were left alone.
+    pub skipped: u64,
+    /// Of `copied`, items that replaced an existing one (a MODIFY event for the target's stream).
+    pub overwritten: u64,
+    /// Items left out by `includeTypes` / `excludeTypes`.
+    pub filtered: u64,
+    /// Items not copied because their TTL has passed.
+    pub expired: u64,
+}
+
+impl From<table::TypeCounts> for TypeCounts {
+    fn from(counts: table::TypeCounts) -> Self {
+        let table::TypeCounts {
+            copied,
+            skipped,
+            overwritten,
+            filtered,
+            expired,
+        } = counts;
+        TypeCounts {
+            copied,
+            skipped,
+            overwritten,
+            filtered,
+            expired,
+        }
+    }
+}
 
 fn default_type_attribute() -> String {
     "TYPE".to_string()
@@ -122,7 +202,11 @@ impl Outputs {
             items_overwritten: counts.overwritten,
             items_filtered: counts.filtered,
             items_expired: counts.expired,
-            counts_by_type: counts.by_type,
+            counts_by_type: counts
+                .by_type
+                .into_iter()
+                .map(|(name, counts)| (name, counts.into()))
+                .collect(),
             bytes_copied: counts.bytes_copied,
             verified,
         }
@@ -190,14 +274,8 @@ impl DynamoCopy {
                 config.source.describe_dynamodb()
             );
         }
-        let source = Table {
-            client: ctx.clients.source.dynamodb().await?,
-            name: source_table,
-        };
-        let target = Table {
-            client: ctx.clients.target.dynamodb().await?,
-            name: target_table,
-        };
+        let source = ctx.clients.source.table(&source_table).await?;
+        let target = ctx.clients.target.table(&target_table).await?;
         let shape =
             dynamodb::describe(&source, "source", &config.source.describe_dynamodb()).await?;
         let target_shape =
@@ -247,8 +325,8 @@ impl DynamoCopy {
                 .map(|t| t.iter().cloned().collect()),
             exclude: inputs.exclude_types.iter().cloned().collect(),
             rewriter: Rewriter::new(rewrites),
-            set_attributes: inputs.set_attributes.clone(),
-            on_conflict: inputs.on_conflict,
+            set_attributes: inputs.set_attributes.iter().map(Into::into).collect(),
+            on_conflict: inputs.on_conflict.into(),
             expire_by: shape.ttl_attribute.filter(|_| inputs.skip_expired),
             write_order: inputs.write_order.clone(),
             // A provisioned target's write capacity is the default pace (one unit writes
@@ -417,10 +495,7 @@ impl Migration for DynamoCopy {
     }
 
     async fn rollback(&self, ctx: &Context, state: &Outputs) -> Result<()> {
-        let target = Table {
-            client: ctx.clients.target.dynamodb().await?,
-            name: state.target_table.clone(),
-        };
+        let target = ctx.clients.target.table(&state.target_table).await?;
         let shape =
             dynamodb::describe(&target, "target", &ctx.config.target.describe_dynamodb()).await?;
         let journal = ctx.journal().await?;

@@ -191,10 +191,7 @@ impl SnapshotPromote {
                 },
             };
             let clients = ctx.side(side);
-            let table = Table {
-                client: clients.dynamodb().await?,
-                name,
-            };
+            let table = clients.table(&name).await?;
             let shape =
                 dynamodb::describe(&table, "lock", &clients.connection.describe_dynamodb()).await?;
             tables.push((table, shape.keys));

@@ -9,8 +9,8 @@ use pulumi_gestalt_proto::pulumi::pulumirpc::{
 use tokio::sync::mpsc;
 use tonic::transport::Channel;
 
-use crate::copy::connection::Attempts;
 use crate::copy::progress::Progress;
+use crate::copy::retry::Attempts;
 
 /// Progress sent to the engine's Log service, in order, by one background task.
 pub(super) struct EngineLog {

@@ -14,7 +14,7 @@ use pulumi_gestalt_proto::pulumi::pulumirpc as rpc;
 use tonic::Status;
 
 use crate::config::ProviderConfig;
-use crate::copy::connection::Attempts;
+use crate::copy::retry::Attempts;
 use crate::registry::{self, Registered, Registry};
 use crate::resources::{
     check_journal, journal_path, Clients, CommonOutputs, Context, FailedAfterWriting,

@@ -14,7 +14,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Result;
 use futures::stream::{self, StreamExt, TryStreamExt};
-use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub(crate) use records::Previous;
@@ -30,11 +29,9 @@ use verify::{copy_verified, Proofs};
 use walk::March;
 
 /// What to do with an object that already exists in the target.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OnConflict {
     /// Overwrite it unless it is identical (same size and ETag) to the source object.
-    #[default]
     SkipIdentical,
     /// Never touch it.
     Skip,
@@ -60,11 +57,9 @@ pub struct SyncSpec {
 /// What to do with source objects in an archive storage class (S3 Glacier Flexible
 /// Retrieval, Deep Archive, Intelligent-Tiering's archive tiers), which cannot be read
 /// until restored.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Archived {
-    /// Fail at preview naming them, before anything is written.
-    #[default]
+    /// Fail the plan naming them, before anything is written.
     Fail,
     /// Leave them out (the target keeps what it has at their keys) and count them.
     Skip,

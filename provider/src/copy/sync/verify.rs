@@ -7,7 +7,9 @@ use anyhow::{bail, Context, Result};
 use aws_sdk_s3::types::ChecksumAlgorithm;
 
 use super::{SyncCounts, SyncSpec};
+use crate::copy::retry;
 use crate::copy::s3::{self, ObjectInfo};
+use backon::Retryable;
 
 /// How a written object was proven to hold its source's content, strongest first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -124,15 +126,10 @@ async fn copy_streamed_with_retry(
     source: &ObjectInfo,
     key: &str,
 ) -> Result<s3::Streamed> {
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        match s3::streamed_copy(&spec.source, source, &spec.target, key, &spec.write).await {
-            Ok(done) => return Ok(done),
-            Err(_) if attempt < 3 => {
-                tokio::time::sleep(std::time::Duration::from_millis(200 * attempt)).await;
-            }
-            Err(err) => return Err(err).with_context(|| format!("after {attempt} attempts")),
-        }
-    }
+    let attempt = || s3::streamed_copy(&spec.source, source, &spec.target, key, &spec.write);
+    attempt
+        .retry(retry::backoff(retry::OBJECT_ATTEMPTS))
+        .notify(|_, _| retry::Attempts::record(false))
+        .await
+        .with_context(|| format!("after {} attempts", retry::OBJECT_ATTEMPTS))
 }

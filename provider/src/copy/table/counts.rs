@@ -2,22 +2,18 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
-
 use crate::copy::progress::human_bytes;
 
 /// Counts for one entity type.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TypeCounts {
     /// Items written (new ones and overwrites).
     pub copied: u64,
     /// Items the target already had and that were left alone.
     pub skipped: u64,
-    /// Of `copied`, items that replaced an existing one (a MODIFY event for the target's stream).
+    /// Of `copied`, items that replaced an existing one.
     pub overwritten: u64,
-    /// Items left out by `includeTypes` / `excludeTypes`.
+    /// Items left out by the type filters.
     pub filtered: u64,
     /// Items not copied because their TTL has passed.
     pub expired: u64,

@@ -4,6 +4,8 @@
 //! index holds 32 bytes an item. Rollback replays the journal.
 
 mod counts;
+#[cfg(test)]
+mod engine_tests;
 mod index;
 mod records;
 mod rollback;
@@ -13,8 +15,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Result};
 use aws_sdk_dynamodb::types::AttributeValue;
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
 
 pub use counts::{CopyCounts, TypeCounts};
 pub use rollback::rollback;
@@ -30,27 +30,22 @@ use index::{digest_bits, key_hash, key_of, pair_hash, Index};
 use records::{key_id, keys_written, last_verified, note_verified, Record};
 
 /// What to do with an item whose key the target already has.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ItemConflict {
     /// Leave the target's item as it is.
-    #[default]
     Skip,
-    /// Replace it; the old item is kept in the journal and restored by destroy.
+    /// Replace it; the old item is kept in the journal and put back by a rollback.
     Overwrite,
-    /// Stop at preview, naming the keys that exist.
+    /// Fail the plan, naming the keys that exist.
     Fail,
 }
 
 /// Sets one attribute to a string on every item of the given types.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SetAttribute {
     /// Entity types (values of the type attribute) whose items get the attribute.
     pub types: Vec<String>,
-    /// Attribute name, for example `embedding_status` or `GSI1PK`.
     pub attribute: String,
-    /// String value to store, for example `NONE` or `EMBEDDING_STATUS#NONE`.
     pub value: String,
 }
 

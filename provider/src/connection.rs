@@ -1,10 +1,8 @@
 //! One side of a migration (source or target): where the AWS APIs are and whose
 //! credentials to use. Unset fields follow the AWS SDK's usual chain.
 
-use std::time::Duration;
-
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use aws_config::{
     retry::RetryConfig, sts::AssumeRoleProvider, timeout::TimeoutConfig, BehaviorVersion, Region,
@@ -24,14 +22,10 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
 
-use super::s3::Bucket;
-
-/// Attempts per request. Each retry waits its own exponential backoff with full jitter,
-/// capped at `MAX_BACKOFF`, while the other requests in flight go on: a steady share of
-/// throttled requests slows only those requests, not the whole client.
-const MAX_ATTEMPTS: u32 = 12;
-const INITIAL_BACKOFF: Duration = Duration::from_millis(50);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+use crate::copy::dynamodb::Table;
+use crate::copy::retry::{Attempts, INITIAL_BACKOFF, MAX_ATTEMPTS, MAX_BACKOFF};
+use crate::copy::s3::Bucket;
+use crate::copy::store::dynamodb::DynamoDb;
 
 /// A connection that cannot be made fails in this long rather than hanging a preview.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -265,49 +259,6 @@ fn unlimited_retries(name: &'static str) -> RetryPartition {
         .build()
 }
 
-/// Retries and throttled answers seen during one provider operation.
-#[derive(Debug, Default)]
-pub struct Attempts {
-    retries: AtomicU64,
-    throttles: AtomicU64,
-}
-
-impl Attempts {
-    pub fn retries(&self) -> u64 {
-        self.retries.load(Ordering::Relaxed)
-    }
-
-    pub fn throttles(&self) -> u64 {
-        self.throttles.load(Ordering::Relaxed)
-    }
-
-    /// Counts a throttled answer that this code (not the SDK) retries, such as
-    /// DynamoDB's unprocessed items.
-    pub(crate) fn record_throttled_retry() {
-        let _ = OPERATION.try_with(|attempts| {
-            attempts.retries.fetch_add(1, Ordering::Relaxed);
-            attempts.throttles.fetch_add(1, Ordering::Relaxed);
-        });
-    }
-
-    /// The retries and throttles of the operation this task runs (0 outside one).
-    pub(crate) fn so_far() -> (u64, u64) {
-        OPERATION
-            .try_with(|a| (a.retries(), a.throttles()))
-            .unwrap_or_default()
-    }
-
-    /// Runs `operation` with its requests counted in `attempts`. The SDK's hooks run
-    /// in the task that awaits the request, so concurrent operations keep apart.
-    pub async fn count<F: std::future::Future>(attempts: Arc<Attempts>, operation: F) -> F::Output {
-        OPERATION.scope(attempts, operation).await
-    }
-}
-
-tokio::task_local! {
-    static OPERATION: Arc<Attempts>;
-}
-
 /// Error codes services answer a throttled request with (HTTP 400 for DynamoDB).
 const THROTTLING_CODES: [&str; 5] = [
     "Throttling",
@@ -335,7 +286,7 @@ impl Intercept for CountAttempts {
             .load::<RequestAttempts>()
             .is_some_and(|a| a.attempts() > 1)
         {
-            let _ = OPERATION.try_with(|a| a.retries.fetch_add(1, Ordering::Relaxed));
+            Attempts::record_retry();
         }
         Ok(())
     }
@@ -358,7 +309,7 @@ impl Intercept for CountAttempts {
                     THROTTLING_CODES.iter().any(|code| body.contains(code))
                 }));
         if throttled {
-            let _ = OPERATION.try_with(|a| a.throttles.fetch_add(1, Ordering::Relaxed));
+            Attempts::record_throttle();
         }
         Ok(())
     }
@@ -447,7 +398,7 @@ impl SideClients {
             .get_caller_identity()
             .send()
             .await
-            .map_err(super::aws_error)?;
+            .map_err(crate::copy::aws_error)?;
         identity.account().map(str::to_owned).ok_or_else(|| {
             anyhow::anyhow!("STS named no account for the {} credentials", self.side)
         })
@@ -476,6 +427,14 @@ impl SideClients {
             .get_or_init(|| async { self.connection.dynamodb_client_from(sdk) })
             .await
             .clone())
+    }
+
+    /// A table of this side, behind the item store on the side's DynamoDB client.
+    pub async fn table(&self, name: &str) -> anyhow::Result<Table> {
+        Ok(Table {
+            store: Arc::new(DynamoDb::new(self.dynamodb().await?)),
+            name: name.to_string(),
+        })
     }
 
     /// AWS itself (no endpoint given) needs a region: guessing `us-east-1` would send

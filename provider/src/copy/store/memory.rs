@@ -1,0 +1,215 @@
+//! An item store in memory, for tests: tables as DynamoDB keeps them (scan segments,
+//! pages, unprocessed items), with faults to inject: writes that throttle, and a kill
+//! after a given number of written items.
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{bail, Result};
+use async_trait::async_trait;
+use aws_sdk_dynamodb::types::WriteRequest;
+use tokio::sync::Notify;
+
+use super::{ItemStore, ScanPage, TableShape};
+use crate::copy::item::{item_to_json, Item};
+
+#[derive(Debug, Default)]
+pub(crate) struct MemoryItems {
+    state: Mutex<State>,
+    /// Told when a write reached the kill point: the run awaiting it is to be dropped.
+    killed: Arc<Notify>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    tables: BTreeMap<String, MemoryTable>,
+    faults: Faults,
+    /// Puts and deletes applied so far, over all tables.
+    written: u64,
+}
+
+#[derive(Debug)]
+struct MemoryTable {
+    keys: Vec<String>,
+    /// By the key's canonical form, so a page resumes after its last key.
+    items: BTreeMap<String, Item>,
+}
+
+/// Faults the store injects into batch writes.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Faults {
+    /// A batch write applies at most this many of its requests and leaves the rest
+    /// unprocessed (throttling; 0: the table accepts no write).
+    pub accepted_per_batch: Option<usize>,
+    /// Once this many puts and deletes are applied, a write applies no more and never
+    /// answers, as a killed process's last request: the test drops the run.
+    pub kill_after_writes: Option<u64>,
+}
+
+impl MemoryItems {
+    pub(crate) fn new() -> Arc<MemoryItems> {
+        Arc::new(MemoryItems::default())
+    }
+
+    pub(crate) fn create(&self, table: &str, keys: &[&str]) {
+        self.lock().tables.insert(
+            table.to_string(),
+            MemoryTable {
+                keys: keys.iter().map(|k| k.to_string()).collect(),
+                items: BTreeMap::new(),
+            },
+        );
+    }
+
+    pub(crate) fn put(&self, table: &str, item: Item) {
+        let mut state = self.lock();
+        let table = state.tables.get_mut(table).expect("created");
+        table.items.insert(key_text(&table.keys, &item), item);
+    }
+
+    /// Every item of `table`, by key.
+    pub(crate) fn items(&self, table: &str) -> BTreeMap<String, Item> {
+        self.lock().tables[table].items.clone()
+    }
+
+    pub(crate) fn set_faults(&self, faults: Faults) {
+        self.lock().faults = faults;
+    }
+
+    /// Puts and deletes applied so far.
+    pub(crate) fn written(&self) -> u64 {
+        self.lock().written
+    }
+
+    /// Resolves once a write reached the kill point.
+    pub(crate) async fn killed(&self) {
+        self.killed.notified().await
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The canonical text of an item's key attributes.
+fn key_text(keys: &[String], item: &Item) -> String {
+    let key: Item = keys
+        .iter()
+        .filter_map(|k| Some((k.clone(), item.get(k)?.clone())))
+        .collect();
+    let sorted: BTreeMap<String, serde_json::Value> = item_to_json(&key).into_iter().collect();
+    serde_json::to_string(&sorted).expect("json")
+}
+
+fn segment_of(key: &str, segments: i32) -> i32 {
+    let mut hasher = DefaultHasher::new();
+    key.hash(&mut hasher);
+    (hasher.finish() % segments.max(1) as u64) as i32
+}
+
+#[async_trait]
+impl ItemStore for MemoryItems {
+    async fn describe(&self, table: &str) -> Result<Option<TableShape>> {
+        Ok(self.lock().tables.get(table).map(|t| TableShape {
+            keys: t.keys.clone(),
+            key_schema: t.keys.join(", "),
+            ttl_attribute: None,
+            provisioned_writes: None,
+            identity: Some(format!("memory:{table}")),
+        }))
+    }
+
+    async fn table_names(&self) -> Result<Vec<String>> {
+        Ok(self.lock().tables.keys().cloned().collect())
+    }
+
+    async fn scan_page(
+        &self,
+        table: &str,
+        segment: i32,
+        segments: i32,
+        limit: i32,
+        start: Option<Item>,
+    ) -> Result<ScanPage> {
+        let state = self.lock();
+        let Some(table) = state.tables.get(table) else {
+            bail!("ResourceNotFoundException: no table {table}");
+        };
+        let after = start.map(|key| key_text(&table.keys, &key));
+        let mut items: Vec<(&String, &Item)> = table
+            .items
+            .iter()
+            .filter(|(key, _)| after.as_ref().is_none_or(|after| *key > after))
+            .filter(|(key, _)| segment_of(key, segments) == segment)
+            .take(limit as usize + 1)
+            .collect();
+        let more = items.len() > limit as usize;
+        items.truncate(limit as usize);
+        let next = match (more, items.last()) {
+            (true, Some((_, item))) => Some(
+                table
+                    .keys
+                    .iter()
+                    .filter_map(|k| Some((k.clone(), item.get(k)?.clone())))
+                    .collect(),
+            ),
+            _ => None,
+        };
+        Ok(ScanPage {
+            items: items.into_iter().map(|(_, item)| item.clone()).collect(),
+            next,
+        })
+    }
+
+    async fn batch_get(&self, table: &str, keys: Vec<Item>) -> Result<(Vec<Item>, Vec<Item>)> {
+        let state = self.lock();
+        let Some(table) = state.tables.get(table) else {
+            bail!("ResourceNotFoundException: no table {table}");
+        };
+        let found = keys
+            .iter()
+            .filter_map(|key| table.items.get(&key_text(&table.keys, key)).cloned())
+            .collect();
+        Ok((found, Vec::new()))
+    }
+
+    async fn batch_write(
+        &self,
+        table: &str,
+        mut requests: Vec<WriteRequest>,
+    ) -> Result<Vec<WriteRequest>> {
+        {
+            let mut state = self.lock();
+            let faults = state.faults.clone();
+            let keep = faults.accepted_per_batch.unwrap_or(usize::MAX);
+            let unprocessed = requests.split_off(keep.min(requests.len()));
+            let mut killed = false;
+            for request in requests {
+                if faults
+                    .kill_after_writes
+                    .is_some_and(|at| state.written >= at)
+                {
+                    killed = true;
+                    break;
+                }
+                state.written += 1;
+                let Some(table) = state.tables.get_mut(table) else {
+                    bail!("ResourceNotFoundException: no table {table}");
+                };
+                if let Some(put) = request.put_request() {
+                    let item: Item = put.item().clone();
+                    table.items.insert(key_text(&table.keys, &item), item);
+                } else if let Some(delete) = request.delete_request() {
+                    let key: &HashMap<_, _> = delete.key();
+                    table.items.remove(&key_text(&table.keys, key));
+                }
+            }
+            if !killed {
+                return Ok(unprocessed);
+            }
+        }
+        self.killed.notify_one();
+        std::future::pending().await
+    }
+}

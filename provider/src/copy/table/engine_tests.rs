@@ -1,0 +1,279 @@
+//! Whole table copies in process, on the in-memory item store and a file journal: plan,
+//! copy, verify and rollback; a kill at every write, then a rollback or a resumed copy;
+//! edits between runs; a table that throttles. No services needed.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use tempfile::TempDir;
+
+use super::{plan, rollback, run, CopySpec, ItemConflict};
+use crate::connection::SideClients;
+use crate::copy::dynamodb::Table;
+use crate::copy::item::Item;
+use crate::copy::journal::{Journal, Location};
+use crate::copy::progress::Silent;
+use crate::copy::rewrite::Rewriter;
+use crate::copy::store::memory::{Faults, MemoryItems};
+
+const KEYS: [&str; 2] = ["PK", "SK"];
+
+fn item(pk: &str, sk: &str, type_name: &str, body: &str) -> Item {
+    [("PK", pk), ("SK", sk), ("TYPE", type_name), ("body", body)]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), AttributeValue::S(v.to_string())))
+        .collect()
+}
+
+/// A dev table of 40 items (images and their lines) and a prod table holding 5 of those
+/// keys with prod's own content and 3 keys of its own.
+struct World {
+    store: Arc<MemoryItems>,
+    journal_dir: TempDir,
+}
+
+impl World {
+    fn new() -> World {
+        let store = MemoryItems::new();
+        store.create("dev", &KEYS);
+        store.create("prod", &KEYS);
+        for image in 0..8 {
+            let pk = format!("IMAGE#{image}");
+            store.put("dev", item(&pk, "IMAGE", "IMAGE", "dev image"));
+            for line in 0..4 {
+                store.put(
+                    "dev",
+                    item(&pk, &format!("LINE#{line}"), "LINE", "dev line"),
+                );
+            }
+        }
+        for image in 0..5 {
+            let pk = format!("IMAGE#{image}");
+            store.put("prod", item(&pk, "IMAGE", "IMAGE", "prod's own image"));
+        }
+        for other in 0..3 {
+            store.put(
+                "prod",
+                item(&format!("USER#{other}"), "USER", "USER", "prod only"),
+            );
+        }
+        World {
+            store,
+            journal_dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    fn spec(&self, on_conflict: ItemConflict) -> CopySpec {
+        let table = |name: &str| Table {
+            store: self.store.clone(),
+            name: name.to_string(),
+        };
+        CopySpec {
+            source: table("dev"),
+            target: table("prod"),
+            keys: KEYS.iter().map(|k| k.to_string()).collect(),
+            type_attribute: "TYPE".into(),
+            include: None,
+            exclude: HashSet::new(),
+            rewriter: Rewriter::new(&BTreeMap::new()),
+            set_attributes: Vec::new(),
+            on_conflict,
+            expire_by: None,
+            write_order: Vec::new(),
+            max_write_rate: None,
+            segments: 4,
+        }
+    }
+
+    /// The journal a run opens, as a new process (a resumed run, a destroy) opens it.
+    async fn journal(&self) -> Journal {
+        let location = Location::File(self.journal_dir.path().join("prod/stack/copy"));
+        Journal::open_at(&location, &SideClients::new("target", Default::default()))
+            .await
+            .expect("journal")
+    }
+
+    fn prod(&self) -> BTreeMap<String, Item> {
+        self.store.items("prod")
+    }
+
+    /// Prod after a finished copy: dev's items over it, prod's own keys kept.
+    fn copied(&self) -> BTreeMap<String, Item> {
+        let mut expected = self.store.items("dev");
+        expected.extend(
+            self.prod()
+                .into_iter()
+                .filter(|(_, item)| item["TYPE"] == AttributeValue::S("USER".into())),
+        );
+        expected
+    }
+
+    /// Runs a copy that is killed once `writes` items are written: its future is
+    /// dropped mid-write, as a SIGKILL leaves it. False when it finished first.
+    async fn killed_copy(&self, on_conflict: ItemConflict, writes: u64) -> bool {
+        self.store.set_faults(Faults {
+            kill_after_writes: Some(writes),
+            ..Faults::default()
+        });
+        let spec = self.spec(on_conflict);
+        let journal = self.journal().await;
+        let killed = tokio::select! {
+            done = run(&spec, &journal, &Silent, |_| Ok(())) => {
+                done.expect("copy");
+                false
+            }
+            _ = self.store.killed() => true,
+        };
+        self.store.set_faults(Faults::default());
+        killed
+    }
+}
+
+#[tokio::test]
+async fn a_copy_plans_writes_verifies_and_rolls_back_to_the_original() {
+    let world = World::new();
+    let original = world.prod();
+    let spec = world.spec(ItemConflict::Overwrite);
+
+    let planned = plan(&spec, &world.journal().await, &Silent, false)
+        .await
+        .unwrap();
+    assert_eq!((planned.copied, planned.overwritten), (40, 5));
+    assert_eq!(world.prod(), original, "a plan wrote");
+
+    let done = run(&spec, &world.journal().await, &Silent, |_| Ok(()))
+        .await
+        .unwrap();
+    assert_eq!((done.copied, done.overwritten), (40, 5));
+    let expected = world.copied();
+    assert_eq!(world.prod(), expected);
+    let again = plan(&spec, &world.journal().await, &Silent, true)
+        .await
+        .unwrap();
+    assert_eq!(again.copied, 0, "a second plan finds work: {again:?}");
+
+    let report = rollback(&spec.target, &spec.keys, &world.journal().await, &Silent)
+        .await
+        .unwrap();
+    assert_eq!((report.deleted, report.restored), (35, 5));
+    assert!(report.left_alone.is_empty(), "{:?}", report.left_alone);
+    assert_eq!(world.prod(), original);
+}
+
+#[tokio::test]
+async fn a_copy_killed_at_any_write_rolls_back_or_resumes_exactly() {
+    for writes in 0..40 {
+        let killed = World::new();
+        let original = killed.prod();
+        assert!(killed.killed_copy(ItemConflict::Overwrite, writes).await);
+        assert_eq!(killed.store.written(), writes);
+        let spec = killed.spec(ItemConflict::Overwrite);
+        let report = rollback(&spec.target, &spec.keys, &killed.journal().await, &Silent)
+            .await
+            .unwrap();
+        assert_eq!(
+            killed.prod(),
+            original,
+            "rollback after a kill at write {writes}"
+        );
+        assert!(report.left_alone.is_empty(), "kill at {writes}: {report:?}");
+
+        let resumed = World::new();
+        assert!(resumed.killed_copy(ItemConflict::Overwrite, writes).await);
+        let done = run(
+            &spec_of(&resumed),
+            &resumed.journal().await,
+            &Silent,
+            |_| Ok(()),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            resumed.prod(),
+            resumed.copied(),
+            "resume after write {writes}"
+        );
+        assert_eq!(done.copied, 40 - writes.min(40), "kill at {writes}");
+        let spec = spec_of(&resumed);
+        rollback(&spec.target, &spec.keys, &resumed.journal().await, &Silent)
+            .await
+            .unwrap();
+        assert_eq!(
+            resumed.prod(),
+            original,
+            "rollback of a resumed copy killed at write {writes}"
+        );
+    }
+}
+
+fn spec_of(world: &World) -> CopySpec {
+    world.spec(ItemConflict::Overwrite)
+}
+
+#[tokio::test]
+async fn an_item_prod_edits_after_the_copy_is_theirs_and_survives_rollback() {
+    let world = World::new();
+    let spec = world.spec(ItemConflict::Skip);
+    run(&spec, &world.journal().await, &Silent, |_| Ok(()))
+        .await
+        .unwrap();
+    let edited = item("IMAGE#6", "LINE#1", "LINE", "edited by the prod app");
+    world.store.put("prod", edited.clone());
+    world
+        .store
+        .put("dev", item("IMAGE#6", "LINE#1", "LINE", "new on dev"));
+
+    let again = run(&spec, &world.journal().await, &Silent, |_| Ok(()))
+        .await
+        .unwrap();
+    assert_eq!((again.copied, again.skipped), (0, 40), "{again:?}");
+    let report = rollback(&spec.target, &spec.keys, &world.journal().await, &Silent)
+        .await
+        .unwrap();
+    assert_eq!(report.left_alone.len(), 1, "{report:?}");
+    let prod = world.prod();
+    assert_eq!(prod.len(), 5 + 3 + 1, "{:?}", prod.keys());
+    assert!(prod.values().any(|item| *item == edited));
+}
+
+#[tokio::test]
+async fn a_throttling_table_is_retried_and_still_copied_exactly() {
+    let world = World::new();
+    world.store.set_faults(Faults {
+        accepted_per_batch: Some(3),
+        ..Faults::default()
+    });
+    let spec = world.spec(ItemConflict::Overwrite);
+    let attempts = Arc::new(crate::copy::retry::Attempts::default());
+    let done = crate::copy::retry::Attempts::count(
+        attempts.clone(),
+        run(&spec, &world.journal().await, &Silent, |_| Ok(())),
+    )
+    .await
+    .unwrap();
+    assert_eq!(done.copied, 40);
+    assert_eq!(world.prod(), world.copied());
+    assert!(attempts.throttles() > 0);
+    assert_eq!(attempts.retries(), attempts.throttles());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_table_that_accepts_no_write_fails_the_copy_instead_of_hanging() {
+    let world = World::new();
+    world.store.set_faults(Faults {
+        accepted_per_batch: Some(0),
+        ..Faults::default()
+    });
+    let spec = world.spec(ItemConflict::Overwrite);
+    let err = run(&spec, &world.journal().await, &Silent, |_| Ok(()))
+        .await
+        .unwrap_err();
+    let message = format!("{err:#}");
+    assert!(message.contains("writing to table \"prod\""), "{message}");
+    assert!(
+        message.contains("unprocessed 12 times in a row"),
+        "{message}"
+    );
+    assert_eq!(world.store.written(), 0);
+}

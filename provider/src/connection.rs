@@ -24,7 +24,7 @@ use tokio::sync::OnceCell;
 
 use crate::copy::dynamodb::Table;
 use crate::copy::retry::{Attempts, INITIAL_BACKOFF, MAX_ATTEMPTS, MAX_BACKOFF};
-use crate::copy::s3::Bucket;
+use crate::copy::s3::{Bucket, Buckets};
 use crate::copy::store::dynamodb::DynamoDb;
 
 /// A connection that cannot be made fails in this long rather than hanging a preview.
@@ -339,6 +339,18 @@ impl Intercept for ExpectedBucketOwner {
     }
 }
 
+#[async_trait::async_trait]
+impl Buckets for SideClients {
+    /// A bucket of this side, with the side's S3 client and expected owner.
+    async fn bucket(&self, name: &str) -> anyhow::Result<Bucket> {
+        Ok(Bucket {
+            client: self.s3().await?,
+            name: name.to_string(),
+            expected_owner: self.connection.expected_bucket_owner.clone(),
+        })
+    }
+}
+
 /// The clients of one side, built on first use and then shared by every operation until
 /// the next Configure: one SDK config (and one AssumeRole session) per side, one
 /// connection pool per service.
@@ -380,15 +392,6 @@ impl SideClients {
             .get_or_init(|| async { self.connection.s3_client_from(sdk) })
             .await
             .clone())
-    }
-
-    /// A bucket of this side, with the side's S3 client and expected owner.
-    pub async fn bucket(&self, name: &str) -> anyhow::Result<Bucket> {
-        Ok(Bucket {
-            client: self.s3().await?,
-            name: name.to_string(),
-            expected_owner: self.connection.expected_bucket_owner.clone(),
-        })
     }
 
     /// The AWS account these credentials act for, as STS answers (AWS itself only).

@@ -35,7 +35,7 @@ use stackmigrate::connection::{Connection, SideClients};
 use stackmigrate::copy::filter::KeyFilter;
 use stackmigrate::copy::journal::{Journal, Location};
 use stackmigrate::copy::progress::Silent;
-use stackmigrate::copy::s3::{self, Bucket, Lister};
+use stackmigrate::copy::s3::{self, Bucket, Buckets, Lister};
 use stackmigrate::copy::spill::SpillMap;
 use stackmigrate::copy::sync::{self, Archived, OnConflict, SyncSpec};
 

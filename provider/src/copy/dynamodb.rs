@@ -1,6 +1,6 @@
-//! DynamoDB building blocks, as `s3.rs` is for S3: describing a table, scanning one
-//! segment a page at a time, batched reads and writes that retry what the service
-//! leaves unprocessed, and a write-rate limit.
+//! Table building blocks, as `copy::s3` is for buckets: describing a table, scanning one
+//! segment a page at a time, batched reads and writes that retry what the store leaves
+//! unprocessed, and a write-rate limit. The table itself is behind `copy::store`.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -19,8 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use anyhow::{bail, Context, Result};
 use serde::{de::DeserializeOwned, Serialize};
 
-use super::s3::{self, Bucket, Headers, ObjectInfo, WriteOptions, Written};
-use crate::connection::SideClients;
+use super::s3::{self, Bucket, Buckets, Headers, ObjectInfo, WriteOptions, Written};
 
 enum Store {
     File(PathBuf),
@@ -144,11 +143,11 @@ fn join(prefix: &str, rest: &str) -> String {
 
 impl Journal {
     /// Opens the journal of one resource, `resource` being its path below `location`,
-    /// writing nothing (previews open it too). `target` is the target side, whose S3
-    /// client only an `s3://` journal uses.
+    /// writing nothing (previews open it too). `target` gives the target side's buckets,
+    /// which only an `s3://` journal uses.
     pub async fn open(
         location: &Location,
-        target: &SideClients,
+        target: &dyn Buckets,
         resource: &str,
     ) -> Result<Journal> {
         Journal::open_at(&location.join(resource), target).await
@@ -156,7 +155,7 @@ impl Journal {
 
     /// Opens the journal whose folder is exactly `location` (as a resource's state names
     /// it), writing nothing.
-    pub async fn open_at(location: &Location, target: &SideClients) -> Result<Journal> {
+    pub async fn open_at(location: &Location, target: &dyn Buckets) -> Result<Journal> {
         Journal::open_with(location, target, None).await
     }
 
@@ -164,7 +163,7 @@ impl Journal {
     /// before the first write when it does not exist yet.
     pub async fn open_provisioned(
         location: &Location,
-        target: &SideClients,
+        target: &dyn Buckets,
         resource: &str,
         provision: Provision,
     ) -> Result<Journal> {
@@ -175,7 +174,7 @@ impl Journal {
     /// write.
     pub(crate) async fn open_with(
         location: &Location,
-        target: &SideClients,
+        target: &dyn Buckets,
         provision: Option<Provision>,
     ) -> Result<Journal> {
         let store = match location {
@@ -665,6 +664,7 @@ async fn write_file_durably(path: &Path, body: &[u8]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::connection::SideClients;
     use serde::Deserialize;
 
     #[derive(Serialize, Deserialize, Debug, PartialEq)]

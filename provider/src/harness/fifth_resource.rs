@@ -13,7 +13,7 @@ use serde_json::json;
 use tonic::Request;
 
 use super::{unique, Harness};
-use crate::copy::s3::{self, Bucket};
+use crate::copy::s3::{self, Bucket, Buckets};
 use crate::copy::sync::put_journalled;
 use crate::registry::{self, Registry};
 use crate::resources::{Context, Failure, Migration, Planned};

@@ -199,6 +199,16 @@ impl BucketSync {
     }
 }
 
+/// Archived sources stop the sync unless `archived: skip` leaves them out: say so.
+fn archived_advice(err: anyhow::Error) -> anyhow::Error {
+    match err.downcast_ref::<sync::ArchivedSources>() {
+        Some(archived) => {
+            anyhow::anyhow!(archived.message(Some("set `archived: skip` to leave them out")))
+        }
+        None => err,
+    }
+}
+
 /// The write options the inputs ask for; `validate` has checked their values.
 fn write_options(inputs: &Inputs) -> WriteOptions {
     WriteOptions {
@@ -340,7 +350,9 @@ impl Migration for BucketSync {
         let spec = Self::spec(ctx, inputs).await?;
         let selection = Selection::of(inputs, &spec).await?;
         let journal = ctx.journal().await?;
-        let counts = sync::plan(&spec, Some(&journal), ctx.progress.as_ref()).await?;
+        let counts = sync::plan(&spec, Some(&journal), ctx.progress.as_ref())
+            .await
+            .map_err(archived_advice)?;
         selection.check(&counts)?;
         Ok(Planned {
             pending: counts.changes() > 0,
@@ -361,7 +373,8 @@ impl Migration for BucketSync {
         let counts = sync::run(&spec, &journal, ctx.progress.as_ref(), |planned| {
             selection.check(planned)
         })
-        .await?;
+        .await
+        .map_err(archived_advice)?;
         // Size alone proves nothing: such a run is done but not verified (sync::run warned).
         let verified = counts.verified_by_size == 0;
         let done = if verified {

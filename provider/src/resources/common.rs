@@ -1,5 +1,5 @@
 //! The inputs every resource takes and the outputs every resource reports. The adapter
-//! (`resources::mod`) owns them: it splits the inputs off before a resource's own decode,
+//! (`resources`' `Resource` impl for every `Migration`) owns them: it splits the inputs off before a resource's own decode,
 //! fills the outputs in after its plan and apply, and merges both into its schemas.
 //! Diff and the server read them through these types.
 

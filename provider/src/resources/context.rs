@@ -12,7 +12,7 @@ use crate::config::ProviderConfig;
 use crate::connection::SideClients;
 use crate::copy::journal::{BeforeFirstWrite, Journal, Location, Provision};
 use crate::copy::progress::Progress;
-use crate::copy::s3::{self, Bucket};
+use crate::copy::s3::{self, Bucket, Buckets};
 use crate::copy::sync;
 use crate::stacks::{StackOutputs, Stacks};
 

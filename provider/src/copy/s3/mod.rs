@@ -35,6 +35,12 @@ pub struct Bucket {
     pub expected_owner: Option<String>,
 }
 
+/// Where buckets come from: a side's S3 connection, which the provider configures.
+#[async_trait::async_trait]
+pub trait Buckets: Send + Sync {
+    async fn bucket(&self, name: &str) -> Result<Bucket>;
+}
+
 /// What a listing says about an object.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ObjectInfo {

@@ -4,7 +4,37 @@
 
 use anyhow::{bail, Result};
 
-use super::records::JournalState;
+/// Source objects in an archive storage class, which stop a sync that may not leave
+/// them out (`Archived::Fail`): they cannot be read until restored.
+#[derive(Debug)]
+pub struct ArchivedSources {
+    pub count: u64,
+    /// A few of them, with their archives.
+    pub examples: String,
+}
+
+impl ArchivedSources {
+    /// The failure, with `another_way` offered beside restoring them.
+    pub fn message(&self, another_way: Option<&str>) -> String {
+        let another_way = another_way
+            .map(|way| format!(", or {way}"))
+            .unwrap_or_default();
+        format!(
+            "{} source objects are archived and cannot be read until restored, for example {}: restore them first (aws s3api restore-object){another_way}; nothing was written",
+            self.count, self.examples
+        )
+    }
+}
+
+impl std::fmt::Display for ArchivedSources {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message(None))
+    }
+}
+
+impl std::error::Error for ArchivedSources {}
+
+use super::records::ObjectStates;
 use super::walk::Entry;
 use super::{Archived, OnConflict, SyncCounts};
 use crate::copy::filter::KeyFilter;
@@ -32,7 +62,7 @@ pub(crate) struct Decider<'a> {
     pub delete_extraneous: bool,
     pub target_prefix: &'a str,
     /// The journal as the run began.
-    pub state: &'a JournalState,
+    pub state: &'a ObjectStates,
     pub archived: Archived,
     pub counts: SyncCounts,
     /// Archived objects that stop the sync: (relative key, archive), a few of each side.
@@ -51,7 +81,7 @@ impl Decider<'_> {
         on_conflict: OnConflict,
         delete_extraneous: bool,
         target_prefix: &'a str,
-        state: &'a JournalState,
+        state: &'a ObjectStates,
         archived: Archived,
     ) -> Decider<'a> {
         Decider {
@@ -153,11 +183,11 @@ impl Decider<'_> {
             );
         }
         if self.archived == Archived::Fail && self.counts.archived > 0 {
-            bail!(
-                "{} source objects are archived and cannot be read until restored, for example {}: restore them first (aws s3api restore-object), or set `archived: skip` on a BucketSync to leave them out; nothing was written",
-                self.counts.archived,
-                named(&self.archived_sources)
-            );
+            return Err(ArchivedSources {
+                count: self.counts.archived,
+                examples: named(&self.archived_sources),
+            }
+            .into());
         }
         Ok(())
     }
@@ -223,7 +253,7 @@ impl Decider<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::records::KeyState;
+    use super::super::records::ObjectState;
     use super::*;
 
     fn object(key: &str, etag: &str, size: u64) -> ObjectInfo {
@@ -247,7 +277,7 @@ mod tests {
     fn decider<'a>(
         filter: &'a KeyFilter,
         on_conflict: OnConflict,
-        state: &'a JournalState,
+        state: &'a ObjectStates,
     ) -> Decider<'a> {
         Decider::new(filter, on_conflict, true, "t/", state, Archived::Fail)
     }
@@ -255,7 +285,7 @@ mod tests {
     #[test]
     fn new_keys_are_created_and_excluded_keys_only_counted() {
         let filter = KeyFilter::new(&[], &["*.json".to_string()]).unwrap();
-        let state = JournalState::new().unwrap();
+        let state = ObjectStates::new().unwrap();
         let mut d = decider(&filter, OnConflict::SkipIdentical, &state);
         let png = object("s/a.png", "\"e\"", 5);
         assert_eq!(
@@ -288,7 +318,7 @@ mod tests {
     #[test]
     fn on_conflict_decides_for_keys_that_were_there_before() {
         let filter = KeyFilter::default();
-        let state = JournalState::new().unwrap();
+        let state = ObjectStates::new().unwrap();
         let source = object("s/k", "\"new\"", 3);
         let same = object("t/k", "\"new\"", 3);
         let other = object("t/k", "\"old\"", 3);
@@ -317,8 +347,8 @@ mod tests {
     #[test]
     fn keys_this_resource_wrote_follow_the_source_and_unconfirmed_writes_are_adopted() {
         let filter = KeyFilter::default();
-        let state = JournalState::new().unwrap();
-        let ours = KeyState {
+        let state = ObjectStates::new().unwrap();
+        let ours = ObjectState {
             source_etag: "\"src\"".into(),
             ..Default::default()
         };
@@ -350,8 +380,8 @@ mod tests {
     #[test]
     fn a_key_someone_changed_after_this_resource_wrote_it_is_theirs() {
         let filter = KeyFilter::default();
-        let state = JournalState::new().unwrap();
-        let written = KeyState {
+        let state = ObjectStates::new().unwrap();
+        let written = ObjectState {
             source_etag: "\"src\"".into(),
             written_etag: Some("\"w\"".into()),
             ..Default::default()
@@ -390,7 +420,7 @@ mod tests {
     #[test]
     fn archived_sources_fail_the_plan_or_are_left_out() {
         let filter = KeyFilter::default();
-        let state = JournalState::new().unwrap();
+        let state = ObjectStates::new().unwrap();
         for policy in [Archived::Fail, Archived::Skip] {
             let mut d = decider(&filter, OnConflict::SkipIdentical, &state);
             d.archived = policy;
@@ -426,7 +456,7 @@ mod tests {
                         message.contains("\"a\" (GLACIER), \"b\" (DEEP_ARCHIVE)"),
                         "{message}"
                     );
-                    assert!(message.contains("archived: skip"), "{message}");
+                    assert!(message.ends_with("nothing was written"), "{message}");
                 }
             }
         }
@@ -435,7 +465,7 @@ mod tests {
     #[test]
     fn archived_targets_to_replace_fail_the_plan_whatever_the_policy() {
         let filter = KeyFilter::default();
-        let state = JournalState::new().unwrap();
+        let state = ObjectStates::new().unwrap();
         let mut d = decider(&filter, OnConflict::SkipIdentical, &state);
         d.archived = Archived::Skip;
         let both = Entry::Both {

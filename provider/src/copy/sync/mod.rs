@@ -16,6 +16,7 @@ use anyhow::Result;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
+pub use decide::ArchivedSources;
 pub(crate) use records::Previous;
 pub(crate) use rollback::{put_journalled, rollback};
 
@@ -24,7 +25,7 @@ use super::journal::Journal;
 use super::progress::{human_bytes, Meter, Progress};
 use super::s3::{self, Bucket, Headers, ObjectInfo, WriteOptions};
 use decide::{Action, Decider};
-use records::{backup_name, load_state, JournalState, Record};
+use records::{backup_name, load_objects, ObjectRecord, ObjectStates};
 use verify::{copy_verified, Proofs};
 use walk::March;
 
@@ -152,7 +153,7 @@ struct Walk<'a> {
 }
 
 impl<'a> Walk<'a> {
-    fn new(spec: &'a SyncSpec, state: &'a JournalState) -> Self {
+    fn new(spec: &'a SyncSpec, state: &'a ObjectStates) -> Self {
         Walk {
             march: March::new(
                 &spec.source,
@@ -199,8 +200,8 @@ pub(crate) async fn plan(
     progress: &dyn Progress,
 ) -> Result<SyncCounts> {
     let state = match journal {
-        Some(journal) => load_state(journal).await?,
-        None => JournalState::new()?,
+        Some(journal) => load_objects(journal).await?,
+        None => ObjectStates::new()?,
     };
     let counts = Walk::new(spec, &state)
         .count(&list_meter(spec, progress))
@@ -213,10 +214,11 @@ pub(crate) async fn plan(
     Ok(counts)
 }
 
-/// What happens to keys someone changed since this resource wrote them, by `onConflict`.
-pub(crate) const LEFT_AS_THEY_ARE: &str = "onConflict leaves them as they are";
+/// What happens to keys someone changed since this resource wrote them, by the conflict
+/// policy.
+pub(crate) const LEFT_AS_THEY_ARE: &str = "they are left as they are";
 pub(crate) const BACKED_UP_THEN_OVERWRITTEN: &str =
-    "where the source differs they are backed up in the journal, then overwritten; destroy puts their content back";
+    "where the source differs they are backed up in the journal, then overwritten; a rollback puts their content back";
 
 /// The part of a run's summary about keys someone changed since this resource wrote
 /// them: empty when there are none.
@@ -256,7 +258,7 @@ pub async fn run(
     progress: &dyn Progress,
     check_plan: impl FnOnce(&SyncCounts) -> Result<()>,
 ) -> Result<SyncCounts> {
-    let state = load_state(journal).await?;
+    let state = load_objects(journal).await?;
     let planned = Walk::new(spec, &state)
         .count(&list_meter(spec, progress))
         .await?;
@@ -338,7 +340,7 @@ pub async fn run(
     }
     if done.changes() != planned.changes() {
         progress.warn(&format!(
-            "the source changed while copying: planned {} changes, made {}; the next `pulumi up` catches up",
+            "the source changed while copying: planned {} changes, made {}; the next run catches up",
             planned.changes(),
             done.changes()
         ));
@@ -352,7 +354,7 @@ struct Batches<'a> {
     spec: &'a SyncSpec,
     journal: &'a Journal,
     /// The journal as the run began.
-    state: &'a JournalState,
+    state: &'a ObjectStates,
     meter: &'a Meter<'a>,
     proofs: &'a Proofs,
     /// The target keeps versions: what a write replaces stays as an older version, so
@@ -413,27 +415,27 @@ impl Batches<'_> {
             .try_collect()
             .await?;
 
-        // 2. Record the intents.
-        let intents: Vec<Record> = batch
+        // 2. ObjectRecord the intents.
+        let intents: Vec<ObjectRecord> = batch
             .iter()
             .map(|action| match action {
                 Action::Create(source) | Action::Overwrite { source, .. } => {
                     let key = target_key(spec, &source.key);
-                    Record::Write {
+                    ObjectRecord::Write {
                         previous: backups.get(&key).cloned(),
                         key,
                         source_etag: source.etag.clone(),
                         versioned,
                     }
                 }
-                Action::Delete(existing) => Record::Delete {
+                Action::Delete(existing) => ObjectRecord::Delete {
                     key: existing.key.clone(),
                     previous: backups
                         .get(&existing.key)
                         .cloned()
                         .unwrap_or_else(|| Previous::unbacked(existing)),
                 },
-                Action::Adopt { key, etag } => Record::Written {
+                Action::Adopt { key, etag } => ObjectRecord::Written {
                     key: key.clone(),
                     etag: etag.clone(),
                     version: None,
@@ -443,7 +445,7 @@ impl Batches<'_> {
         journal.append(&intents).await?;
 
         // 3. Write, verify, and record what landed, also when some writes failed.
-        let landed: Vec<Result<Option<Record>>> = stream::iter(batch)
+        let landed: Vec<Result<Option<ObjectRecord>>> = stream::iter(batch)
             .map(|action| async move {
                 match action {
                     Action::Create(source) | Action::Overwrite { source, .. } => {
@@ -451,7 +453,7 @@ impl Batches<'_> {
                         let (written, proof) = copy_verified(spec, &source, &key).await?;
                         self.proofs.add(proof);
                         self.meter.add(1, source.size);
-                        anyhow::Ok(Some(Record::Written {
+                        anyhow::Ok(Some(ObjectRecord::Written {
                             key,
                             etag: written.etag,
                             version: written.version,
@@ -459,7 +461,7 @@ impl Batches<'_> {
                     }
                     Action::Delete(existing) => {
                         let marker = s3::delete(&spec.target, &existing.key).await?;
-                        Ok(marker.map(|version| Record::Deleted {
+                        Ok(marker.map(|version| ObjectRecord::Deleted {
                             key: existing.key,
                             version,
                         }))

@@ -35,7 +35,7 @@ impl Previous {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "camelCase")]
-pub(crate) enum Record {
+pub(crate) enum ObjectRecord {
     /// About to write `key` from a source object with `source_etag`.
     #[serde(rename_all = "camelCase")]
     Write {
@@ -62,7 +62,7 @@ pub(crate) enum Record {
 
 /// What the journal says about one target key.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
-pub(crate) struct KeyState {
+pub(crate) struct ObjectState {
     /// Content before this resource first touched the key (None: it did not exist).
     pub previous: Option<Previous>,
     pub source_etag: String,
@@ -77,9 +77,9 @@ pub(crate) struct KeyState {
     pub versions: Vec<String>,
 }
 
-stored_as_json!(KeyState);
+stored_as_json!(ObjectState);
 
-impl KeyState {
+impl ObjectState {
     /// Whether `current` (what the target holds now) is no longer what this resource
     /// confirmed writing: someone else wrote the key since.
     pub(crate) fn changed_since(&self, current: &ObjectInfo) -> bool {
@@ -98,25 +98,25 @@ impl KeyState {
 }
 
 /// Target key -> state, on disk: a journal can name a million keys.
-pub(crate) type JournalState = SpillMap<String, KeyState>;
+pub(crate) type ObjectStates = SpillMap<String, ObjectState>;
 
-impl Record {
+impl ObjectRecord {
     fn key(&self) -> &str {
         match self {
-            Record::Write { key, .. }
-            | Record::Written { key, .. }
-            | Record::Delete { key, .. }
-            | Record::Deleted { key, .. } => key,
+            ObjectRecord::Write { key, .. }
+            | ObjectRecord::Written { key, .. }
+            | ObjectRecord::Delete { key, .. }
+            | ObjectRecord::Deleted { key, .. } => key,
         }
     }
 }
 
 /// Folds one record into its key's state (None: the key's first record).
-fn apply(current: Option<KeyState>, segment: u64, record: Record) -> KeyState {
+fn apply_record(current: Option<ObjectState>, segment: u64, record: ObjectRecord) -> ObjectState {
     let first = current.is_none();
     let mut entry = current.unwrap_or_default();
     match record {
-        Record::Write {
+        ObjectRecord::Write {
             source_etag,
             previous,
             versioned,
@@ -134,15 +134,15 @@ fn apply(current: Option<KeyState>, segment: u64, record: Record) -> KeyState {
             entry.deleted = false;
             entry.segment = segment;
         }
-        Record::Written { etag, version, .. } => {
+        ObjectRecord::Written { etag, version, .. } => {
             entry.written_etag = Some(etag);
             entry.versions.extend(version);
         }
-        Record::Deleted { version, .. } => {
+        ObjectRecord::Deleted { version, .. } => {
             entry.versioned = true;
             entry.versions.push(version);
         }
-        Record::Delete { previous, .. } => {
+        ObjectRecord::Delete { previous, .. } => {
             if first || (!previous.backup.is_empty() && entry.theirs(&previous)) {
                 entry.previous = Some(previous);
             }
@@ -154,15 +154,17 @@ fn apply(current: Option<KeyState>, segment: u64, record: Record) -> KeyState {
     entry
 }
 
-fn fold(state: &JournalState, segment: u64, records: Vec<Record>) -> Result<()> {
+fn fold_segment(state: &ObjectStates, segment: u64, records: Vec<ObjectRecord>) -> Result<()> {
     let by_key = records.into_iter().map(|r| (r.key().to_string(), r));
-    state.update_all(by_key, |current, record| apply(current, segment, record))
+    state.update_all(by_key, |current, record| {
+        apply_record(current, segment, record)
+    })
 }
 
-pub(crate) async fn load_state(journal: &Journal) -> Result<JournalState> {
-    let state = JournalState::new()?;
+pub(crate) async fn load_objects(journal: &Journal) -> Result<ObjectStates> {
+    let state = ObjectStates::new()?;
     journal
-        .replay(|segment, records| fold(&state, segment, records))
+        .replay(|segment, records| fold_segment(&state, segment, records))
         .await?;
     Ok(state)
 }
@@ -176,11 +178,11 @@ pub(crate) fn backup_name(key: &str) -> String {
 mod tests {
     use super::*;
 
-    fn fold_one(state: &JournalState, segment: u64, record: Record) {
-        fold(state, segment, vec![record]).unwrap()
+    fn fold_one(state: &ObjectStates, segment: u64, record: ObjectRecord) {
+        fold_segment(state, segment, vec![record]).unwrap()
     }
 
-    fn at(state: &JournalState, key: &str) -> KeyState {
+    fn at(state: &ObjectStates, key: &str) -> ObjectState {
         state.get(&key.to_string()).unwrap().unwrap()
     }
 
@@ -204,14 +206,14 @@ mod tests {
             r#"{"op":"deleted","key":"k","version":"v3"}"#,
         ];
         for line in lines {
-            let record: Record = serde_json::from_str(line).unwrap();
+            let record: ObjectRecord = serde_json::from_str(line).unwrap();
             assert_eq!(serde_json::to_string(&record).unwrap(), line);
         }
-        let delete: Record = serde_json::from_str(
+        let delete: ObjectRecord = serde_json::from_str(
             r#"{"op":"delete","key":"k","previous":{"etag":"e","size":1,"backup":"b","headers":{"contentType":"image/png"}}}"#,
         )
         .unwrap();
-        let Record::Delete { previous, .. } = delete else {
+        let ObjectRecord::Delete { previous, .. } = delete else {
             panic!("a delete record")
         };
         assert_eq!(previous.headers.content_type.as_deref(), Some("image/png"));
@@ -219,11 +221,11 @@ mod tests {
 
     #[test]
     fn replay_keeps_the_content_from_before_the_first_write() {
-        let state = JournalState::new().unwrap();
+        let state = ObjectStates::new().unwrap();
         fold_one(
             &state,
             0,
-            Record::Write {
+            ObjectRecord::Write {
                 key: "k".into(),
                 source_etag: "s1".into(),
                 previous: Some(previous("original")),
@@ -233,7 +235,7 @@ mod tests {
         fold_one(
             &state,
             0,
-            Record::Written {
+            ObjectRecord::Written {
                 key: "k".into(),
                 etag: "w1".into(),
                 version: None,
@@ -242,7 +244,7 @@ mod tests {
         fold_one(
             &state,
             0,
-            Record::Write {
+            ObjectRecord::Write {
                 key: "k".into(),
                 source_etag: "s2".into(),
                 previous: Some(previous("w1")),
@@ -259,7 +261,7 @@ mod tests {
         fold_one(
             &state,
             0,
-            Record::Written {
+            ObjectRecord::Written {
                 key: "k".into(),
                 etag: "w2".into(),
                 version: None,
@@ -270,7 +272,7 @@ mod tests {
 
     #[test]
     fn a_key_someone_changed_after_the_copy_restores_to_their_content() {
-        let state = JournalState::new().unwrap();
+        let state = ObjectStates::new().unwrap();
         let records = [
             r#"{"op":"write","key":"k","sourceEtag":"s1","previous":null}"#,
             r#"{"op":"written","key":"k","etag":"w1"}"#,
@@ -292,9 +294,9 @@ mod tests {
             archived: None,
             checksum_algorithm: None,
         };
-        let written = KeyState {
+        let written = ObjectState {
             written_etag: Some("w2".into()),
-            ..KeyState::default()
+            ..ObjectState::default()
         };
         assert!(written.changed_since(&edited));
         assert!(!written.changed_since(&ObjectInfo {
@@ -305,11 +307,11 @@ mod tests {
 
     #[test]
     fn a_created_then_deleted_key_has_nothing_to_restore() {
-        let state = JournalState::new().unwrap();
+        let state = ObjectStates::new().unwrap();
         fold_one(
             &state,
             0,
-            Record::Write {
+            ObjectRecord::Write {
                 key: "k".into(),
                 source_etag: "s".into(),
                 previous: None,
@@ -319,7 +321,7 @@ mod tests {
         fold_one(
             &state,
             0,
-            Record::Delete {
+            ObjectRecord::Delete {
                 key: "k".into(),
                 previous: previous("ours"),
             },
@@ -330,7 +332,7 @@ mod tests {
 
     #[test]
     fn a_versioned_key_collects_the_versions_this_resource_created() {
-        let state = JournalState::new().unwrap();
+        let state = ObjectStates::new().unwrap();
         let records = [
             r#"{"op":"write","key":"k","sourceEtag":"s","previous":null,"versioned":true}"#,
             r#"{"op":"written","key":"k","etag":"w","version":"v1"}"#,

@@ -4,7 +4,9 @@ use anyhow::Result;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use sha2::Digest;
 
-use super::records::{backup_name, load_state, JournalState, KeyState, Previous, Record};
+use super::records::{
+    backup_name, load_objects, ObjectRecord, ObjectState, ObjectStates, Previous,
+};
 use super::CONCURRENCY;
 use crate::copy::journal::Journal;
 use crate::copy::progress::{Meter, Progress};
@@ -13,7 +15,7 @@ use crate::copy::spill::SpillMap;
 
 /// What rollback did.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub(crate) struct RollbackReport {
+pub(crate) struct BucketRollback {
     pub deleted: u64,
     pub restored: u64,
     /// Target keys changed by someone else since the copy: left as they are.
@@ -28,11 +30,11 @@ pub(crate) async fn rollback(
     target: &Bucket,
     journal: &Journal,
     progress: &dyn Progress,
-) -> Result<RollbackReport> {
-    let state = load_state(journal).await?;
+) -> Result<BucketRollback> {
+    let state = load_objects(journal).await?;
     let meter = Meter::new(progress, "rolled back", state.len()?, 0);
     let by_segment = in_segment_order(&state)?;
-    let mut report = RollbackReport::default();
+    let mut report = BucketRollback::default();
     let mut before = None;
     loop {
         let page = by_segment.page(before.as_ref(), PAGE, true)?;
@@ -75,7 +77,7 @@ const PAGE: usize = 1024;
 
 /// The state again, keyed by segment (8 bytes, big-endian) then target key: paging it
 /// backwards goes backwards through the journal.
-fn in_segment_order(state: &JournalState) -> Result<SpillMap<Vec<u8>, KeyState>> {
+fn in_segment_order(state: &ObjectStates) -> Result<SpillMap<Vec<u8>, ObjectState>> {
     let ordered = SpillMap::new()?;
     let mut after = None;
     loop {
@@ -84,7 +86,7 @@ fn in_segment_order(state: &JournalState) -> Result<SpillMap<Vec<u8>, KeyState>>
             return Ok(ordered);
         };
         after = Some(last.clone());
-        let entries: Vec<(Vec<u8>, KeyState)> = page
+        let entries: Vec<(Vec<u8>, ObjectState)> = page
             .into_iter()
             .map(|(key, entry)| {
                 let mut order = entry.segment.to_be_bytes().to_vec();
@@ -104,7 +106,7 @@ pub(crate) async fn put_journalled(
     body: Vec<u8>,
     journal: &Journal,
 ) -> Result<()> {
-    let state = load_state(journal).await?;
+    let state = load_objects(journal).await?;
     let previous = match (
         state.contains(&key.to_string())?,
         s3::head(target, key).await?,
@@ -123,7 +125,7 @@ pub(crate) async fn put_journalled(
     };
     let source_etag = format!("\"{}\"", hex::encode(md5::Md5::digest(&body)));
     journal
-        .append(&[Record::Write {
+        .append(&[ObjectRecord::Write {
             key: key.to_string(),
             source_etag,
             previous,
@@ -132,7 +134,7 @@ pub(crate) async fn put_journalled(
         .await?;
     let etag = s3::put_bytes(target, key, body).await?;
     journal
-        .append(&[Record::Written {
+        .append(&[ObjectRecord::Written {
             key: key.to_string(),
             etag,
             version: None,
@@ -151,7 +153,7 @@ async fn rollback_key(
     target: &Bucket,
     journal: &Journal,
     key: &str,
-    entry: &KeyState,
+    entry: &ObjectState,
 ) -> Result<Outcome> {
     if entry.versioned {
         return rollback_versions(target, key, entry).await;
@@ -192,7 +194,7 @@ async fn rollback_key(
 /// On a versioned target: removes the versions and delete markers this resource
 /// created, so the version current before it is current again; nothing is re-uploaded.
 /// Left alone when someone else wrote the key since.
-async fn rollback_versions(target: &Bucket, key: &str, entry: &KeyState) -> Result<Outcome> {
+async fn rollback_versions(target: &Bucket, key: &str, entry: &ObjectState) -> Result<Outcome> {
     let versions = s3::versions(target, key).await?;
     let mut ours: Vec<&s3::Version> = versions
         .iter()

@@ -27,7 +27,7 @@ use super::rewrite::Rewriter;
 use super::spill::SpillMap;
 use super::sync;
 use index::{digest_bits, key_hash, key_of, pair_hash, Index};
-use records::{key_id, keys_written, last_verified, note_verified, Record};
+use records::{key_id, keys_written, last_verified, note_verified, ItemRecord};
 
 /// What to do with an item whose key the target already has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -223,7 +223,7 @@ pub async fn plan(
     let then = match spec.on_conflict {
         ItemConflict::Skip => sync::LEFT_AS_THEY_ARE,
         ItemConflict::Overwrite => sync::BACKED_UP_THEN_OVERWRITTEN,
-        ItemConflict::Fail => "onConflict: fail stops at them",
+        ItemConflict::Fail => "the copy stops at them",
     };
     sync::warn_changed_since(progress, "items", counts.changed_since, then);
     Ok(counts)
@@ -331,7 +331,7 @@ async fn verify(
     if matching < expected {
         bail!(
             "verification failed: {} of the {} items written to table {:?} do not read back as written; \
-             `pulumi up` again rewrites them, `pulumi destroy` rolls the copy back",
+             a new run rewrites them, a rollback undoes the copy",
             expected - matching,
             expected,
             spec.target.name
@@ -474,9 +474,9 @@ async fn decide_and_write(
         return Ok(());
     }
     let previous = read_items(&spec.target, &spec.keys, first_overwrites).await?;
-    let records: Vec<Record> = writes
+    let records: Vec<ItemRecord> = writes
         .iter()
-        .map(|candidate| Record {
+        .map(|candidate| ItemRecord {
             key: item_to_json(&candidate.key),
             previous: previous.get(&candidate.id()).map(item_to_json),
             digest: digest(&candidate.item),

@@ -15,7 +15,7 @@ use crate::copy::spill::{stored_as_json, SpillMap};
 /// About to put `digest`'s item at `key`; `previous` is the item that was there (None:
 /// none).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub(crate) struct Record {
+pub(crate) struct ItemRecord {
     pub key: Map<String, Value>,
     pub previous: Option<Map<String, Value>>,
     pub digest: String,
@@ -23,23 +23,23 @@ pub(crate) struct Record {
 
 /// What the journal says about one key.
 #[derive(Debug, PartialEq, Serialize, Deserialize)]
-pub(crate) struct KeyState {
+pub(crate) struct ItemState {
     pub key: Map<String, Value>,
     /// The item before this resource first wrote the key.
     pub previous: Option<Map<String, Value>>,
     /// The digest of the last item written there.
     pub digest: String,
 }
-stored_as_json!(KeyState);
+stored_as_json!(ItemState);
 
 /// Key id -> state, on disk: a journal can name ten million keys.
-pub(crate) type JournalState = SpillMap<String, KeyState>;
+pub(crate) type ItemStates = SpillMap<String, ItemState>;
 
 /// Folds one record into a key's state: the first record of a key keeps its
 /// `previous`, the last its digest. A later record carries a `previous` only when
 /// someone else had changed the key since this resource wrote it: rollback then puts
 /// back their item.
-fn apply(current: Option<KeyState>, record: Record) -> KeyState {
+fn apply_record(current: Option<ItemState>, record: ItemRecord) -> ItemState {
     let mut state = match current {
         Some(mut state) => {
             let theirs = record
@@ -52,7 +52,7 @@ fn apply(current: Option<KeyState>, record: Record) -> KeyState {
             }
             state
         }
-        None => KeyState {
+        None => ItemState {
             key: record.key,
             previous: record.previous,
             digest: String::new(),
@@ -62,14 +62,17 @@ fn apply(current: Option<KeyState>, record: Record) -> KeyState {
     state
 }
 
-fn fold(state: &JournalState, records: Vec<Record>) -> Result<()> {
-    state.update_all(records.into_iter().map(|r| (key_id(&r.key), r)), apply)
+fn fold_segment(state: &ItemStates, records: Vec<ItemRecord>) -> Result<()> {
+    state.update_all(
+        records.into_iter().map(|r| (key_id(&r.key), r)),
+        apply_record,
+    )
 }
 
-pub(crate) async fn load_state(journal: &Journal) -> Result<JournalState> {
-    let state = JournalState::new()?;
+pub(crate) async fn load_items(journal: &Journal) -> Result<ItemStates> {
+    let state = ItemStates::new()?;
     journal
-        .replay(|_, records: Vec<Record>| fold(&state, records))
+        .replay(|_, records: Vec<ItemRecord>| fold_segment(&state, records))
         .await?;
     Ok(state)
 }
@@ -83,7 +86,7 @@ pub(crate) async fn keys_written(
 ) -> Result<SpillMap<u128, u128>> {
     let written = SpillMap::new()?;
     journal
-        .replay(|_, records: Vec<Record>| {
+        .replay(|_, records: Vec<ItemRecord>| {
             let entries = records
                 .iter()
                 .map(|r| {
@@ -161,7 +164,7 @@ mod tests {
     fn the_record_format_is_stable() {
         // Journals outlive the provider version that wrote them.
         let line = r#"{"key":{"PK":{"S":"a"}},"previous":null,"digest":"00ff"}"#;
-        let record: Record = serde_json::from_str(line).unwrap();
+        let record: ItemRecord = serde_json::from_str(line).unwrap();
         assert_eq!(record.key["PK"], json!({"S": "a"}));
         assert_eq!(serde_json::to_string(&record).unwrap(), line);
     }
@@ -176,14 +179,14 @@ mod tests {
                 .clone()
         };
         let digest_of = |v: &str| digest(&item_from_json(&item(v)).unwrap());
-        let state = JournalState::new().unwrap();
-        let record = |previous: Option<&str>, written: &str| Record {
+        let state = ItemStates::new().unwrap();
+        let record = |previous: Option<&str>, written: &str| ItemRecord {
             key: key.clone(),
             previous: previous.map(item),
             digest: digest_of(written),
         };
         // A second write over this resource's own item names it as previous: ignored.
-        fold(
+        fold_segment(
             &state,
             vec![record(Some("old"), "ours"), record(Some("ours"), "ours2")],
         )
@@ -192,7 +195,7 @@ mod tests {
         assert_eq!(entry.previous, Some(item("old")));
         assert_eq!(entry.digest, digest_of("ours2"));
         // Someone changed it since: their item is what rollback puts back.
-        fold(&state, vec![record(Some("prod edit"), "ours3")]).unwrap();
+        fold_segment(&state, vec![record(Some("prod edit"), "ours3")]).unwrap();
         let entry = state.get(&key_id(&key)).unwrap().unwrap();
         assert_eq!(entry.previous, Some(item("prod edit")));
         assert_eq!(entry.digest, digest_of("ours3"));

@@ -4,14 +4,14 @@ use anyhow::Result;
 
 use futures::stream::{FuturesUnordered, StreamExt};
 
-use super::records::{load_state, KeyState};
+use super::records::{load_items, ItemState};
 use crate::copy::dynamodb::{self, batch_write, Table, READ_BATCH};
 use crate::copy::item::{digest, item_from_json};
 use crate::copy::progress::{Meter, Progress};
 
 /// What rollback did.
 #[derive(Debug, Default)]
-pub struct RollbackReport {
+pub struct TableRollback {
     pub deleted: u64,
     pub restored: u64,
     /// Keys whose item someone else changed since the copy: left as they are.
@@ -28,14 +28,14 @@ pub async fn rollback(
     keys: &[String],
     journal: &crate::copy::journal::Journal,
     progress: &dyn Progress,
-) -> Result<RollbackReport> {
-    let state = load_state(journal).await?;
+) -> Result<TableRollback> {
+    let state = load_items(journal).await?;
     let meter = Meter::new(progress, "rolled back", state.len()?, 0);
     // The state is read a chunk at a time, so memory holds only the chunks in flight.
     let mut in_flight = FuturesUnordered::new();
     let mut after: Option<String> = None;
     let mut read_all = false;
-    let mut report = RollbackReport::default();
+    let mut report = TableRollback::default();
     loop {
         while !read_all && in_flight.len() < CHUNKS_IN_FLIGHT {
             let chunk = state.page(after.as_ref(), READ_BATCH, false)?;
@@ -63,10 +63,10 @@ pub async fn rollback(
 async fn rollback_chunk(
     target: &Table,
     keys: &[String],
-    chunk: Vec<(String, KeyState)>,
+    chunk: Vec<(String, ItemState)>,
     meter: &Meter<'_>,
-) -> Result<RollbackReport> {
-    let mut report = RollbackReport::default();
+) -> Result<TableRollback> {
+    let mut report = TableRollback::default();
     let wanted = chunk
         .iter()
         .map(|(_, s)| item_from_json(&s.key))

@@ -16,17 +16,20 @@ pub fn all() -> Registry {
 }
 
 /// Every resource: adding one is adding a line here.
-pub(crate) fn all_resources() -> Vec<Box<dyn Resource>> {
+fn all_resources() -> Vec<Box<dyn Resource>> {
     vec![
         Box::new(bucket_sync::BucketSync),
         Box::new(dynamo_copy::DynamoCopy),
         Box::new(snapshot_promote::SnapshotPromote),
         Box::new(model_copy::ModelCopy),
+        // CONTRIBUTING's fifth resource, added as any other is (test builds only).
+        #[cfg(test)]
+        Box::new(crate::harness::fifth_resource::Marker),
     ]
 }
 
 /// Every function: adding one is adding a line here.
-pub(crate) fn all_functions() -> Vec<Box<dyn Function>> {
+fn all_functions() -> Vec<Box<dyn Function>> {
     vec![Box::new(functions::get_stack_outputs::GetStackOutputs)]
 }
 
@@ -145,13 +148,12 @@ mod tests {
     }
 
     #[test]
-    fn every_resource_replaces_on_its_names_and_shows_pending_work() {
+    fn every_resource_replaces_on_what_it_writes_to_and_shows_pending_work() {
         for registered in all().resources() {
             let token = registered.resource.token();
             assert!(
-                registered.metadata.replaces("targetBucket")
-                    || registered.metadata.replaces("targetTable"),
-                "{token}: a new target is a new copy"
+                !registered.metadata.replace_on_change.is_empty(),
+                "{token}: mark the inputs naming what it writes to x-replace-on-change: a new target is a new copy"
             );
             assert!(
                 registered.outputs["properties"]
@@ -166,7 +168,15 @@ mod tests {
     fn the_registry_knows_each_token_once() {
         let registry = all();
         let tokens = registry.tokens();
-        assert_eq!(tokens.len(), 5);
+        let mut distinct = tokens.clone();
+        distinct.sort();
+        distinct.dedup();
+        assert_eq!(
+            tokens.len(),
+            all_resources().len() + all_functions().len(),
+            "a resource and a function share a token"
+        );
+        assert_eq!(distinct.len(), tokens.len());
         assert!(registry.resource("stackmigrate:index:BucketSync").is_some());
         assert!(registry
             .function("stackmigrate:index:getStackOutputs")

@@ -1,6 +1,7 @@
 //! CONTRIBUTING's steps, checked: a new resource is a file (its inputs, outputs and
-//! policy), its engine (here the journalled single write the snapshot pointer uses) and
-//! a line in the registry; the schema, Check, Diff, Create and Delete follow.
+//! policy), its engine (here the journalled single write the snapshot pointer uses), a
+//! line in the registry (`registry::all_resources`, in test builds) and an examples
+//! file; the schema, its checks, Check, Diff, Create and Delete follow.
 
 use anyhow::Result;
 use async_trait::async_trait;
@@ -15,16 +16,15 @@ use tonic::Request;
 use super::{unique, Harness};
 use crate::copy::s3::{self, Bucket, Buckets};
 use crate::copy::sync::put_journalled;
-use crate::registry::{self, Registry};
 use crate::resources::{Context, Failure, Migration, Planned};
 
 /// Writes one marker object into a bucket.
-struct Marker;
+pub(crate) struct Marker;
 
 /// Inputs of Marker.
 #[derive(Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct Inputs {
+pub(crate) struct Inputs {
     /// Bucket to mark, on the target connection.
     #[schemars(extend("x-replace-on-change" = true))]
     target_bucket: String,
@@ -35,7 +35,7 @@ struct Inputs {
 /// Outputs of Marker.
 #[derive(Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-struct Outputs {
+pub(crate) struct Outputs {
     /// The bucket marked.
     target_bucket: String,
     /// Whether the marker is (or would be) written.
@@ -48,7 +48,10 @@ impl Migration for Marker {
     type Inputs = Inputs;
     type Outputs = Outputs;
     const TOKEN: &'static str = "stackmigrate:index:Marker";
-    const DESCRIPTION: &'static str = "Writes one marker object.";
+    const DESCRIPTION: &'static str = concat!(
+        "Writes one marker object.",
+        include_str!("examples/Marker.md")
+    );
 
     fn validate(inputs: &Inputs) -> Vec<Failure> {
         if inputs.key.is_empty() {
@@ -99,9 +102,7 @@ async fn bucket(ctx: &Context, name: &str) -> Result<Bucket> {
 
 #[tokio::test]
 async fn a_fifth_resource_is_a_file_an_engine_and_a_registry_line() {
-    let mut resources = registry::all_resources();
-    resources.push(Box::new(Marker));
-    let h = Harness::with_registry(Registry::new(resources, registry::all_functions())).await;
+    let h = Harness::new().await;
 
     let schema = h
         .provider

@@ -4,7 +4,7 @@
 //! without the Pulumi CLI. Run with `cargo test harness::` under
 //! `eval "$(scripts/services.sh start)"`.
 
-mod fifth_resource;
+pub(crate) mod fifth_resource;
 mod lifecycle;
 
 use aws_sdk_dynamodb::types::{
@@ -18,7 +18,6 @@ use serde_json::{json, Map, Value};
 use tonic::Request;
 
 use crate::connection::{Connection, SideClients};
-use crate::registry::Registry;
 use crate::server::Provider;
 use crate::wire::Props;
 
@@ -74,12 +73,8 @@ pub(crate) struct Harness {
 
 impl Harness {
     pub async fn new() -> Harness {
-        Harness::with_registry(crate::registry::all()).await
-    }
-
-    pub async fn with_registry(registry: Registry) -> Harness {
         let journal = tempfile::tempdir().expect("a temporary directory");
-        let provider = Provider::with_registry(None, registry);
+        let provider = Provider::with_registry(None, crate::registry::all());
         let config = json!({
             "source": connection(),
             "target": connection(),

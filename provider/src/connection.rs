@@ -26,6 +26,7 @@ use crate::copy::dynamodb::Table;
 use crate::copy::retry::{Attempts, INITIAL_BACKOFF, MAX_ATTEMPTS, MAX_BACKOFF};
 use crate::copy::s3::{Bucket, Buckets};
 use crate::copy::store::dynamodb::DynamoDb;
+use crate::copy::store::s3::S3;
 
 /// A connection that cannot be made fails in this long rather than hanging a preview.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -344,7 +345,7 @@ impl Buckets for SideClients {
     /// A bucket of this side, with the side's S3 client and expected owner.
     async fn bucket(&self, name: &str) -> anyhow::Result<Bucket> {
         Ok(Bucket {
-            client: self.s3().await?,
+            store: Arc::new(S3::new(self.s3().await?)),
             name: name.to_string(),
             expected_owner: self.connection.expected_bucket_owner.clone(),
         })

@@ -434,7 +434,7 @@ impl Journal {
                 create_private_dir(&dir.join("backups")).await?;
                 let tmp = path.with_extension("partial");
                 let mut file = create_private_file(&tmp).await?;
-                let mut body = out.body.into_async_read();
+                let mut body = out.body;
                 tokio::io::copy(&mut body, &mut file).await?;
                 file.sync_all().await?;
                 tokio::fs::rename(&tmp, &path).await?;

@@ -12,7 +12,8 @@ use crate::config::ProviderConfig;
 use crate::connection::SideClients;
 use crate::copy::journal::{BeforeFirstWrite, Journal, Location, Provision};
 use crate::copy::progress::Progress;
-use crate::copy::s3::{self, Bucket, Buckets};
+use crate::copy::s3::{Bucket, Buckets};
+use crate::copy::store::BucketAccess;
 use crate::copy::sync;
 use crate::stacks::{StackOutputs, Stacks};
 
@@ -123,6 +124,36 @@ async fn held_in(journal: &Journal) -> Result<Held> {
             )
         }),
         None => Ok(Held { claims: Vec::new() }),
+    }
+}
+
+/// Fails with a message naming the bucket and the endpoint when the bucket cannot be
+/// reached, so bad names stop at preview.
+async fn check_bucket(bucket: &Bucket, role: &str, endpoint: &str) -> Result<()> {
+    let access = bucket
+        .store
+        .bucket_access(&bucket.name)
+        .await
+        .with_context(|| {
+            format!(
+                "{role} bucket {:?} at {endpoint} cannot be reached",
+                bucket.name
+            )
+        })?;
+    match (access, &bucket.expected_owner) {
+        (BucketAccess::Exists, _) => Ok(()),
+        (BucketAccess::Missing, _) => bail!(
+            "{role} bucket {:?} does not exist at {endpoint}; check the bucket name or the stack output that names it",
+            bucket.name
+        ),
+        (BucketAccess::Denied, Some(owner)) => bail!(
+            "{role} bucket {:?} at {endpoint}: access denied; check that account {owner} (the {role} connection's expectedBucketOwner) owns it, and the {role} connection's credentials",
+            bucket.name
+        ),
+        (BucketAccess::Denied, None) => bail!(
+            "{role} bucket {:?} at {endpoint}: access denied; check the {role} connection's credentials",
+            bucket.name
+        ),
     }
 }
 
@@ -442,8 +473,8 @@ impl Context {
         }
         let source = self.clients.source.bucket(&source_name).await?;
         let target = self.clients.target.bucket(&target_name).await?;
-        s3::check_bucket(&source, "source", &self.config.source.describe_s3()).await?;
-        s3::check_bucket(&target, "target", &self.config.target.describe_s3()).await?;
+        check_bucket(&source, "source", &self.config.source.describe_s3()).await?;
+        check_bucket(&target, "target", &self.config.target.describe_s3()).await?;
         Ok(BucketPair {
             source,
             target,

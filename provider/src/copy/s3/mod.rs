@@ -4,19 +4,16 @@
 //! `transfer`), checksums (`checksum`) and versions (`versions`).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
-use aws_sdk_s3::error::ProvideErrorMetadata;
-use aws_sdk_s3::operation::get_object::GetObjectOutput;
-use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumMode, ServerSideEncryption, StorageClass};
-use aws_sdk_s3::Client;
+use anyhow::{Context, Result};
+use aws_sdk_s3::types::{ChecksumAlgorithm, ServerSideEncryption, StorageClass};
 use md5::{Digest, Md5};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
 
-use super::aws_error;
+use super::store::{Download, ObjectStore};
 
 /// Objects up to this size are streamed with one PUT; larger ones in parts of this size.
 pub(crate) const PART_SIZE: u64 = 8 * 1024 * 1024;
@@ -28,7 +25,7 @@ const COPY_PART_SIZE: u64 = 512 * 1024 * 1024;
 /// A bucket on one side of a migration.
 #[derive(Clone, Debug)]
 pub struct Bucket {
-    pub client: Client,
+    pub(crate) store: Arc<dyn ObjectStore>,
     pub name: String,
     /// The account that must own it; the client sends it with every request, and a
     /// copy from this bucket names it as the source's expected owner.
@@ -76,37 +73,6 @@ pub struct Headers {
     pub tagging: Option<String>,
 }
 
-/// The headers of a HeadObject or GetObject response (different types, same getters).
-macro_rules! headers_of {
-    ($out:expr) => {
-        Headers {
-            content_type: $out.content_type().map(str::to_owned),
-            cache_control: $out.cache_control().map(str::to_owned),
-            content_disposition: $out.content_disposition().map(str::to_owned),
-            content_encoding: $out.content_encoding().map(str::to_owned),
-            content_language: $out.content_language().map(str::to_owned),
-            expires: $out.expires_string().map(str::to_owned),
-            metadata: $out.metadata().cloned().unwrap_or_default(),
-            tagging: None,
-        }
-    };
-}
-
-/// Sets the headers on a PutObject or CreateMultipartUpload request builder.
-macro_rules! with_headers {
-    ($builder:expr, $headers:expr) => {
-        $builder
-            .set_content_type($headers.content_type.clone())
-            .set_cache_control($headers.cache_control.clone())
-            .set_content_disposition($headers.content_disposition.clone())
-            .set_content_encoding($headers.content_encoding.clone())
-            .set_content_language($headers.content_language.clone())
-            .set_expires(parse_expires(&$headers.expires))
-            .set_metadata(Some($headers.metadata.clone()).filter(|m| !m.is_empty()))
-            .set_tagging($headers.tagging.clone())
-    };
-}
-
 /// How the objects a copy writes are stored: unset fields leave it to the target
 /// bucket (its default encryption, STANDARD), never to the source.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -114,32 +80,6 @@ pub struct WriteOptions {
     pub storage_class: Option<StorageClass>,
     pub server_side_encryption: Option<ServerSideEncryption>,
     pub sse_kms_key_id: Option<String>,
-}
-
-/// The base64 checksum of `$algorithm` (a `types::ChecksumAlgorithm`) that a response
-/// or result carries, if any (the types differ, the getters are the same).
-macro_rules! checksum_in {
-    ($out:expr, $algorithm:expr) => {
-        match $algorithm {
-            aws_sdk_s3::types::ChecksumAlgorithm::Crc32 => $out.checksum_crc32(),
-            aws_sdk_s3::types::ChecksumAlgorithm::Crc32C => $out.checksum_crc32_c(),
-            aws_sdk_s3::types::ChecksumAlgorithm::Crc64Nvme => $out.checksum_crc64_nvme(),
-            aws_sdk_s3::types::ChecksumAlgorithm::Sha1 => $out.checksum_sha1(),
-            aws_sdk_s3::types::ChecksumAlgorithm::Sha256 => $out.checksum_sha256(),
-            _ => None,
-        }
-        .map(str::to_owned)
-    };
-}
-
-/// Sets the write options on a PutObject, CopyObject or CreateMultipartUpload builder.
-macro_rules! with_write_options {
-    ($builder:expr, $options:expr) => {
-        $builder
-            .set_storage_class($options.storage_class.clone())
-            .set_server_side_encryption($options.server_side_encryption.clone())
-            .set_ssekms_key_id($options.sse_kms_key_id.clone())
-    };
 }
 
 mod checksum;
@@ -154,79 +94,10 @@ pub use transfer::{server_side_copy, Written};
 pub(crate) use transfer::{streamed_copy, upload_stream};
 pub(crate) use versions::{delete_version, versioning_enabled, versions, Version};
 
-/// Fails with a message naming the bucket and the endpoint when the bucket cannot be
-/// reached, so bad names stop at preview.
-pub(crate) async fn check_bucket(bucket: &Bucket, role: &str, endpoint: &str) -> Result<()> {
-    match bucket
-        .client
-        .head_bucket()
-        .bucket(&bucket.name)
-        .send()
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(err) => {
-            let code = err
-                .as_service_error()
-                .and_then(|e| e.code())
-                .map(str::to_owned);
-            let status = err.raw_response().map(|r| r.status().as_u16());
-            match (code.as_deref(), status) {
-                (_, Some(404)) | (Some("NotFound" | "NoSuchBucket"), _) => bail!(
-                    "{role} bucket {:?} does not exist at {endpoint}; check the bucket name or the stack output that names it",
-                    bucket.name
-                ),
-                (_, Some(403)) => match &bucket.expected_owner {
-                    Some(owner) => bail!(
-                        "{role} bucket {:?} at {endpoint}: access denied; check that account {owner} (the {role} connection's expectedBucketOwner) owns it, and the {role} connection's credentials",
-                        bucket.name
-                    ),
-                    None => bail!(
-                        "{role} bucket {:?} at {endpoint}: access denied; check the {role} connection's credentials",
-                        bucket.name
-                    ),
-                },
-                _ => Err(aws_error(err)).with_context(|| {
-                    format!("{role} bucket {:?} at {endpoint} cannot be reached", bucket.name)
-                }),
-            }
-        }
-    }
-}
-
-/// Whether S3 answered 404: the object or bucket is not there.
-pub(crate) fn not_found<E>(err: &aws_sdk_s3::error::SdkError<E>) -> bool {
-    err.raw_response()
-        .is_some_and(|r| r.status().as_u16() == 404)
-}
-
 /// The current state of one object, or None when it does not exist.
 pub(crate) async fn head(bucket: &Bucket, key: &str) -> Result<Option<(ObjectInfo, Headers)>> {
-    match bucket
-        .client
-        .head_object()
-        .bucket(&bucket.name)
-        .key(key)
-        .send()
-        .await
-    {
-        Ok(out) => {
-            let info = ObjectInfo {
-                key: key.to_string(),
-                size: out.content_length().unwrap_or_default().max(0) as u64,
-                etag: out.e_tag().unwrap_or_default().to_string(),
-                modified: out.last_modified().map(|t| t.secs()).unwrap_or_default(),
-                archived: None,
-                checksum_algorithm: None,
-            };
-            let headers = headers_of!(out);
-            Ok(Some((info, headers)))
-        }
-        Err(err) if not_found(&err) => Ok(None),
-        Err(err) => {
-            Err(aws_error(err)).with_context(|| format!("reading s3://{}/{key}", bucket.name))
-        }
-    }
+    let head = bucket.store.head(&bucket.name, key, None).await?;
+    Ok(head.map(|head| (head.info, head.headers)))
 }
 
 /// The checksum S3 stores for the whole of an object in `algorithm`, or None when it
@@ -237,18 +108,12 @@ pub(crate) async fn stored_checksum(
     key: &str,
     algorithm: &ChecksumAlgorithm,
 ) -> Result<Option<String>> {
-    let out = bucket
-        .client
-        .head_object()
-        .bucket(&bucket.name)
-        .key(key)
-        .checksum_mode(ChecksumMode::Enabled)
-        .send()
+    let head = bucket
+        .store
+        .head(&bucket.name, key, Some(algorithm))
         .await
-        .map_err(aws_error)
         .with_context(|| format!("reading the checksum of s3://{}/{key}", bucket.name))?;
-    let composite = checksum::is_composite(out.checksum_type(), out.e_tag());
-    Ok(checksum_in!(out, algorithm).filter(|value| !composite && !value.contains('-')))
+    Ok(head.and_then(|head| head.checksum).map(|(_, value)| value))
 }
 
 /// The headers of an object with its tags, for writes that cannot copy them server side
@@ -260,24 +125,8 @@ pub(crate) async fn head_with_tags(
     let Some((info, mut headers)) = head(bucket, key).await? else {
         return Ok(None);
     };
-    headers.tagging = tagging(bucket, key).await?;
+    headers.tagging = bucket.store.tagging(&bucket.name, key).await?;
     Ok(Some((info, headers)))
-}
-
-/// An object's tags as the `x-amz-tagging` header takes them, or None when it has none.
-pub(crate) async fn tagging(bucket: &Bucket, key: &str) -> Result<Option<String>> {
-    let out = bucket
-        .client
-        .get_object_tagging()
-        .bucket(&bucket.name)
-        .key(key)
-        .send()
-        .await
-        .map_err(aws_error)
-        .with_context(|| format!("reading the tags of s3://{}/{key}", bucket.name))?;
-    Ok(encode_tags(
-        out.tag_set().iter().map(|t| (t.key(), t.value())),
-    ))
 }
 
 /// Characters kept as they are in a URL query: unreserved ones.
@@ -287,7 +136,8 @@ const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'.')
     .remove(b'~');
 
-fn encode_tags<'a>(tags: impl Iterator<Item = (&'a str, &'a str)>) -> Option<String> {
+/// Tags as the `x-amz-tagging` header takes them, or None when there are none.
+pub(crate) fn encode_tags<'a>(tags: impl Iterator<Item = (&'a str, &'a str)>) -> Option<String> {
     let encoded: Vec<String> = tags
         .map(|(key, value)| {
             format!(
@@ -303,79 +153,57 @@ fn encode_tags<'a>(tags: impl Iterator<Item = (&'a str, &'a str)>) -> Option<Str
 /// Deletes the current object at `key`; on a versioned bucket the answer is the ID of
 /// the delete marker that hides it.
 pub(crate) async fn delete(bucket: &Bucket, key: &str) -> Result<Option<String>> {
-    let out = bucket
-        .client
-        .delete_object()
-        .bucket(&bucket.name)
-        .key(key)
-        .send()
-        .await
-        .map_err(aws_error)
-        .with_context(|| format!("deleting s3://{}/{key}", bucket.name))?;
-    Ok(out.version_id().map(str::to_owned))
+    bucket.store.delete(&bucket.name, key).await
 }
 
 /// Writes a small object (journal segments, pointers) from memory.
 pub async fn put_bytes(bucket: &Bucket, key: &str, body: Vec<u8>) -> Result<String> {
-    let out = bucket
-        .client
-        .put_object()
-        .bucket(&bucket.name)
-        .key(key)
-        .body(ByteStream::from(body))
-        .send()
-        .await
-        .map_err(aws_error)
-        .with_context(|| format!("writing s3://{}/{key}", bucket.name))?;
-    Ok(out.e_tag().unwrap_or_default().to_string())
+    let written = bucket
+        .store
+        .put(
+            &bucket.name,
+            key,
+            body,
+            &Headers::default(),
+            &WriteOptions::default(),
+            None,
+        )
+        .await?;
+    Ok(written.etag)
 }
 
 pub(crate) async fn get_bytes(bucket: &Bucket, key: &str) -> Result<Vec<u8>> {
-    get(bucket, key, None).await
+    read_all(open(bucket, key, None).await?, bucket, key).await
 }
 
 /// Bytes `start..end` (end exclusive) of an object.
 pub(crate) async fn get_range(bucket: &Bucket, key: &str, start: u64, end: u64) -> Result<Vec<u8>> {
-    get(
-        bucket,
-        key,
-        Some(format!("bytes={start}-{}", end.saturating_sub(1))),
-    )
-    .await
+    read_all(open(bucket, key, Some((start, end))).await?, bucket, key).await
 }
 
-/// A GetObject response, its body not yet read: all or `range` (an HTTP Range value).
+/// An object being read: all, or bytes `start..end` of it.
 pub(crate) async fn open(
     bucket: &Bucket,
     key: &str,
-    range: Option<String>,
-) -> Result<GetObjectOutput> {
-    bucket
-        .client
-        .get_object()
-        .bucket(&bucket.name)
-        .key(key)
-        // Whole-object reads come with the stored checksum, which the SDK checks the
-        // body against (a range cannot be checked).
-        .set_checksum_mode(range.is_none().then_some(ChecksumMode::Enabled))
-        .set_range(range)
-        .send()
-        .await
-        .map_err(aws_error)
-        .with_context(|| format!("reading s3://{}/{key}", bucket.name))
+    range: Option<(u64, u64)>,
+) -> Result<Download> {
+    bucket.store.get(&bucket.name, key, range).await
 }
 
-async fn get(bucket: &Bucket, key: &str, range: Option<String>) -> Result<Vec<u8>> {
-    let out = open(bucket, key, range).await?;
-    let data = out.body.collect().await.context("reading object body")?;
-    Ok(data.into_bytes().to_vec())
+async fn read_all(mut download: Download, bucket: &Bucket, key: &str) -> Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    download
+        .body
+        .read_to_end(&mut bytes)
+        .await
+        .with_context(|| format!("reading s3://{}/{key}", bucket.name))?;
+    Ok(bytes)
 }
 
 /// Downloads an object to a file, in bounded memory; returns the MD5 of its bytes.
 pub(crate) async fn download(bucket: &Bucket, key: &str, path: &std::path::Path) -> Result<String> {
     use tokio::io::AsyncWriteExt;
-    let out = open(bucket, key, None).await?;
-    let mut body = out.body.into_async_read();
+    let mut body = open(bucket, key, None).await?.body;
     let mut file = tokio::fs::File::create(path).await?;
     let mut md5 = Md5::new();
     let mut buffer = vec![0u8; 1 << 20];

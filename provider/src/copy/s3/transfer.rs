@@ -2,20 +2,16 @@
 //! through this process one part at a time.
 
 use anyhow::{anyhow, bail, Context, Result};
-use aws_sdk_s3::primitives::{ByteStream, DateTime, DateTimeFormat};
-use aws_sdk_s3::types::{
-    ChecksumAlgorithm, ChecksumType, CompletedMultipartUpload, CompletedPart, MetadataDirective,
-};
+use aws_sdk_s3::types::ChecksumAlgorithm;
 use md5::{Digest, Md5};
-use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use tokio::io::AsyncReadExt;
 
-use super::checksum::{full_object_checksum, full_object_multipart, RunningChecksum};
+use super::checksum::{full_object_multipart, RunningChecksum};
 use super::{
-    head_with_tags, open, tagging, Bucket, Headers, ObjectInfo, WriteOptions, COPY_PART_SIZE,
+    head_with_tags, open, Bucket, Headers, ObjectInfo, WriteOptions, COPY_PART_SIZE,
     MAX_SINGLE_COPY, PART_SIZE,
 };
-use crate::copy::aws_error;
+use crate::copy::store::{CopySource, Part};
 
 /// An object written by a copy: its ETag, and the checksum the target computed for it
 /// in the algorithm the write asked for (None when the target reports none).
@@ -48,29 +44,12 @@ pub(crate) struct Streamed {
     pub checked_by_sdk: bool,
 }
 
-/// Sets the checksum of `$algorithm` on a request or part builder.
-macro_rules! with_checksum {
-    ($builder:expr, $algorithm:expr, $value:expr) => {
-        match $algorithm {
-            ChecksumAlgorithm::Crc32 => $builder.checksum_crc32($value),
-            ChecksumAlgorithm::Crc32C => $builder.checksum_crc32_c($value),
-            ChecksumAlgorithm::Sha1 => $builder.checksum_sha1($value),
-            ChecksumAlgorithm::Sha256 => $builder.checksum_sha256($value),
-            _ => $builder.checksum_crc64_nvme($value),
-        }
-    };
-}
-
-/// Characters escaped in the `x-amz-copy-source` header: all but unreserved and `/`.
-const COPY_SOURCE: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'/')
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'~');
-
-fn copy_source(bucket: &str, key: &str) -> String {
-    format!("{bucket}/{}", utf8_percent_encode(key, COPY_SOURCE))
+fn source_of<'a>(bucket: &'a Bucket, key: &'a str) -> CopySource<'a> {
+    CopySource {
+        bucket: &bucket.name,
+        key,
+        expected_owner: bucket.expected_owner.as_deref(),
+    }
 }
 
 /// Copies inside one S3 service: no bytes pass through this process. Headers, metadata
@@ -91,75 +70,60 @@ pub async fn server_side_copy(
         .as_deref()
         .map(ChecksumAlgorithm::from)
         .unwrap_or(ChecksumAlgorithm::Crc64Nvme);
-    let from = copy_source(&source.name, &source_object.key);
+    let from = source_of(source, &source_object.key);
     if size <= MAX_SINGLE_COPY {
-        let copy = target
-            .client
-            .copy_object()
-            .copy_source(&from)
-            .bucket(&target.name)
-            .key(target_key)
-            .metadata_directive(MetadataDirective::Copy)
-            .set_expected_source_bucket_owner(source.expected_owner.clone())
-            .checksum_algorithm(algorithm.clone());
-        let out = with_write_options!(copy, options)
-            .send()
-            .await
-            .map_err(aws_error)
-            .with_context(|| format!("copying {from} to s3://{}/{target_key}", target.name))?;
-        let result = out.copy_object_result();
-        return Ok(Written {
-            etag: result
-                .and_then(|r| r.e_tag())
-                .unwrap_or_default()
-                .to_string(),
-            checksum: result.and_then(|r| checksum_in!(r, &algorithm)),
-            version: out.version_id().map(str::to_owned),
-        });
+        return target
+            .store
+            .copy(&from, &target.name, target_key, options, &algorithm)
+            .await;
     }
     // CreateMultipartUpload copies nothing from the source: headers and tags are given.
     let (_, headers) = head_with_tags(source, &source_object.key)
         .await?
-        .ok_or_else(|| anyhow!("source object {from} vanished during the copy"))?;
+        .ok_or_else(|| {
+            anyhow!(
+                "source object s3://{}/{} vanished during the copy",
+                source.name,
+                source_object.key
+            )
+        })?;
     // Parts copied server side carry no full-object checksum: verified by size.
     let upload = Multipart::start(target, target_key, &headers, options, None).await?;
     let result = async {
+        let mut parts = Vec::new();
         let mut start = 0;
         let mut number = 1;
         while start < size {
             let end = (start + COPY_PART_SIZE).min(size) - 1;
-            let out = target
-                .client
-                .upload_part_copy()
-                .bucket(&target.name)
-                .key(target_key)
-                .upload_id(&upload.id)
-                .part_number(number)
-                .copy_source(&from)
-                .set_expected_source_bucket_owner(source.expected_owner.clone())
-                .copy_source_range(format!("bytes={start}-{end}"))
-                .send()
-                .await
-                .map_err(aws_error)
-                .with_context(|| format!("copying part {number} of {from}"))?;
-            let etag = out
-                .copy_part_result()
-                .and_then(|r| r.e_tag())
-                .unwrap_or_default();
-            upload.parts_push(number, etag, None);
+            let etag = target
+                .store
+                .upload_part_copy(
+                    &target.name,
+                    target_key,
+                    &upload.id,
+                    number,
+                    &from,
+                    (start, end),
+                )
+                .await?;
+            parts.push(Part {
+                number,
+                etag,
+                checksum: None,
+            });
             start = end + 1;
             number += 1;
         }
-        upload.complete(None).await
+        upload.complete(parts, None).await
     }
     .await;
-    upload_result(result, &upload).await
+    upload.finish(result).await
 }
 
 /// Streams an object from one S3 service to another. Memory: one part at a time.
 /// What the target must report is computed on the way, so the caller can verify. The
 /// target gets the source's checksum algorithm where S3 allows it, so it keeps the
-/// source's checksum; the SDK checks the bytes read against it.
+/// source's checksum; the read is checked against it as it goes.
 pub(crate) async fn streamed_copy(
     source: &Bucket,
     source_object: &ObjectInfo,
@@ -167,14 +131,17 @@ pub(crate) async fn streamed_copy(
     target_key: &str,
     options: &WriteOptions,
 ) -> Result<Streamed> {
-    let out = open(source, &source_object.key, None).await?;
-    let stored = full_object_checksum(&out);
-    let mut headers = headers_of!(out);
-    if out.tag_count().unwrap_or_default() > 0 {
-        headers.tagging = tagging(source, &source_object.key).await?;
+    let download = open(source, &source_object.key, None).await?;
+    let stored = download.head.checksum.clone();
+    let mut headers = download.head.headers.clone();
+    if download.head.tag_count > 0 {
+        headers.tagging = source
+            .store
+            .tagging(&source.name, &source_object.key)
+            .await?;
     }
-    let size = out.content_length().unwrap_or_default().max(0) as u64;
-    let mut body = out.body.into_async_read();
+    let size = download.head.info.size;
+    let mut body = download.body;
     let preferred = stored.as_ref().map(|(algorithm, _)| algorithm.clone());
     let (written, expected) = upload_stream(
         &mut body, size, &headers, target, target_key, options, preferred,
@@ -222,29 +189,22 @@ pub(crate) async fn upload_stream<R: tokio::io::AsyncRead + Unpin>(
             checksum: RunningChecksum::of(&algorithm, &buffer),
             algorithm,
         };
-        let put = target
-            .client
-            .put_object()
-            .bucket(&target.name)
-            .key(key)
-            .checksum_algorithm(expected.algorithm.clone())
-            .body(ByteStream::from(buffer));
-        let mut put = with_checksum!(put, &expected.algorithm, &expected.checksum);
-        put = with_write_options!(with_headers!(put, headers), options);
-        let out = put
-            .send()
-            .await
-            .map_err(aws_error)
-            .with_context(|| format!("writing s3://{}/{key}", target.name))?;
-        let written = Written {
-            etag: out.e_tag().unwrap_or_default().to_string(),
-            checksum: checksum_in!(out, &expected.algorithm),
-            version: out.version_id().map(str::to_owned),
-        };
+        let written = target
+            .store
+            .put(
+                &target.name,
+                key,
+                buffer,
+                headers,
+                options,
+                Some((&expected.algorithm, &expected.checksum)),
+            )
+            .await?;
         return Ok((written, expected));
     }
-    let upload = Multipart::start(target, key, headers, options, Some(algorithm.clone())).await?;
+    let upload = Multipart::start(target, key, headers, options, Some(&algorithm)).await?;
     let result = async {
+        let mut parts = Vec::new();
         let mut part_digests = Vec::new();
         let mut whole = RunningChecksum::new(&algorithm);
         let mut total = 0u64;
@@ -260,25 +220,25 @@ pub(crate) async fn upload_stream<R: tokio::io::AsyncRead + Unpin>(
                 break;
             }
             total += part.len() as u64;
-            let digest = Md5::digest(&part);
-            part_digests.extend_from_slice(&digest);
+            part_digests.extend_from_slice(&Md5::digest(&part));
             whole.update(&part);
             let part_checksum = RunningChecksum::of(&algorithm, &part);
-            let request = target
-                .client
-                .upload_part()
-                .bucket(&target.name)
-                .key(key)
-                .upload_id(&upload.id)
-                .part_number(number)
-                .checksum_algorithm(algorithm.clone())
-                .body(ByteStream::from(part));
-            let out = with_checksum!(request, &algorithm, &part_checksum)
-                .send()
-                .await
-                .map_err(aws_error)
-                .with_context(|| format!("writing part {number} of s3://{}/{key}", target.name))?;
-            upload.parts_push(number, out.e_tag().unwrap_or_default(), Some(part_checksum));
+            let etag = target
+                .store
+                .upload_part(
+                    &target.name,
+                    key,
+                    &upload.id,
+                    number,
+                    part,
+                    Some((&algorithm, &part_checksum)),
+                )
+                .await?;
+            parts.push(Part {
+                number,
+                etag,
+                checksum: Some(part_checksum),
+            });
             number += 1;
         }
         if total != size {
@@ -293,43 +253,20 @@ pub(crate) async fn upload_stream<R: tokio::io::AsyncRead + Unpin>(
             checksum: whole.base64(),
             algorithm: algorithm.clone(),
         };
-        let written = upload.complete(Some(&expected.checksum)).await?;
+        let written = upload
+            .complete(parts, Some((&algorithm, &expected.checksum)))
+            .await?;
         Ok((written, expected))
     }
     .await;
-    upload_result(result, &upload).await
+    upload.finish(result).await
 }
 
-fn parse_expires(expires: &Option<String>) -> Option<DateTime> {
-    expires
-        .as_deref()
-        .and_then(|s| DateTime::from_str(s, DateTimeFormat::HttpDate).ok())
-}
-
-/// Aborts the upload when the parts could not be written, so no orphan parts are left
-/// billing storage in the target.
-async fn upload_result<T>(result: Result<T>, upload: &Multipart<'_>) -> Result<T> {
-    if result.is_err() {
-        let _ = upload
-            .target
-            .client
-            .abort_multipart_upload()
-            .bucket(&upload.target.name)
-            .key(upload.key)
-            .upload_id(&upload.id)
-            .send()
-            .await;
-    }
-    result
-}
-
+/// A multipart upload under way.
 struct Multipart<'a> {
     target: &'a Bucket,
     key: &'a str,
     id: String,
-    /// The algorithm of the parts' and the whole object's checksums, if they carry any.
-    checksum: Option<ChecksumAlgorithm>,
-    parts: std::sync::Mutex<Vec<CompletedPart>>,
 }
 
 impl<'a> Multipart<'a> {
@@ -340,104 +277,36 @@ impl<'a> Multipart<'a> {
         key: &'a str,
         headers: &Headers,
         options: &WriteOptions,
-        checksum: Option<ChecksumAlgorithm>,
+        checksum: Option<&ChecksumAlgorithm>,
     ) -> Result<Multipart<'a>> {
-        let mut create = target
-            .client
-            .create_multipart_upload()
-            .bucket(&target.name)
-            .key(key);
-        if let Some(algorithm) = &checksum {
-            create = create
-                .checksum_algorithm(algorithm.clone())
-                .checksum_type(ChecksumType::FullObject);
-        }
-        let out = with_write_options!(with_headers!(create, headers), options)
-            .send()
-            .await
-            .map_err(aws_error)
-            .with_context(|| {
-                format!("starting a multipart upload to s3://{}/{key}", target.name)
-            })?;
-        Ok(Multipart {
-            target,
-            key,
-            id: out.upload_id().unwrap_or_default().to_string(),
-            checksum,
-            parts: Default::default(),
-        })
-    }
-
-    /// Notes a part written; `checksum` is in the upload's algorithm.
-    fn parts_push(&self, number: i32, etag: &str, checksum: Option<String>) {
-        let mut part = CompletedPart::builder().part_number(number).e_tag(etag);
-        if let (Some(algorithm), Some(value)) = (&self.checksum, checksum) {
-            part = with_checksum!(part, algorithm, value);
-        }
-        let part = part.build();
-        self.parts
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(part);
+        let id = target
+            .store
+            .create_multipart(&target.name, key, headers, options, checksum)
+            .await?;
+        Ok(Multipart { target, key, id })
     }
 
     /// Completes the upload; `checksum` is the whole object's, when the parts carry theirs.
-    async fn complete(&self, checksum: Option<&str>) -> Result<Written> {
-        let mut parts = std::mem::take(&mut *self.parts.lock().unwrap_or_else(|e| e.into_inner()));
-        parts.sort_by_key(|p| p.part_number());
-        let mut complete = self
-            .target
-            .client
-            .complete_multipart_upload()
-            .bucket(&self.target.name)
-            .key(self.key)
-            .upload_id(&self.id);
-        if let (Some(algorithm), Some(value)) = (&self.checksum, checksum) {
-            complete =
-                with_checksum!(complete, algorithm, value).checksum_type(ChecksumType::FullObject);
-        }
-        let out = complete
-            .multipart_upload(
-                CompletedMultipartUpload::builder()
-                    .set_parts(Some(parts))
-                    .build(),
-            )
-            .send()
+    async fn complete(
+        &self,
+        parts: Vec<Part>,
+        checksum: Option<(&ChecksumAlgorithm, &str)>,
+    ) -> Result<Written> {
+        self.target
+            .store
+            .complete_multipart(&self.target.name, self.key, &self.id, parts, checksum)
             .await
-            .map_err(aws_error)
-            .with_context(|| {
-                format!(
-                    "completing the upload of s3://{}/{}",
-                    self.target.name, self.key
-                )
-            })?;
-        Ok(Written {
-            etag: out.e_tag().unwrap_or_default().to_string(),
-            checksum: self
-                .checksum
-                .as_ref()
-                .and_then(|algorithm| checksum_in!(out, algorithm)),
-            version: out.version_id().map(str::to_owned),
-        })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn copy_source_escapes_all_but_slashes() {
-        assert_eq!(
-            copy_source("b", "a b/c+d#é.png"),
-            "b/a%20b/c%2Bd%23%C3%A9.png"
-        );
     }
 
-    #[test]
-    fn expires_round_trips_http_dates() {
-        let parsed = parse_expires(&Some("Wed, 21 Oct 2015 07:28:00 GMT".into())).unwrap();
-        assert_eq!(parsed.secs(), 1445412480);
-        assert!(parse_expires(&Some("not a date".into())).is_none());
+    /// Aborts the upload when the parts could not be written, so no orphan parts are
+    /// left billing storage in the target.
+    async fn finish<T>(&self, result: Result<T>) -> Result<T> {
+        if result.is_err() {
+            self.target
+                .store
+                .abort_multipart(&self.target.name, self.key, &self.id)
+                .await;
+        }
+        result
     }
 }

@@ -1,16 +1,163 @@
-//! The storage seam: what the engines ask of a table, with DynamoDB behind it in
-//! production (`dynamodb`) and an in-memory table for tests (`memory`), which drive whole
-//! runs (plans, copies, faults and kills at every write, rollbacks) in process.
+//! The storage seam: what the engines ask of a bucket and of a table, one request each,
+//! with S3 (`s3`) and DynamoDB (`dynamodb`) behind them in production and in-memory
+//! stores for tests (`memory`, `memory_objects`), which drive whole runs (plans, copies,
+//! faults and kills at every write, rollbacks) in process.
 
 pub(crate) mod dynamodb;
 #[cfg(test)]
 pub(crate) mod memory;
+pub(crate) mod s3;
 
 use anyhow::Result;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::WriteRequest;
+use aws_sdk_s3::types::ChecksumAlgorithm;
 
 use super::item::Item;
+use super::s3::{Headers, ObjectInfo, Version, WriteOptions, Written};
+
+/// Whether a bucket can be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BucketAccess {
+    Exists,
+    Missing,
+    Denied,
+}
+
+/// One page of a listing in key order, and where the next one starts.
+pub(crate) struct ListPage {
+    pub objects: Vec<ObjectInfo>,
+    pub next: Option<String>,
+}
+
+/// An object as HEAD or GET answers for it.
+#[derive(Debug, Clone)]
+pub(crate) struct Head {
+    pub info: ObjectInfo,
+    pub headers: Headers,
+    /// The stored checksum of the whole object (never a composite one of parts), in the
+    /// algorithm asked for (HEAD) or the strongest it has (GET).
+    pub checksum: Option<(ChecksumAlgorithm, String)>,
+    pub tag_count: i32,
+}
+
+/// A GET's answer, its body read as it is consumed; a whole-object read is checked
+/// against the stored checksum as it is read.
+pub(crate) struct Download {
+    pub head: Head,
+    pub body: Box<dyn tokio::io::AsyncRead + Send + Unpin>,
+}
+
+/// The object a server-side copy reads.
+pub(crate) struct CopySource<'a> {
+    pub bucket: &'a str,
+    pub key: &'a str,
+    /// The account that must own the source bucket.
+    pub expected_owner: Option<&'a str>,
+}
+
+/// A part of a multipart upload, as the completion lists it.
+#[derive(Debug, Clone)]
+pub(crate) struct Part {
+    pub number: i32,
+    pub etag: String,
+    pub checksum: Option<String>,
+}
+
+/// An S3-like object store: one request each (the SDK retries a request).
+#[async_trait]
+pub(crate) trait ObjectStore: Send + Sync + std::fmt::Debug {
+    async fn bucket_access(&self, bucket: &str) -> Result<BucketAccess>;
+    /// Creates the bucket (None: the endpoint's default region); one this account
+    /// already owns is fine.
+    async fn create_bucket(&self, bucket: &str, region: Option<&str>) -> Result<()>;
+    /// Makes the bucket private, encrypted, versioned, old versions expiring after
+    /// `keep_days`: each setting with its outcome.
+    async fn make_private(&self, bucket: &str, keep_days: i32) -> Vec<(&'static str, Result<()>)>;
+    async fn list_page(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        start: Option<String>,
+    ) -> Result<ListPage>;
+    /// None when there is no such object. `checksum`: the stored checksum wanted.
+    async fn head(
+        &self,
+        bucket: &str,
+        key: &str,
+        checksum: Option<&ChecksumAlgorithm>,
+    ) -> Result<Option<Head>>;
+    /// The object's tags, URL-encoded as `x-amz-tagging` takes them; None without any.
+    async fn tagging(&self, bucket: &str, key: &str) -> Result<Option<String>>;
+    /// The whole object, or bytes `start..end` of it.
+    async fn get(&self, bucket: &str, key: &str, range: Option<(u64, u64)>) -> Result<Download>;
+    /// Writes an object in one request; `checksum` is checked by the store and kept.
+    async fn put(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Vec<u8>,
+        headers: &Headers,
+        options: &WriteOptions,
+        checksum: Option<(&ChecksumAlgorithm, &str)>,
+    ) -> Result<Written>;
+    /// Copies an object inside the store, headers and tags included; the store computes
+    /// the copy's checksum in `algorithm`.
+    async fn copy(
+        &self,
+        from: &CopySource<'_>,
+        bucket: &str,
+        key: &str,
+        options: &WriteOptions,
+        algorithm: &ChecksumAlgorithm,
+    ) -> Result<Written>;
+    /// Starts a multipart upload; `checksum`: the parts and the whole carry checksums
+    /// in this algorithm, the whole one full-object.
+    async fn create_multipart(
+        &self,
+        bucket: &str,
+        key: &str,
+        headers: &Headers,
+        options: &WriteOptions,
+        checksum: Option<&ChecksumAlgorithm>,
+    ) -> Result<String>;
+    /// Writes a part; returns its ETag.
+    async fn upload_part(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload: &str,
+        number: i32,
+        body: Vec<u8>,
+        checksum: Option<(&ChecksumAlgorithm, &str)>,
+    ) -> Result<String>;
+    /// Copies bytes `start..=end` of `from` as a part; returns its ETag.
+    async fn upload_part_copy(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload: &str,
+        number: i32,
+        from: &CopySource<'_>,
+        range: (u64, u64),
+    ) -> Result<String>;
+    async fn complete_multipart(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload: &str,
+        parts: Vec<Part>,
+        checksum: Option<(&ChecksumAlgorithm, &str)>,
+    ) -> Result<Written>;
+    async fn abort_multipart(&self, bucket: &str, key: &str, upload: &str);
+    /// Deletes the current object; on a versioned bucket the answer is the ID of the
+    /// delete marker that hides it.
+    async fn delete(&self, bucket: &str, key: &str) -> Result<Option<String>>;
+    async fn delete_version(&self, bucket: &str, key: &str, version: &str) -> Result<()>;
+    async fn versioning_enabled(&self, bucket: &str) -> Result<bool>;
+    /// Every version and delete marker of exactly `key`, newest first.
+    async fn versions(&self, bucket: &str, key: &str) -> Result<Vec<Version>>;
+}
 
 /// What a copy needs to know about a table.
 #[derive(Debug, Clone, PartialEq, Eq)]

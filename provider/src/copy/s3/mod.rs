@@ -88,6 +88,8 @@ pub(crate) mod provision;
 mod transfer;
 mod versions;
 
+#[cfg(test)]
+pub(crate) use checksum::RunningChecksum;
 pub use list::Lister;
 pub(crate) use transfer::Streamed;
 pub use transfer::{server_side_copy, Written};
@@ -202,9 +204,25 @@ async fn read_all(mut download: Download, bucket: &Bucket, key: &str) -> Result<
 
 /// Downloads an object to a file, in bounded memory; returns the MD5 of its bytes.
 pub(crate) async fn download(bucket: &Bucket, key: &str, path: &std::path::Path) -> Result<String> {
+    let mut file = tokio::fs::File::create(path).await?;
+    let md5 = read_through(bucket, key, Some(&mut file)).await?;
+    tokio::io::AsyncWriteExt::flush(&mut file).await?;
+    Ok(md5)
+}
+
+/// The MD5 of an object's bytes, read in bounded memory.
+pub(crate) async fn content_md5(bucket: &Bucket, key: &str) -> Result<String> {
+    read_through(bucket, key, None::<&mut tokio::fs::File>).await
+}
+
+/// Reads an object a megabyte at a time, into `to` when given; returns the MD5 of it.
+async fn read_through<W: tokio::io::AsyncWrite + Unpin>(
+    bucket: &Bucket,
+    key: &str,
+    mut to: Option<&mut W>,
+) -> Result<String> {
     use tokio::io::AsyncWriteExt;
     let mut body = open(bucket, key, None).await?.body;
-    let mut file = tokio::fs::File::create(path).await?;
     let mut md5 = Md5::new();
     let mut buffer = vec![0u8; 1 << 20];
     loop {
@@ -216,9 +234,10 @@ pub(crate) async fn download(bucket: &Bucket, key: &str, path: &std::path::Path)
             break;
         }
         md5.update(&buffer[..read]);
-        file.write_all(&buffer[..read]).await?;
+        if let Some(to) = to.as_mut() {
+            to.write_all(&buffer[..read]).await?;
+        }
     }
-    file.flush().await?;
     Ok(hex::encode(md5.finalize()))
 }
 

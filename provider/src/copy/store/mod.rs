@@ -6,6 +6,8 @@
 pub(crate) mod dynamodb;
 #[cfg(test)]
 pub(crate) mod memory;
+#[cfg(test)]
+pub(crate) mod memory_objects;
 pub(crate) mod s3;
 
 use anyhow::Result;

@@ -4,6 +4,8 @@
 //! write (`verify`), and rolls back from the journal (`rollback`).
 
 mod decide;
+#[cfg(test)]
+mod engine_tests;
 mod records;
 mod rollback;
 mod verify;

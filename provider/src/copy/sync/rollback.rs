@@ -171,6 +171,7 @@ async fn rollback_key(
             return Ok(Outcome::Untouched);
         }
         current_etag == Some(entry.source_etag.as_str())
+            || holds_source_content(target, key, &entry.source_etag).await?
     };
     if !ours {
         return Ok(Outcome::LeftAlone);
@@ -189,6 +190,18 @@ async fn rollback_key(
             Ok(Outcome::Deleted)
         }
     }
+}
+
+/// Whether `key` holds the content of a single-part source object whose ETag is the
+/// MD5 `source_etag`: a copy written in parts or encrypted with KMS has another ETag,
+/// so a write that landed unconfirmed is told by reading it. A multipart source's ETag
+/// names no content, and proves nothing.
+async fn holds_source_content(target: &Bucket, key: &str, source_etag: &str) -> Result<bool> {
+    let md5 = source_etag.trim_matches('"');
+    if md5.len() != 32 || !md5.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Ok(false);
+    }
+    Ok(s3::content_md5(target, key).await? == md5)
 }
 
 /// On a versioned target: removes the versions and delete markers this resource

@@ -1,0 +1,492 @@
+//! An object store in memory, for tests: buckets as S3 keeps them (listing pages,
+//! ETags as MD5s or MD5s of parts, whole-object checksums checked on receipt and kept,
+//! multipart uploads, tags), with a kill after a given number of writes.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{anyhow, bail, Result};
+use async_trait::async_trait;
+use aws_sdk_s3::types::ChecksumAlgorithm;
+use md5::{Digest, Md5};
+use tokio::sync::Notify;
+
+use super::{BucketAccess, CopySource, Download, Head, ListPage, ObjectStore, Part};
+use crate::copy::s3::{Headers, ObjectInfo, RunningChecksum, Version, WriteOptions, Written};
+
+/// Keys a listing page holds: small, so tests page.
+const PAGE: usize = 7;
+
+#[derive(Debug, Default)]
+pub(crate) struct MemoryObjects {
+    state: Mutex<State>,
+    /// Told when a write reached the kill point: the run awaiting it is to be dropped.
+    killed: Notify,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    buckets: BTreeMap<String, BTreeMap<String, Stored>>,
+    uploads: HashMap<String, Upload>,
+    next_upload: u64,
+    kill: Option<Kill>,
+    /// Writes (puts, copies, completed uploads, deletes) applied so far.
+    writes: u64,
+}
+
+/// An object as the store keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Stored {
+    pub bytes: Arc<Vec<u8>>,
+    pub headers: Headers,
+    pub etag: String,
+    /// The whole object's checksum, None for a multipart upload without one.
+    pub checksum: Option<(ChecksumAlgorithm, String)>,
+}
+
+#[derive(Debug)]
+struct Upload {
+    headers: Headers,
+    checksum: Option<ChecksumAlgorithm>,
+    /// Each part's bytes and ETag.
+    parts: BTreeMap<i32, (Vec<u8>, String)>,
+}
+
+/// Where a run is killed: at write `at` (counting from 0), which lands first when
+/// `lands` (the request reached the store, its answer never came back).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Kill {
+    pub at: u64,
+    pub lands: bool,
+}
+
+fn md5_etag(bytes: &[u8]) -> String {
+    format!("\"{}\"", hex::encode(Md5::digest(bytes)))
+}
+
+fn info(key: &str, stored: &Stored) -> ObjectInfo {
+    ObjectInfo {
+        key: key.to_string(),
+        size: stored.bytes.len() as u64,
+        etag: stored.etag.clone(),
+        modified: 0,
+        archived: None,
+        checksum_algorithm: stored
+            .checksum
+            .as_ref()
+            .map(|(algorithm, _)| algorithm.as_str().to_string()),
+    }
+}
+
+fn check(algorithm: &ChecksumAlgorithm, value: &str, bytes: &[u8]) -> Result<()> {
+    let computed = RunningChecksum::of(algorithm, bytes);
+    if computed != value {
+        bail!(
+            "BadDigest: the {} checksum {value} does not match the body's {computed}",
+            algorithm.as_str()
+        );
+    }
+    Ok(())
+}
+
+impl MemoryObjects {
+    pub(crate) fn new() -> Arc<MemoryObjects> {
+        Arc::new(MemoryObjects::default())
+    }
+
+    /// Another store holding the same buckets and objects (the bytes are shared).
+    pub(crate) fn fork(&self) -> Arc<MemoryObjects> {
+        let state = self.lock();
+        Arc::new(MemoryObjects {
+            state: Mutex::new(State {
+                buckets: state.buckets.clone(),
+                ..State::default()
+            }),
+            killed: Notify::new(),
+        })
+    }
+
+    pub(crate) fn create(&self, bucket: &str) {
+        self.lock()
+            .buckets
+            .insert(bucket.to_string(), BTreeMap::new());
+    }
+
+    /// Puts an object as another writer would (not counted as a write of the run).
+    pub(crate) fn put_object(&self, bucket: &str, key: &str, bytes: &[u8], headers: Headers) {
+        let algorithm = ChecksumAlgorithm::Crc64Nvme;
+        let stored = Stored {
+            checksum: Some((algorithm.clone(), RunningChecksum::of(&algorithm, bytes))),
+            etag: md5_etag(bytes),
+            bytes: Arc::new(bytes.to_vec()),
+            headers,
+        };
+        self.lock()
+            .buckets
+            .get_mut(bucket)
+            .expect("created")
+            .insert(key.to_string(), stored);
+    }
+
+    /// Every object of `bucket`, by key.
+    pub(crate) fn objects(&self, bucket: &str) -> BTreeMap<String, Stored> {
+        self.lock().buckets[bucket].clone()
+    }
+
+    pub(crate) fn set_kill(&self, kill: Option<Kill>) {
+        self.lock().kill = kill;
+    }
+
+    pub(crate) fn writes(&self) -> u64 {
+        self.lock().writes
+    }
+
+    /// Resolves once a write reached the kill point.
+    pub(crate) async fn killed(&self) {
+        self.killed.notified().await
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Applies one write, or, at the kill point, applies it when it lands and never
+    /// answers.
+    async fn write<T>(&self, apply: impl FnOnce(&mut State) -> Result<T>) -> Result<T> {
+        let killed = {
+            let mut state = self.lock();
+            match state.kill {
+                Some(kill) if state.writes >= kill.at => {
+                    if kill.lands && state.writes == kill.at {
+                        state.writes += 1;
+                        apply(&mut state)?;
+                    }
+                    true
+                }
+                _ => {
+                    state.writes += 1;
+                    return apply(&mut state);
+                }
+            }
+        };
+        if killed {
+            self.killed.notify_one();
+        }
+        std::future::pending().await
+    }
+
+    fn read(&self, bucket: &str, key: &str) -> Result<Stored> {
+        self.lock()
+            .buckets
+            .get(bucket)
+            .ok_or_else(|| anyhow!("NoSuchBucket: {bucket}"))?
+            .get(key)
+            .cloned()
+            .ok_or_else(|| anyhow!("NoSuchKey: s3://{bucket}/{key}"))
+    }
+}
+
+fn bucket_mut<'a>(state: &'a mut State, bucket: &str) -> Result<&'a mut BTreeMap<String, Stored>> {
+    state
+        .buckets
+        .get_mut(bucket)
+        .ok_or_else(|| anyhow!("NoSuchBucket: {bucket}"))
+}
+
+#[async_trait]
+impl ObjectStore for MemoryObjects {
+    async fn bucket_access(&self, bucket: &str) -> Result<BucketAccess> {
+        Ok(match self.lock().buckets.contains_key(bucket) {
+            true => BucketAccess::Exists,
+            false => BucketAccess::Missing,
+        })
+    }
+
+    async fn create_bucket(&self, bucket: &str, _region: Option<&str>) -> Result<()> {
+        self.lock().buckets.entry(bucket.to_string()).or_default();
+        Ok(())
+    }
+
+    async fn make_private(
+        &self,
+        _bucket: &str,
+        _keep_days: i32,
+    ) -> Vec<(&'static str, Result<()>)> {
+        Vec::new()
+    }
+
+    async fn list_page(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        start: Option<String>,
+    ) -> Result<ListPage> {
+        let state = self.lock();
+        let objects = state
+            .buckets
+            .get(bucket)
+            .ok_or_else(|| anyhow!("NoSuchBucket: {bucket}"))?;
+        let page: Vec<ObjectInfo> = objects
+            .iter()
+            .filter(|(key, _)| key.starts_with(prefix))
+            .filter(|(key, _)| start.as_ref().is_none_or(|after| *key > after))
+            .take(PAGE + 1)
+            .map(|(key, stored)| info(key, stored))
+            .collect();
+        let more = page.len() > PAGE;
+        let objects: Vec<ObjectInfo> = page.into_iter().take(PAGE).collect();
+        let next = more
+            .then(|| objects.last().map(|o| o.key.clone()))
+            .flatten();
+        Ok(ListPage { objects, next })
+    }
+
+    async fn head(
+        &self,
+        bucket: &str,
+        key: &str,
+        checksum: Option<&ChecksumAlgorithm>,
+    ) -> Result<Option<Head>> {
+        let Ok(stored) = self.read(bucket, key) else {
+            return Ok(None);
+        };
+        Ok(Some(Head {
+            info: info(key, &stored),
+            headers: Headers {
+                tagging: None,
+                ..stored.headers.clone()
+            },
+            checksum: stored
+                .checksum
+                .clone()
+                .filter(|(algorithm, _)| Some(algorithm) == checksum),
+            tag_count: i32::from(stored.headers.tagging.is_some()),
+        }))
+    }
+
+    async fn tagging(&self, bucket: &str, key: &str) -> Result<Option<String>> {
+        Ok(self.read(bucket, key)?.headers.tagging)
+    }
+
+    async fn get(&self, bucket: &str, key: &str, range: Option<(u64, u64)>) -> Result<Download> {
+        let stored = self.read(bucket, key)?;
+        let bytes = match range {
+            Some((start, end)) => {
+                let end = (end as usize).min(stored.bytes.len());
+                stored.bytes[(start as usize).min(end)..end].to_vec()
+            }
+            None => stored.bytes.to_vec(),
+        };
+        let head = Head {
+            info: info(key, &stored),
+            headers: Headers {
+                tagging: None,
+                ..stored.headers.clone()
+            },
+            checksum: stored.checksum.clone().filter(|_| range.is_none()),
+            tag_count: i32::from(stored.headers.tagging.is_some()),
+        };
+        Ok(Download {
+            head,
+            body: Box::new(std::io::Cursor::new(bytes)),
+        })
+    }
+
+    async fn put(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Vec<u8>,
+        headers: &Headers,
+        _options: &WriteOptions,
+        checksum: Option<(&ChecksumAlgorithm, &str)>,
+    ) -> Result<Written> {
+        if let Some((algorithm, value)) = checksum {
+            check(algorithm, value, &body)?;
+        }
+        // S3 keeps a CRC64NVME of every new object unless another is asked for.
+        let algorithm = checksum
+            .map(|(a, _)| a.clone())
+            .unwrap_or(ChecksumAlgorithm::Crc64Nvme);
+        let stored = Stored {
+            checksum: Some((algorithm.clone(), RunningChecksum::of(&algorithm, &body))),
+            etag: md5_etag(&body),
+            bytes: Arc::new(body),
+            headers: headers.clone(),
+        };
+        let written = Written {
+            etag: stored.etag.clone(),
+            checksum: checksum.and(stored.checksum.as_ref().map(|(_, v)| v.clone())),
+            version: None,
+        };
+        self.write(|state| {
+            bucket_mut(state, bucket)?.insert(key.to_string(), stored);
+            Ok(written)
+        })
+        .await
+    }
+
+    async fn copy(
+        &self,
+        from: &CopySource<'_>,
+        bucket: &str,
+        key: &str,
+        _options: &WriteOptions,
+        algorithm: &ChecksumAlgorithm,
+    ) -> Result<Written> {
+        let source = self.read(from.bucket, from.key)?;
+        let checksum = RunningChecksum::of(algorithm, &source.bytes);
+        // A copy is written in one piece: its ETag is its MD5, a single-part source's too.
+        let etag = match source.etag.contains('-') {
+            true => md5_etag(&source.bytes),
+            false => source.etag.clone(),
+        };
+        let stored = Stored {
+            etag,
+            checksum: Some((algorithm.clone(), checksum.clone())),
+            ..source
+        };
+        let written = Written {
+            etag: stored.etag.clone(),
+            checksum: Some(checksum),
+            version: None,
+        };
+        self.write(|state| {
+            bucket_mut(state, bucket)?.insert(key.to_string(), stored);
+            Ok(written)
+        })
+        .await
+    }
+
+    async fn create_multipart(
+        &self,
+        _bucket: &str,
+        _key: &str,
+        headers: &Headers,
+        _options: &WriteOptions,
+        checksum: Option<&ChecksumAlgorithm>,
+    ) -> Result<String> {
+        let mut state = self.lock();
+        state.next_upload += 1;
+        let id = format!("upload-{}", state.next_upload);
+        state.uploads.insert(
+            id.clone(),
+            Upload {
+                headers: headers.clone(),
+                checksum: checksum.cloned(),
+                parts: BTreeMap::new(),
+            },
+        );
+        Ok(id)
+    }
+
+    async fn upload_part(
+        &self,
+        _bucket: &str,
+        _key: &str,
+        upload: &str,
+        number: i32,
+        body: Vec<u8>,
+        checksum: Option<(&ChecksumAlgorithm, &str)>,
+    ) -> Result<String> {
+        if let Some((algorithm, value)) = checksum {
+            check(algorithm, value, &body)?;
+        }
+        let etag = md5_etag(&body);
+        let mut state = self.lock();
+        let upload = state
+            .uploads
+            .get_mut(upload)
+            .ok_or_else(|| anyhow!("NoSuchUpload: {upload}"))?;
+        upload.parts.insert(number, (body, etag.clone()));
+        Ok(etag)
+    }
+
+    async fn upload_part_copy(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload: &str,
+        number: i32,
+        from: &CopySource<'_>,
+        (start, end): (u64, u64),
+    ) -> Result<String> {
+        let source = self.read(from.bucket, from.key)?;
+        let part = source.bytes[start as usize..=end as usize].to_vec();
+        self.upload_part(bucket, key, upload, number, part, None)
+            .await
+    }
+
+    async fn complete_multipart(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload: &str,
+        parts: Vec<Part>,
+        checksum: Option<(&ChecksumAlgorithm, &str)>,
+    ) -> Result<Written> {
+        let Some(uploaded) = self.lock().uploads.remove(upload) else {
+            bail!("NoSuchUpload: {upload}");
+        };
+        let mut bytes = Vec::new();
+        let mut digests = Vec::new();
+        for part in &parts {
+            let (body, etag) = uploaded
+                .parts
+                .get(&part.number)
+                .ok_or_else(|| anyhow!("InvalidPart: {}", part.number))?;
+            if *etag != part.etag {
+                bail!("InvalidPart: part {} has another ETag", part.number);
+            }
+            digests.extend_from_slice(&hex::decode(etag.trim_matches('"'))?);
+            bytes.extend_from_slice(body);
+        }
+        let whole = match (checksum, &uploaded.checksum) {
+            (Some((algorithm, value)), Some(_)) => {
+                check(algorithm, value, &bytes)?;
+                Some((algorithm.clone(), value.to_string()))
+            }
+            _ => None,
+        };
+        let stored = Stored {
+            etag: format!("\"{}-{}\"", hex::encode(Md5::digest(&digests)), parts.len()),
+            checksum: whole.clone(),
+            bytes: Arc::new(bytes),
+            headers: uploaded.headers,
+        };
+        let written = Written {
+            etag: stored.etag.clone(),
+            checksum: whole.map(|(_, value)| value),
+            version: None,
+        };
+        self.write(|state| {
+            bucket_mut(state, bucket)?.insert(key.to_string(), stored);
+            Ok(written)
+        })
+        .await
+    }
+
+    async fn abort_multipart(&self, _bucket: &str, _key: &str, upload: &str) {
+        self.lock().uploads.remove(upload);
+    }
+
+    async fn delete(&self, bucket: &str, key: &str) -> Result<Option<String>> {
+        self.write(|state| {
+            bucket_mut(state, bucket)?.remove(key);
+            Ok(None)
+        })
+        .await
+    }
+
+    async fn delete_version(&self, bucket: &str, key: &str, version: &str) -> Result<()> {
+        bail!("s3://{bucket}/{key}: no version {version}: this store keeps no versions")
+    }
+
+    async fn versioning_enabled(&self, _bucket: &str) -> Result<bool> {
+        Ok(false)
+    }
+
+    async fn versions(&self, _bucket: &str, _key: &str) -> Result<Vec<Version>> {
+        Ok(Vec::new())
+    }
+}

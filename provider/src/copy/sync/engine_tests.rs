@@ -1,0 +1,274 @@
+//! Whole bucket syncs in process, on the in-memory object store and a file journal:
+//! plan, copy, verify and rollback, server side and streamed (multipart too); a kill at
+//! every write, the write landing or not, then a rollback or a resumed sync; edits
+//! between runs. No services needed.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use tempfile::TempDir;
+
+use super::{plan, rollback, run, Archived, OnConflict, SyncSpec};
+use crate::connection::SideClients;
+use crate::copy::filter::KeyFilter;
+use crate::copy::journal::{Journal, Location};
+use crate::copy::progress::Silent;
+use crate::copy::s3::{Bucket, Headers, PART_SIZE};
+use crate::copy::store::memory_objects::{Kill, MemoryObjects, Stored};
+
+/// A dev bucket of 12 images (one larger than a part, with tags and headers) and a prod
+/// bucket holding 3 of those keys with prod's own content and 2 keys of its own.
+struct World {
+    store: Arc<MemoryObjects>,
+    journal_dir: TempDir,
+}
+
+/// An object's bytes, compared in full and shown by size, so a failure prints short.
+#[derive(PartialEq, Eq)]
+struct Content(Arc<Vec<u8>>);
+
+impl std::fmt::Debug for Content {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let start = String::from_utf8_lossy(&self.0[..self.0.len().min(16)]).into_owned();
+        write!(f, "{} bytes: {start:?}...", self.0.len())
+    }
+}
+
+fn image(n: usize) -> Vec<u8> {
+    format!("dev image {n} ").repeat(50 + n).into_bytes()
+}
+
+impl World {
+    fn new() -> World {
+        static DATA: std::sync::OnceLock<Arc<MemoryObjects>> = std::sync::OnceLock::new();
+        World {
+            store: DATA.get_or_init(World::data).fork(),
+            journal_dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    fn data() -> Arc<MemoryObjects> {
+        let store = MemoryObjects::new();
+        store.create("dev");
+        store.create("prod");
+        for n in 0..12 {
+            store.put_object(
+                "dev",
+                &format!("img/{n:02}.png"),
+                &image(n),
+                Headers::default(),
+            );
+        }
+        let tagged = Headers {
+            content_type: Some("image/tiff".into()),
+            tagging: Some("team=ml".into()),
+            ..Headers::default()
+        };
+        let large = b"0123456789abcdef".repeat(PART_SIZE as usize / 16 + 100);
+        store.put_object("dev", "img/large.tiff", &large, tagged);
+        for n in 0..3 {
+            store.put_object(
+                "prod",
+                &format!("img/{n:02}.png"),
+                format!("prod's own {n}").as_bytes(),
+                Headers::default(),
+            );
+        }
+        for n in 0..2 {
+            store.put_object(
+                "prod",
+                &format!("keep/{n}.txt"),
+                b"prod only",
+                Headers::default(),
+            );
+        }
+        store
+    }
+
+    fn bucket(&self, name: &str) -> Bucket {
+        Bucket {
+            store: self.store.clone(),
+            name: name.to_string(),
+            expected_owner: None,
+        }
+    }
+
+    fn spec(&self, server_side: bool) -> SyncSpec {
+        SyncSpec {
+            source: self.bucket("dev"),
+            source_prefix: "img/".into(),
+            target: self.bucket("prod"),
+            target_prefix: "img/".into(),
+            server_side,
+            filter: KeyFilter::default(),
+            on_conflict: OnConflict::Overwrite,
+            delete_extraneous: false,
+            archived: Archived::Fail,
+            write: Default::default(),
+        }
+    }
+
+    /// The journal a run opens, as a new process (a resumed run, a destroy) opens it.
+    async fn journal(&self) -> Journal {
+        let location = Location::File(self.journal_dir.path().join("prod/stack/sync"));
+        Journal::open_at(&location, &SideClients::new("target", Default::default()))
+            .await
+            .expect("journal")
+    }
+
+    /// Each object's content and headers, by key.
+    fn contents(&self, bucket: &str) -> BTreeMap<String, (Content, Headers)> {
+        self.store
+            .objects(bucket)
+            .into_iter()
+            .map(|(key, Stored { bytes, headers, .. })| (key, (Content(bytes), headers)))
+            .collect()
+    }
+
+    /// Prod after a finished sync: dev's objects over it, prod's own keys kept.
+    fn synced(&self) -> BTreeMap<String, (Content, Headers)> {
+        let mut expected = self.contents("dev");
+        expected.extend(
+            self.contents("prod")
+                .into_iter()
+                .filter(|(key, _)| key.starts_with("keep/")),
+        );
+        expected
+    }
+
+    /// Runs a sync that is killed at write `kill.at`: its future is dropped mid-write,
+    /// as a SIGKILL leaves it. False when it finished first.
+    async fn killed_sync(&self, server_side: bool, kill: Kill) -> bool {
+        self.store.set_kill(Some(kill));
+        let spec = self.spec(server_side);
+        let journal = self.journal().await;
+        let killed = tokio::select! {
+            done = run(&spec, &journal, &Silent, |_| Ok(())) => {
+                done.expect("sync");
+                false
+            }
+            _ = self.store.killed() => true,
+        };
+        self.store.set_kill(None);
+        killed
+    }
+}
+
+#[tokio::test]
+async fn a_sync_plans_copies_verifies_and_rolls_back_to_the_original() {
+    for server_side in [true, false] {
+        let world = World::new();
+        let original = world.contents("prod");
+        let spec = world.spec(server_side);
+
+        let planned = plan(&spec, Some(&world.journal().await), &Silent)
+            .await
+            .unwrap();
+        assert_eq!((planned.copied, planned.overwritten), (13, 3));
+        assert_eq!(world.contents("prod"), original, "a plan wrote");
+
+        let done = run(&spec, &world.journal().await, &Silent, |_| Ok(()))
+            .await
+            .unwrap();
+        assert_eq!(
+            (done.copied, done.overwritten),
+            (13, 3),
+            "server side: {server_side}"
+        );
+        assert_eq!(
+            done.verified_by_size, 0,
+            "server side: {server_side}: {done:?}"
+        );
+        assert_eq!(world.contents("prod"), world.synced());
+        let again = plan(&spec, Some(&world.journal().await), &Silent)
+            .await
+            .unwrap();
+        assert_eq!(again.copied, 0, "a second plan finds work: {again:?}");
+
+        let report = rollback(&spec.target, &world.journal().await, &Silent)
+            .await
+            .unwrap();
+        assert_eq!((report.deleted, report.restored), (10, 3));
+        assert!(report.left_alone.is_empty(), "{:?}", report.left_alone);
+        assert_eq!(
+            world.contents("prod"),
+            original,
+            "server side: {server_side}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_sync_killed_at_any_write_rolls_back_or_resumes_exactly() {
+    for server_side in [true, false] {
+        for lands in [false, true] {
+            for at in 0..13 {
+                let kill = Kill { at, lands };
+                let case =
+                    format!("server side {server_side}, kill at write {at}, landing {lands}");
+                let killed = World::new();
+                let original = killed.contents("prod");
+                assert!(killed.killed_sync(server_side, kill).await, "{case}");
+                assert_eq!(killed.store.writes(), at + u64::from(lands), "{case}");
+                let spec = killed.spec(server_side);
+                let report = rollback(&spec.target, &killed.journal().await, &Silent)
+                    .await
+                    .unwrap();
+                assert_eq!(killed.contents("prod"), original, "rollback: {case}");
+                assert!(report.left_alone.is_empty(), "{case}: {report:?}");
+
+                let resumed = World::new();
+                assert!(resumed.killed_sync(server_side, kill).await, "{case}");
+                let spec = resumed.spec(server_side);
+                run(&spec, &resumed.journal().await, &Silent, |_| Ok(()))
+                    .await
+                    .unwrap();
+                assert_eq!(resumed.contents("prod"), resumed.synced(), "resume: {case}");
+                rollback(&spec.target, &resumed.journal().await, &Silent)
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    resumed.contents("prod"),
+                    original,
+                    "rollback after resume: {case}"
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_object_prod_edits_after_the_sync_is_theirs_and_survives_rollback() {
+    let world = World::new();
+    let spec = world.spec(true);
+    run(&spec, &world.journal().await, &Silent, |_| Ok(()))
+        .await
+        .unwrap();
+    world.store.put_object(
+        "prod",
+        "img/05.png",
+        b"edited by the prod app",
+        Headers::default(),
+    );
+    world
+        .store
+        .put_object("dev", "img/05.png", b"new on dev", Headers::default());
+    let skip = SyncSpec {
+        on_conflict: OnConflict::Skip,
+        ..world.spec(true)
+    };
+    let again = run(&skip, &world.journal().await, &Silent, |_| Ok(()))
+        .await
+        .unwrap();
+    assert_eq!(again.copied, 0, "{again:?}");
+    let report = rollback(&spec.target, &world.journal().await, &Silent)
+        .await
+        .unwrap();
+    assert_eq!(report.left_alone, ["img/05.png"]);
+    let prod = world.contents("prod");
+    assert_eq!(
+        prod["img/05.png"].0 .0.as_slice(),
+        b"edited by the prod app"
+    );
+    assert_eq!(prod.len(), 3 + 2 + 1, "{:?}", prod.keys());
+}

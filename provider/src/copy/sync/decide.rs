@@ -70,7 +70,14 @@ pub(crate) struct Decider<'a> {
     pub archived_targets: Vec<(String, String)>,
     /// Target objects to overwrite or delete that are archived: no backup can read them.
     pub archived_target_count: u64,
+    /// Source objects whose target key S3 cannot hold (empty, or too long): a few
+    /// relative keys, and their number.
+    pub unwritable: Vec<String>,
+    pub unwritable_count: u64,
 }
+
+/// S3's limit on a key's length, in UTF-8 bytes.
+const MAX_KEY_BYTES: usize = 1024;
 
 /// How many archived keys an error names.
 const EXAMPLES: usize = 3;
@@ -95,6 +102,8 @@ impl Decider<'_> {
             archived_sources: Vec::new(),
             archived_targets: Vec::new(),
             archived_target_count: 0,
+            unwritable: Vec::new(),
+            unwritable_count: 0,
         }
     }
 
@@ -106,7 +115,7 @@ impl Decider<'_> {
                     self.counts.excluded += 1;
                     return Ok(None);
                 }
-                if self.is_archived_source(relative, &source) {
+                if self.is_archived_source(relative, &source) || self.is_unwritable(relative) {
                     return Ok(None);
                 }
                 self.counts.copied += 1;
@@ -129,7 +138,7 @@ impl Decider<'_> {
                     self.counts.excluded += 1;
                     return Ok(None);
                 }
-                if self.is_archived_source(relative, &source) {
+                if self.is_archived_source(relative, &source) || self.is_unwritable(relative) {
                     return Ok(None);
                 }
                 self.both(relative, source, target)
@@ -151,6 +160,27 @@ impl Decider<'_> {
         true
     }
 
+    /// Counts a source object whose target key S3 refuses: empty (a folder marker at
+    /// the source prefix, mapped onto an empty target prefix) or over 1,024 bytes.
+    fn is_unwritable(&mut self, relative: &str) -> bool {
+        let length = self.target_prefix.len() + relative.len();
+        if length > 0 && length <= MAX_KEY_BYTES {
+            return false;
+        }
+        self.unwritable_count += 1;
+        if self.unwritable.len() < EXAMPLES {
+            let shown: String = relative.chars().take(60).collect();
+            let cut = if shown.len() < relative.len() {
+                "..."
+            } else {
+                ""
+            };
+            self.unwritable
+                .push(format!("{shown:?}{cut} ({length} bytes)"));
+        }
+        true
+    }
+
     /// An archived target object cannot be backed up before it is replaced: it stops the
     /// sync at its plan.
     fn is_archived_target(&mut self, relative: &str, existing: &ObjectInfo) -> bool {
@@ -165,8 +195,8 @@ impl Decider<'_> {
         true
     }
 
-    /// Fails, once every key is decided, when archived objects stand in the way: before
-    /// anything is written, never halfway.
+    /// Fails, once every key is decided, when archived objects or keys S3 refuses stand
+    /// in the way: before anything is written, never halfway.
     pub fn check_archived(&self) -> Result<()> {
         let named = |examples: &[(String, String)]| {
             examples
@@ -180,6 +210,13 @@ impl Decider<'_> {
                 "{} target objects this sync would overwrite or delete are archived, for example {}: they cannot be backed up for rollback until restored; restore them (aws s3api restore-object) or exclude their keys; nothing was written",
                 self.archived_target_count,
                 named(&self.archived_targets)
+            );
+        }
+        if self.unwritable_count > 0 {
+            bail!(
+                "{} source objects would get a target key S3 cannot hold (empty, or longer than 1,024 bytes), for example {}: S3 would refuse them halfway through the sync; map them to another prefix or leave them out; nothing was written",
+                self.unwritable_count,
+                self.unwritable.join(", ")
             );
         }
         if self.archived == Archived::Fail && self.counts.archived > 0 {

@@ -272,3 +272,38 @@ async fn an_object_prod_edits_after_the_sync_is_theirs_and_survives_rollback() {
     );
     assert_eq!(prod.len(), 3 + 2 + 1, "{:?}", prod.keys());
 }
+
+#[tokio::test]
+async fn keys_s3_cannot_hold_fail_the_plan_before_anything_is_written() {
+    let world = World::new();
+    let original = world.contents("prod");
+    let long = format!("img/{}.png", "n".repeat(1100));
+    world
+        .store
+        .put_object("dev", &long, b"long", Headers::default());
+    world
+        .store
+        .put_object("dev", "img/", b"", Headers::default());
+    let unprefixed = SyncSpec {
+        target_prefix: String::new(),
+        ..world.spec(true)
+    };
+    let err = plan(&unprefixed, Some(&world.journal().await), &Silent)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("2 source objects would get a target key S3 cannot hold"),
+        "{err}"
+    );
+    assert!(
+        err.contains("\"\" (0 bytes)") && err.contains("(1104 bytes)"),
+        "{err}"
+    );
+    let err = run(&unprefixed, &world.journal().await, &Silent, |_| Ok(()))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("nothing was written"), "{err}");
+    assert_eq!(world.contents("prod"), original);
+    assert!(!world.journal().await.has_records().await.unwrap());
+}

@@ -34,6 +34,10 @@ pub struct CopyCounts {
     /// Target keys that exist and `fail` forbids touching (a sample) and their number.
     pub conflicts: Vec<String>,
     pub conflict_count: u64,
+    /// Items that would be written larger than DynamoDB accepts (a sample of their
+    /// keys) and their number.
+    pub too_large: Vec<String>,
+    pub too_large_count: u64,
     /// Keys this resource wrote whose item someone else changed since: treated as
     /// theirs (`onConflict` applies; an overwrite journals their item first).
     pub changed_since: u64,
@@ -72,6 +76,9 @@ impl CopyCounts {
         self.conflict_count += other.conflict_count;
         self.conflicts.extend(other.conflicts);
         self.conflicts.truncate(CONFLICTS_SHOWN);
+        self.too_large_count += other.too_large_count;
+        self.too_large.extend(other.too_large);
+        self.too_large.truncate(CONFLICTS_SHOWN);
         self.fingerprint = self.fingerprint.wrapping_add(other.fingerprint);
     }
 
@@ -99,6 +106,13 @@ impl CopyCounts {
         self.conflict_count += 1;
         if self.conflicts.len() < CONFLICTS_SHOWN {
             self.conflicts.push(key);
+        }
+    }
+
+    pub(crate) fn too_large(&mut self, key: String) {
+        self.too_large_count += 1;
+        if self.too_large.len() < CONFLICTS_SHOWN {
+            self.too_large.push(key);
         }
     }
 

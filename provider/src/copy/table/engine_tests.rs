@@ -277,3 +277,37 @@ async fn a_table_that_accepts_no_write_fails_the_copy_instead_of_hanging() {
     );
     assert_eq!(world.store.written(), 0);
 }
+
+#[tokio::test]
+async fn items_grown_past_400_kb_fail_the_plan_before_anything_is_written() {
+    let world = World::new();
+    let original = world.prod();
+    let mut big = item("IMAGE#9", "IMAGE", "IMAGE", "");
+    // Just under DynamoDB's limit as the source holds it; the attribute set pushes it over.
+    big.insert("ocr".into(), AttributeValue::S("x".repeat(400 * 1024 - 60)));
+    assert!(crate::copy::item::item_size(&big) <= 400 * 1024);
+    world.store.put("dev", big);
+    let spec = CopySpec {
+        set_attributes: vec![crate::copy::table::SetAttribute {
+            types: vec!["IMAGE".into()],
+            attribute: "embedding_status".into(),
+            value: "NONE".repeat(20),
+        }],
+        ..world.spec(ItemConflict::Overwrite)
+    };
+    let err = plan(&spec, &world.journal().await, &Silent, false)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("1 items would be larger than DynamoDB's 400 KB"),
+        "{err}"
+    );
+    assert!(err.contains("IMAGE#9"), "{err}");
+    let err = run(&spec, &world.journal().await, &Silent, |_| Ok(()))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("nothing was written"), "{err}");
+    assert_eq!(world.prod(), original);
+    assert_eq!(world.store.written(), 0);
+}

@@ -220,6 +220,7 @@ pub async fn plan(
         }
     }
     let counts = compare(spec, journal, progress).await?.2;
+    check_writable(&counts)?;
     let then = match spec.on_conflict {
         ItemConflict::Skip => sync::LEFT_AS_THEY_ARE,
         ItemConflict::Overwrite => sync::BACKED_UP_THEN_OVERWRITTEN,
@@ -227,6 +228,22 @@ pub async fn plan(
     };
     sync::warn_changed_since(progress, "items", counts.changed_since, then);
     Ok(counts)
+}
+
+/// DynamoDB's limit on an item's size, attribute names included.
+const MAX_ITEM_BYTES: u64 = 400 * 1024;
+
+/// Fails, before anything is written, when items would be written that DynamoDB
+/// refuses: the copy would otherwise stop halfway.
+fn check_writable(planned: &CopyCounts) -> Result<()> {
+    if planned.too_large_count == 0 {
+        return Ok(());
+    }
+    bail!(
+        "{} items would be larger than DynamoDB's 400 KB item limit once transformed (bucket names rewritten, attributes set), for example {}: DynamoDB would refuse them halfway through the copy; nothing was written",
+        planned.too_large_count,
+        planned.too_large.join(", ")
+    )
 }
 
 /// Counts items as a scan of `table` reads them.
@@ -266,6 +283,7 @@ pub async fn run(
     check_plan: impl FnOnce(&CopyCounts) -> Result<()>,
 ) -> Result<CopyCounts> {
     let (ours, target, planned) = compare(spec, journal, progress).await?;
+    check_writable(&planned)?;
     check_plan(&planned)?;
     note_verified(journal, None).await?;
     progress.info(&format!(
@@ -434,6 +452,9 @@ async fn decide_and_write(
             counts.changed_since += 1;
         }
         match decide(current, candidate.digest, written, spec.on_conflict) {
+            Decision::Write { .. } if item_size(&candidate.item) > MAX_ITEM_BYTES => {
+                counts.too_large(candidate.id());
+            }
             Decision::Write { overwrite } => {
                 counts.copied += 1;
                 counts.bytes_copied += item_size(&candidate.item);

@@ -1,6 +1,7 @@
 """SnapshotPromote and ModelCopy through the real pulumi CLI against the S3 servers and DynamoDB Local."""
 
 import json
+import threading
 from datetime import datetime, timedelta, timezone
 
 from chroma_and_models import put_directory_snapshot, put_run, put_tarball_snapshot, set_pointer
@@ -116,6 +117,50 @@ def test_a_held_lock_makes_up_wait_then_fail_and_a_released_one_lets_it_through(
     client.delete_item(TableName=lock_table, Key={"PK": S("LOCK#lines#chroma-lines-compaction"), "SK": S("LOCK")})
     p.up()
     assert p.outputs()["promoted"]["lines"] == V2
+    assert "Item" not in client.get_item(TableName=lock_table, Key={"PK": S("LOCK#lines#chroma-lines-compaction"), "SK": S("LOCK")}), \
+        "the lock up took is released"
+
+
+def test_up_takes_the_target_compactors_lock_so_the_compactor_cannot_promote_meanwhile(project):
+    """A process playing the compactor: whenever it sees the promotion's lock, it tries to
+    take the lock as the compactor does (conditional put) and to move the pointer."""
+    s3, source, target, lock_table = snapshot_buckets()
+    client = dynamodb()
+    key = {"PK": S("LOCK#lines#chroma-lines-compaction"), "SK": S("LOCK")}
+    seen, refused, done = set(), [], threading.Event()
+
+    def compactor():
+        while not done.is_set():
+            item = client.get_item(TableName=lock_table, Key=key, ConsistentRead=True).get("Item")
+            if item and item["owner"]["S"].startswith("stackmigrate"):
+                seen.add(item["owner"]["S"])
+                now = datetime.now(timezone.utc).isoformat()
+                try:
+                    client.put_item(
+                        TableName=lock_table,
+                        Item={**key, "owner": S("compactor-7f3a"), "expires": S(now), "heartbeat": S(now)},
+                        ConditionExpression="attribute_not_exists(PK) OR expires < :now",
+                        ExpressionAttributeValues={":now": S(now)},
+                    )
+                    set_pointer(s3, target, "lines", "20990101_000000_000000_compactor")
+                    return
+                except client.exceptions.ConditionalCheckFailedException:
+                    refused.append(now)
+            done.wait(0.05)
+
+    watcher = threading.Thread(target=compactor)
+    watcher.start()
+    try:
+        p = project(promote(source, target, lock_table, collections=["lines"]), SNAPSHOT_OUTPUTS, config=both_sides())
+        p.up()
+    finally:
+        done.set()
+        watcher.join()
+    assert seen and refused, "the compactor never met the promotion's lock"
+    assert p.outputs()["promoted"]["lines"] == V2
+    pointer = s3.get_object(Bucket=target, Key="lines/snapshot/latest-pointer.txt")["Body"].read().decode().strip()
+    assert pointer == V2, "the compactor moved the pointer during the promotion"
+    assert "Item" not in client.get_item(TableName=lock_table, Key=key), "the lock is released"
 
 
 MODEL_OUTPUTS = {k: "${layoutlm.%s}" % k for k in ["runId", "checkpoint", "modelUri", "filesCopied", "verified"]}

@@ -3,6 +3,8 @@
 //! embeddings its SQLite database holds.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -13,14 +15,25 @@ use super::dynamodb::{self, Table};
 use super::item::Item;
 use super::progress::Progress;
 use super::s3::{self, Bucket, Lister};
+use super::store::Condition;
 
-/// The pointer's version, or None when the pointer does not exist.
-pub async fn read_pointer(bucket: &Bucket, key: &str) -> Result<Option<String>> {
-    if s3::head(bucket, key).await?.is_none() {
+/// What a pointer names, and the ETag it had when read: moving it is conditional on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pointer {
+    pub version: String,
+    pub etag: String,
+}
+
+/// The pointer, or None when it does not exist.
+pub async fn read_pointer(bucket: &Bucket, key: &str) -> Result<Option<Pointer>> {
+    let Some((info, _)) = s3::head(bucket, key).await? else {
         return Ok(None);
-    }
+    };
     let body = s3::get_bytes(bucket, key).await?;
-    Ok(Some(String::from_utf8_lossy(&body).trim().to_string()))
+    Ok(Some(Pointer {
+        version: String::from_utf8_lossy(&body).trim().to_string(),
+        etag: info.etag,
+    }))
 }
 
 /// A lock as the compactor writes it: an item with `owner` and an ISO-8601 `expires`.
@@ -87,7 +100,7 @@ pub async fn wait_for_lock(
         };
         if tokio::time::Instant::now() >= deadline {
             bail!(
-                "the compactor's lock {} in table {:?} is held by {} until {}; waited {} s. Run again once it is released, or raise lockWaitSeconds",
+                "the compactor's lock {} in table {:?} is held by {} until {}; waited {} s. Run again once it is released, or wait longer",
                 key.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" "),
                 table.name,
                 lock.owner,
@@ -101,6 +114,154 @@ pub async fn wait_for_lock(
         ));
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
+}
+
+/// How long a lock this provider takes lasts, and how often it is renewed, as the
+/// compactor's own.
+const LEASE: Duration = Duration::from_secs(180);
+const RENEW_EVERY: Duration = Duration::from_secs(30);
+
+/// An ISO-8601 UTC time as the compactor writes it (`2025-11-20T15:30:00.123456+00:00`):
+/// one fixed width, so the lock's condition compares them as strings.
+fn iso(at: std::time::SystemTime) -> String {
+    let text = DateTime::from(at).fmt(Format::DateTime).unwrap_or_default();
+    let text = text.trim_end_matches('Z');
+    let (seconds, fraction) = text.split_once('.').unwrap_or((text, ""));
+    format!("{seconds}.{:0<6.6}+00:00", fraction)
+}
+
+/// The compactor's lock, taken by this run: renewed in the background until released.
+pub struct HeldLock {
+    table: Table,
+    key: Item,
+    owner: String,
+    /// Set when a renewal found the lock no longer ours.
+    lost: Arc<AtomicBool>,
+    renewal: tokio::task::JoinHandle<()>,
+}
+
+impl HeldLock {
+    /// Whether every renewal so far found the lock still ours.
+    pub fn still_held(&self) -> bool {
+        !self.lost.load(Ordering::SeqCst)
+    }
+
+    /// Releases the lock (a delete conditioned on being its owner).
+    pub async fn release(self) -> Result<()> {
+        self.renewal.abort();
+        let ours = Condition::Equals {
+            attribute: "owner".into(),
+            value: self.owner.clone(),
+        };
+        self.table
+            .store
+            .delete_if(&self.table.name, self.key.clone(), &ours)
+            .await?;
+        Ok(())
+    }
+}
+
+impl Drop for HeldLock {
+    /// A run that stops without releasing stops renewing: the lock expires on its own.
+    fn drop(&mut self) {
+        self.renewal.abort();
+    }
+}
+
+fn lock_item(key: &Item, owner: &str) -> Item {
+    let now = std::time::SystemTime::now();
+    let mut item = key.clone();
+    for (name, value) in [
+        ("owner", owner.to_string()),
+        ("expires", iso(now + LEASE)),
+        ("heartbeat", iso(now)),
+    ] {
+        item.insert(name.into(), AttributeValue::S(value));
+    }
+    item
+}
+
+/// Takes the compactor's lock on `key` as the compactor does (a conditional put that
+/// succeeds when no lock exists or the last one expired), waiting up to `wait` while
+/// another holder has it; then renews it until released.
+pub async fn take_lock(
+    table: &Table,
+    key: &[(String, String)],
+    owner: &str,
+    wait: Duration,
+    progress: &dyn Progress,
+) -> Result<HeldLock> {
+    let key_item: Item = key
+        .iter()
+        .map(|(k, v)| (k.clone(), AttributeValue::S(v.clone())))
+        .collect();
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let free = Condition::AbsentOrBefore {
+            attribute: "expires".into(),
+            value: iso(std::time::SystemTime::now()),
+        };
+        let taken = table
+            .store
+            .put_if(&table.name, lock_item(&key_item, owner), &free)
+            .await
+            .with_context(|| format!("taking the compactor's lock in table {:?}", table.name))?;
+        if taken {
+            break;
+        }
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if remaining.is_zero() {
+            bail!(
+                "the compactor's lock in table {:?} could not be taken in {} s: another holder keeps renewing it; nothing was promoted",
+                table.name,
+                wait.as_secs()
+            );
+        }
+        wait_for_lock(table, key, remaining, progress).await?;
+        // Free by its expiry but taken again first: try once more, not in a tight loop.
+        tokio::time::sleep(Duration::from_secs(1).min(remaining)).await;
+    }
+    let lost = Arc::new(AtomicBool::new(false));
+    let renewal = tokio::spawn({
+        let (table, key_item, owner, lost) = (
+            table.clone(),
+            key_item.clone(),
+            owner.to_string(),
+            lost.clone(),
+        );
+        async move {
+            let ours = Condition::Equals {
+                attribute: "owner".into(),
+                value: owner.clone(),
+            };
+            let mut renewed_at = tokio::time::Instant::now();
+            loop {
+                tokio::time::sleep(RENEW_EVERY).await;
+                let renewed = table
+                    .store
+                    .put_if(&table.name, lock_item(&key_item, &owner), &ours)
+                    .await;
+                // A failed request is tried again at the next renewal, unless the lease
+                // could lapse before it; an answer that the lock is someone else's
+                // loses it at once.
+                match renewed {
+                    Ok(true) => renewed_at = tokio::time::Instant::now(),
+                    Err(_) if renewed_at.elapsed() + RENEW_EVERY < LEASE => {}
+                    Ok(false) | Err(_) => {
+                        lost.store(true, Ordering::SeqCst);
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    Ok(HeldLock {
+        table: table.clone(),
+        key: key_item,
+        owner: owner.to_string(),
+        lost,
+        renewal,
+    })
 }
 
 pub const TARBALL: &str = "snapshot.tar.gz";
@@ -204,6 +365,117 @@ pub fn count_embeddings(path: &Path) -> Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::copy::progress::Silent;
+    use crate::copy::store::memory::MemoryItems;
+
+    const LOCK: [(&str, &str); 2] = [("PK", "LOCK#lines#chroma-lines-compaction"), ("SK", "LOCK")];
+
+    fn lock_table() -> (Arc<MemoryItems>, Table, Vec<(String, String)>) {
+        let store = MemoryItems::new();
+        store.create("locks", &["PK", "SK"]);
+        let table = Table {
+            store: store.clone(),
+            name: "locks".into(),
+        };
+        let key = LOCK
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        (store, table, key)
+    }
+
+    fn compactors_lock(expires: std::time::SystemTime) -> Item {
+        [
+            ("PK", LOCK[0].1.to_string()),
+            ("SK", "LOCK".to_string()),
+            ("owner", "compactor-7f3a".to_string()),
+            ("expires", iso(expires)),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), AttributeValue::S(v)))
+        .collect()
+    }
+
+    fn owner_of(store: &MemoryItems) -> Option<String> {
+        let items = store.items("locks");
+        let lock = items.values().next()?;
+        Some(lock["owner"].as_s().unwrap().clone())
+    }
+
+    #[test]
+    fn lock_times_have_one_width_and_sort_as_times() {
+        let at = std::time::UNIX_EPOCH + Duration::from_secs(1_763_652_600);
+        assert_eq!(iso(at), "2025-11-20T15:30:00.000000+00:00");
+        let later = iso(at + Duration::from_micros(1_500_123));
+        assert_eq!(later, "2025-11-20T15:30:01.500123+00:00");
+        assert!(iso(at) < later);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_lock_is_taken_renewed_and_released_as_the_compactor_does() {
+        let (store, table, key) = lock_table();
+        let held = take_lock(&table, &key, "stackmigrate run", Duration::ZERO, &Silent)
+            .await
+            .unwrap();
+        assert_eq!(owner_of(&store).as_deref(), Some("stackmigrate run"));
+        // The compactor's own conditional put is refused while the lock is held.
+        let free = Condition::AbsentOrBefore {
+            attribute: "expires".into(),
+            value: iso(std::time::SystemTime::now()),
+        };
+        assert!(!table
+            .store
+            .put_if(
+                "locks",
+                compactors_lock(std::time::SystemTime::now()),
+                &free
+            )
+            .await
+            .unwrap());
+        let first = store.items("locks").into_values().next().unwrap()["heartbeat"].clone();
+        tokio::time::sleep(RENEW_EVERY + Duration::from_secs(1)).await;
+        tokio::task::yield_now().await;
+        assert!(held.still_held());
+        let renewed = store.items("locks").into_values().next().unwrap()["heartbeat"].clone();
+        assert_ne!(first, renewed, "the heartbeat was not renewed");
+        held.release().await.unwrap();
+        assert!(store.items("locks").is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lock_the_compactor_holds_is_waited_for_and_an_expired_one_taken() {
+        let (store, table, key) = lock_table();
+        let soon = std::time::SystemTime::now() + Duration::from_secs(3600);
+        store.put("locks", compactors_lock(soon));
+        let err = take_lock(
+            &table,
+            &key,
+            "stackmigrate run",
+            Duration::from_secs(5),
+            &Silent,
+        )
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(err.contains("held by compactor-7f3a"), "{err}");
+        assert_eq!(owner_of(&store).as_deref(), Some("compactor-7f3a"));
+
+        let past = std::time::SystemTime::now() - Duration::from_secs(60);
+        store.put("locks", compactors_lock(past));
+        let held = take_lock(&table, &key, "stackmigrate run", Duration::ZERO, &Silent)
+            .await
+            .unwrap();
+        assert_eq!(owner_of(&store).as_deref(), Some("stackmigrate run"));
+        // The compactor takes it over (say, ours lapsed): the next renewal sees it lost,
+        // and releasing leaves the compactor's lock alone.
+        store.put("locks", compactors_lock(soon));
+        tokio::time::sleep(RENEW_EVERY + Duration::from_secs(1)).await;
+        tokio::task::yield_now().await;
+        assert!(!held.still_held());
+        held.release().await.unwrap();
+        assert_eq!(owner_of(&store).as_deref(), Some("compactor-7f3a"));
+    }
 
     #[test]
     fn iso_times_as_python_writes_them() {

@@ -84,7 +84,7 @@ impl Migration for Marker {
             target_bucket: target.name.clone(),
             written: false,
         });
-        put_journalled(&target, &inputs.key, b"marked".to_vec(), &journal).await?;
+        put_journalled(&target, &inputs.key, b"marked".to_vec(), &journal, None).await?;
         Ok(Outputs {
             target_bucket: target.name,
             written: true,

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::{BucketInputs, Context, Failure, Migration, Planned, Side};
 use crate::copy::dynamodb::{self, Table};
 use crate::copy::filter::KeyFilter;
+use crate::copy::journal::Journal;
 use crate::copy::snapshot;
 use crate::copy::sync::{self, Archived, OnConflict, SyncCounts, SyncSpec};
 
@@ -136,14 +137,15 @@ impl SnapshotPromote {
             let pointer = inputs.pointer_key.replace("{collection}", name);
             let version = match &inputs.snapshot {
                 Some(pinned) => pinned.clone(),
-                None => snapshot::read_pointer(&source, &pointer).await?.ok_or_else(|| {
+                None => snapshot::read_pointer(&source, &pointer).await?.map(|p| p.version).ok_or_else(|| {
                     anyhow::anyhow!("collection {name}: no pointer at s3://{}/{pointer}; pin `snapshot` to a version", source.name)
                 })?,
             };
             let previous = snapshot::read_pointer(&target, &pointer).await?;
-            outputs
-                .previous_pointers
-                .insert(name.clone(), previous.unwrap_or_default());
+            outputs.previous_pointers.insert(
+                name.clone(),
+                previous.map(|p| p.version).unwrap_or_default(),
+            );
             outputs.promoted.insert(name.clone(), version.clone());
             let prefix = format!(
                 "{}{version}/",
@@ -171,7 +173,10 @@ impl SnapshotPromote {
     }
 
     /// The lock tables of both sides that can be named, with their key attributes.
-    async fn lock_tables(ctx: &Context, inputs: &Inputs) -> Result<Vec<(Table, Vec<String>)>> {
+    async fn lock_tables(
+        ctx: &Context,
+        inputs: &Inputs,
+    ) -> Result<Vec<(Side, Table, Vec<String>)>> {
         let mut tables = Vec::new();
         for (side, explicit) in [
             (Side::Source, &inputs.source_lock_table),
@@ -194,9 +199,68 @@ impl SnapshotPromote {
             let table = clients.table(&name).await?;
             let shape =
                 dynamodb::describe(&table, "lock", &clients.connection.describe_dynamodb()).await?;
-            tables.push((table, shape.keys));
+            tables.push((side, table, shape.keys));
         }
         Ok(tables)
+    }
+
+    /// Copies and verifies one collection's snapshot, then moves its pointer if it
+    /// still names what it named when the copy began and the locks are still held.
+    /// Returns what was copied and the embeddings the promoted snapshot holds.
+    async fn promote(
+        ctx: &Context,
+        collection: &Collection,
+        journal: &Journal,
+        locks: &[snapshot::HeldLock],
+    ) -> Result<(SyncCounts, u64)> {
+        let spec = &collection.spec;
+        let name = &collection.name;
+        let before = snapshot::read_pointer(&spec.target, &collection.pointer).await?;
+        let source = snapshot::inspect(&spec.source, &spec.source_prefix).await?;
+        let counts: SyncCounts =
+            sync::run(spec, journal, ctx.progress.as_ref(), |_| Ok(())).await?;
+        let copied = snapshot::inspect(&spec.target, &spec.target_prefix).await?;
+        if copied.embeddings != source.embeddings {
+            bail!(
+                "{name}: the copied snapshot holds {} embeddings, the source {}; the pointer was not moved",
+                copied.embeddings,
+                source.embeddings
+            );
+        }
+        if !locks.iter().all(snapshot::HeldLock::still_held) {
+            bail!(
+                "{name}: the compactor's lock was lost during the copy (another holder took it after it lapsed); the pointer was not moved: run `pulumi up` again"
+            );
+        }
+        // The pointer last, and only over what it named when the copy began: readers
+        // never follow it to a partial snapshot, and a compactor's promotion meanwhile
+        // is never overwritten.
+        if before.as_ref().map(|p| p.version.as_str()) != Some(collection.version.as_str()) {
+            let moved = !sync::put_journalled(
+                &spec.target,
+                &collection.pointer,
+                collection.version.clone().into_bytes(),
+                journal,
+                Some(before.as_ref().map(|p| p.etag.as_str())),
+            )
+            .await?;
+            if moved {
+                let now = snapshot::read_pointer(&spec.target, &collection.pointer).await?;
+                bail!(
+                    "{name}: the pointer s3://{}/{} moved during the copy (from {} to {}), so {} was not promoted; run `pulumi up` again to promote over the new one, or pin `snapshot`",
+                    spec.target.name,
+                    collection.pointer,
+                    before.map(|p| p.version).unwrap_or_else(|| "(none)".into()),
+                    now.map(|p| p.version).unwrap_or_else(|| "(none)".into()),
+                    collection.version
+                );
+            }
+        }
+        ctx.progress.info(&format!(
+            "{name}: promoted {} ({} embeddings, verified)",
+            collection.version, copied.embeddings
+        ));
+        Ok((counts, copied.embeddings))
     }
 
     fn lock_key(inputs: &Inputs, keys: &[String], collection: &str) -> Vec<(String, String)> {
@@ -208,6 +272,19 @@ impl SnapshotPromote {
         ];
         keys.iter().cloned().zip(values).collect()
     }
+}
+
+/// Who holds a lock this provider takes, for the compactor's logs: the resource, and
+/// this run (a time to the nanosecond), so two runs of one resource never share it.
+fn lock_owner(urn: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!(
+        "stackmigrate {} {nanos}",
+        urn.rsplit("::").next().unwrap_or(urn)
+    )
 }
 
 #[async_trait]
@@ -283,7 +360,7 @@ impl Migration for SnapshotPromote {
                 collection.version
             ));
         }
-        for (table, keys) in Self::lock_tables(ctx, inputs).await? {
+        for (_, table, keys) in Self::lock_tables(ctx, inputs).await? {
             for collection in &collections {
                 if let Some(lock) =
                     snapshot::held_lock(&table, &Self::lock_key(inputs, &keys, &collection.name))
@@ -311,43 +388,39 @@ impl Migration for SnapshotPromote {
         *so_far = Some(outputs.clone());
         let wait = Duration::from_secs(inputs.lock_wait_seconds);
         let locks = Self::lock_tables(ctx, inputs).await?;
+        let owner = lock_owner(&ctx.urn);
         for collection in &collections {
-            for (table, keys) in &locks {
+            // The source's compactor is waited for (the source is never written); the
+            // target's lock is taken, as its compactor takes it, for the whole
+            // copy-verify-move window.
+            let mut held = Vec::new();
+            for (side, table, keys) in &locks {
                 let key = Self::lock_key(inputs, keys, &collection.name);
-                snapshot::wait_for_lock(table, &key, wait, ctx.progress.as_ref()).await?;
+                match side {
+                    Side::Source => {
+                        snapshot::wait_for_lock(table, &key, wait, ctx.progress.as_ref()).await?
+                    }
+                    Side::Target => held.push(
+                        snapshot::take_lock(table, &key, &owner, wait, ctx.progress.as_ref())
+                            .await?,
+                    ),
+                }
             }
-            let spec = &collection.spec;
-            let source = snapshot::inspect(&spec.source, &spec.source_prefix).await?;
-            let counts: SyncCounts =
-                sync::run(spec, &journal, ctx.progress.as_ref(), |_| Ok(())).await?;
-            let copied = snapshot::inspect(&spec.target, &spec.target_prefix).await?;
-            if copied.embeddings != source.embeddings {
-                bail!(
-                    "{}: the copied snapshot holds {} embeddings, the source {}; the pointer was not moved",
-                    collection.name,
-                    copied.embeddings,
-                    source.embeddings
-                );
+            let promoted = Self::promote(ctx, collection, &journal, &held).await;
+            for lock in held {
+                if let Err(err) = lock.release().await {
+                    ctx.progress.warn(&format!(
+                        "{}: the compactor's lock could not be released ({err:#}); it expires by itself within 3 minutes",
+                        collection.name
+                    ));
+                }
             }
-            // The pointer last: readers never follow it to a partial snapshot.
-            if outputs.previous_pointers[&collection.name] != collection.version {
-                sync::put_journalled(
-                    &spec.target,
-                    &collection.pointer,
-                    collection.version.clone().into_bytes(),
-                    &journal,
-                )
-                .await?;
-            }
+            let (counts, embeddings) = promoted?;
             outputs.files_copied += counts.copied;
             outputs.bytes_copied += counts.bytes_copied;
             outputs
                 .embedding_counts
-                .insert(collection.name.clone(), copied.embeddings);
-            ctx.progress.info(&format!(
-                "{}: promoted {} ({} embeddings, verified)",
-                collection.name, collection.version, copied.embeddings
-            ));
+                .insert(collection.name.clone(), embeddings);
         }
         outputs.verified = true;
         Ok(outputs)

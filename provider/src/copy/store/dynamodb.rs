@@ -3,12 +3,13 @@
 use anyhow::{anyhow, Context, Result};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
+use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::types::{
     BillingMode, KeyType, KeysAndAttributes, TimeToLiveStatus, WriteRequest,
 };
 use aws_sdk_dynamodb::Client;
 
-use super::{ItemStore, ScanPage, TableShape};
+use super::{Condition, ItemStore, ScanPage, TableShape};
 use crate::copy::aws_error;
 use crate::copy::item::Item;
 
@@ -194,5 +195,67 @@ impl ItemStore for DynamoDb {
             .and_then(|u| u.get(table))
             .cloned()
             .unwrap_or_default())
+    }
+
+    async fn put_if(&self, table: &str, item: Item, condition: &Condition) -> Result<bool> {
+        let (expression, attribute, value) = expression(condition);
+        let out = self
+            .client
+            .put_item()
+            .table_name(table)
+            .set_item(Some(item))
+            .condition_expression(expression)
+            .expression_attribute_names("#a", attribute)
+            .expression_attribute_values(":v", AttributeValue::S(value.to_string()))
+            .send()
+            .await;
+        conditional(out, table)
+    }
+
+    async fn delete_if(&self, table: &str, key: Item, condition: &Condition) -> Result<bool> {
+        let (expression, attribute, value) = expression(condition);
+        let out = self
+            .client
+            .delete_item()
+            .table_name(table)
+            .set_key(Some(key))
+            .condition_expression(expression)
+            .expression_attribute_names("#a", attribute)
+            .expression_attribute_values(":v", AttributeValue::S(value.to_string()))
+            .send()
+            .await;
+        conditional(out, table)
+    }
+}
+
+/// A condition as a DynamoDB expression over `#a` and `:v`, with their values.
+fn expression(condition: &Condition) -> (&'static str, &str, &str) {
+    match condition {
+        Condition::AbsentOrBefore { attribute, value } => {
+            ("attribute_not_exists(#a) OR #a < :v", attribute, value)
+        }
+        Condition::Equals { attribute, value } => ("#a = :v", attribute, value),
+    }
+}
+
+/// A conditional write's answer: written, or refused by its condition.
+fn conditional<T, E>(
+    out: Result<T, aws_sdk_dynamodb::error::SdkError<E>>,
+    table: &str,
+) -> Result<bool>
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    match out {
+        Ok(_) => Ok(true),
+        Err(err)
+            if err.as_service_error().and_then(|e| e.code())
+                == Some("ConditionalCheckFailedException") =>
+        {
+            Ok(false)
+        }
+        Err(err) => {
+            Err(aws_error(err)).with_context(|| format!("writing conditionally to table {table:?}"))
+        }
     }
 }

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::types::WriteRequest;
 use tokio::sync::Notify;
 
-use super::{ItemStore, ScanPage, TableShape};
+use super::{Condition, ItemStore, ScanPage, TableShape};
 use crate::copy::item::{item_to_json, Item};
 
 #[derive(Debug, Default)]
@@ -211,5 +211,42 @@ impl ItemStore for MemoryItems {
         }
         self.killed.notify_one();
         std::future::pending().await
+    }
+
+    async fn put_if(&self, table: &str, item: Item, condition: &Condition) -> Result<bool> {
+        let mut state = self.lock();
+        let Some(table) = state.tables.get_mut(table) else {
+            bail!("ResourceNotFoundException: no table {table}");
+        };
+        let key = key_text(&table.keys, &item);
+        if !holds(table.items.get(&key), condition) {
+            return Ok(false);
+        }
+        table.items.insert(key, item);
+        Ok(true)
+    }
+
+    async fn delete_if(&self, table: &str, key: Item, condition: &Condition) -> Result<bool> {
+        let mut state = self.lock();
+        let Some(table) = state.tables.get_mut(table) else {
+            bail!("ResourceNotFoundException: no table {table}");
+        };
+        let key = key_text(&table.keys, &key);
+        if !holds(table.items.get(&key), condition) {
+            return Ok(false);
+        }
+        table.items.remove(&key);
+        Ok(true)
+    }
+}
+
+/// Whether `condition` holds for `current`, the item under the key (None: none).
+fn holds(current: Option<&Item>, condition: &Condition) -> bool {
+    let text = |attribute: &str| current.and_then(|item| item.get(attribute)?.as_s().ok());
+    match condition {
+        Condition::AbsentOrBefore { attribute, value } => {
+            text(attribute).is_none_or(|found| found < value)
+        }
+        Condition::Equals { attribute, value } => text(attribute) == Some(value),
     }
 }

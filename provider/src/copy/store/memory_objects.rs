@@ -326,6 +326,36 @@ impl ObjectStore for MemoryObjects {
         .await
     }
 
+    async fn put_if(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Vec<u8>,
+        current: Option<&str>,
+    ) -> Result<Option<Written>> {
+        let algorithm = ChecksumAlgorithm::Crc64Nvme;
+        let stored = Stored {
+            checksum: Some((algorithm.clone(), RunningChecksum::of(&algorithm, &body))),
+            etag: md5_etag(&body),
+            bytes: Arc::new(body),
+            headers: Headers::default(),
+        };
+        self.write(|state| {
+            let objects = bucket_mut(state, bucket)?;
+            if objects.get(key).map(|o| o.etag.as_str()) != current {
+                return Ok(None);
+            }
+            let written = Written {
+                etag: stored.etag.clone(),
+                checksum: None,
+                version: None,
+            };
+            objects.insert(key.to_string(), stored);
+            Ok(Some(written))
+        })
+        .await
+    }
+
     async fn copy(
         &self,
         from: &CopySource<'_>,

@@ -103,6 +103,15 @@ pub(crate) trait ObjectStore: Send + Sync + std::fmt::Debug {
         options: &WriteOptions,
         checksum: Option<(&ChecksumAlgorithm, &str)>,
     ) -> Result<Written>;
+    /// Writes a small object only if `key` still holds the object with ETag `current`
+    /// (None: only if there is none); None when it does not.
+    async fn put_if(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Vec<u8>,
+        current: Option<&str>,
+    ) -> Result<Option<Written>>;
     /// Copies an object inside the store, headers and tags included; the store computes
     /// the copy's checksum in `algorithm`.
     async fn copy(
@@ -182,6 +191,15 @@ pub(crate) struct ScanPage {
     pub next: Option<Item>,
 }
 
+/// What a conditional write requires of the item under its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Condition {
+    /// No item, or its string `attribute` sorts before `value` (a lease that expired).
+    AbsentOrBefore { attribute: String, value: String },
+    /// The item's string `attribute` equals `value` (a lease still held by its owner).
+    Equals { attribute: String, value: String },
+}
+
 /// A DynamoDB-like item store: one request each, no retries of what it leaves
 /// unprocessed (`copy::dynamodb` retries those, under the one retry policy).
 #[async_trait]
@@ -209,4 +227,8 @@ pub(crate) trait ItemStore: Send + Sync + std::fmt::Debug {
         table: &str,
         requests: Vec<WriteRequest>,
     ) -> Result<Vec<WriteRequest>>;
+    /// Puts `item` if `condition` holds for the item now under its key; false if not.
+    async fn put_if(&self, table: &str, item: Item, condition: &Condition) -> Result<bool>;
+    /// Deletes the item under `key` if `condition` holds; false if not.
+    async fn delete_if(&self, table: &str, key: Item, condition: &Condition) -> Result<bool>;
 }

@@ -512,6 +512,41 @@ impl ObjectStore for S3 {
         })
     }
 
+    async fn put_if(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Vec<u8>,
+        current: Option<&str>,
+    ) -> Result<Option<Written>> {
+        let put = self
+            .client
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .body(ByteStream::from(body));
+        let put = match current {
+            Some(etag) => put.if_match(etag),
+            None => put.if_none_match("*"),
+        };
+        match put.send().await {
+            Ok(out) => Ok(Some(Written {
+                etag: out.e_tag().unwrap_or_default().to_string(),
+                checksum: None,
+                version: out.version_id().map(str::to_owned),
+            })),
+            // 412: another write came first; 409: one is under way.
+            Err(err)
+                if err
+                    .raw_response()
+                    .is_some_and(|r| matches!(r.status().as_u16(), 412 | 409)) =>
+            {
+                Ok(None)
+            }
+            Err(err) => Err(aws_error(err)).with_context(|| format!("writing s3://{bucket}/{key}")),
+        }
+    }
+
     async fn copy(
         &self,
         from: &CopySource<'_>,

@@ -307,3 +307,53 @@ async fn keys_s3_cannot_hold_fail_the_plan_before_anything_is_written() {
     assert_eq!(world.contents("prod"), original);
     assert!(!world.journal().await.has_records().await.unwrap());
 }
+
+#[tokio::test]
+async fn a_pointer_moved_by_someone_else_is_not_overwritten_and_survives_rollback() {
+    let world = World::new();
+    let prod = world.bucket("prod");
+    let journal = world.journal().await;
+    let pointer = "lines/snapshot/latest-pointer.txt";
+    world
+        .store
+        .put_object("prod", pointer, b"v1", Headers::default());
+    let read = world.store.objects("prod")[pointer].etag.clone();
+    // The compactor promotes v3 between the read and the move.
+    world
+        .store
+        .put_object("prod", pointer, b"v3", Headers::default());
+    let moved = !super::put_journalled(&prod, pointer, b"v2".to_vec(), &journal, Some(Some(&read)))
+        .await
+        .unwrap();
+    assert!(moved);
+    let absent_then = super::put_journalled(&prod, pointer, b"v2".to_vec(), &journal, Some(None))
+        .await
+        .unwrap();
+    assert!(
+        !absent_then,
+        "a pointer that appeared meanwhile was overwritten"
+    );
+    assert_eq!(world.contents("prod")[pointer].0 .0.as_slice(), b"v3");
+
+    // The journal backed up what the pointer held at the move (v3): nothing of this
+    // resource's is there to undo.
+    let report = rollback(&prod, &world.journal().await, &Silent)
+        .await
+        .unwrap();
+    assert_eq!((report.deleted, report.restored), (0, 0), "{report:?}");
+    assert_eq!(world.contents("prod")[pointer].0 .0.as_slice(), b"v3");
+
+    // Unmoved, it moves.
+    let current = world.store.objects("prod")[pointer].etag.clone();
+    let journal = world.journal().await;
+    assert!(super::put_journalled(
+        &prod,
+        pointer,
+        b"v2".to_vec(),
+        &journal,
+        Some(Some(&current))
+    )
+    .await
+    .unwrap());
+    assert_eq!(world.contents("prod")[pointer].0 .0.as_slice(), b"v2");
+}

@@ -99,13 +99,16 @@ fn in_segment_order(state: &ObjectStates) -> Result<SpillMap<Vec<u8>, ObjectStat
 }
 
 /// Writes one small object (a pointer, a marker) with the same journal records as a
-/// copied object, so rollback restores what was there before.
+/// copied object, so rollback restores what was there before. `only_over`: write only
+/// if `key` still holds the object with this ETag (Some(None): only if there is none);
+/// false when it did not, and nothing was written.
 pub(crate) async fn put_journalled(
     target: &Bucket,
     key: &str,
     body: Vec<u8>,
     journal: &Journal,
-) -> Result<()> {
+    only_over: Option<Option<&str>>,
+) -> Result<bool> {
     let state = load_objects(journal).await?;
     let previous = match (
         state.contains(&key.to_string())?,
@@ -132,14 +135,25 @@ pub(crate) async fn put_journalled(
             versioned: false,
         }])
         .await?;
-    let etag = s3::put_bytes(target, key, body).await?;
+    let etag = match only_over {
+        None => s3::put_bytes(target, key, body).await?,
+        Some(current) => match target
+            .store
+            .put_if(&target.name, key, body, current)
+            .await?
+        {
+            Some(written) => written.etag,
+            None => return Ok(false),
+        },
+    };
     journal
         .append(&[ObjectRecord::Written {
             key: key.to_string(),
             etag,
             version: None,
         }])
-        .await
+        .await?;
+    Ok(true)
 }
 
 enum Outcome {

@@ -12,13 +12,13 @@ from portfolio_items import dynamodb, normalize, put_items
 OUTPUTS = {name: "${copy.%s}" % name for name in ["itemsScanned", "itemsCopied", "verified"]}
 
 
-def create(client, name, keys, throughput=None, gsi=None):
+def create(client, name, keys, throughput=None, gsi=None, gsi_type="S"):
     """A table keyed by `keys` [(name, type)], hash first; on demand unless `throughput`."""
     schema = [{"AttributeName": n, "KeyType": kt} for (n, _), kt in zip(keys, ["HASH", "RANGE"])]
     definitions = {n: t for n, t in keys}
     extra = {}
     if gsi:
-        definitions[gsi] = "S"
+        definitions[gsi] = gsi_type
         extra["GlobalSecondaryIndexes"] = [{
             "IndexName": "by-" + gsi,
             "KeySchema": [{"AttributeName": gsi, "KeyType": "HASH"}],
@@ -147,3 +147,17 @@ def test_a_provisioned_target_sets_the_default_write_rate(project):
     client.put_item(TableName=source, Item={"id": {"S": "late"}, "TYPE": {"S": "X"}})
     out = p.up()
     assert "writing at most 500 items per second" in out, "an explicit maxWriteRate wins"
+
+
+def test_a_set_attribute_of_the_wrong_type_for_a_target_index_is_refused_at_preview(project):
+    client = dynamodb()
+    source = create(client, unique("dev"), [("id", "S")])
+    target = create(client, unique("prod"), [("id", "S")], gsi="score", gsi_type="N")
+    put_items(client, source, [{"id": {"S": f"i{i}"}, "TYPE": {"S": "X"}} for i in range(5)])
+    sets = [{"types": ["X"], "attribute": "score", "value": "high"}]
+    p = project(copy(source, target, setAttributes=sets), OUTPUTS, config=both_sides())
+    code, out = p.preview(check=False)
+    assert code != 0 and 'the target\'s index "by-score" keys items by it as type N' in out, out
+    code, out = p.up(check=False)
+    assert code != 0 and "by-score" in out, out
+    assert scan(client, target) == [], "nothing is written, not even halfway"

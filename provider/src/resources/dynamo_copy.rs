@@ -304,6 +304,9 @@ impl DynamoCopy {
             ctx.claim_target(&TargetClaim::table(&target.name, identity))
                 .await?;
         }
+        if let Some(failure) = index_type_failure(&inputs.set_attributes, &target_shape) {
+            bail!(failure);
+        }
         if let Some(set) = inputs
             .set_attributes
             .iter()
@@ -340,6 +343,21 @@ impl DynamoCopy {
 }
 
 /// Checks a plan against the inputs: named types must exist, `fail` must find no keys.
+/// `setAttributes` stores strings: one that sets a target index's key typed otherwise
+/// would make DynamoDB refuse every item it touches, halfway through the copy.
+fn index_type_failure(sets: &[SetAttribute], target: &dynamodb::TableShape) -> Option<String> {
+    sets.iter().find_map(|set| {
+        let (index, _, kind) = target
+            .index_keys
+            .iter()
+            .find(|(_, attribute, kind)| *attribute == set.attribute && kind != "S")?;
+        Some(format!(
+            "setAttributes sets {:?} to a string, but the target's index {index:?} keys items by it as type {kind}: DynamoDB would refuse every item it is set on; set another attribute, or none",
+            set.attribute
+        ))
+    })
+}
+
 fn check_plan(inputs: &Inputs, counts: &CopyCounts) -> Result<()> {
     let present = &counts.types_present;
     let unknown: Vec<String> = inputs
@@ -519,6 +537,37 @@ mod tests {
 
     fn inputs(value: serde_json::Value) -> Inputs {
         serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn a_string_set_on_an_index_key_of_another_type_is_refused() {
+        let target = dynamodb::TableShape {
+            keys: vec!["PK".into(), "SK".into()],
+            key_schema: String::new(),
+            ttl_attribute: None,
+            provisioned_writes: None,
+            identity: None,
+            index_keys: vec![
+                ("GSI1".into(), "GSI1PK".into(), "S".into()),
+                ("ByScore".into(), "score".into(), "N".into()),
+            ],
+        };
+        let set = |attribute: &str| SetAttribute {
+            types: vec!["IMAGE".into()],
+            attribute: attribute.into(),
+            value: "NONE".into(),
+        };
+        assert_eq!(
+            index_type_failure(&[set("GSI1PK"), set("other")], &target),
+            None
+        );
+        let failure = index_type_failure(&[set("score")], &target).unwrap();
+        assert!(
+            failure.contains("\"score\"")
+                && failure.contains("\"ByScore\"")
+                && failure.contains("type N"),
+            "{failure}"
+        );
     }
 
     #[test]

@@ -49,6 +49,7 @@ fn source_of<'a>(bucket: &'a Bucket, key: &'a str) -> CopySource<'a> {
         bucket: &bucket.name,
         key,
         expected_owner: bucket.expected_owner.as_deref(),
+        if_match: None,
     }
 }
 
@@ -87,7 +88,13 @@ pub async fn server_side_copy(
                 source_object.key
             )
         })?;
-    // Parts copied server side carry no full-object checksum: verified by size.
+    // Every part from the version listed: a source replaced meanwhile fails the copy
+    // instead of splicing two versions. Parts copied server side carry no full-object
+    // checksum: verified by size.
+    let from = CopySource {
+        if_match: Some(&source_object.etag),
+        ..from
+    };
     let upload = Multipart::start(target, target_key, &headers, options, None).await?;
     let result = async {
         let mut parts = Vec::new();

@@ -103,7 +103,34 @@ impl ItemStore for DynamoDb {
             })
             .and_then(|d| d.attribute_name())
             .map(str::to_owned);
+        let type_of = |name: &str| {
+            definitions
+                .iter()
+                .find(|d| d.attribute_name() == name)
+                .map(|d| d.attribute_type().as_str().to_string())
+                .unwrap_or_default()
+        };
+        let global = description
+            .map(|t| t.global_secondary_indexes())
+            .unwrap_or_default()
+            .iter()
+            .map(|i| (i.index_name().unwrap_or_default(), i.key_schema()));
+        let local = description
+            .map(|t| t.local_secondary_indexes())
+            .unwrap_or_default()
+            .iter()
+            .map(|i| (i.index_name().unwrap_or_default(), i.key_schema()));
+        let index_keys = global
+            .chain(local)
+            .flat_map(|(index, schema)| {
+                schema.iter().map(move |k| {
+                    let name = k.attribute_name();
+                    (index.to_string(), name.to_string(), type_of(name))
+                })
+            })
+            .collect();
         Ok(Some(TableShape {
+            index_keys,
             keys: keys.into_iter().map(|(_, name)| name).collect(),
             key_schema,
             ttl_attribute,

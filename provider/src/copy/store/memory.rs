@@ -117,6 +117,7 @@ impl ItemStore for MemoryItems {
             ttl_attribute: None,
             provisioned_writes: None,
             identity: Some(format!("memory:{table}")),
+            index_keys: Vec::new(),
         }))
     }
 

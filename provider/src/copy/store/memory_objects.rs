@@ -442,6 +442,13 @@ impl ObjectStore for MemoryObjects {
         (start, end): (u64, u64),
     ) -> Result<String> {
         let source = self.read(from.bucket, from.key)?;
+        if from.if_match.is_some_and(|etag| etag != source.etag) {
+            bail!(
+                "PreconditionFailed: s3://{}/{} was replaced",
+                from.bucket,
+                from.key
+            );
+        }
         let part = source.bytes[start as usize..=end as usize].to_vec();
         self.upload_part(bucket, key, upload, number, part, None)
             .await

@@ -56,6 +56,9 @@ pub(crate) struct CopySource<'a> {
     pub key: &'a str,
     /// The account that must own the source bucket.
     pub expected_owner: Option<&'a str>,
+    /// The source's ETag as it was listed: a copy of a part fails (PreconditionFailed)
+    /// when the object was replaced since, rather than splice two versions.
+    pub if_match: Option<&'a str>,
 }
 
 /// A part of a multipart upload, as the completion lists it.
@@ -183,6 +186,9 @@ pub(crate) struct TableShape {
     /// What the service says this table is (its ARN, ID and creation time), whatever
     /// endpoint spelling or credentials reached it: two equal identities are one table.
     pub identity: Option<String>,
+    /// Key attributes of the table's secondary indexes: (index, attribute, type `S`,
+    /// `N` or `B`). An item whose attribute has another type is refused.
+    pub index_keys: Vec<(String, String, String)>,
 }
 
 /// One page of a scan, and the key to start the next one after (None: the last page).

@@ -658,6 +658,7 @@ impl ObjectStore for S3 {
             .part_number(number)
             .copy_source(&source)
             .set_expected_source_bucket_owner(from.expected_owner.map(str::to_owned))
+            .set_copy_source_if_match(from.if_match.map(str::to_owned))
             .copy_source_range(format!("bytes={start}-{end}"))
             .send()
             .await

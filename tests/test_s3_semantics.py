@@ -286,6 +286,26 @@ def test_destroy_on_a_versioned_target_leaves_exactly_the_versions_from_before(p
     assert versions_of(t, target) == before, "the versions written and the delete marker are gone, nothing else"
 
 
+@pytest.mark.skipif(s3_server() == "moto", reason="moto's GetBucketVersioning answer is refused by the SDK (see above)")
+def test_destroy_refuses_when_a_versioned_targets_earlier_versions_are_gone(project):
+    a, t, target_side, source, target = buckets_for("server side")
+    t.put_bucket_versioning(Bucket=target, VersioningConfiguration={"Status": "Enabled"})
+    t.put_object(Bucket=target, Key="img/0.png", Body=b"prod's")
+    put_many(a, source, {"img/0.png": b"dev's", "img/1.png": b"new"})
+    p = project(sync(source, target, onConflict="overwrite"), OUTPUTS, config={"stackmigrate:target": connection(target_side)})
+    p.up()
+    # A lifecycle rule expires the noncurrent version: prod's content is gone.
+    for version in versions_of(t, target)["img/0.png"]:
+        if not version[1]:
+            t.delete_object(Bucket=target, Key="img/0.png", VersionId=version[0])
+    code, out = p.run("destroy", "--yes", check=False)
+    assert code != 0 and "cannot be put back" in out and '"img/0.png"' in out, out
+    assert t.get_object(Bucket=target, Key="img/0.png")["Body"].read() == b"dev's", "nothing is done at that key"
+    assert "img/1.png" not in listing(t, target), "the keys that can be undone are undone"
+    assert p.journal_dir.exists(), "the journal is kept, and the resource in the state"
+    assert "stackmigrate:index:BucketSync" in p.run("stack", "--show-urns")
+
+
 @pytest.mark.skipif(
     s3_server() != "versitygw",
     reason="moto ignores x-amz-expected-bucket-owner; the Versity gateway checks it on every request as AWS does",

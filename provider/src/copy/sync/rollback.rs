@@ -1,6 +1,6 @@
 //! Undoing what a sync (or a journalled single write) did, from the journal.
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use futures::stream::{self, StreamExt, TryStreamExt};
 use sha2::Digest;
 
@@ -35,6 +35,7 @@ pub(crate) async fn rollback(
     let meter = Meter::new(progress, "rolled back", state.len()?, 0);
     let by_segment = in_segment_order(&state)?;
     let mut report = BucketRollback::default();
+    let mut unrestorable = Vec::new();
     let mut before = None;
     loop {
         let page = by_segment.page(before.as_ref(), PAGE, true)?;
@@ -62,10 +63,20 @@ pub(crate) async fn rollback(
                     Outcome::Deleted => report.deleted += 1,
                     Outcome::Restored => report.restored += 1,
                     Outcome::LeftAlone => report.left_alone.push(key),
+                    Outcome::Unrestorable => unrestorable.push(key),
                     Outcome::Untouched => {}
                 }
             }
         }
+    }
+    if !unrestorable.is_empty() {
+        unrestorable.sort();
+        bail!(
+            "{} keys of versioned s3://{} cannot be put back: the versions they held before this resource wrote them are gone (a lifecycle rule expires noncurrent versions?), for example {}; what this resource wrote there is left as it is and the journal is kept: restore those keys from a backup first",
+            unrestorable.len(),
+            target.name,
+            unrestorable.iter().take(5).map(|k| format!("{k:?}")).collect::<Vec<_>>().join(", ")
+        );
     }
     report.left_alone.sort();
     journal.clear().await?;
@@ -160,6 +171,8 @@ enum Outcome {
     Deleted,
     Restored,
     LeftAlone,
+    /// The content from before is gone: nothing was done at the key.
+    Unrestorable,
     Untouched,
 }
 
@@ -248,6 +261,10 @@ async fn rollback_versions(target: &Bucket, key: &str, entry: &ObjectState) -> R
     }
     if !ours.iter().any(|v| v.id == latest.id) {
         ours.insert(0, latest);
+    }
+    // The key held something before, and no version but ours is left to make current.
+    if entry.previous.is_some() && versions.len() <= ours.len() {
+        return Ok(Outcome::Unrestorable);
     }
     for version in &ours {
         s3::delete_version(target, key, &version.id).await?;

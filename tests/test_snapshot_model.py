@@ -98,6 +98,16 @@ def test_incomplete_or_tampered_snapshots_are_refused_at_preview(project):
     assert code != 0 and "does not match its hash" in out, out
     assert listing(s3, target) == before and not p.journal_dir.exists()
 
+    # A directory snapshot with an HNSW file of its vector segment missing.
+    broken = "20251124_000000_000000_nohnswfl"
+    prefix = put_directory_snapshot(s3, source, "words", broken, embeddings=300)
+    hnsw = next(k for k in listing(s3, source) if k.startswith(prefix) and k.endswith("/data_level0.bin"))
+    s3.delete_object(Bucket=source, Key=hnsw)
+    p = project(promote(source, target, lock_table, collections=["words"], snapshot=broken), config=both_sides())
+    code, out = p.preview(check=False)
+    assert code != 0 and "names the vector segment" in out and "data_level0.bin is missing" in out, out
+    assert listing(s3, target) == before and not p.journal_dir.exists()
+
 
 def test_a_held_lock_makes_up_wait_then_fail_and_a_released_one_lets_it_through(project):
     s3, source, target, lock_table = snapshot_buckets()

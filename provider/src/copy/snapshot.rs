@@ -321,6 +321,25 @@ pub async fn inspect(bucket: &Bucket, prefix: &str) -> Result<Snapshot> {
             bail!("the snapshot at {location} is incomplete: {DATABASE} is missing");
         }
         s3::download(bucket, &format!("{prefix}{DATABASE}"), &database).await?;
+        let path = database.clone();
+        let segments = tokio::task::spawn_blocking(move || vector_segments(&path))
+            .await?
+            .with_context(|| format!("the Chroma database of the snapshot at {location}"))?;
+        let size_of = |name: &str| {
+            files
+                .iter()
+                .find(|f| f.key[prefix.len()..] == *name)
+                .map(|f| f.size)
+        };
+        for segment in segments {
+            for (file, may_be_empty) in HNSW_FILES {
+                match size_of(&format!("{segment}/{file}")) {
+                    None => bail!("the snapshot at {location} is incomplete: {DATABASE} names the vector segment {segment}, but {segment}/{file} is missing"),
+                    Some(0) if !may_be_empty => bail!("the snapshot at {location} is incomplete: {segment}/{file} is empty"),
+                    Some(_) => {}
+                }
+            }
+        }
     }
     let path = database.clone();
     let embeddings = tokio::task::spawn_blocking(move || count_embeddings(&path))
@@ -346,6 +365,29 @@ fn extract_database(tarball: &Path, to: &Path) -> Result<bool> {
 }
 
 /// Opens the database read-only, checks it is intact, and counts its embeddings.
+/// The files of a persisted HNSW segment, and whether each may be empty (an index
+/// whose nodes have no links yet has empty link lists).
+const HNSW_FILES: [(&str, bool); 4] = [
+    ("header.bin", false),
+    ("data_level0.bin", false),
+    ("length.bin", false),
+    ("link_lists.bin", true),
+];
+
+/// The vector segments a Chroma database names: each is a folder of HNSW files.
+fn vector_segments(path: &Path) -> Result<Vec<String>> {
+    let db =
+        rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .context("opening SQLite")?;
+    let mut query = db
+        .prepare("SELECT id FROM segments WHERE scope = 'VECTOR' ORDER BY id")
+        .context("reading the segments table")?;
+    let ids = query
+        .query_map([], |row| row.get(0))?
+        .collect::<rusqlite::Result<Vec<String>>>()?;
+    Ok(ids)
+}
+
 pub fn count_embeddings(path: &Path) -> Result<u64> {
     let db =
         rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)

@@ -65,6 +65,29 @@ def test_names_and_rewrite_come_from_the_stacks(project):
     assert scan_all(client, prod_table) == {} and listing(s3, prod_raw) == {}
 
 
+def test_a_name_from_a_secret_stack_output_stays_secret_in_the_state_and_the_preview(project):
+    client = dynamodb()
+    dev_table, prod_table = create_table(client, unique("dev")), create_table(client, unique("prod-secret"))
+    put_items(client, dev_table, [{"PK": S("IMAGE#1"), "SK": S("IMAGE"), "TYPE": S("IMAGE")}])
+    _, dev = infra_stack(project, dev_table, unique("raw-dev"), unique("cdn-dev"))
+    prod_project = project({}, {"dynamodb_table_name": {"fn::secret": prod_table}})
+    prod_project.up()
+    prod = f"organization/{prod_project.name}/{prod_project.stack}"
+
+    resources = {"receipts": {"type": "stackmigrate:DynamoCopy", "properties": {"rewrite": {}}}}
+    config = {**both_sides(), "stackmigrate:sourceStack": dev, "stackmigrate:targetStack": prod}
+    p = project(resources, {"targetTable": "${receipts.targetTable}"}, config=config)
+    preview = p.preview()
+    assert prod_table not in preview and "[secret]" in preview, preview
+    out = p.up()
+    assert prod_table not in out, out
+    assert ("IMAGE#1", "IMAGE") in scan_all(client, prod_table)
+    assert prod_table not in p.run("stack", "export"), "the state holds the secret name in plaintext"
+    assert p.outputs()["targetTable"] == prod_table
+    p.destroy()
+    assert scan_all(client, prod_table) == {}
+
+
 def test_unknown_stack_and_missing_output_fail_at_preview_naming_what_exists(project):
     s3 = s3_client("a")
     _, dev = infra_stack(project, "t-dev", unique("raw-dev"), unique("cdn-dev"))

@@ -54,6 +54,9 @@ pub struct Context {
     /// A claim on the target that `claim_target` found free in a run that writes: the
     /// next journal opened stores it before its first write.
     pub pending_claim: Arc<std::sync::Mutex<Option<PendingClaim>>>,
+    /// Values from secrets met so far (the stacks' secret outputs, secret inputs): the
+    /// outputs holding them are secret, and progress shows them masked.
+    pub secrets: super::secrets::Secrets,
 }
 
 /// What a migration writes into, as another migration into the same place sees it.
@@ -406,10 +409,16 @@ impl Context {
 
     /// The outputs of the side's stack, or None when no stack is configured for it.
     pub(crate) async fn stack_outputs(&self, side: Side) -> Result<Option<Arc<StackOutputs>>> {
-        match self.stack_setting(side).1 {
-            Some(stack) => Ok(Some(self.stacks.outputs(stack).await?)),
-            None => Ok(None),
+        let Some(stack) = self.stack_setting(side).1 else {
+            return Ok(None);
+        };
+        let outputs = self.stacks.outputs(stack).await?;
+        for name in &outputs.secret {
+            if let Some(value) = outputs.values.get(name) {
+                self.secrets.add(value);
+            }
         }
+        Ok(Some(outputs))
     }
 
     /// A table or bucket name: the input when set, else the stack output `output`.

@@ -10,6 +10,7 @@ pub(crate) mod diff;
 pub mod dynamo_copy;
 pub(crate) mod metadata;
 pub mod model_copy;
+pub(crate) mod secrets;
 pub mod snapshot_promote;
 
 use std::sync::Arc;

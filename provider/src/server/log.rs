@@ -11,6 +11,7 @@ use tonic::transport::Channel;
 
 use crate::copy::progress::Progress;
 use crate::copy::retry::Attempts;
+use crate::resources::secrets::Secrets;
 
 /// Progress sent to the engine's Log service, in order, by one background task.
 pub(super) struct EngineLog {
@@ -117,5 +118,23 @@ impl Progress for WithRetries {
     }
     fn warn(&self, message: &str) {
         self.inner.warn(message);
+    }
+}
+
+/// Progress with every value from a secret masked.
+pub(super) struct Masked {
+    pub inner: Arc<dyn Progress>,
+    pub secrets: Secrets,
+}
+
+impl Progress for Masked {
+    fn status(&self, message: &str) {
+        self.inner.status(&self.secrets.mask(message));
+    }
+    fn info(&self, message: &str) {
+        self.inner.info(&self.secrets.mask(message));
+    }
+    fn warn(&self, message: &str) {
+        self.inner.warn(&self.secrets.mask(message));
     }
 }

@@ -16,12 +16,13 @@ use tonic::Status;
 use crate::config::ProviderConfig;
 use crate::copy::retry::Attempts;
 use crate::registry::{self, Registered, Registry};
+use crate::resources::secrets::Secrets;
 use crate::resources::{
     check_journal, journal_path, Clients, CommonOutputs, Context, FailedAfterWriting,
 };
 use crate::stacks::Stacks;
 use crate::wire::Props;
-use log::{EngineLog, WithRetries};
+use log::{EngineLog, Masked, WithRetries};
 
 pub struct Provider {
     registry: Registry,
@@ -113,14 +114,17 @@ impl Provider {
     where
         F: Future<Output = anyhow::Result<T>>,
     {
-        self.with_state_context(urn, None, operation).await
+        self.with_state_context(urn, None, &Secrets::default(), operation)
+            .await
     }
 
     /// `with_context` for a resource the engine holds: `state` names its journal.
+    /// `secrets` collects the values from secrets the operation meets.
     async fn with_state_context<T, F>(
         &self,
         urn: &str,
         state: Option<&serde_json::Map<String, serde_json::Value>>,
+        secrets: &Secrets,
         operation: impl FnOnce(Context) -> F,
     ) -> anyhow::Result<T>
     where
@@ -133,9 +137,12 @@ impl Provider {
             config,
             clients,
             urn: urn.to_string(),
-            progress: Arc::new(WithRetries {
-                inner: log.clone(),
-                attempts: attempts.clone(),
+            progress: Arc::new(Masked {
+                inner: Arc::new(WithRetries {
+                    inner: log.clone(),
+                    attempts: attempts.clone(),
+                }),
+                secrets: secrets.clone(),
             }),
             stacks: self
                 .stacks
@@ -146,6 +153,7 @@ impl Provider {
             journal_at: state.and_then(CommonOutputs::journal_at),
             compare_target: state.is_some_and(CommonOutputs::drift_pending),
             pending_claim: Default::default(),
+            secrets: secrets.clone(),
         };
         let result = Attempts::count(attempts, operation(ctx)).await;
         log.finish().await;
@@ -161,10 +169,15 @@ fn status(error: anyhow::Error) -> Status {
 /// A Create or Update that failed after writing: Pulumi's "initialization failed"
 /// answer, which makes the engine keep the resource with `state`, so that `pulumi
 /// destroy` rolls back what was written.
-fn failed_after_writing(urn: &str, inputs: &Props, failed: &FailedAfterWriting) -> Status {
+fn failed_after_writing(
+    urn: &str,
+    inputs: &Props,
+    failed: &FailedAfterWriting,
+    secrets: &Secrets,
+) -> Status {
     let detail = rpc::ErrorResourceInitFailed {
         id: journal_path(urn),
-        properties: Some(encode_state(inputs, failed.state.clone())),
+        properties: Some(encode_state(inputs, failed.state.clone(), secrets)),
         reasons: vec![failed.to_string()],
         inputs: Some(inputs.encode()),
         refresh_before_update: false,
@@ -202,11 +215,18 @@ fn failure(property: &str, reason: &str) -> rpc::CheckFailure {
     }
 }
 
-/// Outputs carry the same secrecy as the inputs they came from.
-fn encode_state(inputs: &Props, state: serde_json::Map<String, serde_json::Value>) -> Struct {
+/// Outputs carry the same secrecy as the inputs they came from, and those holding a
+/// value from a secret (a name read from a secret stack output) are secret too.
+fn encode_state(
+    inputs: &Props,
+    state: serde_json::Map<String, serde_json::Value>,
+    secrets: &Secrets,
+) -> Struct {
+    let mut secret_keys = inputs.secret_keys.clone();
+    secret_keys.extend(secrets.keys_in(&state));
     Props {
         value: state,
-        secret_keys: inputs.secret_keys.clone(),
+        secret_keys,
     }
     .encode()
 }
@@ -227,8 +247,14 @@ impl Provider {
             return Ok(inputs.encode());
         }
         let creating = last_state.is_none();
+        let secrets = Secrets::default();
+        for key in &inputs.secret_keys {
+            if let Some(value) = inputs.value.get(key) {
+                secrets.add(value);
+            }
+        }
         let result = self
-            .with_state_context(urn, last_state, |ctx| async move {
+            .with_state_context(urn, last_state, &secrets, |ctx| async move {
                 if let Some(state) = last_state {
                     let command = if preview { "preview" } else { "up" };
                     check_journal(resource.resource.as_ref(), &ctx, state, command).await?;
@@ -261,9 +287,9 @@ impl Provider {
             })
             .await;
         match result {
-            Ok(state) => Ok(encode_state(inputs, state)),
+            Ok(state) => Ok(encode_state(inputs, state, &secrets)),
             Err(error) => match error.downcast_ref::<FailedAfterWriting>() {
-                Some(failed) => Err(failed_after_writing(urn, inputs, failed)),
+                Some(failed) => Err(failed_after_writing(urn, inputs, failed, &secrets)),
                 None => Err(status(error)),
             },
         }

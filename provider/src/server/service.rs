@@ -15,6 +15,7 @@ use super::{encode_state, failure, status, Configured, Provider};
 use crate::config::ProviderConfig;
 use crate::functions::Answer;
 use crate::resources::diff::{self, Change};
+use crate::resources::secrets::Secrets;
 use crate::resources::{journal_path, CommonOutputs, Context, Drift};
 use crate::schema;
 use crate::stacks::Stacks;
@@ -240,13 +241,18 @@ impl ResourceProvider for Provider {
                 None => {
                     let inputs = &new.value;
                     let answer = self
-                        .with_state_context(&request.urn, Some(&last.value), |ctx| async move {
-                            let ctx = Context {
-                                progress: Arc::new(StatusAndWarnings(ctx.progress.clone())),
-                                ..ctx
-                            };
-                            resource.resource.plan(&ctx, inputs).await
-                        })
+                        .with_state_context(
+                            &request.urn,
+                            Some(&last.value),
+                            &Secrets::default(),
+                            |ctx| async move {
+                                let ctx = Context {
+                                    progress: Arc::new(StatusAndWarnings(ctx.progress.clone())),
+                                    ..ctx
+                                };
+                                resource.resource.plan(&ctx, inputs).await
+                            },
+                        )
                         .await
                         .map_err(status)?;
                     if let Some(answers) = &self.answers {
@@ -340,7 +346,7 @@ impl ResourceProvider for Provider {
             } else {
                 let resource = self.resource(&request.r#type, &request.urn)?;
                 let drift = self
-                    .with_state_context(&request.urn, Some(&known.value), |ctx| async move {
+                    .with_state_context(&request.urn, Some(&known.value), &Secrets::default(), |ctx| async move {
                         let ctx = Context {
                             progress: Arc::new(StatusAndWarnings(ctx.progress.clone())),
                             compare_target: true,
@@ -368,7 +374,7 @@ impl ResourceProvider for Provider {
                         let mut common = CommonOutputs::of(&state);
                         common.drift = Some(drift);
                         common.write_into(&mut state);
-                        Some(encode_state(&known, state))
+                        Some(encode_state(&known, state, &Secrets::default()))
                     }
                     None => request.properties,
                 }
@@ -383,8 +389,9 @@ impl ResourceProvider for Provider {
         // No state: `pulumi import` of a run the engine lost track of (its plugin was
         // killed). The journal holds that run's inputs, and whether it wrote anything.
         let resource = self.resource(&request.r#type, &request.urn)?;
+        let secrets = Secrets::default();
         let recovered = self
-            .with_context(&request.urn, |ctx| async move {
+            .with_state_context(&request.urn, None, &secrets, |ctx| async move {
                 let inputs = match ctx.recorded_inputs().await? {
                     Some(recorded) if given.value.is_empty() => recorded,
                     _ => given.value,
@@ -402,7 +409,7 @@ impl ResourceProvider for Provider {
                 };
                 rpc::ReadResponse {
                     id: request.id,
-                    properties: Some(encode_state(&inputs, state)),
+                    properties: Some(encode_state(&inputs, state, &secrets)),
                     inputs: Some(inputs.encode()),
                     refresh_before_update: false,
                 }
@@ -441,9 +448,12 @@ impl ResourceProvider for Provider {
         // The state, not the inputs: it holds the names the last run resolved.
         let state = Props::decode(request.properties.as_ref());
         let state = &state.value;
-        self.with_state_context(&request.urn, Some(state), |ctx| async move {
-            resource.resource.rollback(&ctx, state).await
-        })
+        self.with_state_context(
+            &request.urn,
+            Some(state),
+            &Secrets::default(),
+            |ctx| async move { resource.resource.rollback(&ctx, state).await },
+        )
         .await
         .map_err(status)?;
         Ok(Response::new(()))

@@ -242,6 +242,15 @@ def test_every_write_is_proven_and_the_outputs_count_how(project, path):
         source_value = a.head_object(Bucket=source, Key=key, ChecksumMode="ENABLED")[algorithm]
         assert stored.get(algorithm) == source_value, (key, stored)
 
+    # verify: content reads what nothing else proves: every write is then proven.
+    second = make_bucket(t, "prod-content")
+    q = project(sync(source, second, verify="content"), {**VERIFIED, "verifiedByContent": "${images.verifiedByContent}"},
+                config={"stackmigrate:target": connection(target_side)})
+    out = q.up()
+    got = q.outputs()
+    assert (got["verifiedByContent"], got["verifiedBySize"]) == (1, 0), got
+    assert got["verified"] is True and "done and verified" in out, out
+
 
 def versions_of(s3, bucket):
     """Key -> sorted (version, is latest, ETag) of every version and delete marker."""

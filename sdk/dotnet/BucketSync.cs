@@ -209,7 +209,7 @@ namespace StackMigrate.Stackmigrate
         public Output<ImmutableArray<object>> Triggers { get; private set; } = null!;
 
         /// <summary>
-        /// True once every written object was proven to hold its source's content by a checksum or an MD5 ETag; false when any was compared by size only (`verifiedBySize` above zero). `verifiedByChecksum`, `verifiedByEtag` and `verifiedBySize` say how.
+        /// True once every written object was proven to hold its source's content by a checksum, an MD5 ETag or (with `verify: content`) by reading both; false when any was compared by size only (`verifiedBySize` above zero). `verifiedByChecksum`, `verifiedByEtag`, `verifiedByContent` and `verifiedBySize` say how.
         /// </summary>
         [Output("verified")]
         public Output<bool> Verified { get; private set; } = null!;
@@ -219,6 +219,12 @@ namespace StackMigrate.Stackmigrate
         /// </summary>
         [Output("verifiedByChecksum")]
         public Output<int?> VerifiedByChecksum { get; private set; } = null!;
+
+        /// <summary>
+        /// Written objects proven by reading both back and comparing the MD5s of their bytes (`verify: content`), where no checksum or MD5 ETag covers both sides.
+        /// </summary>
+        [Output("verifiedByContent")]
+        public Output<int?> VerifiedByContent { get; private set; } = null!;
 
         /// <summary>
         /// Written objects proven by their MD5 ETag (single part, not KMS-encrypted) where no checksum covers both sides.
@@ -231,6 +237,12 @@ namespace StackMigrate.Stackmigrate
         /// </summary>
         [Output("verifiedBySize")]
         public Output<int?> VerifiedBySize { get; private set; } = null!;
+
+        /// <summary>
+        /// `checksums` (default): proof by checksum or MD5 ETag, size only where neither covers both sides (then `verified` is false); `content`: read both objects where those cannot tell.
+        /// </summary>
+        [Output("verify")]
+        public Output<StackMigrate.Stackmigrate.Verify?> Verify { get; private set; } = null!;
 
 
         /// <summary>
@@ -399,6 +411,12 @@ namespace StackMigrate.Stackmigrate
             set => _triggers = value;
         }
 
+        /// <summary>
+        /// `checksums` (default): proof by checksum or MD5 ETag, size only where neither covers both sides (then `verified` is false); `content`: read both objects where those cannot tell.
+        /// </summary>
+        [Input("verify")]
+        public Input<StackMigrate.Stackmigrate.Verify>? Verify { get; set; }
+
         public BucketSyncArgs()
         {
             AllowEmpty = false;
@@ -407,6 +425,7 @@ namespace StackMigrate.Stackmigrate
             OnConflict = StackMigrate.Stackmigrate.OnConflict.SkipIdentical;
             SourcePrefix = "";
             TargetPrefix = "";
+            Verify = StackMigrate.Stackmigrate.Verify.Checksums;
         }
         public static new BucketSyncArgs Empty => new BucketSyncArgs();
     }

@@ -164,4 +164,41 @@ namespace StackMigrate.Stackmigrate
 
         public override string ToString() => _value;
     }
+
+    /// <summary>
+    /// How each written object is proven to hold its source's content.
+    /// </summary>
+    [EnumType]
+    public readonly struct Verify : IEquatable<Verify>
+    {
+        private readonly string _value;
+
+        private Verify(string value)
+        {
+            _value = value ?? throw new ArgumentNullException(nameof(value));
+        }
+
+        /// <summary>
+        /// By a whole-content checksum or the MD5 ETag both sides report; where neither covers both (multipart or KMS-encrypted sources without a stored checksum) only the sizes compare, and `verified` is false.
+        /// </summary>
+        public static Verify Checksums { get; } = new Verify("checksums");
+        /// <summary>
+        /// As `checksums`, and where those cannot tell, both objects are read back and the MD5s of their bytes compared, so `verified` can be true for every object; such objects are read twice more.
+        /// </summary>
+        public static Verify Content { get; } = new Verify("content");
+
+        public static bool operator ==(Verify left, Verify right) => left.Equals(right);
+        public static bool operator !=(Verify left, Verify right) => !left.Equals(right);
+
+        public static explicit operator string(Verify value) => value._value;
+
+        [EditorBrowsable(EditorBrowsableState.Never)]
+        public override bool Equals(object? obj) => obj is Verify other && Equals(other);
+        public bool Equals(Verify other) => string.Equals(_value, other._value, StringComparison.Ordinal);
+
+        [EditorBrowsable(EditorBrowsableState.Never)]
+        public override int GetHashCode() => _value?.GetHashCode() ?? 0;
+
+        public override string ToString() => _value;
+    }
 }

@@ -136,7 +136,7 @@ namespace StackMigrate.Stackmigrate
         public Output<ImmutableArray<object>> Triggers { get; private set; } = null!;
 
         /// <summary>
-        /// True once every written file was proven equal to its source by a checksum or an MD5 ETag; false when any was compared by size only.
+        /// True once every written file was proven equal to its source by a checksum, an MD5 ETag, or by reading both back where those cannot tell.
         /// </summary>
         [Output("verified")]
         public Output<bool> Verified { get; private set; } = null!;

@@ -168,13 +168,17 @@ export class BucketSync extends pulumi.CustomResource {
      */
     declare public readonly triggers: pulumi.Output<any[] | undefined>;
     /**
-     * True once every written object was proven to hold its source's content by a checksum or an MD5 ETag; false when any was compared by size only (`verifiedBySize` above zero). `verifiedByChecksum`, `verifiedByEtag` and `verifiedBySize` say how.
+     * True once every written object was proven to hold its source's content by a checksum, an MD5 ETag or (with `verify: content`) by reading both; false when any was compared by size only (`verifiedBySize` above zero). `verifiedByChecksum`, `verifiedByEtag`, `verifiedByContent` and `verifiedBySize` say how.
      */
     declare public /*out*/ readonly verified: pulumi.Output<boolean>;
     /**
      * Written objects proven by whole-content checksums: the target's checksum equals that of the bytes sent, and those bytes match the source's stored checksum.
      */
     declare public /*out*/ readonly verifiedByChecksum: pulumi.Output<number | undefined>;
+    /**
+     * Written objects proven by reading both back and comparing the MD5s of their bytes (`verify: content`), where no checksum or MD5 ETag covers both sides.
+     */
+    declare public /*out*/ readonly verifiedByContent: pulumi.Output<number | undefined>;
     /**
      * Written objects proven by their MD5 ETag (single part, not KMS-encrypted) where no checksum covers both sides.
      */
@@ -183,6 +187,10 @@ export class BucketSync extends pulumi.CustomResource {
      * Written objects of which only the size could be compared: neither a checksum nor an MD5 ETag covers both sides (multipart or KMS-encrypted sources without a stored checksum). `pulumi up` warns when there are any.
      */
     declare public /*out*/ readonly verifiedBySize: pulumi.Output<number | undefined>;
+    /**
+     * `checksums` (default): proof by checksum or MD5 ETag, size only where neither covers both sides (then `verified` is false); `content`: read both objects where those cannot tell.
+     */
+    declare public readonly verify: pulumi.Output<enums.Verify | undefined>;
 
     /**
      * Create a BucketSync resource with the given unique name, arguments, and options.
@@ -211,6 +219,7 @@ export class BucketSync extends pulumi.CustomResource {
             resourceInputs["targetBucket"] = args?.targetBucket;
             resourceInputs["targetPrefix"] = (args?.targetPrefix) ?? "";
             resourceInputs["triggers"] = args?.triggers;
+            resourceInputs["verify"] = (args?.verify) ?? "checksums";
             resourceInputs["bytesCopied"] = undefined /*out*/;
             resourceInputs["drift"] = undefined /*out*/;
             resourceInputs["journalSegments"] = undefined /*out*/;
@@ -226,6 +235,7 @@ export class BucketSync extends pulumi.CustomResource {
             resourceInputs["throttles"] = undefined /*out*/;
             resourceInputs["verified"] = undefined /*out*/;
             resourceInputs["verifiedByChecksum"] = undefined /*out*/;
+            resourceInputs["verifiedByContent"] = undefined /*out*/;
             resourceInputs["verifiedByEtag"] = undefined /*out*/;
             resourceInputs["verifiedBySize"] = undefined /*out*/;
         } else {
@@ -260,8 +270,10 @@ export class BucketSync extends pulumi.CustomResource {
             resourceInputs["triggers"] = undefined /*out*/;
             resourceInputs["verified"] = undefined /*out*/;
             resourceInputs["verifiedByChecksum"] = undefined /*out*/;
+            resourceInputs["verifiedByContent"] = undefined /*out*/;
             resourceInputs["verifiedByEtag"] = undefined /*out*/;
             resourceInputs["verifiedBySize"] = undefined /*out*/;
+            resourceInputs["verify"] = undefined /*out*/;
         }
         opts = pulumi.mergeOptions(utilities.resourceOptsDefaults(), opts);
         const replaceOnChanges = { replaceOnChanges: ["sourceBucket", "sourcePrefix", "targetBucket", "targetPrefix"] };
@@ -338,4 +350,8 @@ export interface BucketSyncArgs {
      * Any values; a change re-runs the copy.
      */
     triggers?: pulumi.Input<any[]>;
+    /**
+     * `checksums` (default): proof by checksum or MD5 ETag, size only where neither covers both sides (then `verified` is false); `content`: read both objects where those cannot tell.
+     */
+    verify?: pulumi.Input<enums.Verify>;
 }

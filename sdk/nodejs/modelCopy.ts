@@ -116,7 +116,7 @@ export class ModelCopy extends pulumi.CustomResource {
      */
     declare public readonly triggers: pulumi.Output<any[] | undefined>;
     /**
-     * True once every written file was proven equal to its source by a checksum or an MD5 ETag; false when any was compared by size only.
+     * True once every written file was proven equal to its source by a checksum, an MD5 ETag, or by reading both back where those cannot tell.
      */
     declare public /*out*/ readonly verified: pulumi.Output<boolean>;
 

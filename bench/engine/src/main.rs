@@ -81,6 +81,7 @@ async fn engine_sync(source: &str, target: &str) -> Result<serde_json::Value> {
         delete_extraneous: false,
         archived: Archived::Fail,
         write: Default::default(),
+        verify_content: false,
     };
     let journal_dir = tempfile::tempdir()?;
     let started = Instant::now();

@@ -50,6 +50,17 @@ pub enum Archived {
     Skip,
 }
 
+/// How each written object is proven to hold its source's content.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum Verify {
+    /// By a whole-content checksum or the MD5 ETag both sides report; where neither covers both (multipart or KMS-encrypted sources without a stored checksum) only the sizes compare, and `verified` is false.
+    #[default]
+    Checksums,
+    /// As `checksums`, and where those cannot tell, both objects are read back and the MD5s of their bytes compared, so `verified` can be true for every object; such objects are read twice more.
+    Content,
+}
+
 impl From<Archived> for sync::Archived {
     fn from(choice: Archived) -> Self {
         match choice {
@@ -91,6 +102,9 @@ pub struct Inputs {
     /// Delete target objects (under `targetPrefix`, passing the filters) that the source does not have; they are backed up in the journal first. Default false.
     #[serde(default)]
     pub delete_extraneous: bool,
+    /// `checksums` (default): proof by checksum or MD5 ETag, size only where neither covers both sides (then `verified` is false); `content`: read both objects where those cannot tell.
+    #[serde(default)]
+    pub verify: Verify,
     /// Allow `include`/`exclude` or `sourcePrefix` to select no object of a source bucket that has objects. Default false: such a selection fails at preview, as it is usually a typo.
     #[serde(default)]
     pub allow_empty: bool,
@@ -131,7 +145,7 @@ pub struct Outputs {
     pub objects_archived: u64,
     /// Bytes written to the target.
     pub bytes_copied: u64,
-    /// True once every written object was proven to hold its source's content by a checksum or an MD5 ETag; false when any was compared by size only (`verifiedBySize` above zero). `verifiedByChecksum`, `verifiedByEtag` and `verifiedBySize` say how.
+    /// True once every written object was proven to hold its source's content by a checksum, an MD5 ETag or (with `verify: content`) by reading both; false when any was compared by size only (`verifiedBySize` above zero). `verifiedByChecksum`, `verifiedByEtag`, `verifiedByContent` and `verifiedBySize` say how.
     pub verified: bool,
     /// Written objects proven by whole-content checksums: the target's checksum equals that of the bytes sent, and those bytes match the source's stored checksum.
     #[serde(default)]
@@ -139,6 +153,9 @@ pub struct Outputs {
     /// Written objects proven by their MD5 ETag (single part, not KMS-encrypted) where no checksum covers both sides.
     #[serde(default)]
     pub verified_by_etag: u64,
+    /// Written objects proven by reading both back and comparing the MD5s of their bytes (`verify: content`), where no checksum or MD5 ETag covers both sides.
+    #[serde(default)]
+    pub verified_by_content: u64,
     /// Written objects of which only the size could be compared: neither a checksum nor an MD5 ETag covers both sides (multipart or KMS-encrypted sources without a stored checksum). `pulumi up` warns when there are any.
     #[serde(default)]
     pub verified_by_size: u64,
@@ -160,6 +177,7 @@ impl Outputs {
             verified,
             verified_by_checksum: counts.verified_by_checksum,
             verified_by_etag: counts.verified_by_etag,
+            verified_by_content: counts.verified_by_content,
             verified_by_size: counts.verified_by_size,
         }
     }
@@ -195,6 +213,7 @@ impl BucketSync {
             delete_extraneous: inputs.delete_extraneous,
             archived: inputs.archived.into(),
             write: write_options(inputs),
+            verify_content: inputs.verify == Verify::Content,
         })
     }
 }

@@ -72,7 +72,7 @@ pub struct Outputs {
     pub files_copied: u64,
     /// Bytes written to the target.
     pub bytes_copied: u64,
-    /// True once every written file was proven equal to its source by a checksum or an MD5 ETag; false when any was compared by size only.
+    /// True once every written file was proven equal to its source by a checksum, an MD5 ETag, or by reading both back where those cannot tell.
     pub verified: bool,
 }
 
@@ -120,6 +120,8 @@ impl ModelCopy {
             delete_extraneous: false,
             archived: Archived::Fail,
             write: Default::default(),
+            // Weights and snapshots are few and large: proof by reading, never by size.
+            verify_content: true,
         };
         let specs = vec![
             spec(&choice.model_prefix, filter),

@@ -166,6 +166,8 @@ impl SnapshotPromote {
                     delete_extraneous: false,
                     archived: Archived::Fail,
                     write: Default::default(),
+                    // Snapshots are few and large: proof by reading, never by size.
+                    verify_content: true,
                 },
             });
         }

@@ -101,14 +101,18 @@ type BucketSync struct {
 	Throttles pulumi.IntPtrOutput `pulumi:"throttles"`
 	// Any values; a change re-runs the copy.
 	Triggers pulumi.ArrayOutput `pulumi:"triggers"`
-	// True once every written object was proven to hold its source's content by a checksum or an MD5 ETag; false when any was compared by size only (`verifiedBySize` above zero). `verifiedByChecksum`, `verifiedByEtag` and `verifiedBySize` say how.
+	// True once every written object was proven to hold its source's content by a checksum, an MD5 ETag or (with `verify: content`) by reading both; false when any was compared by size only (`verifiedBySize` above zero). `verifiedByChecksum`, `verifiedByEtag`, `verifiedByContent` and `verifiedBySize` say how.
 	Verified pulumi.BoolOutput `pulumi:"verified"`
 	// Written objects proven by whole-content checksums: the target's checksum equals that of the bytes sent, and those bytes match the source's stored checksum.
 	VerifiedByChecksum pulumi.IntPtrOutput `pulumi:"verifiedByChecksum"`
+	// Written objects proven by reading both back and comparing the MD5s of their bytes (`verify: content`), where no checksum or MD5 ETag covers both sides.
+	VerifiedByContent pulumi.IntPtrOutput `pulumi:"verifiedByContent"`
 	// Written objects proven by their MD5 ETag (single part, not KMS-encrypted) where no checksum covers both sides.
 	VerifiedByEtag pulumi.IntPtrOutput `pulumi:"verifiedByEtag"`
 	// Written objects of which only the size could be compared: neither a checksum nor an MD5 ETag covers both sides (multipart or KMS-encrypted sources without a stored checksum). `pulumi up` warns when there are any.
 	VerifiedBySize pulumi.IntPtrOutput `pulumi:"verifiedBySize"`
+	// `checksums` (default): proof by checksum or MD5 ETag, size only where neither covers both sides (then `verified` is false); `content`: read both objects where those cannot tell.
+	Verify VerifyPtrOutput `pulumi:"verify"`
 }
 
 // NewBucketSync registers a new resource with the given unique name, arguments, and options.
@@ -135,6 +139,9 @@ func NewBucketSync(ctx *pulumi.Context,
 	}
 	if args.TargetPrefix == nil {
 		args.TargetPrefix = pulumi.StringPtr("")
+	}
+	if args.Verify == nil {
+		args.Verify = Verify("checksums")
 	}
 	replaceOnChanges := pulumi.ReplaceOnChanges([]string{
 		"sourceBucket",
@@ -208,6 +215,8 @@ type bucketSyncArgs struct {
 	TargetPrefix *string `pulumi:"targetPrefix"`
 	// Any values; a change re-runs the copy.
 	Triggers []interface{} `pulumi:"triggers"`
+	// `checksums` (default): proof by checksum or MD5 ETag, size only where neither covers both sides (then `verified` is false); `content`: read both objects where those cannot tell.
+	Verify *Verify `pulumi:"verify"`
 }
 
 // The set of arguments for constructing a BucketSync resource.
@@ -244,6 +253,8 @@ type BucketSyncArgs struct {
 	TargetPrefix pulumi.StringPtrInput
 	// Any values; a change re-runs the copy.
 	Triggers pulumi.ArrayInput
+	// `checksums` (default): proof by checksum or MD5 ETag, size only where neither covers both sides (then `verified` is false); `content`: read both objects where those cannot tell.
+	Verify VerifyPtrInput
 }
 
 func (BucketSyncArgs) ElementType() reflect.Type {
@@ -478,7 +489,7 @@ func (o BucketSyncOutput) Triggers() pulumi.ArrayOutput {
 	return o.ApplyT(func(v *BucketSync) pulumi.ArrayOutput { return v.Triggers }).(pulumi.ArrayOutput)
 }
 
-// True once every written object was proven to hold its source's content by a checksum or an MD5 ETag; false when any was compared by size only (`verifiedBySize` above zero). `verifiedByChecksum`, `verifiedByEtag` and `verifiedBySize` say how.
+// True once every written object was proven to hold its source's content by a checksum, an MD5 ETag or (with `verify: content`) by reading both; false when any was compared by size only (`verifiedBySize` above zero). `verifiedByChecksum`, `verifiedByEtag`, `verifiedByContent` and `verifiedBySize` say how.
 func (o BucketSyncOutput) Verified() pulumi.BoolOutput {
 	return o.ApplyT(func(v *BucketSync) pulumi.BoolOutput { return v.Verified }).(pulumi.BoolOutput)
 }
@@ -486,6 +497,11 @@ func (o BucketSyncOutput) Verified() pulumi.BoolOutput {
 // Written objects proven by whole-content checksums: the target's checksum equals that of the bytes sent, and those bytes match the source's stored checksum.
 func (o BucketSyncOutput) VerifiedByChecksum() pulumi.IntPtrOutput {
 	return o.ApplyT(func(v *BucketSync) pulumi.IntPtrOutput { return v.VerifiedByChecksum }).(pulumi.IntPtrOutput)
+}
+
+// Written objects proven by reading both back and comparing the MD5s of their bytes (`verify: content`), where no checksum or MD5 ETag covers both sides.
+func (o BucketSyncOutput) VerifiedByContent() pulumi.IntPtrOutput {
+	return o.ApplyT(func(v *BucketSync) pulumi.IntPtrOutput { return v.VerifiedByContent }).(pulumi.IntPtrOutput)
 }
 
 // Written objects proven by their MD5 ETag (single part, not KMS-encrypted) where no checksum covers both sides.
@@ -496,6 +512,11 @@ func (o BucketSyncOutput) VerifiedByEtag() pulumi.IntPtrOutput {
 // Written objects of which only the size could be compared: neither a checksum nor an MD5 ETag covers both sides (multipart or KMS-encrypted sources without a stored checksum). `pulumi up` warns when there are any.
 func (o BucketSyncOutput) VerifiedBySize() pulumi.IntPtrOutput {
 	return o.ApplyT(func(v *BucketSync) pulumi.IntPtrOutput { return v.VerifiedBySize }).(pulumi.IntPtrOutput)
+}
+
+// `checksums` (default): proof by checksum or MD5 ETag, size only where neither covers both sides (then `verified` is false); `content`: read both objects where those cannot tell.
+func (o BucketSyncOutput) Verify() VerifyPtrOutput {
+	return o.ApplyT(func(v *BucketSync) VerifyPtrOutput { return v.Verify }).(VerifyPtrOutput)
 }
 
 type BucketSyncArrayOutput struct{ *pulumi.OutputState }

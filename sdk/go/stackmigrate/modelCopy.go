@@ -76,7 +76,7 @@ type ModelCopy struct {
 	Throttles pulumi.IntPtrOutput `pulumi:"throttles"`
 	// Any values; a change re-runs the copy.
 	Triggers pulumi.ArrayOutput `pulumi:"triggers"`
-	// True once every written file was proven equal to its source by a checksum or an MD5 ETag; false when any was compared by size only.
+	// True once every written file was proven equal to its source by a checksum, an MD5 ETag, or by reading both back where those cannot tell.
 	Verified pulumi.BoolOutput `pulumi:"verified"`
 }
 
@@ -347,7 +347,7 @@ func (o ModelCopyOutput) Triggers() pulumi.ArrayOutput {
 	return o.ApplyT(func(v *ModelCopy) pulumi.ArrayOutput { return v.Triggers }).(pulumi.ArrayOutput)
 }
 
-// True once every written file was proven equal to its source by a checksum or an MD5 ETag; false when any was compared by size only.
+// True once every written file was proven equal to its source by a checksum, an MD5 ETag, or by reading both back where those cannot tell.
 func (o ModelCopyOutput) Verified() pulumi.BoolOutput {
 	return o.ApplyT(func(v *ModelCopy) pulumi.BoolOutput { return v.Verified }).(pulumi.BoolOutput)
 }

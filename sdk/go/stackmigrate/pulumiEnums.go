@@ -690,6 +690,174 @@ func (in *onConflictPtr) ToOnConflictPtrOutputWithContext(ctx context.Context) O
 	return pulumi.ToOutputWithContext(ctx, in).(OnConflictPtrOutput)
 }
 
+// How each written object is proven to hold its source's content.
+type Verify string
+
+const (
+	// By a whole-content checksum or the MD5 ETag both sides report; where neither covers both (multipart or KMS-encrypted sources without a stored checksum) only the sizes compare, and `verified` is false.
+	VerifyChecksums = Verify("checksums")
+	// As `checksums`, and where those cannot tell, both objects are read back and the MD5s of their bytes compared, so `verified` can be true for every object; such objects are read twice more.
+	VerifyContent = Verify("content")
+)
+
+func (Verify) ElementType() reflect.Type {
+	return reflect.TypeOf((*Verify)(nil)).Elem()
+}
+
+func (e Verify) ToVerifyOutput() VerifyOutput {
+	return pulumi.ToOutput(e).(VerifyOutput)
+}
+
+func (e Verify) ToVerifyOutputWithContext(ctx context.Context) VerifyOutput {
+	return pulumi.ToOutputWithContext(ctx, e).(VerifyOutput)
+}
+
+func (e Verify) ToVerifyPtrOutput() VerifyPtrOutput {
+	return e.ToVerifyPtrOutputWithContext(context.Background())
+}
+
+func (e Verify) ToVerifyPtrOutputWithContext(ctx context.Context) VerifyPtrOutput {
+	return Verify(e).ToVerifyOutputWithContext(ctx).ToVerifyPtrOutputWithContext(ctx)
+}
+
+func (e Verify) ToStringOutput() pulumi.StringOutput {
+	return pulumi.ToOutput(pulumi.String(e)).(pulumi.StringOutput)
+}
+
+func (e Verify) ToStringOutputWithContext(ctx context.Context) pulumi.StringOutput {
+	return pulumi.ToOutputWithContext(ctx, pulumi.String(e)).(pulumi.StringOutput)
+}
+
+func (e Verify) ToStringPtrOutput() pulumi.StringPtrOutput {
+	return pulumi.String(e).ToStringPtrOutputWithContext(context.Background())
+}
+
+func (e Verify) ToStringPtrOutputWithContext(ctx context.Context) pulumi.StringPtrOutput {
+	return pulumi.String(e).ToStringOutputWithContext(ctx).ToStringPtrOutputWithContext(ctx)
+}
+
+type VerifyOutput struct{ *pulumi.OutputState }
+
+func (VerifyOutput) ElementType() reflect.Type {
+	return reflect.TypeOf((*Verify)(nil)).Elem()
+}
+
+func (o VerifyOutput) ToVerifyOutput() VerifyOutput {
+	return o
+}
+
+func (o VerifyOutput) ToVerifyOutputWithContext(ctx context.Context) VerifyOutput {
+	return o
+}
+
+func (o VerifyOutput) ToVerifyPtrOutput() VerifyPtrOutput {
+	return o.ToVerifyPtrOutputWithContext(context.Background())
+}
+
+func (o VerifyOutput) ToVerifyPtrOutputWithContext(ctx context.Context) VerifyPtrOutput {
+	return o.ApplyTWithContext(ctx, func(_ context.Context, v Verify) *Verify {
+		return &v
+	}).(VerifyPtrOutput)
+}
+
+func (o VerifyOutput) ToStringOutput() pulumi.StringOutput {
+	return o.ToStringOutputWithContext(context.Background())
+}
+
+func (o VerifyOutput) ToStringOutputWithContext(ctx context.Context) pulumi.StringOutput {
+	return o.ApplyTWithContext(ctx, func(_ context.Context, e Verify) string {
+		return string(e)
+	}).(pulumi.StringOutput)
+}
+
+func (o VerifyOutput) ToStringPtrOutput() pulumi.StringPtrOutput {
+	return o.ToStringPtrOutputWithContext(context.Background())
+}
+
+func (o VerifyOutput) ToStringPtrOutputWithContext(ctx context.Context) pulumi.StringPtrOutput {
+	return o.ApplyTWithContext(ctx, func(_ context.Context, e Verify) *string {
+		v := string(e)
+		return &v
+	}).(pulumi.StringPtrOutput)
+}
+
+type VerifyPtrOutput struct{ *pulumi.OutputState }
+
+func (VerifyPtrOutput) ElementType() reflect.Type {
+	return reflect.TypeOf((**Verify)(nil)).Elem()
+}
+
+func (o VerifyPtrOutput) ToVerifyPtrOutput() VerifyPtrOutput {
+	return o
+}
+
+func (o VerifyPtrOutput) ToVerifyPtrOutputWithContext(ctx context.Context) VerifyPtrOutput {
+	return o
+}
+
+func (o VerifyPtrOutput) Elem() VerifyOutput {
+	return o.ApplyT(func(v *Verify) Verify {
+		if v != nil {
+			return *v
+		}
+		var ret Verify
+		return ret
+	}).(VerifyOutput)
+}
+
+func (o VerifyPtrOutput) ToStringPtrOutput() pulumi.StringPtrOutput {
+	return o.ToStringPtrOutputWithContext(context.Background())
+}
+
+func (o VerifyPtrOutput) ToStringPtrOutputWithContext(ctx context.Context) pulumi.StringPtrOutput {
+	return o.ApplyTWithContext(ctx, func(_ context.Context, e *Verify) *string {
+		if e == nil {
+			return nil
+		}
+		v := string(*e)
+		return &v
+	}).(pulumi.StringPtrOutput)
+}
+
+// VerifyInput is an input type that accepts values of the Verify enum
+// A concrete instance of `VerifyInput` can be one of the following:
+//
+//	VerifyChecksums
+//	VerifyContent
+type VerifyInput interface {
+	pulumi.Input
+
+	ToVerifyOutput() VerifyOutput
+	ToVerifyOutputWithContext(context.Context) VerifyOutput
+}
+
+var verifyPtrType = reflect.TypeOf((**Verify)(nil)).Elem()
+
+type VerifyPtrInput interface {
+	pulumi.Input
+
+	ToVerifyPtrOutput() VerifyPtrOutput
+	ToVerifyPtrOutputWithContext(context.Context) VerifyPtrOutput
+}
+
+type verifyPtr string
+
+func VerifyPtr(v string) VerifyPtrInput {
+	return (*verifyPtr)(&v)
+}
+
+func (*verifyPtr) ElementType() reflect.Type {
+	return verifyPtrType
+}
+
+func (in *verifyPtr) ToVerifyPtrOutput() VerifyPtrOutput {
+	return pulumi.ToOutput(in).(VerifyPtrOutput)
+}
+
+func (in *verifyPtr) ToVerifyPtrOutputWithContext(ctx context.Context) VerifyPtrOutput {
+	return pulumi.ToOutputWithContext(ctx, in).(VerifyPtrOutput)
+}
+
 func init() {
 	pulumi.RegisterInputType(reflect.TypeOf((*ArchivedInput)(nil)).Elem(), Archived("fail"))
 	pulumi.RegisterInputType(reflect.TypeOf((*ArchivedPtrInput)(nil)).Elem(), Archived("fail"))
@@ -699,6 +867,8 @@ func init() {
 	pulumi.RegisterInputType(reflect.TypeOf((*ItemConflictPtrInput)(nil)).Elem(), ItemConflict("skip"))
 	pulumi.RegisterInputType(reflect.TypeOf((*OnConflictInput)(nil)).Elem(), OnConflict("skipIdentical"))
 	pulumi.RegisterInputType(reflect.TypeOf((*OnConflictPtrInput)(nil)).Elem(), OnConflict("skipIdentical"))
+	pulumi.RegisterInputType(reflect.TypeOf((*VerifyInput)(nil)).Elem(), Verify("checksums"))
+	pulumi.RegisterInputType(reflect.TypeOf((*VerifyPtrInput)(nil)).Elem(), Verify("checksums"))
 	pulumi.RegisterOutputType(ArchivedOutput{})
 	pulumi.RegisterOutputType(ArchivedPtrOutput{})
 	pulumi.RegisterOutputType(ChangeDetectionOutput{})
@@ -707,4 +877,6 @@ func init() {
 	pulumi.RegisterOutputType(ItemConflictPtrOutput{})
 	pulumi.RegisterOutputType(OnConflictOutput{})
 	pulumi.RegisterOutputType(OnConflictPtrOutput{})
+	pulumi.RegisterOutputType(VerifyOutput{})
+	pulumi.RegisterOutputType(VerifyPtrOutput{})
 }

@@ -11,6 +11,7 @@ __all__ = [
     'ChangeDetection',
     'ItemConflict',
     'OnConflict',
+    'Verify',
 ]
 
 
@@ -81,4 +82,19 @@ class OnConflict(_builtins.str, Enum):
     OVERWRITE = "overwrite"
     """
     Overwrite it, even when identical.
+    """
+
+
+@pulumi.type_token("stackmigrate:index:Verify")
+class Verify(_builtins.str, Enum):
+    """
+    How each written object is proven to hold its source's content.
+    """
+    CHECKSUMS = "checksums"
+    """
+    By a whole-content checksum or the MD5 ETag both sides report; where neither covers both (multipart or KMS-encrypted sources without a stored checksum) only the sizes compare, and `verified` is false.
+    """
+    CONTENT = "content"
+    """
+    As `checksums`, and where those cannot tell, both objects are read back and the MD5s of their bytes compared, so `verified` can be true for every object; such objects are read twice more.
     """

@@ -36,7 +36,8 @@ class BucketSyncArgs:
                  storage_class: Optional[pulumi.Input[_builtins.str]] = None,
                  target_bucket: Optional[pulumi.Input[_builtins.str]] = None,
                  target_prefix: Optional[pulumi.Input[_builtins.str]] = None,
-                 triggers: Optional[pulumi.Input[Sequence[Any]]] = None):
+                 triggers: Optional[pulumi.Input[Sequence[Any]]] = None,
+                 verify: Optional[pulumi.Input['Verify']] = None):
         """
         The set of arguments for constructing a BucketSync resource.
         :param pulumi.Input[_builtins.bool] allow_empty: Allow `include`/`exclude` or `sourcePrefix` to select no object of a source bucket that has objects. Default false: such a selection fails at preview, as it is usually a typo.
@@ -55,6 +56,7 @@ class BucketSyncArgs:
         :param pulumi.Input[_builtins.str] target_bucket: Bucket to copy into, on the target connection. Default: the `output` of `targetStack`.
         :param pulumi.Input[_builtins.str] target_prefix: Prefix the copied keys get in the target.
         :param pulumi.Input[Sequence[Any]] triggers: Any values; a change re-runs the copy.
+        :param pulumi.Input['Verify'] verify: `checksums` (default): proof by checksum or MD5 ETag, size only where neither covers both sides (then `verified` is false); `content`: read both objects where those cannot tell.
         """
         if allow_empty is None:
             allow_empty = False
@@ -100,6 +102,10 @@ class BucketSyncArgs:
             pulumi.set(__self__, "target_prefix", target_prefix)
         if triggers is not None:
             pulumi.set(__self__, "triggers", triggers)
+        if verify is None:
+            verify = 'checksums'
+        if verify is not None:
+            pulumi.set(__self__, "verify", verify)
 
     @_builtins.property
     @pulumi.getter(name="allowEmpty")
@@ -293,6 +299,18 @@ class BucketSyncArgs:
     def triggers(self, value: Optional[pulumi.Input[Sequence[Any]]]):
         pulumi.set(self, "triggers", value)
 
+    @_builtins.property
+    @pulumi.getter
+    def verify(self) -> Optional[pulumi.Input['Verify']]:
+        """
+        `checksums` (default): proof by checksum or MD5 ETag, size only where neither covers both sides (then `verified` is false); `content`: read both objects where those cannot tell.
+        """
+        return pulumi.get(self, "verify")
+
+    @verify.setter
+    def verify(self, value: Optional[pulumi.Input['Verify']]):
+        pulumi.set(self, "verify", value)
+
 
 @pulumi.type_token("stackmigrate:index:BucketSync")
 class BucketSync(pulumi.CustomResource):
@@ -316,6 +334,7 @@ class BucketSync(pulumi.CustomResource):
                  target_bucket: Optional[pulumi.Input[_builtins.str]] = None,
                  target_prefix: Optional[pulumi.Input[_builtins.str]] = None,
                  triggers: Optional[pulumi.Input[Sequence[Any]]] = None,
+                 verify: Optional[pulumi.Input['Verify']] = None,
                  __props__=None):
         """
         Copies objects from a source bucket to a target bucket like `aws s3 sync`: preview plans (objects and bytes), up copies (server side on one endpoint, streamed across endpoints), verifies and journals, destroy restores the target.
@@ -351,6 +370,7 @@ class BucketSync(pulumi.CustomResource):
         :param pulumi.Input[_builtins.str] target_bucket: Bucket to copy into, on the target connection. Default: the `output` of `targetStack`.
         :param pulumi.Input[_builtins.str] target_prefix: Prefix the copied keys get in the target.
         :param pulumi.Input[Sequence[Any]] triggers: Any values; a change re-runs the copy.
+        :param pulumi.Input['Verify'] verify: `checksums` (default): proof by checksum or MD5 ETag, size only where neither covers both sides (then `verified` is false); `content`: read both objects where those cannot tell.
         """
         ...
     @overload
@@ -405,6 +425,7 @@ class BucketSync(pulumi.CustomResource):
                  target_bucket: Optional[pulumi.Input[_builtins.str]] = None,
                  target_prefix: Optional[pulumi.Input[_builtins.str]] = None,
                  triggers: Optional[pulumi.Input[Sequence[Any]]] = None,
+                 verify: Optional[pulumi.Input['Verify']] = None,
                  __props__=None):
         opts = pulumi.ResourceOptions.merge(_utilities.get_resource_opts_defaults(), opts)
         if not isinstance(opts, pulumi.ResourceOptions):
@@ -442,6 +463,9 @@ class BucketSync(pulumi.CustomResource):
                 target_prefix = ''
             __props__.__dict__["target_prefix"] = target_prefix
             __props__.__dict__["triggers"] = triggers
+            if verify is None:
+                verify = 'checksums'
+            __props__.__dict__["verify"] = verify
             __props__.__dict__["bytes_copied"] = None
             __props__.__dict__["drift"] = None
             __props__.__dict__["journal_segments"] = None
@@ -457,6 +481,7 @@ class BucketSync(pulumi.CustomResource):
             __props__.__dict__["throttles"] = None
             __props__.__dict__["verified"] = None
             __props__.__dict__["verified_by_checksum"] = None
+            __props__.__dict__["verified_by_content"] = None
             __props__.__dict__["verified_by_etag"] = None
             __props__.__dict__["verified_by_size"] = None
         replace_on_changes = pulumi.ResourceOptions(replace_on_changes=["sourceBucket", "sourcePrefix", "targetBucket", "targetPrefix"])
@@ -514,8 +539,10 @@ class BucketSync(pulumi.CustomResource):
         __props__.__dict__["triggers"] = None
         __props__.__dict__["verified"] = None
         __props__.__dict__["verified_by_checksum"] = None
+        __props__.__dict__["verified_by_content"] = None
         __props__.__dict__["verified_by_etag"] = None
         __props__.__dict__["verified_by_size"] = None
+        __props__.__dict__["verify"] = None
         return BucketSync(resource_name, opts=opts, __props__=__props__)
 
     @_builtins.property
@@ -754,7 +781,7 @@ class BucketSync(pulumi.CustomResource):
     @pulumi.getter
     def verified(self) -> pulumi.Output[_builtins.bool]:
         """
-        True once every written object was proven to hold its source's content by a checksum or an MD5 ETag; false when any was compared by size only (`verifiedBySize` above zero). `verifiedByChecksum`, `verifiedByEtag` and `verifiedBySize` say how.
+        True once every written object was proven to hold its source's content by a checksum, an MD5 ETag or (with `verify: content`) by reading both; false when any was compared by size only (`verifiedBySize` above zero). `verifiedByChecksum`, `verifiedByEtag`, `verifiedByContent` and `verifiedBySize` say how.
         """
         return pulumi.get(self, "verified")
 
@@ -765,6 +792,14 @@ class BucketSync(pulumi.CustomResource):
         Written objects proven by whole-content checksums: the target's checksum equals that of the bytes sent, and those bytes match the source's stored checksum.
         """
         return pulumi.get(self, "verified_by_checksum")
+
+    @_builtins.property
+    @pulumi.getter(name="verifiedByContent")
+    def verified_by_content(self) -> pulumi.Output[Optional[_builtins.int]]:
+        """
+        Written objects proven by reading both back and comparing the MD5s of their bytes (`verify: content`), where no checksum or MD5 ETag covers both sides.
+        """
+        return pulumi.get(self, "verified_by_content")
 
     @_builtins.property
     @pulumi.getter(name="verifiedByEtag")
@@ -781,4 +816,12 @@ class BucketSync(pulumi.CustomResource):
         Written objects of which only the size could be compared: neither a checksum nor an MD5 ETag covers both sides (multipart or KMS-encrypted sources without a stored checksum). `pulumi up` warns when there are any.
         """
         return pulumi.get(self, "verified_by_size")
+
+    @_builtins.property
+    @pulumi.getter
+    def verify(self) -> pulumi.Output[Optional['Verify']]:
+        """
+        `checksums` (default): proof by checksum or MD5 ETag, size only where neither covers both sides (then `verified` is false); `content`: read both objects where those cannot tell.
+        """
+        return pulumi.get(self, "verify")
 

@@ -473,7 +473,7 @@ class ModelCopy(pulumi.CustomResource):
     @pulumi.getter
     def verified(self) -> pulumi.Output[_builtins.bool]:
         """
-        True once every written file was proven equal to its source by a checksum or an MD5 ETag; false when any was compared by size only.
+        True once every written file was proven equal to its source by a checksum, an MD5 ETag, or by reading both back where those cannot tell.
         """
         return pulumi.get(self, "verified")
 

@@ -105,6 +105,7 @@ impl World {
             delete_extraneous: false,
             archived: Archived::Fail,
             write: Default::default(),
+            verify_content: false,
         }
     }
 
@@ -356,4 +357,27 @@ async fn a_pointer_moved_by_someone_else_is_not_overwritten_and_survives_rollbac
     .await
     .unwrap());
     assert_eq!(world.contents("prod")[pointer].0 .0.as_slice(), b"v2");
+}
+
+#[tokio::test]
+async fn what_no_checksum_covers_is_proven_by_reading_both_when_asked() {
+    for verify_content in [false, true] {
+        let world = World::new();
+        world
+            .store
+            .put_multipart_object("dev", "img/uploaded-in-parts.bin", b"no checksum kept");
+        let spec = SyncSpec {
+            verify_content,
+            ..world.spec(true)
+        };
+        let done = run(&spec, &world.journal().await, &Silent, |_| Ok(()))
+            .await
+            .unwrap();
+        let (by_content, by_size) = (done.verified_by_content, done.verified_by_size);
+        match verify_content {
+            false => assert_eq!((by_content, by_size), (0, 1), "{done:?}"),
+            true => assert_eq!((by_content, by_size), (1, 0), "{done:?}"),
+        }
+        assert_eq!(world.contents("prod"), world.synced());
+    }
 }

@@ -55,6 +55,9 @@ pub struct SyncSpec {
     pub archived: Archived,
     /// Storage class and encryption of what is written.
     pub write: WriteOptions,
+    /// Where no checksum or MD5 ETag covers both sides, read both objects and compare
+    /// their bytes' MD5s, rather than prove only their sizes.
+    pub verify_content: bool,
 }
 
 /// What to do with source objects in an archive storage class (S3 Glacier Flexible
@@ -87,6 +90,8 @@ pub struct SyncCounts {
     #[serde(default)]
     pub verified_by_etag: u64,
     #[serde(default)]
+    pub verified_by_content: u64,
+    #[serde(default)]
     pub verified_by_size: u64,
     /// Keys this resource wrote that someone else changed since: treated as theirs
     /// (`onConflict` applies, and an overwrite backs their content up first).
@@ -110,6 +115,7 @@ impl SyncCounts {
         self.bytes_copied += other.bytes_copied;
         self.verified_by_checksum += other.verified_by_checksum;
         self.verified_by_etag += other.verified_by_etag;
+        self.verified_by_content += other.verified_by_content;
         self.verified_by_size += other.verified_by_size;
         self.changed_since += other.changed_since;
     }
@@ -336,7 +342,7 @@ pub async fn run(
     proofs.into_counts(&mut done);
     if done.verified_by_size > 0 {
         progress.warn(&format!(
-            "{} objects were verified by size only: neither a checksum nor an MD5 ETag covers both sides (multipart or KMS-encrypted objects without a stored checksum)",
+            "{} objects were verified by size only: neither a checksum nor an MD5 ETag covers both sides (multipart or KMS-encrypted objects without a stored checksum); verifying by content reads both sides and proves them",
             done.verified_by_size
         ));
     }

@@ -18,13 +18,15 @@ pub(crate) enum Proof {
     Checksum,
     /// The MD5 ETag (single part, not KMS-encrypted), equal on both sides.
     Etag,
+    /// Both objects read back: the MD5s of their bytes are equal.
+    Content,
     /// Only the sizes compare: no checksum or MD5 covers both sides.
     Size,
 }
 
 /// Objects written per proof, counted as copies land.
 #[derive(Default)]
-pub(super) struct Proofs([AtomicU64; 3]);
+pub(super) struct Proofs([AtomicU64; 4]);
 
 impl Proofs {
     pub(super) fn add(&self, proof: Proof) {
@@ -32,16 +34,41 @@ impl Proofs {
     }
 
     pub(super) fn into_counts(self, counts: &mut SyncCounts) {
-        let [checksum, etag, size] = self.0.map(AtomicU64::into_inner);
+        let [checksum, etag, content, size] = self.0.map(AtomicU64::into_inner);
         counts.verified_by_checksum = checksum;
         counts.verified_by_etag = etag;
+        counts.verified_by_content = content;
         counts.verified_by_size = size;
     }
 }
 
 /// Copies one object and proves the target holds the source's content, by the
-/// strongest means both sides allow. Returns the target's ETag and the proof.
+/// strongest means both sides allow; by reading both when only the sizes would compare
+/// and the spec asks for content. Returns the target's ETag and the proof.
 pub(super) async fn copy_verified(
+    spec: &SyncSpec,
+    source: &ObjectInfo,
+    key: &str,
+) -> Result<(s3::Written, Proof)> {
+    let (written, proof) = copy_proven(spec, source, key).await?;
+    if proof != Proof::Size || !spec.verify_content {
+        return Ok((written, proof));
+    }
+    let (read, wrote) = futures::future::try_join(
+        s3::content_md5(&spec.source, &source.key),
+        s3::content_md5(&spec.target, key),
+    )
+    .await?;
+    if read != wrote {
+        bail!(
+            "verification failed for s3://{}/{key}: its bytes have MD5 {wrote}, the source's {read}",
+            spec.target.name
+        );
+    }
+    Ok((written, Proof::Content))
+}
+
+async fn copy_proven(
     spec: &SyncSpec,
     source: &ObjectInfo,
     key: &str,

@@ -75,3 +75,19 @@ export const OnConflict = {
  * What to do with an object that already exists in the target.
  */
 export type OnConflict = (typeof OnConflict)[keyof typeof OnConflict];
+
+export const Verify = {
+    /**
+     * By a whole-content checksum or the MD5 ETag both sides report; where neither covers both (multipart or KMS-encrypted sources without a stored checksum) only the sizes compare, and `verified` is false.
+     */
+    Checksums: "checksums",
+    /**
+     * As `checksums`, and where those cannot tell, both objects are read back and the MD5s of their bytes compared, so `verified` can be true for every object; such objects are read twice more.
+     */
+    Content: "content",
+} as const;
+
+/**
+ * How each written object is proven to hold its source's content.
+ */
+export type Verify = (typeof Verify)[keyof typeof Verify];

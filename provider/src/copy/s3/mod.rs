@@ -1,7 +1,8 @@
-//! S3 building blocks: listing (`list`), object headers and tags, copying one object
-//! either server side (same endpoint and identity) or streamed through this process in
-//! bounded memory (different endpoints or credentials, for example MinIO to AWS;
-//! `transfer`), checksums (`checksum`) and versions (`versions`).
+//! Bucket building blocks: listing (`list`), object headers and tags, copying one
+//! object either server side (same endpoint and identity) or streamed through this
+//! process in bounded memory (different endpoints or credentials, for example MinIO to
+//! AWS; `transfer`), checksums (`checksum`) and versions (`versions`). The bucket itself
+//! is behind `copy::store`.
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -362,6 +362,7 @@ pub struct SideClients {
     sdk: OnceCell<aws_config::SdkConfig>,
     s3: OnceCell<aws_sdk_s3::Client>,
     dynamodb: OnceCell<aws_sdk_dynamodb::Client>,
+    account: OnceCell<String>,
 }
 
 impl SideClients {
@@ -372,6 +373,7 @@ impl SideClients {
             sdk: OnceCell::new(),
             s3: OnceCell::new(),
             dynamodb: OnceCell::new(),
+            account: OnceCell::new(),
         }
     }
 
@@ -395,17 +397,23 @@ impl SideClients {
             .clone())
     }
 
-    /// The AWS account these credentials act for, as STS answers (AWS itself only).
+    /// The AWS account these credentials act for, as STS answers (AWS itself only);
+    /// asked once per configuration.
     pub(crate) async fn account_id(&self) -> anyhow::Result<String> {
-        let sdk = self.sdk().await;
-        let identity = aws_sdk_sts::Client::new(sdk)
-            .get_caller_identity()
-            .send()
-            .await
-            .map_err(crate::copy::aws_error)?;
-        identity.account().map(str::to_owned).ok_or_else(|| {
-            anyhow::anyhow!("STS named no account for the {} credentials", self.side)
-        })
+        let account = self
+            .account
+            .get_or_try_init(|| async {
+                let identity = aws_sdk_sts::Client::new(self.sdk().await)
+                    .get_caller_identity()
+                    .send()
+                    .await
+                    .map_err(crate::copy::aws_error)?;
+                identity.account().map(str::to_owned).ok_or_else(|| {
+                    anyhow::anyhow!("STS named no account for the {} credentials", self.side)
+                })
+            })
+            .await?;
+        Ok(account.clone())
     }
 
     /// The region the side resolved (its setting, or the SDK chain's).

@@ -13,7 +13,7 @@ mod rollback;
 use std::collections::{HashMap, HashSet};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use aws_sdk_dynamodb::types::AttributeValue;
 
 pub use counts::{CopyCounts, TypeCounts};
@@ -306,7 +306,10 @@ pub async fn run(
     };
     let mut done = CopyCounts::default();
     for pass in 0..=spec.write_order.len() {
-        done.merge(walk(spec, &ours, &target, Some(pass), &mode, None).await?);
+        let walked = walk(spec, &ours, &target, Some(pass), &mode, None)
+            .await
+            .with_context(|| format!("stopped having {}", meter.line()))?;
+        done.merge(walked);
     }
     // Types and scans are counted once per pass that saw them: take the plan's.
     done.scanned = planned.scanned;

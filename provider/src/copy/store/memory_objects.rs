@@ -78,6 +78,24 @@ fn info(key: &str, stored: &Stored) -> ObjectInfo {
     }
 }
 
+/// What HEAD or GET answers for `stored`: its tags counted, not given; its checksum
+/// where `with_checksum` wants it.
+fn head_of(
+    key: &str,
+    stored: &Stored,
+    with_checksum: impl Fn(&(ChecksumAlgorithm, String)) -> bool,
+) -> Head {
+    Head {
+        info: info(key, stored),
+        headers: Headers {
+            tagging: None,
+            ..stored.headers.clone()
+        },
+        checksum: stored.checksum.clone().filter(|c| with_checksum(c)),
+        tag_count: i32::from(stored.headers.tagging.is_some()),
+    }
+}
+
 fn check(algorithm: &ChecksumAlgorithm, value: &str, bytes: &[u8]) -> Result<()> {
     let computed = RunningChecksum::of(algorithm, bytes);
     if computed != value {
@@ -267,18 +285,8 @@ impl ObjectStore for MemoryObjects {
         let Ok(stored) = self.read(bucket, key) else {
             return Ok(None);
         };
-        Ok(Some(Head {
-            info: info(key, &stored),
-            headers: Headers {
-                tagging: None,
-                ..stored.headers.clone()
-            },
-            checksum: stored
-                .checksum
-                .clone()
-                .filter(|(algorithm, _)| Some(algorithm) == checksum),
-            tag_count: i32::from(stored.headers.tagging.is_some()),
-        }))
+        let asked = |(algorithm, _): &(ChecksumAlgorithm, String)| Some(algorithm) == checksum;
+        Ok(Some(head_of(key, &stored, asked)))
     }
 
     async fn tagging(&self, bucket: &str, key: &str) -> Result<Option<String>> {
@@ -294,17 +302,9 @@ impl ObjectStore for MemoryObjects {
             }
             None => stored.bytes.to_vec(),
         };
-        let head = Head {
-            info: info(key, &stored),
-            headers: Headers {
-                tagging: None,
-                ..stored.headers.clone()
-            },
-            checksum: stored.checksum.clone().filter(|_| range.is_none()),
-            tag_count: i32::from(stored.headers.tagging.is_some()),
-        };
         Ok(Download {
-            head,
+            // A range cannot be checked against the whole object's checksum.
+            head: head_of(key, &stored, |_| range.is_none()),
             body: Box::new(std::io::Cursor::new(bytes)),
         })
     }

@@ -63,6 +63,26 @@ macro_rules! with_headers {
     };
 }
 
+/// The object a HeadObject or GetObject response describes (different types, same
+/// getters), with the stored checksum already chosen.
+macro_rules! head_of {
+    ($out:expr, $key:expr, $checksum:expr) => {
+        Head {
+            info: ObjectInfo {
+                key: $key.to_string(),
+                size: $out.content_length().unwrap_or_default().max(0) as u64,
+                etag: $out.e_tag().unwrap_or_default().to_string(),
+                modified: $out.last_modified().map(|t| t.secs()).unwrap_or_default(),
+                archived: None,
+                checksum_algorithm: None,
+            },
+            headers: headers_of!($out),
+            checksum: $checksum,
+            tag_count: $out.tag_count().unwrap_or_default(),
+        }
+    };
+}
+
 /// The base64 checksum of `$algorithm` that a response or result carries, if any (the
 /// types differ, the getters are the same).
 macro_rules! checksum_in {
@@ -410,19 +430,7 @@ impl ObjectStore for S3 {
                 .filter(|value| !composite && !value.contains('-'))
                 .map(|value| (algorithm.clone(), value))
         });
-        Ok(Some(Head {
-            info: ObjectInfo {
-                key: key.to_string(),
-                size: out.content_length().unwrap_or_default().max(0) as u64,
-                etag: out.e_tag().unwrap_or_default().to_string(),
-                modified: out.last_modified().map(|t| t.secs()).unwrap_or_default(),
-                archived: None,
-                checksum_algorithm: None,
-            },
-            headers: headers_of!(out),
-            checksum,
-            tag_count: out.tag_count().unwrap_or_default(),
-        }))
+        Ok(Some(head_of!(out, key, checksum)))
     }
 
     async fn tagging(&self, bucket: &str, key: &str) -> Result<Option<String>> {
@@ -463,21 +471,8 @@ impl ObjectStore for S3 {
                 })
             })
             .flatten();
-        let head = Head {
-            info: ObjectInfo {
-                key: key.to_string(),
-                size: out.content_length().unwrap_or_default().max(0) as u64,
-                etag: out.e_tag().unwrap_or_default().to_string(),
-                modified: out.last_modified().map(|t| t.secs()).unwrap_or_default(),
-                archived: None,
-                checksum_algorithm: None,
-            },
-            headers: headers_of!(out),
-            checksum,
-            tag_count: out.tag_count().unwrap_or_default(),
-        };
         Ok(Download {
-            head,
+            head: head_of!(out, key, checksum),
             body: Box::new(out.body.into_async_read()),
         })
     }

@@ -58,6 +58,11 @@ start_moto() { # NAME -> prints port
   nohup "$venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$run/moto-$name/log" 2>&1 &
   echo $! >>"$run/pids"
   wait_for "http://127.0.0.1:$port/" "moto $name" "$run/moto-$name/log"
+  # Run state machines' definitions (Pass, Wait, Fail...), as Step Functions does,
+  # rather than only record that an execution started.
+  curl -fsS -X POST -H 'Content-Type: application/json' \
+    -d '{"stepfunctions": {"execute_state_machine": true}}' \
+    "http://127.0.0.1:$port/moto-api/config" >/dev/null
   echo "$port"
 }
 

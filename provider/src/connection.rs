@@ -44,12 +44,18 @@ pub struct Connection {
     /// Named profile from the shared AWS config files. Default: `AWS_PROFILE`.
     #[schemars(extend("x-env" = ["AWS_PROFILE"]))]
     pub profile: Option<String>,
-    /// Endpoint URL used for both S3 and DynamoDB (for example a MinIO or DynamoDB Local URL).
+    /// Endpoint URL used for every service (S3, DynamoDB, SQS, Step Functions, CloudFront), for example a MinIO or DynamoDB Local URL.
     pub endpoint: Option<String>,
     /// Endpoint URL for S3 only; wins over `endpoint`.
     pub s3_endpoint: Option<String>,
     /// Endpoint URL for DynamoDB only; wins over `endpoint`.
     pub dynamodb_endpoint: Option<String>,
+    /// Endpoint URL for SQS only (the queue gate); wins over `endpoint`.
+    pub sqs_endpoint: Option<String>,
+    /// Endpoint URL for Step Functions only (workflow runs, the queue gate); wins over `endpoint`.
+    pub sfn_endpoint: Option<String>,
+    /// Endpoint URL for CloudFront only (CDN invalidations); wins over `endpoint`.
+    pub cloudfront_endpoint: Option<String>,
     /// Access key id; with `secretAccessKey`, replaces the SDK credential chain.
     #[schemars(extend("x-secret" = true))]
     pub access_key_id: Option<String>,
@@ -439,6 +445,48 @@ impl SideClients {
             .get_or_init(|| async { self.connection.dynamodb_client_from(sdk) })
             .await
             .clone())
+    }
+
+    /// The side's SQS client. The runbook's clients are made per use: each step makes a
+    /// few requests, and needs no pool or attempt counts.
+    pub(crate) async fn sqs(&self) -> anyhow::Result<aws_sdk_sqs::Client> {
+        let endpoint = &self.connection.sqs_endpoint;
+        let config = self.service_config(endpoint, "SQS", "AWS_ENDPOINT_URL_SQS");
+        Ok(aws_sdk_sqs::Client::new(&config.await?))
+    }
+
+    pub(crate) async fn sfn(&self) -> anyhow::Result<aws_sdk_sfn::Client> {
+        let endpoint = &self.connection.sfn_endpoint;
+        let config = self.service_config(endpoint, "Step Functions", "AWS_ENDPOINT_URL_SFN");
+        Ok(aws_sdk_sfn::Client::new(&config.await?))
+    }
+
+    pub(crate) async fn cloudfront(&self) -> anyhow::Result<aws_sdk_cloudfront::Client> {
+        let endpoint = &self.connection.cloudfront_endpoint;
+        let config = self.service_config(endpoint, "CloudFront", "AWS_ENDPOINT_URL_CLOUDFRONT");
+        Ok(aws_sdk_cloudfront::Client::new(&config.await?))
+    }
+
+    /// The side's SDK config for a service reached at its own endpoint, else `endpoint`.
+    async fn service_config(
+        &self,
+        own_endpoint: &Option<String>,
+        service: &str,
+        endpoint_variable: &str,
+    ) -> anyhow::Result<aws_config::SdkConfig> {
+        let sdk = self.sdk().await;
+        let endpoint = own_endpoint
+            .as_deref()
+            .or(self.connection.endpoint.as_deref());
+        self.needs_region(sdk, endpoint, service, endpoint_variable)?;
+        let mut config = sdk.to_builder();
+        if let Some(endpoint) = endpoint {
+            config = config.endpoint_url(endpoint);
+        }
+        if sdk.region().is_none() {
+            config = config.region(Region::new("us-east-1"));
+        }
+        Ok(config.build())
     }
 
     /// A table of this side, behind the item store on the side's DynamoDB client.

@@ -8,7 +8,10 @@ use serde_json::Value;
 
 use crate::functions::{self, Function};
 use crate::resources::metadata::Metadata;
-use crate::resources::{bucket_sync, dynamo_copy, model_copy, snapshot_promote, Resource};
+use crate::resources::{
+    bucket_sync, cdn_invalidation, dynamo_copy, model_copy, queue_gate, snapshot_promote,
+    workflow_run, Resource,
+};
 
 /// Everything this provider serves.
 pub fn all() -> Registry {
@@ -22,6 +25,9 @@ fn all_resources() -> Vec<Box<dyn Resource>> {
         Box::new(dynamo_copy::DynamoCopy),
         Box::new(snapshot_promote::SnapshotPromote),
         Box::new(model_copy::ModelCopy),
+        Box::new(queue_gate::QueueGate),
+        Box::new(workflow_run::WorkflowRun),
+        Box::new(cdn_invalidation::CdnInvalidation),
         // CONTRIBUTING's fifth resource, added as any other is (test builds only).
         #[cfg(test)]
         Box::new(crate::harness::fifth_resource::Marker),

@@ -59,6 +59,12 @@ namespace StackMigrate.Stackmigrate
         public Output<StackMigrate.Stackmigrate.ChangeDetection?> ChangeDetection { get; private set; } = null!;
 
         /// <summary>
+        /// Target keys the last run wrote, overwrote or deleted (in preview: would), for a CdnInvalidation's `keys`: up to 3,000, else `*` alone, which invalidates everything.
+        /// </summary>
+        [Output("changedKeys")]
+        public Output<ImmutableArray<string>> ChangedKeys { get; private set; } = null!;
+
+        /// <summary>
         /// Delete target objects (under `targetPrefix`, passing the filters) that the source does not have; they are backed up in the journal first. Default false.
         /// </summary>
         [Output("deleteExtraneous")]

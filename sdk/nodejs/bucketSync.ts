@@ -68,6 +68,10 @@ export class BucketSync extends pulumi.CustomResource {
      */
     declare public readonly changeDetection: pulumi.Output<enums.ChangeDetection | undefined>;
     /**
+     * Target keys the last run wrote, overwrote or deleted (in preview: would), for a CdnInvalidation's `keys`: up to 3,000, else `*` alone, which invalidates everything.
+     */
+    declare public /*out*/ readonly changedKeys: pulumi.Output<string[] | undefined>;
+    /**
      * Delete target objects (under `targetPrefix`, passing the filters) that the source does not have; they are backed up in the journal first. Default false.
      */
     declare public readonly deleteExtraneous: pulumi.Output<boolean | undefined>;
@@ -221,6 +225,7 @@ export class BucketSync extends pulumi.CustomResource {
             resourceInputs["triggers"] = args?.triggers;
             resourceInputs["verify"] = (args?.verify) ?? "checksums";
             resourceInputs["bytesCopied"] = undefined /*out*/;
+            resourceInputs["changedKeys"] = undefined /*out*/;
             resourceInputs["drift"] = undefined /*out*/;
             resourceInputs["journalSegments"] = undefined /*out*/;
             resourceInputs["journalUri"] = undefined /*out*/;
@@ -243,6 +248,7 @@ export class BucketSync extends pulumi.CustomResource {
             resourceInputs["archived"] = undefined /*out*/;
             resourceInputs["bytesCopied"] = undefined /*out*/;
             resourceInputs["changeDetection"] = undefined /*out*/;
+            resourceInputs["changedKeys"] = undefined /*out*/;
             resourceInputs["deleteExtraneous"] = undefined /*out*/;
             resourceInputs["drift"] = undefined /*out*/;
             resourceInputs["exclude"] = undefined /*out*/;

@@ -10,6 +10,11 @@ export type BucketSync = import("./bucketSync").BucketSync;
 export const BucketSync: typeof import("./bucketSync").BucketSync = null as any;
 utilities.lazyLoad(exports, ["BucketSync"], () => require("./bucketSync"));
 
+export { CdnInvalidationArgs } from "./cdnInvalidation";
+export type CdnInvalidation = import("./cdnInvalidation").CdnInvalidation;
+export const CdnInvalidation: typeof import("./cdnInvalidation").CdnInvalidation = null as any;
+utilities.lazyLoad(exports, ["CdnInvalidation"], () => require("./cdnInvalidation"));
+
 export { DynamoCopyArgs } from "./dynamoCopy";
 export type DynamoCopy = import("./dynamoCopy").DynamoCopy;
 export const DynamoCopy: typeof import("./dynamoCopy").DynamoCopy = null as any;
@@ -30,10 +35,20 @@ export type Provider = import("./provider").Provider;
 export const Provider: typeof import("./provider").Provider = null as any;
 utilities.lazyLoad(exports, ["Provider"], () => require("./provider"));
 
+export { QueueGateArgs } from "./queueGate";
+export type QueueGate = import("./queueGate").QueueGate;
+export const QueueGate: typeof import("./queueGate").QueueGate = null as any;
+utilities.lazyLoad(exports, ["QueueGate"], () => require("./queueGate"));
+
 export { SnapshotPromoteArgs } from "./snapshotPromote";
 export type SnapshotPromote = import("./snapshotPromote").SnapshotPromote;
 export const SnapshotPromote: typeof import("./snapshotPromote").SnapshotPromote = null as any;
 utilities.lazyLoad(exports, ["SnapshotPromote"], () => require("./snapshotPromote"));
+
+export { WorkflowRunArgs } from "./workflowRun";
+export type WorkflowRun = import("./workflowRun").WorkflowRun;
+export const WorkflowRun: typeof import("./workflowRun").WorkflowRun = null as any;
+utilities.lazyLoad(exports, ["WorkflowRun"], () => require("./workflowRun"));
 
 
 // Export enums:
@@ -54,12 +69,18 @@ const _module = {
         switch (type) {
             case "stackmigrate:index:BucketSync":
                 return new BucketSync(name, <any>undefined, { urn })
+            case "stackmigrate:index:CdnInvalidation":
+                return new CdnInvalidation(name, <any>undefined, { urn })
             case "stackmigrate:index:DynamoCopy":
                 return new DynamoCopy(name, <any>undefined, { urn })
             case "stackmigrate:index:ModelCopy":
                 return new ModelCopy(name, <any>undefined, { urn })
+            case "stackmigrate:index:QueueGate":
+                return new QueueGate(name, <any>undefined, { urn })
             case "stackmigrate:index:SnapshotPromote":
                 return new SnapshotPromote(name, <any>undefined, { urn })
+            case "stackmigrate:index:WorkflowRun":
+                return new WorkflowRun(name, <any>undefined, { urn })
             default:
                 throw new Error(`unknown resource type ${type}`);
         }

@@ -159,6 +159,9 @@ pub struct Outputs {
     /// Written objects of which only the size could be compared: neither a checksum nor an MD5 ETag covers both sides (multipart or KMS-encrypted sources without a stored checksum). `pulumi up` warns when there are any.
     #[serde(default)]
     pub verified_by_size: u64,
+    /// Target keys the last run wrote, overwrote or deleted (in preview: would), for a CdnInvalidation's `keys`: up to 3,000, else `*` alone, which invalidates everything.
+    #[serde(default)]
+    pub changed_keys: Vec<String>,
 }
 
 impl Outputs {
@@ -179,6 +182,7 @@ impl Outputs {
             verified_by_etag: counts.verified_by_etag,
             verified_by_content: counts.verified_by_content,
             verified_by_size: counts.verified_by_size,
+            changed_keys: counts.changed_keys.clone(),
         }
     }
 }

@@ -4,14 +4,17 @@
 //! adding a file and a line in the registry (see CONTRIBUTING.md).
 
 pub mod bucket_sync;
+pub mod cdn_invalidation;
 mod common;
 mod context;
 pub(crate) mod diff;
 pub mod dynamo_copy;
 pub(crate) mod metadata;
 pub mod model_copy;
+pub mod queue_gate;
 pub(crate) mod secrets;
 pub mod snapshot_promote;
+pub mod workflow_run;
 
 use std::sync::Arc;
 
@@ -53,6 +56,9 @@ pub trait Migration: Send + Sync + 'static {
     /// `stackmigrate:index:<Name>`.
     const TOKEN: &'static str;
     const DESCRIPTION: &'static str;
+    /// False for a runbook step that changes no data a rollback could restore (a check,
+    /// a workflow start, a CDN invalidation): it opens no journal, and its state names none.
+    const JOURNALLED: bool = true;
 
     /// Checks that need no network: run at every preview before anything else.
     fn validate(inputs: &Self::Inputs) -> Vec<Failure>;
@@ -82,6 +88,7 @@ pub struct Planned<O> {
 pub trait Resource: Send + Sync {
     fn token(&self) -> &'static str;
     fn description(&self) -> &'static str;
+    fn journalled(&self) -> bool;
     fn input_schema(&self) -> Value;
     fn output_schema(&self) -> Value;
     fn check(&self, inputs: &Map<String, Value>) -> Vec<Failure>;
@@ -162,7 +169,13 @@ fn state_of<O: Serialize>(
 
 /// The outputs every resource reports, at the end of a plan (no segment count) or of a
 /// run that wrote (the journal's segments, which a rollback checks).
-async fn common_outputs(ctx: &Context, count_segments: bool) -> Result<CommonOutputs> {
+async fn common_outputs<M: Migration>(
+    ctx: &Context,
+    count_segments: bool,
+) -> Result<CommonOutputs> {
+    if !M::JOURNALLED {
+        return Ok(CommonOutputs::of_run("", None));
+    }
     let journal = ctx.journal().await?;
     let segments = match count_segments {
         true => Some(journal.segment_count().await?),
@@ -189,7 +202,7 @@ async fn failed_apply<M: Migration>(
     let state = match resource.recover(ctx, inputs).await {
         Ok(state) => state,
         Err(unplanned) => {
-            let common = common_outputs(ctx, true).await;
+            let common = common_outputs::<M>(ctx, true).await;
             match (so_far, common) {
                 (Some(outputs), Ok(common)) if common.journal_segments > Some(0) => {
                     ctx.progress.warn(&format!(
@@ -273,6 +286,9 @@ impl<M: Migration> Resource for M {
     fn description(&self) -> &'static str {
         M::DESCRIPTION
     }
+    fn journalled(&self) -> bool {
+        M::JOURNALLED
+    }
     fn input_schema(&self) -> Value {
         common::merged_with::<CommonInputs>(schema_of::<M::Inputs>())
     }
@@ -295,7 +311,7 @@ impl<M: Migration> Resource for M {
     ) -> Result<(Map<String, Value>, bool)> {
         let typed: M::Inputs = own_inputs(inputs)?;
         let planned = Migration::plan(self, ctx, &typed).await?;
-        let common = common_outputs(ctx, false).await?;
+        let common = common_outputs::<M>(ctx, false).await?;
         Ok((
             state_of(inputs, &planned.outputs, &common)?,
             planned.pending,
@@ -309,7 +325,9 @@ impl<M: Migration> Resource for M {
         let typed: M::Inputs = own_inputs(inputs)?;
         let mut so_far = None;
         let cause = match Migration::apply(self, ctx, &typed, &mut so_far).await {
-            Ok(outputs) => return state_of(inputs, &outputs, &common_outputs(ctx, true).await?),
+            Ok(outputs) => {
+                return state_of(inputs, &outputs, &common_outputs::<M>(ctx, true).await?)
+            }
             Err(cause) => cause,
         };
         Err(failed_apply(self, ctx, inputs, so_far, cause).await)
@@ -319,6 +337,9 @@ impl<M: Migration> Resource for M {
         ctx: &Context,
         inputs: &Map<String, Value>,
     ) -> Result<Option<Map<String, Value>>> {
+        if !M::JOURNALLED {
+            return Ok(None);
+        }
         let journal = ctx.journal().await?;
         let segments = journal.segment_count().await?;
         if segments == 0 {
@@ -335,6 +356,9 @@ impl<M: Migration> Resource for M {
     }
     async fn rollback(&self, ctx: &Context, state: &Map<String, Value>) -> Result<()> {
         let typed: M::Outputs = decode_or_err(state)?;
+        if !M::JOURNALLED {
+            return Migration::rollback(self, ctx, &typed).await;
+        }
         check_journal(self, ctx, state, "destroy").await?;
         // Read before the rollback clears the journal that lists them.
         let claims = ctx.held_claims().await?;

@@ -255,7 +255,8 @@ impl Provider {
         }
         let result = self
             .with_state_context(urn, last_state, &secrets, |ctx| async move {
-                if let Some(state) = last_state {
+                let journalled = resource.resource.journalled();
+                if let Some(state) = last_state.filter(|_| journalled) {
                     let command = if preview { "preview" } else { "up" };
                     check_journal(resource.resource.as_ref(), &ctx, state, command).await?;
                 }
@@ -267,6 +268,10 @@ impl Provider {
                         ..ctx
                     };
                     return resource.resource.apply(&ctx, &inputs.value).await;
+                }
+                if !journalled {
+                    let (state, _) = resource.resource.plan(&ctx, &inputs.value).await?;
+                    return Ok(state);
                 }
                 let journal = ctx.journal().await?;
                 if creating && journal.has_records().await? {

@@ -92,11 +92,15 @@ namespace StackMigrate.Stackmigrate
             /// </summary>
                 public string? AccessKeyId { get; set; } = null!;
             /// <summary>
+            /// Endpoint URL for CloudFront only (CDN invalidations); wins over `endpoint`.
+            /// </summary>
+                public string? CloudfrontEndpoint { get; set; } = null!;
+            /// <summary>
             /// Endpoint URL for DynamoDB only; wins over `endpoint`.
             /// </summary>
                 public string? DynamodbEndpoint { get; set; } = null!;
             /// <summary>
-            /// Endpoint URL used for both S3 and DynamoDB (for example a MinIO or DynamoDB Local URL).
+            /// Endpoint URL used for every service (S3, DynamoDB, SQS, Step Functions, CloudFront), for example a MinIO or DynamoDB Local URL.
             /// </summary>
                 public string? Endpoint { get; set; } = null!;
             /// <summary>
@@ -131,6 +135,14 @@ namespace StackMigrate.Stackmigrate
             /// Session token for temporary credentials.
             /// </summary>
                 public string? SessionToken { get; set; } = null!;
+            /// <summary>
+            /// Endpoint URL for Step Functions only (workflow runs, the queue gate); wins over `endpoint`.
+            /// </summary>
+                public string? SfnEndpoint { get; set; } = null!;
+            /// <summary>
+            /// Endpoint URL for SQS only (the queue gate); wins over `endpoint`.
+            /// </summary>
+                public string? SqsEndpoint { get; set; } = null!;
             }
         }
     }

@@ -33,13 +33,19 @@ namespace StackMigrate.Stackmigrate.Inputs
         }
 
         /// <summary>
+        /// Endpoint URL for CloudFront only (CDN invalidations); wins over `endpoint`.
+        /// </summary>
+        [Input("cloudfrontEndpoint")]
+        public Input<string>? CloudfrontEndpoint { get; set; }
+
+        /// <summary>
         /// Endpoint URL for DynamoDB only; wins over `endpoint`.
         /// </summary>
         [Input("dynamodbEndpoint")]
         public Input<string>? DynamodbEndpoint { get; set; }
 
         /// <summary>
-        /// Endpoint URL used for both S3 and DynamoDB (for example a MinIO or DynamoDB Local URL).
+        /// Endpoint URL used for every service (S3, DynamoDB, SQS, Step Functions, CloudFront), for example a MinIO or DynamoDB Local URL.
         /// </summary>
         [Input("endpoint")]
         public Input<string>? Endpoint { get; set; }
@@ -111,6 +117,18 @@ namespace StackMigrate.Stackmigrate.Inputs
                 _sessionToken = Output.Tuple<Input<string>?, int>(value, emptySecret).Apply(t => t.Item1);
             }
         }
+
+        /// <summary>
+        /// Endpoint URL for Step Functions only (workflow runs, the queue gate); wins over `endpoint`.
+        /// </summary>
+        [Input("sfnEndpoint")]
+        public Input<string>? SfnEndpoint { get; set; }
+
+        /// <summary>
+        /// Endpoint URL for SQS only (the queue gate); wins over `endpoint`.
+        /// </summary>
+        [Input("sqsEndpoint")]
+        public Input<string>? SqsEndpoint { get; set; }
 
         public ConnectionArgs()
         {

@@ -51,6 +51,8 @@ type BucketSync struct {
 	BytesCopied pulumi.IntOutput `pulumi:"bytesCopied"`
 	// `full` (default): every preview and up compares source and target and copies what is new; `inputs`: only changed inputs (such as `triggers`) re-run the copy, so a preview or up with unchanged inputs reads no data.
 	ChangeDetection ChangeDetectionPtrOutput `pulumi:"changeDetection"`
+	// Target keys the last run wrote, overwrote or deleted (in preview: would), for a CdnInvalidation's `keys`: up to 3,000, else `*` alone, which invalidates everything.
+	ChangedKeys pulumi.StringArrayOutput `pulumi:"changedKeys"`
 	// Delete target objects (under `targetPrefix`, passing the filters) that the source does not have; they are backed up in the journal first. Default false.
 	DeleteExtraneous pulumi.BoolPtrOutput `pulumi:"deleteExtraneous"`
 	// What the last `pulumi refresh` found comparing the source with the target; cleared by a run.
@@ -362,6 +364,11 @@ func (o BucketSyncOutput) BytesCopied() pulumi.IntOutput {
 // `full` (default): every preview and up compares source and target and copies what is new; `inputs`: only changed inputs (such as `triggers`) re-run the copy, so a preview or up with unchanged inputs reads no data.
 func (o BucketSyncOutput) ChangeDetection() ChangeDetectionPtrOutput {
 	return o.ApplyT(func(v *BucketSync) ChangeDetectionPtrOutput { return v.ChangeDetection }).(ChangeDetectionPtrOutput)
+}
+
+// Target keys the last run wrote, overwrote or deleted (in preview: would), for a CdnInvalidation's `keys`: up to 3,000, else `*` alone, which invalidates everything.
+func (o BucketSyncOutput) ChangedKeys() pulumi.StringArrayOutput {
+	return o.ApplyT(func(v *BucketSync) pulumi.StringArrayOutput { return v.ChangedKeys }).(pulumi.StringArrayOutput)
 }
 
 // Delete target objects (under `targetPrefix`, passing the filters) that the source does not have; they are backed up in the journal first. Default false.

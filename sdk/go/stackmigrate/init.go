@@ -23,12 +23,18 @@ func (m *module) Construct(ctx *pulumi.Context, name, typ, urn string) (r pulumi
 	switch typ {
 	case "stackmigrate:index:BucketSync":
 		r = &BucketSync{}
+	case "stackmigrate:index:CdnInvalidation":
+		r = &CdnInvalidation{}
 	case "stackmigrate:index:DynamoCopy":
 		r = &DynamoCopy{}
 	case "stackmigrate:index:ModelCopy":
 		r = &ModelCopy{}
+	case "stackmigrate:index:QueueGate":
+		r = &QueueGate{}
 	case "stackmigrate:index:SnapshotPromote":
 		r = &SnapshotPromote{}
+	case "stackmigrate:index:WorkflowRun":
+		r = &WorkflowRun{}
 	default:
 		return nil, fmt.Errorf("unknown resource type: %s", typ)
 	}

@@ -17,9 +17,11 @@ var _ = internal.GetEnvOrDefault
 type Connection struct {
 	// Access key id; with `secretAccessKey`, replaces the SDK credential chain.
 	AccessKeyId *string `pulumi:"accessKeyId"`
+	// Endpoint URL for CloudFront only (CDN invalidations); wins over `endpoint`.
+	CloudfrontEndpoint *string `pulumi:"cloudfrontEndpoint"`
 	// Endpoint URL for DynamoDB only; wins over `endpoint`.
 	DynamodbEndpoint *string `pulumi:"dynamodbEndpoint"`
-	// Endpoint URL used for both S3 and DynamoDB (for example a MinIO or DynamoDB Local URL).
+	// Endpoint URL used for every service (S3, DynamoDB, SQS, Step Functions, CloudFront), for example a MinIO or DynamoDB Local URL.
 	Endpoint *string `pulumi:"endpoint"`
 	// The account ID that must own this side's buckets (the journal's too, on the target side). Sent with every S3 request, so a bucket name that resolves to another account's bucket is refused instead of read or written. Default: not checked.
 	ExpectedBucketOwner *string `pulumi:"expectedBucketOwner"`
@@ -37,6 +39,10 @@ type Connection struct {
 	SecretAccessKey *string `pulumi:"secretAccessKey"`
 	// Session token for temporary credentials.
 	SessionToken *string `pulumi:"sessionToken"`
+	// Endpoint URL for Step Functions only (workflow runs, the queue gate); wins over `endpoint`.
+	SfnEndpoint *string `pulumi:"sfnEndpoint"`
+	// Endpoint URL for SQS only (the queue gate); wins over `endpoint`.
+	SqsEndpoint *string `pulumi:"sqsEndpoint"`
 }
 
 // Defaults sets the appropriate defaults for Connection
@@ -75,9 +81,11 @@ type ConnectionInput interface {
 type ConnectionArgs struct {
 	// Access key id; with `secretAccessKey`, replaces the SDK credential chain.
 	AccessKeyId pulumi.StringPtrInput `pulumi:"accessKeyId"`
+	// Endpoint URL for CloudFront only (CDN invalidations); wins over `endpoint`.
+	CloudfrontEndpoint pulumi.StringPtrInput `pulumi:"cloudfrontEndpoint"`
 	// Endpoint URL for DynamoDB only; wins over `endpoint`.
 	DynamodbEndpoint pulumi.StringPtrInput `pulumi:"dynamodbEndpoint"`
-	// Endpoint URL used for both S3 and DynamoDB (for example a MinIO or DynamoDB Local URL).
+	// Endpoint URL used for every service (S3, DynamoDB, SQS, Step Functions, CloudFront), for example a MinIO or DynamoDB Local URL.
 	Endpoint pulumi.StringPtrInput `pulumi:"endpoint"`
 	// The account ID that must own this side's buckets (the journal's too, on the target side). Sent with every S3 request, so a bucket name that resolves to another account's bucket is refused instead of read or written. Default: not checked.
 	ExpectedBucketOwner pulumi.StringPtrInput `pulumi:"expectedBucketOwner"`
@@ -95,6 +103,10 @@ type ConnectionArgs struct {
 	SecretAccessKey pulumi.StringPtrInput `pulumi:"secretAccessKey"`
 	// Session token for temporary credentials.
 	SessionToken pulumi.StringPtrInput `pulumi:"sessionToken"`
+	// Endpoint URL for Step Functions only (workflow runs, the queue gate); wins over `endpoint`.
+	SfnEndpoint pulumi.StringPtrInput `pulumi:"sfnEndpoint"`
+	// Endpoint URL for SQS only (the queue gate); wins over `endpoint`.
+	SqsEndpoint pulumi.StringPtrInput `pulumi:"sqsEndpoint"`
 }
 
 // Defaults sets the appropriate defaults for ConnectionArgs
@@ -198,12 +210,17 @@ func (o ConnectionOutput) AccessKeyId() pulumi.StringPtrOutput {
 	return o.ApplyT(func(v Connection) *string { return v.AccessKeyId }).(pulumi.StringPtrOutput)
 }
 
+// Endpoint URL for CloudFront only (CDN invalidations); wins over `endpoint`.
+func (o ConnectionOutput) CloudfrontEndpoint() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v Connection) *string { return v.CloudfrontEndpoint }).(pulumi.StringPtrOutput)
+}
+
 // Endpoint URL for DynamoDB only; wins over `endpoint`.
 func (o ConnectionOutput) DynamodbEndpoint() pulumi.StringPtrOutput {
 	return o.ApplyT(func(v Connection) *string { return v.DynamodbEndpoint }).(pulumi.StringPtrOutput)
 }
 
-// Endpoint URL used for both S3 and DynamoDB (for example a MinIO or DynamoDB Local URL).
+// Endpoint URL used for every service (S3, DynamoDB, SQS, Step Functions, CloudFront), for example a MinIO or DynamoDB Local URL.
 func (o ConnectionOutput) Endpoint() pulumi.StringPtrOutput {
 	return o.ApplyT(func(v Connection) *string { return v.Endpoint }).(pulumi.StringPtrOutput)
 }
@@ -248,6 +265,16 @@ func (o ConnectionOutput) SessionToken() pulumi.StringPtrOutput {
 	return o.ApplyT(func(v Connection) *string { return v.SessionToken }).(pulumi.StringPtrOutput)
 }
 
+// Endpoint URL for Step Functions only (workflow runs, the queue gate); wins over `endpoint`.
+func (o ConnectionOutput) SfnEndpoint() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v Connection) *string { return v.SfnEndpoint }).(pulumi.StringPtrOutput)
+}
+
+// Endpoint URL for SQS only (the queue gate); wins over `endpoint`.
+func (o ConnectionOutput) SqsEndpoint() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v Connection) *string { return v.SqsEndpoint }).(pulumi.StringPtrOutput)
+}
+
 type ConnectionPtrOutput struct{ *pulumi.OutputState }
 
 func (ConnectionPtrOutput) ElementType() reflect.Type {
@@ -282,6 +309,16 @@ func (o ConnectionPtrOutput) AccessKeyId() pulumi.StringPtrOutput {
 	}).(pulumi.StringPtrOutput)
 }
 
+// Endpoint URL for CloudFront only (CDN invalidations); wins over `endpoint`.
+func (o ConnectionPtrOutput) CloudfrontEndpoint() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v *Connection) *string {
+		if v == nil {
+			return nil
+		}
+		return v.CloudfrontEndpoint
+	}).(pulumi.StringPtrOutput)
+}
+
 // Endpoint URL for DynamoDB only; wins over `endpoint`.
 func (o ConnectionPtrOutput) DynamodbEndpoint() pulumi.StringPtrOutput {
 	return o.ApplyT(func(v *Connection) *string {
@@ -292,7 +329,7 @@ func (o ConnectionPtrOutput) DynamodbEndpoint() pulumi.StringPtrOutput {
 	}).(pulumi.StringPtrOutput)
 }
 
-// Endpoint URL used for both S3 and DynamoDB (for example a MinIO or DynamoDB Local URL).
+// Endpoint URL used for every service (S3, DynamoDB, SQS, Step Functions, CloudFront), for example a MinIO or DynamoDB Local URL.
 func (o ConnectionPtrOutput) Endpoint() pulumi.StringPtrOutput {
 	return o.ApplyT(func(v *Connection) *string {
 		if v == nil {
@@ -379,6 +416,26 @@ func (o ConnectionPtrOutput) SessionToken() pulumi.StringPtrOutput {
 			return nil
 		}
 		return v.SessionToken
+	}).(pulumi.StringPtrOutput)
+}
+
+// Endpoint URL for Step Functions only (workflow runs, the queue gate); wins over `endpoint`.
+func (o ConnectionPtrOutput) SfnEndpoint() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v *Connection) *string {
+		if v == nil {
+			return nil
+		}
+		return v.SfnEndpoint
+	}).(pulumi.StringPtrOutput)
+}
+
+// Endpoint URL for SQS only (the queue gate); wins over `endpoint`.
+func (o ConnectionPtrOutput) SqsEndpoint() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v *Connection) *string {
+		if v == nil {
+			return nil
+		}
+		return v.SqsEndpoint
 	}).(pulumi.StringPtrOutput)
 }
 
@@ -476,6 +533,80 @@ func (o DriftPtrOutput) Writes() pulumi.IntPtrOutput {
 		}
 		return &v.Writes
 	}).(pulumi.IntPtrOutput)
+}
+
+// One queue as the gate last saw it.
+type QueueStatus struct {
+	// Whether it is a dead-letter queue (given, or named by a queue's redrive policy): it must be empty.
+	DeadLetter bool `pulumi:"deadLetter"`
+	// Messages not yet visible (delay queues).
+	Delayed int `pulumi:"delayed"`
+	// Messages received and not yet deleted.
+	InFlight int `pulumi:"inFlight"`
+	// The queue's URL.
+	Url string `pulumi:"url"`
+	// Messages ready to be received (SQS's approximate count).
+	Visible int `pulumi:"visible"`
+}
+
+// One queue as the gate last saw it.
+type QueueStatusOutput struct{ *pulumi.OutputState }
+
+func (QueueStatusOutput) ElementType() reflect.Type {
+	return reflect.TypeOf((*QueueStatus)(nil)).Elem()
+}
+
+func (o QueueStatusOutput) ToQueueStatusOutput() QueueStatusOutput {
+	return o
+}
+
+func (o QueueStatusOutput) ToQueueStatusOutputWithContext(ctx context.Context) QueueStatusOutput {
+	return o
+}
+
+// Whether it is a dead-letter queue (given, or named by a queue's redrive policy): it must be empty.
+func (o QueueStatusOutput) DeadLetter() pulumi.BoolOutput {
+	return o.ApplyT(func(v QueueStatus) bool { return v.DeadLetter }).(pulumi.BoolOutput)
+}
+
+// Messages not yet visible (delay queues).
+func (o QueueStatusOutput) Delayed() pulumi.IntOutput {
+	return o.ApplyT(func(v QueueStatus) int { return v.Delayed }).(pulumi.IntOutput)
+}
+
+// Messages received and not yet deleted.
+func (o QueueStatusOutput) InFlight() pulumi.IntOutput {
+	return o.ApplyT(func(v QueueStatus) int { return v.InFlight }).(pulumi.IntOutput)
+}
+
+// The queue's URL.
+func (o QueueStatusOutput) Url() pulumi.StringOutput {
+	return o.ApplyT(func(v QueueStatus) string { return v.Url }).(pulumi.StringOutput)
+}
+
+// Messages ready to be received (SQS's approximate count).
+func (o QueueStatusOutput) Visible() pulumi.IntOutput {
+	return o.ApplyT(func(v QueueStatus) int { return v.Visible }).(pulumi.IntOutput)
+}
+
+type QueueStatusArrayOutput struct{ *pulumi.OutputState }
+
+func (QueueStatusArrayOutput) ElementType() reflect.Type {
+	return reflect.TypeOf((*[]QueueStatus)(nil)).Elem()
+}
+
+func (o QueueStatusArrayOutput) ToQueueStatusArrayOutput() QueueStatusArrayOutput {
+	return o
+}
+
+func (o QueueStatusArrayOutput) ToQueueStatusArrayOutputWithContext(ctx context.Context) QueueStatusArrayOutput {
+	return o
+}
+
+func (o QueueStatusArrayOutput) Index(i pulumi.IntInput) QueueStatusOutput {
+	return pulumi.All(o, i).ApplyT(func(vs []interface{}) QueueStatus {
+		return vs[0].([]QueueStatus)[vs[1].(int)]
+	}).(QueueStatusOutput)
 }
 
 // Sets one attribute to a string on every item of the given types.
@@ -679,6 +810,8 @@ func init() {
 	pulumi.RegisterOutputType(ConnectionPtrOutput{})
 	pulumi.RegisterOutputType(DriftOutput{})
 	pulumi.RegisterOutputType(DriftPtrOutput{})
+	pulumi.RegisterOutputType(QueueStatusOutput{})
+	pulumi.RegisterOutputType(QueueStatusArrayOutput{})
 	pulumi.RegisterOutputType(SetAttributeOutput{})
 	pulumi.RegisterOutputType(SetAttributeArrayOutput{})
 	pulumi.RegisterOutputType(TypeCountsOutput{})

@@ -17,11 +17,15 @@ export interface ConnectionArgs {
      */
     accessKeyId?: pulumi.Input<string>;
     /**
+     * Endpoint URL for CloudFront only (CDN invalidations); wins over `endpoint`.
+     */
+    cloudfrontEndpoint?: pulumi.Input<string>;
+    /**
      * Endpoint URL for DynamoDB only; wins over `endpoint`.
      */
     dynamodbEndpoint?: pulumi.Input<string>;
     /**
-     * Endpoint URL used for both S3 and DynamoDB (for example a MinIO or DynamoDB Local URL).
+     * Endpoint URL used for every service (S3, DynamoDB, SQS, Step Functions, CloudFront), for example a MinIO or DynamoDB Local URL.
      */
     endpoint?: pulumi.Input<string>;
     /**
@@ -56,6 +60,14 @@ export interface ConnectionArgs {
      * Session token for temporary credentials.
      */
     sessionToken?: pulumi.Input<string>;
+    /**
+     * Endpoint URL for Step Functions only (workflow runs, the queue gate); wins over `endpoint`.
+     */
+    sfnEndpoint?: pulumi.Input<string>;
+    /**
+     * Endpoint URL for SQS only (the queue gate); wins over `endpoint`.
+     */
+    sqsEndpoint?: pulumi.Input<string>;
 }
 /**
  * connectionArgsProvideDefaults sets the appropriate defaults for ConnectionArgs

@@ -17,11 +17,15 @@ export interface Connection {
      */
     accessKeyId?: string;
     /**
+     * Endpoint URL for CloudFront only (CDN invalidations); wins over `endpoint`.
+     */
+    cloudfrontEndpoint?: string;
+    /**
      * Endpoint URL for DynamoDB only; wins over `endpoint`.
      */
     dynamodbEndpoint?: string;
     /**
-     * Endpoint URL used for both S3 and DynamoDB (for example a MinIO or DynamoDB Local URL).
+     * Endpoint URL used for every service (S3, DynamoDB, SQS, Step Functions, CloudFront), for example a MinIO or DynamoDB Local URL.
      */
     endpoint?: string;
     /**
@@ -56,6 +60,14 @@ export interface Connection {
      * Session token for temporary credentials.
      */
     sessionToken?: string;
+    /**
+     * Endpoint URL for Step Functions only (workflow runs, the queue gate); wins over `endpoint`.
+     */
+    sfnEndpoint?: string;
+    /**
+     * Endpoint URL for SQS only (the queue gate); wins over `endpoint`.
+     */
+    sqsEndpoint?: string;
 }
 /**
  * connectionProvideDefaults sets the appropriate defaults for Connection
@@ -85,6 +97,32 @@ export interface Drift {
      * What that `pulumi up` would write, as its plan counts it (items, objects or files).
      */
     writes: number;
+}
+
+/**
+ * One queue as the gate last saw it.
+ */
+export interface QueueStatus {
+    /**
+     * Whether it is a dead-letter queue (given, or named by a queue's redrive policy): it must be empty.
+     */
+    deadLetter: boolean;
+    /**
+     * Messages not yet visible (delay queues).
+     */
+    delayed: number;
+    /**
+     * Messages received and not yet deleted.
+     */
+    inFlight: number;
+    /**
+     * The queue's URL.
+     */
+    url: string;
+    /**
+     * Messages ready to be received (SQS's approximate count).
+     */
+    visible: number;
 }
 
 /**

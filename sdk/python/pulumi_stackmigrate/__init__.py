@@ -8,11 +8,14 @@ import typing
 # Export this package's modules as members:
 from ._enums import *
 from .bucket_sync import *
+from .cdn_invalidation import *
 from .dynamo_copy import *
 from .get_stack_outputs import *
 from .model_copy import *
 from .provider import *
+from .queue_gate import *
 from .snapshot_promote import *
+from .workflow_run import *
 from ._inputs import *
 from . import outputs
 
@@ -32,9 +35,12 @@ _utilities.register(
   "fqn": "pulumi_stackmigrate",
   "classes": {
    "stackmigrate:index:BucketSync": "BucketSync",
+   "stackmigrate:index:CdnInvalidation": "CdnInvalidation",
    "stackmigrate:index:DynamoCopy": "DynamoCopy",
    "stackmigrate:index:ModelCopy": "ModelCopy",
-   "stackmigrate:index:SnapshotPromote": "SnapshotPromote"
+   "stackmigrate:index:QueueGate": "QueueGate",
+   "stackmigrate:index:SnapshotPromote": "SnapshotPromote",
+   "stackmigrate:index:WorkflowRun": "WorkflowRun"
   }
  }
 ]

@@ -33,13 +33,17 @@ if not MYPY:
         """
         Access key id; with `secretAccessKey`, replaces the SDK credential chain.
         """
+        cloudfront_endpoint: NotRequired[pulumi.Input[_builtins.str]]
+        """
+        Endpoint URL for CloudFront only (CDN invalidations); wins over `endpoint`.
+        """
         dynamodb_endpoint: NotRequired[pulumi.Input[_builtins.str]]
         """
         Endpoint URL for DynamoDB only; wins over `endpoint`.
         """
         endpoint: NotRequired[pulumi.Input[_builtins.str]]
         """
-        Endpoint URL used for both S3 and DynamoDB (for example a MinIO or DynamoDB Local URL).
+        Endpoint URL used for every service (S3, DynamoDB, SQS, Step Functions, CloudFront), for example a MinIO or DynamoDB Local URL.
         """
         expected_bucket_owner: NotRequired[pulumi.Input[_builtins.str]]
         """
@@ -73,6 +77,14 @@ if not MYPY:
         """
         Session token for temporary credentials.
         """
+        sfn_endpoint: NotRequired[pulumi.Input[_builtins.str]]
+        """
+        Endpoint URL for Step Functions only (workflow runs, the queue gate); wins over `endpoint`.
+        """
+        sqs_endpoint: NotRequired[pulumi.Input[_builtins.str]]
+        """
+        Endpoint URL for SQS only (the queue gate); wins over `endpoint`.
+        """
 elif False:
     ConnectionArgsDict: TypeAlias = Mapping[str, Any]
 
@@ -80,6 +92,7 @@ elif False:
 class ConnectionArgs:
     def __init__(__self__, *,
                  access_key_id: Optional[pulumi.Input[_builtins.str]] = None,
+                 cloudfront_endpoint: Optional[pulumi.Input[_builtins.str]] = None,
                  dynamodb_endpoint: Optional[pulumi.Input[_builtins.str]] = None,
                  endpoint: Optional[pulumi.Input[_builtins.str]] = None,
                  expected_bucket_owner: Optional[pulumi.Input[_builtins.str]] = None,
@@ -89,12 +102,15 @@ class ConnectionArgs:
                  role_arn: Optional[pulumi.Input[_builtins.str]] = None,
                  s3_endpoint: Optional[pulumi.Input[_builtins.str]] = None,
                  secret_access_key: Optional[pulumi.Input[_builtins.str]] = None,
-                 session_token: Optional[pulumi.Input[_builtins.str]] = None):
+                 session_token: Optional[pulumi.Input[_builtins.str]] = None,
+                 sfn_endpoint: Optional[pulumi.Input[_builtins.str]] = None,
+                 sqs_endpoint: Optional[pulumi.Input[_builtins.str]] = None):
         """
         How to reach one side of a migration: region, credentials and endpoints.
         :param pulumi.Input[_builtins.str] access_key_id: Access key id; with `secretAccessKey`, replaces the SDK credential chain.
+        :param pulumi.Input[_builtins.str] cloudfront_endpoint: Endpoint URL for CloudFront only (CDN invalidations); wins over `endpoint`.
         :param pulumi.Input[_builtins.str] dynamodb_endpoint: Endpoint URL for DynamoDB only; wins over `endpoint`.
-        :param pulumi.Input[_builtins.str] endpoint: Endpoint URL used for both S3 and DynamoDB (for example a MinIO or DynamoDB Local URL).
+        :param pulumi.Input[_builtins.str] endpoint: Endpoint URL used for every service (S3, DynamoDB, SQS, Step Functions, CloudFront), for example a MinIO or DynamoDB Local URL.
         :param pulumi.Input[_builtins.str] expected_bucket_owner: The account ID that must own this side's buckets (the journal's too, on the target side). Sent with every S3 request, so a bucket name that resolves to another account's bucket is refused instead of read or written. Default: not checked.
         :param pulumi.Input[_builtins.bool] force_path_style: Address buckets by path (`http://host/bucket/key`), as MinIO needs. Default: false.
         :param pulumi.Input[_builtins.str] profile: Named profile from the shared AWS config files. Default: `AWS_PROFILE`.
@@ -103,9 +119,13 @@ class ConnectionArgs:
         :param pulumi.Input[_builtins.str] s3_endpoint: Endpoint URL for S3 only; wins over `endpoint`.
         :param pulumi.Input[_builtins.str] secret_access_key: Secret access key.
         :param pulumi.Input[_builtins.str] session_token: Session token for temporary credentials.
+        :param pulumi.Input[_builtins.str] sfn_endpoint: Endpoint URL for Step Functions only (workflow runs, the queue gate); wins over `endpoint`.
+        :param pulumi.Input[_builtins.str] sqs_endpoint: Endpoint URL for SQS only (the queue gate); wins over `endpoint`.
         """
         if access_key_id is not None:
             pulumi.set(__self__, "access_key_id", access_key_id)
+        if cloudfront_endpoint is not None:
+            pulumi.set(__self__, "cloudfront_endpoint", cloudfront_endpoint)
         if dynamodb_endpoint is not None:
             pulumi.set(__self__, "dynamodb_endpoint", dynamodb_endpoint)
         if endpoint is not None:
@@ -130,6 +150,10 @@ class ConnectionArgs:
             pulumi.set(__self__, "secret_access_key", secret_access_key)
         if session_token is not None:
             pulumi.set(__self__, "session_token", session_token)
+        if sfn_endpoint is not None:
+            pulumi.set(__self__, "sfn_endpoint", sfn_endpoint)
+        if sqs_endpoint is not None:
+            pulumi.set(__self__, "sqs_endpoint", sqs_endpoint)
 
     @_builtins.property
     @pulumi.getter(name="accessKeyId")
@@ -142,6 +166,18 @@ class ConnectionArgs:
     @access_key_id.setter
     def access_key_id(self, value: Optional[pulumi.Input[_builtins.str]]):
         pulumi.set(self, "access_key_id", value)
+
+    @_builtins.property
+    @pulumi.getter(name="cloudfrontEndpoint")
+    def cloudfront_endpoint(self) -> Optional[pulumi.Input[_builtins.str]]:
+        """
+        Endpoint URL for CloudFront only (CDN invalidations); wins over `endpoint`.
+        """
+        return pulumi.get(self, "cloudfront_endpoint")
+
+    @cloudfront_endpoint.setter
+    def cloudfront_endpoint(self, value: Optional[pulumi.Input[_builtins.str]]):
+        pulumi.set(self, "cloudfront_endpoint", value)
 
     @_builtins.property
     @pulumi.getter(name="dynamodbEndpoint")
@@ -159,7 +195,7 @@ class ConnectionArgs:
     @pulumi.getter
     def endpoint(self) -> Optional[pulumi.Input[_builtins.str]]:
         """
-        Endpoint URL used for both S3 and DynamoDB (for example a MinIO or DynamoDB Local URL).
+        Endpoint URL used for every service (S3, DynamoDB, SQS, Step Functions, CloudFront), for example a MinIO or DynamoDB Local URL.
         """
         return pulumi.get(self, "endpoint")
 
@@ -262,6 +298,30 @@ class ConnectionArgs:
     @session_token.setter
     def session_token(self, value: Optional[pulumi.Input[_builtins.str]]):
         pulumi.set(self, "session_token", value)
+
+    @_builtins.property
+    @pulumi.getter(name="sfnEndpoint")
+    def sfn_endpoint(self) -> Optional[pulumi.Input[_builtins.str]]:
+        """
+        Endpoint URL for Step Functions only (workflow runs, the queue gate); wins over `endpoint`.
+        """
+        return pulumi.get(self, "sfn_endpoint")
+
+    @sfn_endpoint.setter
+    def sfn_endpoint(self, value: Optional[pulumi.Input[_builtins.str]]):
+        pulumi.set(self, "sfn_endpoint", value)
+
+    @_builtins.property
+    @pulumi.getter(name="sqsEndpoint")
+    def sqs_endpoint(self) -> Optional[pulumi.Input[_builtins.str]]:
+        """
+        Endpoint URL for SQS only (the queue gate); wins over `endpoint`.
+        """
+        return pulumi.get(self, "sqs_endpoint")
+
+    @sqs_endpoint.setter
+    def sqs_endpoint(self, value: Optional[pulumi.Input[_builtins.str]]):
+        pulumi.set(self, "sqs_endpoint", value)
 
 
 if not MYPY:

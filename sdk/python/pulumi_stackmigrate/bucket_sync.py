@@ -467,6 +467,7 @@ class BucketSync(pulumi.CustomResource):
                 verify = 'checksums'
             __props__.__dict__["verify"] = verify
             __props__.__dict__["bytes_copied"] = None
+            __props__.__dict__["changed_keys"] = None
             __props__.__dict__["drift"] = None
             __props__.__dict__["journal_segments"] = None
             __props__.__dict__["journal_uri"] = None
@@ -512,6 +513,7 @@ class BucketSync(pulumi.CustomResource):
         __props__.__dict__["archived"] = None
         __props__.__dict__["bytes_copied"] = None
         __props__.__dict__["change_detection"] = None
+        __props__.__dict__["changed_keys"] = None
         __props__.__dict__["delete_extraneous"] = None
         __props__.__dict__["drift"] = None
         __props__.__dict__["exclude"] = None
@@ -576,6 +578,14 @@ class BucketSync(pulumi.CustomResource):
         `full` (default): every preview and up compares source and target and copies what is new; `inputs`: only changed inputs (such as `triggers`) re-run the copy, so a preview or up with unchanged inputs reads no data.
         """
         return pulumi.get(self, "change_detection")
+
+    @_builtins.property
+    @pulumi.getter(name="changedKeys")
+    def changed_keys(self) -> pulumi.Output[Optional[Sequence[_builtins.str]]]:
+        """
+        Target keys the last run wrote, overwrote or deleted (in preview: would), for a CdnInvalidation's `keys`: up to 3,000, else `*` alone, which invalidates everything.
+        """
+        return pulumi.get(self, "changed_keys")
 
     @_builtins.property
     @pulumi.getter(name="deleteExtraneous")

@@ -18,6 +18,7 @@ from ._enums import *
 __all__ = [
     'Connection',
     'Drift',
+    'QueueStatus',
     'SetAttribute',
     'TypeCounts',
 ]
@@ -29,6 +30,7 @@ class Connection(dict):
     """
     def __init__(__self__, *,
                  access_key_id: Optional[_builtins.str] = None,
+                 cloudfront_endpoint: Optional[_builtins.str] = None,
                  dynamodb_endpoint: Optional[_builtins.str] = None,
                  endpoint: Optional[_builtins.str] = None,
                  expected_bucket_owner: Optional[_builtins.str] = None,
@@ -38,12 +40,15 @@ class Connection(dict):
                  role_arn: Optional[_builtins.str] = None,
                  s3_endpoint: Optional[_builtins.str] = None,
                  secret_access_key: Optional[_builtins.str] = None,
-                 session_token: Optional[_builtins.str] = None):
+                 session_token: Optional[_builtins.str] = None,
+                 sfn_endpoint: Optional[_builtins.str] = None,
+                 sqs_endpoint: Optional[_builtins.str] = None):
         """
         How to reach one side of a migration: region, credentials and endpoints.
         :param _builtins.str access_key_id: Access key id; with `secretAccessKey`, replaces the SDK credential chain.
+        :param _builtins.str cloudfront_endpoint: Endpoint URL for CloudFront only (CDN invalidations); wins over `endpoint`.
         :param _builtins.str dynamodb_endpoint: Endpoint URL for DynamoDB only; wins over `endpoint`.
-        :param _builtins.str endpoint: Endpoint URL used for both S3 and DynamoDB (for example a MinIO or DynamoDB Local URL).
+        :param _builtins.str endpoint: Endpoint URL used for every service (S3, DynamoDB, SQS, Step Functions, CloudFront), for example a MinIO or DynamoDB Local URL.
         :param _builtins.str expected_bucket_owner: The account ID that must own this side's buckets (the journal's too, on the target side). Sent with every S3 request, so a bucket name that resolves to another account's bucket is refused instead of read or written. Default: not checked.
         :param _builtins.bool force_path_style: Address buckets by path (`http://host/bucket/key`), as MinIO needs. Default: false.
         :param _builtins.str profile: Named profile from the shared AWS config files. Default: `AWS_PROFILE`.
@@ -52,9 +57,13 @@ class Connection(dict):
         :param _builtins.str s3_endpoint: Endpoint URL for S3 only; wins over `endpoint`.
         :param _builtins.str secret_access_key: Secret access key.
         :param _builtins.str session_token: Session token for temporary credentials.
+        :param _builtins.str sfn_endpoint: Endpoint URL for Step Functions only (workflow runs, the queue gate); wins over `endpoint`.
+        :param _builtins.str sqs_endpoint: Endpoint URL for SQS only (the queue gate); wins over `endpoint`.
         """
         if access_key_id is not None:
             pulumi.set(__self__, "access_key_id", access_key_id)
+        if cloudfront_endpoint is not None:
+            pulumi.set(__self__, "cloudfront_endpoint", cloudfront_endpoint)
         if dynamodb_endpoint is not None:
             pulumi.set(__self__, "dynamodb_endpoint", dynamodb_endpoint)
         if endpoint is not None:
@@ -79,6 +88,10 @@ class Connection(dict):
             pulumi.set(__self__, "secret_access_key", secret_access_key)
         if session_token is not None:
             pulumi.set(__self__, "session_token", session_token)
+        if sfn_endpoint is not None:
+            pulumi.set(__self__, "sfn_endpoint", sfn_endpoint)
+        if sqs_endpoint is not None:
+            pulumi.set(__self__, "sqs_endpoint", sqs_endpoint)
 
     @_builtins.property
     @pulumi.getter(name="accessKeyId")
@@ -87,6 +100,14 @@ class Connection(dict):
         Access key id; with `secretAccessKey`, replaces the SDK credential chain.
         """
         return pulumi.get(self, "access_key_id")
+
+    @_builtins.property
+    @pulumi.getter(name="cloudfrontEndpoint")
+    def cloudfront_endpoint(self) -> Optional[_builtins.str]:
+        """
+        Endpoint URL for CloudFront only (CDN invalidations); wins over `endpoint`.
+        """
+        return pulumi.get(self, "cloudfront_endpoint")
 
     @_builtins.property
     @pulumi.getter(name="dynamodbEndpoint")
@@ -100,7 +121,7 @@ class Connection(dict):
     @pulumi.getter
     def endpoint(self) -> Optional[_builtins.str]:
         """
-        Endpoint URL used for both S3 and DynamoDB (for example a MinIO or DynamoDB Local URL).
+        Endpoint URL used for every service (S3, DynamoDB, SQS, Step Functions, CloudFront), for example a MinIO or DynamoDB Local URL.
         """
         return pulumi.get(self, "endpoint")
 
@@ -168,6 +189,22 @@ class Connection(dict):
         """
         return pulumi.get(self, "session_token")
 
+    @_builtins.property
+    @pulumi.getter(name="sfnEndpoint")
+    def sfn_endpoint(self) -> Optional[_builtins.str]:
+        """
+        Endpoint URL for Step Functions only (workflow runs, the queue gate); wins over `endpoint`.
+        """
+        return pulumi.get(self, "sfn_endpoint")
+
+    @_builtins.property
+    @pulumi.getter(name="sqsEndpoint")
+    def sqs_endpoint(self) -> Optional[_builtins.str]:
+        """
+        Endpoint URL for SQS only (the queue gate); wins over `endpoint`.
+        """
+        return pulumi.get(self, "sqs_endpoint")
+
 
 @pulumi.output_type
 class Drift(dict):
@@ -230,6 +267,91 @@ class Drift(dict):
         What that `pulumi up` would write, as its plan counts it (items, objects or files).
         """
         return pulumi.get(self, "writes")
+
+
+@pulumi.output_type
+class QueueStatus(dict):
+    """
+    One queue as the gate last saw it.
+    """
+    @staticmethod
+    def __key_warning(key: str):
+        suggest = None
+        if key == "deadLetter":
+            suggest = "dead_letter"
+        elif key == "inFlight":
+            suggest = "in_flight"
+
+        if suggest:
+            pulumi.log.warn(f"Key '{key}' not found in QueueStatus. Access the value via the '{suggest}' property getter instead.")
+
+    def __getitem__(self, key: str) -> Any:
+        QueueStatus.__key_warning(key)
+        return super().__getitem__(key)
+
+    def get(self, key: str, default = None) -> Any:
+        QueueStatus.__key_warning(key)
+        return super().get(key, default)
+
+    def __init__(__self__, *,
+                 dead_letter: _builtins.bool,
+                 delayed: _builtins.int,
+                 in_flight: _builtins.int,
+                 url: _builtins.str,
+                 visible: _builtins.int):
+        """
+        One queue as the gate last saw it.
+        :param _builtins.bool dead_letter: Whether it is a dead-letter queue (given, or named by a queue's redrive policy): it must be empty.
+        :param _builtins.int delayed: Messages not yet visible (delay queues).
+        :param _builtins.int in_flight: Messages received and not yet deleted.
+        :param _builtins.str url: The queue's URL.
+        :param _builtins.int visible: Messages ready to be received (SQS's approximate count).
+        """
+        pulumi.set(__self__, "dead_letter", dead_letter)
+        pulumi.set(__self__, "delayed", delayed)
+        pulumi.set(__self__, "in_flight", in_flight)
+        pulumi.set(__self__, "url", url)
+        pulumi.set(__self__, "visible", visible)
+
+    @_builtins.property
+    @pulumi.getter(name="deadLetter")
+    def dead_letter(self) -> _builtins.bool:
+        """
+        Whether it is a dead-letter queue (given, or named by a queue's redrive policy): it must be empty.
+        """
+        return pulumi.get(self, "dead_letter")
+
+    @_builtins.property
+    @pulumi.getter
+    def delayed(self) -> _builtins.int:
+        """
+        Messages not yet visible (delay queues).
+        """
+        return pulumi.get(self, "delayed")
+
+    @_builtins.property
+    @pulumi.getter(name="inFlight")
+    def in_flight(self) -> _builtins.int:
+        """
+        Messages received and not yet deleted.
+        """
+        return pulumi.get(self, "in_flight")
+
+    @_builtins.property
+    @pulumi.getter
+    def url(self) -> _builtins.str:
+        """
+        The queue's URL.
+        """
+        return pulumi.get(self, "url")
+
+    @_builtins.property
+    @pulumi.getter
+    def visible(self) -> _builtins.int:
+        """
+        Messages ready to be received (SQS's approximate count).
+        """
+        return pulumi.get(self, "visible")
 
 
 @pulumi.output_type

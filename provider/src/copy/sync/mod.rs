@@ -97,7 +97,15 @@ pub struct SyncCounts {
     /// (`onConflict` applies, and an overwrite backs their content up first).
     #[serde(default)]
     pub changed_since: u64,
+    /// Target keys written, overwritten or deleted (in a plan: to be), for a CDN
+    /// invalidation: up to `CHANGED_KEYS_LISTED`, or `*` alone when there were more
+    /// (memory stays bounded).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changed_keys: Vec<String>,
 }
+
+/// The most changed keys a run lists (CloudFront's limit of paths per invalidation).
+pub const CHANGED_KEYS_LISTED: usize = 3000;
 
 impl SyncCounts {
     pub(crate) fn changes(&self) -> u64 {
@@ -118,6 +126,21 @@ impl SyncCounts {
         self.verified_by_content += other.verified_by_content;
         self.verified_by_size += other.verified_by_size;
         self.changed_since += other.changed_since;
+        for key in &other.changed_keys {
+            self.note_changed(key);
+        }
+    }
+
+    /// Lists a changed key, or stands for all of them with `*` once there are too many.
+    fn note_changed(&mut self, key: &str) {
+        if self.changed_keys.first().is_some_and(|k| k == "*") {
+            return;
+        }
+        if key == "*" || self.changed_keys.len() == CHANGED_KEYS_LISTED {
+            self.changed_keys = vec!["*".to_string()];
+        } else {
+            self.changed_keys.push(key.to_string());
+        }
     }
 
     /// One line for people; `done` says whether it happened or is planned.
@@ -156,6 +179,7 @@ const BATCHES_IN_FLIGHT: usize = 4;
 
 /// The walk and the decisions together: what to do next, in key order.
 struct Walk<'a> {
+    spec: &'a SyncSpec,
     march: March<'a>,
     decider: Decider<'a>,
 }
@@ -163,6 +187,7 @@ struct Walk<'a> {
 impl<'a> Walk<'a> {
     fn new(spec: &'a SyncSpec, state: &'a ObjectStates) -> Self {
         Walk {
+            spec,
             march: March::new(
                 &spec.source,
                 &spec.source_prefix,
@@ -186,6 +211,14 @@ impl<'a> Walk<'a> {
                 listed.add(1, 0);
             }
             if let Some(action) = self.decider.decide(&relative, entry)? {
+                let changed = match &action {
+                    Action::Create(source) | Action::Overwrite { source, .. } => {
+                        target_key(self.spec, &source.key)
+                    }
+                    Action::Delete(existing) => existing.key.clone(),
+                    Action::Adopt { key, .. } => key.clone(),
+                };
+                self.decider.counts.note_changed(&changed);
                 return Ok(Some(action));
             }
         }
@@ -521,6 +554,24 @@ fn target_key(spec: &SyncSpec, source_key: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn changed_keys_are_listed_up_to_the_limit_then_stood_for_by_a_star() {
+        let mut counts = SyncCounts::default();
+        for i in 0..CHANGED_KEYS_LISTED {
+            counts.note_changed(&format!("k{i}"));
+        }
+        assert_eq!(counts.changed_keys.len(), CHANGED_KEYS_LISTED);
+        let mut total = SyncCounts::default();
+        total.add(&counts);
+        assert_eq!(total.changed_keys, counts.changed_keys);
+        counts.note_changed("one too many");
+        assert_eq!(counts.changed_keys, ["*"]);
+        counts.note_changed("more");
+        assert_eq!(counts.changed_keys, ["*"]);
+        total.add(&counts);
+        assert_eq!(total.changed_keys, ["*"]);
+    }
 
     #[test]
     fn summary_names_every_count() {

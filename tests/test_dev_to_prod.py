@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import boto3
 import pytest
 
 from conftest import PLUGIN_DIR, REPO, listing, s3_client
@@ -19,6 +20,12 @@ from generate import NAMES  # noqa: E402
 
 BUCKETS = ("rawBucket", "cdnBucket", "chromaBucket", "layoutlmBucket")
 STACK = "organization/portfolio-migration/prod"
+
+
+def runbook(service):
+    """moto's server, which plays prod's queues, workflows and CDN."""
+    return boto3.client(service, endpoint_url=os.environ["STACKMIGRATE_MOTO_B"], region_name="us-east-1",
+                        aws_access_key_id="local", aws_secret_access_key="local")
 
 
 def side_state(side):
@@ -81,10 +88,19 @@ def test_the_whole_migration(migration):
     outputs = json.loads(pulumi(migration, "stack", "output", "--json"))
     assert outputs["verified"] == [True] * 5
     assert outputs["model"] == f"s3://{NAMES['prod']['layoutlmBucket']}/{model}"
+    # The runbook around the copies: both embedding workflows started once, after the
+    # copies, and the CDN invalidated for exactly the keys the CDN sync wrote.
+    for run in outputs["embeddingRuns"]:
+        assert runbook("stepfunctions").describe_execution(executionArn=run)["status"] in ("RUNNING", "SUCCEEDED")
+    assert outputs["cdnPathsInvalidated"] == sorted(f"/{k}" for k in dev_objects["cdnBucket"])
 
     out = pulumi(migration, "up", "--yes", "--skip-preview")
-    assert "6 unchanged" in out, out
+    # The gate is checked again (an update that writes nothing); nothing else runs.
+    assert "1 updated" in out and "9 unchanged" in out, out
     assert side_state("prod") == prod
+    for run in outputs["embeddingRuns"]:
+        machine = runbook("stepfunctions").describe_execution(executionArn=run)["stateMachineArn"]
+        assert len(runbook("stepfunctions").list_executions(stateMachineArn=machine)["executions"]) == 1
 
     pulumi(migration, "destroy", "--yes", "--skip-preview")
     assert side_state("prod") == prod_before, "destroy returns prod to exactly its state before up"

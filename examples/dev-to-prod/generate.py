@@ -3,6 +3,9 @@ dev with Portfolio-shaped data: the receipts table (seed 001's counts by default
 and CDN images, ChromaDB snapshots of both collections in the real layout (the lines
 snapshot as a tarball, words in the older directory format), and LayoutLM runs.
 Prod gets a few rows and objects of its own, which the migration must leave alone.
+Each side also gets what the runbook around the copies touches, on moto's server: the
+embedding queues (with dead-letter queues), the embedding step functions and the CDN's
+CloudFront distribution.
 
 Prints the infra stacks' config as JSON: {"dev": {...}, "prod": {...}}. Seeded: a
 second run writes the same data. --fresh empties both sides first."""
@@ -95,6 +98,47 @@ def create(s3, dynamodb):
                 s3.create_bucket(Bucket=side[key])
 
 
+def runbook_services(env):
+    """The embedding queues and workflows and the CDN distribution of one side (seed 000
+    step 8, seed 001 step 4), on moto's server; reused when they exist. Returns the infra
+    stack's config values naming them."""
+    aws = {"endpoint_url": os.environ["STACKMIGRATE_MOTO_B"], "region_name": "us-east-1",
+           "aws_access_key_id": "local", "aws_secret_access_key": "local"}
+    sqs, sfn, cloudfront = (boto3.client(s, **aws) for s in ("sqs", "stepfunctions", "cloudfront"))
+    names = {}
+    machines = {m["name"]: m["stateMachineArn"] for m in sfn.list_state_machines()["stateMachines"]}
+    for kind in ("line", "word"):
+        dlq = sqs.create_queue(QueueName=f"embedding-{kind}-{env}-dlq")["QueueUrl"]
+        dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        queue = f"embedding-{kind}-{env}"
+        sqs.create_queue(QueueName=queue, Attributes={
+            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "5"})})
+        names[f"{kind}Queue"] = queue
+        machine = f"embedding-infra-{env}-{kind}-workflow"
+        if machine not in machines:
+            definition = {"StartAt": "Embed", "States": {"Embed": {"Type": "Wait", "Seconds": 1, "End": True}}}
+            machines[machine] = sfn.create_state_machine(
+                name=machine, definition=json.dumps(definition),
+                roleArn="arn:aws:iam::123456789012:role/embedding")["stateMachineArn"]
+        names[f"{kind}Workflow"] = machines[machine]
+    comment = f"portfolio-{env}-cdn"
+    listed = cloudfront.list_distributions()["DistributionList"].get("Items", [])
+    existing = [d["Id"] for d in listed if d["Comment"] == comment]
+    if existing:
+        names["cdnDistribution"] = existing[0]
+    else:
+        origin = f"{NAMES[env]['cdnBucket']}.s3.amazonaws.com"
+        names["cdnDistribution"] = cloudfront.create_distribution(DistributionConfig={
+            "CallerReference": comment, "Comment": comment, "Enabled": True,
+            "Origins": {"Quantity": 1, "Items": [{"Id": "cdn", "DomainName": origin,
+                                                  "S3OriginConfig": {"OriginAccessIdentity": ""}}]},
+            "DefaultCacheBehavior": {"TargetOriginId": "cdn", "ViewerProtocolPolicy": "redirect-to-https",
+                                     "ForwardedValues": {"QueryString": False, "Cookies": {"Forward": "none"}},
+                                     "MinTTL": 0, "TrustedSigners": {"Enabled": False, "Quantity": 0}},
+        })["Distribution"]["Id"]
+    return names
+
+
 def put_objects(s3, objects):
     def put(item):
         bucket, key, body, content_type = item
@@ -150,7 +194,8 @@ def main():
     put_run(s3, dev["layoutlmBucket"], "layoutlm-2025-11-01", best=True)
     put_run(s3, dev["layoutlmBucket"], "layoutlm-2025-11-20", checkpoints=(999, 1000))
 
-    print(json.dumps(NAMES))
+    config = {env: {**NAMES[env], **runbook_services(env)} for env in NAMES}
+    print(json.dumps(config))
 
 
 if __name__ == "__main__":

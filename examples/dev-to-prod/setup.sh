@@ -49,4 +49,8 @@ for side in source target; do
   pulumi config set --path "stackmigrate:$side.dynamodbEndpoint" "$STACKMIGRATE_DYNAMODB"
   pulumi config set --path "stackmigrate:$side.forcePathStyle" true
 done
+# The runbook's queues, workflows and CDN distribution (moto's server plays them).
+for service in sqs sfn cloudfront; do
+  pulumi config set --path "stackmigrate:target.${service}Endpoint" "$STACKMIGRATE_MOTO_B"
+done
 

@@ -94,6 +94,7 @@ impl Migration for CdnInvalidation {
         does nothing.",
         include_str!("examples/CdnInvalidation.md")
     );
+    const JOURNALLED: bool = false;
 
     fn validate(inputs: &Inputs) -> Vec<Failure> {
         let mut failures = Vec::new();

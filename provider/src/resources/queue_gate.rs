@@ -163,6 +163,7 @@ impl Migration for QueueGate {
         when it is open. It writes nothing, so destroy has nothing to undo.",
         include_str!("examples/QueueGate.md")
     );
+    const JOURNALLED: bool = false;
 
     fn validate(inputs: &Inputs) -> Vec<Failure> {
         let nothing = inputs.queues.is_empty()

@@ -95,6 +95,7 @@ impl Migration for WorkflowRun {
         is not undone.",
         include_str!("examples/WorkflowRun.md")
     );
+    const JOURNALLED: bool = false;
 
     fn validate(inputs: &Inputs) -> Vec<Failure> {
         let mut failures = Vec::new();

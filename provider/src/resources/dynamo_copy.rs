@@ -40,6 +40,17 @@ impl From<ItemConflict> for table::ItemConflict {
     }
 }
 
+/// How the target is kept in step with the source.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum CopyMode {
+    /// Copy the selected items; never delete (`onConflict` decides for existing keys).
+    #[default]
+    Copy,
+    /// Keep the target equal to the source group by group (a group: the items under one partition key, for example one image): new groups are added, changed ones replaced (their target items the source lacks deleted), groups gone from the source deleted when `allowDeletes` is true; unchanged groups are left as they are. A group's fingerprint ignores rewritten bucket names and the attributes `setAttributes` sets. Only items of the selected types take part; `onConflict` does not apply.
+    Mirror,
+}
+
 /// Sets one attribute to a string on every item of the given types.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -149,6 +160,14 @@ pub struct Inputs {
     /// Allow `includeTypes`/`excludeTypes` to select no item of a source table that has items. Default false: such a selection fails at preview, as it is usually a mistake.
     #[serde(default)]
     pub allow_empty: bool,
+    /// `copy` (default) or `mirror`.
+    #[serde(default)]
+    pub mode: CopyMode,
+    /// With `mode: mirror`: the attribute that groups items. Only the table's partition key is supported, which is the default.
+    pub group_key: Option<String>,
+    /// With `mode: mirror`: delete the target's groups that are gone from the source (destroy puts them back). Default false: such groups fail the preview, naming them.
+    #[serde(default)]
+    pub allow_deletes: bool,
 }
 
 /// Outputs of DynamoCopy: what the last run did (in preview, what it would do).
@@ -180,8 +199,23 @@ pub struct Outputs {
     pub counts_by_type: BTreeMap<String, TypeCounts>,
     /// Bytes written, as DynamoDB sizes items.
     pub bytes_copied: u64,
-    /// True once every written item read back equal to its transformed source item.
+    /// True once every written item read back equal to its transformed source item (and, mirroring, every deleted one read back absent).
     pub verified: bool,
+    /// Mirror mode: target items deleted (their group changed or is gone from the source).
+    #[serde(default)]
+    pub items_deleted: u64,
+    /// Mirror mode: groups new in the source, added to the target.
+    #[serde(default)]
+    pub groups_added: u64,
+    /// Mirror mode: groups that differ between source and target, replaced by the source's.
+    #[serde(default)]
+    pub groups_replaced: u64,
+    /// Mirror mode: groups gone from the source, deleted from the target.
+    #[serde(default)]
+    pub groups_deleted: u64,
+    /// Mirror mode: groups equal on both sides (bucket names and set attributes aside), left as they are.
+    #[serde(default)]
+    pub groups_unchanged: u64,
 }
 
 impl Outputs {
@@ -209,6 +243,11 @@ impl Outputs {
                 .collect(),
             bytes_copied: counts.bytes_copied,
             verified,
+            items_deleted: counts.deleted,
+            groups_added: counts.groups.added,
+            groups_replaced: counts.groups.replaced,
+            groups_deleted: counts.groups.deleted,
+            groups_unchanged: counts.groups.unchanged,
         }
     }
 }
@@ -307,6 +346,13 @@ impl DynamoCopy {
         if let Some(failure) = index_type_failure(&inputs.set_attributes, &target_shape) {
             bail!(failure);
         }
+        if let Some(group_key) = inputs.group_key.as_ref().filter(|g| **g != shape.keys[0]) {
+            bail!(
+                "groupKey {group_key:?} is not the partition key of table {:?} ({}): mirror mode groups items by partition key; leave groupKey out",
+                source.name,
+                shape.key_schema
+            );
+        }
         if let Some(set) = inputs
             .set_attributes
             .iter()
@@ -338,6 +384,9 @@ impl DynamoCopy {
                 .max_write_rate
                 .or(target_shape.provisioned_writes.map(|units| units as f64)),
             segments: SCAN_SEGMENTS,
+            mirror: (inputs.mode == CopyMode::Mirror).then_some(table::Mirror {
+                allow_deletes: inputs.allow_deletes,
+            }),
         })
     }
 }
@@ -453,6 +502,19 @@ impl Migration for DynamoCopy {
                 format!("{t:?} is both included and excluded"),
             ));
         }
+        if inputs.mode != CopyMode::Mirror {
+            for (property, set) in [
+                ("groupKey", inputs.group_key.is_some()),
+                ("allowDeletes", inputs.allow_deletes),
+            ] {
+                if set {
+                    failures.push(Failure::new(
+                        property,
+                        "applies only to mode: mirror; set mode: mirror, or leave it out",
+                    ));
+                }
+            }
+        }
         for (index, set) in inputs.set_attributes.iter().enumerate() {
             if set.attribute.trim().is_empty() {
                 failures.push(Failure::new(
@@ -483,7 +545,7 @@ impl Migration for DynamoCopy {
                 .info(&format!("rewrite {from} -> {to}: {values} values"));
         }
         Ok(Planned {
-            pending: counts.copied > 0,
+            pending: counts.copied > 0 || counts.deleted > 0,
             outputs: Outputs::from_counts(&spec, rewrites, counts, false),
         })
     }

@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::GroupCounts;
 use crate::copy::progress::human_bytes;
 
 /// Counts for one entity type.
@@ -28,6 +29,9 @@ pub struct CopyCounts {
     pub filtered: u64,
     pub expired: u64,
     pub bytes_copied: u64,
+    /// Mirror mode: target items deleted (in a plan: to be), and the groups compared.
+    pub deleted: u64,
+    pub groups: GroupCounts,
     pub by_type: BTreeMap<String, TypeCounts>,
     /// Every type seen in the source.
     pub types_present: BTreeSet<String>,
@@ -60,6 +64,7 @@ impl CopyCounts {
         self.filtered += other.filtered;
         self.expired += other.expired;
         self.bytes_copied += other.bytes_copied;
+        self.deleted += other.deleted;
         self.changed_since += other.changed_since;
         for (name, counts) in other.by_type {
             let entry = self.by_type.entry(name).or_default();
@@ -119,8 +124,18 @@ impl CopyCounts {
     pub fn summary(&self, done: bool) -> String {
         let copy = if done { "copied" } else { "to copy" };
         let changed = crate::copy::sync::changed_since_clause(self.changed_since);
+        let groups = self.groups;
+        let mirrored = if groups == GroupCounts::default() {
+            String::new()
+        } else {
+            let delete = if done { "deleted" } else { "to delete" };
+            format!(
+                "; {} items {delete}; groups: {} added, {} replaced, {} deleted, {} unchanged",
+                self.deleted, groups.added, groups.replaced, groups.deleted, groups.unchanged
+            )
+        };
         format!(
-            "{} items ({}) {copy}, of which {} overwrite an existing item; {} skipped as existing; {} filtered by type; {} expired; {} scanned{changed}",
+            "{} items ({}) {copy}, of which {} overwrite an existing item; {} skipped as existing; {} filtered by type; {} expired; {} scanned{changed}{mirrored}",
             self.copied,
             human_bytes(self.bytes_copied),
             self.overwritten,

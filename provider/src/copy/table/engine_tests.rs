@@ -83,6 +83,7 @@ impl World {
             write_order: Vec::new(),
             max_write_rate: None,
             segments: 4,
+            mirror: None,
         }
     }
 

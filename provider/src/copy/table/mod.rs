@@ -1,12 +1,14 @@
 //! The table copy engine: a parallel scan of the source streamed through filter ->
 //! transform -> compare with an index of the target -> journal -> batched writes, one
 //! page per scan segment in memory, then a verification scan of the target. The target
-//! index holds 32 bytes an item. Rollback replays the journal.
+//! index holds 32 bytes an item. Mirror mode (`mirror`) compares group by group first
+//! and also deletes. Rollback replays the journal.
 
 mod counts;
 #[cfg(test)]
 mod engine_tests;
 mod index;
+mod mirror;
 mod records;
 mod rollback;
 
@@ -17,6 +19,7 @@ use anyhow::{bail, Context, Result};
 use aws_sdk_dynamodb::types::AttributeValue;
 
 pub use counts::{CopyCounts, TypeCounts};
+pub use mirror::{GroupCounts, Mirror};
 pub use rollback::rollback;
 
 use super::dynamodb::{self, batch_get, batch_write, Pages, RateLimiter, Table, READ_BATCH};
@@ -65,6 +68,8 @@ pub struct CopySpec {
     pub write_order: Vec<String>,
     pub max_write_rate: Option<f64>,
     pub segments: i32,
+    /// Mirror the source group by group (None: copy, never delete).
+    pub mirror: Option<Mirror>,
 }
 
 impl CopySpec {
@@ -186,6 +191,8 @@ struct Candidate {
     key: Item,
     hash: u128,
     digest: u128,
+    /// The hash of its mirror group (its partition key).
+    group: u128,
 }
 
 impl Candidate {
@@ -214,12 +221,12 @@ pub async fn plan(
     if let Some(verified) = trusted {
         let (none, empty) = (SpillMap::<u128, u128>::new()?, Index::empty()?);
         let scanned = scan_meter(progress, &spec.source);
-        let source = walk(spec, &none, &empty, None, &Mode::Plan, Some(&scanned)).await?;
+        let source = walk(spec, &none, &empty, None, None, &Mode::Plan, Some(&scanned)).await?;
         if source.fingerprint == verified {
             return Ok(source.all_present());
         }
     }
-    let counts = compare(spec, journal, progress).await?.2;
+    let counts = compare(spec, journal, progress).await?.planned;
     check_writable(&counts)?;
     let then = match spec.on_conflict {
         ItemConflict::Skip => sync::LEFT_AS_THEY_ARE,
@@ -251,24 +258,56 @@ fn scan_meter<'a>(progress: &'a dyn Progress, table: &Table) -> Meter<'a> {
     Meter::counting(progress, &format!("scanned table {}:", table.name))
 }
 
+/// What the full comparison found.
+struct Compared {
+    /// Key hash -> digest of what this resource last wrote, from the journal.
+    ours: SpillMap<u128, u128>,
+    target: Index,
+    /// Mirror mode's groups.
+    groups: Option<mirror::Groups>,
+    planned: CopyCounts,
+}
+
 /// The full comparison: the keys the journal says this resource wrote, an index of the
-/// target, and the plan from a walk of the source against them.
-async fn compare(
-    spec: &CopySpec,
-    journal: &Journal,
-    progress: &dyn Progress,
-) -> Result<(SpillMap<u128, u128>, Index, CopyCounts)> {
+/// target (in mirror mode, of its selected items, with both sides' groups), and the plan
+/// from a walk of the source against them.
+async fn compare(spec: &CopySpec, journal: &Journal, progress: &dyn Progress) -> Result<Compared> {
     let ours = keys_written(journal, &spec.keys).await?;
-    let target = Index::of(
-        &spec.target,
-        &spec.keys,
-        spec.segments,
-        &scan_meter(progress, &spec.target),
+    let scanned_target = scan_meter(progress, &spec.target);
+    let (target, groups) = match spec.mirror {
+        Some(mirror) => {
+            let scanned_source = scan_meter(progress, &spec.source);
+            let (target, groups) =
+                mirror::compare(spec, mirror, &scanned_target, &scanned_source).await?;
+            (target, Some(groups))
+        }
+        None => {
+            let target = Index::of(&spec.target, &spec.keys, spec.segments, &scanned_target);
+            (target.await?, None)
+        }
+    };
+    let scanned = scan_meter(progress, &spec.source);
+    let actions = groups.as_ref().map(|g| &g.actions);
+    let mut planned = walk(
+        spec,
+        &ours,
+        &target,
+        actions,
+        None,
+        &Mode::Plan,
+        Some(&scanned),
     )
     .await?;
-    let scanned = scan_meter(progress, &spec.source);
-    let planned = walk(spec, &ours, &target, None, &Mode::Plan, Some(&scanned)).await?;
-    Ok((ours, target, planned))
+    if let Some(groups) = &groups {
+        planned.groups = groups.counts;
+        planned.deleted = groups.deletes;
+    }
+    Ok(Compared {
+        ours,
+        target,
+        groups,
+        planned,
+    })
 }
 
 /// Copies, journalling before each write, then verifies every written item with one scan
@@ -282,7 +321,13 @@ pub async fn run(
     progress: &dyn Progress,
     check_plan: impl FnOnce(&CopyCounts) -> Result<()>,
 ) -> Result<CopyCounts> {
-    let (ours, target, planned) = compare(spec, journal, progress).await?;
+    let Compared {
+        ours,
+        target,
+        groups,
+        planned,
+    } = compare(spec, journal, progress).await?;
+    let actions = groups.as_ref().map(|g| &g.actions);
     check_writable(&planned)?;
     check_plan(&planned)?;
     note_verified(journal, None).await?;
@@ -306,7 +351,7 @@ pub async fn run(
     };
     let mut done = CopyCounts::default();
     for pass in 0..=spec.write_order.len() {
-        let walked = walk(spec, &ours, &target, Some(pass), &mode, None)
+        let walked = walk(spec, &ours, &target, actions, Some(pass), &mode, None)
             .await
             .with_context(|| format!("stopped having {}", meter.line()))?;
         done.merge(walked);
@@ -315,23 +360,42 @@ pub async fn run(
     done.scanned = planned.scanned;
     done.types_present = planned.types_present;
     progress.status(&meter.line());
-    verify(spec, &written, &scan_meter(progress, &spec.target)).await?;
+    let deleted = match &groups {
+        Some(groups) => {
+            let meter = Meter::new(progress, "deleted", planned.deleted, 0);
+            let deleted = mirror::delete(spec, groups, journal, &meter).await?;
+            progress.status(&meter.line());
+            done.groups = groups.counts;
+            done.deleted = deleted.len()?;
+            deleted
+        }
+        None => SpillMap::new()?,
+    };
+    verify(
+        spec,
+        &written,
+        &deleted,
+        &scan_meter(progress, &spec.target),
+    )
+    .await?;
     note_verified(journal, Some(done.fingerprint)).await?;
     Ok(done)
 }
 
-/// Reads the target back (one scan) and checks every written item's digest.
+/// Reads the target back (one scan) and checks every written item's digest, and that no
+/// deleted key (`deleted`, key hashes) is there.
 async fn verify(
     spec: &CopySpec,
     written: &SpillMap<u128, u128>,
+    deleted: &SpillMap<u128, u128>,
     scanned: &Meter<'_>,
 ) -> Result<()> {
     let expected = written.len()?;
-    if expected == 0 {
+    if expected == 0 && deleted.len()? == 0 {
         return Ok(());
     }
     let segments = (0..spec.segments).map(|segment| async move {
-        let mut matching = 0u64;
+        let (mut matching, mut still_there) = (0u64, 0u64);
         let mut pages = Pages::new(&spec.target, segment, spec.segments);
         while let Some(page) = pages.next().await? {
             let hashes: Vec<u128> = page.iter().map(|i| key_hash(i, &spec.keys)).collect();
@@ -341,14 +405,24 @@ async fn verify(
                 .zip(wanted)
                 .filter(|(item, wanted)| *wanted == Some(digest_bits(item)))
                 .count() as u64;
+            still_there += deleted.get_all(&hashes)?.iter().flatten().count() as u64;
             scanned.add(page.len() as u64, 0);
         }
-        anyhow::Ok(matching)
+        anyhow::Ok((matching, still_there))
     });
-    let matching: u64 = futures::future::try_join_all(segments)
+    let (matching, still_there) = futures::future::try_join_all(segments)
         .await?
         .into_iter()
-        .sum();
+        .fold((0, 0), |(m, s), (matching, still)| {
+            (m + matching, s + still)
+        });
+    if still_there > 0 {
+        bail!(
+            "verification failed: {still_there} items deleted from table {:?} are there again (written by someone else meanwhile?); \
+             a new run compares again, a rollback puts back what was deleted",
+            spec.target.name
+        );
+    }
     if matching < expected {
         bail!(
             "verification failed: {} of the {} items written to table {:?} do not read back as written; \
@@ -362,16 +436,24 @@ async fn verify(
 }
 
 /// Scans the source in parallel segments; in `Run` mode writes the items of `pass`.
+/// `actions`: in mirror mode, what each changing group gets (an item of a group absent
+/// from it is left as it is).
 async fn walk(
     spec: &CopySpec,
     ours: &SpillMap<u128, u128>,
     target: &Index,
+    actions: Option<&SpillMap<u128, u128>>,
     pass: Option<usize>,
     mode: &Mode<'_>,
     scanned: Option<&Meter<'_>>,
 ) -> Result<CopyCounts> {
+    let compared = Against {
+        ours,
+        target,
+        actions,
+    };
     let segments: Vec<_> = (0..spec.segments)
-        .map(|segment| scan_segment(spec, ours, target, pass, mode, segment, scanned))
+        .map(|segment| scan_segment(spec, &compared, pass, mode, segment, scanned))
         .collect();
     let mut totals = CopyCounts::default();
     for counts in futures::future::try_join_all(segments).await? {
@@ -380,10 +462,16 @@ async fn walk(
     Ok(totals)
 }
 
+/// What each source item is decided against.
+struct Against<'a> {
+    ours: &'a SpillMap<u128, u128>,
+    target: &'a Index,
+    actions: Option<&'a SpillMap<u128, u128>>,
+}
+
 async fn scan_segment(
     spec: &CopySpec,
-    ours: &SpillMap<u128, u128>,
-    target: &Index,
+    compared: &Against<'_>,
     pass: Option<usize>,
     mode: &Mode<'_>,
     segment: i32,
@@ -422,6 +510,7 @@ async fn scan_segment(
                 type_name,
                 hash,
                 digest,
+                group: mirror::group_of(&item, &spec.keys[0]),
                 item,
                 key,
             });
@@ -430,7 +519,7 @@ async fn scan_segment(
         let mut candidates = candidates.into_iter().peekable();
         while candidates.peek().is_some() {
             let chunk: Vec<Candidate> = candidates.by_ref().take(READ_BATCH).collect();
-            decide_and_write(spec, ours, target, mode, chunk, &mut counts).await?;
+            decide_and_write(spec, compared, mode, chunk, &mut counts).await?;
         }
     }
     Ok(counts)
@@ -438,8 +527,7 @@ async fn scan_segment(
 
 async fn decide_and_write(
     spec: &CopySpec,
-    ours: &SpillMap<u128, u128>,
-    target: &Index,
+    compared: &Against<'_>,
     mode: &Mode<'_>,
     chunk: Vec<Candidate>,
     counts: &mut CopyCounts,
@@ -447,14 +535,30 @@ async fn decide_and_write(
     let mut writes: Vec<Candidate> = Vec::new();
     let mut first_overwrites = Vec::new();
     let hashes: Vec<&u128> = chunk.iter().map(|c| &c.hash).collect();
-    let currents = target.0.get_all(hashes.iter().copied())?;
-    let written_before = ours.get_all(hashes.iter().copied())?;
-    for ((candidate, current), written) in chunk.into_iter().zip(currents).zip(written_before) {
+    let currents = compared.target.0.get_all(hashes.iter().copied())?;
+    let written_before = compared.ours.get_all(hashes.iter().copied())?;
+    // Mirror mode: an unchanged group is left as it is; a new or changed one is made
+    // the source's, whatever `onConflict` says.
+    let group_actions = match compared.actions {
+        Some(actions) => Some(actions.get_all(chunk.iter().map(|c| &c.group))?),
+        None => None,
+    };
+    for (index, ((candidate, current), written)) in chunk
+        .into_iter()
+        .zip(currents)
+        .zip(written_before)
+        .enumerate()
+    {
         let changed_since = written.is_some() && current.is_some() && current != written;
         if changed_since && current != Some(candidate.digest) {
             counts.changed_since += 1;
         }
-        match decide(current, candidate.digest, written, spec.on_conflict) {
+        let decision = match &group_actions {
+            Some(actions) if actions[index].is_none() => Decision::Skip,
+            Some(_) => decide(current, candidate.digest, written, ItemConflict::Overwrite),
+            None => decide(current, candidate.digest, written, spec.on_conflict),
+        };
+        match decision {
             Decision::Write { .. } if item_size(&candidate.item) > MAX_ITEM_BYTES => {
                 counts.too_large(candidate.id());
             }

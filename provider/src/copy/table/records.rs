@@ -7,8 +7,8 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::index::key_hash;
-use crate::copy::item::{digest, item_from_json};
+use super::index::{key_hash, key_of};
+use crate::copy::item::{digest, item_from_json, item_to_json, Item};
 use crate::copy::journal::Journal;
 use crate::copy::spill::{stored_as_json, SpillMap};
 
@@ -19,6 +19,18 @@ pub(crate) struct ItemRecord {
     pub key: Map<String, Value>,
     pub previous: Option<Map<String, Value>>,
     pub digest: String,
+}
+
+impl ItemRecord {
+    /// About to delete `item` (mirror mode): the journal keeps all of it, for a rollback
+    /// to put back; the empty digest stands for no item.
+    pub(crate) fn deleted(item: &Item, keys: &[String]) -> ItemRecord {
+        ItemRecord {
+            key: item_to_json(&key_of(item, keys)),
+            previous: Some(item_to_json(item)),
+            digest: String::new(),
+        }
+    }
 }
 
 /// What the journal says about one key.
@@ -90,8 +102,12 @@ pub(crate) async fn keys_written(
             let entries = records
                 .iter()
                 .map(|r| {
-                    let digest = u128::from_str_radix(&r.digest, 16)
-                        .with_context(|| format!("journal digest {:?} is corrupt", r.digest))?;
+                    // A delete leaves no item: no digest of a real one is 0.
+                    let digest = match r.digest.as_str() {
+                        "" => 0,
+                        hex => u128::from_str_radix(hex, 16)
+                            .with_context(|| format!("journal digest {hex:?} is corrupt"))?,
+                    };
                     Ok((key_hash(&item_from_json(&r.key)?, keys), digest))
                 })
                 .collect::<Result<Vec<(u128, u128)>>>()?;

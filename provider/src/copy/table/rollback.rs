@@ -87,6 +87,13 @@ async fn rollback_chunk(
                     report.deleted += 1;
                 }
             },
+            // Deleted by a mirror and still absent: put back what was there.
+            None if entry.digest.is_empty() => {
+                if let Some(previous) = previous {
+                    requests.push(dynamodb::put(previous)?);
+                    report.restored += 1;
+                }
+            }
             // Killed before the write landed: the key holds what it held before.
             None if previous.is_none() => {}
             Some(item) if previous.as_ref().is_some_and(|p| digest(p) == digest(item)) => {}

@@ -148,11 +148,7 @@ pub(crate) async fn put_journalled(
         .await?;
     let etag = match only_over {
         None => s3::put_bytes(target, key, body).await?,
-        Some(current) => match target
-            .store
-            .put_if(&target.name, key, body, current)
-            .await?
-        {
+        Some(current) => match target.store.put_if(target.at(key), body, current).await? {
             Some(written) => written.etag,
             None => return Ok(false),
         },

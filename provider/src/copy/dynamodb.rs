@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use super::item::Item;
 use super::retry;
 pub(crate) use super::store::TableShape;
-use super::store::{ItemStore, ScanPage};
+use super::store::{ItemStore, ScanPage, ScanRequest};
 
 #[derive(Clone, Debug)]
 pub struct Table {
@@ -170,10 +170,12 @@ impl<'a> Pages<'a> {
             .store
             .scan_page(
                 &self.table.name,
-                self.segment,
-                self.segments,
-                SCAN_PAGE_ITEMS,
-                start,
+                ScanRequest {
+                    segment: self.segment,
+                    segments: self.segments,
+                    limit: SCAN_PAGE_ITEMS,
+                    start,
+                },
             )
             .await?;
         self.next_key = Some(next);

@@ -11,7 +11,7 @@ use super::{
     head_with_tags, open, Bucket, Headers, ObjectInfo, WriteOptions, COPY_PART_SIZE,
     MAX_SINGLE_COPY, PART_SIZE,
 };
-use crate::copy::store::{Body, CopySource, NewObject, Part, Upload};
+use crate::copy::store::{Body, CopySource, CopyTarget, NewObject, Part, Upload};
 
 /// An object written by a copy: its ETag, and the checksum the target computed for it
 /// in the algorithm the write asked for (None when the target reports none).
@@ -74,7 +74,14 @@ pub async fn server_side_copy(
     if size <= MAX_SINGLE_COPY {
         return target
             .store
-            .copy(&from, target.at(target_key), options, &algorithm)
+            .copy(
+                &from,
+                &CopyTarget {
+                    object: target.at(target_key),
+                    options,
+                    algorithm: &algorithm,
+                },
+            )
             .await;
     }
     // CreateMultipartUpload copies nothing from the source: headers and tags are given.

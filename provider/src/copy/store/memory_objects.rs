@@ -12,10 +12,10 @@ use md5::{Digest, Md5};
 use tokio::sync::Notify;
 
 use super::{
-    Body, BucketAccess, CopySource, Download, Head, ListPage, NewObject, ObjectAt, ObjectStore,
-    Part, Upload,
+    Body, BucketAccess, CopySource, CopyTarget, Download, Head, ListPage, NewObject, ObjectAt,
+    ObjectStore, Part, Upload,
 };
-use crate::copy::s3::{Headers, ObjectInfo, RunningChecksum, Version, WriteOptions, Written};
+use crate::copy::s3::{Headers, ObjectInfo, RunningChecksum, Version, Written};
 
 /// Keys a listing page holds: small, so tests page.
 const PAGE: usize = 7;
@@ -374,13 +374,8 @@ impl ObjectStore for MemoryObjects {
         .await
     }
 
-    async fn copy(
-        &self,
-        from: &CopySource<'_>,
-        to: ObjectAt<'_>,
-        _options: &WriteOptions,
-        algorithm: &ChecksumAlgorithm,
-    ) -> Result<Written> {
+    async fn copy(&self, from: &CopySource<'_>, to: &CopyTarget<'_>) -> Result<Written> {
+        let algorithm = to.algorithm;
         let source = self.read(from.object)?;
         let checksum = RunningChecksum::of(algorithm, &source.bytes);
         // A copy is written in one piece: its ETag is its MD5, a single-part source's too.
@@ -393,7 +388,7 @@ impl ObjectStore for MemoryObjects {
             checksum: Some((algorithm.clone(), checksum.clone())),
             ..source
         };
-        self.store(to, stored, Some(checksum)).await
+        self.store(to.object, stored, Some(checksum)).await
     }
 
     async fn create_multipart(

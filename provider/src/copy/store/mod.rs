@@ -95,6 +95,14 @@ pub(crate) struct CopySource<'a> {
     pub if_match: Option<&'a str>,
 }
 
+/// The object a server-side copy writes.
+pub(crate) struct CopyTarget<'a> {
+    pub object: ObjectAt<'a>,
+    pub options: &'a WriteOptions,
+    /// The store computes the copy's checksum in this algorithm.
+    pub algorithm: &'a ChecksumAlgorithm,
+}
+
 /// A part of a multipart upload, as the completion lists it.
 #[derive(Debug, Clone)]
 pub(crate) struct Part {
@@ -140,15 +148,8 @@ pub(crate) trait ObjectStore: Send + Sync + std::fmt::Debug {
         bytes: Vec<u8>,
         current: Option<&str>,
     ) -> Result<Option<Written>>;
-    /// Copies an object inside the store, headers and tags included (so the copy gets
-    /// only the write options); the store computes the copy's checksum in `algorithm`.
-    async fn copy(
-        &self,
-        from: &CopySource<'_>,
-        to: ObjectAt<'_>,
-        options: &WriteOptions,
-        algorithm: &ChecksumAlgorithm,
-    ) -> Result<Written>;
+    /// Copies an object inside the store, headers and tags included.
+    async fn copy(&self, from: &CopySource<'_>, to: &CopyTarget<'_>) -> Result<Written>;
     /// Starts a multipart upload and returns its ID; `checksum`: the parts and the
     /// whole carry checksums in this algorithm, the whole one full-object.
     async fn create_multipart(
@@ -202,6 +203,16 @@ pub(crate) struct TableShape {
     pub index_keys: Vec<(String, String, String)>,
 }
 
+/// One Scan request: up to `limit` items of segment `segment` of `segments`, strongly
+/// consistent, after `start` (None: from the first).
+#[derive(Debug, Clone)]
+pub(crate) struct ScanRequest {
+    pub segment: i32,
+    pub segments: i32,
+    pub limit: i32,
+    pub start: Option<Item>,
+}
+
 /// One page of a scan, and the key to start the next one after (None: the last page).
 pub(crate) struct ScanPage {
     pub items: Vec<Item>,
@@ -225,16 +236,7 @@ pub(crate) trait ItemStore: Send + Sync + std::fmt::Debug {
     async fn describe(&self, table: &str) -> Result<Option<TableShape>>;
     /// Some of the tables that exist, for a message naming them.
     async fn table_names(&self) -> Result<Vec<String>>;
-    /// Up to `limit` items of segment `segment` of `segments`, strongly consistent,
-    /// after `start`.
-    async fn scan_page(
-        &self,
-        table: &str,
-        segment: i32,
-        segments: i32,
-        limit: i32,
-        start: Option<Item>,
-    ) -> Result<ScanPage>;
+    async fn scan_page(&self, table: &str, request: ScanRequest) -> Result<ScanPage>;
     /// The items of `keys` that exist (strongly consistent), and the keys left
     /// unprocessed.
     async fn batch_get(&self, table: &str, keys: Vec<Item>) -> Result<(Vec<Item>, Vec<Item>)>;

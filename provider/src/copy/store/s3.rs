@@ -18,11 +18,11 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 use super::{
-    Body, BucketAccess, CopySource, Download, Head, ListPage, NewObject, ObjectAt, ObjectStore,
-    Part, Upload,
+    Body, BucketAccess, CopySource, CopyTarget, Download, Head, ListPage, NewObject, ObjectAt,
+    ObjectStore, Part, Upload,
 };
 use crate::copy::aws_error;
-use crate::copy::s3::{encode_tags, Headers, ObjectInfo, Version, WriteOptions, Written};
+use crate::copy::s3::{encode_tags, Headers, ObjectInfo, Version, Written};
 
 #[derive(Debug, Clone)]
 pub(crate) struct S3 {
@@ -559,28 +559,23 @@ impl ObjectStore for S3 {
         }
     }
 
-    async fn copy(
-        &self,
-        from: &CopySource<'_>,
-        to: ObjectAt<'_>,
-        options: &WriteOptions,
-        algorithm: &ChecksumAlgorithm,
-    ) -> Result<Written> {
+    async fn copy(&self, from: &CopySource<'_>, to: &CopyTarget<'_>) -> Result<Written> {
+        let algorithm = to.algorithm;
         let source = copy_source(from.object);
         let copy = self
             .client
             .copy_object()
             .copy_source(&source)
-            .bucket(to.bucket)
-            .key(to.key)
+            .bucket(to.object.bucket)
+            .key(to.object.key)
             .metadata_directive(MetadataDirective::Copy)
             .set_expected_source_bucket_owner(from.expected_owner.map(str::to_owned))
             .checksum_algorithm(algorithm.clone());
-        let out = with_write_options!(copy, options)
+        let out = with_write_options!(copy, to.options)
             .send()
             .await
             .map_err(aws_error)
-            .with_context(|| format!("copying {source} to {to}"))?;
+            .with_context(|| format!("copying {source} to {}", to.object))?;
         let result = out.copy_object_result();
         Ok(Written {
             etag: result

@@ -17,6 +17,15 @@ pub(crate) mod table;
 
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 
+/// What a rollback of a bucket or a table did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct RolledBack {
+    pub deleted: u64,
+    pub restored: u64,
+    /// Keys whose object or item someone else changed since the copy: left as they are.
+    pub left_alone: Vec<String>,
+}
+
 /// An AWS SDK error as one readable line: the service's code and message when it
 /// answered, the whole chain (connection refused, timeout...) when it did not.
 pub(crate) fn aws_error<E, R>(err: SdkError<E, R>) -> anyhow::Error

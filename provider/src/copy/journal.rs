@@ -159,6 +159,15 @@ impl Journal {
         Journal::open_with(location, target, None).await
     }
 
+    /// The journal in folder `dir`, for tests: no bucket is ever reached.
+    #[cfg(test)]
+    pub(crate) async fn in_folder(dir: PathBuf) -> Journal {
+        let unused = crate::connection::SideClients::new("target", Default::default());
+        Journal::open_at(&Location::File(dir), &unused)
+            .await
+            .expect("journal")
+    }
+
     /// Opens the journal of one resource in the default journal bucket, which is made
     /// before the first write when it does not exist yet.
     pub async fn open_provisioned(
@@ -677,30 +686,21 @@ mod tests {
         SideClients::new("target", Default::default())
     }
 
-    /// A journal's folder, `j` in a fresh temporary directory, and what opens it there.
+    /// A journal's folder: `j` in a fresh temporary directory.
     struct Folder {
         root: tempfile::TempDir,
-        location: Location,
-        clients: SideClients,
     }
 
     impl Folder {
         fn new() -> Folder {
-            let root = tempfile::tempdir().unwrap();
-            let location = Location::File(root.path().join("j"));
-            let clients = unused_clients();
             Folder {
-                root,
-                location,
-                clients,
+                root: tempfile::tempdir().unwrap(),
             }
         }
 
         /// The journal as a run opens it (again).
         async fn open(&self) -> Journal {
-            Journal::open_at(&self.location, &self.clients)
-                .await
-                .unwrap()
+            Journal::in_folder(self.root.path().join("j")).await
         }
     }
 
@@ -774,12 +774,7 @@ mod tests {
             Accounted::Short { found: 2 }
         );
         // Another machine's empty folder in its place, or a segment lost.
-        let elsewhere = Journal::open_at(
-            &Location::File(folder.root.path().join("other")),
-            &folder.clients,
-        )
-        .await
-        .unwrap();
+        let elsewhere = Journal::in_folder(folder.root.path().join("other")).await;
         assert_eq!(
             elsewhere.accounts_for(2).await.unwrap(),
             Accounted::Short { found: 0 }

@@ -26,6 +26,11 @@ fn item(pk: &str, sk: &str, type_name: &str, body: &str) -> Item {
         .collect()
 }
 
+/// The item of image `n`; its lines are items under the same partition key.
+fn image(n: u32, body: &str) -> Item {
+    item(&format!("IMAGE#{n}"), "IMAGE", "IMAGE", body)
+}
+
 /// A dev table of 40 items (images and their lines) and a prod table holding 5 of those
 /// keys with prod's own content and 3 keys of its own.
 struct World {
@@ -38,19 +43,18 @@ impl World {
         let store = MemoryItems::new();
         store.create("dev", &KEYS);
         store.create("prod", &KEYS);
-        for image in 0..8 {
-            let pk = format!("IMAGE#{image}");
-            store.put("dev", item(&pk, "IMAGE", "IMAGE", "dev image"));
+        for n in 0..8 {
+            store.put("dev", image(n, "dev image"));
             for line in 0..4 {
+                let pk = format!("IMAGE#{n}");
                 store.put(
                     "dev",
                     item(&pk, &format!("LINE#{line}"), "LINE", "dev line"),
                 );
             }
         }
-        for image in 0..5 {
-            let pk = format!("IMAGE#{image}");
-            store.put("prod", item(&pk, "IMAGE", "IMAGE", "prod's own image"));
+        for n in 0..5 {
+            store.put("prod", image(n, "prod's own image"));
         }
         for other in 0..3 {
             store.put(
@@ -273,7 +277,7 @@ async fn a_table_that_accepts_no_write_fails_the_copy_instead_of_hanging() {
 async fn items_grown_past_400_kb_fail_the_plan_before_anything_is_written() {
     let world = World::new();
     let original = world.prod();
-    let mut big = item("IMAGE#9", "IMAGE", "IMAGE", "");
+    let mut big = image(9, "");
     // Just under DynamoDB's limit as the source holds it; the attribute set pushes it over.
     big.insert("ocr".into(), AttributeValue::S("x".repeat(400 * 1024 - 60)));
     assert!(crate::copy::item::item_size(&big) <= 400 * 1024);

@@ -389,18 +389,10 @@ impl SideClients {
 
     /// The side's S3 client (cheap to clone: clones share the pool).
     pub async fn s3(&self) -> anyhow::Result<aws_sdk_s3::Client> {
-        let sdk = self.sdk().await;
-        self.needs_region(
-            sdk,
-            self.connection.effective_s3_endpoint(),
-            "S3",
-            "AWS_ENDPOINT_URL_S3",
-        )?;
-        Ok(self
-            .s3
-            .get_or_init(|| async { self.connection.s3_client_from(sdk) })
+        let endpoint = self.connection.effective_s3_endpoint();
+        let service = ("S3", "AWS_ENDPOINT_URL_S3");
+        self.client(&self.s3, endpoint, service, Connection::s3_client_from)
             .await
-            .clone())
     }
 
     /// The AWS account these credentials act for, as STS answers (AWS itself only);
@@ -433,18 +425,15 @@ impl SideClients {
     }
 
     pub async fn dynamodb(&self) -> anyhow::Result<aws_sdk_dynamodb::Client> {
-        let sdk = self.sdk().await;
-        self.needs_region(
-            sdk,
-            self.connection.effective_dynamodb_endpoint(),
-            "DynamoDB",
-            "AWS_ENDPOINT_URL_DYNAMODB",
-        )?;
-        Ok(self
-            .dynamodb
-            .get_or_init(|| async { self.connection.dynamodb_client_from(sdk) })
-            .await
-            .clone())
+        let endpoint = self.connection.effective_dynamodb_endpoint();
+        let service = ("DynamoDB", "AWS_ENDPOINT_URL_DYNAMODB");
+        self.client(
+            &self.dynamodb,
+            endpoint,
+            service,
+            Connection::dynamodb_client_from,
+        )
+        .await
     }
 
     /// The side's SQS client. The runbook's clients are made per use: each step makes a
@@ -495,6 +484,23 @@ impl SideClients {
             store: Arc::new(DynamoDb::new(self.dynamodb().await?)),
             name: name.to_string(),
         })
+    }
+
+    /// The side's client of `service` (its name, and the variable that gives its
+    /// endpoint), made once.
+    async fn client<C: Clone>(
+        &self,
+        cell: &OnceCell<C>,
+        endpoint: Option<&str>,
+        (service, endpoint_variable): (&str, &str),
+        make: fn(&Connection, &aws_config::SdkConfig) -> C,
+    ) -> anyhow::Result<C> {
+        let sdk = self.sdk().await;
+        self.needs_region(sdk, endpoint, service, endpoint_variable)?;
+        Ok(cell
+            .get_or_init(|| async { make(&self.connection, sdk) })
+            .await
+            .clone())
     }
 
     /// AWS itself (no endpoint given) needs a region: guessing `us-east-1` would send

@@ -144,6 +144,13 @@ pub fn secret_json(value: Value) -> Value {
     Value::Object(object)
 }
 
+/// A JSON object as a property map, for tests that write their inputs and states as
+/// `json!` literals.
+#[cfg(test)]
+pub(crate) fn map(value: Value) -> Map<String, Value> {
+    value.as_object().expect("a JSON object").clone()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

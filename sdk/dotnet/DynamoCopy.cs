@@ -39,6 +39,12 @@ namespace StackMigrate.Stackmigrate
     public partial class DynamoCopy : global::Pulumi.CustomResource
     {
         /// <summary>
+        /// With `mode: mirror`: delete the target's groups that are gone from the source (destroy puts them back). Default false: such groups fail the preview, naming them.
+        /// </summary>
+        [Output("allowDeletes")]
+        public Output<bool?> AllowDeletes { get; private set; } = null!;
+
+        /// <summary>
         /// Allow `includeTypes`/`excludeTypes` to select no item of a source table that has items. Default false: such a selection fails at preview, as it is usually a mistake.
         /// </summary>
         [Output("allowEmpty")]
@@ -75,6 +81,36 @@ namespace StackMigrate.Stackmigrate
         public Output<ImmutableArray<string>> ExcludeTypes { get; private set; } = null!;
 
         /// <summary>
+        /// With `mode: mirror`: the attribute that groups items. Only the table's partition key is supported, which is the default.
+        /// </summary>
+        [Output("groupKey")]
+        public Output<string?> GroupKey { get; private set; } = null!;
+
+        /// <summary>
+        /// Mirror mode: groups new in the source, added to the target.
+        /// </summary>
+        [Output("groupsAdded")]
+        public Output<int?> GroupsAdded { get; private set; } = null!;
+
+        /// <summary>
+        /// Mirror mode: groups gone from the source, deleted from the target.
+        /// </summary>
+        [Output("groupsDeleted")]
+        public Output<int?> GroupsDeleted { get; private set; } = null!;
+
+        /// <summary>
+        /// Mirror mode: groups that differ between source and target, replaced by the source's.
+        /// </summary>
+        [Output("groupsReplaced")]
+        public Output<int?> GroupsReplaced { get; private set; } = null!;
+
+        /// <summary>
+        /// Mirror mode: groups equal on both sides (bucket names and set attributes aside), left as they are.
+        /// </summary>
+        [Output("groupsUnchanged")]
+        public Output<int?> GroupsUnchanged { get; private set; } = null!;
+
+        /// <summary>
         /// Copy only these entity types. Default: every type.
         /// </summary>
         [Output("includeTypes")]
@@ -85,6 +121,12 @@ namespace StackMigrate.Stackmigrate
         /// </summary>
         [Output("itemsCopied")]
         public Output<int> ItemsCopied { get; private set; } = null!;
+
+        /// <summary>
+        /// Mirror mode: target items deleted (their group changed or is gone from the source).
+        /// </summary>
+        [Output("itemsDeleted")]
+        public Output<int?> ItemsDeleted { get; private set; } = null!;
 
         /// <summary>
         /// Items left out because their TTL has passed.
@@ -133,6 +175,12 @@ namespace StackMigrate.Stackmigrate
         /// </summary>
         [Output("maxWriteRate")]
         public Output<double?> MaxWriteRate { get; private set; } = null!;
+
+        /// <summary>
+        /// `copy` (default) or `mirror`.
+        /// </summary>
+        [Output("mode")]
+        public Output<StackMigrate.Stackmigrate.CopyMode?> Mode { get; private set; } = null!;
 
         /// <summary>
         /// For a key the target already has: `skip` (default) leaves it, `overwrite` replaces it (the old item is journalled and restored by destroy), `fail` stops at preview naming the keys.
@@ -213,7 +261,7 @@ namespace StackMigrate.Stackmigrate
         public Output<ImmutableDictionary<string, int>> ValuesRewritten { get; private set; } = null!;
 
         /// <summary>
-        /// True once every written item read back equal to its transformed source item.
+        /// True once every written item read back equal to its transformed source item (and, mirroring, every deleted one read back absent).
         /// </summary>
         [Output("verified")]
         public Output<bool> Verified { get; private set; } = null!;
@@ -276,6 +324,12 @@ namespace StackMigrate.Stackmigrate
     public sealed class DynamoCopyArgs : global::Pulumi.ResourceArgs
     {
         /// <summary>
+        /// With `mode: mirror`: delete the target's groups that are gone from the source (destroy puts them back). Default false: such groups fail the preview, naming them.
+        /// </summary>
+        [Input("allowDeletes")]
+        public Input<bool>? AllowDeletes { get; set; }
+
+        /// <summary>
         /// Allow `includeTypes`/`excludeTypes` to select no item of a source table that has items. Default false: such a selection fails at preview, as it is usually a mistake.
         /// </summary>
         [Input("allowEmpty")]
@@ -299,6 +353,12 @@ namespace StackMigrate.Stackmigrate
             set => _excludeTypes = value;
         }
 
+        /// <summary>
+        /// With `mode: mirror`: the attribute that groups items. Only the table's partition key is supported, which is the default.
+        /// </summary>
+        [Input("groupKey")]
+        public Input<string>? GroupKey { get; set; }
+
         [Input("includeTypes")]
         private InputList<string>? _includeTypes;
 
@@ -316,6 +376,12 @@ namespace StackMigrate.Stackmigrate
         /// </summary>
         [Input("maxWriteRate")]
         public Input<double>? MaxWriteRate { get; set; }
+
+        /// <summary>
+        /// `copy` (default) or `mirror`.
+        /// </summary>
+        [Input("mode")]
+        public Input<StackMigrate.Stackmigrate.CopyMode>? Mode { get; set; }
 
         /// <summary>
         /// For a key the target already has: `skip` (default) leaves it, `overwrite` replaces it (the old item is journalled and restored by destroy), `fail` stops at preview naming the keys.
@@ -403,7 +469,9 @@ namespace StackMigrate.Stackmigrate
 
         public DynamoCopyArgs()
         {
+            AllowDeletes = false;
             AllowEmpty = false;
+            Mode = StackMigrate.Stackmigrate.CopyMode.Copy;
             OnConflict = StackMigrate.Stackmigrate.ItemConflict.Skip;
             Output = "dynamodb_table_name";
             SkipExpired = true;

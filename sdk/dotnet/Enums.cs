@@ -84,6 +84,43 @@ namespace StackMigrate.Stackmigrate
     }
 
     /// <summary>
+    /// How the target is kept in step with the source.
+    /// </summary>
+    [EnumType]
+    public readonly struct CopyMode : IEquatable<CopyMode>
+    {
+        private readonly string _value;
+
+        private CopyMode(string value)
+        {
+            _value = value ?? throw new ArgumentNullException(nameof(value));
+        }
+
+        /// <summary>
+        /// Copy the selected items; never delete (`onConflict` decides for existing keys).
+        /// </summary>
+        public static CopyMode Copy { get; } = new CopyMode("copy");
+        /// <summary>
+        /// Keep the target equal to the source group by group (a group: the items under one partition key, for example one image): new groups are added, changed ones replaced (their target items the source lacks deleted), groups gone from the source deleted when `allowDeletes` is true; unchanged groups are left as they are. A group's fingerprint ignores rewritten bucket names and the attributes `setAttributes` sets. Only items of the selected types take part; `onConflict` does not apply.
+        /// </summary>
+        public static CopyMode Mirror { get; } = new CopyMode("mirror");
+
+        public static bool operator ==(CopyMode left, CopyMode right) => left.Equals(right);
+        public static bool operator !=(CopyMode left, CopyMode right) => !left.Equals(right);
+
+        public static explicit operator string(CopyMode value) => value._value;
+
+        [EditorBrowsable(EditorBrowsableState.Never)]
+        public override bool Equals(object? obj) => obj is CopyMode other && Equals(other);
+        public bool Equals(CopyMode other) => string.Equals(_value, other._value, StringComparison.Ordinal);
+
+        [EditorBrowsable(EditorBrowsableState.Never)]
+        public override int GetHashCode() => _value?.GetHashCode() ?? 0;
+
+        public override string ToString() => _value;
+    }
+
+    /// <summary>
     /// What to do with an item whose key the target already has.
     /// </summary>
     [EnumType]

@@ -54,6 +54,10 @@ export class DynamoCopy extends pulumi.CustomResource {
     }
 
     /**
+     * With `mode: mirror`: delete the target's groups that are gone from the source (destroy puts them back). Default false: such groups fail the preview, naming them.
+     */
+    declare public readonly allowDeletes: pulumi.Output<boolean | undefined>;
+    /**
      * Allow `includeTypes`/`excludeTypes` to select no item of a source table that has items. Default false: such a selection fails at preview, as it is usually a mistake.
      */
     declare public readonly allowEmpty: pulumi.Output<boolean | undefined>;
@@ -78,6 +82,26 @@ export class DynamoCopy extends pulumi.CustomResource {
      */
     declare public readonly excludeTypes: pulumi.Output<string[] | undefined>;
     /**
+     * With `mode: mirror`: the attribute that groups items. Only the table's partition key is supported, which is the default.
+     */
+    declare public readonly groupKey: pulumi.Output<string | undefined>;
+    /**
+     * Mirror mode: groups new in the source, added to the target.
+     */
+    declare public /*out*/ readonly groupsAdded: pulumi.Output<number | undefined>;
+    /**
+     * Mirror mode: groups gone from the source, deleted from the target.
+     */
+    declare public /*out*/ readonly groupsDeleted: pulumi.Output<number | undefined>;
+    /**
+     * Mirror mode: groups that differ between source and target, replaced by the source's.
+     */
+    declare public /*out*/ readonly groupsReplaced: pulumi.Output<number | undefined>;
+    /**
+     * Mirror mode: groups equal on both sides (bucket names and set attributes aside), left as they are.
+     */
+    declare public /*out*/ readonly groupsUnchanged: pulumi.Output<number | undefined>;
+    /**
      * Copy only these entity types. Default: every type.
      */
     declare public readonly includeTypes: pulumi.Output<string[] | undefined>;
@@ -85,6 +109,10 @@ export class DynamoCopy extends pulumi.CustomResource {
      * Items written to the target (new ones and overwrites).
      */
     declare public /*out*/ readonly itemsCopied: pulumi.Output<number>;
+    /**
+     * Mirror mode: target items deleted (their group changed or is gone from the source).
+     */
+    declare public /*out*/ readonly itemsDeleted: pulumi.Output<number | undefined>;
     /**
      * Items left out because their TTL has passed.
      */
@@ -117,6 +145,10 @@ export class DynamoCopy extends pulumi.CustomResource {
      * Most items written per second. Default: the target's write capacity units when it is provisioned; on demand, as fast as the table takes them (throttling slows the copy down on its own).
      */
     declare public readonly maxWriteRate: pulumi.Output<number | undefined>;
+    /**
+     * `copy` (default) or `mirror`.
+     */
+    declare public readonly mode: pulumi.Output<enums.CopyMode | undefined>;
     /**
      * For a key the target already has: `skip` (default) leaves it, `overwrite` replaces it (the old item is journalled and restored by destroy), `fail` stops at preview naming the keys.
      */
@@ -170,7 +202,7 @@ export class DynamoCopy extends pulumi.CustomResource {
      */
     declare public /*out*/ readonly valuesRewritten: pulumi.Output<{[key: string]: number}>;
     /**
-     * True once every written item read back equal to its transformed source item.
+     * True once every written item read back equal to its transformed source item (and, mirroring, every deleted one read back absent).
      */
     declare public /*out*/ readonly verified: pulumi.Output<boolean>;
     /**
@@ -189,11 +221,14 @@ export class DynamoCopy extends pulumi.CustomResource {
         let resourceInputs: pulumi.Inputs = {};
         opts = opts || {};
         if (!opts.id) {
+            resourceInputs["allowDeletes"] = (args?.allowDeletes) ?? false;
             resourceInputs["allowEmpty"] = (args?.allowEmpty) ?? false;
             resourceInputs["changeDetection"] = args?.changeDetection;
             resourceInputs["excludeTypes"] = args?.excludeTypes;
+            resourceInputs["groupKey"] = args?.groupKey;
             resourceInputs["includeTypes"] = args?.includeTypes;
             resourceInputs["maxWriteRate"] = args?.maxWriteRate;
+            resourceInputs["mode"] = (args?.mode) ?? "copy";
             resourceInputs["onConflict"] = (args?.onConflict) ?? "skip";
             resourceInputs["output"] = (args?.output) ?? "dynamodb_table_name";
             resourceInputs["rewrite"] = args?.rewrite;
@@ -207,7 +242,12 @@ export class DynamoCopy extends pulumi.CustomResource {
             resourceInputs["bytesCopied"] = undefined /*out*/;
             resourceInputs["countsByType"] = undefined /*out*/;
             resourceInputs["drift"] = undefined /*out*/;
+            resourceInputs["groupsAdded"] = undefined /*out*/;
+            resourceInputs["groupsDeleted"] = undefined /*out*/;
+            resourceInputs["groupsReplaced"] = undefined /*out*/;
+            resourceInputs["groupsUnchanged"] = undefined /*out*/;
             resourceInputs["itemsCopied"] = undefined /*out*/;
+            resourceInputs["itemsDeleted"] = undefined /*out*/;
             resourceInputs["itemsExpired"] = undefined /*out*/;
             resourceInputs["itemsFiltered"] = undefined /*out*/;
             resourceInputs["itemsOverwritten"] = undefined /*out*/;
@@ -221,14 +261,21 @@ export class DynamoCopy extends pulumi.CustomResource {
             resourceInputs["valuesRewritten"] = undefined /*out*/;
             resourceInputs["verified"] = undefined /*out*/;
         } else {
+            resourceInputs["allowDeletes"] = undefined /*out*/;
             resourceInputs["allowEmpty"] = undefined /*out*/;
             resourceInputs["bytesCopied"] = undefined /*out*/;
             resourceInputs["changeDetection"] = undefined /*out*/;
             resourceInputs["countsByType"] = undefined /*out*/;
             resourceInputs["drift"] = undefined /*out*/;
             resourceInputs["excludeTypes"] = undefined /*out*/;
+            resourceInputs["groupKey"] = undefined /*out*/;
+            resourceInputs["groupsAdded"] = undefined /*out*/;
+            resourceInputs["groupsDeleted"] = undefined /*out*/;
+            resourceInputs["groupsReplaced"] = undefined /*out*/;
+            resourceInputs["groupsUnchanged"] = undefined /*out*/;
             resourceInputs["includeTypes"] = undefined /*out*/;
             resourceInputs["itemsCopied"] = undefined /*out*/;
+            resourceInputs["itemsDeleted"] = undefined /*out*/;
             resourceInputs["itemsExpired"] = undefined /*out*/;
             resourceInputs["itemsFiltered"] = undefined /*out*/;
             resourceInputs["itemsOverwritten"] = undefined /*out*/;
@@ -237,6 +284,7 @@ export class DynamoCopy extends pulumi.CustomResource {
             resourceInputs["journalSegments"] = undefined /*out*/;
             resourceInputs["journalUri"] = undefined /*out*/;
             resourceInputs["maxWriteRate"] = undefined /*out*/;
+            resourceInputs["mode"] = undefined /*out*/;
             resourceInputs["onConflict"] = undefined /*out*/;
             resourceInputs["output"] = undefined /*out*/;
             resourceInputs["retries"] = undefined /*out*/;
@@ -265,6 +313,10 @@ export class DynamoCopy extends pulumi.CustomResource {
  */
 export interface DynamoCopyArgs {
     /**
+     * With `mode: mirror`: delete the target's groups that are gone from the source (destroy puts them back). Default false: such groups fail the preview, naming them.
+     */
+    allowDeletes?: pulumi.Input<boolean>;
+    /**
      * Allow `includeTypes`/`excludeTypes` to select no item of a source table that has items. Default false: such a selection fails at preview, as it is usually a mistake.
      */
     allowEmpty?: pulumi.Input<boolean>;
@@ -277,6 +329,10 @@ export interface DynamoCopyArgs {
      */
     excludeTypes?: pulumi.Input<pulumi.Input<string>[]>;
     /**
+     * With `mode: mirror`: the attribute that groups items. Only the table's partition key is supported, which is the default.
+     */
+    groupKey?: pulumi.Input<string>;
+    /**
      * Copy only these entity types. Default: every type.
      */
     includeTypes?: pulumi.Input<pulumi.Input<string>[]>;
@@ -284,6 +340,10 @@ export interface DynamoCopyArgs {
      * Most items written per second. Default: the target's write capacity units when it is provisioned; on demand, as fast as the table takes them (throttling slows the copy down on its own).
      */
     maxWriteRate?: pulumi.Input<number>;
+    /**
+     * `copy` (default) or `mirror`.
+     */
+    mode?: pulumi.Input<enums.CopyMode>;
     /**
      * For a key the target already has: `skip` (default) leaves it, `overwrite` replaces it (the old item is journalled and restored by destroy), `fail` stops at preview naming the keys.
      */

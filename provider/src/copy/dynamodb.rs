@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use aws_sdk_dynamodb::types::{DeleteRequest, PutRequest, WriteRequest};
 use futures::stream::{self, StreamExt, TryStreamExt};
 use tokio::time::Instant;
@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use super::item::Item;
 use super::retry;
 pub(crate) use super::store::TableShape;
-use super::store::{ItemStore, ScanPage};
+use super::store::{ItemStore, ScanPage, ScanRequest};
 
 #[derive(Clone, Debug)]
 pub struct Table {
@@ -109,25 +109,13 @@ pub(crate) async fn batch_write(
 }
 
 pub(crate) fn put(item: Item) -> Result<WriteRequest> {
-    Ok(WriteRequest::builder()
-        .put_request(
-            PutRequest::builder()
-                .set_item(Some(item))
-                .build()
-                .map_err(|e| anyhow!("{e}"))?,
-        )
-        .build())
+    let put = PutRequest::builder().set_item(Some(item)).build()?;
+    Ok(WriteRequest::builder().put_request(put).build())
 }
 
 pub(crate) fn delete(key: Item) -> Result<WriteRequest> {
-    Ok(WriteRequest::builder()
-        .delete_request(
-            DeleteRequest::builder()
-                .set_key(Some(key))
-                .build()
-                .map_err(|e| anyhow!("{e}"))?,
-        )
-        .build())
+    let delete = DeleteRequest::builder().set_key(Some(key)).build()?;
+    Ok(WriteRequest::builder().delete_request(delete).build())
 }
 
 /// Items per scan page. DynamoDB's own 1 MB page holds ten thousand small items, which
@@ -170,10 +158,12 @@ impl<'a> Pages<'a> {
             .store
             .scan_page(
                 &self.table.name,
-                self.segment,
-                self.segments,
-                SCAN_PAGE_ITEMS,
-                start,
+                ScanRequest {
+                    segment: self.segment,
+                    segments: self.segments,
+                    limit: SCAN_PAGE_ITEMS,
+                    start,
+                },
             )
             .await?;
         self.next_key = Some(next);

@@ -159,6 +159,15 @@ impl Journal {
         Journal::open_with(location, target, None).await
     }
 
+    /// The journal in folder `dir`, for tests: no bucket is ever reached.
+    #[cfg(test)]
+    pub(crate) async fn in_folder(dir: PathBuf) -> Journal {
+        let unused = crate::connection::SideClients::new("target", Default::default());
+        Journal::open_at(&Location::File(dir), &unused)
+            .await
+            .expect("journal")
+    }
+
     /// Opens the journal of one resource in the default journal bucket, which is made
     /// before the first write when it does not exist yet.
     pub async fn open_provisioned(
@@ -677,6 +686,24 @@ mod tests {
         SideClients::new("target", Default::default())
     }
 
+    /// A journal's folder: `j` in a fresh temporary directory.
+    struct Folder {
+        root: tempfile::TempDir,
+    }
+
+    impl Folder {
+        fn new() -> Folder {
+            Folder {
+                root: tempfile::tempdir().unwrap(),
+            }
+        }
+
+        /// The journal as a run opens it (again).
+        async fn open(&self) -> Journal {
+            Journal::in_folder(self.root.path().join("j")).await
+        }
+    }
+
     #[tokio::test]
     async fn notes_are_replaced_read_back_and_cleared_with_the_journal() {
         let root = tempfile::tempdir().unwrap();
@@ -691,15 +718,7 @@ mod tests {
             journal.read_note("n.json").await.unwrap(),
             Some(b"2".to_vec())
         );
-        let mut records = 0;
-        journal
-            .replay(|_, segment: Vec<Rec>| {
-                records += segment.len();
-                Ok(())
-            })
-            .await
-            .unwrap();
-        assert_eq!(records, 0, "a note is not a record");
+        assert!(records(&journal).await.is_empty(), "a note is not a record");
         journal.clear().await.unwrap();
         assert_eq!(journal.read_note("n.json").await.unwrap(), None);
     }
@@ -720,15 +739,7 @@ mod tests {
             .await
             .unwrap();
         reopened.append(&[Rec { key: "c".into() }]).await.unwrap();
-        let mut seen = Vec::new();
-        reopened
-            .replay(|_, segment: Vec<Rec>| {
-                seen.extend(segment.into_iter().map(|r| r.key));
-                Ok(())
-            })
-            .await
-            .unwrap();
-        assert_eq!(seen, vec!["a", "b", "c"]);
+        assert_eq!(records(&reopened).await, ["a", "b", "c"]);
         reopened.clear().await.unwrap();
         assert!(!root.path().join("proj/stack/res").exists());
     }
@@ -751,10 +762,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_journal_accounts_for_the_segments_a_state_recorded() {
-        let root = tempfile::tempdir().unwrap();
-        let location = Location::File(root.path().join("j"));
-        let clients = unused_clients();
-        let journal = Journal::open_at(&location, &clients).await.unwrap();
+        let folder = Folder::new();
+        let journal = folder.open().await;
         assert_eq!(journal.accounts_for(0).await.unwrap(), Accounted::Whole);
         journal.append(&rec("a")).await.unwrap();
         journal.append(&rec("b")).await.unwrap();
@@ -765,40 +774,36 @@ mod tests {
             Accounted::Short { found: 2 }
         );
         // Another machine's empty folder in its place, or a segment lost.
-        let elsewhere = Journal::open_at(&Location::File(root.path().join("other")), &clients)
-            .await
-            .unwrap();
+        let elsewhere = Journal::in_folder(folder.root.path().join("other")).await;
         assert_eq!(
             elsewhere.accounts_for(2).await.unwrap(),
             Accounted::Short { found: 0 }
         );
-        std::fs::remove_file(root.path().join("j/records/000000000000.jsonl")).unwrap();
-        let reopened = Journal::open_at(&location, &clients).await.unwrap();
+        std::fs::remove_file(folder.root.path().join("j/records/000000000000.jsonl")).unwrap();
+        let reopened = folder.open().await;
         assert_eq!(
             reopened.accounts_for(2).await.unwrap(),
             Accounted::Short { found: 1 }
         );
         reopened.clear().await.unwrap();
-        assert!(!root.path().join("j").exists());
+        assert!(!folder.root.path().join("j").exists());
     }
 
     #[tokio::test]
     async fn a_gap_left_by_a_killed_run_still_accounts_for_what_was_written() {
         // Concurrent appends take numbers in order but may land out of order: a kill
         // can leave segment 1 unwritten while 2 is there.
-        let root = tempfile::tempdir().unwrap();
-        let location = Location::File(root.path().join("j"));
-        let clients = unused_clients();
-        let journal = Journal::open_at(&location, &clients).await.unwrap();
+        let folder = Folder::new();
+        let journal = folder.open().await;
         for key in ["a", "b", "c"] {
             journal.append(&rec(key)).await.unwrap();
         }
-        std::fs::remove_file(root.path().join("j/records/000000000001.jsonl")).unwrap();
-        let after_kill = Journal::open_at(&location, &clients).await.unwrap();
+        std::fs::remove_file(folder.root.path().join("j/records/000000000001.jsonl")).unwrap();
+        let after_kill = folder.open().await;
         let recorded = after_kill.segment_count().await.unwrap();
         assert_eq!(recorded, 2, "what the next run's state records");
         after_kill.append(&rec("d")).await.unwrap();
-        let later = Journal::open_at(&location, &clients).await.unwrap();
+        let later = folder.open().await;
         assert_eq!(
             later.accounts_for(recorded).await.unwrap(),
             Accounted::Whole
@@ -812,10 +817,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_cleanup_killed_midway_leaves_a_journal_that_reads_as_rolled_back() {
-        let root = tempfile::tempdir().unwrap();
-        let location = Location::File(root.path().join("j"));
-        let clients = unused_clients();
-        let journal = Journal::open_at(&location, &clients).await.unwrap();
+        let folder = Folder::new();
+        let journal = folder.open().await;
         journal
             .write_note("inputs.json", b"{}".to_vec())
             .await
@@ -831,9 +834,9 @@ mod tests {
             )
             .await
             .unwrap();
-        std::fs::remove_file(root.path().join("j/records/000000000001.jsonl")).unwrap();
+        std::fs::remove_file(folder.root.path().join("j/records/000000000001.jsonl")).unwrap();
 
-        let after_kill = Journal::open_at(&location, &clients).await.unwrap();
+        let after_kill = folder.open().await;
         assert!(
             records(&after_kill).await.is_empty(),
             "nothing left to undo"
@@ -850,14 +853,14 @@ mod tests {
 
         // A new run starts from an empty journal, the leftovers gone.
         after_kill.append(&rec("new")).await.unwrap();
-        let reopened = Journal::open_at(&location, &clients).await.unwrap();
+        let reopened = folder.open().await;
         assert_eq!(records(&reopened).await, ["new"]);
         assert_eq!(reopened.read_note("inputs.json").await.unwrap(), None);
         assert_eq!(reopened.read_note(RETIRED_NOTE).await.unwrap(), None);
 
         // A finished cleanup leaves nothing, and a second one is harmless.
         reopened.clear().await.unwrap();
-        assert!(!root.path().join("j").exists());
+        assert!(!folder.root.path().join("j").exists());
         reopened.clear().await.unwrap();
     }
 

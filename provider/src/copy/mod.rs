@@ -17,6 +17,32 @@ pub(crate) mod table;
 
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 
+/// What a rollback of a bucket or a table did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct RolledBack {
+    pub deleted: u64,
+    pub restored: u64,
+    /// Keys whose object or item someone else changed since the copy: left as they are.
+    pub left_alone: Vec<String>,
+}
+
+/// Runs a sync or copy until the in-memory store says a write reached its kill point
+/// (`killed`), then drops it mid-write as a SIGKILL leaves it: true when it was killed,
+/// false when it finished first.
+#[cfg(test)]
+pub(crate) async fn until_killed<T>(
+    run: impl std::future::Future<Output = anyhow::Result<T>>,
+    killed: impl std::future::Future<Output = ()>,
+) -> bool {
+    tokio::select! {
+        done = run => {
+            done.expect("a run that was not killed failed");
+            false
+        }
+        _ = killed => true,
+    }
+}
+
 /// An AWS SDK error as one readable line: the service's code and message when it
 /// answered, the whole chain (connection refused, timeout...) when it did not.
 pub(crate) fn aws_error<E, R>(err: SdkError<E, R>) -> anyhow::Error

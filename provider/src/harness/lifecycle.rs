@@ -127,18 +127,14 @@ async fn dynamo_copy_refuses_unknown_types_copies_and_restores_overwritten_items
             .set_item(Some(item.into_iter().collect()))
             .send()
     };
-    put(&source, item("R#1", "RECEIPT", "RECEIPT", "dev 1"))
-        .await
-        .unwrap();
-    put(&source, item("R#2", "RECEIPT", "RECEIPT", "dev 2"))
-        .await
-        .unwrap();
-    put(&source, item("J#1", "JOB", "JOB", "job"))
-        .await
-        .unwrap();
-    put(&target, item("R#1", "RECEIPT", "RECEIPT", "prod 1"))
-        .await
-        .unwrap();
+    for (table, row) in [
+        (&source, item("R#1", "RECEIPT", "RECEIPT", "dev 1")),
+        (&source, item("R#2", "RECEIPT", "RECEIPT", "dev 2")),
+        (&source, item("J#1", "JOB", "JOB", "job")),
+        (&target, item("R#1", "RECEIPT", "RECEIPT", "prod 1")),
+    ] {
+        put(table, row).await.unwrap();
+    }
     let before = items(&h, &target).await;
     let urn = urn("DynamoCopy");
 

@@ -225,11 +225,8 @@ pub(crate) fn merged_with<T: JsonSchema>(mut schema: Value) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::map;
     use serde_json::json;
-
-    fn map(value: Value) -> Map<String, Value> {
-        value.as_object().unwrap().clone()
-    }
 
     #[test]
     fn common_inputs_split_off_and_decode() {

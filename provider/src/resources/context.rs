@@ -15,6 +15,7 @@ use crate::copy::progress::Progress;
 use crate::copy::s3::{Bucket, Buckets};
 use crate::copy::store::BucketAccess;
 use crate::copy::sync;
+use crate::copy::RolledBack;
 use crate::stacks::{StackOutputs, Stacks};
 
 /// The clients of both sides, built once per Configure and shared by every operation.
@@ -506,16 +507,22 @@ impl Context {
         Ok(())
     }
 
-    /// Tells the user which things a rollback left because someone changed them after
-    /// the copy (the first few by name).
-    pub(crate) fn warn_left_alone(&self, what: &str, left_alone: &[String]) {
+    /// Tells the user what a rollback of `place` (`s3://bucket`, `table name`) did to
+    /// its `things` (objects, items), and which it left because someone changed them
+    /// after the copy (the first few by name).
+    pub(crate) fn report_rollback(&self, place: &str, things: &str, report: &RolledBack) {
         const SHOWN: usize = 20;
+        self.progress.info(&format!(
+            "rolled back {place}: {} {things} deleted, {} restored",
+            report.deleted, report.restored
+        ));
+        let left_alone = &report.left_alone;
         if left_alone.is_empty() {
             return;
         }
         let more = left_alone.len().saturating_sub(SHOWN);
         self.progress.warn(&format!(
-            "{} {what} changed since the copy were left as they are: {}{}",
+            "{} {things} in {place} changed since the copy were left as they are: {}{}",
             left_alone.len(),
             left_alone
                 .iter()
@@ -537,14 +544,7 @@ impl Context {
         let target = self.clients.target.bucket(bucket).await?;
         let journal = self.journal().await?;
         let report = sync::rollback(&target, &journal, self.progress.as_ref()).await?;
-        self.progress.info(&format!(
-            "rolled back s3://{}: {} objects deleted, {} restored",
-            target.name, report.deleted, report.restored
-        ));
-        self.warn_left_alone(
-            &format!("objects in s3://{}", target.name),
-            &report.left_alone,
-        );
+        self.report_rollback(&format!("s3://{}", target.name), "objects", &report);
         Ok(())
     }
 }

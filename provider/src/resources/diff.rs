@@ -89,6 +89,7 @@ pub(crate) fn plan_changes(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::map;
     use serde_json::json;
 
     #[test]
@@ -105,10 +106,6 @@ mod tests {
     fn bucket_sync() -> Metadata {
         crate::registry::Registered::new(Box::new(crate::resources::bucket_sync::BucketSync))
             .metadata
-    }
-
-    fn map(value: Value) -> Map<String, Value> {
-        value.as_object().unwrap().clone()
     }
 
     #[test]

@@ -580,14 +580,7 @@ impl Migration for DynamoCopy {
             dynamodb::describe(&target, "target", &ctx.config.target.describe_dynamodb()).await?;
         let journal = ctx.journal().await?;
         let report = table::rollback(&target, &shape.keys, &journal, ctx.progress.as_ref()).await?;
-        ctx.progress.info(&format!(
-            "rolled back table {}: {} items deleted, {} restored",
-            target.name, report.deleted, report.restored
-        ));
-        ctx.warn_left_alone(
-            &format!("items in table {}", target.name),
-            &report.left_alone,
-        );
+        ctx.report_rollback(&format!("table {}", target.name), "items", &report);
         Ok(())
     }
 }

@@ -176,11 +176,8 @@ fn private_write(path: &std::path::Path, body: &[u8]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::map;
     use serde_json::json;
-
-    fn map(value: Value) -> Map<String, Value> {
-        value.as_object().unwrap().clone()
-    }
 
     #[test]
     fn an_answer_serves_the_same_question_once() {

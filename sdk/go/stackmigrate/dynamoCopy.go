@@ -47,6 +47,8 @@ import (
 type DynamoCopy struct {
 	pulumi.CustomResourceState
 
+	// With `mode: mirror`: delete the target's groups that are gone from the source (destroy puts them back). Default false: such groups fail the preview, naming them.
+	AllowDeletes pulumi.BoolPtrOutput `pulumi:"allowDeletes"`
 	// Allow `includeTypes`/`excludeTypes` to select no item of a source table that has items. Default false: such a selection fails at preview, as it is usually a mistake.
 	AllowEmpty pulumi.BoolPtrOutput `pulumi:"allowEmpty"`
 	// Bytes written, as DynamoDB sizes items.
@@ -59,10 +61,22 @@ type DynamoCopy struct {
 	Drift DriftPtrOutput `pulumi:"drift"`
 	// Entity types not to copy, for example `COMPACTION_LOCK` or `JOB`.
 	ExcludeTypes pulumi.StringArrayOutput `pulumi:"excludeTypes"`
+	// With `mode: mirror`: the attribute that groups items. Only the table's partition key is supported, which is the default.
+	GroupKey pulumi.StringPtrOutput `pulumi:"groupKey"`
+	// Mirror mode: groups new in the source, added to the target.
+	GroupsAdded pulumi.IntPtrOutput `pulumi:"groupsAdded"`
+	// Mirror mode: groups gone from the source, deleted from the target.
+	GroupsDeleted pulumi.IntPtrOutput `pulumi:"groupsDeleted"`
+	// Mirror mode: groups that differ between source and target, replaced by the source's.
+	GroupsReplaced pulumi.IntPtrOutput `pulumi:"groupsReplaced"`
+	// Mirror mode: groups equal on both sides (bucket names and set attributes aside), left as they are.
+	GroupsUnchanged pulumi.IntPtrOutput `pulumi:"groupsUnchanged"`
 	// Copy only these entity types. Default: every type.
 	IncludeTypes pulumi.StringArrayOutput `pulumi:"includeTypes"`
 	// Items written to the target (new ones and overwrites).
 	ItemsCopied pulumi.IntOutput `pulumi:"itemsCopied"`
+	// Mirror mode: target items deleted (their group changed or is gone from the source).
+	ItemsDeleted pulumi.IntPtrOutput `pulumi:"itemsDeleted"`
 	// Items left out because their TTL has passed.
 	ItemsExpired pulumi.IntOutput `pulumi:"itemsExpired"`
 	// Items left out by `includeTypes` / `excludeTypes`.
@@ -79,6 +93,8 @@ type DynamoCopy struct {
 	JournalUri pulumi.StringOutput `pulumi:"journalUri"`
 	// Most items written per second. Default: the target's write capacity units when it is provisioned; on demand, as fast as the table takes them (throttling slows the copy down on its own).
 	MaxWriteRate pulumi.Float64PtrOutput `pulumi:"maxWriteRate"`
+	// `copy` (default) or `mirror`.
+	Mode CopyModePtrOutput `pulumi:"mode"`
 	// For a key the target already has: `skip` (default) leaves it, `overwrite` replaces it (the old item is journalled and restored by destroy), `fail` stops at preview naming the keys.
 	OnConflict ItemConflictPtrOutput `pulumi:"onConflict"`
 	// Stack output naming the table, read from `sourceStack` and `targetStack` when `sourceTable` / `targetTable` are not set. Default `dynamodb_table_name`.
@@ -105,7 +121,7 @@ type DynamoCopy struct {
 	TypeAttribute pulumi.StringPtrOutput `pulumi:"typeAttribute"`
 	// Per bucket name replaced, how many string values of the selected items it rewrote (in preview: would rewrite); a name inside a longer word or name is never rewritten.
 	ValuesRewritten pulumi.IntMapOutput `pulumi:"valuesRewritten"`
-	// True once every written item read back equal to its transformed source item.
+	// True once every written item read back equal to its transformed source item (and, mirroring, every deleted one read back absent).
 	Verified pulumi.BoolOutput `pulumi:"verified"`
 	// Entity types written first, in this order; the rest follow.
 	WriteOrder pulumi.StringArrayOutput `pulumi:"writeOrder"`
@@ -118,8 +134,14 @@ func NewDynamoCopy(ctx *pulumi.Context,
 		args = &DynamoCopyArgs{}
 	}
 
+	if args.AllowDeletes == nil {
+		args.AllowDeletes = pulumi.BoolPtr(false)
+	}
 	if args.AllowEmpty == nil {
 		args.AllowEmpty = pulumi.BoolPtr(false)
+	}
+	if args.Mode == nil {
+		args.Mode = CopyMode("copy")
 	}
 	if args.OnConflict == nil {
 		args.OnConflict = ItemConflict("skip")
@@ -171,16 +193,22 @@ func (DynamoCopyState) ElementType() reflect.Type {
 }
 
 type dynamoCopyArgs struct {
+	// With `mode: mirror`: delete the target's groups that are gone from the source (destroy puts them back). Default false: such groups fail the preview, naming them.
+	AllowDeletes *bool `pulumi:"allowDeletes"`
 	// Allow `includeTypes`/`excludeTypes` to select no item of a source table that has items. Default false: such a selection fails at preview, as it is usually a mistake.
 	AllowEmpty *bool `pulumi:"allowEmpty"`
 	// `full` (default): every preview and up compares source and target and copies what is new; `inputs`: only changed inputs (such as `triggers`) re-run the copy, so a preview or up with unchanged inputs reads no data.
 	ChangeDetection *ChangeDetection `pulumi:"changeDetection"`
 	// Entity types not to copy, for example `COMPACTION_LOCK` or `JOB`.
 	ExcludeTypes []string `pulumi:"excludeTypes"`
+	// With `mode: mirror`: the attribute that groups items. Only the table's partition key is supported, which is the default.
+	GroupKey *string `pulumi:"groupKey"`
 	// Copy only these entity types. Default: every type.
 	IncludeTypes []string `pulumi:"includeTypes"`
 	// Most items written per second. Default: the target's write capacity units when it is provisioned; on demand, as fast as the table takes them (throttling slows the copy down on its own).
 	MaxWriteRate *float64 `pulumi:"maxWriteRate"`
+	// `copy` (default) or `mirror`.
+	Mode *CopyMode `pulumi:"mode"`
 	// For a key the target already has: `skip` (default) leaves it, `overwrite` replaces it (the old item is journalled and restored by destroy), `fail` stops at preview naming the keys.
 	OnConflict *ItemConflict `pulumi:"onConflict"`
 	// Stack output naming the table, read from `sourceStack` and `targetStack` when `sourceTable` / `targetTable` are not set. Default `dynamodb_table_name`.
@@ -205,16 +233,22 @@ type dynamoCopyArgs struct {
 
 // The set of arguments for constructing a DynamoCopy resource.
 type DynamoCopyArgs struct {
+	// With `mode: mirror`: delete the target's groups that are gone from the source (destroy puts them back). Default false: such groups fail the preview, naming them.
+	AllowDeletes pulumi.BoolPtrInput
 	// Allow `includeTypes`/`excludeTypes` to select no item of a source table that has items. Default false: such a selection fails at preview, as it is usually a mistake.
 	AllowEmpty pulumi.BoolPtrInput
 	// `full` (default): every preview and up compares source and target and copies what is new; `inputs`: only changed inputs (such as `triggers`) re-run the copy, so a preview or up with unchanged inputs reads no data.
 	ChangeDetection ChangeDetectionPtrInput
 	// Entity types not to copy, for example `COMPACTION_LOCK` or `JOB`.
 	ExcludeTypes pulumi.StringArrayInput
+	// With `mode: mirror`: the attribute that groups items. Only the table's partition key is supported, which is the default.
+	GroupKey pulumi.StringPtrInput
 	// Copy only these entity types. Default: every type.
 	IncludeTypes pulumi.StringArrayInput
 	// Most items written per second. Default: the target's write capacity units when it is provisioned; on demand, as fast as the table takes them (throttling slows the copy down on its own).
 	MaxWriteRate pulumi.Float64PtrInput
+	// `copy` (default) or `mirror`.
+	Mode CopyModePtrInput
 	// For a key the target already has: `skip` (default) leaves it, `overwrite` replaces it (the old item is journalled and restored by destroy), `fail` stops at preview naming the keys.
 	OnConflict ItemConflictPtrInput
 	// Stack output naming the table, read from `sourceStack` and `targetStack` when `sourceTable` / `targetTable` are not set. Default `dynamodb_table_name`.
@@ -324,6 +358,11 @@ func (o DynamoCopyOutput) ToDynamoCopyOutputWithContext(ctx context.Context) Dyn
 	return o
 }
 
+// With `mode: mirror`: delete the target's groups that are gone from the source (destroy puts them back). Default false: such groups fail the preview, naming them.
+func (o DynamoCopyOutput) AllowDeletes() pulumi.BoolPtrOutput {
+	return o.ApplyT(func(v *DynamoCopy) pulumi.BoolPtrOutput { return v.AllowDeletes }).(pulumi.BoolPtrOutput)
+}
+
 // Allow `includeTypes`/`excludeTypes` to select no item of a source table that has items. Default false: such a selection fails at preview, as it is usually a mistake.
 func (o DynamoCopyOutput) AllowEmpty() pulumi.BoolPtrOutput {
 	return o.ApplyT(func(v *DynamoCopy) pulumi.BoolPtrOutput { return v.AllowEmpty }).(pulumi.BoolPtrOutput)
@@ -354,6 +393,31 @@ func (o DynamoCopyOutput) ExcludeTypes() pulumi.StringArrayOutput {
 	return o.ApplyT(func(v *DynamoCopy) pulumi.StringArrayOutput { return v.ExcludeTypes }).(pulumi.StringArrayOutput)
 }
 
+// With `mode: mirror`: the attribute that groups items. Only the table's partition key is supported, which is the default.
+func (o DynamoCopyOutput) GroupKey() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v *DynamoCopy) pulumi.StringPtrOutput { return v.GroupKey }).(pulumi.StringPtrOutput)
+}
+
+// Mirror mode: groups new in the source, added to the target.
+func (o DynamoCopyOutput) GroupsAdded() pulumi.IntPtrOutput {
+	return o.ApplyT(func(v *DynamoCopy) pulumi.IntPtrOutput { return v.GroupsAdded }).(pulumi.IntPtrOutput)
+}
+
+// Mirror mode: groups gone from the source, deleted from the target.
+func (o DynamoCopyOutput) GroupsDeleted() pulumi.IntPtrOutput {
+	return o.ApplyT(func(v *DynamoCopy) pulumi.IntPtrOutput { return v.GroupsDeleted }).(pulumi.IntPtrOutput)
+}
+
+// Mirror mode: groups that differ between source and target, replaced by the source's.
+func (o DynamoCopyOutput) GroupsReplaced() pulumi.IntPtrOutput {
+	return o.ApplyT(func(v *DynamoCopy) pulumi.IntPtrOutput { return v.GroupsReplaced }).(pulumi.IntPtrOutput)
+}
+
+// Mirror mode: groups equal on both sides (bucket names and set attributes aside), left as they are.
+func (o DynamoCopyOutput) GroupsUnchanged() pulumi.IntPtrOutput {
+	return o.ApplyT(func(v *DynamoCopy) pulumi.IntPtrOutput { return v.GroupsUnchanged }).(pulumi.IntPtrOutput)
+}
+
 // Copy only these entity types. Default: every type.
 func (o DynamoCopyOutput) IncludeTypes() pulumi.StringArrayOutput {
 	return o.ApplyT(func(v *DynamoCopy) pulumi.StringArrayOutput { return v.IncludeTypes }).(pulumi.StringArrayOutput)
@@ -362,6 +426,11 @@ func (o DynamoCopyOutput) IncludeTypes() pulumi.StringArrayOutput {
 // Items written to the target (new ones and overwrites).
 func (o DynamoCopyOutput) ItemsCopied() pulumi.IntOutput {
 	return o.ApplyT(func(v *DynamoCopy) pulumi.IntOutput { return v.ItemsCopied }).(pulumi.IntOutput)
+}
+
+// Mirror mode: target items deleted (their group changed or is gone from the source).
+func (o DynamoCopyOutput) ItemsDeleted() pulumi.IntPtrOutput {
+	return o.ApplyT(func(v *DynamoCopy) pulumi.IntPtrOutput { return v.ItemsDeleted }).(pulumi.IntPtrOutput)
 }
 
 // Items left out because their TTL has passed.
@@ -402,6 +471,11 @@ func (o DynamoCopyOutput) JournalUri() pulumi.StringOutput {
 // Most items written per second. Default: the target's write capacity units when it is provisioned; on demand, as fast as the table takes them (throttling slows the copy down on its own).
 func (o DynamoCopyOutput) MaxWriteRate() pulumi.Float64PtrOutput {
 	return o.ApplyT(func(v *DynamoCopy) pulumi.Float64PtrOutput { return v.MaxWriteRate }).(pulumi.Float64PtrOutput)
+}
+
+// `copy` (default) or `mirror`.
+func (o DynamoCopyOutput) Mode() CopyModePtrOutput {
+	return o.ApplyT(func(v *DynamoCopy) CopyModePtrOutput { return v.Mode }).(CopyModePtrOutput)
 }
 
 // For a key the target already has: `skip` (default) leaves it, `overwrite` replaces it (the old item is journalled and restored by destroy), `fail` stops at preview naming the keys.
@@ -469,7 +543,7 @@ func (o DynamoCopyOutput) ValuesRewritten() pulumi.IntMapOutput {
 	return o.ApplyT(func(v *DynamoCopy) pulumi.IntMapOutput { return v.ValuesRewritten }).(pulumi.IntMapOutput)
 }
 
-// True once every written item read back equal to its transformed source item.
+// True once every written item read back equal to its transformed source item (and, mirroring, every deleted one read back absent).
 func (o DynamoCopyOutput) Verified() pulumi.BoolOutput {
 	return o.ApplyT(func(v *DynamoCopy) pulumi.BoolOutput { return v.Verified }).(pulumi.BoolOutput)
 }

@@ -348,6 +348,174 @@ func (in *changeDetectionPtr) ToChangeDetectionPtrOutputWithContext(ctx context.
 	return pulumi.ToOutputWithContext(ctx, in).(ChangeDetectionPtrOutput)
 }
 
+// How the target is kept in step with the source.
+type CopyMode string
+
+const (
+	// Copy the selected items; never delete (`onConflict` decides for existing keys).
+	CopyModeCopy = CopyMode("copy")
+	// Keep the target equal to the source group by group (a group: the items under one partition key, for example one image): new groups are added, changed ones replaced (their target items the source lacks deleted), groups gone from the source deleted when `allowDeletes` is true; unchanged groups are left as they are. A group's fingerprint ignores rewritten bucket names and the attributes `setAttributes` sets. Only items of the selected types take part; `onConflict` does not apply.
+	CopyModeMirror = CopyMode("mirror")
+)
+
+func (CopyMode) ElementType() reflect.Type {
+	return reflect.TypeOf((*CopyMode)(nil)).Elem()
+}
+
+func (e CopyMode) ToCopyModeOutput() CopyModeOutput {
+	return pulumi.ToOutput(e).(CopyModeOutput)
+}
+
+func (e CopyMode) ToCopyModeOutputWithContext(ctx context.Context) CopyModeOutput {
+	return pulumi.ToOutputWithContext(ctx, e).(CopyModeOutput)
+}
+
+func (e CopyMode) ToCopyModePtrOutput() CopyModePtrOutput {
+	return e.ToCopyModePtrOutputWithContext(context.Background())
+}
+
+func (e CopyMode) ToCopyModePtrOutputWithContext(ctx context.Context) CopyModePtrOutput {
+	return CopyMode(e).ToCopyModeOutputWithContext(ctx).ToCopyModePtrOutputWithContext(ctx)
+}
+
+func (e CopyMode) ToStringOutput() pulumi.StringOutput {
+	return pulumi.ToOutput(pulumi.String(e)).(pulumi.StringOutput)
+}
+
+func (e CopyMode) ToStringOutputWithContext(ctx context.Context) pulumi.StringOutput {
+	return pulumi.ToOutputWithContext(ctx, pulumi.String(e)).(pulumi.StringOutput)
+}
+
+func (e CopyMode) ToStringPtrOutput() pulumi.StringPtrOutput {
+	return pulumi.String(e).ToStringPtrOutputWithContext(context.Background())
+}
+
+func (e CopyMode) ToStringPtrOutputWithContext(ctx context.Context) pulumi.StringPtrOutput {
+	return pulumi.String(e).ToStringOutputWithContext(ctx).ToStringPtrOutputWithContext(ctx)
+}
+
+type CopyModeOutput struct{ *pulumi.OutputState }
+
+func (CopyModeOutput) ElementType() reflect.Type {
+	return reflect.TypeOf((*CopyMode)(nil)).Elem()
+}
+
+func (o CopyModeOutput) ToCopyModeOutput() CopyModeOutput {
+	return o
+}
+
+func (o CopyModeOutput) ToCopyModeOutputWithContext(ctx context.Context) CopyModeOutput {
+	return o
+}
+
+func (o CopyModeOutput) ToCopyModePtrOutput() CopyModePtrOutput {
+	return o.ToCopyModePtrOutputWithContext(context.Background())
+}
+
+func (o CopyModeOutput) ToCopyModePtrOutputWithContext(ctx context.Context) CopyModePtrOutput {
+	return o.ApplyTWithContext(ctx, func(_ context.Context, v CopyMode) *CopyMode {
+		return &v
+	}).(CopyModePtrOutput)
+}
+
+func (o CopyModeOutput) ToStringOutput() pulumi.StringOutput {
+	return o.ToStringOutputWithContext(context.Background())
+}
+
+func (o CopyModeOutput) ToStringOutputWithContext(ctx context.Context) pulumi.StringOutput {
+	return o.ApplyTWithContext(ctx, func(_ context.Context, e CopyMode) string {
+		return string(e)
+	}).(pulumi.StringOutput)
+}
+
+func (o CopyModeOutput) ToStringPtrOutput() pulumi.StringPtrOutput {
+	return o.ToStringPtrOutputWithContext(context.Background())
+}
+
+func (o CopyModeOutput) ToStringPtrOutputWithContext(ctx context.Context) pulumi.StringPtrOutput {
+	return o.ApplyTWithContext(ctx, func(_ context.Context, e CopyMode) *string {
+		v := string(e)
+		return &v
+	}).(pulumi.StringPtrOutput)
+}
+
+type CopyModePtrOutput struct{ *pulumi.OutputState }
+
+func (CopyModePtrOutput) ElementType() reflect.Type {
+	return reflect.TypeOf((**CopyMode)(nil)).Elem()
+}
+
+func (o CopyModePtrOutput) ToCopyModePtrOutput() CopyModePtrOutput {
+	return o
+}
+
+func (o CopyModePtrOutput) ToCopyModePtrOutputWithContext(ctx context.Context) CopyModePtrOutput {
+	return o
+}
+
+func (o CopyModePtrOutput) Elem() CopyModeOutput {
+	return o.ApplyT(func(v *CopyMode) CopyMode {
+		if v != nil {
+			return *v
+		}
+		var ret CopyMode
+		return ret
+	}).(CopyModeOutput)
+}
+
+func (o CopyModePtrOutput) ToStringPtrOutput() pulumi.StringPtrOutput {
+	return o.ToStringPtrOutputWithContext(context.Background())
+}
+
+func (o CopyModePtrOutput) ToStringPtrOutputWithContext(ctx context.Context) pulumi.StringPtrOutput {
+	return o.ApplyTWithContext(ctx, func(_ context.Context, e *CopyMode) *string {
+		if e == nil {
+			return nil
+		}
+		v := string(*e)
+		return &v
+	}).(pulumi.StringPtrOutput)
+}
+
+// CopyModeInput is an input type that accepts values of the CopyMode enum
+// A concrete instance of `CopyModeInput` can be one of the following:
+//
+//	CopyModeCopy
+//	CopyModeMirror
+type CopyModeInput interface {
+	pulumi.Input
+
+	ToCopyModeOutput() CopyModeOutput
+	ToCopyModeOutputWithContext(context.Context) CopyModeOutput
+}
+
+var copyModePtrType = reflect.TypeOf((**CopyMode)(nil)).Elem()
+
+type CopyModePtrInput interface {
+	pulumi.Input
+
+	ToCopyModePtrOutput() CopyModePtrOutput
+	ToCopyModePtrOutputWithContext(context.Context) CopyModePtrOutput
+}
+
+type copyModePtr string
+
+func CopyModePtr(v string) CopyModePtrInput {
+	return (*copyModePtr)(&v)
+}
+
+func (*copyModePtr) ElementType() reflect.Type {
+	return copyModePtrType
+}
+
+func (in *copyModePtr) ToCopyModePtrOutput() CopyModePtrOutput {
+	return pulumi.ToOutput(in).(CopyModePtrOutput)
+}
+
+func (in *copyModePtr) ToCopyModePtrOutputWithContext(ctx context.Context) CopyModePtrOutput {
+	return pulumi.ToOutputWithContext(ctx, in).(CopyModePtrOutput)
+}
+
 // What to do with an item whose key the target already has.
 type ItemConflict string
 
@@ -863,6 +1031,8 @@ func init() {
 	pulumi.RegisterInputType(reflect.TypeOf((*ArchivedPtrInput)(nil)).Elem(), Archived("fail"))
 	pulumi.RegisterInputType(reflect.TypeOf((*ChangeDetectionInput)(nil)).Elem(), ChangeDetection("full"))
 	pulumi.RegisterInputType(reflect.TypeOf((*ChangeDetectionPtrInput)(nil)).Elem(), ChangeDetection("full"))
+	pulumi.RegisterInputType(reflect.TypeOf((*CopyModeInput)(nil)).Elem(), CopyMode("copy"))
+	pulumi.RegisterInputType(reflect.TypeOf((*CopyModePtrInput)(nil)).Elem(), CopyMode("copy"))
 	pulumi.RegisterInputType(reflect.TypeOf((*ItemConflictInput)(nil)).Elem(), ItemConflict("skip"))
 	pulumi.RegisterInputType(reflect.TypeOf((*ItemConflictPtrInput)(nil)).Elem(), ItemConflict("skip"))
 	pulumi.RegisterInputType(reflect.TypeOf((*OnConflictInput)(nil)).Elem(), OnConflict("skipIdentical"))
@@ -873,6 +1043,8 @@ func init() {
 	pulumi.RegisterOutputType(ArchivedPtrOutput{})
 	pulumi.RegisterOutputType(ChangeDetectionOutput{})
 	pulumi.RegisterOutputType(ChangeDetectionPtrOutput{})
+	pulumi.RegisterOutputType(CopyModeOutput{})
+	pulumi.RegisterOutputType(CopyModePtrOutput{})
 	pulumi.RegisterOutputType(ItemConflictOutput{})
 	pulumi.RegisterOutputType(ItemConflictPtrOutput{})
 	pulumi.RegisterOutputType(OnConflictOutput{})

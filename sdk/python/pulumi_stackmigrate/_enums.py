@@ -9,6 +9,7 @@ from enum import Enum
 __all__ = [
     'Archived',
     'ChangeDetection',
+    'CopyMode',
     'ItemConflict',
     'OnConflict',
     'Verify',
@@ -44,6 +45,21 @@ class ChangeDetection(_builtins.str, Enum):
     INPUTS = "inputs"
     """
     Only changed inputs (`triggers` among them) re-run the copy: a preview or up with unchanged inputs reads no data, however large the source.
+    """
+
+
+@pulumi.type_token("stackmigrate:index:CopyMode")
+class CopyMode(_builtins.str, Enum):
+    """
+    How the target is kept in step with the source.
+    """
+    COPY = "copy"
+    """
+    Copy the selected items; never delete (`onConflict` decides for existing keys).
+    """
+    MIRROR = "mirror"
+    """
+    Keep the target equal to the source group by group (a group: the items under one partition key, for example one image): new groups are added, changed ones replaced (their target items the source lacks deleted), groups gone from the source deleted when `allowDeletes` is true; unchanged groups are left as they are. A group's fingerprint ignores rewritten bucket names and the attributes `setAttributes` sets. Only items of the selected types take part; `onConflict` does not apply.
     """
 
 

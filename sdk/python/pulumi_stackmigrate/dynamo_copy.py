@@ -22,11 +22,14 @@ __all__ = ['DynamoCopyArgs', 'DynamoCopy']
 @pulumi.input_type
 class DynamoCopyArgs:
     def __init__(__self__, *,
+                 allow_deletes: Optional[pulumi.Input[_builtins.bool]] = None,
                  allow_empty: Optional[pulumi.Input[_builtins.bool]] = None,
                  change_detection: Optional[pulumi.Input['ChangeDetection']] = None,
                  exclude_types: Optional[pulumi.Input[Sequence[pulumi.Input[_builtins.str]]]] = None,
+                 group_key: Optional[pulumi.Input[_builtins.str]] = None,
                  include_types: Optional[pulumi.Input[Sequence[pulumi.Input[_builtins.str]]]] = None,
                  max_write_rate: Optional[pulumi.Input[_builtins.float]] = None,
+                 mode: Optional[pulumi.Input['CopyMode']] = None,
                  on_conflict: Optional[pulumi.Input['ItemConflict']] = None,
                  output: Optional[pulumi.Input[_builtins.str]] = None,
                  rewrite: Optional[pulumi.Input[Mapping[str, pulumi.Input[_builtins.str]]]] = None,
@@ -39,11 +42,14 @@ class DynamoCopyArgs:
                  write_order: Optional[pulumi.Input[Sequence[pulumi.Input[_builtins.str]]]] = None):
         """
         The set of arguments for constructing a DynamoCopy resource.
+        :param pulumi.Input[_builtins.bool] allow_deletes: With `mode: mirror`: delete the target's groups that are gone from the source (destroy puts them back). Default false: such groups fail the preview, naming them.
         :param pulumi.Input[_builtins.bool] allow_empty: Allow `includeTypes`/`excludeTypes` to select no item of a source table that has items. Default false: such a selection fails at preview, as it is usually a mistake.
         :param pulumi.Input['ChangeDetection'] change_detection: `full` (default): every preview and up compares source and target and copies what is new; `inputs`: only changed inputs (such as `triggers`) re-run the copy, so a preview or up with unchanged inputs reads no data.
         :param pulumi.Input[Sequence[pulumi.Input[_builtins.str]]] exclude_types: Entity types not to copy, for example `COMPACTION_LOCK` or `JOB`.
+        :param pulumi.Input[_builtins.str] group_key: With `mode: mirror`: the attribute that groups items. Only the table's partition key is supported, which is the default.
         :param pulumi.Input[Sequence[pulumi.Input[_builtins.str]]] include_types: Copy only these entity types. Default: every type.
         :param pulumi.Input[_builtins.float] max_write_rate: Most items written per second. Default: the target's write capacity units when it is provisioned; on demand, as fast as the table takes them (throttling slows the copy down on its own).
+        :param pulumi.Input['CopyMode'] mode: `copy` (default) or `mirror`.
         :param pulumi.Input['ItemConflict'] on_conflict: For a key the target already has: `skip` (default) leaves it, `overwrite` replaces it (the old item is journalled and restored by destroy), `fail` stops at preview naming the keys.
         :param pulumi.Input[_builtins.str] output: Stack output naming the table, read from `sourceStack` and `targetStack` when `sourceTable` / `targetTable` are not set. Default `dynamodb_table_name`.
         :param pulumi.Input[Mapping[str, pulumi.Input[_builtins.str]]] rewrite: Strings replaced in every string value at any depth (strings, string sets, nested maps and lists); key attributes are never rewritten. Default: every output present in both stacks whose name ends in `bucket_name` or `bucket` and whose values differ, source value to target value.
@@ -55,6 +61,10 @@ class DynamoCopyArgs:
         :param pulumi.Input[_builtins.str] type_attribute: Attribute naming an item's entity type. Default `TYPE`.
         :param pulumi.Input[Sequence[pulumi.Input[_builtins.str]]] write_order: Entity types written first, in this order; the rest follow.
         """
+        if allow_deletes is None:
+            allow_deletes = False
+        if allow_deletes is not None:
+            pulumi.set(__self__, "allow_deletes", allow_deletes)
         if allow_empty is None:
             allow_empty = False
         if allow_empty is not None:
@@ -63,10 +73,16 @@ class DynamoCopyArgs:
             pulumi.set(__self__, "change_detection", change_detection)
         if exclude_types is not None:
             pulumi.set(__self__, "exclude_types", exclude_types)
+        if group_key is not None:
+            pulumi.set(__self__, "group_key", group_key)
         if include_types is not None:
             pulumi.set(__self__, "include_types", include_types)
         if max_write_rate is not None:
             pulumi.set(__self__, "max_write_rate", max_write_rate)
+        if mode is None:
+            mode = 'copy'
+        if mode is not None:
+            pulumi.set(__self__, "mode", mode)
         if on_conflict is None:
             on_conflict = 'skip'
         if on_conflict is not None:
@@ -95,6 +111,18 @@ class DynamoCopyArgs:
             pulumi.set(__self__, "type_attribute", type_attribute)
         if write_order is not None:
             pulumi.set(__self__, "write_order", write_order)
+
+    @_builtins.property
+    @pulumi.getter(name="allowDeletes")
+    def allow_deletes(self) -> Optional[pulumi.Input[_builtins.bool]]:
+        """
+        With `mode: mirror`: delete the target's groups that are gone from the source (destroy puts them back). Default false: such groups fail the preview, naming them.
+        """
+        return pulumi.get(self, "allow_deletes")
+
+    @allow_deletes.setter
+    def allow_deletes(self, value: Optional[pulumi.Input[_builtins.bool]]):
+        pulumi.set(self, "allow_deletes", value)
 
     @_builtins.property
     @pulumi.getter(name="allowEmpty")
@@ -133,6 +161,18 @@ class DynamoCopyArgs:
         pulumi.set(self, "exclude_types", value)
 
     @_builtins.property
+    @pulumi.getter(name="groupKey")
+    def group_key(self) -> Optional[pulumi.Input[_builtins.str]]:
+        """
+        With `mode: mirror`: the attribute that groups items. Only the table's partition key is supported, which is the default.
+        """
+        return pulumi.get(self, "group_key")
+
+    @group_key.setter
+    def group_key(self, value: Optional[pulumi.Input[_builtins.str]]):
+        pulumi.set(self, "group_key", value)
+
+    @_builtins.property
     @pulumi.getter(name="includeTypes")
     def include_types(self) -> Optional[pulumi.Input[Sequence[pulumi.Input[_builtins.str]]]]:
         """
@@ -155,6 +195,18 @@ class DynamoCopyArgs:
     @max_write_rate.setter
     def max_write_rate(self, value: Optional[pulumi.Input[_builtins.float]]):
         pulumi.set(self, "max_write_rate", value)
+
+    @_builtins.property
+    @pulumi.getter
+    def mode(self) -> Optional[pulumi.Input['CopyMode']]:
+        """
+        `copy` (default) or `mirror`.
+        """
+        return pulumi.get(self, "mode")
+
+    @mode.setter
+    def mode(self, value: Optional[pulumi.Input['CopyMode']]):
+        pulumi.set(self, "mode", value)
 
     @_builtins.property
     @pulumi.getter(name="onConflict")
@@ -283,11 +335,14 @@ class DynamoCopy(pulumi.CustomResource):
     def __init__(__self__,
                  resource_name: str,
                  opts: Optional[pulumi.ResourceOptions] = None,
+                 allow_deletes: Optional[pulumi.Input[_builtins.bool]] = None,
                  allow_empty: Optional[pulumi.Input[_builtins.bool]] = None,
                  change_detection: Optional[pulumi.Input['ChangeDetection']] = None,
                  exclude_types: Optional[pulumi.Input[Sequence[pulumi.Input[_builtins.str]]]] = None,
+                 group_key: Optional[pulumi.Input[_builtins.str]] = None,
                  include_types: Optional[pulumi.Input[Sequence[pulumi.Input[_builtins.str]]]] = None,
                  max_write_rate: Optional[pulumi.Input[_builtins.float]] = None,
+                 mode: Optional[pulumi.Input['CopyMode']] = None,
                  on_conflict: Optional[pulumi.Input['ItemConflict']] = None,
                  output: Optional[pulumi.Input[_builtins.str]] = None,
                  rewrite: Optional[pulumi.Input[Mapping[str, pulumi.Input[_builtins.str]]]] = None,
@@ -319,11 +374,14 @@ class DynamoCopy(pulumi.CustomResource):
 
         :param str resource_name: The name of the resource.
         :param pulumi.ResourceOptions opts: Options for the resource.
+        :param pulumi.Input[_builtins.bool] allow_deletes: With `mode: mirror`: delete the target's groups that are gone from the source (destroy puts them back). Default false: such groups fail the preview, naming them.
         :param pulumi.Input[_builtins.bool] allow_empty: Allow `includeTypes`/`excludeTypes` to select no item of a source table that has items. Default false: such a selection fails at preview, as it is usually a mistake.
         :param pulumi.Input['ChangeDetection'] change_detection: `full` (default): every preview and up compares source and target and copies what is new; `inputs`: only changed inputs (such as `triggers`) re-run the copy, so a preview or up with unchanged inputs reads no data.
         :param pulumi.Input[Sequence[pulumi.Input[_builtins.str]]] exclude_types: Entity types not to copy, for example `COMPACTION_LOCK` or `JOB`.
+        :param pulumi.Input[_builtins.str] group_key: With `mode: mirror`: the attribute that groups items. Only the table's partition key is supported, which is the default.
         :param pulumi.Input[Sequence[pulumi.Input[_builtins.str]]] include_types: Copy only these entity types. Default: every type.
         :param pulumi.Input[_builtins.float] max_write_rate: Most items written per second. Default: the target's write capacity units when it is provisioned; on demand, as fast as the table takes them (throttling slows the copy down on its own).
+        :param pulumi.Input['CopyMode'] mode: `copy` (default) or `mirror`.
         :param pulumi.Input['ItemConflict'] on_conflict: For a key the target already has: `skip` (default) leaves it, `overwrite` replaces it (the old item is journalled and restored by destroy), `fail` stops at preview naming the keys.
         :param pulumi.Input[_builtins.str] output: Stack output naming the table, read from `sourceStack` and `targetStack` when `sourceTable` / `targetTable` are not set. Default `dynamodb_table_name`.
         :param pulumi.Input[Mapping[str, pulumi.Input[_builtins.str]]] rewrite: Strings replaced in every string value at any depth (strings, string sets, nested maps and lists); key attributes are never rewritten. Default: every output present in both stacks whose name ends in `bucket_name` or `bucket` and whose values differ, source value to target value.
@@ -374,11 +432,14 @@ class DynamoCopy(pulumi.CustomResource):
     def _internal_init(__self__,
                  resource_name: str,
                  opts: Optional[pulumi.ResourceOptions] = None,
+                 allow_deletes: Optional[pulumi.Input[_builtins.bool]] = None,
                  allow_empty: Optional[pulumi.Input[_builtins.bool]] = None,
                  change_detection: Optional[pulumi.Input['ChangeDetection']] = None,
                  exclude_types: Optional[pulumi.Input[Sequence[pulumi.Input[_builtins.str]]]] = None,
+                 group_key: Optional[pulumi.Input[_builtins.str]] = None,
                  include_types: Optional[pulumi.Input[Sequence[pulumi.Input[_builtins.str]]]] = None,
                  max_write_rate: Optional[pulumi.Input[_builtins.float]] = None,
+                 mode: Optional[pulumi.Input['CopyMode']] = None,
                  on_conflict: Optional[pulumi.Input['ItemConflict']] = None,
                  output: Optional[pulumi.Input[_builtins.str]] = None,
                  rewrite: Optional[pulumi.Input[Mapping[str, pulumi.Input[_builtins.str]]]] = None,
@@ -398,13 +459,20 @@ class DynamoCopy(pulumi.CustomResource):
                 raise TypeError('__props__ is only valid when passed in combination with a valid opts.id to get an existing resource')
             __props__ = DynamoCopyArgs.__new__(DynamoCopyArgs)
 
+            if allow_deletes is None:
+                allow_deletes = False
+            __props__.__dict__["allow_deletes"] = allow_deletes
             if allow_empty is None:
                 allow_empty = False
             __props__.__dict__["allow_empty"] = allow_empty
             __props__.__dict__["change_detection"] = change_detection
             __props__.__dict__["exclude_types"] = exclude_types
+            __props__.__dict__["group_key"] = group_key
             __props__.__dict__["include_types"] = include_types
             __props__.__dict__["max_write_rate"] = max_write_rate
+            if mode is None:
+                mode = 'copy'
+            __props__.__dict__["mode"] = mode
             if on_conflict is None:
                 on_conflict = 'skip'
             __props__.__dict__["on_conflict"] = on_conflict
@@ -426,7 +494,12 @@ class DynamoCopy(pulumi.CustomResource):
             __props__.__dict__["bytes_copied"] = None
             __props__.__dict__["counts_by_type"] = None
             __props__.__dict__["drift"] = None
+            __props__.__dict__["groups_added"] = None
+            __props__.__dict__["groups_deleted"] = None
+            __props__.__dict__["groups_replaced"] = None
+            __props__.__dict__["groups_unchanged"] = None
             __props__.__dict__["items_copied"] = None
+            __props__.__dict__["items_deleted"] = None
             __props__.__dict__["items_expired"] = None
             __props__.__dict__["items_filtered"] = None
             __props__.__dict__["items_overwritten"] = None
@@ -463,14 +536,21 @@ class DynamoCopy(pulumi.CustomResource):
 
         __props__ = DynamoCopyArgs.__new__(DynamoCopyArgs)
 
+        __props__.__dict__["allow_deletes"] = None
         __props__.__dict__["allow_empty"] = None
         __props__.__dict__["bytes_copied"] = None
         __props__.__dict__["change_detection"] = None
         __props__.__dict__["counts_by_type"] = None
         __props__.__dict__["drift"] = None
         __props__.__dict__["exclude_types"] = None
+        __props__.__dict__["group_key"] = None
+        __props__.__dict__["groups_added"] = None
+        __props__.__dict__["groups_deleted"] = None
+        __props__.__dict__["groups_replaced"] = None
+        __props__.__dict__["groups_unchanged"] = None
         __props__.__dict__["include_types"] = None
         __props__.__dict__["items_copied"] = None
+        __props__.__dict__["items_deleted"] = None
         __props__.__dict__["items_expired"] = None
         __props__.__dict__["items_filtered"] = None
         __props__.__dict__["items_overwritten"] = None
@@ -479,6 +559,7 @@ class DynamoCopy(pulumi.CustomResource):
         __props__.__dict__["journal_segments"] = None
         __props__.__dict__["journal_uri"] = None
         __props__.__dict__["max_write_rate"] = None
+        __props__.__dict__["mode"] = None
         __props__.__dict__["on_conflict"] = None
         __props__.__dict__["output"] = None
         __props__.__dict__["retries"] = None
@@ -495,6 +576,14 @@ class DynamoCopy(pulumi.CustomResource):
         __props__.__dict__["verified"] = None
         __props__.__dict__["write_order"] = None
         return DynamoCopy(resource_name, opts=opts, __props__=__props__)
+
+    @_builtins.property
+    @pulumi.getter(name="allowDeletes")
+    def allow_deletes(self) -> pulumi.Output[Optional[_builtins.bool]]:
+        """
+        With `mode: mirror`: delete the target's groups that are gone from the source (destroy puts them back). Default false: such groups fail the preview, naming them.
+        """
+        return pulumi.get(self, "allow_deletes")
 
     @_builtins.property
     @pulumi.getter(name="allowEmpty")
@@ -545,6 +634,46 @@ class DynamoCopy(pulumi.CustomResource):
         return pulumi.get(self, "exclude_types")
 
     @_builtins.property
+    @pulumi.getter(name="groupKey")
+    def group_key(self) -> pulumi.Output[Optional[_builtins.str]]:
+        """
+        With `mode: mirror`: the attribute that groups items. Only the table's partition key is supported, which is the default.
+        """
+        return pulumi.get(self, "group_key")
+
+    @_builtins.property
+    @pulumi.getter(name="groupsAdded")
+    def groups_added(self) -> pulumi.Output[Optional[_builtins.int]]:
+        """
+        Mirror mode: groups new in the source, added to the target.
+        """
+        return pulumi.get(self, "groups_added")
+
+    @_builtins.property
+    @pulumi.getter(name="groupsDeleted")
+    def groups_deleted(self) -> pulumi.Output[Optional[_builtins.int]]:
+        """
+        Mirror mode: groups gone from the source, deleted from the target.
+        """
+        return pulumi.get(self, "groups_deleted")
+
+    @_builtins.property
+    @pulumi.getter(name="groupsReplaced")
+    def groups_replaced(self) -> pulumi.Output[Optional[_builtins.int]]:
+        """
+        Mirror mode: groups that differ between source and target, replaced by the source's.
+        """
+        return pulumi.get(self, "groups_replaced")
+
+    @_builtins.property
+    @pulumi.getter(name="groupsUnchanged")
+    def groups_unchanged(self) -> pulumi.Output[Optional[_builtins.int]]:
+        """
+        Mirror mode: groups equal on both sides (bucket names and set attributes aside), left as they are.
+        """
+        return pulumi.get(self, "groups_unchanged")
+
+    @_builtins.property
     @pulumi.getter(name="includeTypes")
     def include_types(self) -> pulumi.Output[Optional[Sequence[_builtins.str]]]:
         """
@@ -559,6 +688,14 @@ class DynamoCopy(pulumi.CustomResource):
         Items written to the target (new ones and overwrites).
         """
         return pulumi.get(self, "items_copied")
+
+    @_builtins.property
+    @pulumi.getter(name="itemsDeleted")
+    def items_deleted(self) -> pulumi.Output[Optional[_builtins.int]]:
+        """
+        Mirror mode: target items deleted (their group changed or is gone from the source).
+        """
+        return pulumi.get(self, "items_deleted")
 
     @_builtins.property
     @pulumi.getter(name="itemsExpired")
@@ -623,6 +760,14 @@ class DynamoCopy(pulumi.CustomResource):
         Most items written per second. Default: the target's write capacity units when it is provisioned; on demand, as fast as the table takes them (throttling slows the copy down on its own).
         """
         return pulumi.get(self, "max_write_rate")
+
+    @_builtins.property
+    @pulumi.getter
+    def mode(self) -> pulumi.Output[Optional['CopyMode']]:
+        """
+        `copy` (default) or `mirror`.
+        """
+        return pulumi.get(self, "mode")
 
     @_builtins.property
     @pulumi.getter(name="onConflict")
@@ -732,7 +877,7 @@ class DynamoCopy(pulumi.CustomResource):
     @pulumi.getter
     def verified(self) -> pulumi.Output[_builtins.bool]:
         """
-        True once every written item read back equal to its transformed source item.
+        True once every written item read back equal to its transformed source item (and, mirroring, every deleted one read back absent).
         """
         return pulumi.get(self, "verified")
 

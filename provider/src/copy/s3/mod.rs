@@ -14,7 +14,7 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
 
-use super::store::{Download, ObjectStore};
+use super::store::{Body, Download, NewObject, ObjectAt, ObjectStore};
 
 /// Objects up to this size are streamed with one PUT; larger ones in parts of this size.
 pub(crate) const PART_SIZE: u64 = 8 * 1024 * 1024;
@@ -31,6 +31,16 @@ pub struct Bucket {
     /// The account that must own it; the client sends it with every request, and a
     /// copy from this bucket names it as the source's expected owner.
     pub expected_owner: Option<String>,
+}
+
+impl Bucket {
+    /// The object at `key` in this bucket.
+    pub(crate) fn at<'a>(&'a self, key: &'a str) -> ObjectAt<'a> {
+        ObjectAt {
+            bucket: &self.name,
+            key,
+        }
+    }
 }
 
 /// Where buckets come from: a side's S3 connection, which the provider configures.
@@ -99,7 +109,7 @@ pub(crate) use versions::{delete_version, versioning_enabled, versions, Version}
 
 /// The current state of one object, or None when it does not exist.
 pub(crate) async fn head(bucket: &Bucket, key: &str) -> Result<Option<(ObjectInfo, Headers)>> {
-    let head = bucket.store.head(&bucket.name, key, None).await?;
+    let head = bucket.store.head(bucket.at(key), None).await?;
     Ok(head.map(|head| (head.info, head.headers)))
 }
 
@@ -113,7 +123,7 @@ pub(crate) async fn stored_checksum(
 ) -> Result<Option<String>> {
     let head = bucket
         .store
-        .head(&bucket.name, key, Some(algorithm))
+        .head(bucket.at(key), Some(algorithm))
         .await
         .with_context(|| format!("reading the checksum of s3://{}/{key}", bucket.name))?;
     Ok(head.and_then(|head| head.checksum).map(|(_, value)| value))
@@ -128,7 +138,7 @@ pub(crate) async fn head_with_tags(
     let Some((info, mut headers)) = head(bucket, key).await? else {
         return Ok(None);
     };
-    headers.tagging = bucket.store.tagging(&bucket.name, key).await?;
+    headers.tagging = bucket.store.tagging(bucket.at(key)).await?;
     Ok(Some((info, headers)))
 }
 
@@ -156,7 +166,7 @@ pub(crate) fn encode_tags<'a>(tags: impl Iterator<Item = (&'a str, &'a str)>) ->
 /// Deletes the current object at `key`; on a versioned bucket the answer is the ID of
 /// the delete marker that hides it.
 pub(crate) async fn delete(bucket: &Bucket, key: &str) -> Result<Option<String>> {
-    bucket.store.delete(&bucket.name, key).await
+    bucket.store.delete(bucket.at(key)).await
 }
 
 /// Writes a small object (journal segments, pointers) from memory.
@@ -164,12 +174,15 @@ pub async fn put_bytes(bucket: &Bucket, key: &str, body: Vec<u8>) -> Result<Stri
     let written = bucket
         .store
         .put(
-            &bucket.name,
-            key,
-            body,
-            &Headers::default(),
-            &WriteOptions::default(),
-            None,
+            bucket.at(key),
+            Body {
+                bytes: body,
+                checksum: None,
+            },
+            NewObject {
+                headers: &Headers::default(),
+                options: &WriteOptions::default(),
+            },
         )
         .await?;
     Ok(written.etag)
@@ -190,7 +203,7 @@ pub(crate) async fn open(
     key: &str,
     range: Option<(u64, u64)>,
 ) -> Result<Download> {
-    bucket.store.get(&bucket.name, key, range).await
+    bucket.store.get(bucket.at(key), range).await
 }
 
 async fn read_all(mut download: Download, bucket: &Bucket, key: &str) -> Result<Vec<u8>> {

@@ -11,7 +11,7 @@ use super::{
     head_with_tags, open, Bucket, Headers, ObjectInfo, WriteOptions, COPY_PART_SIZE,
     MAX_SINGLE_COPY, PART_SIZE,
 };
-use crate::copy::store::{CopySource, Part};
+use crate::copy::store::{Body, CopySource, CopyTarget, NewObject, Part, Upload};
 
 /// An object written by a copy: its ETag, and the checksum the target computed for it
 /// in the algorithm the write asked for (None when the target reports none).
@@ -46,8 +46,7 @@ pub(crate) struct Streamed {
 
 fn source_of<'a>(bucket: &'a Bucket, key: &'a str) -> CopySource<'a> {
     CopySource {
-        bucket: &bucket.name,
-        key,
+        object: bucket.at(key),
         expected_owner: bucket.expected_owner.as_deref(),
         if_match: None,
     }
@@ -75,7 +74,14 @@ pub async fn server_side_copy(
     if size <= MAX_SINGLE_COPY {
         return target
             .store
-            .copy(&from, &target.name, target_key, options, &algorithm)
+            .copy(
+                &from,
+                &CopyTarget {
+                    object: target.at(target_key),
+                    options,
+                    algorithm: &algorithm,
+                },
+            )
             .await;
     }
     // CreateMultipartUpload copies nothing from the source: headers and tags are given.
@@ -95,7 +101,11 @@ pub async fn server_side_copy(
         if_match: Some(&source_object.etag),
         ..from
     };
-    let upload = Multipart::start(target, target_key, &headers, options, None).await?;
+    let new = NewObject {
+        headers: &headers,
+        options,
+    };
+    let upload = Multipart::start(target, target_key, new, None).await?;
     let result = async {
         let mut parts = Vec::new();
         let mut start = 0;
@@ -104,14 +114,7 @@ pub async fn server_side_copy(
             let end = (start + COPY_PART_SIZE).min(size) - 1;
             let etag = target
                 .store
-                .upload_part_copy(
-                    &target.name,
-                    target_key,
-                    &upload.id,
-                    number,
-                    &from,
-                    (start, end),
-                )
+                .upload_part_copy(upload.upload(), number, &from, (start, end))
                 .await?;
             parts.push(Part {
                 number,
@@ -142,10 +145,7 @@ pub(crate) async fn streamed_copy(
     let stored = download.head.checksum.clone();
     let mut headers = download.head.headers.clone();
     if download.head.tag_count > 0 {
-        headers.tagging = source
-            .store
-            .tagging(&source.name, &source_object.key)
-            .await?;
+        headers.tagging = source.store.tagging(source.at(&source_object.key)).await?;
     }
     let size = download.head.info.size;
     let mut body = download.body;
@@ -177,6 +177,7 @@ pub(crate) async fn upload_stream<R: tokio::io::AsyncRead + Unpin>(
     options: &WriteOptions,
     preferred: Option<ChecksumAlgorithm>,
 ) -> Result<(Written, Expected)> {
+    let new = NewObject { headers, options };
     let algorithm = preferred
         .filter(|a| size <= PART_SIZE || full_object_multipart(a))
         .unwrap_or(ChecksumAlgorithm::Crc64Nvme);
@@ -196,20 +197,14 @@ pub(crate) async fn upload_stream<R: tokio::io::AsyncRead + Unpin>(
             checksum: RunningChecksum::of(&algorithm, &buffer),
             algorithm,
         };
-        let written = target
-            .store
-            .put(
-                &target.name,
-                key,
-                buffer,
-                headers,
-                options,
-                Some((&expected.algorithm, &expected.checksum)),
-            )
-            .await?;
+        let body = Body {
+            bytes: buffer,
+            checksum: Some((&expected.algorithm, &expected.checksum)),
+        };
+        let written = target.store.put(target.at(key), body, new).await?;
         return Ok((written, expected));
     }
-    let upload = Multipart::start(target, key, headers, options, Some(&algorithm)).await?;
+    let upload = Multipart::start(target, key, new, Some(&algorithm)).await?;
     let result = async {
         let mut parts = Vec::new();
         let mut part_digests = Vec::new();
@@ -233,12 +228,12 @@ pub(crate) async fn upload_stream<R: tokio::io::AsyncRead + Unpin>(
             let etag = target
                 .store
                 .upload_part(
-                    &target.name,
-                    key,
-                    &upload.id,
+                    upload.upload(),
                     number,
-                    part,
-                    Some((&algorithm, &part_checksum)),
+                    Body {
+                        bytes: part,
+                        checksum: Some((&algorithm, &part_checksum)),
+                    },
                 )
                 .await?;
             parts.push(Part {
@@ -282,15 +277,22 @@ impl<'a> Multipart<'a> {
     async fn start(
         target: &'a Bucket,
         key: &'a str,
-        headers: &Headers,
-        options: &WriteOptions,
+        new: NewObject<'_>,
         checksum: Option<&ChecksumAlgorithm>,
     ) -> Result<Multipart<'a>> {
         let id = target
             .store
-            .create_multipart(&target.name, key, headers, options, checksum)
+            .create_multipart(target.at(key), new, checksum)
             .await?;
         Ok(Multipart { target, key, id })
+    }
+
+    /// The upload, as the store names it.
+    fn upload(&self) -> Upload<'_> {
+        Upload {
+            object: self.target.at(self.key),
+            id: &self.id,
+        }
     }
 
     /// Completes the upload; `checksum` is the whole object's, when the parts carry theirs.
@@ -301,7 +303,7 @@ impl<'a> Multipart<'a> {
     ) -> Result<Written> {
         self.target
             .store
-            .complete_multipart(&self.target.name, self.key, &self.id, parts, checksum)
+            .complete_multipart(self.upload(), parts, checksum)
             .await
     }
 
@@ -309,10 +311,7 @@ impl<'a> Multipart<'a> {
     /// left billing storage in the target.
     async fn finish<T>(&self, result: Result<T>) -> Result<T> {
         if result.is_err() {
-            self.target
-                .store
-                .abort_multipart(&self.target.name, self.key, &self.id)
-                .await;
+            self.target.store.abort_multipart(self.upload()).await;
         }
         result
     }

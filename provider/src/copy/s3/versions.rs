@@ -6,10 +6,7 @@ use super::Bucket;
 
 /// Removes one version (or delete marker) of `key` for good.
 pub(crate) async fn delete_version(bucket: &Bucket, key: &str, version: &str) -> Result<()> {
-    bucket
-        .store
-        .delete_version(&bucket.name, key, version)
-        .await
+    bucket.store.delete_version(bucket.at(key), version).await
 }
 
 /// Whether the bucket keeps versions: then a write's version ID is enough to undo it,
@@ -29,5 +26,5 @@ pub(crate) struct Version {
 
 /// Every version and delete marker of exactly `key`, newest first.
 pub(crate) async fn versions(bucket: &Bucket, key: &str) -> Result<Vec<Version>> {
-    bucket.store.versions(&bucket.name, key).await
+    bucket.store.versions(bucket.at(key)).await
 }

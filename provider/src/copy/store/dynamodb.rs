@@ -9,7 +9,7 @@ use aws_sdk_dynamodb::types::{
 };
 use aws_sdk_dynamodb::Client;
 
-use super::{Condition, ItemStore, ScanPage, TableShape};
+use super::{Condition, ItemStore, ScanPage, ScanRequest, TableShape};
 use crate::copy::aws_error;
 use crate::copy::item::Item;
 
@@ -150,23 +150,16 @@ impl ItemStore for DynamoDb {
         Ok(out.table_names().to_vec())
     }
 
-    async fn scan_page(
-        &self,
-        table: &str,
-        segment: i32,
-        segments: i32,
-        limit: i32,
-        start: Option<Item>,
-    ) -> Result<ScanPage> {
+    async fn scan_page(&self, table: &str, request: ScanRequest) -> Result<ScanPage> {
         let out = self
             .client
             .scan()
             .table_name(table)
-            .segment(segment)
-            .total_segments(segments)
+            .segment(request.segment)
+            .total_segments(request.segments)
             .consistent_read(true)
-            .limit(limit)
-            .set_exclusive_start_key(start)
+            .limit(request.limit)
+            .set_exclusive_start_key(request.start)
             .send()
             .await
             .map_err(aws_error)

@@ -6,12 +6,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex};
 
-use anyhow::{bail, Result};
+use anyhow::{anyhow, bail, Result};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::WriteRequest;
 use tokio::sync::Notify;
 
-use super::{Condition, ItemStore, ScanPage, TableShape};
+use super::{Condition, ItemStore, ScanPage, ScanRequest, TableShape};
 use crate::copy::item::{item_to_json, Item};
 
 #[derive(Debug, Default)]
@@ -125,18 +125,15 @@ impl ItemStore for MemoryItems {
         Ok(self.lock().tables.keys().cloned().collect())
     }
 
-    async fn scan_page(
-        &self,
-        table: &str,
-        segment: i32,
-        segments: i32,
-        limit: i32,
-        start: Option<Item>,
-    ) -> Result<ScanPage> {
+    async fn scan_page(&self, table: &str, request: ScanRequest) -> Result<ScanPage> {
+        let ScanRequest {
+            segment,
+            segments,
+            limit,
+            start,
+        } = request;
         let state = self.lock();
-        let Some(table) = state.tables.get(table) else {
-            bail!("ResourceNotFoundException: no table {table}");
-        };
+        let table = table_in(&state, table)?;
         let after = start.map(|key| key_text(&table.keys, &key));
         let mut items: Vec<(&String, &Item)> = table
             .items
@@ -165,9 +162,7 @@ impl ItemStore for MemoryItems {
 
     async fn batch_get(&self, table: &str, keys: Vec<Item>) -> Result<(Vec<Item>, Vec<Item>)> {
         let state = self.lock();
-        let Some(table) = state.tables.get(table) else {
-            bail!("ResourceNotFoundException: no table {table}");
-        };
+        let table = table_in(&state, table)?;
         let found = keys
             .iter()
             .filter_map(|key| table.items.get(&key_text(&table.keys, key)).cloned())
@@ -216,29 +211,44 @@ impl ItemStore for MemoryItems {
 
     async fn put_if(&self, table: &str, item: Item, condition: &Condition) -> Result<bool> {
         let mut state = self.lock();
-        let Some(table) = state.tables.get_mut(table) else {
-            bail!("ResourceNotFoundException: no table {table}");
-        };
-        let key = key_text(&table.keys, &item);
-        if !holds(table.items.get(&key), condition) {
+        let Some((items, key)) = holding(&mut state, table, &item, condition)? else {
             return Ok(false);
-        }
-        table.items.insert(key, item);
+        };
+        items.insert(key, item);
         Ok(true)
     }
 
     async fn delete_if(&self, table: &str, key: Item, condition: &Condition) -> Result<bool> {
         let mut state = self.lock();
-        let Some(table) = state.tables.get_mut(table) else {
-            bail!("ResourceNotFoundException: no table {table}");
-        };
-        let key = key_text(&table.keys, &key);
-        if !holds(table.items.get(&key), condition) {
+        let Some((items, key)) = holding(&mut state, table, &key, condition)? else {
             return Ok(false);
-        }
-        table.items.remove(&key);
+        };
+        items.remove(&key);
         Ok(true)
     }
+}
+
+/// The table named `table`, as DynamoDB refuses a request to one that does not exist.
+fn table_in<'a>(state: &'a State, table: &str) -> Result<&'a MemoryTable> {
+    state
+        .tables
+        .get(table)
+        .ok_or_else(|| anyhow!("ResourceNotFoundException: no table {table}"))
+}
+
+/// For a conditional write of the item under `key`'s key: the table's items and that
+/// key's text when `condition` holds, None when it does not.
+fn holding<'a>(
+    state: &'a mut State,
+    table: &str,
+    key: &Item,
+    condition: &Condition,
+) -> Result<Option<(&'a mut BTreeMap<String, Item>, String)>> {
+    let Some(table) = state.tables.get_mut(table) else {
+        bail!("ResourceNotFoundException: no table {table}");
+    };
+    let key = key_text(&table.keys, key);
+    Ok(holds(table.items.get(&key), condition).then_some((&mut table.items, key)))
 }
 
 /// Whether `condition` holds for `current`, the item under the key (None: none).

@@ -11,8 +11,11 @@ use aws_sdk_s3::types::ChecksumAlgorithm;
 use md5::{Digest, Md5};
 use tokio::sync::Notify;
 
-use super::{BucketAccess, CopySource, Download, Head, ListPage, ObjectStore, Part};
-use crate::copy::s3::{Headers, ObjectInfo, RunningChecksum, Version, WriteOptions, Written};
+use super::{
+    Body, BucketAccess, CopySource, CopyTarget, Download, Head, ListPage, NewObject, ObjectAt,
+    ObjectStore, Part, Upload,
+};
+use crate::copy::s3::{Headers, ObjectInfo, RunningChecksum, Version, Written};
 
 /// Keys a listing page holds: small, so tests page.
 const PAGE: usize = 7;
@@ -27,7 +30,7 @@ pub(crate) struct MemoryObjects {
 #[derive(Debug, Default)]
 struct State {
     buckets: BTreeMap<String, BTreeMap<String, Stored>>,
-    uploads: HashMap<String, Upload>,
+    uploads: HashMap<String, Uploading>,
     next_upload: u64,
     kill: Option<Kill>,
     /// Writes (puts, copies, completed uploads, deletes) applied so far.
@@ -44,8 +47,32 @@ pub(crate) struct Stored {
     pub checksum: Option<(ChecksumAlgorithm, String)>,
 }
 
+impl Stored {
+    /// An object written in one piece: its ETag its MD5, its checksum in `algorithm`
+    /// or else CRC64NVME, which S3 keeps of every new object unless asked for another.
+    fn new(bytes: Vec<u8>, headers: Headers, algorithm: Option<ChecksumAlgorithm>) -> Stored {
+        let algorithm = algorithm.unwrap_or(ChecksumAlgorithm::Crc64Nvme);
+        Stored {
+            checksum: Some((algorithm.clone(), RunningChecksum::of(&algorithm, &bytes))),
+            etag: md5_etag(&bytes),
+            bytes: Arc::new(bytes),
+            headers,
+        }
+    }
+
+    /// What a write of this object answers (this store keeps no versions).
+    fn written(&self, checksum: Option<String>) -> Written {
+        Written {
+            etag: self.etag.clone(),
+            checksum,
+            version: None,
+        }
+    }
+}
+
+/// A multipart upload under way.
 #[derive(Debug)]
-struct Upload {
+struct Uploading {
     headers: Headers,
     checksum: Option<ChecksumAlgorithm>,
     /// Each part's bytes and ETag.
@@ -132,13 +159,7 @@ impl MemoryObjects {
 
     /// Puts an object as another writer would (not counted as a write of the run).
     pub(crate) fn put_object(&self, bucket: &str, key: &str, bytes: &[u8], headers: Headers) {
-        let algorithm = ChecksumAlgorithm::Crc64Nvme;
-        let stored = Stored {
-            checksum: Some((algorithm.clone(), RunningChecksum::of(&algorithm, bytes))),
-            etag: md5_etag(bytes),
-            bytes: Arc::new(bytes.to_vec()),
-            headers,
-        };
+        let stored = Stored::new(bytes.to_vec(), headers, None);
         self.lock()
             .buckets
             .get_mut(bucket)
@@ -210,14 +231,29 @@ impl MemoryObjects {
         std::future::pending().await
     }
 
-    fn read(&self, bucket: &str, key: &str) -> Result<Stored> {
+    fn read(&self, at: ObjectAt<'_>) -> Result<Stored> {
         self.lock()
             .buckets
-            .get(bucket)
-            .ok_or_else(|| anyhow!("NoSuchBucket: {bucket}"))?
-            .get(key)
+            .get(at.bucket)
+            .ok_or_else(|| anyhow!("NoSuchBucket: {}", at.bucket))?
+            .get(at.key)
             .cloned()
-            .ok_or_else(|| anyhow!("NoSuchKey: s3://{bucket}/{key}"))
+            .ok_or_else(|| anyhow!("NoSuchKey: {at}"))
+    }
+
+    /// Stores `stored` at `at` as one write; `checksum`: the one the write answers with.
+    async fn store(
+        &self,
+        at: ObjectAt<'_>,
+        stored: Stored,
+        checksum: Option<String>,
+    ) -> Result<Written> {
+        let written = stored.written(checksum);
+        self.write(|state| {
+            bucket_mut(state, at.bucket)?.insert(at.key.to_string(), stored);
+            Ok(written)
+        })
+        .await
     }
 }
 
@@ -278,23 +314,22 @@ impl ObjectStore for MemoryObjects {
 
     async fn head(
         &self,
-        bucket: &str,
-        key: &str,
+        at: ObjectAt<'_>,
         checksum: Option<&ChecksumAlgorithm>,
     ) -> Result<Option<Head>> {
-        let Ok(stored) = self.read(bucket, key) else {
+        let Ok(stored) = self.read(at) else {
             return Ok(None);
         };
         let asked = |(algorithm, _): &(ChecksumAlgorithm, String)| Some(algorithm) == checksum;
-        Ok(Some(head_of(key, &stored, asked)))
+        Ok(Some(head_of(at.key, &stored, asked)))
     }
 
-    async fn tagging(&self, bucket: &str, key: &str) -> Result<Option<String>> {
-        Ok(self.read(bucket, key)?.headers.tagging)
+    async fn tagging(&self, at: ObjectAt<'_>) -> Result<Option<String>> {
+        Ok(self.read(at)?.headers.tagging)
     }
 
-    async fn get(&self, bucket: &str, key: &str, range: Option<(u64, u64)>) -> Result<Download> {
-        let stored = self.read(bucket, key)?;
+    async fn get(&self, at: ObjectAt<'_>, range: Option<(u64, u64)>) -> Result<Download> {
+        let stored = self.read(at)?;
         let bytes = match range {
             Some((start, end)) => {
                 let end = (end as usize).min(stored.bytes.len());
@@ -304,84 +339,44 @@ impl ObjectStore for MemoryObjects {
         };
         Ok(Download {
             // A range cannot be checked against the whole object's checksum.
-            head: head_of(key, &stored, |_| range.is_none()),
+            head: head_of(at.key, &stored, |_| range.is_none()),
             body: Box::new(std::io::Cursor::new(bytes)),
         })
     }
 
-    async fn put(
-        &self,
-        bucket: &str,
-        key: &str,
-        body: Vec<u8>,
-        headers: &Headers,
-        _options: &WriteOptions,
-        checksum: Option<(&ChecksumAlgorithm, &str)>,
-    ) -> Result<Written> {
-        if let Some((algorithm, value)) = checksum {
-            check(algorithm, value, &body)?;
+    async fn put(&self, at: ObjectAt<'_>, body: Body<'_>, new: NewObject<'_>) -> Result<Written> {
+        if let Some((algorithm, value)) = body.checksum {
+            check(algorithm, value, &body.bytes)?;
         }
-        // S3 keeps a CRC64NVME of every new object unless another is asked for.
-        let algorithm = checksum
-            .map(|(a, _)| a.clone())
-            .unwrap_or(ChecksumAlgorithm::Crc64Nvme);
-        let stored = Stored {
-            checksum: Some((algorithm.clone(), RunningChecksum::of(&algorithm, &body))),
-            etag: md5_etag(&body),
-            bytes: Arc::new(body),
-            headers: headers.clone(),
-        };
-        let written = Written {
-            etag: stored.etag.clone(),
-            checksum: checksum.and(stored.checksum.as_ref().map(|(_, v)| v.clone())),
-            version: None,
-        };
-        self.write(|state| {
-            bucket_mut(state, bucket)?.insert(key.to_string(), stored);
-            Ok(written)
-        })
-        .await
+        let algorithm = body.checksum.map(|(a, _)| a.clone());
+        let stored = Stored::new(body.bytes, new.headers.clone(), algorithm);
+        // The checksum is answered only when one was sent.
+        let checksum = body.checksum.and(stored.checksum.clone()).map(|(_, v)| v);
+        self.store(at, stored, checksum).await
     }
 
     async fn put_if(
         &self,
-        bucket: &str,
-        key: &str,
-        body: Vec<u8>,
+        at: ObjectAt<'_>,
+        bytes: Vec<u8>,
         current: Option<&str>,
     ) -> Result<Option<Written>> {
-        let algorithm = ChecksumAlgorithm::Crc64Nvme;
-        let stored = Stored {
-            checksum: Some((algorithm.clone(), RunningChecksum::of(&algorithm, &body))),
-            etag: md5_etag(&body),
-            bytes: Arc::new(body),
-            headers: Headers::default(),
-        };
+        let stored = Stored::new(bytes, Headers::default(), None);
         self.write(|state| {
-            let objects = bucket_mut(state, bucket)?;
-            if objects.get(key).map(|o| o.etag.as_str()) != current {
+            let objects = bucket_mut(state, at.bucket)?;
+            if objects.get(at.key).map(|o| o.etag.as_str()) != current {
                 return Ok(None);
             }
-            let written = Written {
-                etag: stored.etag.clone(),
-                checksum: None,
-                version: None,
-            };
-            objects.insert(key.to_string(), stored);
+            let written = stored.written(None);
+            objects.insert(at.key.to_string(), stored);
             Ok(Some(written))
         })
         .await
     }
 
-    async fn copy(
-        &self,
-        from: &CopySource<'_>,
-        bucket: &str,
-        key: &str,
-        _options: &WriteOptions,
-        algorithm: &ChecksumAlgorithm,
-    ) -> Result<Written> {
-        let source = self.read(from.bucket, from.key)?;
+    async fn copy(&self, from: &CopySource<'_>, to: &CopyTarget<'_>) -> Result<Written> {
+        let algorithm = to.algorithm;
+        let source = self.read(from.object)?;
         let checksum = RunningChecksum::of(algorithm, &source.bytes);
         // A copy is written in one piece: its ETag is its MD5, a single-part source's too.
         let etag = match source.etag.contains('-') {
@@ -393,24 +388,13 @@ impl ObjectStore for MemoryObjects {
             checksum: Some((algorithm.clone(), checksum.clone())),
             ..source
         };
-        let written = Written {
-            etag: stored.etag.clone(),
-            checksum: Some(checksum),
-            version: None,
-        };
-        self.write(|state| {
-            bucket_mut(state, bucket)?.insert(key.to_string(), stored);
-            Ok(written)
-        })
-        .await
+        self.store(to.object, stored, Some(checksum)).await
     }
 
     async fn create_multipart(
         &self,
-        _bucket: &str,
-        _key: &str,
-        headers: &Headers,
-        _options: &WriteOptions,
+        _at: ObjectAt<'_>,
+        new: NewObject<'_>,
         checksum: Option<&ChecksumAlgorithm>,
     ) -> Result<String> {
         let mut state = self.lock();
@@ -418,8 +402,8 @@ impl ObjectStore for MemoryObjects {
         let id = format!("upload-{}", state.next_upload);
         state.uploads.insert(
             id.clone(),
-            Upload {
-                headers: headers.clone(),
+            Uploading {
+                headers: new.headers.clone(),
                 checksum: checksum.cloned(),
                 parts: BTreeMap::new(),
             },
@@ -427,60 +411,47 @@ impl ObjectStore for MemoryObjects {
         Ok(id)
     }
 
-    async fn upload_part(
-        &self,
-        _bucket: &str,
-        _key: &str,
-        upload: &str,
-        number: i32,
-        body: Vec<u8>,
-        checksum: Option<(&ChecksumAlgorithm, &str)>,
-    ) -> Result<String> {
-        if let Some((algorithm, value)) = checksum {
-            check(algorithm, value, &body)?;
+    async fn upload_part(&self, upload: Upload<'_>, number: i32, body: Body<'_>) -> Result<String> {
+        if let Some((algorithm, value)) = body.checksum {
+            check(algorithm, value, &body.bytes)?;
         }
-        let etag = md5_etag(&body);
+        let etag = md5_etag(&body.bytes);
         let mut state = self.lock();
-        let upload = state
+        let uploading = state
             .uploads
-            .get_mut(upload)
-            .ok_or_else(|| anyhow!("NoSuchUpload: {upload}"))?;
-        upload.parts.insert(number, (body, etag.clone()));
+            .get_mut(upload.id)
+            .ok_or_else(|| anyhow!("NoSuchUpload: {}", upload.id))?;
+        uploading.parts.insert(number, (body.bytes, etag.clone()));
         Ok(etag)
     }
 
     async fn upload_part_copy(
         &self,
-        bucket: &str,
-        key: &str,
-        upload: &str,
+        upload: Upload<'_>,
         number: i32,
         from: &CopySource<'_>,
         (start, end): (u64, u64),
     ) -> Result<String> {
-        let source = self.read(from.bucket, from.key)?;
+        let source = self.read(from.object)?;
         if from.if_match.is_some_and(|etag| etag != source.etag) {
-            bail!(
-                "PreconditionFailed: s3://{}/{} was replaced",
-                from.bucket,
-                from.key
-            );
+            bail!("PreconditionFailed: {} was replaced", from.object);
         }
-        let part = source.bytes[start as usize..=end as usize].to_vec();
-        self.upload_part(bucket, key, upload, number, part, None)
-            .await
+        let bytes = source.bytes[start as usize..=end as usize].to_vec();
+        let part = Body {
+            bytes,
+            checksum: None,
+        };
+        self.upload_part(upload, number, part).await
     }
 
     async fn complete_multipart(
         &self,
-        bucket: &str,
-        key: &str,
-        upload: &str,
+        upload: Upload<'_>,
         parts: Vec<Part>,
         checksum: Option<(&ChecksumAlgorithm, &str)>,
     ) -> Result<Written> {
-        let Some(uploaded) = self.lock().uploads.remove(upload) else {
-            bail!("NoSuchUpload: {upload}");
+        let Some(uploaded) = self.lock().uploads.remove(upload.id) else {
+            bail!("NoSuchUpload: {}", upload.id);
         };
         let mut bytes = Vec::new();
         let mut digests = Vec::new();
@@ -508,39 +479,31 @@ impl ObjectStore for MemoryObjects {
             bytes: Arc::new(bytes),
             headers: uploaded.headers,
         };
-        let written = Written {
-            etag: stored.etag.clone(),
-            checksum: whole.map(|(_, value)| value),
-            version: None,
-        };
-        self.write(|state| {
-            bucket_mut(state, bucket)?.insert(key.to_string(), stored);
-            Ok(written)
-        })
-        .await
+        self.store(upload.object, stored, whole.map(|(_, value)| value))
+            .await
     }
 
-    async fn abort_multipart(&self, _bucket: &str, _key: &str, upload: &str) {
-        self.lock().uploads.remove(upload);
+    async fn abort_multipart(&self, upload: Upload<'_>) {
+        self.lock().uploads.remove(upload.id);
     }
 
-    async fn delete(&self, bucket: &str, key: &str) -> Result<Option<String>> {
+    async fn delete(&self, at: ObjectAt<'_>) -> Result<Option<String>> {
         self.write(|state| {
-            bucket_mut(state, bucket)?.remove(key);
+            bucket_mut(state, at.bucket)?.remove(at.key);
             Ok(None)
         })
         .await
     }
 
-    async fn delete_version(&self, bucket: &str, key: &str, version: &str) -> Result<()> {
-        bail!("s3://{bucket}/{key}: no version {version}: this store keeps no versions")
+    async fn delete_version(&self, at: ObjectAt<'_>, version: &str) -> Result<()> {
+        bail!("{at}: no version {version}: this store keeps no versions")
     }
 
     async fn versioning_enabled(&self, _bucket: &str) -> Result<bool> {
         Ok(false)
     }
 
-    async fn versions(&self, _bucket: &str, _key: &str) -> Result<Vec<Version>> {
+    async fn versions(&self, _at: ObjectAt<'_>) -> Result<Vec<Version>> {
         Ok(Vec::new())
     }
 }

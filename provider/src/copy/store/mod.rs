@@ -50,15 +50,57 @@ pub(crate) struct Download {
     pub body: Box<dyn tokio::io::AsyncRead + Send + Unpin>,
 }
 
-/// The object a server-side copy reads.
-pub(crate) struct CopySource<'a> {
+/// Where an object is: a bucket and a key in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ObjectAt<'a> {
     pub bucket: &'a str,
     pub key: &'a str,
+}
+
+/// As messages name an object: `s3://bucket/key`.
+impl std::fmt::Display for ObjectAt<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "s3://{}/{}", self.bucket, self.key)
+    }
+}
+
+/// A multipart upload under way: the object it writes and the ID the store gave it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Upload<'a> {
+    pub object: ObjectAt<'a>,
+    pub id: &'a str,
+}
+
+/// What a new object gets besides its bytes: its headers and the write options.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NewObject<'a> {
+    pub headers: &'a Headers,
+    pub options: &'a WriteOptions,
+}
+
+/// Bytes sent in one request, with the checksum (algorithm, base64 value) the store
+/// checks them against on receipt and keeps.
+pub(crate) struct Body<'a> {
+    pub bytes: Vec<u8>,
+    pub checksum: Option<(&'a ChecksumAlgorithm, &'a str)>,
+}
+
+/// The object a server-side copy reads.
+pub(crate) struct CopySource<'a> {
+    pub object: ObjectAt<'a>,
     /// The account that must own the source bucket.
     pub expected_owner: Option<&'a str>,
     /// The source's ETag as it was listed: a copy of a part fails (PreconditionFailed)
     /// when the object was replaced since, rather than splice two versions.
     pub if_match: Option<&'a str>,
+}
+
+/// The object a server-side copy writes.
+pub(crate) struct CopyTarget<'a> {
+    pub object: ObjectAt<'a>,
+    pub options: &'a WriteOptions,
+    /// The store computes the copy's checksum in this algorithm.
+    pub algorithm: &'a ChecksumAlgorithm,
 }
 
 /// A part of a multipart upload, as the completion lists it.
@@ -79,6 +121,7 @@ pub(crate) trait ObjectStore: Send + Sync + std::fmt::Debug {
     /// Makes the bucket private, encrypted, versioned, old versions expiring after
     /// `keep_days`: each setting with its outcome.
     async fn make_private(&self, bucket: &str, keep_days: i32) -> Vec<(&'static str, Result<()>)>;
+    /// The page of the keys under `prefix` that starts at `start` (None: the first).
     async fn list_page(
         &self,
         bucket: &str,
@@ -88,89 +131,58 @@ pub(crate) trait ObjectStore: Send + Sync + std::fmt::Debug {
     /// None when there is no such object. `checksum`: the stored checksum wanted.
     async fn head(
         &self,
-        bucket: &str,
-        key: &str,
+        at: ObjectAt<'_>,
         checksum: Option<&ChecksumAlgorithm>,
     ) -> Result<Option<Head>>;
     /// The object's tags, URL-encoded as `x-amz-tagging` takes them; None without any.
-    async fn tagging(&self, bucket: &str, key: &str) -> Result<Option<String>>;
+    async fn tagging(&self, at: ObjectAt<'_>) -> Result<Option<String>>;
     /// The whole object, or bytes `start..end` of it.
-    async fn get(&self, bucket: &str, key: &str, range: Option<(u64, u64)>) -> Result<Download>;
-    /// Writes an object in one request; `checksum` is checked by the store and kept.
-    async fn put(
-        &self,
-        bucket: &str,
-        key: &str,
-        body: Vec<u8>,
-        headers: &Headers,
-        options: &WriteOptions,
-        checksum: Option<(&ChecksumAlgorithm, &str)>,
-    ) -> Result<Written>;
-    /// Writes a small object only if `key` still holds the object with ETag `current`
-    /// (None: only if there is none); None when it does not.
+    async fn get(&self, at: ObjectAt<'_>, range: Option<(u64, u64)>) -> Result<Download>;
+    /// Writes an object in one request.
+    async fn put(&self, at: ObjectAt<'_>, body: Body<'_>, new: NewObject<'_>) -> Result<Written>;
+    /// Writes a small object only if it is still the one with ETag `current` (None:
+    /// only if there is none); None when it is not.
     async fn put_if(
         &self,
-        bucket: &str,
-        key: &str,
-        body: Vec<u8>,
+        at: ObjectAt<'_>,
+        bytes: Vec<u8>,
         current: Option<&str>,
     ) -> Result<Option<Written>>;
-    /// Copies an object inside the store, headers and tags included; the store computes
-    /// the copy's checksum in `algorithm`.
-    async fn copy(
-        &self,
-        from: &CopySource<'_>,
-        bucket: &str,
-        key: &str,
-        options: &WriteOptions,
-        algorithm: &ChecksumAlgorithm,
-    ) -> Result<Written>;
-    /// Starts a multipart upload; `checksum`: the parts and the whole carry checksums
-    /// in this algorithm, the whole one full-object.
+    /// Copies an object inside the store, headers and tags included.
+    async fn copy(&self, from: &CopySource<'_>, to: &CopyTarget<'_>) -> Result<Written>;
+    /// Starts a multipart upload and returns its ID; `checksum`: the parts and the
+    /// whole carry checksums in this algorithm, the whole one full-object.
     async fn create_multipart(
         &self,
-        bucket: &str,
-        key: &str,
-        headers: &Headers,
-        options: &WriteOptions,
+        at: ObjectAt<'_>,
+        new: NewObject<'_>,
         checksum: Option<&ChecksumAlgorithm>,
     ) -> Result<String>;
-    /// Writes a part; returns its ETag.
-    async fn upload_part(
-        &self,
-        bucket: &str,
-        key: &str,
-        upload: &str,
-        number: i32,
-        body: Vec<u8>,
-        checksum: Option<(&ChecksumAlgorithm, &str)>,
-    ) -> Result<String>;
-    /// Copies bytes `start..=end` of `from` as a part; returns its ETag.
+    /// Writes part `number`; returns its ETag.
+    async fn upload_part(&self, upload: Upload<'_>, number: i32, body: Body<'_>) -> Result<String>;
+    /// Copies bytes `start..=end` of `from` as part `number`; returns its ETag.
     async fn upload_part_copy(
         &self,
-        bucket: &str,
-        key: &str,
-        upload: &str,
+        upload: Upload<'_>,
         number: i32,
         from: &CopySource<'_>,
         range: (u64, u64),
     ) -> Result<String>;
+    /// `checksum`: the whole object's, when the parts carry theirs.
     async fn complete_multipart(
         &self,
-        bucket: &str,
-        key: &str,
-        upload: &str,
+        upload: Upload<'_>,
         parts: Vec<Part>,
         checksum: Option<(&ChecksumAlgorithm, &str)>,
     ) -> Result<Written>;
-    async fn abort_multipart(&self, bucket: &str, key: &str, upload: &str);
+    async fn abort_multipart(&self, upload: Upload<'_>);
     /// Deletes the current object; on a versioned bucket the answer is the ID of the
     /// delete marker that hides it.
-    async fn delete(&self, bucket: &str, key: &str) -> Result<Option<String>>;
-    async fn delete_version(&self, bucket: &str, key: &str, version: &str) -> Result<()>;
+    async fn delete(&self, at: ObjectAt<'_>) -> Result<Option<String>>;
+    async fn delete_version(&self, at: ObjectAt<'_>, version: &str) -> Result<()>;
     async fn versioning_enabled(&self, bucket: &str) -> Result<bool>;
-    /// Every version and delete marker of exactly `key`, newest first.
-    async fn versions(&self, bucket: &str, key: &str) -> Result<Vec<Version>>;
+    /// Every version and delete marker of exactly this key, newest first.
+    async fn versions(&self, at: ObjectAt<'_>) -> Result<Vec<Version>>;
 }
 
 /// What a copy needs to know about a table.
@@ -189,6 +201,16 @@ pub(crate) struct TableShape {
     /// Key attributes of the table's secondary indexes: (index, attribute, type `S`,
     /// `N` or `B`). An item whose attribute has another type is refused.
     pub index_keys: Vec<(String, String, String)>,
+}
+
+/// One Scan request: up to `limit` items of segment `segment` of `segments`, strongly
+/// consistent, after `start` (None: from the first).
+#[derive(Debug, Clone)]
+pub(crate) struct ScanRequest {
+    pub segment: i32,
+    pub segments: i32,
+    pub limit: i32,
+    pub start: Option<Item>,
 }
 
 /// One page of a scan, and the key to start the next one after (None: the last page).
@@ -214,16 +236,7 @@ pub(crate) trait ItemStore: Send + Sync + std::fmt::Debug {
     async fn describe(&self, table: &str) -> Result<Option<TableShape>>;
     /// Some of the tables that exist, for a message naming them.
     async fn table_names(&self) -> Result<Vec<String>>;
-    /// Up to `limit` items of segment `segment` of `segments`, strongly consistent,
-    /// after `start`.
-    async fn scan_page(
-        &self,
-        table: &str,
-        segment: i32,
-        segments: i32,
-        limit: i32,
-        start: Option<Item>,
-    ) -> Result<ScanPage>;
+    async fn scan_page(&self, table: &str, request: ScanRequest) -> Result<ScanPage>;
     /// The items of `keys` that exist (strongly consistent), and the keys left
     /// unprocessed.
     async fn batch_get(&self, table: &str, keys: Vec<Item>) -> Result<(Vec<Item>, Vec<Item>)>;

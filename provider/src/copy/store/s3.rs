@@ -17,9 +17,12 @@ use aws_sdk_s3::Client;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
-use super::{BucketAccess, CopySource, Download, Head, ListPage, ObjectStore, Part};
+use super::{
+    Body, BucketAccess, CopySource, CopyTarget, Download, Head, ListPage, NewObject, ObjectAt,
+    ObjectStore, Part, Upload,
+};
 use crate::copy::aws_error;
-use crate::copy::s3::{encode_tags, Headers, ObjectInfo, Version, WriteOptions, Written};
+use crate::copy::s3::{encode_tags, Headers, ObjectInfo, Version, Written};
 
 #[derive(Debug, Clone)]
 pub(crate) struct S3 {
@@ -122,6 +125,36 @@ macro_rules! with_checksum {
     };
 }
 
+/// What a PutObject or CompleteMultipartUpload response says was written (different
+/// types, same getters); the checksum in the algorithm of `$checksum`, when sent.
+macro_rules! written {
+    ($out:expr, $checksum:expr) => {
+        Written {
+            etag: $out.e_tag().unwrap_or_default().to_string(),
+            checksum: $checksum.and_then(|(algorithm, _): (&ChecksumAlgorithm, &str)| {
+                checksum_in!($out, algorithm)
+            }),
+            version: $out.version_id().map(str::to_owned),
+        }
+    };
+}
+
+/// Sends a body's checksum, if it has one, with a PutObject or UploadPart builder.
+macro_rules! with_body_checksum {
+    ($builder:expr, $body:expr) => {
+        match $body.checksum {
+            Some((algorithm, value)) => {
+                with_checksum!(
+                    $builder.checksum_algorithm(algorithm.clone()),
+                    algorithm,
+                    value
+                )
+            }
+            None => $builder,
+        }
+    };
+}
+
 /// The algorithms S3 may store a whole-object checksum in, strongest first.
 const ALGORITHMS: [ChecksumAlgorithm; 5] = [
     ChecksumAlgorithm::Crc64Nvme,
@@ -161,8 +194,12 @@ const COPY_SOURCE: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'.')
     .remove(b'~');
 
-fn copy_source(bucket: &str, key: &str) -> String {
-    format!("{bucket}/{}", utf8_percent_encode(key, COPY_SOURCE))
+fn copy_source(from: ObjectAt<'_>) -> String {
+    format!(
+        "{}/{}",
+        from.bucket,
+        utf8_percent_encode(from.key, COPY_SOURCE)
+    )
 }
 
 /// The archive storage class of a listed object that is not restored, or None when it
@@ -405,24 +442,21 @@ impl ObjectStore for S3 {
 
     async fn head(
         &self,
-        bucket: &str,
-        key: &str,
+        at: ObjectAt<'_>,
         checksum: Option<&ChecksumAlgorithm>,
     ) -> Result<Option<Head>> {
         let out = match self
             .client
             .head_object()
-            .bucket(bucket)
-            .key(key)
+            .bucket(at.bucket)
+            .key(at.key)
             .set_checksum_mode(checksum.map(|_| ChecksumMode::Enabled))
             .send()
             .await
         {
             Ok(out) => out,
             Err(err) if not_found(&err) => return Ok(None),
-            Err(err) => {
-                return Err(aws_error(err)).with_context(|| format!("reading s3://{bucket}/{key}"))
-            }
+            Err(err) => return Err(aws_error(err)).with_context(|| format!("reading {at}")),
         };
         let composite = is_composite(out.checksum_type(), out.e_tag());
         let checksum = checksum.and_then(|algorithm| {
@@ -430,30 +464,30 @@ impl ObjectStore for S3 {
                 .filter(|value| !composite && !value.contains('-'))
                 .map(|value| (algorithm.clone(), value))
         });
-        Ok(Some(head_of!(out, key, checksum)))
+        Ok(Some(head_of!(out, at.key, checksum)))
     }
 
-    async fn tagging(&self, bucket: &str, key: &str) -> Result<Option<String>> {
+    async fn tagging(&self, at: ObjectAt<'_>) -> Result<Option<String>> {
         let out = self
             .client
             .get_object_tagging()
-            .bucket(bucket)
-            .key(key)
+            .bucket(at.bucket)
+            .key(at.key)
             .send()
             .await
             .map_err(aws_error)
-            .with_context(|| format!("reading the tags of s3://{bucket}/{key}"))?;
+            .with_context(|| format!("reading the tags of {at}"))?;
         Ok(encode_tags(
             out.tag_set().iter().map(|t| (t.key(), t.value())),
         ))
     }
 
-    async fn get(&self, bucket: &str, key: &str, range: Option<(u64, u64)>) -> Result<Download> {
+    async fn get(&self, at: ObjectAt<'_>, range: Option<(u64, u64)>) -> Result<Download> {
         let out = self
             .client
             .get_object()
-            .bucket(bucket)
-            .key(key)
+            .bucket(at.bucket)
+            .key(at.key)
             // Whole-object reads come with the stored checksum, which the SDK checks the
             // body against (a range cannot be checked).
             .set_checksum_mode(range.is_none().then_some(ChecksumMode::Enabled))
@@ -461,7 +495,7 @@ impl ObjectStore for S3 {
             .send()
             .await
             .map_err(aws_error)
-            .with_context(|| format!("reading s3://{bucket}/{key}"))?;
+            .with_context(|| format!("reading {at}"))?;
         let checksum = (!is_composite(out.checksum_type(), out.e_tag()))
             .then(|| {
                 ALGORITHMS.into_iter().find_map(|algorithm| {
@@ -472,64 +506,47 @@ impl ObjectStore for S3 {
             })
             .flatten();
         Ok(Download {
-            head: head_of!(out, key, checksum),
+            head: head_of!(out, at.key, checksum),
             body: Box::new(out.body.into_async_read()),
         })
     }
 
-    async fn put(
-        &self,
-        bucket: &str,
-        key: &str,
-        body: Vec<u8>,
-        headers: &Headers,
-        options: &WriteOptions,
-        checksum: Option<(&ChecksumAlgorithm, &str)>,
-    ) -> Result<Written> {
-        let mut put = self
+    async fn put(&self, at: ObjectAt<'_>, body: Body<'_>, new: NewObject<'_>) -> Result<Written> {
+        let put = self
             .client
             .put_object()
-            .bucket(bucket)
-            .key(key)
-            .body(ByteStream::from(body));
-        if let Some((algorithm, value)) = checksum {
-            put = with_checksum!(put.checksum_algorithm(algorithm.clone()), algorithm, value);
-        }
-        let out = with_write_options!(with_headers!(put, headers), options)
-            .send()
-            .await
-            .map_err(aws_error)
-            .with_context(|| format!("writing s3://{bucket}/{key}"))?;
-        Ok(Written {
-            etag: out.e_tag().unwrap_or_default().to_string(),
-            checksum: checksum.and_then(|(algorithm, _)| checksum_in!(out, algorithm)),
-            version: out.version_id().map(str::to_owned),
-        })
+            .bucket(at.bucket)
+            .key(at.key)
+            .body(ByteStream::from(body.bytes));
+        let out = with_write_options!(
+            with_headers!(with_body_checksum!(put, body), new.headers),
+            new.options
+        )
+        .send()
+        .await
+        .map_err(aws_error)
+        .with_context(|| format!("writing {at}"))?;
+        Ok(written!(out, body.checksum))
     }
 
     async fn put_if(
         &self,
-        bucket: &str,
-        key: &str,
-        body: Vec<u8>,
+        at: ObjectAt<'_>,
+        bytes: Vec<u8>,
         current: Option<&str>,
     ) -> Result<Option<Written>> {
         let put = self
             .client
             .put_object()
-            .bucket(bucket)
-            .key(key)
-            .body(ByteStream::from(body));
+            .bucket(at.bucket)
+            .key(at.key)
+            .body(ByteStream::from(bytes));
         let put = match current {
             Some(etag) => put.if_match(etag),
             None => put.if_none_match("*"),
         };
         match put.send().await {
-            Ok(out) => Ok(Some(Written {
-                etag: out.e_tag().unwrap_or_default().to_string(),
-                checksum: None,
-                version: out.version_id().map(str::to_owned),
-            })),
+            Ok(out) => Ok(Some(written!(out, None))),
             // 412: another write came first; 409: one is under way.
             Err(err)
                 if err
@@ -538,33 +555,27 @@ impl ObjectStore for S3 {
             {
                 Ok(None)
             }
-            Err(err) => Err(aws_error(err)).with_context(|| format!("writing s3://{bucket}/{key}")),
+            Err(err) => Err(aws_error(err)).with_context(|| format!("writing {at}")),
         }
     }
 
-    async fn copy(
-        &self,
-        from: &CopySource<'_>,
-        bucket: &str,
-        key: &str,
-        options: &WriteOptions,
-        algorithm: &ChecksumAlgorithm,
-    ) -> Result<Written> {
-        let source = copy_source(from.bucket, from.key);
+    async fn copy(&self, from: &CopySource<'_>, to: &CopyTarget<'_>) -> Result<Written> {
+        let algorithm = to.algorithm;
+        let source = copy_source(from.object);
         let copy = self
             .client
             .copy_object()
             .copy_source(&source)
-            .bucket(bucket)
-            .key(key)
+            .bucket(to.object.bucket)
+            .key(to.object.key)
             .metadata_directive(MetadataDirective::Copy)
             .set_expected_source_bucket_owner(from.expected_owner.map(str::to_owned))
             .checksum_algorithm(algorithm.clone());
-        let out = with_write_options!(copy, options)
+        let out = with_write_options!(copy, to.options)
             .send()
             .await
             .map_err(aws_error)
-            .with_context(|| format!("copying {source} to s3://{bucket}/{key}"))?;
+            .with_context(|| format!("copying {source} to {}", to.object))?;
         let result = out.copy_object_result();
         Ok(Written {
             etag: result
@@ -578,78 +589,59 @@ impl ObjectStore for S3 {
 
     async fn create_multipart(
         &self,
-        bucket: &str,
-        key: &str,
-        headers: &Headers,
-        options: &WriteOptions,
+        at: ObjectAt<'_>,
+        new: NewObject<'_>,
         checksum: Option<&ChecksumAlgorithm>,
     ) -> Result<String> {
         let mut create = self
             .client
             .create_multipart_upload()
-            .bucket(bucket)
-            .key(key);
+            .bucket(at.bucket)
+            .key(at.key);
         if let Some(algorithm) = checksum {
             create = create
                 .checksum_algorithm(algorithm.clone())
                 .checksum_type(ChecksumType::FullObject);
         }
-        let out = with_write_options!(with_headers!(create, headers), options)
+        let out = with_write_options!(with_headers!(create, new.headers), new.options)
             .send()
             .await
             .map_err(aws_error)
-            .with_context(|| format!("starting a multipart upload to s3://{bucket}/{key}"))?;
+            .with_context(|| format!("starting a multipart upload to {at}"))?;
         Ok(out.upload_id().unwrap_or_default().to_string())
     }
 
-    async fn upload_part(
-        &self,
-        bucket: &str,
-        key: &str,
-        upload: &str,
-        number: i32,
-        body: Vec<u8>,
-        checksum: Option<(&ChecksumAlgorithm, &str)>,
-    ) -> Result<String> {
-        let mut request = self
+    async fn upload_part(&self, upload: Upload<'_>, number: i32, body: Body<'_>) -> Result<String> {
+        let request = self
             .client
             .upload_part()
-            .bucket(bucket)
-            .key(key)
-            .upload_id(upload)
+            .bucket(upload.object.bucket)
+            .key(upload.object.key)
+            .upload_id(upload.id)
             .part_number(number)
-            .body(ByteStream::from(body));
-        if let Some((algorithm, value)) = checksum {
-            request = with_checksum!(
-                request.checksum_algorithm(algorithm.clone()),
-                algorithm,
-                value
-            );
-        }
-        let out = request
+            .body(ByteStream::from(body.bytes));
+        let out = with_body_checksum!(request, body)
             .send()
             .await
             .map_err(aws_error)
-            .with_context(|| format!("writing part {number} of s3://{bucket}/{key}"))?;
+            .with_context(|| format!("writing part {number} of {}", upload.object))?;
         Ok(out.e_tag().unwrap_or_default().to_string())
     }
 
     async fn upload_part_copy(
         &self,
-        bucket: &str,
-        key: &str,
-        upload: &str,
+        upload: Upload<'_>,
         number: i32,
         from: &CopySource<'_>,
         (start, end): (u64, u64),
     ) -> Result<String> {
-        let source = copy_source(from.bucket, from.key);
+        let source = copy_source(from.object);
         let out = self
             .client
             .upload_part_copy()
-            .bucket(bucket)
-            .key(key)
-            .upload_id(upload)
+            .bucket(upload.object.bucket)
+            .key(upload.object.key)
+            .upload_id(upload.id)
             .part_number(number)
             .copy_source(&source)
             .set_expected_source_bucket_owner(from.expected_owner.map(str::to_owned))
@@ -668,9 +660,7 @@ impl ObjectStore for S3 {
 
     async fn complete_multipart(
         &self,
-        bucket: &str,
-        key: &str,
-        upload: &str,
+        upload: Upload<'_>,
         mut parts: Vec<Part>,
         checksum: Option<(&ChecksumAlgorithm, &str)>,
     ) -> Result<Written> {
@@ -691,9 +681,9 @@ impl ObjectStore for S3 {
         let mut complete = self
             .client
             .complete_multipart_upload()
-            .bucket(bucket)
-            .key(key)
-            .upload_id(upload);
+            .bucket(upload.object.bucket)
+            .key(upload.object.key)
+            .upload_id(upload.id);
         if let Some((algorithm, value)) = checksum {
             complete =
                 with_checksum!(complete, algorithm, value).checksum_type(ChecksumType::FullObject);
@@ -707,48 +697,44 @@ impl ObjectStore for S3 {
             .send()
             .await
             .map_err(aws_error)
-            .with_context(|| format!("completing the upload of s3://{bucket}/{key}"))?;
-        Ok(Written {
-            etag: out.e_tag().unwrap_or_default().to_string(),
-            checksum: checksum.and_then(|(algorithm, _)| checksum_in!(out, algorithm)),
-            version: out.version_id().map(str::to_owned),
-        })
+            .with_context(|| format!("completing the upload of {}", upload.object))?;
+        Ok(written!(out, checksum))
     }
 
-    async fn abort_multipart(&self, bucket: &str, key: &str, upload: &str) {
+    async fn abort_multipart(&self, upload: Upload<'_>) {
         let _ = self
             .client
             .abort_multipart_upload()
-            .bucket(bucket)
-            .key(key)
-            .upload_id(upload)
+            .bucket(upload.object.bucket)
+            .key(upload.object.key)
+            .upload_id(upload.id)
             .send()
             .await;
     }
 
-    async fn delete(&self, bucket: &str, key: &str) -> Result<Option<String>> {
+    async fn delete(&self, at: ObjectAt<'_>) -> Result<Option<String>> {
         let out = self
             .client
             .delete_object()
-            .bucket(bucket)
-            .key(key)
+            .bucket(at.bucket)
+            .key(at.key)
             .send()
             .await
             .map_err(aws_error)
-            .with_context(|| format!("deleting s3://{bucket}/{key}"))?;
+            .with_context(|| format!("deleting {at}"))?;
         Ok(out.version_id().map(str::to_owned))
     }
 
-    async fn delete_version(&self, bucket: &str, key: &str, version: &str) -> Result<()> {
+    async fn delete_version(&self, at: ObjectAt<'_>, version: &str) -> Result<()> {
         self.client
             .delete_object()
-            .bucket(bucket)
-            .key(key)
+            .bucket(at.bucket)
+            .key(at.key)
             .version_id(version)
             .send()
             .await
             .map_err(aws_error)
-            .with_context(|| format!("deleting version {version} of s3://{bucket}/{key}"))?;
+            .with_context(|| format!("deleting version {version} of {at}"))?;
         Ok(())
     }
 
@@ -764,21 +750,22 @@ impl ObjectStore for S3 {
         Ok(out.status() == Some(&BucketVersioningStatus::Enabled))
     }
 
-    async fn versions(&self, bucket: &str, key: &str) -> Result<Vec<Version>> {
+    async fn versions(&self, at: ObjectAt<'_>) -> Result<Vec<Version>> {
+        let key = at.key;
         let mut found: Vec<(i64, bool, Version)> = Vec::new();
         let (mut key_marker, mut version_marker) = (None, None);
         loop {
             let page = self
                 .client
                 .list_object_versions()
-                .bucket(bucket)
+                .bucket(at.bucket)
                 .prefix(key)
                 .set_key_marker(key_marker.take())
                 .set_version_id_marker(version_marker.take())
                 .send()
                 .await
                 .map_err(aws_error)
-                .with_context(|| format!("listing the versions of s3://{bucket}/{key}"))?;
+                .with_context(|| format!("listing the versions of {at}"))?;
             for v in page.versions().iter().filter(|v| v.key() == Some(key)) {
                 let version = Version {
                     id: v.version_id().unwrap_or("null").to_string(),
@@ -828,7 +815,10 @@ mod tests {
     #[test]
     fn copy_source_escapes_all_but_slashes() {
         assert_eq!(
-            copy_source("b", "a b/c+d#é.png"),
+            copy_source(ObjectAt {
+                bucket: "b",
+                key: "a b/c+d#é.png"
+            }),
             "b/a%20b/c%2Bd%23%C3%A9.png"
         );
     }

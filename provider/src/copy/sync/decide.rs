@@ -110,12 +110,7 @@ impl Decider<'_> {
     pub fn decide(&mut self, relative: &str, entry: Entry) -> Result<Option<Action>> {
         match entry {
             Entry::SourceOnly(source) => {
-                self.counts.scanned += 1;
-                if !self.filter.matches(relative) {
-                    self.counts.excluded += 1;
-                    return Ok(None);
-                }
-                if self.is_archived_source(relative, &source) || self.is_unwritable(relative) {
+                if !self.admits(relative, &source) {
                     return Ok(None);
                 }
                 self.counts.copied += 1;
@@ -133,17 +128,23 @@ impl Decider<'_> {
                 Ok(Some(Action::Delete(existing)))
             }
             Entry::Both { source, target } => {
-                self.counts.scanned += 1;
-                if !self.filter.matches(relative) {
-                    self.counts.excluded += 1;
-                    return Ok(None);
-                }
-                if self.is_archived_source(relative, &source) || self.is_unwritable(relative) {
+                if !self.admits(relative, &source) {
                     return Ok(None);
                 }
                 self.both(relative, source, target)
             }
         }
+    }
+
+    /// Counts a source object scanned; whether it is to be written: it passes the
+    /// filters, can be read now and its target key can be written.
+    fn admits(&mut self, relative: &str, source: &ObjectInfo) -> bool {
+        self.counts.scanned += 1;
+        if !self.filter.matches(relative) {
+            self.counts.excluded += 1;
+            return false;
+        }
+        !(self.is_archived_source(relative, source) || self.is_unwritable(relative))
     }
 
     /// Counts an archived source object, which is left out (`archived: skip`) or stops
@@ -311,6 +312,21 @@ mod tests {
         }
     }
 
+    /// Key `k` on both sides, 3 bytes each, with these ETags.
+    fn both_with(source_etag: &str, target_etag: &str) -> Entry {
+        Entry::Both {
+            source: object("s/k", source_etag, 3),
+            target: object("t/k", target_etag, 3),
+        }
+    }
+
+    /// A journal state in which this resource wrote `t/k` as `written`.
+    fn state_of(written: ObjectState) -> ObjectStates {
+        let state = ObjectStates::new().unwrap();
+        state.insert_all([(&"t/k".to_string(), &written)]).unwrap();
+        state
+    }
+
     fn decider<'a>(
         filter: &'a KeyFilter,
         on_conflict: OnConflict,
@@ -384,29 +400,19 @@ mod tests {
     #[test]
     fn keys_this_resource_wrote_follow_the_source_and_unconfirmed_writes_are_adopted() {
         let filter = KeyFilter::default();
-        let state = ObjectStates::new().unwrap();
-        let ours = ObjectState {
+        let state = state_of(ObjectState {
             source_etag: "\"src\"".into(),
             ..Default::default()
-        };
-        state.insert_all([(&"t/k".to_string(), &ours)]).unwrap();
+        });
         // `skip` does not protect a key this resource wrote: it follows the source.
         let mut d = decider(&filter, OnConflict::Skip, &state);
-        let changed = Entry::Both {
-            source: object("s/k", "\"src2\"", 3),
-            target: object("t/k", "\"x\"", 3),
-        };
         assert!(matches!(
-            d.decide("k", changed).unwrap(),
+            d.decide("k", both_with("\"src2\"", "\"x\"")).unwrap(),
             Some(Action::Overwrite { .. })
         ));
         // A write that landed before a kill, never confirmed: adopted, not copied again.
-        let landed = Entry::Both {
-            source: object("s/k", "\"src\"", 3),
-            target: object("t/k", "\"src\"", 3),
-        };
         assert_eq!(
-            d.decide("k", landed).unwrap(),
+            d.decide("k", both_with("\"src\"", "\"src\"")).unwrap(),
             Some(Action::Adopt {
                 key: "t/k".into(),
                 etag: "\"src\"".into()
@@ -417,17 +423,12 @@ mod tests {
     #[test]
     fn a_key_someone_changed_after_this_resource_wrote_it_is_theirs() {
         let filter = KeyFilter::default();
-        let state = ObjectStates::new().unwrap();
-        let written = ObjectState {
+        let state = state_of(ObjectState {
             source_etag: "\"src\"".into(),
             written_etag: Some("\"w\"".into()),
             ..Default::default()
-        };
-        state.insert_all([(&"t/k".to_string(), &written)]).unwrap();
-        let edited = || Entry::Both {
-            source: object("s/k", "\"src2\"", 3),
-            target: object("t/k", "\"prod-edit\"", 3),
-        };
+        });
+        let edited = || both_with("\"src2\"", "\"prod-edit\"");
         let mut d = decider(&filter, OnConflict::Skip, &state);
         assert_eq!(
             d.decide("k", edited()).unwrap(),
@@ -443,12 +444,8 @@ mod tests {
         assert_eq!(d.counts.changed_since, 1);
         // Still what this resource wrote: it follows the source, whatever onConflict says.
         let mut d = decider(&filter, OnConflict::Skip, &state);
-        let unchanged = Entry::Both {
-            source: object("s/k", "\"src2\"", 3),
-            target: object("t/k", "\"w\"", 3),
-        };
         assert!(matches!(
-            d.decide("k", unchanged).unwrap(),
+            d.decide("k", both_with("\"src2\"", "\"w\"")).unwrap(),
             Some(Action::Overwrite { .. })
         ));
         assert_eq!(d.counts.changed_since, 0);

@@ -8,13 +8,13 @@ use std::sync::Arc;
 
 use tempfile::TempDir;
 
-use super::{plan, rollback, run, Archived, OnConflict, SyncSpec};
-use crate::connection::SideClients;
+use super::{plan, rollback, run, Archived, OnConflict, SyncCounts, SyncSpec};
 use crate::copy::filter::KeyFilter;
-use crate::copy::journal::{Journal, Location};
+use crate::copy::journal::Journal;
 use crate::copy::progress::Silent;
 use crate::copy::s3::{Bucket, Headers, PART_SIZE};
 use crate::copy::store::memory_objects::{Kill, MemoryObjects, Stored};
+use crate::copy::{until_killed, RolledBack};
 
 /// A dev bucket of 12 images (one larger than a part, with tags and headers) and a prod
 /// bucket holding 3 of those keys with prod's own content and 2 keys of its own.
@@ -111,10 +111,24 @@ impl World {
 
     /// The journal a run opens, as a new process (a resumed run, a destroy) opens it.
     async fn journal(&self) -> Journal {
-        let location = Location::File(self.journal_dir.path().join("prod/stack/sync"));
-        Journal::open_at(&location, &SideClients::new("target", Default::default()))
+        Journal::in_folder(self.journal_dir.path().join("prod/stack/sync")).await
+    }
+
+    /// A plan against the journal, as a resource's preview makes it.
+    async fn plan(&self, spec: &SyncSpec) -> anyhow::Result<SyncCounts> {
+        plan(spec, Some(&self.journal().await), &Silent).await
+    }
+
+    /// A whole sync, as a resource's up runs it.
+    async fn sync(&self, spec: &SyncSpec) -> anyhow::Result<SyncCounts> {
+        run(spec, &self.journal().await, &Silent, |_| Ok(())).await
+    }
+
+    /// Undoes what the journal says the syncs wrote.
+    async fn roll_back(&self, spec: &SyncSpec) -> RolledBack {
+        rollback(&spec.target, &self.journal().await, &Silent)
             .await
-            .expect("journal")
+            .unwrap()
     }
 
     /// Each object's content and headers, by key.
@@ -142,14 +156,7 @@ impl World {
     async fn killed_sync(&self, server_side: bool, kill: Kill) -> bool {
         self.store.set_kill(Some(kill));
         let spec = self.spec(server_side);
-        let journal = self.journal().await;
-        let killed = tokio::select! {
-            done = run(&spec, &journal, &Silent, |_| Ok(())) => {
-                done.expect("sync");
-                false
-            }
-            _ = self.store.killed() => true,
-        };
+        let killed = until_killed(self.sync(&spec), self.store.killed()).await;
         self.store.set_kill(None);
         killed
     }
@@ -162,15 +169,11 @@ async fn a_sync_plans_copies_verifies_and_rolls_back_to_the_original() {
         let original = world.contents("prod");
         let spec = world.spec(server_side);
 
-        let planned = plan(&spec, Some(&world.journal().await), &Silent)
-            .await
-            .unwrap();
+        let planned = world.plan(&spec).await.unwrap();
         assert_eq!((planned.copied, planned.overwritten), (13, 3));
         assert_eq!(world.contents("prod"), original, "a plan wrote");
 
-        let done = run(&spec, &world.journal().await, &Silent, |_| Ok(()))
-            .await
-            .unwrap();
+        let done = world.sync(&spec).await.unwrap();
         assert_eq!(
             (done.copied, done.overwritten),
             (13, 3),
@@ -181,14 +184,10 @@ async fn a_sync_plans_copies_verifies_and_rolls_back_to_the_original() {
             "server side: {server_side}: {done:?}"
         );
         assert_eq!(world.contents("prod"), world.synced());
-        let again = plan(&spec, Some(&world.journal().await), &Silent)
-            .await
-            .unwrap();
+        let again = world.plan(&spec).await.unwrap();
         assert_eq!(again.copied, 0, "a second plan finds work: {again:?}");
 
-        let report = rollback(&spec.target, &world.journal().await, &Silent)
-            .await
-            .unwrap();
+        let report = world.roll_back(&spec).await;
         assert_eq!((report.deleted, report.restored), (10, 3));
         assert!(report.left_alone.is_empty(), "{:?}", report.left_alone);
         assert_eq!(
@@ -242,9 +241,7 @@ async fn a_sync_killed_at_any_write_rolls_back_or_resumes_exactly() {
 async fn an_object_prod_edits_after_the_sync_is_theirs_and_survives_rollback() {
     let world = World::new();
     let spec = world.spec(true);
-    run(&spec, &world.journal().await, &Silent, |_| Ok(()))
-        .await
-        .unwrap();
+    world.sync(&spec).await.unwrap();
     world.store.put_object(
         "prod",
         "img/05.png",
@@ -258,13 +255,9 @@ async fn an_object_prod_edits_after_the_sync_is_theirs_and_survives_rollback() {
         on_conflict: OnConflict::Skip,
         ..world.spec(true)
     };
-    let again = run(&skip, &world.journal().await, &Silent, |_| Ok(()))
-        .await
-        .unwrap();
+    let again = world.sync(&skip).await.unwrap();
     assert_eq!(again.copied, 0, "{again:?}");
-    let report = rollback(&spec.target, &world.journal().await, &Silent)
-        .await
-        .unwrap();
+    let report = world.roll_back(&spec).await;
     assert_eq!(report.left_alone, ["img/05.png"]);
     let prod = world.contents("prod");
     assert_eq!(
@@ -289,10 +282,7 @@ async fn keys_s3_cannot_hold_fail_the_plan_before_anything_is_written() {
         target_prefix: String::new(),
         ..world.spec(true)
     };
-    let err = plan(&unprefixed, Some(&world.journal().await), &Silent)
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = world.plan(&unprefixed).await.unwrap_err().to_string();
     assert!(
         err.starts_with("2 source objects would get a target key S3 cannot hold"),
         "{err}"
@@ -301,9 +291,7 @@ async fn keys_s3_cannot_hold_fail_the_plan_before_anything_is_written() {
         err.contains("\"\" (0 bytes)") && err.contains("(1104 bytes)"),
         "{err}"
     );
-    let err = run(&unprefixed, &world.journal().await, &Silent, |_| Ok(()))
-        .await
-        .unwrap_err();
+    let err = world.sync(&unprefixed).await.unwrap_err();
     assert!(err.to_string().contains("nothing was written"), "{err}");
     assert_eq!(world.contents("prod"), original);
     assert!(!world.journal().await.has_records().await.unwrap());
@@ -370,9 +358,7 @@ async fn what_no_checksum_covers_is_proven_by_reading_both_when_asked() {
             verify_content,
             ..world.spec(true)
         };
-        let done = run(&spec, &world.journal().await, &Silent, |_| Ok(()))
-            .await
-            .unwrap();
+        let done = world.sync(&spec).await.unwrap();
         let (by_content, by_size) = (done.verified_by_content, done.verified_by_size);
         match verify_content {
             false => assert_eq!((by_content, by_size), (0, 1), "{done:?}"),

@@ -12,15 +12,7 @@ use crate::copy::journal::Journal;
 use crate::copy::progress::{Meter, Progress};
 use crate::copy::s3::{self, Bucket};
 use crate::copy::spill::SpillMap;
-
-/// What rollback did.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub(crate) struct BucketRollback {
-    pub deleted: u64,
-    pub restored: u64,
-    /// Target keys changed by someone else since the copy: left as they are.
-    pub left_alone: Vec<String>,
-}
+use crate::copy::RolledBack;
 
 /// Undoes what the journal says this resource did: deletes the objects it created,
 /// restores those it overwrote or deleted. A key someone else changed since is left.
@@ -30,11 +22,11 @@ pub(crate) async fn rollback(
     target: &Bucket,
     journal: &Journal,
     progress: &dyn Progress,
-) -> Result<BucketRollback> {
+) -> Result<RolledBack> {
     let state = load_objects(journal).await?;
     let meter = Meter::new(progress, "rolled back", state.len()?, 0);
     let by_segment = in_segment_order(&state)?;
-    let mut report = BucketRollback::default();
+    let mut report = RolledBack::default();
     let mut unrestorable = Vec::new();
     let mut before = None;
     loop {
@@ -148,11 +140,7 @@ pub(crate) async fn put_journalled(
         .await?;
     let etag = match only_over {
         None => s3::put_bytes(target, key, body).await?,
-        Some(current) => match target
-            .store
-            .put_if(&target.name, key, body, current)
-            .await?
-        {
+        Some(current) => match target.store.put_if(target.at(key), body, current).await? {
             Some(written) => written.etag,
             None => return Ok(false),
         },

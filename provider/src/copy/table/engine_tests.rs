@@ -8,14 +8,14 @@ use std::sync::Arc;
 use aws_sdk_dynamodb::types::AttributeValue;
 use tempfile::TempDir;
 
-use super::{plan, rollback, run, CopySpec, ItemConflict};
-use crate::connection::SideClients;
+use super::{plan, rollback, run, CopyCounts, CopySpec, ItemConflict};
 use crate::copy::dynamodb::Table;
 use crate::copy::item::Item;
-use crate::copy::journal::{Journal, Location};
+use crate::copy::journal::Journal;
 use crate::copy::progress::Silent;
 use crate::copy::rewrite::Rewriter;
 use crate::copy::store::memory::{Faults, MemoryItems};
+use crate::copy::{until_killed, RolledBack};
 
 const KEYS: [&str; 2] = ["PK", "SK"];
 
@@ -24,6 +24,11 @@ fn item(pk: &str, sk: &str, type_name: &str, body: &str) -> Item {
         .into_iter()
         .map(|(k, v)| (k.to_string(), AttributeValue::S(v.to_string())))
         .collect()
+}
+
+/// The item of image `n`; its lines are items under the same partition key.
+fn image(n: u32, body: &str) -> Item {
+    item(&format!("IMAGE#{n}"), "IMAGE", "IMAGE", body)
 }
 
 /// A dev table of 40 items (images and their lines) and a prod table holding 5 of those
@@ -38,19 +43,18 @@ impl World {
         let store = MemoryItems::new();
         store.create("dev", &KEYS);
         store.create("prod", &KEYS);
-        for image in 0..8 {
-            let pk = format!("IMAGE#{image}");
-            store.put("dev", item(&pk, "IMAGE", "IMAGE", "dev image"));
+        for n in 0..8 {
+            store.put("dev", image(n, "dev image"));
             for line in 0..4 {
+                let pk = format!("IMAGE#{n}");
                 store.put(
                     "dev",
                     item(&pk, &format!("LINE#{line}"), "LINE", "dev line"),
                 );
             }
         }
-        for image in 0..5 {
-            let pk = format!("IMAGE#{image}");
-            store.put("prod", item(&pk, "IMAGE", "IMAGE", "prod's own image"));
+        for n in 0..5 {
+            store.put("prod", image(n, "prod's own image"));
         }
         for other in 0..3 {
             store.put(
@@ -89,10 +93,33 @@ impl World {
 
     /// The journal a run opens, as a new process (a resumed run, a destroy) opens it.
     async fn journal(&self) -> Journal {
-        let location = Location::File(self.journal_dir.path().join("prod/stack/copy"));
-        Journal::open_at(&location, &SideClients::new("target", Default::default()))
+        Journal::in_folder(self.journal_dir.path().join("prod/stack/copy")).await
+    }
+
+    /// A plan, as a resource's preview makes it; `compare_target`: as refresh does.
+    async fn plan(&self, spec: &CopySpec, compare_target: bool) -> anyhow::Result<CopyCounts> {
+        plan(spec, &self.journal().await, &Silent, compare_target).await
+    }
+
+    /// A whole copy, as a resource's up runs it.
+    async fn copy(&self, spec: &CopySpec) -> anyhow::Result<CopyCounts> {
+        run(spec, &self.journal().await, &Silent, |_| Ok(())).await
+    }
+
+    /// Undoes what the journal says the copies wrote.
+    async fn roll_back(&self, spec: &CopySpec) -> RolledBack {
+        rollback(&spec.target, &spec.keys, &self.journal().await, &Silent)
             .await
-            .expect("journal")
+            .unwrap()
+    }
+
+    /// From now on the target throttles: a batch write applies at most `writes` of
+    /// its requests.
+    fn accept_per_batch(&self, writes: usize) {
+        self.store.set_faults(Faults {
+            accepted_per_batch: Some(writes),
+            ..Faults::default()
+        });
     }
 
     fn prod(&self) -> BTreeMap<String, Item> {
@@ -118,14 +145,7 @@ impl World {
             ..Faults::default()
         });
         let spec = self.spec(on_conflict);
-        let journal = self.journal().await;
-        let killed = tokio::select! {
-            done = run(&spec, &journal, &Silent, |_| Ok(())) => {
-                done.expect("copy");
-                false
-            }
-            _ = self.store.killed() => true,
-        };
+        let killed = until_killed(self.copy(&spec), self.store.killed()).await;
         self.store.set_faults(Faults::default());
         killed
     }
@@ -137,26 +157,18 @@ async fn a_copy_plans_writes_verifies_and_rolls_back_to_the_original() {
     let original = world.prod();
     let spec = world.spec(ItemConflict::Overwrite);
 
-    let planned = plan(&spec, &world.journal().await, &Silent, false)
-        .await
-        .unwrap();
+    let planned = world.plan(&spec, false).await.unwrap();
     assert_eq!((planned.copied, planned.overwritten), (40, 5));
     assert_eq!(world.prod(), original, "a plan wrote");
 
-    let done = run(&spec, &world.journal().await, &Silent, |_| Ok(()))
-        .await
-        .unwrap();
+    let done = world.copy(&spec).await.unwrap();
     assert_eq!((done.copied, done.overwritten), (40, 5));
     let expected = world.copied();
     assert_eq!(world.prod(), expected);
-    let again = plan(&spec, &world.journal().await, &Silent, true)
-        .await
-        .unwrap();
+    let again = world.plan(&spec, true).await.unwrap();
     assert_eq!(again.copied, 0, "a second plan finds work: {again:?}");
 
-    let report = rollback(&spec.target, &spec.keys, &world.journal().await, &Silent)
-        .await
-        .unwrap();
+    let report = world.roll_back(&spec).await;
     assert_eq!((report.deleted, report.restored), (35, 5));
     assert!(report.left_alone.is_empty(), "{:?}", report.left_alone);
     assert_eq!(world.prod(), original);
@@ -216,22 +228,16 @@ fn spec_of(world: &World) -> CopySpec {
 async fn an_item_prod_edits_after_the_copy_is_theirs_and_survives_rollback() {
     let world = World::new();
     let spec = world.spec(ItemConflict::Skip);
-    run(&spec, &world.journal().await, &Silent, |_| Ok(()))
-        .await
-        .unwrap();
+    world.copy(&spec).await.unwrap();
     let edited = item("IMAGE#6", "LINE#1", "LINE", "edited by the prod app");
     world.store.put("prod", edited.clone());
     world
         .store
         .put("dev", item("IMAGE#6", "LINE#1", "LINE", "new on dev"));
 
-    let again = run(&spec, &world.journal().await, &Silent, |_| Ok(()))
-        .await
-        .unwrap();
+    let again = world.copy(&spec).await.unwrap();
     assert_eq!((again.copied, again.skipped), (0, 40), "{again:?}");
-    let report = rollback(&spec.target, &spec.keys, &world.journal().await, &Silent)
-        .await
-        .unwrap();
+    let report = world.roll_back(&spec).await;
     assert_eq!(report.left_alone.len(), 1, "{report:?}");
     let prod = world.prod();
     assert_eq!(prod.len(), 5 + 3 + 1, "{:?}", prod.keys());
@@ -241,18 +247,12 @@ async fn an_item_prod_edits_after_the_copy_is_theirs_and_survives_rollback() {
 #[tokio::test]
 async fn a_throttling_table_is_retried_and_still_copied_exactly() {
     let world = World::new();
-    world.store.set_faults(Faults {
-        accepted_per_batch: Some(3),
-        ..Faults::default()
-    });
+    world.accept_per_batch(3);
     let spec = world.spec(ItemConflict::Overwrite);
     let attempts = Arc::new(crate::copy::retry::Attempts::default());
-    let done = crate::copy::retry::Attempts::count(
-        attempts.clone(),
-        run(&spec, &world.journal().await, &Silent, |_| Ok(())),
-    )
-    .await
-    .unwrap();
+    let done = crate::copy::retry::Attempts::count(attempts.clone(), world.copy(&spec))
+        .await
+        .unwrap();
     assert_eq!(done.copied, 40);
     assert_eq!(world.prod(), world.copied());
     assert!(attempts.throttles() > 0);
@@ -262,14 +262,9 @@ async fn a_throttling_table_is_retried_and_still_copied_exactly() {
 #[tokio::test(start_paused = true)]
 async fn a_table_that_accepts_no_write_fails_the_copy_instead_of_hanging() {
     let world = World::new();
-    world.store.set_faults(Faults {
-        accepted_per_batch: Some(0),
-        ..Faults::default()
-    });
+    world.accept_per_batch(0);
     let spec = world.spec(ItemConflict::Overwrite);
-    let err = run(&spec, &world.journal().await, &Silent, |_| Ok(()))
-        .await
-        .unwrap_err();
+    let err = world.copy(&spec).await.unwrap_err();
     let message = format!("{err:#}");
     assert!(message.contains("writing to table \"prod\""), "{message}");
     assert!(
@@ -283,7 +278,7 @@ async fn a_table_that_accepts_no_write_fails_the_copy_instead_of_hanging() {
 async fn items_grown_past_400_kb_fail_the_plan_before_anything_is_written() {
     let world = World::new();
     let original = world.prod();
-    let mut big = item("IMAGE#9", "IMAGE", "IMAGE", "");
+    let mut big = image(9, "");
     // Just under DynamoDB's limit as the source holds it; the attribute set pushes it over.
     big.insert("ocr".into(), AttributeValue::S("x".repeat(400 * 1024 - 60)));
     assert!(crate::copy::item::item_size(&big) <= 400 * 1024);
@@ -296,18 +291,13 @@ async fn items_grown_past_400_kb_fail_the_plan_before_anything_is_written() {
         }],
         ..world.spec(ItemConflict::Overwrite)
     };
-    let err = plan(&spec, &world.journal().await, &Silent, false)
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = world.plan(&spec, false).await.unwrap_err().to_string();
     assert!(
         err.starts_with("1 items would be larger than DynamoDB's 400 KB"),
         "{err}"
     );
     assert!(err.contains("IMAGE#9"), "{err}");
-    let err = run(&spec, &world.journal().await, &Silent, |_| Ok(()))
-        .await
-        .unwrap_err();
+    let err = world.copy(&spec).await.unwrap_err();
     assert!(err.to_string().contains("nothing was written"), "{err}");
     assert_eq!(world.prod(), original);
     assert_eq!(world.store.written(), 0);

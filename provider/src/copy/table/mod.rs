@@ -221,7 +221,9 @@ pub async fn plan(
     if let Some(verified) = trusted {
         let (none, empty) = (SpillMap::<u128, u128>::new()?, Index::empty()?);
         let scanned = scan_meter(progress, &spec.source);
-        let source = walk(spec, &none, &empty, None, None, &Mode::Plan, Some(&scanned)).await?;
+        let source = Walk::planning(spec, &none, &empty, None, &scanned)
+            .walk()
+            .await?;
         if source.fingerprint == verified {
             return Ok(source.all_present());
         }
@@ -288,16 +290,9 @@ async fn compare(spec: &CopySpec, journal: &Journal, progress: &dyn Progress) ->
     };
     let scanned = scan_meter(progress, &spec.source);
     let actions = groups.as_ref().map(|g| &g.actions);
-    let mut planned = walk(
-        spec,
-        &ours,
-        &target,
-        actions,
-        None,
-        &Mode::Plan,
-        Some(&scanned),
-    )
-    .await?;
+    let mut planned = Walk::planning(spec, &ours, &target, actions, &scanned)
+        .walk()
+        .await?;
     if let Some(groups) = &groups {
         planned.groups = groups.counts;
         planned.deleted = groups.deletes;
@@ -327,7 +322,6 @@ pub async fn run(
         groups,
         planned,
     } = compare(spec, journal, progress).await?;
-    let actions = groups.as_ref().map(|g| &g.actions);
     check_writable(&planned)?;
     check_plan(&planned)?;
     note_verified(journal, None).await?;
@@ -350,10 +344,23 @@ pub async fn run(
         written: &written,
     };
     let mut done = CopyCounts::default();
+    let walk = Walk {
+        spec,
+        ours: &ours,
+        target: &target,
+        actions: groups.as_ref().map(|g| &g.actions),
+        pass: None,
+        mode: &mode,
+        scanned: None,
+    };
     for pass in 0..=spec.write_order.len() {
-        let walked = walk(spec, &ours, &target, actions, Some(pass), &mode, None)
-            .await
-            .with_context(|| format!("stopped having {}", meter.line()))?;
+        let walked = Walk {
+            pass: Some(pass),
+            ..walk
+        }
+        .walk()
+        .await
+        .with_context(|| format!("stopped having {}", meter.line()))?;
         done.merge(walked);
     }
     // Types and scans are counted once per pass that saw them: take the plan's.
@@ -435,192 +442,208 @@ async fn verify(
     Ok(())
 }
 
-/// Scans the source in parallel segments; in `Run` mode writes the items of `pass`.
-/// `actions`: in mirror mode, what each changing group gets (an item of a group absent
-/// from it is left as it is).
-async fn walk(
-    spec: &CopySpec,
-    ours: &SpillMap<u128, u128>,
-    target: &Index,
-    actions: Option<&SpillMap<u128, u128>>,
-    pass: Option<usize>,
-    mode: &Mode<'_>,
-    scanned: Option<&Meter<'_>>,
-) -> Result<CopyCounts> {
-    let compared = Against {
-        ours,
-        target,
-        actions,
-    };
-    let segments: Vec<_> = (0..spec.segments)
-        .map(|segment| scan_segment(spec, &compared, pass, mode, segment, scanned))
-        .collect();
-    let mut totals = CopyCounts::default();
-    for counts in futures::future::try_join_all(segments).await? {
-        totals.merge(counts);
-    }
-    Ok(totals)
-}
-
-/// What each source item is decided against.
-struct Against<'a> {
+/// One walk of the source: what its items are compared with, and what it does.
+#[derive(Clone, Copy)]
+struct Walk<'a> {
+    spec: &'a CopySpec,
+    /// Digests of the items this resource wrote, by key hash (from the journal).
     ours: &'a SpillMap<u128, u128>,
     target: &'a Index,
+    /// Mirror mode: what each changing group gets (an item of a group absent from it is
+    /// left as it is).
     actions: Option<&'a SpillMap<u128, u128>>,
-}
-
-async fn scan_segment(
-    spec: &CopySpec,
-    compared: &Against<'_>,
+    /// Only the items of this write-order pass; None: all of them.
     pass: Option<usize>,
-    mode: &Mode<'_>,
-    segment: i32,
-    scanned: Option<&Meter<'_>>,
-) -> Result<CopyCounts> {
-    let mut counts = CopyCounts::default();
-    let now = now_epoch();
-    let mut pages = Pages::new(&spec.source, segment, spec.segments);
-    while let Some(page) = pages.next().await? {
-        if let Some(scanned) = scanned {
-            scanned.add(page.len() as u64, 0);
-        }
-        let mut candidates = Vec::new();
-        for item in page {
-            let type_name = type_of(&item, &spec.type_attribute).to_string();
-            if pass.is_some_and(|p| spec.pass_of(&type_name) != p) {
-                continue;
-            }
-            counts.scanned += 1;
-            counts.types_present.insert(type_name.clone());
-            if !spec.selected(&type_name) {
-                counts.filtered += 1;
-                counts.by(&type_name).filtered += 1;
-                continue;
-            }
-            if spec.expired(&item, now) {
-                counts.expired += 1;
-                counts.by(&type_name).expired += 1;
-                continue;
-            }
-            let item = spec.transform(item, &type_name, &mut counts);
-            let key = key_of(&item, &spec.keys);
-            let (hash, digest) = (digest_bits(&key), digest_bits(&item));
-            counts.fingerprint = counts.fingerprint.wrapping_add(pair_hash(hash, digest));
-            candidates.push(Candidate {
-                type_name,
-                hash,
-                digest,
-                group: mirror::group_of(&item, &spec.keys[0]),
-                item,
-                key,
-            });
-        }
-        // Chunks are handed over, so an item's only copy moves into its write request.
-        let mut candidates = candidates.into_iter().peekable();
-        while candidates.peek().is_some() {
-            let chunk: Vec<Candidate> = candidates.by_ref().take(READ_BATCH).collect();
-            decide_and_write(spec, compared, mode, chunk, &mut counts).await?;
-        }
-    }
-    Ok(counts)
+    mode: &'a Mode<'a>,
+    scanned: Option<&'a Meter<'a>>,
 }
 
-async fn decide_and_write(
-    spec: &CopySpec,
-    compared: &Against<'_>,
-    mode: &Mode<'_>,
-    chunk: Vec<Candidate>,
-    counts: &mut CopyCounts,
-) -> Result<()> {
-    let mut writes: Vec<Candidate> = Vec::new();
-    let mut first_overwrites = Vec::new();
-    let hashes: Vec<&u128> = chunk.iter().map(|c| &c.hash).collect();
-    let currents = compared.target.0.get_all(hashes.iter().copied())?;
-    let written_before = compared.ours.get_all(hashes.iter().copied())?;
-    // Mirror mode: an unchanged group is left as it is; a new or changed one is made
-    // the source's, whatever `onConflict` says.
-    let group_actions = match compared.actions {
-        Some(actions) => Some(actions.get_all(chunk.iter().map(|c| &c.group))?),
-        None => None,
-    };
-    for (index, ((candidate, current), written)) in chunk
-        .into_iter()
-        .zip(currents)
-        .zip(written_before)
-        .enumerate()
-    {
-        let changed_since = written.is_some() && current.is_some() && current != written;
-        if changed_since && current != Some(candidate.digest) {
-            counts.changed_since += 1;
+impl<'a> Walk<'a> {
+    /// A walk of all items that writes nothing, only counts what a run would do.
+    fn planning(
+        spec: &'a CopySpec,
+        ours: &'a SpillMap<u128, u128>,
+        target: &'a Index,
+        actions: Option<&'a SpillMap<u128, u128>>,
+        scanned: &'a Meter<'a>,
+    ) -> Walk<'a> {
+        Walk {
+            spec,
+            ours,
+            target,
+            actions,
+            pass: None,
+            mode: &Mode::Plan,
+            scanned: Some(scanned),
         }
-        let decision = match &group_actions {
-            Some(actions) if actions[index].is_none() => Decision::Skip,
-            Some(_) => decide(current, candidate.digest, written, ItemConflict::Overwrite),
-            None => decide(current, candidate.digest, written, spec.on_conflict),
-        };
-        match decision {
-            Decision::Write { .. } if item_size(&candidate.item) > MAX_ITEM_BYTES => {
-                counts.too_large(candidate.id());
+    }
+
+    /// Scans the source in parallel segments; in `Run` mode writes the items of `pass`.
+    async fn walk(self) -> Result<CopyCounts> {
+        let segments: Vec<_> = (0..self.spec.segments)
+            .map(|segment| self.scan_segment(segment))
+            .collect();
+        let mut totals = CopyCounts::default();
+        for counts in futures::future::try_join_all(segments).await? {
+            totals.merge(counts);
+        }
+        Ok(totals)
+    }
+
+    async fn scan_segment(self, segment: i32) -> Result<CopyCounts> {
+        let Walk {
+            spec,
+            pass,
+            scanned,
+            ..
+        } = self;
+        let mut counts = CopyCounts::default();
+        let now = now_epoch();
+        let mut pages = Pages::new(&spec.source, segment, spec.segments);
+        while let Some(page) = pages.next().await? {
+            if let Some(scanned) = scanned {
+                scanned.add(page.len() as u64, 0);
             }
-            Decision::Write { overwrite } => {
-                counts.copied += 1;
-                counts.bytes_copied += item_size(&candidate.item);
-                counts.by(&candidate.type_name).copied += 1;
-                if overwrite {
-                    counts.overwritten += 1;
-                    counts.by(&candidate.type_name).overwritten += 1;
-                    // The journal keeps the first `previous` of a key, so only items
-                    // that are someone else's (never written by this resource, or
-                    // changed since) are read in full, just before they are replaced.
-                    if written.is_none() || changed_since {
-                        first_overwrites.push(candidate.key.clone());
-                    }
+            let mut candidates = Vec::new();
+            for item in page {
+                let type_name = type_of(&item, &spec.type_attribute).to_string();
+                if pass.is_some_and(|p| spec.pass_of(&type_name) != p) {
+                    continue;
                 }
-                writes.push(candidate);
+                counts.scanned += 1;
+                counts.types_present.insert(type_name.clone());
+                if !spec.selected(&type_name) {
+                    counts.filtered += 1;
+                    counts.by(&type_name).filtered += 1;
+                    continue;
+                }
+                if spec.expired(&item, now) {
+                    counts.expired += 1;
+                    counts.by(&type_name).expired += 1;
+                    continue;
+                }
+                let item = spec.transform(item, &type_name, &mut counts);
+                let key = key_of(&item, &spec.keys);
+                let (hash, digest) = (digest_bits(&key), digest_bits(&item));
+                counts.fingerprint = counts.fingerprint.wrapping_add(pair_hash(hash, digest));
+                candidates.push(Candidate {
+                    type_name,
+                    hash,
+                    digest,
+                    group: mirror::group_of(&item, &spec.keys[0]),
+                    item,
+                    key,
+                });
             }
-            Decision::Conflict => {
-                counts.conflict(candidate.id());
-                counts.skipped += 1;
-                counts.by(&candidate.type_name).skipped += 1;
-            }
-            Decision::Skip => {
-                counts.skipped += 1;
-                counts.by(&candidate.type_name).skipped += 1;
+            // Chunks are handed over, so an item's only copy moves into its write request.
+            let mut candidates = candidates.into_iter().peekable();
+            while candidates.peek().is_some() {
+                let chunk: Vec<Candidate> = candidates.by_ref().take(READ_BATCH).collect();
+                self.decide_and_write(chunk, &mut counts).await?;
             }
         }
+        Ok(counts)
     }
-    let Mode::Run {
-        journal,
-        meter,
-        limiter,
-        written,
-    } = mode
-    else {
-        return Ok(());
-    };
-    if writes.is_empty() {
-        return Ok(());
+
+    async fn decide_and_write(self, chunk: Vec<Candidate>, counts: &mut CopyCounts) -> Result<()> {
+        let Walk {
+            spec,
+            ours,
+            target,
+            actions,
+            mode,
+            ..
+        } = self;
+        let mut writes: Vec<Candidate> = Vec::new();
+        let mut first_overwrites = Vec::new();
+        let hashes: Vec<&u128> = chunk.iter().map(|c| &c.hash).collect();
+        let currents = target.0.get_all(hashes.iter().copied())?;
+        let written_before = ours.get_all(hashes.iter().copied())?;
+        // Mirror mode: an unchanged group is left as it is; a new or changed one is made
+        // the source's, whatever `onConflict` says.
+        let group_actions = match actions {
+            Some(actions) => Some(actions.get_all(chunk.iter().map(|c| &c.group))?),
+            None => None,
+        };
+        for (index, ((candidate, current), written)) in chunk
+            .into_iter()
+            .zip(currents)
+            .zip(written_before)
+            .enumerate()
+        {
+            let changed_since = written.is_some() && current.is_some() && current != written;
+            if changed_since && current != Some(candidate.digest) {
+                counts.changed_since += 1;
+            }
+            let decision = match &group_actions {
+                Some(actions) if actions[index].is_none() => Decision::Skip,
+                Some(_) => decide(current, candidate.digest, written, ItemConflict::Overwrite),
+                None => decide(current, candidate.digest, written, spec.on_conflict),
+            };
+            match decision {
+                Decision::Write { .. } if item_size(&candidate.item) > MAX_ITEM_BYTES => {
+                    counts.too_large(candidate.id());
+                }
+                Decision::Write { overwrite } => {
+                    counts.copied += 1;
+                    counts.bytes_copied += item_size(&candidate.item);
+                    counts.by(&candidate.type_name).copied += 1;
+                    if overwrite {
+                        counts.overwritten += 1;
+                        counts.by(&candidate.type_name).overwritten += 1;
+                        // The journal keeps the first `previous` of a key, so only items
+                        // that are someone else's (never written by this resource, or
+                        // changed since) are read in full, just before they are replaced.
+                        if written.is_none() || changed_since {
+                            first_overwrites.push(candidate.key.clone());
+                        }
+                    }
+                    writes.push(candidate);
+                }
+                Decision::Conflict => {
+                    counts.conflict(candidate.id());
+                    counts.skipped += 1;
+                    counts.by(&candidate.type_name).skipped += 1;
+                }
+                Decision::Skip => {
+                    counts.skipped += 1;
+                    counts.by(&candidate.type_name).skipped += 1;
+                }
+            }
+        }
+        let Mode::Run {
+            journal,
+            meter,
+            limiter,
+            written,
+        } = mode
+        else {
+            return Ok(());
+        };
+        if writes.is_empty() {
+            return Ok(());
+        }
+        let previous = read_items(&spec.target, &spec.keys, first_overwrites).await?;
+        let records: Vec<ItemRecord> = writes
+            .iter()
+            .map(|candidate| ItemRecord {
+                key: item_to_json(&candidate.key),
+                previous: previous.get(&candidate.id()).map(item_to_json),
+                digest: digest(&candidate.item),
+            })
+            .collect();
+        journal.append(&records).await?;
+        let hashes: Vec<(u128, u128)> = writes.iter().map(|c| (c.hash, c.digest)).collect();
+        let bytes = writes.iter().map(|c| item_size(&c.item)).sum();
+        let requests = writes
+            .into_iter()
+            .map(|c| dynamodb::put(c.item))
+            .collect::<Result<Vec<_>>>()?;
+        batch_write(&spec.target, requests, *limiter).await?;
+        written.insert_all(hashes.iter().map(|(k, v)| (k, v)))?;
+        meter.add(hashes.len() as u64, bytes);
+        Ok(())
     }
-    let previous = read_items(&spec.target, &spec.keys, first_overwrites).await?;
-    let records: Vec<ItemRecord> = writes
-        .iter()
-        .map(|candidate| ItemRecord {
-            key: item_to_json(&candidate.key),
-            previous: previous.get(&candidate.id()).map(item_to_json),
-            digest: digest(&candidate.item),
-        })
-        .collect();
-    journal.append(&records).await?;
-    let hashes: Vec<(u128, u128)> = writes.iter().map(|c| (c.hash, c.digest)).collect();
-    let bytes = writes.iter().map(|c| item_size(&c.item)).sum();
-    let requests = writes
-        .into_iter()
-        .map(|c| dynamodb::put(c.item))
-        .collect::<Result<Vec<_>>>()?;
-    batch_write(&spec.target, requests, *limiter).await?;
-    written.insert_all(hashes.iter().map(|(k, v)| (k, v)))?;
-    meter.add(hashes.len() as u64, bytes);
-    Ok(())
 }
 
 #[cfg(test)]

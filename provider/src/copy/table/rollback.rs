@@ -8,15 +8,7 @@ use super::records::{load_items, ItemState};
 use crate::copy::dynamodb::{self, batch_write, Table, READ_BATCH};
 use crate::copy::item::{digest, item_from_json};
 use crate::copy::progress::{Meter, Progress};
-
-/// What rollback did.
-#[derive(Debug, Default)]
-pub struct TableRollback {
-    pub deleted: u64,
-    pub restored: u64,
-    /// Keys whose item someone else changed since the copy: left as they are.
-    pub left_alone: Vec<String>,
-}
+use crate::copy::RolledBack;
 
 /// Chunks of the journal's keys rolled back at once, as the copy's scan segments write.
 const CHUNKS_IN_FLIGHT: usize = 8;
@@ -28,14 +20,14 @@ pub async fn rollback(
     keys: &[String],
     journal: &crate::copy::journal::Journal,
     progress: &dyn Progress,
-) -> Result<TableRollback> {
+) -> Result<RolledBack> {
     let state = load_items(journal).await?;
     let meter = Meter::new(progress, "rolled back", state.len()?, 0);
     // The state is read a chunk at a time, so memory holds only the chunks in flight.
     let mut in_flight = FuturesUnordered::new();
     let mut after: Option<String> = None;
     let mut read_all = false;
-    let mut report = TableRollback::default();
+    let mut report = RolledBack::default();
     loop {
         while !read_all && in_flight.len() < CHUNKS_IN_FLIGHT {
             let chunk = state.page(after.as_ref(), READ_BATCH, false)?;
@@ -65,8 +57,8 @@ async fn rollback_chunk(
     keys: &[String],
     chunk: Vec<(String, ItemState)>,
     meter: &Meter<'_>,
-) -> Result<TableRollback> {
-    let mut report = TableRollback::default();
+) -> Result<RolledBack> {
+    let mut report = RolledBack::default();
     let wanted = chunk
         .iter()
         .map(|(_, s)| item_from_json(&s.key))

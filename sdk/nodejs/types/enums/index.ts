@@ -36,6 +36,22 @@ export const ChangeDetection = {
  */
 export type ChangeDetection = (typeof ChangeDetection)[keyof typeof ChangeDetection];
 
+export const CopyMode = {
+    /**
+     * Copy the selected items; never delete (`onConflict` decides for existing keys).
+     */
+    Copy: "copy",
+    /**
+     * Keep the target equal to the source group by group (a group: the items under one partition key, for example one image): new groups are added, changed ones replaced (their target items the source lacks deleted), groups gone from the source deleted when `allowDeletes` is true; unchanged groups are left as they are. A group's fingerprint ignores rewritten bucket names and the attributes `setAttributes` sets. Only items of the selected types take part; `onConflict` does not apply.
+     */
+    Mirror: "mirror",
+} as const;
+
+/**
+ * How the target is kept in step with the source.
+ */
+export type CopyMode = (typeof CopyMode)[keyof typeof CopyMode];
+
 export const ItemConflict = {
     /**
      * Leave the target's item as it is.

@@ -302,3 +302,162 @@ async fn items_grown_past_400_kb_fail_the_plan_before_anything_is_written() {
     assert_eq!(world.prod(), original);
     assert_eq!(world.store.written(), 0);
 }
+
+/// A mirror world: dev's 8 images (an image item and 4 lines each) against a prod that
+/// holds image 0 as dev has it (but for prod's own embedding status), images 1 to 4
+/// with prod's own image item (image 1 with a line dev lacks), image 99 that dev no
+/// longer has, and users (not mirrored: only images and lines are selected).
+fn mirror_world() -> World {
+    let world = World::new();
+    for line in 0..4 {
+        let mut embedded = item("IMAGE#0", &format!("LINE#{line}"), "LINE", "dev line");
+        embedded.insert(
+            "embedding_status".into(),
+            AttributeValue::S("SUCCESS".into()),
+        );
+        world.store.put("prod", embedded);
+    }
+    world.store.put("prod", image(0, "dev image"));
+    world.store.put(
+        "prod",
+        item("IMAGE#1", "LINE#9", "LINE", "a line dev lacks"),
+    );
+    world.store.put("prod", image(99, "gone from dev"));
+    world
+        .store
+        .put("prod", item("IMAGE#99", "LINE#0", "LINE", "gone from dev"));
+    world
+}
+
+fn mirror_spec(world: &World, allow_deletes: bool) -> CopySpec {
+    CopySpec {
+        include: Some(["IMAGE", "LINE"].map(String::from).into()),
+        set_attributes: vec![super::SetAttribute {
+            types: vec!["LINE".into()],
+            attribute: "embedding_status".into(),
+            value: "NONE".into(),
+        }],
+        mirror: Some(super::Mirror { allow_deletes }),
+        ..world.spec(ItemConflict::Skip)
+    }
+}
+
+/// Prod once mirrored: dev's groups (lines with embedding_status NONE), but image 0 as
+/// prod had it, and the users.
+fn mirrored(world: &World, original: &BTreeMap<String, Item>) -> BTreeMap<String, Item> {
+    let mut expected: BTreeMap<String, Item> = world
+        .store
+        .items("dev")
+        .into_iter()
+        .filter(|(_, item)| item["PK"] != AttributeValue::S("IMAGE#0".into()))
+        .map(|(id, mut item)| {
+            if item["TYPE"] == AttributeValue::S("LINE".into()) {
+                item.insert("embedding_status".into(), AttributeValue::S("NONE".into()));
+            }
+            (id, item)
+        })
+        .collect();
+    expected.extend(
+        original
+            .iter()
+            .filter(|(_, item)| {
+                item["PK"] == AttributeValue::S("IMAGE#0".into())
+                    || item["TYPE"] == AttributeValue::S("USER".into())
+            })
+            .map(|(id, item)| (id.clone(), item.clone())),
+    );
+    expected
+}
+
+#[tokio::test]
+async fn a_mirror_adds_replaces_and_deletes_groups_and_rollback_restores_each() {
+    let world = mirror_world();
+    let original = world.prod();
+
+    let err = world
+        .plan(&mirror_spec(&world, false), false)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("1 groups of the target are gone from the source, for example IMAGE#99"),
+        "{err}"
+    );
+    assert!(world.copy(&mirror_spec(&world, false)).await.is_err());
+    assert_eq!(world.prod(), original, "a refused mirror wrote");
+
+    let spec = mirror_spec(&world, true);
+    let planned = world.plan(&spec, false).await.unwrap();
+    let groups = super::GroupCounts {
+        added: 3,
+        replaced: 4,
+        deleted: 1,
+        unchanged: 1,
+    };
+    assert_eq!(planned.groups, groups);
+    // Images 1-7 and their lines; image 99's two items and image 1's extra line.
+    assert_eq!((planned.copied, planned.deleted), (35, 3), "{planned:?}");
+
+    let done = world.copy(&spec).await.unwrap();
+    assert_eq!((done.groups, done.copied, done.deleted), (groups, 35, 3));
+    assert_eq!(world.prod(), mirrored(&world, &original));
+    let again = world.plan(&spec, true).await.unwrap();
+    assert_eq!(
+        (again.copied, again.deleted, again.groups.unchanged),
+        (0, 0, 8),
+        "{again:?}"
+    );
+
+    let report = world.roll_back(&spec).await;
+    assert!(report.left_alone.is_empty(), "{:?}", report.left_alone);
+    assert_eq!(world.prod(), original);
+}
+
+#[tokio::test]
+async fn a_mirror_killed_at_any_write_rolls_back_or_resumes_exactly() {
+    // 35 puts and 3 deletes.
+    for writes in 0..38 {
+        let killed = mirror_world();
+        let original = killed.prod();
+        killed.store.set_faults(Faults {
+            kill_after_writes: Some(writes),
+            ..Faults::default()
+        });
+        let spec = mirror_spec(&killed, true);
+        assert!(until_killed(killed.copy(&spec), killed.store.killed()).await);
+        killed.store.set_faults(Faults::default());
+        let report = killed.roll_back(&spec).await;
+        assert_eq!(
+            killed.prod(),
+            original,
+            "rollback after a kill at write {writes}"
+        );
+        assert!(report.left_alone.is_empty(), "kill at {writes}: {report:?}");
+
+        let resumed = mirror_world();
+        resumed.store.set_faults(Faults {
+            kill_after_writes: Some(writes),
+            ..Faults::default()
+        });
+        assert!(
+            until_killed(
+                resumed.copy(&mirror_spec(&resumed, true)),
+                resumed.store.killed()
+            )
+            .await
+        );
+        resumed.store.set_faults(Faults::default());
+        resumed.copy(&mirror_spec(&resumed, true)).await.unwrap();
+        assert_eq!(
+            resumed.prod(),
+            mirrored(&resumed, &original),
+            "resume after write {writes}"
+        );
+        resumed.roll_back(&mirror_spec(&resumed, true)).await;
+        assert_eq!(
+            resumed.prod(),
+            original,
+            "rollback of a resumed mirror killed at write {writes}"
+        );
+    }
+}

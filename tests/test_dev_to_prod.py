@@ -76,7 +76,8 @@ def test_the_whole_migration(migration):
     pulumi(migration, "up", "--yes", "--skip-preview")
     prod = side_state("prod")
     dev_items = scan_all(dynamodb(), NAMES["dev"]["tableName"])
-    expected_items = dict(prod_before["items"])
+    # Mirrored per image: prod's own image is gone from dev, so it is deleted.
+    expected_items = {k: v for k, v in prod_before["items"].items() if k[0] != "IMAGE#prod-only"}
     for item in dev_items.values():
         transformed = expected_transform(item)
         if transformed is not None:
@@ -95,6 +96,8 @@ def test_the_whole_migration(migration):
     assert prod["objects"]["layoutlmBucket"] == expected_model
     outputs = json.loads(pulumi(migration, "stack", "output", "--json"))
     assert outputs["verified"] == [True] * 5
+    groups = {item["PK"]["S"] for item in dev_items.values() if expected_transform(item) is not None}
+    assert outputs["imagesMirrored"] == {"added": len(groups), "replaced": 0, "deleted": 1, "unchanged": 0}
     assert outputs["model"] == f"s3://{NAMES['prod']['layoutlmBucket']}/{model}"
     # The runbook around the copies: both embedding workflows started once, after the
     # copies, and the CDN invalidated for exactly the keys the CDN sync wrote.

@@ -72,15 +72,10 @@ impl Migration for Marker {
         })
     }
 
-    async fn apply(
-        &self,
-        ctx: &Context,
-        inputs: &Inputs,
-        so_far: &mut Option<Outputs>,
-    ) -> Result<Outputs> {
+    async fn apply(&self, ctx: &Context, inputs: &Inputs) -> Result<Outputs> {
         let target = bucket(ctx, &inputs.target_bucket).await?;
         let journal = ctx.journal().await?;
-        *so_far = Some(Outputs {
+        ctx.resolved(&Outputs {
             target_bucket: target.name.clone(),
             written: false,
         });

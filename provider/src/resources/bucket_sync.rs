@@ -383,16 +383,11 @@ impl Migration for BucketSync {
         })
     }
 
-    async fn apply(
-        &self,
-        ctx: &Context,
-        inputs: &Inputs,
-        so_far: &mut Option<Outputs>,
-    ) -> Result<Outputs> {
+    async fn apply(&self, ctx: &Context, inputs: &Inputs) -> Result<Outputs> {
         let spec = Self::spec(ctx, inputs).await?;
         let selection = Selection::of(inputs, &spec).await?;
         let journal = ctx.journal().await?;
-        *so_far = Some(Outputs::from_counts(&spec, &SyncCounts::default(), false));
+        ctx.resolved(&Outputs::from_counts(&spec, &SyncCounts::default(), false));
         let counts = sync::run(&spec, &journal, ctx.progress.as_ref(), |planned| {
             selection.check(planned)
         })

@@ -143,12 +143,7 @@ impl Migration for CdnInvalidation {
         })
     }
 
-    async fn apply(
-        &self,
-        ctx: &Context,
-        inputs: &Inputs,
-        _so_far: &mut Option<Outputs>,
-    ) -> Result<Outputs> {
+    async fn apply(&self, ctx: &Context, inputs: &Inputs) -> Result<Outputs> {
         let distribution = Self::distribution(ctx, inputs).await?;
         let paths = cdn::paths_for(&inputs.paths, &inputs.keys);
         if paths.is_empty() {

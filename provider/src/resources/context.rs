@@ -58,6 +58,8 @@ pub struct Context {
     /// Values from secrets met so far (the stacks' secret outputs, secret inputs): the
     /// outputs holding them are secret, and progress shows them masked.
     pub secrets: super::secrets::Secrets,
+    /// The outputs naming what a run writes to, noted by `resolved` as soon as it knows.
+    pub resolved: Arc<std::sync::Mutex<Option<Map<String, Value>>>>,
 }
 
 /// What a migration writes into, as another migration into the same place sees it.
@@ -212,6 +214,15 @@ impl<'a> BucketInputs<'a> {
 }
 
 impl Context {
+    /// Notes outputs that name what this run writes to (nothing counted yet): when the
+    /// run then fails after writing and the target no longer answers a plan, the engine
+    /// keeps them in the state, so that `pulumi destroy` still finds the target.
+    pub(crate) fn resolved<O: Serialize>(&self, outputs: &O) {
+        if let Ok(Value::Object(outputs)) = serde_json::to_value(outputs) {
+            *self.resolved.lock().expect("not poisoned") = Some(outputs);
+        }
+    }
+
     pub(crate) fn side(&self, side: Side) -> &SideClients {
         match side {
             Side::Source => &self.clients.source,

@@ -550,16 +550,11 @@ impl Migration for DynamoCopy {
         })
     }
 
-    async fn apply(
-        &self,
-        ctx: &Context,
-        inputs: &Inputs,
-        so_far: &mut Option<Outputs>,
-    ) -> Result<Outputs> {
+    async fn apply(&self, ctx: &Context, inputs: &Inputs) -> Result<Outputs> {
         let rewrites = Self::rewrites(ctx, inputs).await?;
         let spec = Self::spec(ctx, inputs, &rewrites).await?;
         let journal = ctx.journal().await?;
-        *so_far = Some(Outputs::from_counts(
+        ctx.resolved(&Outputs::from_counts(
             &spec,
             rewrites.clone(),
             CopyCounts::default(),

@@ -65,15 +65,10 @@ pub trait Migration: Send + Sync + 'static {
     /// What `apply` would do now, writing nothing. `pending` says whether it would write.
     async fn plan(&self, ctx: &Context, inputs: &Self::Inputs) -> Result<Planned<Self::Outputs>>;
     /// Does the copy, verifies it, and reports what it did. Once it knows what it writes
-    /// to, it sets `so_far` to outputs naming it (nothing counted yet): when it then fails
-    /// after writing and the target no longer answers a plan, that is the state the
-    /// engine keeps, so that `pulumi destroy` still finds the target.
-    async fn apply(
-        &self,
-        ctx: &Context,
-        inputs: &Self::Inputs,
-        so_far: &mut Option<Self::Outputs>,
-    ) -> Result<Self::Outputs>;
+    /// to, it notes outputs naming it (nothing counted yet) with `ctx.resolved`: when it
+    /// then fails after writing and the target no longer answers a plan, that is the
+    /// state the engine keeps, so that `pulumi destroy` still finds the target.
+    async fn apply(&self, ctx: &Context, inputs: &Self::Inputs) -> Result<Self::Outputs>;
     /// Undoes what `apply` did, from the journal. `state` is what the last run reported.
     async fn rollback(&self, ctx: &Context, state: &Self::Outputs) -> Result<()>;
 }
@@ -191,19 +186,19 @@ fn own_inputs<T: DeserializeOwned>(inputs: &Map<String, Value>) -> Result<T> {
 
 /// The error of an apply that failed, with the state for the engine to keep when the
 /// run had written (its journal has records): named by a plan made now or, when the
-/// target no longer answers one, by what the run had resolved (`so_far`).
+/// target no longer answers one, by what the run had resolved (`Context::resolved`).
 async fn failed_apply<M: Migration>(
     resource: &M,
     ctx: &Context,
     inputs: &Map<String, Value>,
-    so_far: Option<M::Outputs>,
     cause: anyhow::Error,
 ) -> anyhow::Error {
+    let resolved = ctx.resolved.lock().expect("not poisoned").take();
     let state = match resource.recover(ctx, inputs).await {
         Ok(state) => state,
         Err(unplanned) => {
             let common = common_outputs::<M>(ctx, true).await;
-            match (so_far, common) {
+            match (resolved, common) {
                 (Some(outputs), Ok(common)) if common.journal_segments > Some(0) => {
                     ctx.progress.warn(&format!(
                         "the target could not be planned against after the failure ({unplanned:#}); \
@@ -323,14 +318,18 @@ impl<M: Migration> Resource for M {
         inputs: &Map<String, Value>,
     ) -> Result<Map<String, Value>> {
         let typed: M::Inputs = own_inputs(inputs)?;
-        let mut so_far = None;
-        let cause = match Migration::apply(self, ctx, &typed, &mut so_far).await {
+        // A slot of this run's own for what it resolves.
+        let ctx = &Context {
+            resolved: Default::default(),
+            ..ctx.clone()
+        };
+        let cause = match Migration::apply(self, ctx, &typed).await {
             Ok(outputs) => {
                 return state_of(inputs, &outputs, &common_outputs::<M>(ctx, true).await?)
             }
             Err(cause) => cause,
         };
-        Err(failed_apply(self, ctx, inputs, so_far, cause).await)
+        Err(failed_apply(self, ctx, inputs, cause).await)
     }
     async fn recover(
         &self,

@@ -207,15 +207,10 @@ impl Migration for ModelCopy {
         })
     }
 
-    async fn apply(
-        &self,
-        ctx: &Context,
-        inputs: &Inputs,
-        so_far: &mut Option<Outputs>,
-    ) -> Result<Outputs> {
+    async fn apply(&self, ctx: &Context, inputs: &Inputs) -> Result<Outputs> {
         let plan = Self::plan_copy(ctx, inputs).await?;
         let journal = ctx.journal().await?;
-        *so_far = Some(Self::outputs(&plan, &SyncCounts::default(), false));
+        ctx.resolved(&Self::outputs(&plan, &SyncCounts::default(), false));
         let mut total = SyncCounts::default();
         for spec in &plan.specs {
             total.add(&sync::run(spec, &journal, ctx.progress.as_ref(), |_| Ok(())).await?);

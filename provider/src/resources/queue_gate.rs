@@ -210,12 +210,7 @@ impl Migration for QueueGate {
         })
     }
 
-    async fn apply(
-        &self,
-        ctx: &Context,
-        inputs: &Inputs,
-        _so_far: &mut Option<Outputs>,
-    ) -> Result<Outputs> {
+    async fn apply(&self, ctx: &Context, inputs: &Inputs) -> Result<Outputs> {
         Self::check(ctx, inputs).await
     }
 

@@ -378,16 +378,11 @@ impl Migration for SnapshotPromote {
         Ok(Planned { outputs, pending })
     }
 
-    async fn apply(
-        &self,
-        ctx: &Context,
-        inputs: &Inputs,
-        so_far: &mut Option<Outputs>,
-    ) -> Result<Outputs> {
+    async fn apply(&self, ctx: &Context, inputs: &Inputs) -> Result<Outputs> {
         let mut outputs = Outputs::default();
         let collections = Self::collections(ctx, inputs, &mut outputs).await?;
         let journal = ctx.journal().await?;
-        *so_far = Some(outputs.clone());
+        ctx.resolved(&outputs);
         let wait = Duration::from_secs(inputs.lock_wait_seconds);
         let locks = Self::lock_tables(ctx, inputs).await?;
         let owner = lock_owner(&ctx.urn);

@@ -139,12 +139,7 @@ impl Migration for WorkflowRun {
         })
     }
 
-    async fn apply(
-        &self,
-        ctx: &Context,
-        inputs: &Inputs,
-        _so_far: &mut Option<Outputs>,
-    ) -> Result<Outputs> {
+    async fn apply(&self, ctx: &Context, inputs: &Inputs) -> Result<Outputs> {
         let machine = Self::machine(ctx, inputs).await?;
         let sfn = ctx.clients.target.sfn().await?;
         let input = Self::input(inputs);

@@ -153,6 +153,7 @@ impl Provider {
             journal_at: state.and_then(CommonOutputs::journal_at),
             compare_target: state.is_some_and(CommonOutputs::drift_pending),
             pending_claim: Default::default(),
+            resolved: Default::default(),
             secrets: secrets.clone(),
         };
         let result = Attempts::count(attempts, operation(ctx)).await;

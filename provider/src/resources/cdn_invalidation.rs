@@ -111,12 +111,10 @@ impl Migration for CdnInvalidation {
                 ));
             }
         }
-        if inputs.wait && inputs.timeout_seconds == 0 {
-            failures.push(Failure::new(
-                "timeoutSeconds",
-                "must be above 0 when wait is true",
-            ));
-        }
+        failures.extend(Failure::no_time_to_wait(
+            inputs.wait,
+            inputs.timeout_seconds,
+        ));
         failures
     }
 
@@ -193,5 +191,33 @@ impl Migration for CdnInvalidation {
 
     async fn rollback(&self, _ctx: &Context, _state: &Outputs) -> Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_start_with_a_slash_and_end_in_their_only_wildcard() {
+        let inputs: Inputs = serde_json::from_value(serde_json::json!({
+            "paths": ["/images/*", "images/a.png", "/a*/b"]
+        }))
+        .unwrap();
+        let failures: Vec<String> = CdnInvalidation::validate(&inputs)
+            .into_iter()
+            .map(|f| format!("{}: {}", f.property, f.reason))
+            .collect();
+        assert_eq!(
+            failures,
+            [
+                "paths[1]: \"images/a.png\" must start with /, for example /images/*",
+                "paths[2]: \"/a*/b\": CloudFront takes * only at the end of a path",
+            ]
+        );
+        assert_eq!(
+            (inputs.output.as_str(), inputs.wait),
+            ("cdn_distribution_id", true)
+        );
     }
 }

@@ -45,6 +45,12 @@ impl Failure {
             reason: reason.into(),
         }
     }
+
+    /// A step that waits (`wait`) needs time to (`timeoutSeconds`).
+    fn no_time_to_wait(wait: bool, timeout_seconds: u64) -> Option<Failure> {
+        (wait && timeout_seconds == 0)
+            .then(|| Failure::new("timeoutSeconds", "must be above 0 when wait is true"))
+    }
 }
 
 /// One resource type, in typed form. Which inputs force a replacement and which output

@@ -218,3 +218,27 @@ impl Migration for QueueGate {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inputs(value: serde_json::Value) -> Inputs {
+        serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn a_gate_must_check_something_and_name_machines_by_arn() {
+        let failures = QueueGate::validate(&inputs(serde_json::json!({})));
+        assert_eq!(failures[0].property, "queues");
+        let failures = QueueGate::validate(&inputs(serde_json::json!({
+            "queues": ["lines", " "], "idleStateMachines": ["words-workflow"]
+        })));
+        let named: Vec<&str> = failures.iter().map(|f| f.property.as_str()).collect();
+        assert_eq!(named, ["queues[1]", "idleStateMachines[0]"]);
+        assert_eq!(
+            inputs(serde_json::json!({"queues": ["q"]})).max_backlog,
+            500
+        );
+    }
+}

@@ -110,12 +110,10 @@ impl Migration for WorkflowRun {
             )),
             _ => {}
         }
-        if inputs.wait && inputs.timeout_seconds == 0 {
-            failures.push(Failure::new(
-                "timeoutSeconds",
-                "must be above 0 when wait is true",
-            ));
-        }
+        failures.extend(Failure::no_time_to_wait(
+            inputs.wait,
+            inputs.timeout_seconds,
+        ));
         failures
     }
 
@@ -184,5 +182,37 @@ impl Migration for WorkflowRun {
             ),
         });
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failures(value: serde_json::Value) -> Vec<String> {
+        let inputs: Inputs = serde_json::from_value(value).unwrap();
+        WorkflowRun::validate(&inputs)
+            .into_iter()
+            .map(|f| format!("{}: {}", f.property, f.reason))
+            .collect()
+    }
+
+    #[test]
+    fn a_run_names_its_state_machine_by_arn_and_waits_for_some_time() {
+        assert!(failures(serde_json::json!({}))[0]
+            .starts_with("stateMachineArn: name the state machine"));
+        assert!(
+            failures(serde_json::json!({"stateMachineArn": "line-workflow"}))[0]
+                .contains("is not an ARN")
+        );
+        let arn = "arn:aws:states:us-east-1:1:stateMachine:lines";
+        assert!(failures(serde_json::json!({"stateMachineArn": arn})).is_empty());
+        assert!(failures(serde_json::json!({"output": "embedding_line_workflow_arn"})).is_empty());
+        assert_eq!(
+            failures(
+                serde_json::json!({"stateMachineArn": arn, "wait": true, "timeoutSeconds": 0})
+            ),
+            ["timeoutSeconds: must be above 0 when wait is true"]
+        );
     }
 }

@@ -156,7 +156,8 @@ class Project:
         return output if check else (proc.returncode, output)
 
     def preview(self, check=True):
-        return self.run("preview", "--diff", check=check)
+        # --debug: the machine counts (`plan: key=value`) besides the plan in words.
+        return self.run("preview", "--diff", "--debug", check=check)
 
     def up(self, check=True):
         return self.run("up", "--yes", "--skip-preview", check=check)
@@ -203,7 +204,7 @@ def provider_usage(parent_pid, stop, usage):
 
 
 def plan_counts(output):
-    """The counts of the first `plan:` line a preview printed."""
+    """The counts of the first `plan:` line a preview printed (at debug level)."""
     for line in output.splitlines():
         if " plan: " in line or line.strip().startswith("plan: "):
             fields = line.split("plan:", 1)[1].split()

@@ -70,7 +70,7 @@ def test_the_whole_migration(migration):
     dev_before, prod_before = side_state("dev"), side_state("prod")
 
     out = pulumi(migration, "preview")
-    assert "plan: " in out and "checkpoint-1000" in out, out
+    assert "items (" in out and "to copy" in out and "checkpoint-1000" in out, out
     assert side_state("prod") == prod_before, "preview writes nothing"
 
     pulumi(migration, "up", "--yes", "--skip-preview")

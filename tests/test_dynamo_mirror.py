@@ -51,7 +51,13 @@ def test_mirror_adds_replaces_and_deletes_groups_and_destroy_restores_each(proje
     assert "1 groups of the target are gone from the source, for example IMAGE#9" in out, out
     assert "set allowDeletes: true" in out, out
 
-    props["allowDeletes"] = True
+    props.update(groupKey="SK", allowDeletes=True)
+    p.write(resources, outputs)
+    code, out = p.preview(check=False)
+    assert code != 0
+    assert 'groupKey "SK" is not the partition key of table' in out, out
+    del props["groupKey"]
+
     p.write(resources, outputs)
     counts = plan_counts(p.preview())
     expected = {"groupsAdded": 1, "groupsReplaced": 1, "groupsDeleted": 1, "groupsUnchanged": 1,

@@ -12,6 +12,8 @@ pub trait Progress: Send + Sync {
     fn info(&self, message: &str);
     /// Something the user should look at, without failing the operation.
     fn warn(&self, message: &str);
+    /// A line for scripts and debugging, shown only when asked for (`pulumi --debug`).
+    fn debug(&self, _message: &str) {}
 }
 
 /// Discards everything: for unit tests and for work nobody watches.
@@ -95,6 +97,38 @@ impl<'a> Meter<'a> {
             human_bytes(self.total_bytes),
             human_bytes((bytes as f64 / secs) as u64),
         )
+    }
+}
+
+/// Counts in words, as `up` and preview report them: `first`, the clauses whose count
+/// is not zero, then `last`, joined by `; `.
+pub(crate) fn in_words(first: String, counted: &[(u64, String)], last: String) -> String {
+    std::iter::once(first)
+        .chain(
+            counted
+                .iter()
+                .filter(|(count, _)| *count > 0)
+                .map(|(_, clause)| clause.clone()),
+        )
+        .chain(std::iter::once(last))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The first clause of a summary: what is (or was) copied, and how much of it replaced
+/// what was there; `nothing to copy` when nothing is.
+pub(crate) fn copied_clause(
+    (count, bytes, overwritten): (u64, u64, u64),
+    what: &str,
+    copy: &str,
+) -> String {
+    match (count, overwritten) {
+        (0, _) => format!("nothing {copy}"),
+        (_, 0) => format!("{count} {what}s ({}) {copy}", human_bytes(bytes)),
+        _ => format!(
+            "{count} {what}s ({}) {copy}, of which {overwritten} overwrite an existing {what}",
+            human_bytes(bytes)
+        ),
     }
 }
 

@@ -96,6 +96,9 @@ impl Progress for EngineLog {
     fn warn(&self, message: &str) {
         self.send(LogSeverity::Warning, message, false);
     }
+    fn debug(&self, message: &str) {
+        self.send(LogSeverity::Debug, message, false);
+    }
 }
 
 /// Status lines with the operation's retries, so throttling shows while it happens.
@@ -119,6 +122,9 @@ impl Progress for WithRetries {
     fn warn(&self, message: &str) {
         self.inner.warn(message);
     }
+    fn debug(&self, message: &str) {
+        self.inner.debug(message);
+    }
 }
 
 /// Progress with every value from a secret masked.
@@ -136,5 +142,8 @@ impl Progress for Masked {
     }
     fn warn(&self, message: &str) {
         self.inner.warn(&self.secrets.mask(message));
+    }
+    fn debug(&self, message: &str) {
+        self.inner.debug(&self.secrets.mask(message));
     }
 }

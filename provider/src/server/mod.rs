@@ -288,7 +288,8 @@ impl Provider {
                     ctx.progress.info(&format!("rollback journal: {}", journal.uri()));
                 }
                 let (state, _) = resource.resource.plan(&ctx, &inputs.value).await?;
-                ctx.progress.info(&plan_line(&state));
+                // The counts in words come from the plan; these are for scripts.
+                ctx.progress.debug(&plan_line(&state));
                 Ok(state)
             })
             .await;

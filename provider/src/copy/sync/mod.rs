@@ -24,7 +24,7 @@ pub(crate) use rollback::{put_journalled, rollback};
 
 use super::filter::KeyFilter;
 use super::journal::Journal;
-use super::progress::{human_bytes, Meter, Progress};
+use super::progress::{copied_clause, in_words, Meter, Progress};
 use super::s3::{self, Bucket, Headers, ObjectInfo, WriteOptions};
 use decide::{Action, Decider};
 use records::{backup_name, load_objects, ObjectRecord, ObjectStates};
@@ -150,21 +150,23 @@ impl SyncCounts {
         } else {
             ("to copy", "to delete")
         };
-        let archived = if self.archived > 0 {
-            format!("; {} archived left out", self.archived)
-        } else {
-            String::new()
-        };
+        let copied = (self.copied, self.bytes_copied, self.overwritten);
         let changed = changed_since_clause(self.changed_since);
-        format!(
-            "{} objects ({}) {copy}, of which {} overwrite an existing object; {} {delete}; {} skipped; {} excluded by filters{archived}; {} scanned{changed}",
-            self.copied,
-            human_bytes(self.bytes_copied),
-            self.overwritten,
-            self.deleted,
-            self.skipped,
-            self.excluded,
-            self.scanned
+        in_words(
+            copied_clause(copied, "object", copy),
+            &[
+                (self.deleted, format!("{} {delete}", self.deleted)),
+                (self.skipped, format!("{} skipped", self.skipped)),
+                (
+                    self.excluded,
+                    format!("{} excluded by filters", self.excluded),
+                ),
+                (
+                    self.archived,
+                    format!("{} archived left out", self.archived),
+                ),
+            ],
+            format!("{} scanned{changed}", self.scanned),
         )
     }
 }
@@ -252,7 +254,20 @@ pub(crate) async fn plan(
         OnConflict::SkipIdentical | OnConflict::Overwrite => BACKED_UP_THEN_OVERWRITTEN,
     };
     warn_changed_since(progress, "objects", counts.changed_since, then);
+    progress.info(&planned_line(spec, &counts));
     Ok(counts)
+}
+
+/// What a sync would do, in words, as preview and the start of a run say it.
+fn planned_line(spec: &SyncSpec, planned: &SyncCounts) -> String {
+    format!(
+        "s3://{}/{} -> s3://{}/{}: {}",
+        spec.source.name,
+        spec.source_prefix,
+        spec.target.name,
+        spec.target_prefix,
+        planned.summary(false)
+    )
 }
 
 /// What happens to keys someone changed since this resource wrote them, by the conflict
@@ -304,14 +319,7 @@ pub async fn run(
         .count(&list_meter(spec, progress))
         .await?;
     check_plan(&planned)?;
-    progress.info(&format!(
-        "s3://{}/{} -> s3://{}/{}: {}",
-        spec.source.name,
-        spec.source_prefix,
-        spec.target.name,
-        spec.target_prefix,
-        planned.summary(false)
-    ));
+    progress.info(&planned_line(spec, &planned));
     let meter = Meter::new(progress, "copied", planned.copied, planned.bytes_copied);
     let proofs = Proofs::default();
     // Without the setting (no permission, or an answer the SDK cannot read), backups
@@ -588,7 +596,7 @@ mod tests {
         };
         assert_eq!(
             counts.summary(false),
-            "3 objects (2.0 KiB) to copy, of which 1 overwrite an existing object; 0 to delete; 1 skipped; 1 excluded by filters; 5 scanned"
+            "3 objects (2.0 KiB) to copy, of which 1 overwrite an existing object; 1 skipped; 1 excluded by filters; 5 scanned"
         );
         let with_archived = SyncCounts {
             archived: 2,
@@ -597,6 +605,15 @@ mod tests {
         assert!(with_archived
             .summary(false)
             .contains("1 excluded by filters; 2 archived left out; 5 scanned"));
+        let nothing = SyncCounts {
+            scanned: 4,
+            skipped: 4,
+            ..Default::default()
+        };
+        assert_eq!(
+            nothing.summary(false),
+            "nothing to copy; 4 skipped; 4 scanned"
+        );
         assert!(counts
             .summary(true)
             .starts_with("3 objects (2.0 KiB) copied"));

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::GroupCounts;
-use crate::copy::progress::human_bytes;
+use crate::copy::progress::{copied_clause, in_words};
 
 /// Counts for one entity type.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -124,25 +124,35 @@ impl CopyCounts {
     pub fn summary(&self, done: bool) -> String {
         let copy = if done { "copied" } else { "to copy" };
         let changed = crate::copy::sync::changed_since_clause(self.changed_since);
+        let delete = if done { "deleted" } else { "to delete" };
         let groups = self.groups;
-        let mirrored = if groups == GroupCounts::default() {
-            String::new()
-        } else {
-            let delete = if done { "deleted" } else { "to delete" };
-            format!(
-                "; {} items {delete}; groups: {} added, {} replaced, {} deleted, {} unchanged",
-                self.deleted, groups.added, groups.replaced, groups.deleted, groups.unchanged
-            )
-        };
-        format!(
-            "{} items ({}) {copy}, of which {} overwrite an existing item; {} skipped as existing; {} filtered by type; {} expired; {} scanned{changed}{mirrored}",
-            self.copied,
-            human_bytes(self.bytes_copied),
-            self.overwritten,
-            self.skipped,
-            self.filtered,
-            self.expired,
-            self.scanned
+        let mirrored: Vec<String> = [
+            (groups.added, "added"),
+            (groups.replaced, "replaced"),
+            (groups.deleted, "deleted"),
+            (groups.unchanged, "unchanged"),
+        ]
+        .iter()
+        .filter(|(count, _)| *count > 0)
+        .map(|(count, what)| format!("{count} {what}"))
+        .collect();
+        let copied = (self.copied, self.bytes_copied, self.overwritten);
+        in_words(
+            copied_clause(copied, "item", copy),
+            &[
+                (self.deleted, format!("{} items {delete}", self.deleted)),
+                (
+                    self.skipped,
+                    format!("{} skipped as existing", self.skipped),
+                ),
+                (self.filtered, format!("{} filtered by type", self.filtered)),
+                (self.expired, format!("{} expired", self.expired)),
+                (
+                    mirrored.len() as u64,
+                    format!("groups: {}", mirrored.join(", ")),
+                ),
+            ],
+            format!("{} scanned{changed}", self.scanned),
         )
     }
 }

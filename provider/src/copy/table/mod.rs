@@ -225,7 +225,9 @@ pub async fn plan(
             .walk()
             .await?;
         if source.fingerprint == verified {
-            return Ok(source.all_present());
+            let present = source.all_present();
+            say_planned(spec, &present, progress);
+            return Ok(present);
         }
     }
     let counts = compare(spec, journal, progress).await?.planned;
@@ -236,7 +238,42 @@ pub async fn plan(
         ItemConflict::Fail => "the copy stops at them",
     };
     sync::warn_changed_since(progress, "items", counts.changed_since, then);
+    say_planned(spec, &counts, progress);
     Ok(counts)
+}
+
+/// What a copy would do, in words: the summary a run starts with, a line per type that
+/// has items to copy, and the types left out.
+fn say_planned(spec: &CopySpec, planned: &CopyCounts, progress: &dyn Progress) {
+    progress.info(&planned_line(spec, planned));
+    for (type_name, counts) in planned.by_type.iter().filter(|(_, c)| c.copied > 0) {
+        let overwrite = match counts.overwritten {
+            0 => String::new(),
+            n => format!(", of which {n} overwrite an existing item"),
+        };
+        progress.info(&format!(
+            "  {type_name}: {} to copy{overwrite}",
+            counts.copied
+        ));
+    }
+    let left_out: Vec<String> = planned
+        .by_type
+        .iter()
+        .filter(|(_, counts)| counts.filtered > 0)
+        .map(|(type_name, counts)| format!("{type_name} ({})", counts.filtered))
+        .collect();
+    if !left_out.is_empty() {
+        progress.info(&format!("  left out by type: {}", left_out.join(", ")));
+    }
+}
+
+fn planned_line(spec: &CopySpec, planned: &CopyCounts) -> String {
+    format!(
+        "{} -> {}: {}",
+        spec.source.name,
+        spec.target.name,
+        planned.summary(false)
+    )
 }
 
 /// DynamoDB's limit on an item's size, attribute names included.
@@ -325,12 +362,7 @@ pub async fn run(
     check_writable(&planned)?;
     check_plan(&planned)?;
     note_verified(journal, None).await?;
-    progress.info(&format!(
-        "{} -> {}: {}",
-        spec.source.name,
-        spec.target.name,
-        planned.summary(false)
-    ));
+    progress.info(&planned_line(spec, &planned));
     let meter = Meter::new(progress, "copied", planned.copied, planned.bytes_copied);
     let limiter = spec.max_write_rate.map(RateLimiter::new);
     if let Some(rate) = spec.max_write_rate {

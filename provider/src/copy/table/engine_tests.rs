@@ -306,7 +306,7 @@ async fn items_grown_past_400_kb_fail_the_plan_before_anything_is_written() {
 /// A mirror world: dev's 8 images (an image item and 4 lines each) against a prod that
 /// holds image 0 as dev has it (but for prod's own embedding status), images 1 to 4
 /// with prod's own image item (image 1 with a line dev lacks), image 99 that dev no
-/// longer has, and users (not mirrored: only images and lines are selected).
+/// longer has, and users and a job (not mirrored: only images and lines are selected).
 fn mirror_world() -> World {
     let world = World::new();
     for line in 0..4 {
@@ -322,6 +322,11 @@ fn mirror_world() -> World {
         "prod",
         item("IMAGE#1", "LINE#9", "LINE", "a line dev lacks"),
     );
+    // Under a key dev's image 5 has, an item of a type not mirrored: overwritten, so
+    // backed up first.
+    world
+        .store
+        .put("prod", item("IMAGE#5", "LINE#0", "JOB", "prod's job"));
     world.store.put("prod", image(99, "gone from dev"));
     world
         .store

@@ -97,7 +97,7 @@ fn fold(current: Option<u128>, share: u128) -> u128 {
 }
 
 /// Scans both sides and decides every group; returns them with the index of the
-/// target's selected items (key hash -> digest), by which each write is decided. Fails,
+/// target (key hash -> digest), by which each write is decided. Fails,
 /// before anything is written, when groups are gone from the source and deletes are not
 /// allowed.
 pub(super) async fn compare(
@@ -115,23 +115,23 @@ pub(super) async fn compare(
             let mut pages = Pages::new(&spec.target, segment, spec.segments);
             while let Some(page) = pages.next().await? {
                 scanned_target.add(page.len() as u64, 0);
-                let mut entries = Vec::new();
+                let (mut indexed, mut entries) = (Vec::new(), Vec::new());
                 for item in page {
+                    let key = key_hash(&item, &spec.keys);
+                    // Every item is indexed, so a write over one of another type still
+                    // backs it up first; only the selected types make up the groups.
+                    indexed.push((key, digest_bits(&item)));
                     let type_name = type_of(&item, &spec.type_attribute).to_string();
                     if !spec.selected(&type_name) {
                         continue;
                     }
-                    let (key, group) =
-                        (key_hash(&item, &spec.keys), group_of(&item, partition_key));
-                    let digest = digest_bits(&item);
+                    let group = group_of(&item, partition_key);
                     let share = pair_hash(key, digest_bits(&spec.normalized(item, &type_name)));
-                    entries.push((key, digest, group, share));
+                    entries.push((key, group, share));
                 }
-                target
-                    .0
-                    .insert_all(entries.iter().map(|(k, d, _, _)| (k, d)))?;
-                target_items.insert_all(entries.iter().map(|(k, _, g, _)| (k, g)))?;
-                target_groups.update_all(entries.iter().map(|(_, _, g, s)| (*g, *s)), fold)?;
+                target.0.insert_all(indexed.iter().map(|(k, d)| (k, d)))?;
+                target_items.insert_all(entries.iter().map(|(k, g, _)| (k, g)))?;
+                target_groups.update_all(entries.iter().map(|(_, g, s)| (*g, *s)), fold)?;
             }
             anyhow::Ok(())
         }

@@ -308,8 +308,8 @@ struct Compared {
 }
 
 /// The full comparison: the keys the journal says this resource wrote, an index of the
-/// target (in mirror mode, of its selected items, with both sides' groups), and the plan
-/// from a walk of the source against them.
+/// target (in mirror mode with both sides' groups), and the plan from a walk of the
+/// source against them.
 async fn compare(spec: &CopySpec, journal: &Journal, progress: &dyn Progress) -> Result<Compared> {
     let ours = keys_written(journal, &spec.keys).await?;
     let scanned_target = scan_meter(progress, &spec.target);

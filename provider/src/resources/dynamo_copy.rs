@@ -540,9 +540,11 @@ impl Migration for DynamoCopy {
             table::plan(&spec, &journal, ctx.progress.as_ref(), ctx.compare_target).await?;
         check_plan(inputs, &counts)?;
         for (from, to) in &rewrites {
-            let values = counts.rewritten.get(from).copied().unwrap_or_default();
-            ctx.progress
-                .info(&format!("rewrite {from} -> {to}: {values} values"));
+            // A name no selected item holds changes nothing: the outputs list it.
+            if let Some(values) = counts.rewritten.get(from).filter(|v| **v > 0) {
+                ctx.progress
+                    .info(&format!("rewrite {from} -> {to}: {values} values"));
+            }
         }
         Ok(Planned {
             pending: counts.copied > 0 || counts.deleted > 0,

@@ -155,16 +155,28 @@ def test_a_workflow_starts_once_per_trigger_change_and_a_failing_one_fails_the_u
     p.destroy()
 
 
-def test_destroy_stops_an_execution_still_running(project):
+def test_a_new_trigger_starts_another_execution_and_destroy_stops_the_running_one(project):
     slow = state_machine("slow", {"Hold": {"Type": "Wait", "Seconds": 600, "End": True}}, "Hold")
-    p = project({"run": {"type": "stackmigrate:WorkflowRun", "properties": {"stateMachineArn": slow}}},
-                {"execution": "${run.executionArn}"}, config=runbook_config())
+    run = {"type": "stackmigrate:WorkflowRun", "properties": {"stateMachineArn": slow, "triggers": [1]}}
+    p = project({"run": run}, {"execution": "${run.executionArn}"}, config=runbook_config())
     p.up()
-    execution = p.outputs()["execution"]
-    assert aws("stepfunctions").describe_execution(executionArn=execution)["status"] == "RUNNING"
+    first = p.outputs()["execution"]
+    sfn = aws("stepfunctions")
+    assert sfn.describe_execution(executionArn=first)["status"] == "RUNNING"
+
+    # The first still runs: a new trigger starts another rather than taking it over.
+    run["properties"]["triggers"] = [2]
+    p.write({"run": run}, {"execution": "${run.executionArn}"})
+    p.up()
+    second = p.outputs()["execution"]
+    assert second != first and len(executions(slow, "RUNNING")) == 2
+
     out = p.destroy()
     assert "stopped execution" in out, out
-    assert aws("stepfunctions").describe_execution(executionArn=execution)["status"] == "ABORTED"
+    assert sfn.describe_execution(executionArn=second)["status"] == "ABORTED"
+    # The state held only the last execution; the earlier one is left to run.
+    assert sfn.describe_execution(executionArn=first)["status"] == "RUNNING"
+    sfn.stop_execution(executionArn=first)
 
 
 def distribution():

@@ -141,7 +141,13 @@ impl Migration for WorkflowRun {
         let machine = Self::machine(ctx, inputs).await?;
         let sfn = ctx.clients.target.sfn().await?;
         let input = Self::input(inputs);
-        let prefix = workflows::name_prefix(&ctx.urn, &format!("{machine}\n{input}"));
+        // The run's inputs, `triggers` among them: a new trigger starts a new execution
+        // even while the last one still runs.
+        let run = match &ctx.run_inputs {
+            Some(inputs) => serde_json::to_string(inputs.as_ref())?,
+            None => format!("{machine}\n{input}"),
+        };
+        let prefix = workflows::name_prefix(&ctx.urn, &run);
         let mut execution = workflows::start(&sfn, &machine, &input, &prefix).await?;
         ctx.progress.info(&format!(
             "started execution {} of {machine}",

@@ -1,5 +1,5 @@
-//! The table copy's journal records: one per item about to be put, written before the
-//! put, and the note of the last verified copy.
+//! The table copy's journal records: one per item about to be put (or, mirroring,
+//! deleted), written before the write, and the note of the last verified copy.
 
 use std::collections::BTreeMap;
 
@@ -102,7 +102,8 @@ pub(crate) async fn keys_written(
             let entries = records
                 .iter()
                 .map(|r| {
-                    // A delete leaves no item: no digest of a real one is 0.
+                    // A delete leaves no item: 0 stands for it (no item's digest is 0,
+                    // bar a 1 in 2^128 chance).
                     let digest = match r.digest.as_str() {
                         "" => 0,
                         hex => u128::from_str_radix(hex, 16)

@@ -214,7 +214,8 @@ def bucket_tools(venv):
         ("rclone sync", process("rclone", "sync", "local:{source}", "local:{target}")),
         ("aws s3 sync", process(f"{venv}/bin/aws", "s3", "sync", "s3://{source}", "s3://{target}",
                                 "--endpoint-url", endpoint, "--only-show-errors")),
-        ("server copy ceiling (CopyObject only)", self_timed(ENGINE, "s3-copy-ceiling", "{source}", "{target}")),
+        ("server copy ceiling (CopyObject only, best concurrency)",
+         self_timed(ENGINE, "s3-copy-ceiling", "{source}", "{target}")),
     ]
 
 
@@ -223,7 +224,8 @@ def table_tools(venv):
         ("stackmigrate DynamoCopy (`pulumi up`)", dynamo_copy_up),
         ("seeds' boto3 copier (10 threads)", process(f"{venv}/bin/python", str(REPO / "bench" / "boto3_copier.py"),
                                                      "{source}", "{target}")),
-        ("table write ceiling (BatchWriteItem only)", self_timed(ENGINE, "dynamo-write-ceiling", "{source}", "{target}")),
+        ("table write ceiling (BatchWriteItem only, best concurrency)",
+         self_timed(ENGINE, "dynamo-write-ceiling", "{source}", "{target}")),
     ]
 
 
@@ -367,9 +369,11 @@ def report(sections, extra_rows, args, venv, started, elapsed):
         "taking turns, each run after the page cache is flushed and the server is idle; seconds are the median. "
         "\"× stackmigrate\" is the tool's median over stackmigrate's `pulumi up` median "
         "(above 1: stackmigrate is faster). Peak RSS is the provider's for `pulumi up`, the process's for the "
-        "others. The ceilings time only their copy phase (listing or scanning first is not timed). "
+        "others. The ceilings time only their copy phase (listing or scanning first is not timed), at each "
+        "concurrency of a sweep (CopyObject: 8 to 512 in flight; BatchWriteItem: 4 to 128 batches), "
+        "and report the fastest, so no copy can beat them. "
         "Server CPU is what the S3 server or DynamoDB Local used during the run (a ceiling's untimed "
-        "listing or scan included); client CPU is the provider's for `pulumi up` (pulumi's own "
+        "listing or scan and its whole sweep included); client CPU is the provider's for `pulumi up` (pulumi's own "
         "not counted), the process's for the others. With 2 cores shared by server and client, they "
         "show what bounds a copy.",
         "",

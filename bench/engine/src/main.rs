@@ -7,11 +7,12 @@
 //!       BucketSync's engine without Pulumi: plan, journalled copies, verification.
 //!   stackmigrate-bench s3-copy-ceiling SOURCE_BUCKET TARGET_BUCKET
 //!       The server's copy ceiling: every object listed first (not timed), then only
-//!       CopyObject calls, 128 in flight (as many as the sync engine).
+//!       CopyObject calls, at each concurrency of a sweep (8 to 512 in flight, each
+//!       into a prefix of its own); the best of the sweep, so no copy can beat it.
 //!   stackmigrate-bench dynamo-write-ceiling SOURCE_TABLE TARGET_TABLE
 //!       The table's write ceiling: every item read first (not timed), then only
-//!       25-item BatchWriteItem calls, 32 in flight (as many as DynamoCopy), unprocessed
-//!       items resent at once.
+//!       25-item BatchWriteItem calls, unprocessed items resent at once, at each
+//!       concurrency of a sweep (4 to 128 batches in flight); the best of the sweep.
 //!   stackmigrate-bench fill-table TABLE COUNT [FIRST]
 //!       Writes COUNT Portfolio-shaped WORD items (about 200 bytes each, numbered from
 //!       FIRST) into an existing table, generated as they are sent: the scale benchmark's
@@ -39,8 +40,27 @@ use stackmigrate::copy::s3::{self, Bucket, Buckets, Lister};
 use stackmigrate::copy::spill::SpillMap;
 use stackmigrate::copy::sync::{self, Archived, OnConflict, SyncSpec};
 
+/// Objects filled at once.
 const COPIES_IN_FLIGHT: usize = 128;
+/// Batches filled at once (as many as DynamoCopy writes).
 const WRITES_IN_FLIGHT: usize = 32;
+/// The concurrencies a ceiling tries: the best of them is the ceiling.
+const COPY_SWEEP: [usize; 5] = [8, 32, 128, 256, 512];
+const WRITE_SWEEP: [usize; 6] = [4, 8, 16, 32, 64, 128];
+
+/// The fastest run of a sweep, with every run's seconds by concurrency.
+fn best_of(runs: Vec<(usize, f64)>) -> serde_json::Value {
+    let (concurrency, seconds) = runs
+        .iter()
+        .copied()
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .unwrap_or_default();
+    let sweep: serde_json::Map<String, serde_json::Value> = runs
+        .iter()
+        .map(|(n, s)| (n.to_string(), json!(s)))
+        .collect();
+    json!({"seconds": seconds, "concurrency": concurrency, "sweep": sweep})
+}
 
 fn env(name: &str) -> Result<String> {
     std::env::var(name).with_context(|| {
@@ -108,19 +128,26 @@ async fn s3_copy_ceiling(source: &str, target: &str) -> Result<serde_json::Value
     }
     let count = objects.len();
     let bytes: u64 = objects.iter().map(|o| o.size).sum();
-    let started = Instant::now();
-    stream::iter(objects)
-        .map(|object| {
-            let (source, target) = (&source, &target);
-            async move {
-                s3::server_side_copy(source, &object, target, &object.key, &Default::default())
-                    .await
-            }
-        })
-        .buffer_unordered(COPIES_IN_FLIGHT)
-        .try_collect::<Vec<_>>()
-        .await?;
-    Ok(json!({"seconds": started.elapsed().as_secs_f64(), "objects": count, "bytes": bytes}))
+    let mut runs = Vec::new();
+    for concurrency in COPY_SWEEP {
+        let prefix = format!("sweep-{concurrency}/");
+        let started = Instant::now();
+        stream::iter(&objects)
+            .map(|object| {
+                let (source, target, key) = (&source, &target, format!("{prefix}{}", object.key));
+                async move {
+                    s3::server_side_copy(source, object, target, &key, &Default::default()).await
+                }
+            })
+            .buffer_unordered(concurrency)
+            .try_collect::<Vec<_>>()
+            .await?;
+        runs.push((concurrency, started.elapsed().as_secs_f64()));
+    }
+    let mut result = best_of(runs);
+    result["objects"] = json!(count);
+    result["bytes"] = json!(bytes);
+    Ok(result)
 }
 
 async fn dynamo_write_ceiling(source: &str, target: &str) -> Result<serde_json::Value> {
@@ -167,17 +194,27 @@ async fn dynamo_write_ceiling(source: &str, target: &str) -> Result<serde_json::
                 .collect::<Result<Vec<_>>>()
         })
         .collect::<Result<Vec<_>>>()?;
-    let started = Instant::now();
-    write_batches(&client, target, stream::iter(batches.into_iter().map(Ok))).await?;
-    Ok(json!({"seconds": started.elapsed().as_secs_f64(), "items": count}))
+    let mut runs = Vec::new();
+    for concurrency in WRITE_SWEEP {
+        // The same items each time: from the second run on they replace themselves,
+        // which costs DynamoDB as much as a new item.
+        let started = Instant::now();
+        let batches = stream::iter(batches.iter().cloned().map(Ok));
+        write_batches(&client, target, batches, concurrency).await?;
+        runs.push((concurrency, started.elapsed().as_secs_f64()));
+    }
+    let mut result = best_of(runs);
+    result["items"] = json!(count);
+    Ok(result)
 }
 
-/// Sends 25-item batches, `WRITES_IN_FLIGHT` at once (as many as DynamoCopy), each
-/// batch's unprocessed items resent at once.
+/// Sends 25-item batches, `in_flight` at once, each batch's unprocessed items resent
+/// at once.
 async fn write_batches(
     client: &aws_sdk_dynamodb::Client,
     table: &str,
     batches: impl futures::Stream<Item = Result<Vec<WriteRequest>>>,
+    in_flight: usize,
 ) -> Result<()> {
     batches
         .map_ok(|mut batch| async move {
@@ -195,7 +232,7 @@ async fn write_batches(
             }
             anyhow::Ok(())
         })
-        .try_buffer_unordered(WRITES_IN_FLIGHT)
+        .try_buffer_unordered(in_flight)
         .try_collect::<Vec<()>>()
         .await?;
     Ok(())
@@ -254,7 +291,7 @@ async fn fill_table(table: &str, count: u64, first: u64) -> Result<serde_json::V
             })
             .collect::<Result<Vec<_>>>()
     });
-    write_batches(&client, table, stream::iter(batches)).await?;
+    write_batches(&client, table, stream::iter(batches), WRITES_IN_FLIGHT).await?;
     Ok(json!({"seconds": started.elapsed().as_secs_f64(), "items": count}))
 }
 

@@ -414,9 +414,7 @@ impl Migration for BucketSync {
 mod tests {
     use super::*;
 
-    fn inputs(value: serde_json::Value) -> Inputs {
-        serde_json::from_value(value).unwrap()
-    }
+    use crate::resources::inputs_from as inputs;
 
     #[test]
     fn invalid_globs_are_named_with_their_index() {

@@ -200,10 +200,9 @@ mod tests {
 
     #[test]
     fn paths_start_with_a_slash_and_end_in_their_only_wildcard() {
-        let inputs: Inputs = serde_json::from_value(serde_json::json!({
+        let inputs: Inputs = crate::resources::inputs_from(serde_json::json!({
             "paths": ["/images/*", "images/a.png", "/a*/b"]
-        }))
-        .unwrap();
+        }));
         let failures: Vec<String> = CdnInvalidation::validate(&inputs)
             .into_iter()
             .map(|f| format!("{}: {}", f.property, f.reason))

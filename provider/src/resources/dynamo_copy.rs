@@ -587,9 +587,7 @@ mod tests {
     use super::*;
     use std::collections::BTreeSet;
 
-    fn inputs(value: serde_json::Value) -> Inputs {
-        serde_json::from_value(value).unwrap()
-    }
+    use crate::resources::inputs_from as inputs;
 
     #[test]
     fn a_string_set_on_an_index_key_of_another_type_is_refused() {
@@ -624,7 +622,7 @@ mod tests {
 
     #[test]
     fn defaults_follow_the_real_table() {
-        let i = inputs(serde_json::json!({"sourceTable": "a", "targetTable": "b"}));
+        let i: Inputs = inputs(serde_json::json!({"sourceTable": "a", "targetTable": "b"}));
         assert_eq!(i.type_attribute, "TYPE");
         assert!(i.skip_expired);
         assert_eq!(i.on_conflict, ItemConflict::Skip);

@@ -273,6 +273,12 @@ fn legacy_segments(resource: &dyn Resource, state: &Map<String, Value>) -> u64 {
     u64::from(wrote)
 }
 
+/// Typed inputs from a JSON literal, for the resources' tests.
+#[cfg(test)]
+pub(crate) fn inputs_from<T: DeserializeOwned>(value: Value) -> T {
+    serde_json::from_value(value).expect("inputs that decode")
+}
+
 /// The JSON Schema (draft 7) of a Rust type, with its doc comments and `x-` marks.
 pub(crate) fn schema_of<T: JsonSchema>() -> Value {
     let generator = schemars::generate::SchemaSettings::draft07().into_generator();

@@ -223,9 +223,7 @@ impl Migration for QueueGate {
 mod tests {
     use super::*;
 
-    fn inputs(value: serde_json::Value) -> Inputs {
-        serde_json::from_value(value).unwrap()
-    }
+    use crate::resources::inputs_from as inputs;
 
     #[test]
     fn a_gate_must_check_something_and_name_machines_by_arn() {
@@ -237,7 +235,7 @@ mod tests {
         let named: Vec<&str> = failures.iter().map(|f| f.property.as_str()).collect();
         assert_eq!(named, ["queues[1]", "idleStateMachines[0]"]);
         assert_eq!(
-            inputs(serde_json::json!({"queues": ["q"]})).max_backlog,
+            inputs::<Inputs>(serde_json::json!({"queues": ["q"]})).max_backlog,
             500
         );
     }

@@ -196,8 +196,7 @@ mod tests {
     use super::*;
 
     fn failures(value: serde_json::Value) -> Vec<String> {
-        let inputs: Inputs = serde_json::from_value(value).unwrap();
-        WorkflowRun::validate(&inputs)
+        WorkflowRun::validate(&crate::resources::inputs_from(value))
             .into_iter()
             .map(|f| format!("{}: {}", f.property, f.reason))
             .collect()

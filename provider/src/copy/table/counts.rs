@@ -162,6 +162,35 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_summary_leaves_out_what_is_zero() {
+        let mirrored = CopyCounts {
+            scanned: 9,
+            copied: 3,
+            bytes_copied: 300,
+            deleted: 1,
+            groups: GroupCounts {
+                added: 1,
+                unchanged: 2,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        assert_eq!(
+            mirrored.summary(false),
+            "3 items (300 B) to copy; 1 items to delete; groups: 1 added, 2 unchanged; 9 scanned"
+        );
+        let nothing = CopyCounts {
+            scanned: 4,
+            skipped: 4,
+            ..Default::default()
+        };
+        assert_eq!(
+            nothing.summary(true),
+            "nothing copied; 4 skipped as existing; 4 scanned"
+        );
+    }
+
+    #[test]
     fn counts_merge_by_type() {
         let mut a = CopyCounts::default();
         a.by("RECEIPT").copied = 2;

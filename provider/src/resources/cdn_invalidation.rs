@@ -8,7 +8,6 @@ use anyhow::Result;
 use async_trait::async_trait;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use super::{Context, Failure, Migration, Planned, Side};
 use crate::runbook::cdn;
@@ -154,15 +153,7 @@ impl Migration for CdnInvalidation {
             });
         }
         let cloudfront = ctx.clients.target.cloudfront().await?;
-        // CloudFront makes a new invalidation only for a new reference: one per resource,
-        // paths and second.
-        let started = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs();
-        let digest = Sha256::digest(format!("{}\n{}", ctx.urn, paths.join("\n")).as_bytes());
-        let reference = format!("stackmigrate-{}-{started}", &hex::encode(digest)[..24]);
-        let id = cdn::invalidate(&cloudfront, &distribution, &paths, &reference).await?;
+        let id = cdn::invalidate(&cloudfront, &distribution, &paths, &ctx.urn).await?;
         ctx.progress.info(&format!(
             "invalidation {id} of {} paths on distribution {distribution}",
             paths.len()

@@ -147,7 +147,7 @@ impl Migration for WorkflowRun {
             Some(inputs) => serde_json::to_string(inputs.as_ref())?,
             None => format!("{machine}\n{input}"),
         };
-        let prefix = workflows::name_prefix(&ctx.urn, &run);
+        let prefix = crate::runbook::run_name(&ctx.urn, &run);
         let mut execution = workflows::start(&sfn, &machine, &input, &prefix).await?;
         ctx.progress.info(&format!(
             "started execution {} of {machine}",

@@ -8,7 +8,7 @@ use anyhow::{bail, Context as _, Result};
 use aws_sdk_cloudfront::types::{InvalidationBatch, Paths};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
-use super::poll_interval;
+use super::{now_millis, poll_interval, run_name};
 use crate::copy::aws_error;
 use crate::copy::progress::Progress;
 
@@ -58,14 +58,16 @@ pub(crate) async fn check_exists(cloudfront: &aws_sdk_cloudfront::Client, id: &s
     Ok(())
 }
 
-/// Starts an invalidation of `paths`; returns its ID. `reference` makes the request
-/// idempotent: the same reference and paths again return the same invalidation.
+/// Starts an invalidation of `paths` for `owner` (a resource's URN); returns its ID.
 pub(crate) async fn invalidate(
     cloudfront: &aws_sdk_cloudfront::Client,
     id: &str,
     paths: &[String],
-    reference: &str,
+    owner: &str,
 ) -> Result<String> {
+    // CloudFront makes a new invalidation only for a new caller reference: one per
+    // owner, paths and moment.
+    let reference = format!("{}-{}", run_name(owner, &paths.join("\n")), now_millis());
     let batch = InvalidationBatch::builder()
         .paths(
             Paths::builder()

@@ -5,9 +5,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 use aws_sdk_sfn::types::ExecutionStatus;
-use sha2::{Digest, Sha256};
 
-use super::{arn_name, poll_interval};
+use super::{arn_name, now_millis, poll_interval};
 use crate::copy::aws_error;
 use crate::copy::progress::Progress;
 
@@ -39,14 +38,6 @@ pub(crate) async fn check_exists(sfn: &aws_sdk_sfn::Client, machine: &str) -> Re
     Ok(())
 }
 
-/// The prefix of this run's execution names: the same for the same resource and inputs,
-/// so a run that was interrupted finds the execution it started instead of starting
-/// another.
-pub(crate) fn name_prefix(owner: &str, input: &str) -> String {
-    let digest = Sha256::digest(format!("{owner}\n{input}").as_bytes());
-    format!("stackmigrate-{}", &hex::encode(digest)[..24])
-}
-
 /// Starts an execution of `machine` with `input`, unless one started by an earlier,
 /// interrupted attempt of the same run (its name has `prefix`) is still running: that
 /// one is taken over.
@@ -71,14 +62,10 @@ pub(crate) async fn start(
     {
         return describe(sfn, ours.execution_arn()).await;
     }
-    let started = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis();
     let out = sfn
         .start_execution()
         .state_machine_arn(machine)
-        .name(format!("{prefix}-{started}"))
+        .name(format!("{prefix}-{}", now_millis()))
         .input(input)
         .send()
         .await
@@ -192,16 +179,6 @@ fn machine_of(execution: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn names_are_stable_per_resource_and_input() {
-        let a = name_prefix("urn:a", "{}");
-        assert_eq!(a, name_prefix("urn:a", "{}"));
-        assert_ne!(a, name_prefix("urn:a", "{\"x\":1}"));
-        assert_ne!(a, name_prefix("urn:b", "{}"));
-        // Step Functions allows 80 characters; the start time takes up to 14 more.
-        assert!(a.len() + 14 < 80, "{a}");
-    }
 
     #[test]
     fn an_execution_names_its_state_machine() {

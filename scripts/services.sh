@@ -6,6 +6,7 @@
 #                            servers do (storage classes, KMS); the S3 tests run against
 #                            both pairs (STACKMIGRATE_S3_SERVER=versitygw|moto)
 #   DynamoDB Local
+#   PostgreSQL 15 "dev" and "prod" (Debian's packages), password authentication over TCP
 #   two fault proxies (tests/faultproxy.py), in front of gateway "a" and DynamoDB Local:
 #                 throttling, dropped connections and refused writes, set per test
 #
@@ -66,6 +67,32 @@ start_moto() { # NAME -> prints port
   echo "$port"
 }
 
+pg_bin=${STACKMIGRATE_PG_BIN:-/usr/lib/postgresql/15/bin}
+
+# PostgreSQL refuses to run as root: as root, the clusters run as the postgres user.
+as_postgres() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+
+start_postgres() { # NAME PASSWORD -> prints port
+  local name=$1 password=$2 port dir=$run/postgres-$1
+  if [ ! -x "$pg_bin/initdb" ]; then
+    echo "PostgreSQL 15 is not installed ($pg_bin/initdb): apt-get install postgresql-15" >&2
+    exit 1
+  fi
+  port=$(free_port)
+  mkdir -p "$dir"
+  printf '%s\n' "$password" >"$dir/pwfile"
+  [ "$(id -u)" = 0 ] && chown -R postgres "$dir"
+  as_postgres "$pg_bin/initdb" -D "$dir/data" -U stackmigrate --pwfile="$dir/pwfile" \
+    --auth-host=scram-sha-256 --auth-local=trust -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 || {
+    echo "initdb of PostgreSQL $name failed; its log:" >&2; tail -n 30 "$dir/initdb.log" >&2; exit 1; }
+  # fsync off: these clusters hold test data only; the copies' own commits still order writes.
+  as_postgres "$pg_bin/pg_ctl" -D "$dir/data" -l "$dir/log" -w -t 60 \
+    -o "-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories=$dir -c fsync=off -c max_connections=200" \
+    start >/dev/null || { echo "PostgreSQL $name did not start; its log:" >&2; tail -n 30 "$dir/log" >&2; exit 1; }
+  head -n 1 "$dir/data/postmaster.pid" >>"$run/pids"
+  echo "$port"
+}
+
 start_proxy() { # SERVICE UPSTREAM -> prints port
   local service=$1 upstream=$2 venv port
   venv=$("$repo/scripts/pyenv.sh")
@@ -104,6 +131,9 @@ start() {
     >"$run/dynamodb.log" 2>&1 &
   echo $! >>"$run/pids"
   wait_for "http://127.0.0.1:$ddb" "DynamoDB Local" "$run/dynamodb.log"
+  local pg_dev pg_prod
+  pg_dev=$(start_postgres dev stackmigrate-dev)
+  pg_prod=$(start_postgres prod stackmigrate-prod)
   local faulty_s3 faulty_ddb
   faulty_s3=$(start_proxy s3 "http://127.0.0.1:$a")
   faulty_ddb=$(start_proxy dynamodb "http://127.0.0.1:$ddb")
@@ -117,6 +147,8 @@ export STACKMIGRATE_S3_B_KEY=stackmigrateB STACKMIGRATE_S3_B_SECRET=stackmigrate
 export STACKMIGRATE_MOTO_A=http://127.0.0.1:$moto_a STACKMIGRATE_MOTO_B=http://127.0.0.1:$moto_b
 export STACKMIGRATE_DYNAMODB=http://127.0.0.1:$ddb
 export STACKMIGRATE_S3_A_FAULTY=http://127.0.0.1:$faulty_s3 STACKMIGRATE_DYNAMODB_FAULTY=http://127.0.0.1:$faulty_ddb
+export STACKMIGRATE_PG_DEV=postgresql://stackmigrate:stackmigrate-dev@127.0.0.1:$pg_dev/postgres
+export STACKMIGRATE_PG_PROD=postgresql://stackmigrate:stackmigrate-prod@127.0.0.1:$pg_prod/postgres
 export AWS_ACCESS_KEY_ID=stackmigrateA AWS_SECRET_ACCESS_KEY=stackmigrateAsecret AWS_REGION=us-east-1
 export AWS_ENDPOINT_URL_S3=http://127.0.0.1:$a AWS_ENDPOINT_URL_DYNAMODB=http://127.0.0.1:$ddb
 export AWS_EC2_METADATA_DISABLED=true
@@ -128,6 +160,10 @@ EOF
 }
 
 stop() {
+  local cluster
+  for cluster in "$run"/postgres-*/data; do
+    [ -d "$cluster" ] && as_postgres "$pg_bin/pg_ctl" -D "$cluster" -m fast -w stop >/dev/null 2>&1 || true
+  done
   if [ -f "$run/pids" ]; then
     while read -r pid; do kill "$pid" 2>/dev/null || true; done <"$run/pids"
   fi

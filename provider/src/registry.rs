@@ -9,8 +9,8 @@ use serde_json::Value;
 use crate::functions::{self, Function};
 use crate::resources::metadata::Metadata;
 use crate::resources::{
-    bucket_sync, cdn_invalidation, dynamo_copy, model_copy, queue_gate, snapshot_promote,
-    workflow_run, Resource,
+    bucket_sync, cdn_invalidation, dynamo_copy, model_copy, postgres_copy, queue_gate,
+    snapshot_promote, workflow_run, Resource,
 };
 
 /// Everything this provider serves.
@@ -28,6 +28,7 @@ fn all_resources() -> Vec<Box<dyn Resource>> {
         Box::new(queue_gate::QueueGate),
         Box::new(workflow_run::WorkflowRun),
         Box::new(cdn_invalidation::CdnInvalidation),
+        Box::new(postgres_copy::PostgresCopy),
         // CONTRIBUTING's fifth resource, added as any other is (test builds only).
         #[cfg(test)]
         Box::new(crate::harness::fifth_resource::Marker),

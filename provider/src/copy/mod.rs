@@ -5,6 +5,7 @@ pub mod filter;
 pub(crate) mod item;
 pub mod journal;
 pub(crate) mod model;
+pub mod postgres;
 pub mod progress;
 pub(crate) mod retry;
 pub(crate) mod rewrite;

@@ -11,6 +11,7 @@ pub(crate) mod diff;
 pub mod dynamo_copy;
 pub(crate) mod metadata;
 pub mod model_copy;
+pub mod postgres_copy;
 pub mod queue_gate;
 pub(crate) mod secrets;
 pub mod snapshot_promote;
@@ -63,7 +64,9 @@ pub trait Migration: Send + Sync + 'static {
     const TOKEN: &'static str;
     const DESCRIPTION: &'static str;
     /// False for a runbook step that changes no data a rollback could restore (a check,
-    /// a workflow start, a CDN invalidation): it opens no journal, and its state names none.
+    /// a workflow start, a CDN invalidation), and for a resource that keeps its journal
+    /// itself (PostgresCopy, in the target database): no journal at `journalUri` is
+    /// opened or checked, and a failed apply keeps the state only if it was `resolved`.
     const JOURNALLED: bool = true;
 
     /// Checks that need no network: run at every preview before anything else.
@@ -201,6 +204,11 @@ async fn failed_apply<M: Migration>(
 ) -> anyhow::Error {
     let resolved = ctx.resolved.lock().expect("not poisoned").take();
     let state = match resource.recover(ctx, inputs).await {
+        // A resource that keeps its own journal (in the target) noted, with `resolved`,
+        // that it may have written: the state it noted goes to the engine.
+        Ok(None) if !M::JOURNALLED => resolved.and_then(|outputs| {
+            state_of(inputs, &outputs, &CommonOutputs::of_run("", None)).ok()
+        }),
         Ok(state) => state,
         Err(unplanned) => {
             let common = common_outputs::<M>(ctx, true).await;

@@ -1,0 +1,264 @@
+//! The journal of a PostgreSQL copy, kept in the target database itself (schema
+//! `stackmigrate`): each table's writes and the backups of what they replaced are
+//! recorded in the transaction that writes them, so the journal can never be behind
+//! the data, a killed run leaves no half-recorded table, and `pulumi destroy` finds it
+//! from any machine that reaches the database.
+
+use std::collections::BTreeMap;
+
+use anyhow::{bail, Context as _, Result};
+use tokio_postgres::{Client, GenericClient};
+
+use super::catalog::JOURNAL_SCHEMA;
+
+/// Creates the journal's tables when they are missing.
+pub async fn ensure(client: &Client) -> Result<()> {
+    client
+        .batch_execute(&format!(
+            "CREATE SCHEMA IF NOT EXISTS {JOURNAL_SCHEMA};
+             REVOKE ALL ON SCHEMA {JOURNAL_SCHEMA} FROM PUBLIC;
+             CREATE TABLE IF NOT EXISTS {JOURNAL_SCHEMA}.tables (
+                 journal text NOT NULL,
+                 tbl text NOT NULL,
+                 created boolean NOT NULL DEFAULT false,
+                 truncated boolean NOT NULL DEFAULT false,
+                 post_data_done boolean NOT NULL DEFAULT false,
+                 written_rows bigint,
+                 written_hash numeric,
+                 hashed_columns text[] NOT NULL,
+                 PRIMARY KEY (journal, tbl));
+             CREATE TABLE IF NOT EXISTS {JOURNAL_SCHEMA}.rows (
+                 journal text NOT NULL,
+                 tbl text NOT NULL,
+                 key jsonb NOT NULL,
+                 written bigint,
+                 backup jsonb,
+                 PRIMARY KEY (journal, tbl, key));
+             CREATE TABLE IF NOT EXISTS {JOURNAL_SCHEMA}.sequences (
+                 journal text NOT NULL,
+                 seq text NOT NULL,
+                 last_value bigint NOT NULL,
+                 is_called boolean NOT NULL,
+                 set_to bigint NOT NULL,
+                 PRIMARY KEY (journal, seq));
+             CREATE TABLE IF NOT EXISTS {JOURNAL_SCHEMA}.types (
+                 journal text NOT NULL,
+                 type_name text NOT NULL,
+                 PRIMARY KEY (journal, type_name));"
+        ))
+        .await
+        .context("creating the journal's tables (schema stackmigrate) in the target database")
+}
+
+/// What the journal says about one table.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TableEntry {
+    pub created: bool,
+    pub truncated: bool,
+    pub post_data_done: bool,
+    /// Rows and hash sum of the table as the last copy into it left it (tables without a
+    /// primary key are journalled this way only).
+    pub written: Option<(i64, String)>,
+    /// The columns, in order, whose values the journal's row hashes cover.
+    pub hashed_columns: Vec<String>,
+}
+
+pub async fn exists(client: &impl GenericClient) -> Result<bool> {
+    Ok(client
+        .query_one(
+            "SELECT to_regclass($1) IS NOT NULL",
+            &[&format!("{JOURNAL_SCHEMA}.tables")],
+        )
+        .await?
+        .get(0))
+}
+
+/// This journal's tables.
+pub async fn tables(client: &impl GenericClient, journal: &str) -> Result<BTreeMap<String, TableEntry>> {
+    if !exists(client).await? {
+        return Ok(BTreeMap::new());
+    }
+    let rows = client
+        .query(
+            &format!(
+                "SELECT tbl, created, truncated, post_data_done, written_rows, written_hash::text, hashed_columns \
+                 FROM {JOURNAL_SCHEMA}.tables WHERE journal = $1"
+            ),
+            &[&journal],
+        )
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let written = match (r.get::<_, Option<i64>>(4), r.get::<_, Option<String>>(5)) {
+                (Some(rows), Some(hash)) => Some((rows, hash)),
+                _ => None,
+            };
+            (
+                r.get(0),
+                TableEntry {
+                    created: r.get(1),
+                    truncated: r.get(2),
+                    post_data_done: r.get(3),
+                    written,
+                    hashed_columns: r.get(6),
+                },
+            )
+        })
+        .collect())
+}
+
+/// Other journals (other resources, other stacks) that hold one of `tables`, by table.
+pub async fn claimed_by_others(
+    client: &impl GenericClient,
+    journal: &str,
+    tables: &[String],
+) -> Result<BTreeMap<String, String>> {
+    if !exists(client).await? {
+        return Ok(BTreeMap::new());
+    }
+    let rows = client
+        .query(
+            &format!(
+                "SELECT tbl, min(journal) FROM {JOURNAL_SCHEMA}.tables \
+                 WHERE journal <> $1 AND tbl = ANY($2) GROUP BY tbl"
+            ),
+            &[&journal, &tables],
+        )
+        .await?;
+    Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// Claims the tables for this journal, refusing (with the journal's tables locked, so
+/// two runs cannot both pass) any another journal holds: its rollback and this one's
+/// would each restore what the other wrote over.
+pub async fn claim(client: &mut Client, journal: &str, tables: &[(String, Vec<String>)]) -> Result<()> {
+    let transaction = client.transaction().await?;
+    transaction
+        .batch_execute(&format!(
+            "LOCK TABLE {JOURNAL_SCHEMA}.tables IN SHARE ROW EXCLUSIVE MODE"
+        ))
+        .await?;
+    let keys: Vec<String> = tables.iter().map(|(key, _)| key.clone()).collect();
+    let others = claimed_by_others(&transaction, journal, &keys).await?;
+    if let Some((table, other)) = others.iter().next() {
+        bail!(
+            "nothing was written: table {table} is already the target of another migration ({other}), whose rollback would undo this one's writes or restore over them; \
+             destroy that migration first, or copy into another table"
+        );
+    }
+    for (table, columns) in tables {
+        transaction
+            .execute(
+                &format!(
+                    "INSERT INTO {JOURNAL_SCHEMA}.tables (journal, tbl, hashed_columns) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING"
+                ),
+                &[&journal, table, columns],
+            )
+            .await?;
+    }
+    transaction.commit().await?;
+    Ok(())
+}
+
+/// Sets one flag of a table's entry (`created`, `truncated`, `post_data_done`).
+pub async fn mark(client: &impl GenericClient, journal: &str, table: &str, flag: &str) -> Result<()> {
+    client
+        .execute(
+            &format!("UPDATE {JOURNAL_SCHEMA}.tables SET {flag} = true WHERE journal = $1 AND tbl = $2"),
+            &[&journal, &table],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Notes the table's rows and hash sum as this copy leaves it.
+pub async fn note_written(
+    client: &impl GenericClient,
+    journal: &str,
+    table: &str,
+    (rows, hash): (i64, &str),
+) -> Result<()> {
+    client
+        .execute(
+            &format!(
+                "UPDATE {JOURNAL_SCHEMA}.tables SET written_rows = $3, written_hash = $4::text::numeric \
+                 WHERE journal = $1 AND tbl = $2"
+            ),
+            &[&journal, &table, &rows, &hash],
+        )
+        .await?;
+    Ok(())
+}
+
+/// A sequence's value before the first copy set it (kept from then on) and the value
+/// the last copy set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SequenceEntry {
+    pub sequence: String,
+    pub original: (i64, bool),
+    pub set_to: i64,
+}
+
+pub async fn keep_sequence(client: &impl GenericClient, journal: &str, entry: &SequenceEntry) -> Result<()> {
+    client
+        .execute(
+            &format!(
+                "INSERT INTO {JOURNAL_SCHEMA}.sequences VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (journal, seq) DO UPDATE SET set_to = EXCLUDED.set_to"
+            ),
+            &[&journal, &entry.sequence, &entry.original.0, &entry.original.1, &entry.set_to],
+        )
+        .await?;
+    Ok(())
+}
+
+pub async fn sequences(client: &impl GenericClient, journal: &str) -> Result<Vec<SequenceEntry>> {
+    let rows = client
+        .query(
+            &format!("SELECT seq, last_value, is_called, set_to FROM {JOURNAL_SCHEMA}.sequences WHERE journal = $1"),
+            &[&journal],
+        )
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| SequenceEntry {
+            sequence: r.get(0),
+            original: (r.get(1), r.get(2)),
+            set_to: r.get(3),
+        })
+        .collect())
+}
+
+pub async fn note_type(client: &impl GenericClient, journal: &str, type_name: &str) -> Result<()> {
+    client
+        .execute(
+            &format!("INSERT INTO {JOURNAL_SCHEMA}.types VALUES ($1, $2) ON CONFLICT DO NOTHING"),
+            &[&journal, &type_name],
+        )
+        .await?;
+    Ok(())
+}
+
+pub async fn types(client: &impl GenericClient, journal: &str) -> Result<Vec<String>> {
+    let rows = client
+        .query(
+            &format!("SELECT type_name FROM {JOURNAL_SCHEMA}.types WHERE journal = $1"),
+            &[&journal],
+        )
+        .await?;
+    Ok(rows.into_iter().map(|r| r.get(0)).collect())
+}
+
+/// Forgets this journal: the last step of a rollback, in its transaction.
+pub async fn forget(client: &impl GenericClient, journal: &str) -> Result<()> {
+    for table in ["rows", "sequences", "types", "tables"] {
+        client
+            .execute(
+                &format!("DELETE FROM {JOURNAL_SCHEMA}.{table} WHERE journal = $1"),
+                &[&journal],
+            )
+            .await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,263 @@
+//! The rollback, in one transaction of the target: rows this journal wrote and that
+//! still hold what it wrote are removed or put back as they were, truncated rows
+//! restored, sequences put back, created tables and types dropped; whatever someone
+//! changed since is left as it is and reported.
+
+use anyhow::{Context as _, Result};
+use tokio_postgres::Transaction;
+
+use super::catalog::{self, quote, Table, JOURNAL_SCHEMA};
+use super::connect::Endpoint;
+use super::ledger::{self, TableEntry};
+use crate::copy::progress::Progress;
+
+/// What a rollback did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Undone {
+    pub rows_deleted: u64,
+    pub rows_restored: u64,
+    pub tables_dropped: u64,
+    pub sequences_restored: u64,
+    /// `table key` of rows someone changed since the copy (the first few), and how many.
+    pub left_alone: Vec<String>,
+    pub left_alone_count: u64,
+}
+
+/// The rows this journal holds for a table, beside the table's row of each key now.
+async fn undo_table(transaction: &Transaction<'_>, journal: &str, table: &Table, n: usize) -> Result<String> {
+    let undo = format!("sm_undo_{n}");
+    transaction
+        .execute(
+            &format!(
+                "CREATE TEMP TABLE {undo} ON COMMIT DROP AS \
+                 SELECT j.key AS sm_key, j.written AS sm_written, j.backup AS sm_backup, x.h AS sm_current, \
+                        j.written IS NOT DISTINCT FROM x.h AS sm_ours \
+                 FROM {JOURNAL_SCHEMA}.rows j LEFT JOIN (SELECT {} AS k, {} AS h FROM {} AS r) x ON x.k = j.key \
+                 WHERE j.journal = $1 AND j.tbl = $2",
+                table.key_expr("r"),
+                table.hash_expr("r"),
+                table.sql_name()
+            ),
+            &[&journal, &table.key()],
+        )
+        .await?;
+    transaction.batch_execute(&format!("ANALYZE {undo}")).await?;
+    Ok(undo)
+}
+
+/// Removes the rows this journal inserted (no backup) that still hold what it wrote.
+async fn delete_ours(transaction: &Transaction<'_>, table: &Table, undo: &str) -> Result<u64> {
+    Ok(transaction
+        .execute(
+            &format!(
+                "DELETE FROM {} AS r USING {undo} u WHERE {} = u.sm_key \
+                 AND u.sm_written IS NOT NULL AND u.sm_ours AND u.sm_backup IS NULL",
+                table.sql_name(),
+                table.key_expr("r")
+            ),
+            &[],
+        )
+        .await?)
+}
+
+/// Puts back the backed-up rows whose key holds what this journal wrote (replaced:
+/// updated back) or nothing it left there (truncated, not copied again: inserted).
+async fn restore(transaction: &Transaction<'_>, table: &Table, undo: &str) -> Result<u64> {
+    let name = table.sql_name();
+    let columns = table.column_list();
+    let from_backup = table.columns_of("b");
+    let mut restored = 0;
+    let updatable: Vec<String> = table.updatable().map(|c| quote(&c.name)).collect();
+    if !updatable.is_empty() {
+        let values: Vec<String> = updatable.iter().map(|c| format!("b.{c}")).collect();
+        restored += transaction
+            .execute(
+                &format!(
+                    "UPDATE {name} AS r SET ({}) = ROW({}) \
+                     FROM {undo} u CROSS JOIN LATERAL jsonb_populate_record(NULL::{name}, u.sm_backup) b \
+                     WHERE {} = u.sm_key AND u.sm_written IS NOT NULL AND u.sm_ours AND u.sm_backup IS NOT NULL",
+                    updatable.join(", "),
+                    values.join(", "),
+                    table.key_expr("r")
+                ),
+                &[],
+            )
+            .await?;
+    }
+    restored += transaction
+        .execute(
+            &format!(
+                "INSERT INTO {name} ({columns}) OVERRIDING SYSTEM VALUE SELECT {from_backup} \
+                 FROM {undo} u CROSS JOIN LATERAL jsonb_populate_record(NULL::{name}, u.sm_backup) b \
+                 WHERE u.sm_written IS NULL AND u.sm_current IS NULL AND u.sm_backup IS NOT NULL"
+            ),
+            &[],
+        )
+        .await?;
+    Ok(restored)
+}
+
+async fn left_alone(transaction: &Transaction<'_>, table: &Table, undo: &str, undone: &mut Undone) -> Result<()> {
+    let row = transaction
+        .query_one(
+            &format!(
+                "SELECT count(*), COALESCE((array_agg(sm_key::text ORDER BY sm_key::text))[1:5], '{{}}') \
+                 FROM {undo} WHERE NOT sm_ours"
+            ),
+            &[],
+        )
+        .await?;
+    undone.left_alone_count += row.get::<_, i64>(0) as u64;
+    for key in row.get::<_, Vec<String>>(1) {
+        if undone.left_alone.len() < 10 {
+            undone.left_alone.push(format!("{} {key}", table.key()));
+        }
+    }
+    Ok(())
+}
+
+/// A table without a primary key: undone whole when it still holds exactly what this
+/// journal wrote (rows and hash), else left alone.
+async fn undo_keyless(
+    transaction: &Transaction<'_>,
+    journal: &str,
+    table: &Table,
+    entry: &TableEntry,
+    undone: &mut Undone,
+) -> Result<()> {
+    let row = transaction.query_one(&table.count_and_hash_sql(), &[]).await?;
+    let now: (i64, String) = (row.get(0), row.get(1));
+    if entry.written.as_ref().is_some_and(|w| *w != now) {
+        undone.left_alone_count += now.0 as u64;
+        undone.left_alone.push(format!("{} (no primary key; changed since the copy)", table.key()));
+        return Ok(());
+    }
+    undone.rows_deleted += transaction
+        .execute(&format!("DELETE FROM {}", table.sql_name()), &[])
+        .await?;
+    undone.rows_restored += transaction
+        .execute(
+            &format!(
+                "INSERT INTO {name} ({columns}) OVERRIDING SYSTEM VALUE SELECT {from_backup} \
+                 FROM {JOURNAL_SCHEMA}.rows j CROSS JOIN LATERAL jsonb_populate_record(NULL::{name}, j.backup) b \
+                 WHERE j.journal = $1 AND j.tbl = $2 AND j.backup IS NOT NULL",
+                name = table.sql_name(),
+                columns = table.column_list(),
+                from_backup = table.columns_of("b"),
+            ),
+            &[&journal, &table.key()],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Rolls back what the journal named `journal` recorded in `target`; None when the
+/// target holds no such journal.
+pub async fn rollback(target: &Endpoint, journal: &str, progress: &dyn Progress) -> Result<Option<Undone>> {
+    let mut client = target.connect().await.context("the target database")?;
+    let entries = ledger::tables(&client, journal).await?;
+    if entries.is_empty() {
+        return Ok(None);
+    }
+    let existing = catalog::tables(&client).await?;
+    let transaction = client.transaction().await?;
+    let mut undone = Undone::default();
+    let mut tables: Vec<Table> = Vec::new();
+    for (key, entry) in &entries {
+        match existing.get(key) {
+            Some(table) => tables.push(table.hashed_as(&entry.hashed_columns)),
+            None => progress.warn(&format!("{key} is no longer in the target: nothing of it to undo")),
+        }
+    }
+    let refs: Vec<&Table> = tables.iter().collect();
+    let levels = catalog::levels(&refs);
+    let by_key = |key: &str| tables.iter().find(|t| t.key() == key).expect("listed");
+    // Rows removed from the tables that reference others first, restored into the
+    // referenced tables first, so foreign keys hold at every statement.
+    let mut undo_tables = std::collections::BTreeMap::new();
+    for (n, key) in levels.iter().rev().flatten().enumerate() {
+        let table = by_key(key);
+        progress.status(&format!("rolling back {key}"));
+        if table.primary_key.is_empty() {
+            undo_keyless(&transaction, journal, table, &entries[key], &mut undone).await?;
+            continue;
+        }
+        let undo = undo_table(&transaction, journal, table, n).await?;
+        undone.rows_deleted += delete_ours(&transaction, table, &undo)
+            .await
+            .with_context(|| format!("removing the rows copied into {key}"))?;
+        undo_tables.insert(key.clone(), undo);
+    }
+    for key in levels.iter().flatten() {
+        let Some(undo) = undo_tables.get(key) else { continue };
+        let table = by_key(key);
+        undone.rows_restored += restore(&transaction, table, undo)
+            .await
+            .with_context(|| format!("restoring {key}'s rows from the journal"))?;
+        left_alone(&transaction, table, undo, &mut undone).await?;
+    }
+    for entry in ledger::sequences(&transaction, journal).await? {
+        let exists: bool = transaction
+            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&entry.sequence])
+            .await?
+            .get(0);
+        if !exists {
+            continue;
+        }
+        let (now, _) = catalog::sequence_state(&transaction, &entry.sequence).await?;
+        if now != entry.set_to {
+            progress.warn(&format!(
+                "sequence {} moved on since the copy set it to {} (now {now}): left as it is, so new rows keep fresh keys",
+                entry.sequence, entry.set_to
+            ));
+            continue;
+        }
+        transaction
+            .execute(
+                "SELECT setval($1::text::regclass, $2, $3)",
+                &[&entry.sequence, &entry.original.0, &entry.original.1],
+            )
+            .await?;
+        undone.sequences_restored += 1;
+    }
+    // Created tables go when nothing but this journal's rows was in them.
+    for key in levels.iter().rev().flatten() {
+        let entry = &entries[key];
+        if !entry.created {
+            continue;
+        }
+        let table = by_key(key);
+        let empty: bool = transaction
+            .query_one(&format!("SELECT NOT EXISTS (SELECT 1 FROM {})", table.sql_name()), &[])
+            .await?
+            .get(0);
+        if !empty {
+            progress.warn(&format!(
+                "{key} was created by this copy and now holds rows it did not write: the table is kept"
+            ));
+            continue;
+        }
+        transaction.batch_execute("SAVEPOINT sm_drop").await?;
+        match transaction.batch_execute(&format!("DROP TABLE {}", table.sql_name())).await {
+            Ok(()) => undone.tables_dropped += 1,
+            Err(e) => {
+                transaction.batch_execute("ROLLBACK TO SAVEPOINT sm_drop").await?;
+                progress.warn(&format!("{key} was created by this copy and is kept: {e}"));
+            }
+        }
+    }
+    for type_name in ledger::types(&transaction, journal).await? {
+        let (schema, name) = type_name.split_once('.').unwrap_or(("public", &type_name));
+        transaction.batch_execute("SAVEPOINT sm_drop").await?;
+        if let Err(e) = transaction
+            .batch_execute(&format!("DROP TYPE {}.{}", quote(schema), quote(name)))
+            .await
+        {
+            transaction.batch_execute("ROLLBACK TO SAVEPOINT sm_drop").await?;
+            progress.warn(&format!("type {type_name} was created by this copy and is kept: {e}"));
+        }
+    }
+    ledger::forget(&transaction, journal).await?;
+    transaction.commit().await?;
+    Ok(Some(undone))
+}

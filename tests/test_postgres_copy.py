@@ -1,0 +1,300 @@
+"""PostgresCopy through the pulumi CLI between two real PostgreSQL 15 clusters (dev and
+prod, from scripts/services.sh), shaped like seed 004's docprocessing database:
+documents, pages and tasks with foreign keys, an enum, jsonb, numeric, bytea,
+timestamps and serial keys."""
+
+import os
+import signal
+import subprocess
+import time
+from urllib.parse import urlparse
+
+import pg8000.native
+import pytest
+
+from conftest import unique, wait_until
+
+SCHEMA = """
+CREATE TYPE task_state AS ENUM ('queued', 'running', 'done');
+CREATE TABLE documents (
+    id bigserial PRIMARY KEY,
+    name text NOT NULL,
+    size_bytes numeric(20, 0),
+    meta jsonb,
+    uploaded_at timestamptz NOT NULL DEFAULT now());
+CREATE TABLE pages (
+    document_id bigint NOT NULL REFERENCES documents(id),
+    page_no int NOT NULL,
+    body text,
+    thumbnail bytea,
+    PRIMARY KEY (document_id, page_no));
+CREATE INDEX pages_body ON pages (body);
+CREATE TABLE tasks (
+    id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    document_id bigint REFERENCES documents(id),
+    state task_state NOT NULL,
+    score double precision,
+    score_pct double precision GENERATED ALWAYS AS (score * 100) STORED);
+"""
+
+
+def create_schema(db):
+    for statement in SCHEMA.split(";"):
+        if statement.strip():
+            db.run(statement)
+
+
+def server(side):
+    return urlparse(os.environ[{"dev": "STACKMIGRATE_PG_DEV", "prod": "STACKMIGRATE_PG_PROD"}[side]])
+
+
+def url(side, database, password=None):
+    u = server(side)
+    return f"postgresql://{u.username}:{password or u.password}@{u.hostname}:{u.port}/{database}?sslmode=disable"
+
+
+def connect(side, database):
+    u = server(side)
+    return pg8000.native.Connection(u.username, password=u.password, host=u.hostname, port=u.port, database=database)
+
+
+def database(side, name):
+    admin = connect(side, "postgres")
+    admin.run(f'CREATE DATABASE "{name}"')
+    admin.close()
+    return connect(side, name)
+
+
+def fill(db, documents, pages_per_document=3, first=1):
+    for i in range(first, first + documents):
+        db.run("INSERT INTO documents (name, size_bytes, meta, uploaded_at) VALUES (:n, :s, CAST(:m AS jsonb), "
+               "timestamptz '2026-01-01 00:00:00+00' + make_interval(secs => :i))",
+               n=f"receipt-{i}.pdf", s=i * 1000, m=f'{{"pages": {pages_per_document}, "tag": "t{i % 7}"}}', i=i)
+    db.run("INSERT INTO pages SELECT d.id, p, 'page ' || p || ' of ' || d.name, decode(md5(d.name || p), 'hex') "
+           "FROM documents d CROSS JOIN generate_series(1, :n) p WHERE d.id >= :first", n=pages_per_document, first=first)
+    db.run("INSERT INTO tasks (document_id, state, score) SELECT id, CAST((ARRAY['queued','running','done'])[1 + id % 3] AS task_state), "
+           "id / 7.0 FROM documents WHERE id >= :first", first=first)
+
+
+def rows(db, table, order):
+    return db.run(f"SELECT * FROM {table} ORDER BY {order}")
+
+
+def snapshot(db):
+    """Every row of the three tables, key by key."""
+    return {
+        "documents": rows(db, "documents", "id"),
+        "pages": rows(db, "pages", "document_id, page_no"),
+        "tasks": rows(db, "tasks", "id"),
+    }
+
+
+def tables_in(db):
+    return sorted(r[0] for r in db.run(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"))
+
+
+def resource(dev_name, prod_name, **properties):
+    return {"db": {"type": "stackmigrate:PostgresCopy", "properties": {
+        "source": {"url": url("dev", dev_name)},
+        "target": {"url": url("prod", prod_name)},
+        **properties}}}
+
+
+OUTPUTS = {k: f"${{db.{k}}}" for k in
+           ("rowsCopied", "tablesCreated", "tablesInSync", "rowsReplaced", "rowsLeftAlone", "sequencesSet", "verified")}
+
+
+@pytest.fixture
+def dev_prod():
+    dev_name, prod_name = unique("dev"), unique("prod")
+    dev = database("dev", dev_name)
+    create_schema(dev)
+    prod = database("prod", prod_name)
+    yield dev_name, dev, prod_name, prod
+    dev.close()
+    prod.close()
+
+
+def test_a_database_into_an_empty_one_counted_created_copied_verified_then_new_rows_alone_then_rolled_back(project, dev_prod):
+    dev_name, dev, prod_name, prod = dev_prod
+    fill(dev, 40)
+    p = project(resource(dev_name, prod_name), OUTPUTS)
+
+    preview = p.preview()
+    assert "public.documents: table to create, 40 rows" in preview, preview
+    assert "public.pages: table to create, 120 rows" in preview, preview
+    assert "3 tables; 3 to create; 200 rows" in preview, preview
+    assert tables_in(prod) == [], "preview wrote nothing"
+
+    p.up()
+    out = p.outputs()
+    assert (out["rowsCopied"], out["tablesCreated"], out["verified"]) == (200, 3, True), out
+    assert snapshot(prod) == snapshot(dev)
+    # Indexes and constraints after the data; sequences moved on: a new prod row gets a fresh key.
+    indexes = {r[0] for r in prod.run("SELECT indexname FROM pg_indexes WHERE schemaname = 'public'")}
+    assert {"documents_pkey", "pages_pkey", "pages_body", "tasks_pkey"} <= indexes, indexes
+    assert prod.run("SELECT count(*) FROM pg_constraint WHERE contype = 'f'")[0][0] == 2
+    assert out["sequencesSet"] == 2, out
+    assert prod.run("INSERT INTO documents (name) VALUES ('prod-new') RETURNING id")[0][0] == 41
+    prod.run("DELETE FROM documents WHERE id = 41")
+
+    again = p.preview()
+    assert "2 unchanged" in again and "counting public.tasks" in again, again
+    assert "2 unchanged" in p.up(), "a second up copies nothing"
+
+    fill(dev, 5, first=41)
+    p.up()
+    out = p.outputs()
+    assert (out["rowsCopied"], out["tablesCreated"]) == (25, 0), out
+    assert snapshot(prod) == snapshot(dev)
+
+    p.destroy()
+    assert tables_in(prod) == [], "the created tables are dropped"
+    assert prod.run("SELECT count(*) FROM pg_type WHERE typname = 'task_state'")[0][0] == 0
+    assert prod.run("SELECT count(*) FROM stackmigrate.tables")[0][0] == 0, "the journal is cleared"
+
+
+def prod_with_rows(prod, documents):
+    create_schema(prod)
+    fill(prod, documents)
+    prod.run("UPDATE documents SET name = 'prod-' || name")
+    return snapshot(prod)
+
+
+def test_fail_refuses_a_target_with_rows_and_truncate_replaces_them_and_destroy_restores_them(project, dev_prod):
+    dev_name, dev, prod_name, prod = dev_prod
+    fill(dev, 10)
+    before = prod_with_rows(prod, 4)
+    p = project(resource(dev_name, prod_name), OUTPUTS)
+    code, output = p.preview(check=False)
+    assert code != 0
+    assert "public.documents: the target table holds 4 rows and onConflict is fail" in output, output
+    assert "set onConflict to truncate" in output, output
+    assert snapshot(prod) == before
+
+    p.write(resource(dev_name, prod_name, onConflict="truncate"), OUTPUTS)
+    preview = p.preview()
+    assert "public.documents: 4 target rows backed up and removed (truncate), then 10 rows" in preview, preview
+    p.up()
+    out = p.outputs()
+    assert (out["rowsCopied"], out["rowsReplaced"]) == (50, 20), out
+    assert snapshot(prod) == snapshot(dev)
+
+    p.destroy()
+    assert snapshot(prod) == before, "destroy put prod's own rows back, exactly"
+
+
+def test_upsert_replaces_by_key_and_leaves_what_prod_changed_since_alone_at_up_and_at_destroy(project, dev_prod):
+    dev_name, dev, prod_name, prod = dev_prod
+    fill(dev, 6)
+    before = prod_with_rows(prod, 3)
+    prod.run("INSERT INTO documents (id, name) VALUES (100, 'prod-only')")
+    before = snapshot(prod)
+    p = project(resource(dev_name, prod_name, onConflict="upsert"), OUTPUTS)
+    preview = p.preview()
+    assert "public.documents: 3 new rows to copy; 3 changed rows replaced; of 6 rows" in preview, preview
+    p.up()
+    out = p.outputs()
+    assert out["rowsReplaced"] == 3 and out["rowsLeftAlone"] == 0, out
+    assert rows(prod, "documents", "id")[:6] == rows(dev, "documents", "id")
+    assert rows(prod, "documents", "id")[6][1] == "prod-only"
+
+    # Prod edits a copied row; dev changes it too and gains one: the next up leaves prod's edit.
+    prod.run("UPDATE documents SET name = 'edited in prod' WHERE id = 2")
+    dev.run("UPDATE documents SET name = 'changed in dev' WHERE id = 2")
+    fill(dev, 1, first=7)
+    preview = p.preview()
+    assert "1 target rows left alone" in preview, preview
+    p.up()
+    out = p.outputs()
+    assert out["rowsLeftAlone"] == 1, out
+    assert prod.run("SELECT name FROM documents WHERE id = 2")[0][0] == "edited in prod"
+    assert prod.run("SELECT name FROM documents WHERE id = 7")[0][0] == "receipt-7.pdf"
+
+    destroyed = p.destroy()
+    assert "left as they are" in destroyed, destroyed
+    after = snapshot(prod)
+    expected = {**before}
+    expected_documents = [r for r in before["documents"] if r[0] != 2]
+    edited = [r for r in after["documents"] if r[0] == 2]
+    assert edited and edited[0][1] == "edited in prod", "prod's edit is kept"
+    assert [r for r in after["documents"] if r[0] != 2] == expected_documents
+    assert after["pages"] == expected["pages"] and after["tasks"] == expected["tasks"]
+
+
+def test_bad_inputs_stop_at_preview_with_what_to_fix(project, dev_prod):
+    dev_name, dev, prod_name, prod = dev_prod
+    fill(dev, 2)
+    cases = [
+        (resource(dev_name, prod_name, target={"url": url("prod", prod_name, password="wrong")}),
+         "password authentication failed for user"),
+        (resource(dev_name, "no_such_database"), 'database "no_such_database" does not exist'),
+        (resource(dev_name, prod_name, target={"url": "postgresql://u:p@127.0.0.1:1/x?sslmode=disable"}),
+         "cannot connect to PostgreSQL at u@127.0.0.1:1/x"),
+        # The same database spelled another way (localhost for 127.0.0.1): the server says so.
+        (resource(dev_name, prod_name, target={"url": url("dev", dev_name).replace("127.0.0.1", "localhost")}),
+         "source and target are the same database"),
+        (resource(dev_name, prod_name, includeTables=["billing.*"]), "select no table; the source database has: public.documents"),
+    ]
+    for resources, expected in cases:
+        p = project(resources)
+        code, output = p.preview(check=False)
+        assert code != 0 and expected in output, (expected, output)
+    prod.run("CREATE TABLE documents (id bigint PRIMARY KEY, name varchar(10))")
+    prod.run("CREATE TABLE pages (document_id bigint, page_no int, body text, thumbnail bytea)")
+    p = project(resource(dev_name, prod_name, onConflict="upsert", excludeTables=["public.tasks"]))
+    prod.run("INSERT INTO pages VALUES (1, 1, 'x', NULL)")
+    code, output = p.preview(check=False)
+    assert code != 0
+    assert 'column "name" is text in the source and character varying(10) in the target' in output, output
+    assert 'column "size_bytes" (numeric(20,0)) is missing in the target' in output, output
+    assert "public.pages: the table has no primary key" in output, output
+    assert tables_in(prod) == ["documents", "pages"] and prod.run("SELECT count(*) FROM documents")[0][0] == 0
+    assert prod.run("SELECT count(*) FROM pg_namespace WHERE nspname = 'stackmigrate'")[0][0] == 0
+
+
+def test_a_killed_up_resumes_without_copying_finished_tables_again_and_destroy_undoes_it(project, dev_prod):
+    dev_name, dev, prod_name, prod = dev_prod
+    fill(dev, 200, pages_per_document=1)
+    dev.run("CREATE TABLE events (id bigint PRIMARY KEY, payload text)")
+    dev.run("INSERT INTO events SELECT g, repeat(md5(g::text), 40) FROM generate_series(1, 400000) g")
+    p = project(resource(dev_name, prod_name, parallel=1), OUTPUTS)
+    running = p.up_in_background()
+    # Killed while the large table streams: the small ones, copied first, are committed.
+    assert wait_until(lambda: prod.run(
+        "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COPY \"public\".\"events\"%'")[0][0] > 0, timeout=120)
+    subprocess.run(["pkill", "-KILL", "-f", "pulumi-resource-stackmigrate"], check=False)
+    running.kill()
+    running.wait()
+    assert wait_until(lambda: prod.run(
+        "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COPY%' AND state <> 'idle'")[0][0] == 0, timeout=60)
+    assert prod.run("SELECT count(*) FROM events")[0][0] == 0, "the killed table's transaction left nothing"
+    p.run("cancel", "--yes", check=False)
+    p.run("refresh", "--yes", "--clear-pending-creates", check=False)
+
+    p.up()
+    out = p.outputs()
+    assert out["rowsCopied"] == 400000, out
+    assert out["tablesInSync"] == 3, "the tables finished before the kill were not copied again"
+    assert prod.run("SELECT count(*), sum(length(payload)) FROM events")[0] == dev.run(
+        "SELECT count(*), sum(length(payload)) FROM events")[0]
+
+    p.destroy()
+    assert tables_in(prod) == []
+
+
+def test_the_url_comes_from_a_secret_stack_output_and_stays_secret(project, dev_prod):
+    dev_name, dev, prod_name, prod = dev_prod
+    fill(dev, 3)
+    prod_stack = project({}, {"database_url": {"fn::secret": url("prod", prod_name)}})
+    prod_stack.up()
+    p = project({"db": {"type": "stackmigrate:PostgresCopy", "properties": {
+        "source": {"url": url("dev", dev_name)}}}}, OUTPUTS,
+        config={"stackmigrate:targetStack": f"organization/{prod_stack.name}/{prod_stack.stack}"})
+    p.up()
+    assert p.outputs()["rowsCopied"] == 15
+    assert snapshot(prod) == snapshot(dev)
+    assert url("prod", prod_name) not in p.state_text(), "the secret URL is not in the state in plaintext"
+    p.destroy()
+    assert tables_in(prod) == []

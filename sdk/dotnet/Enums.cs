@@ -203,6 +203,47 @@ namespace StackMigrate.Stackmigrate
     }
 
     /// <summary>
+    /// What happens to rows already in a target table.
+    /// </summary>
+    [EnumType]
+    public readonly struct RowConflict : IEquatable<RowConflict>
+    {
+        private readonly string _value;
+
+        private RowConflict(string value)
+        {
+            _value = value ?? throw new ArgumentNullException(nameof(value));
+        }
+
+        /// <summary>
+        /// Target tables must be empty or missing; preview fails naming any that is not.
+        /// </summary>
+        public static RowConflict Fail { get; } = new RowConflict("fail");
+        /// <summary>
+        /// The target table's rows are backed up into the journal, then removed, then the source's copied.
+        /// </summary>
+        public static RowConflict Truncate { get; } = new RowConflict("truncate");
+        /// <summary>
+        /// Rows are matched by primary key: new ones inserted, differing ones backed up and replaced.
+        /// </summary>
+        public static RowConflict Upsert { get; } = new RowConflict("upsert");
+
+        public static bool operator ==(RowConflict left, RowConflict right) => left.Equals(right);
+        public static bool operator !=(RowConflict left, RowConflict right) => !left.Equals(right);
+
+        public static explicit operator string(RowConflict value) => value._value;
+
+        [EditorBrowsable(EditorBrowsableState.Never)]
+        public override bool Equals(object? obj) => obj is RowConflict other && Equals(other);
+        public bool Equals(RowConflict other) => string.Equals(_value, other._value, StringComparison.Ordinal);
+
+        [EditorBrowsable(EditorBrowsableState.Never)]
+        public override int GetHashCode() => _value?.GetHashCode() ?? 0;
+
+        public override string ToString() => _value;
+    }
+
+    /// <summary>
     /// How each written object is proven to hold its source's content.
     /// </summary>
     [EnumType]

@@ -30,6 +30,11 @@ export type ModelCopy = import("./modelCopy").ModelCopy;
 export const ModelCopy: typeof import("./modelCopy").ModelCopy = null as any;
 utilities.lazyLoad(exports, ["ModelCopy"], () => require("./modelCopy"));
 
+export { PostgresCopyArgs } from "./postgresCopy";
+export type PostgresCopy = import("./postgresCopy").PostgresCopy;
+export const PostgresCopy: typeof import("./postgresCopy").PostgresCopy = null as any;
+utilities.lazyLoad(exports, ["PostgresCopy"], () => require("./postgresCopy"));
+
 export { ProviderArgs } from "./provider";
 export type Provider = import("./provider").Provider;
 export const Provider: typeof import("./provider").Provider = null as any;
@@ -75,6 +80,8 @@ const _module = {
                 return new DynamoCopy(name, <any>undefined, { urn })
             case "stackmigrate:index:ModelCopy":
                 return new ModelCopy(name, <any>undefined, { urn })
+            case "stackmigrate:index:PostgresCopy":
+                return new PostgresCopy(name, <any>undefined, { urn })
             case "stackmigrate:index:QueueGate":
                 return new QueueGate(name, <any>undefined, { urn })
             case "stackmigrate:index:SnapshotPromote":

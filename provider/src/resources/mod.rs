@@ -206,9 +206,8 @@ async fn failed_apply<M: Migration>(
     let state = match resource.recover(ctx, inputs).await {
         // A resource that keeps its own journal (in the target) noted, with `resolved`,
         // that it may have written: the state it noted goes to the engine.
-        Ok(None) if !M::JOURNALLED => resolved.and_then(|outputs| {
-            state_of(inputs, &outputs, &CommonOutputs::of_run("", None)).ok()
-        }),
+        Ok(None) if !M::JOURNALLED => resolved
+            .and_then(|outputs| state_of(inputs, &outputs, &CommonOutputs::of_run("", None)).ok()),
         Ok(state) => state,
         Err(unplanned) => {
             let common = common_outputs::<M>(ctx, true).await;

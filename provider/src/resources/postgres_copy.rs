@@ -34,12 +34,15 @@ pub struct PostgresConnection {
     /// `postgresql://USER:PASSWORD@HOST:PORT/DATABASE?sslmode=require`; the other fields override its parts.
     #[schemars(extend("x-secret" = true))]
     pub url: Option<String>,
+    /// The server's host name or address (an RDS endpoint).
     pub host: Option<String>,
-    /// Default 5432.
+    /// The server's port. Default 5432.
     pub port: Option<u16>,
-    /// Default: the user's name.
+    /// The database. Default: the user's name.
     pub database: Option<String>,
+    /// The role to log in as.
     pub user: Option<String>,
+    /// The role's password.
     #[schemars(extend("x-secret" = true))]
     pub password: Option<String>,
     /// `disable`, `prefer` (default), `require` (encrypted, certificate not checked, as RDS needs without its CA) or `verify-full`.
@@ -149,7 +152,12 @@ impl PostgresConnection {
 impl PostgresCopy {
     /// One side's endpoint: its connection as given, the URL from its stack's output
     /// when it names no server.
-    async fn endpoint(ctx: &Context, side: Side, given: &Option<PostgresConnection>, output: &str) -> Result<Endpoint> {
+    async fn endpoint(
+        ctx: &Context,
+        side: Side,
+        given: &Option<PostgresConnection>,
+        output: &str,
+    ) -> Result<Endpoint> {
         let name = match side {
             Side::Source => "source",
             Side::Target => "target",
@@ -159,7 +167,10 @@ impl PostgresCopy {
             true => None,
             false => {
                 let output = given.output.as_deref().unwrap_or(output);
-                Some(ctx.resolve(side, &format!("{name}.url"), &None, Some(output)).await?)
+                Some(
+                    ctx.resolve(side, &format!("{name}.url"), &None, Some(output))
+                        .await?,
+                )
             }
         };
         let from_secret = [&url, &given.url, &given.host]
@@ -169,7 +180,8 @@ impl PostgresCopy {
         let endpoint = Endpoint::new(name, &given.parts(url))?;
         if from_secret {
             // The server and database a secret names stay secret wherever they show.
-            ctx.secrets.add(&serde_json::Value::String(endpoint.label.clone()));
+            ctx.secrets
+                .add(&serde_json::Value::String(endpoint.label.clone()));
         }
         Ok(endpoint)
     }
@@ -224,7 +236,10 @@ fn connection_failures(side: &str, connection: &Option<PostgresConnection>) -> V
         if let Err(e) = Endpoint::new(side, &connection.parts(None)) {
             failures.push(Failure::new(side, e.to_string()));
         }
-    } else if connection.user.is_some() || connection.password.is_some() || connection.database.is_some() {
+    } else if connection.user.is_some()
+        || connection.password.is_some()
+        || connection.database.is_some()
+    {
         failures.push(Failure::new(
             &format!("{side}.host"),
             "set host (or url) with user, database and password; or none of them, to read the URL from the stack output",
@@ -254,10 +269,16 @@ impl Migration for PostgresCopy {
     fn validate(inputs: &Inputs) -> Vec<Failure> {
         let mut failures = connection_failures("source", &inputs.source);
         failures.extend(connection_failures("target", &inputs.target));
-        for (input, globs) in [("includeTables", &inputs.include_tables), ("excludeTables", &inputs.exclude_tables)] {
+        for (input, globs) in [
+            ("includeTables", &inputs.include_tables),
+            ("excludeTables", &inputs.exclude_tables),
+        ] {
             for (index, glob) in globs.iter().enumerate() {
                 if let Err(e) = globset::Glob::new(glob) {
-                    failures.push(Failure::new(&format!("{input}[{index}]"), format!("{glob:?} is not a glob on schema.table: {e}")));
+                    failures.push(Failure::new(
+                        &format!("{input}[{index}]"),
+                        format!("{glob:?} is not a glob on schema.table: {e}"),
+                    ));
                 }
             }
         }
@@ -348,7 +369,10 @@ mod tests {
     fn connections_and_globs_are_checked_before_anything_connects() {
         assert!(failures(serde_json::json!({})).is_empty());
         let url = "postgresql://app:pw@db.example:5432/docprocessing";
-        assert!(failures(serde_json::json!({"source": {"url": url}, "target": {"output": "rds_url"}})).is_empty());
+        assert!(failures(
+            serde_json::json!({"source": {"url": url}, "target": {"output": "rds_url"}})
+        )
+        .is_empty());
         let bad = failures(serde_json::json!({
             "source": {"url": url, "sslmode": "verify-ca"},
             "target": {"user": "app"},
@@ -356,9 +380,22 @@ mod tests {
             "parallel": 0,
         }));
         assert_eq!(bad.len(), 5, "{bad:?}");
-        assert!(bad[0].starts_with("source.sslmode: sslmode verify-ca is not supported"), "{bad:?}");
-        assert!(bad.iter().any(|f| f.starts_with("target.host: set host")), "{bad:?}");
-        assert!(bad.iter().any(|f| f.starts_with("includeTables[0]: \"public.[x\" is not a glob")), "{bad:?}");
-        assert!(bad.iter().any(|f| f == "parallel: must be at least 1"), "{bad:?}");
+        assert!(
+            bad[0].starts_with("source.sslmode: sslmode verify-ca is not supported"),
+            "{bad:?}"
+        );
+        assert!(
+            bad.iter().any(|f| f.starts_with("target.host: set host")),
+            "{bad:?}"
+        );
+        assert!(
+            bad.iter()
+                .any(|f| f.starts_with("includeTables[0]: \"public.[x\" is not a glob")),
+            "{bad:?}"
+        );
+        assert!(
+            bad.iter().any(|f| f == "parallel: must be at least 1"),
+            "{bad:?}"
+        );
     }
 }

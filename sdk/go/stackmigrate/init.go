@@ -29,6 +29,8 @@ func (m *module) Construct(ctx *pulumi.Context, name, typ, urn string) (r pulumi
 		r = &DynamoCopy{}
 	case "stackmigrate:index:ModelCopy":
 		r = &ModelCopy{}
+	case "stackmigrate:index:PostgresCopy":
+		r = &PostgresCopy{}
 	case "stackmigrate:index:QueueGate":
 		r = &QueueGate{}
 	case "stackmigrate:index:SnapshotPromote":

@@ -858,6 +858,177 @@ func (in *onConflictPtr) ToOnConflictPtrOutputWithContext(ctx context.Context) O
 	return pulumi.ToOutputWithContext(ctx, in).(OnConflictPtrOutput)
 }
 
+// What happens to rows already in a target table.
+type RowConflict string
+
+const (
+	// Target tables must be empty or missing; preview fails naming any that is not.
+	RowConflictFail = RowConflict("fail")
+	// The target table's rows are backed up into the journal, then removed, then the source's copied.
+	RowConflictTruncate = RowConflict("truncate")
+	// Rows are matched by primary key: new ones inserted, differing ones backed up and replaced.
+	RowConflictUpsert = RowConflict("upsert")
+)
+
+func (RowConflict) ElementType() reflect.Type {
+	return reflect.TypeOf((*RowConflict)(nil)).Elem()
+}
+
+func (e RowConflict) ToRowConflictOutput() RowConflictOutput {
+	return pulumi.ToOutput(e).(RowConflictOutput)
+}
+
+func (e RowConflict) ToRowConflictOutputWithContext(ctx context.Context) RowConflictOutput {
+	return pulumi.ToOutputWithContext(ctx, e).(RowConflictOutput)
+}
+
+func (e RowConflict) ToRowConflictPtrOutput() RowConflictPtrOutput {
+	return e.ToRowConflictPtrOutputWithContext(context.Background())
+}
+
+func (e RowConflict) ToRowConflictPtrOutputWithContext(ctx context.Context) RowConflictPtrOutput {
+	return RowConflict(e).ToRowConflictOutputWithContext(ctx).ToRowConflictPtrOutputWithContext(ctx)
+}
+
+func (e RowConflict) ToStringOutput() pulumi.StringOutput {
+	return pulumi.ToOutput(pulumi.String(e)).(pulumi.StringOutput)
+}
+
+func (e RowConflict) ToStringOutputWithContext(ctx context.Context) pulumi.StringOutput {
+	return pulumi.ToOutputWithContext(ctx, pulumi.String(e)).(pulumi.StringOutput)
+}
+
+func (e RowConflict) ToStringPtrOutput() pulumi.StringPtrOutput {
+	return pulumi.String(e).ToStringPtrOutputWithContext(context.Background())
+}
+
+func (e RowConflict) ToStringPtrOutputWithContext(ctx context.Context) pulumi.StringPtrOutput {
+	return pulumi.String(e).ToStringOutputWithContext(ctx).ToStringPtrOutputWithContext(ctx)
+}
+
+type RowConflictOutput struct{ *pulumi.OutputState }
+
+func (RowConflictOutput) ElementType() reflect.Type {
+	return reflect.TypeOf((*RowConflict)(nil)).Elem()
+}
+
+func (o RowConflictOutput) ToRowConflictOutput() RowConflictOutput {
+	return o
+}
+
+func (o RowConflictOutput) ToRowConflictOutputWithContext(ctx context.Context) RowConflictOutput {
+	return o
+}
+
+func (o RowConflictOutput) ToRowConflictPtrOutput() RowConflictPtrOutput {
+	return o.ToRowConflictPtrOutputWithContext(context.Background())
+}
+
+func (o RowConflictOutput) ToRowConflictPtrOutputWithContext(ctx context.Context) RowConflictPtrOutput {
+	return o.ApplyTWithContext(ctx, func(_ context.Context, v RowConflict) *RowConflict {
+		return &v
+	}).(RowConflictPtrOutput)
+}
+
+func (o RowConflictOutput) ToStringOutput() pulumi.StringOutput {
+	return o.ToStringOutputWithContext(context.Background())
+}
+
+func (o RowConflictOutput) ToStringOutputWithContext(ctx context.Context) pulumi.StringOutput {
+	return o.ApplyTWithContext(ctx, func(_ context.Context, e RowConflict) string {
+		return string(e)
+	}).(pulumi.StringOutput)
+}
+
+func (o RowConflictOutput) ToStringPtrOutput() pulumi.StringPtrOutput {
+	return o.ToStringPtrOutputWithContext(context.Background())
+}
+
+func (o RowConflictOutput) ToStringPtrOutputWithContext(ctx context.Context) pulumi.StringPtrOutput {
+	return o.ApplyTWithContext(ctx, func(_ context.Context, e RowConflict) *string {
+		v := string(e)
+		return &v
+	}).(pulumi.StringPtrOutput)
+}
+
+type RowConflictPtrOutput struct{ *pulumi.OutputState }
+
+func (RowConflictPtrOutput) ElementType() reflect.Type {
+	return reflect.TypeOf((**RowConflict)(nil)).Elem()
+}
+
+func (o RowConflictPtrOutput) ToRowConflictPtrOutput() RowConflictPtrOutput {
+	return o
+}
+
+func (o RowConflictPtrOutput) ToRowConflictPtrOutputWithContext(ctx context.Context) RowConflictPtrOutput {
+	return o
+}
+
+func (o RowConflictPtrOutput) Elem() RowConflictOutput {
+	return o.ApplyT(func(v *RowConflict) RowConflict {
+		if v != nil {
+			return *v
+		}
+		var ret RowConflict
+		return ret
+	}).(RowConflictOutput)
+}
+
+func (o RowConflictPtrOutput) ToStringPtrOutput() pulumi.StringPtrOutput {
+	return o.ToStringPtrOutputWithContext(context.Background())
+}
+
+func (o RowConflictPtrOutput) ToStringPtrOutputWithContext(ctx context.Context) pulumi.StringPtrOutput {
+	return o.ApplyTWithContext(ctx, func(_ context.Context, e *RowConflict) *string {
+		if e == nil {
+			return nil
+		}
+		v := string(*e)
+		return &v
+	}).(pulumi.StringPtrOutput)
+}
+
+// RowConflictInput is an input type that accepts values of the RowConflict enum
+// A concrete instance of `RowConflictInput` can be one of the following:
+//
+//	RowConflictFail
+//	RowConflictTruncate
+//	RowConflictUpsert
+type RowConflictInput interface {
+	pulumi.Input
+
+	ToRowConflictOutput() RowConflictOutput
+	ToRowConflictOutputWithContext(context.Context) RowConflictOutput
+}
+
+var rowConflictPtrType = reflect.TypeOf((**RowConflict)(nil)).Elem()
+
+type RowConflictPtrInput interface {
+	pulumi.Input
+
+	ToRowConflictPtrOutput() RowConflictPtrOutput
+	ToRowConflictPtrOutputWithContext(context.Context) RowConflictPtrOutput
+}
+
+type rowConflictPtr string
+
+func RowConflictPtr(v string) RowConflictPtrInput {
+	return (*rowConflictPtr)(&v)
+}
+
+func (*rowConflictPtr) ElementType() reflect.Type {
+	return rowConflictPtrType
+}
+
+func (in *rowConflictPtr) ToRowConflictPtrOutput() RowConflictPtrOutput {
+	return pulumi.ToOutput(in).(RowConflictPtrOutput)
+}
+
+func (in *rowConflictPtr) ToRowConflictPtrOutputWithContext(ctx context.Context) RowConflictPtrOutput {
+	return pulumi.ToOutputWithContext(ctx, in).(RowConflictPtrOutput)
+}
+
 // How each written object is proven to hold its source's content.
 type Verify string
 
@@ -1037,6 +1208,8 @@ func init() {
 	pulumi.RegisterInputType(reflect.TypeOf((*ItemConflictPtrInput)(nil)).Elem(), ItemConflict("skip"))
 	pulumi.RegisterInputType(reflect.TypeOf((*OnConflictInput)(nil)).Elem(), OnConflict("skipIdentical"))
 	pulumi.RegisterInputType(reflect.TypeOf((*OnConflictPtrInput)(nil)).Elem(), OnConflict("skipIdentical"))
+	pulumi.RegisterInputType(reflect.TypeOf((*RowConflictInput)(nil)).Elem(), RowConflict("fail"))
+	pulumi.RegisterInputType(reflect.TypeOf((*RowConflictPtrInput)(nil)).Elem(), RowConflict("fail"))
 	pulumi.RegisterInputType(reflect.TypeOf((*VerifyInput)(nil)).Elem(), Verify("checksums"))
 	pulumi.RegisterInputType(reflect.TypeOf((*VerifyPtrInput)(nil)).Elem(), Verify("checksums"))
 	pulumi.RegisterOutputType(ArchivedOutput{})
@@ -1049,6 +1222,8 @@ func init() {
 	pulumi.RegisterOutputType(ItemConflictPtrOutput{})
 	pulumi.RegisterOutputType(OnConflictOutput{})
 	pulumi.RegisterOutputType(OnConflictPtrOutput{})
+	pulumi.RegisterOutputType(RowConflictOutput{})
+	pulumi.RegisterOutputType(RowConflictPtrOutput{})
 	pulumi.RegisterOutputType(VerifyOutput{})
 	pulumi.RegisterOutputType(VerifyPtrOutput{})
 }

@@ -535,6 +535,301 @@ func (o DriftPtrOutput) Writes() pulumi.IntPtrOutput {
 	}).(pulumi.IntPtrOutput)
 }
 
+// One side's database. Set `url`, or `host`, `user` and the rest; unset, the URL is
+// read from the side's stack output named by `output`.
+type PostgresConnection struct {
+	// The database. Default: the user's name.
+	Database *string `pulumi:"database"`
+	// The server's host name or address (an RDS endpoint).
+	Host *string `pulumi:"host"`
+	// Stack output holding this side's connection URL, when neither `url` nor `host` is set. Default: the resource's `output`.
+	Output *string `pulumi:"output"`
+	// The role's password.
+	Password *string `pulumi:"password"`
+	// The server's port. Default 5432.
+	Port *int `pulumi:"port"`
+	// `disable`, `prefer` (default), `require` (encrypted, certificate not checked, as RDS needs without its CA) or `verify-full`.
+	Sslmode *string `pulumi:"sslmode"`
+	// A PEM file of CA certificates trusted with `verify-full` (RDS's bundle), besides the system's.
+	Sslrootcert *string `pulumi:"sslrootcert"`
+	// `postgresql://USER:PASSWORD@HOST:PORT/DATABASE?sslmode=require`; the other fields override its parts.
+	Url *string `pulumi:"url"`
+	// The role to log in as.
+	User *string `pulumi:"user"`
+}
+
+// PostgresConnectionInput is an input type that accepts PostgresConnectionArgs and PostgresConnectionOutput values.
+// You can construct a concrete instance of `PostgresConnectionInput` via:
+//
+//	PostgresConnectionArgs{...}
+type PostgresConnectionInput interface {
+	pulumi.Input
+
+	ToPostgresConnectionOutput() PostgresConnectionOutput
+	ToPostgresConnectionOutputWithContext(context.Context) PostgresConnectionOutput
+}
+
+// One side's database. Set `url`, or `host`, `user` and the rest; unset, the URL is
+// read from the side's stack output named by `output`.
+type PostgresConnectionArgs struct {
+	// The database. Default: the user's name.
+	Database pulumi.StringPtrInput `pulumi:"database"`
+	// The server's host name or address (an RDS endpoint).
+	Host pulumi.StringPtrInput `pulumi:"host"`
+	// Stack output holding this side's connection URL, when neither `url` nor `host` is set. Default: the resource's `output`.
+	Output pulumi.StringPtrInput `pulumi:"output"`
+	// The role's password.
+	Password pulumi.StringPtrInput `pulumi:"password"`
+	// The server's port. Default 5432.
+	Port pulumi.IntPtrInput `pulumi:"port"`
+	// `disable`, `prefer` (default), `require` (encrypted, certificate not checked, as RDS needs without its CA) or `verify-full`.
+	Sslmode pulumi.StringPtrInput `pulumi:"sslmode"`
+	// A PEM file of CA certificates trusted with `verify-full` (RDS's bundle), besides the system's.
+	Sslrootcert pulumi.StringPtrInput `pulumi:"sslrootcert"`
+	// `postgresql://USER:PASSWORD@HOST:PORT/DATABASE?sslmode=require`; the other fields override its parts.
+	Url pulumi.StringPtrInput `pulumi:"url"`
+	// The role to log in as.
+	User pulumi.StringPtrInput `pulumi:"user"`
+}
+
+func (PostgresConnectionArgs) ElementType() reflect.Type {
+	return reflect.TypeOf((*PostgresConnection)(nil)).Elem()
+}
+
+func (i PostgresConnectionArgs) ToPostgresConnectionOutput() PostgresConnectionOutput {
+	return i.ToPostgresConnectionOutputWithContext(context.Background())
+}
+
+func (i PostgresConnectionArgs) ToPostgresConnectionOutputWithContext(ctx context.Context) PostgresConnectionOutput {
+	return pulumi.ToOutputWithContext(ctx, i).(PostgresConnectionOutput)
+}
+
+func (i PostgresConnectionArgs) ToPostgresConnectionPtrOutput() PostgresConnectionPtrOutput {
+	return i.ToPostgresConnectionPtrOutputWithContext(context.Background())
+}
+
+func (i PostgresConnectionArgs) ToPostgresConnectionPtrOutputWithContext(ctx context.Context) PostgresConnectionPtrOutput {
+	return pulumi.ToOutputWithContext(ctx, i).(PostgresConnectionOutput).ToPostgresConnectionPtrOutputWithContext(ctx)
+}
+
+// PostgresConnectionPtrInput is an input type that accepts PostgresConnectionArgs, PostgresConnectionPtr and PostgresConnectionPtrOutput values.
+// You can construct a concrete instance of `PostgresConnectionPtrInput` via:
+//
+//	        PostgresConnectionArgs{...}
+//
+//	or:
+//
+//	        nil
+type PostgresConnectionPtrInput interface {
+	pulumi.Input
+
+	ToPostgresConnectionPtrOutput() PostgresConnectionPtrOutput
+	ToPostgresConnectionPtrOutputWithContext(context.Context) PostgresConnectionPtrOutput
+}
+
+type postgresConnectionPtrType PostgresConnectionArgs
+
+func PostgresConnectionPtr(v *PostgresConnectionArgs) PostgresConnectionPtrInput {
+	return (*postgresConnectionPtrType)(v)
+}
+
+func (*postgresConnectionPtrType) ElementType() reflect.Type {
+	return reflect.TypeOf((**PostgresConnection)(nil)).Elem()
+}
+
+func (i *postgresConnectionPtrType) ToPostgresConnectionPtrOutput() PostgresConnectionPtrOutput {
+	return i.ToPostgresConnectionPtrOutputWithContext(context.Background())
+}
+
+func (i *postgresConnectionPtrType) ToPostgresConnectionPtrOutputWithContext(ctx context.Context) PostgresConnectionPtrOutput {
+	return pulumi.ToOutputWithContext(ctx, i).(PostgresConnectionPtrOutput)
+}
+
+// One side's database. Set `url`, or `host`, `user` and the rest; unset, the URL is
+// read from the side's stack output named by `output`.
+type PostgresConnectionOutput struct{ *pulumi.OutputState }
+
+func (PostgresConnectionOutput) ElementType() reflect.Type {
+	return reflect.TypeOf((*PostgresConnection)(nil)).Elem()
+}
+
+func (o PostgresConnectionOutput) ToPostgresConnectionOutput() PostgresConnectionOutput {
+	return o
+}
+
+func (o PostgresConnectionOutput) ToPostgresConnectionOutputWithContext(ctx context.Context) PostgresConnectionOutput {
+	return o
+}
+
+func (o PostgresConnectionOutput) ToPostgresConnectionPtrOutput() PostgresConnectionPtrOutput {
+	return o.ToPostgresConnectionPtrOutputWithContext(context.Background())
+}
+
+func (o PostgresConnectionOutput) ToPostgresConnectionPtrOutputWithContext(ctx context.Context) PostgresConnectionPtrOutput {
+	return o.ApplyTWithContext(ctx, func(_ context.Context, v PostgresConnection) *PostgresConnection {
+		return &v
+	}).(PostgresConnectionPtrOutput)
+}
+
+// The database. Default: the user's name.
+func (o PostgresConnectionOutput) Database() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v PostgresConnection) *string { return v.Database }).(pulumi.StringPtrOutput)
+}
+
+// The server's host name or address (an RDS endpoint).
+func (o PostgresConnectionOutput) Host() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v PostgresConnection) *string { return v.Host }).(pulumi.StringPtrOutput)
+}
+
+// Stack output holding this side's connection URL, when neither `url` nor `host` is set. Default: the resource's `output`.
+func (o PostgresConnectionOutput) Output() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v PostgresConnection) *string { return v.Output }).(pulumi.StringPtrOutput)
+}
+
+// The role's password.
+func (o PostgresConnectionOutput) Password() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v PostgresConnection) *string { return v.Password }).(pulumi.StringPtrOutput)
+}
+
+// The server's port. Default 5432.
+func (o PostgresConnectionOutput) Port() pulumi.IntPtrOutput {
+	return o.ApplyT(func(v PostgresConnection) *int { return v.Port }).(pulumi.IntPtrOutput)
+}
+
+// `disable`, `prefer` (default), `require` (encrypted, certificate not checked, as RDS needs without its CA) or `verify-full`.
+func (o PostgresConnectionOutput) Sslmode() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v PostgresConnection) *string { return v.Sslmode }).(pulumi.StringPtrOutput)
+}
+
+// A PEM file of CA certificates trusted with `verify-full` (RDS's bundle), besides the system's.
+func (o PostgresConnectionOutput) Sslrootcert() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v PostgresConnection) *string { return v.Sslrootcert }).(pulumi.StringPtrOutput)
+}
+
+// `postgresql://USER:PASSWORD@HOST:PORT/DATABASE?sslmode=require`; the other fields override its parts.
+func (o PostgresConnectionOutput) Url() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v PostgresConnection) *string { return v.Url }).(pulumi.StringPtrOutput)
+}
+
+// The role to log in as.
+func (o PostgresConnectionOutput) User() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v PostgresConnection) *string { return v.User }).(pulumi.StringPtrOutput)
+}
+
+type PostgresConnectionPtrOutput struct{ *pulumi.OutputState }
+
+func (PostgresConnectionPtrOutput) ElementType() reflect.Type {
+	return reflect.TypeOf((**PostgresConnection)(nil)).Elem()
+}
+
+func (o PostgresConnectionPtrOutput) ToPostgresConnectionPtrOutput() PostgresConnectionPtrOutput {
+	return o
+}
+
+func (o PostgresConnectionPtrOutput) ToPostgresConnectionPtrOutputWithContext(ctx context.Context) PostgresConnectionPtrOutput {
+	return o
+}
+
+func (o PostgresConnectionPtrOutput) Elem() PostgresConnectionOutput {
+	return o.ApplyT(func(v *PostgresConnection) PostgresConnection {
+		if v != nil {
+			return *v
+		}
+		var ret PostgresConnection
+		return ret
+	}).(PostgresConnectionOutput)
+}
+
+// The database. Default: the user's name.
+func (o PostgresConnectionPtrOutput) Database() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v *PostgresConnection) *string {
+		if v == nil {
+			return nil
+		}
+		return v.Database
+	}).(pulumi.StringPtrOutput)
+}
+
+// The server's host name or address (an RDS endpoint).
+func (o PostgresConnectionPtrOutput) Host() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v *PostgresConnection) *string {
+		if v == nil {
+			return nil
+		}
+		return v.Host
+	}).(pulumi.StringPtrOutput)
+}
+
+// Stack output holding this side's connection URL, when neither `url` nor `host` is set. Default: the resource's `output`.
+func (o PostgresConnectionPtrOutput) Output() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v *PostgresConnection) *string {
+		if v == nil {
+			return nil
+		}
+		return v.Output
+	}).(pulumi.StringPtrOutput)
+}
+
+// The role's password.
+func (o PostgresConnectionPtrOutput) Password() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v *PostgresConnection) *string {
+		if v == nil {
+			return nil
+		}
+		return v.Password
+	}).(pulumi.StringPtrOutput)
+}
+
+// The server's port. Default 5432.
+func (o PostgresConnectionPtrOutput) Port() pulumi.IntPtrOutput {
+	return o.ApplyT(func(v *PostgresConnection) *int {
+		if v == nil {
+			return nil
+		}
+		return v.Port
+	}).(pulumi.IntPtrOutput)
+}
+
+// `disable`, `prefer` (default), `require` (encrypted, certificate not checked, as RDS needs without its CA) or `verify-full`.
+func (o PostgresConnectionPtrOutput) Sslmode() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v *PostgresConnection) *string {
+		if v == nil {
+			return nil
+		}
+		return v.Sslmode
+	}).(pulumi.StringPtrOutput)
+}
+
+// A PEM file of CA certificates trusted with `verify-full` (RDS's bundle), besides the system's.
+func (o PostgresConnectionPtrOutput) Sslrootcert() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v *PostgresConnection) *string {
+		if v == nil {
+			return nil
+		}
+		return v.Sslrootcert
+	}).(pulumi.StringPtrOutput)
+}
+
+// `postgresql://USER:PASSWORD@HOST:PORT/DATABASE?sslmode=require`; the other fields override its parts.
+func (o PostgresConnectionPtrOutput) Url() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v *PostgresConnection) *string {
+		if v == nil {
+			return nil
+		}
+		return v.Url
+	}).(pulumi.StringPtrOutput)
+}
+
+// The role to log in as.
+func (o PostgresConnectionPtrOutput) User() pulumi.StringPtrOutput {
+	return o.ApplyT(func(v *PostgresConnection) *string {
+		if v == nil {
+			return nil
+		}
+		return v.User
+	}).(pulumi.StringPtrOutput)
+}
+
 // One queue as the gate last saw it.
 type QueueStatus struct {
 	// Whether it is a dead-letter queue (given, or named by a queue's redrive policy): it must be empty.
@@ -804,12 +1099,16 @@ func (o TypeCountsMapOutput) MapIndex(k pulumi.StringInput) TypeCountsOutput {
 func init() {
 	pulumi.RegisterInputType(reflect.TypeOf((*ConnectionInput)(nil)).Elem(), ConnectionArgs{})
 	pulumi.RegisterInputType(reflect.TypeOf((*ConnectionPtrInput)(nil)).Elem(), ConnectionArgs{})
+	pulumi.RegisterInputType(reflect.TypeOf((*PostgresConnectionInput)(nil)).Elem(), PostgresConnectionArgs{})
+	pulumi.RegisterInputType(reflect.TypeOf((*PostgresConnectionPtrInput)(nil)).Elem(), PostgresConnectionArgs{})
 	pulumi.RegisterInputType(reflect.TypeOf((*SetAttributeInput)(nil)).Elem(), SetAttributeArgs{})
 	pulumi.RegisterInputType(reflect.TypeOf((*SetAttributeArrayInput)(nil)).Elem(), SetAttributeArray{})
 	pulumi.RegisterOutputType(ConnectionOutput{})
 	pulumi.RegisterOutputType(ConnectionPtrOutput{})
 	pulumi.RegisterOutputType(DriftOutput{})
 	pulumi.RegisterOutputType(DriftPtrOutput{})
+	pulumi.RegisterOutputType(PostgresConnectionOutput{})
+	pulumi.RegisterOutputType(PostgresConnectionPtrOutput{})
 	pulumi.RegisterOutputType(QueueStatusOutput{})
 	pulumi.RegisterOutputType(QueueStatusArrayOutput{})
 	pulumi.RegisterOutputType(SetAttributeOutput{})

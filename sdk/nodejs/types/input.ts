@@ -81,6 +81,49 @@ export function connectionArgsProvideDefaults(val: ConnectionArgs): ConnectionAr
 }
 
 /**
+ * One side's database. Set `url`, or `host`, `user` and the rest; unset, the URL is
+ * read from the side's stack output named by `output`.
+ */
+export interface PostgresConnectionArgs {
+    /**
+     * The database. Default: the user's name.
+     */
+    database?: pulumi.Input<string>;
+    /**
+     * The server's host name or address (an RDS endpoint).
+     */
+    host?: pulumi.Input<string>;
+    /**
+     * Stack output holding this side's connection URL, when neither `url` nor `host` is set. Default: the resource's `output`.
+     */
+    output?: pulumi.Input<string>;
+    /**
+     * The role's password.
+     */
+    password?: pulumi.Input<string>;
+    /**
+     * The server's port. Default 5432.
+     */
+    port?: pulumi.Input<number>;
+    /**
+     * `disable`, `prefer` (default), `require` (encrypted, certificate not checked, as RDS needs without its CA) or `verify-full`.
+     */
+    sslmode?: pulumi.Input<string>;
+    /**
+     * A PEM file of CA certificates trusted with `verify-full` (RDS's bundle), besides the system's.
+     */
+    sslrootcert?: pulumi.Input<string>;
+    /**
+     * `postgresql://USER:PASSWORD@HOST:PORT/DATABASE?sslmode=require`; the other fields override its parts.
+     */
+    url?: pulumi.Input<string>;
+    /**
+     * The role to log in as.
+     */
+    user?: pulumi.Input<string>;
+}
+
+/**
  * Sets one attribute to a string on every item of the given types.
  */
 export interface SetAttributeArgs {

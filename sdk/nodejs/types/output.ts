@@ -100,6 +100,49 @@ export interface Drift {
 }
 
 /**
+ * One side's database. Set `url`, or `host`, `user` and the rest; unset, the URL is
+ * read from the side's stack output named by `output`.
+ */
+export interface PostgresConnection {
+    /**
+     * The database. Default: the user's name.
+     */
+    database?: string;
+    /**
+     * The server's host name or address (an RDS endpoint).
+     */
+    host?: string;
+    /**
+     * Stack output holding this side's connection URL, when neither `url` nor `host` is set. Default: the resource's `output`.
+     */
+    output?: string;
+    /**
+     * The role's password.
+     */
+    password?: string;
+    /**
+     * The server's port. Default 5432.
+     */
+    port?: number;
+    /**
+     * `disable`, `prefer` (default), `require` (encrypted, certificate not checked, as RDS needs without its CA) or `verify-full`.
+     */
+    sslmode?: string;
+    /**
+     * A PEM file of CA certificates trusted with `verify-full` (RDS's bundle), besides the system's.
+     */
+    sslrootcert?: string;
+    /**
+     * `postgresql://USER:PASSWORD@HOST:PORT/DATABASE?sslmode=require`; the other fields override its parts.
+     */
+    url?: string;
+    /**
+     * The role to log in as.
+     */
+    user?: string;
+}
+
+/**
  * One queue as the gate last saw it.
  */
 export interface QueueStatus {

@@ -12,6 +12,7 @@ from .cdn_invalidation import *
 from .dynamo_copy import *
 from .get_stack_outputs import *
 from .model_copy import *
+from .postgres_copy import *
 from .provider import *
 from .queue_gate import *
 from .snapshot_promote import *
@@ -38,6 +39,7 @@ _utilities.register(
    "stackmigrate:index:CdnInvalidation": "CdnInvalidation",
    "stackmigrate:index:DynamoCopy": "DynamoCopy",
    "stackmigrate:index:ModelCopy": "ModelCopy",
+   "stackmigrate:index:PostgresCopy": "PostgresCopy",
    "stackmigrate:index:QueueGate": "QueueGate",
    "stackmigrate:index:SnapshotPromote": "SnapshotPromote",
    "stackmigrate:index:WorkflowRun": "WorkflowRun"

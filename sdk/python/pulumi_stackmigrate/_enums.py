@@ -12,6 +12,7 @@ __all__ = [
     'CopyMode',
     'ItemConflict',
     'OnConflict',
+    'RowConflict',
     'Verify',
 ]
 
@@ -98,6 +99,25 @@ class OnConflict(_builtins.str, Enum):
     OVERWRITE = "overwrite"
     """
     Overwrite it, even when identical.
+    """
+
+
+@pulumi.type_token("stackmigrate:index:RowConflict")
+class RowConflict(_builtins.str, Enum):
+    """
+    What happens to rows already in a target table.
+    """
+    FAIL = "fail"
+    """
+    Target tables must be empty or missing; preview fails naming any that is not.
+    """
+    TRUNCATE = "truncate"
+    """
+    The target table's rows are backed up into the journal, then removed, then the source's copied.
+    """
+    UPSERT = "upsert"
+    """
+    Rows are matched by primary key: new ones inserted, differing ones backed up and replaced.
     """
 
 

@@ -18,6 +18,8 @@ from ._enums import *
 __all__ = [
     'ConnectionArgs',
     'ConnectionArgsDict',
+    'PostgresConnectionArgs',
+    'PostgresConnectionArgsDict',
     'SetAttributeArgs',
     'SetAttributeArgsDict',
 ]
@@ -322,6 +324,204 @@ class ConnectionArgs:
     @sqs_endpoint.setter
     def sqs_endpoint(self, value: Optional[pulumi.Input[_builtins.str]]):
         pulumi.set(self, "sqs_endpoint", value)
+
+
+if not MYPY:
+    class PostgresConnectionArgsDict(TypedDict):
+        """
+        One side's database. Set `url`, or `host`, `user` and the rest; unset, the URL is
+        read from the side's stack output named by `output`.
+        """
+        database: NotRequired[pulumi.Input[_builtins.str]]
+        """
+        The database. Default: the user's name.
+        """
+        host: NotRequired[pulumi.Input[_builtins.str]]
+        """
+        The server's host name or address (an RDS endpoint).
+        """
+        output: NotRequired[pulumi.Input[_builtins.str]]
+        """
+        Stack output holding this side's connection URL, when neither `url` nor `host` is set. Default: the resource's `output`.
+        """
+        password: NotRequired[pulumi.Input[_builtins.str]]
+        """
+        The role's password.
+        """
+        port: NotRequired[pulumi.Input[_builtins.int]]
+        """
+        The server's port. Default 5432.
+        """
+        sslmode: NotRequired[pulumi.Input[_builtins.str]]
+        """
+        `disable`, `prefer` (default), `require` (encrypted, certificate not checked, as RDS needs without its CA) or `verify-full`.
+        """
+        sslrootcert: NotRequired[pulumi.Input[_builtins.str]]
+        """
+        A PEM file of CA certificates trusted with `verify-full` (RDS's bundle), besides the system's.
+        """
+        url: NotRequired[pulumi.Input[_builtins.str]]
+        """
+        `postgresql://USER:PASSWORD@HOST:PORT/DATABASE?sslmode=require`; the other fields override its parts.
+        """
+        user: NotRequired[pulumi.Input[_builtins.str]]
+        """
+        The role to log in as.
+        """
+elif False:
+    PostgresConnectionArgsDict: TypeAlias = Mapping[str, Any]
+
+@pulumi.input_type
+class PostgresConnectionArgs:
+    def __init__(__self__, *,
+                 database: Optional[pulumi.Input[_builtins.str]] = None,
+                 host: Optional[pulumi.Input[_builtins.str]] = None,
+                 output: Optional[pulumi.Input[_builtins.str]] = None,
+                 password: Optional[pulumi.Input[_builtins.str]] = None,
+                 port: Optional[pulumi.Input[_builtins.int]] = None,
+                 sslmode: Optional[pulumi.Input[_builtins.str]] = None,
+                 sslrootcert: Optional[pulumi.Input[_builtins.str]] = None,
+                 url: Optional[pulumi.Input[_builtins.str]] = None,
+                 user: Optional[pulumi.Input[_builtins.str]] = None):
+        """
+        One side's database. Set `url`, or `host`, `user` and the rest; unset, the URL is
+        read from the side's stack output named by `output`.
+        :param pulumi.Input[_builtins.str] database: The database. Default: the user's name.
+        :param pulumi.Input[_builtins.str] host: The server's host name or address (an RDS endpoint).
+        :param pulumi.Input[_builtins.str] output: Stack output holding this side's connection URL, when neither `url` nor `host` is set. Default: the resource's `output`.
+        :param pulumi.Input[_builtins.str] password: The role's password.
+        :param pulumi.Input[_builtins.int] port: The server's port. Default 5432.
+        :param pulumi.Input[_builtins.str] sslmode: `disable`, `prefer` (default), `require` (encrypted, certificate not checked, as RDS needs without its CA) or `verify-full`.
+        :param pulumi.Input[_builtins.str] sslrootcert: A PEM file of CA certificates trusted with `verify-full` (RDS's bundle), besides the system's.
+        :param pulumi.Input[_builtins.str] url: `postgresql://USER:PASSWORD@HOST:PORT/DATABASE?sslmode=require`; the other fields override its parts.
+        :param pulumi.Input[_builtins.str] user: The role to log in as.
+        """
+        if database is not None:
+            pulumi.set(__self__, "database", database)
+        if host is not None:
+            pulumi.set(__self__, "host", host)
+        if output is not None:
+            pulumi.set(__self__, "output", output)
+        if password is not None:
+            pulumi.set(__self__, "password", password)
+        if port is not None:
+            pulumi.set(__self__, "port", port)
+        if sslmode is not None:
+            pulumi.set(__self__, "sslmode", sslmode)
+        if sslrootcert is not None:
+            pulumi.set(__self__, "sslrootcert", sslrootcert)
+        if url is not None:
+            pulumi.set(__self__, "url", url)
+        if user is not None:
+            pulumi.set(__self__, "user", user)
+
+    @_builtins.property
+    @pulumi.getter
+    def database(self) -> Optional[pulumi.Input[_builtins.str]]:
+        """
+        The database. Default: the user's name.
+        """
+        return pulumi.get(self, "database")
+
+    @database.setter
+    def database(self, value: Optional[pulumi.Input[_builtins.str]]):
+        pulumi.set(self, "database", value)
+
+    @_builtins.property
+    @pulumi.getter
+    def host(self) -> Optional[pulumi.Input[_builtins.str]]:
+        """
+        The server's host name or address (an RDS endpoint).
+        """
+        return pulumi.get(self, "host")
+
+    @host.setter
+    def host(self, value: Optional[pulumi.Input[_builtins.str]]):
+        pulumi.set(self, "host", value)
+
+    @_builtins.property
+    @pulumi.getter
+    def output(self) -> Optional[pulumi.Input[_builtins.str]]:
+        """
+        Stack output holding this side's connection URL, when neither `url` nor `host` is set. Default: the resource's `output`.
+        """
+        return pulumi.get(self, "output")
+
+    @output.setter
+    def output(self, value: Optional[pulumi.Input[_builtins.str]]):
+        pulumi.set(self, "output", value)
+
+    @_builtins.property
+    @pulumi.getter
+    def password(self) -> Optional[pulumi.Input[_builtins.str]]:
+        """
+        The role's password.
+        """
+        return pulumi.get(self, "password")
+
+    @password.setter
+    def password(self, value: Optional[pulumi.Input[_builtins.str]]):
+        pulumi.set(self, "password", value)
+
+    @_builtins.property
+    @pulumi.getter
+    def port(self) -> Optional[pulumi.Input[_builtins.int]]:
+        """
+        The server's port. Default 5432.
+        """
+        return pulumi.get(self, "port")
+
+    @port.setter
+    def port(self, value: Optional[pulumi.Input[_builtins.int]]):
+        pulumi.set(self, "port", value)
+
+    @_builtins.property
+    @pulumi.getter
+    def sslmode(self) -> Optional[pulumi.Input[_builtins.str]]:
+        """
+        `disable`, `prefer` (default), `require` (encrypted, certificate not checked, as RDS needs without its CA) or `verify-full`.
+        """
+        return pulumi.get(self, "sslmode")
+
+    @sslmode.setter
+    def sslmode(self, value: Optional[pulumi.Input[_builtins.str]]):
+        pulumi.set(self, "sslmode", value)
+
+    @_builtins.property
+    @pulumi.getter
+    def sslrootcert(self) -> Optional[pulumi.Input[_builtins.str]]:
+        """
+        A PEM file of CA certificates trusted with `verify-full` (RDS's bundle), besides the system's.
+        """
+        return pulumi.get(self, "sslrootcert")
+
+    @sslrootcert.setter
+    def sslrootcert(self, value: Optional[pulumi.Input[_builtins.str]]):
+        pulumi.set(self, "sslrootcert", value)
+
+    @_builtins.property
+    @pulumi.getter
+    def url(self) -> Optional[pulumi.Input[_builtins.str]]:
+        """
+        `postgresql://USER:PASSWORD@HOST:PORT/DATABASE?sslmode=require`; the other fields override its parts.
+        """
+        return pulumi.get(self, "url")
+
+    @url.setter
+    def url(self, value: Optional[pulumi.Input[_builtins.str]]):
+        pulumi.set(self, "url", value)
+
+    @_builtins.property
+    @pulumi.getter
+    def user(self) -> Optional[pulumi.Input[_builtins.str]]:
+        """
+        The role to log in as.
+        """
+        return pulumi.get(self, "user")
+
+    @user.setter
+    def user(self, value: Optional[pulumi.Input[_builtins.str]]):
+        pulumi.set(self, "user", value)
 
 
 if not MYPY:

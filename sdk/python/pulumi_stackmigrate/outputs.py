@@ -18,6 +18,7 @@ from ._enums import *
 __all__ = [
     'Connection',
     'Drift',
+    'PostgresConnection',
     'QueueStatus',
     'SetAttribute',
     'TypeCounts',
@@ -267,6 +268,127 @@ class Drift(dict):
         What that `pulumi up` would write, as its plan counts it (items, objects or files).
         """
         return pulumi.get(self, "writes")
+
+
+@pulumi.output_type
+class PostgresConnection(dict):
+    """
+    One side's database. Set `url`, or `host`, `user` and the rest; unset, the URL is
+    read from the side's stack output named by `output`.
+    """
+    def __init__(__self__, *,
+                 database: Optional[_builtins.str] = None,
+                 host: Optional[_builtins.str] = None,
+                 output: Optional[_builtins.str] = None,
+                 password: Optional[_builtins.str] = None,
+                 port: Optional[_builtins.int] = None,
+                 sslmode: Optional[_builtins.str] = None,
+                 sslrootcert: Optional[_builtins.str] = None,
+                 url: Optional[_builtins.str] = None,
+                 user: Optional[_builtins.str] = None):
+        """
+        One side's database. Set `url`, or `host`, `user` and the rest; unset, the URL is
+        read from the side's stack output named by `output`.
+        :param _builtins.str database: The database. Default: the user's name.
+        :param _builtins.str host: The server's host name or address (an RDS endpoint).
+        :param _builtins.str output: Stack output holding this side's connection URL, when neither `url` nor `host` is set. Default: the resource's `output`.
+        :param _builtins.str password: The role's password.
+        :param _builtins.int port: The server's port. Default 5432.
+        :param _builtins.str sslmode: `disable`, `prefer` (default), `require` (encrypted, certificate not checked, as RDS needs without its CA) or `verify-full`.
+        :param _builtins.str sslrootcert: A PEM file of CA certificates trusted with `verify-full` (RDS's bundle), besides the system's.
+        :param _builtins.str url: `postgresql://USER:PASSWORD@HOST:PORT/DATABASE?sslmode=require`; the other fields override its parts.
+        :param _builtins.str user: The role to log in as.
+        """
+        if database is not None:
+            pulumi.set(__self__, "database", database)
+        if host is not None:
+            pulumi.set(__self__, "host", host)
+        if output is not None:
+            pulumi.set(__self__, "output", output)
+        if password is not None:
+            pulumi.set(__self__, "password", password)
+        if port is not None:
+            pulumi.set(__self__, "port", port)
+        if sslmode is not None:
+            pulumi.set(__self__, "sslmode", sslmode)
+        if sslrootcert is not None:
+            pulumi.set(__self__, "sslrootcert", sslrootcert)
+        if url is not None:
+            pulumi.set(__self__, "url", url)
+        if user is not None:
+            pulumi.set(__self__, "user", user)
+
+    @_builtins.property
+    @pulumi.getter
+    def database(self) -> Optional[_builtins.str]:
+        """
+        The database. Default: the user's name.
+        """
+        return pulumi.get(self, "database")
+
+    @_builtins.property
+    @pulumi.getter
+    def host(self) -> Optional[_builtins.str]:
+        """
+        The server's host name or address (an RDS endpoint).
+        """
+        return pulumi.get(self, "host")
+
+    @_builtins.property
+    @pulumi.getter
+    def output(self) -> Optional[_builtins.str]:
+        """
+        Stack output holding this side's connection URL, when neither `url` nor `host` is set. Default: the resource's `output`.
+        """
+        return pulumi.get(self, "output")
+
+    @_builtins.property
+    @pulumi.getter
+    def password(self) -> Optional[_builtins.str]:
+        """
+        The role's password.
+        """
+        return pulumi.get(self, "password")
+
+    @_builtins.property
+    @pulumi.getter
+    def port(self) -> Optional[_builtins.int]:
+        """
+        The server's port. Default 5432.
+        """
+        return pulumi.get(self, "port")
+
+    @_builtins.property
+    @pulumi.getter
+    def sslmode(self) -> Optional[_builtins.str]:
+        """
+        `disable`, `prefer` (default), `require` (encrypted, certificate not checked, as RDS needs without its CA) or `verify-full`.
+        """
+        return pulumi.get(self, "sslmode")
+
+    @_builtins.property
+    @pulumi.getter
+    def sslrootcert(self) -> Optional[_builtins.str]:
+        """
+        A PEM file of CA certificates trusted with `verify-full` (RDS's bundle), besides the system's.
+        """
+        return pulumi.get(self, "sslrootcert")
+
+    @_builtins.property
+    @pulumi.getter
+    def url(self) -> Optional[_builtins.str]:
+        """
+        `postgresql://USER:PASSWORD@HOST:PORT/DATABASE?sslmode=require`; the other fields override its parts.
+        """
+        return pulumi.get(self, "url")
+
+    @_builtins.property
+    @pulumi.getter
+    def user(self) -> Optional[_builtins.str]:
+        """
+        The role to log in as.
+        """
+        return pulumi.get(self, "user")
 
 
 @pulumi.output_type

@@ -61,7 +61,10 @@ impl Table {
     }
 
     pub fn column_list(&self) -> String {
-        self.copied().map(|c| quote(&c.name)).collect::<Vec<_>>().join(", ")
+        self.copied()
+            .map(|c| quote(&c.name))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// `alias.col, ...` of the copied columns.
@@ -259,7 +262,9 @@ pub async fn existing_types(client: &Client, names: &BTreeSet<String>) -> Result
 
 /// Which schemas exist.
 pub async fn existing_schemas(client: &Client) -> Result<BTreeSet<String>> {
-    let rows = client.query("SELECT nspname FROM pg_namespace", &[]).await?;
+    let rows = client
+        .query("SELECT nspname FROM pg_namespace", &[])
+        .await?;
     Ok(rows.into_iter().map(|r| r.get(0)).collect())
 }
 
@@ -292,9 +297,15 @@ pub async fn sequences(client: &Client, table: &Table) -> Result<Vec<(String, St
 }
 
 /// A sequence's `last_value` and `is_called`.
-pub async fn sequence_state(client: &impl tokio_postgres::GenericClient, sequence: &str) -> Result<(i64, bool)> {
+pub async fn sequence_state(
+    client: &impl tokio_postgres::GenericClient,
+    sequence: &str,
+) -> Result<(i64, bool)> {
     let row = client
-        .query_one(&format!("SELECT last_value, is_called FROM {sequence}"), &[])
+        .query_one(
+            &format!("SELECT last_value, is_called FROM {sequence}"),
+            &[],
+        )
         .await
         .with_context(|| format!("reading sequence {sequence}"))?;
     Ok((row.get(0), row.get(1)))
@@ -344,7 +355,10 @@ mod tests {
     fn tables_are_written_after_the_tables_they_reference() {
         let documents = table("public.documents", &[]);
         let pages = table("public.pages", &["public.documents"]);
-        let tasks = table("public.tasks", &["public.documents", "public.pages", "other.gone"]);
+        let tasks = table(
+            "public.tasks",
+            &["public.documents", "public.pages", "other.gone"],
+        );
         let tags = table("public.tags", &[]);
         assert_eq!(
             levels(&[&tasks, &pages, &documents, &tags]),
@@ -356,7 +370,10 @@ mod tests {
         );
         let a = table("public.a", &["public.b"]);
         let b = table("public.b", &["public.a"]);
-        assert_eq!(levels(&[&a, &b]), [vec!["public.a".to_string(), "public.b".to_string()]]);
+        assert_eq!(
+            levels(&[&a, &b]),
+            [vec!["public.a".to_string(), "public.b".to_string()]]
+        );
     }
 
     #[test]

@@ -140,7 +140,8 @@ impl Endpoint {
         let database = config.get_dbname().unwrap_or(&user).to_string();
         config.dbname(&database);
         let mode = parts.sslmode.clone().or(url_mode);
-        let tls = Tls::parse(mode.as_deref().unwrap_or("prefer")).with_context(|| format!("{side}.sslmode"))?;
+        let tls = Tls::parse(mode.as_deref().unwrap_or("prefer"))
+            .with_context(|| format!("{side}.sslmode"))?;
         config.ssl_mode(match tls {
             Tls::Disable => SslMode::Disable,
             Tls::Prefer => SslMode::Prefer,
@@ -205,13 +206,21 @@ impl Endpoint {
     pub async fn connect(&self) -> Result<Client> {
         let client = match self.tls {
             Tls::Disable => {
-                let (client, connection) = self.config.connect(NoTls).await.map_err(|e| self.explain(e))?;
+                let (client, connection) = self
+                    .config
+                    .connect(NoTls)
+                    .await
+                    .map_err(|e| self.explain(e))?;
                 tokio::spawn(connection);
                 client
             }
             tls => {
                 let connector = tokio_postgres_rustls::MakeRustlsConnect::new(self.rustls(tls)?);
-                let (client, connection) = self.config.connect(connector).await.map_err(|e| self.explain(e))?;
+                let (client, connection) = self
+                    .config
+                    .connect(connector)
+                    .await
+                    .map_err(|e| self.explain(e))?;
                 tokio::spawn(connection);
                 client
             }
@@ -276,7 +285,9 @@ impl Endpoint {
 /// The certificates in a PEM file.
 fn rustls_pemfile_certs(pem: &[u8]) -> Vec<CertificateDer<'static>> {
     use rustls::pki_types::pem::PemObject;
-    CertificateDer::pem_slice_iter(pem).filter_map(Result::ok).collect()
+    CertificateDer::pem_slice_iter(pem)
+        .filter_map(Result::ok)
+        .collect()
 }
 
 /// libpq's `require`: encrypted, the certificate not checked (RDS's CA is in no system
@@ -302,7 +313,12 @@ impl ServerCertVerifier for Unverified {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -311,7 +327,12 @@ impl ServerCertVerifier for Unverified {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -353,7 +374,9 @@ mod tests {
     #[test]
     fn a_url_and_its_parts_make_one_endpoint_named_without_its_password() {
         let from_url = endpoint(Parts {
-            url: Some("postgresql://app:s3cret@db.example:6543/docprocessing?sslmode=require".into()),
+            url: Some(
+                "postgresql://app:s3cret@db.example:6543/docprocessing?sslmode=require".into(),
+            ),
             ..Parts::default()
         })
         .unwrap();

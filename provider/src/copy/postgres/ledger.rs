@@ -74,7 +74,10 @@ pub async fn exists(client: &impl GenericClient) -> Result<bool> {
 }
 
 /// This journal's tables.
-pub async fn tables(client: &impl GenericClient, journal: &str) -> Result<BTreeMap<String, TableEntry>> {
+pub async fn tables(
+    client: &impl GenericClient,
+    journal: &str,
+) -> Result<BTreeMap<String, TableEntry>> {
     if !exists(client).await? {
         return Ok(BTreeMap::new());
     }
@@ -132,7 +135,11 @@ pub async fn claimed_by_others(
 /// Claims the tables for this journal, refusing (with the journal's tables locked, so
 /// two runs cannot both pass) any another journal holds: its rollback and this one's
 /// would each restore what the other wrote over.
-pub async fn claim(client: &mut Client, journal: &str, tables: &[(String, Vec<String>)]) -> Result<()> {
+pub async fn claim(
+    client: &mut Client,
+    journal: &str,
+    tables: &[(String, Vec<String>)],
+) -> Result<()> {
     let transaction = client.transaction().await?;
     transaction
         .batch_execute(&format!(
@@ -162,10 +169,17 @@ pub async fn claim(client: &mut Client, journal: &str, tables: &[(String, Vec<St
 }
 
 /// Sets one flag of a table's entry (`created`, `truncated`, `post_data_done`).
-pub async fn mark(client: &impl GenericClient, journal: &str, table: &str, flag: &str) -> Result<()> {
+pub async fn mark(
+    client: &impl GenericClient,
+    journal: &str,
+    table: &str,
+    flag: &str,
+) -> Result<()> {
     client
         .execute(
-            &format!("UPDATE {JOURNAL_SCHEMA}.tables SET {flag} = true WHERE journal = $1 AND tbl = $2"),
+            &format!(
+                "UPDATE {JOURNAL_SCHEMA}.tables SET {flag} = true WHERE journal = $1 AND tbl = $2"
+            ),
             &[&journal, &table],
         )
         .await?;
@@ -200,14 +214,24 @@ pub struct SequenceEntry {
     pub set_to: i64,
 }
 
-pub async fn keep_sequence(client: &impl GenericClient, journal: &str, entry: &SequenceEntry) -> Result<()> {
+pub async fn keep_sequence(
+    client: &impl GenericClient,
+    journal: &str,
+    entry: &SequenceEntry,
+) -> Result<()> {
     client
         .execute(
             &format!(
                 "INSERT INTO {JOURNAL_SCHEMA}.sequences VALUES ($1, $2, $3, $4, $5) \
                  ON CONFLICT (journal, seq) DO UPDATE SET set_to = EXCLUDED.set_to"
             ),
-            &[&journal, &entry.sequence, &entry.original.0, &entry.original.1, &entry.set_to],
+            &[
+                &journal,
+                &entry.sequence,
+                &entry.original.0,
+                &entry.original.1,
+                &entry.set_to,
+            ],
         )
         .await?;
     Ok(())

@@ -172,9 +172,7 @@ impl Survey {
         for plan in &self.tables {
             let rows = plan.rows_to_write();
             counts.rows_copied += rows;
-            if plan.rows > 0 {
-                counts.bytes_copied += plan.bytes * rows / plan.rows;
-            }
+            counts.bytes_copied += (plan.bytes * rows).checked_div(plan.rows).unwrap_or(0);
             match plan.action {
                 Action::InSync => counts.tables_in_sync += 1,
                 Action::Create => counts.tables_created += 1,
@@ -203,18 +201,43 @@ impl Survey {
         lines.push(in_words(
             format!("{} tables", counts.tables),
             &[
-                (counts.tables_created, format!("{} to create", counts.tables_created)),
-                (counts.tables_in_sync, format!("{} already in sync", counts.tables_in_sync)),
+                (
+                    counts.tables_created,
+                    format!("{} to create", counts.tables_created),
+                ),
+                (
+                    counts.tables_in_sync,
+                    format!("{} already in sync", counts.tables_in_sync),
+                ),
                 (
                     counts.rows_copied,
-                    format!("{} rows ({}) {verb}", counts.rows_copied, human_bytes(counts.bytes_copied)),
+                    format!(
+                        "{} rows ({}) {verb}",
+                        counts.rows_copied,
+                        human_bytes(counts.bytes_copied)
+                    ),
                 ),
-                (counts.rows_replaced, format!("{} target rows replaced, backed up first", counts.rows_replaced)),
-                (counts.rows_left_alone, format!("{} target rows left alone", counts.rows_left_alone)),
-                (counts.sequences_set, format!("{} sequences moved forward", counts.sequences_set)),
+                (
+                    counts.rows_replaced,
+                    format!(
+                        "{} target rows replaced, backed up first",
+                        counts.rows_replaced
+                    ),
+                ),
+                (
+                    counts.rows_left_alone,
+                    format!("{} target rows left alone", counts.rows_left_alone),
+                ),
+                (
+                    counts.sequences_set,
+                    format!("{} sequences moved forward", counts.sequences_set),
+                ),
                 (
                     self.post_data_pending.len() as u64,
-                    format!("indexes and constraints of {} created tables still to make", self.post_data_pending.len()),
+                    format!(
+                        "indexes and constraints of {} created tables still to make",
+                        self.post_data_pending.len()
+                    ),
                 ),
             ],
             match self.pending() {
@@ -240,7 +263,13 @@ fn table_line(plan: &TablePlan, verb: &str) -> String {
             format!("{key}: {} new rows {verb}", m.insert),
             &[
                 (m.update, format!("{} changed rows replaced", m.update)),
-                (m.left_alone, format!("{} target rows left alone (changed there, or not this copy's)", m.left_alone)),
+                (
+                    m.left_alone,
+                    format!(
+                        "{} target rows left alone (changed there, or not this copy's)",
+                        m.left_alone
+                    ),
+                ),
                 (m.unchanged, format!("{} unchanged", m.unchanged)),
             ],
             format!("of {size}"),
@@ -265,7 +294,10 @@ pub fn select<'a>(
         }
         Ok(builder.build()?)
     };
-    let (included, excluded) = (set(include, "includeTables")?, set(exclude, "excludeTables")?);
+    let (included, excluded) = (
+        set(include, "includeTables")?,
+        set(exclude, "excludeTables")?,
+    );
     let chosen: Vec<&Table> = tables
         .iter()
         .filter(|(key, _)| include.is_empty() || included.is_match(key.as_str()))
@@ -276,14 +308,21 @@ pub fn select<'a>(
         let names: Vec<&str> = tables.keys().map(String::as_str).take(20).collect();
         bail!(
             "includeTables/excludeTables select no table; the source database has: {}",
-            if names.is_empty() { "(no tables)".to_string() } else { names.join(", ") }
+            if names.is_empty() {
+                "(no tables)".to_string()
+            } else {
+                names.join(", ")
+            }
         );
     }
     Ok(chosen)
 }
 
 /// A table's rows and the sum of their hashes, as `client`'s server computes them.
-async fn count_and_hash(client: &impl tokio_postgres::GenericClient, table: &Table) -> Result<(u64, String)> {
+async fn count_and_hash(
+    client: &impl tokio_postgres::GenericClient,
+    table: &Table,
+) -> Result<(u64, String)> {
     let row = client
         .query_one(&table.count_and_hash_sql(), &[])
         .await
@@ -297,7 +336,10 @@ fn column_differences(source: &Table, target: &Table) -> Vec<String> {
     let mut found = Vec::new();
     for column in source.copied() {
         match target.columns.iter().find(|c| c.name == column.name) {
-            None => found.push(format!("column {:?} ({}) is missing in the target", column.name, column.type_name)),
+            None => found.push(format!(
+                "column {:?} ({}) is missing in the target",
+                column.name, column.type_name
+            )),
             Some(other) if other.type_name != column.type_name => found.push(format!(
                 "column {:?} is {} in the source and {} in the target",
                 column.name, column.type_name, other.type_name
@@ -358,14 +400,22 @@ async fn count_merge(
     while let Some(row) = source_rows.try_next().await? {
         let (key, hash): (String, i64) = (row.get(0), row.get(1));
         // Target keys before this one: not in the source, left as they are.
-        while next_target.as_ref().is_some_and(|t| t.get::<_, String>(0) < key) {
+        while next_target
+            .as_ref()
+            .is_some_and(|t| t.get::<_, String>(0) < key)
+        {
             next_target = target_rows.try_next().await?;
         }
-        let matched = next_target.as_ref().filter(|t| t.get::<_, String>(0) == key);
+        let matched = next_target
+            .as_ref()
+            .filter(|t| t.get::<_, String>(0) == key);
         let (target_hash, written) = match matched {
             Some(t) => {
                 let journalled: bool = t.get(2);
-                (t.get::<_, Option<i64>>(1), journalled.then(|| t.get::<_, Option<i64>>(3)))
+                (
+                    t.get::<_, Option<i64>>(1),
+                    journalled.then(|| t.get::<_, Option<i64>>(3)),
+                )
             }
             None => (None, None),
         };
@@ -392,7 +442,10 @@ async fn check_pg_dump(pg_dump: &str, source: &Client) -> Result<()> {
         .find_map(|w| w.split('.').next().and_then(|major| major.parse().ok()))
         .unwrap_or(0);
     let server: i32 = source
-        .query_one("SELECT current_setting('server_version_num')::int / 10000", &[])
+        .query_one(
+            "SELECT current_setting('server_version_num')::int / 10000",
+            &[],
+        )
         .await?
         .get(0);
     if (ours as i32) < server {
@@ -409,7 +462,10 @@ async fn check_pg_dump(pg_dump: &str, source: &Client) -> Result<()> {
 pub(crate) async fn connect_both(spec: &Spec) -> Result<(Client, Client)> {
     let source = spec.source.connect().await.context("the source database")?;
     let target = spec.target.connect().await.context("the target database")?;
-    let (source_id, target_id) = (connect::identity(&source).await?, connect::identity(&target).await?);
+    let (source_id, target_id) = (
+        connect::identity(&source).await?,
+        connect::identity(&target).await?,
+    );
     if source_id == target_id {
         bail!(
             "source and target are the same database ({} and {} reach one server and database, as the server says): \
@@ -451,7 +507,11 @@ pub async fn survey(spec: &Spec, progress: &dyn Progress) -> Result<Survey> {
                 needed_schemas.insert(table.schema.clone());
                 for column in &table.columns {
                     if let Some(user_type) = &column.user_type {
-                        needed_types.insert((user_type.clone(), column.user_enum, format!("{key}.{}", column.name)));
+                        needed_types.insert((
+                            user_type.clone(),
+                            column.user_enum,
+                            format!("{key}.{}", column.name),
+                        ));
                     }
                 }
                 Action::Create
@@ -468,8 +528,12 @@ pub async fn survey(spec: &Spec, progress: &dyn Progress) -> Result<Survey> {
                     Action::InSync
                 } else if target_rows == 0 {
                     Action::Fill
-                } else if spec.on_conflict == OnConflict::Truncate && !entry.as_ref().is_some_and(|e| e.truncated) {
-                    Action::Truncate { replaced: target_rows }
+                } else if spec.on_conflict == OnConflict::Truncate
+                    && !entry.as_ref().is_some_and(|e| e.truncated)
+                {
+                    Action::Truncate {
+                        replaced: target_rows,
+                    }
                 } else if spec.on_conflict == OnConflict::Fail && !journalled {
                     failures.push(format!(
                         "{key}: the target table holds {target_rows} rows and onConflict is fail, which copies only into empty tables; \
@@ -485,14 +549,24 @@ pub async fn survey(spec: &Spec, progress: &dyn Progress) -> Result<Survey> {
                     continue;
                 } else {
                     Action::Merge(
-                        count_merge(&source, &target, table, &spec.journal, journalled, spec.on_conflict == OnConflict::Upsert)
-                            .await
-                            .with_context(|| format!("comparing {key} by primary key"))?,
+                        count_merge(
+                            &source,
+                            &target,
+                            table,
+                            &spec.journal,
+                            journalled,
+                            spec.on_conflict == OnConflict::Upsert,
+                        )
+                        .await
+                        .with_context(|| format!("comparing {key} by primary key"))?,
                     )
                 }
             }
         };
-        if spec.on_conflict == OnConflict::Upsert && table.primary_key.is_empty() && action != Action::InSync {
+        if spec.on_conflict == OnConflict::Upsert
+            && table.primary_key.is_empty()
+            && action != Action::InSync
+        {
             failures.push(format!(
                 "{key}: onConflict upsert matches rows by primary key, and the table has none; add one, or exclude the table"
             ));
@@ -511,8 +585,14 @@ pub async fn survey(spec: &Spec, progress: &dyn Progress) -> Result<Survey> {
             failures.push(format!("{missing:#}"));
         }
         let schemas = catalog::existing_schemas(&target).await?;
-        survey.schemas_to_create = needed_schemas.into_iter().filter(|s| !schemas.contains(s)).collect();
-        let names: BTreeSet<String> = needed_types.iter().map(|(name, _, _)| name.clone()).collect();
+        survey.schemas_to_create = needed_schemas
+            .into_iter()
+            .filter(|s| !schemas.contains(s))
+            .collect();
+        let names: BTreeSet<String> = needed_types
+            .iter()
+            .map(|(name, _, _)| name.clone())
+            .collect();
         let existing = catalog::existing_types(&target, &names).await?;
         for (name, is_enum, column) in needed_types {
             match (existing.contains(&name), is_enum) {
@@ -531,9 +611,14 @@ pub async fn survey(spec: &Spec, progress: &dyn Progress) -> Result<Survey> {
         .map(|(k, _)| k.clone())
         .collect();
     if !failures.is_empty() {
-        bail!("nothing was written; the copy cannot run:\n  - {}", failures.join("\n  - "));
+        bail!(
+            "nothing was written; the copy cannot run:\n  - {}",
+            failures.join("\n  - ")
+        );
     }
-    survey.sequences_to_set = write::sequences_behind(&source, &target, &survey).await?.len() as u64;
+    survey.sequences_to_set = write::sequences_behind(&source, &target, &survey)
+        .await?
+        .len() as u64;
     Ok(survey)
 }
 
@@ -575,12 +660,29 @@ mod tests {
         }
         let keys = |include: &[&str], exclude: &[&str]| -> Result<Vec<String>> {
             let own = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-            Ok(select(&tables, &own(include), &own(exclude))?.iter().map(|t| t.key()).collect())
+            Ok(select(&tables, &own(include), &own(exclude))?
+                .iter()
+                .map(|t| t.key())
+                .collect())
         };
-        assert_eq!(keys(&[], &[]).unwrap(), ["audit.events", "public.documents", "public.pages"]);
-        assert_eq!(keys(&["public.*"], &["*.pages"]).unwrap(), ["public.documents"]);
+        assert_eq!(
+            keys(&[], &[]).unwrap(),
+            ["audit.events", "public.documents", "public.pages"]
+        );
+        assert_eq!(
+            keys(&["public.*"], &["*.pages"]).unwrap(),
+            ["public.documents"]
+        );
         let none = keys(&["app.*"], &[]).unwrap_err().to_string();
-        assert!(none.contains("select no table; the source database has: audit.events, public.documents"), "{none}");
-        assert!(keys(&["[a"], &[]).unwrap_err().to_string().contains("includeTables"));
+        assert!(
+            none.contains(
+                "select no table; the source database has: audit.events, public.documents"
+            ),
+            "{none}"
+        );
+        assert!(keys(&["[a"], &[])
+            .unwrap_err()
+            .to_string()
+            .contains("includeTables"));
     }
 }

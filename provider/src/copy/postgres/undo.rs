@@ -24,7 +24,12 @@ pub struct Undone {
 }
 
 /// The rows this journal holds for a table, beside the table's row of each key now.
-async fn undo_table(transaction: &Transaction<'_>, journal: &str, table: &Table, n: usize) -> Result<String> {
+async fn undo_table(
+    transaction: &Transaction<'_>,
+    journal: &str,
+    table: &Table,
+    n: usize,
+) -> Result<String> {
     let undo = format!("sm_undo_{n}");
     transaction
         .execute(
@@ -41,7 +46,9 @@ async fn undo_table(transaction: &Transaction<'_>, journal: &str, table: &Table,
             &[&journal, &table.key()],
         )
         .await?;
-    transaction.batch_execute(&format!("ANALYZE {undo}")).await?;
+    transaction
+        .batch_execute(&format!("ANALYZE {undo}"))
+        .await?;
     Ok(undo)
 }
 
@@ -97,7 +104,12 @@ async fn restore(transaction: &Transaction<'_>, table: &Table, undo: &str) -> Re
     Ok(restored)
 }
 
-async fn left_alone(transaction: &Transaction<'_>, table: &Table, undo: &str, undone: &mut Undone) -> Result<()> {
+async fn left_alone(
+    transaction: &Transaction<'_>,
+    table: &Table,
+    undo: &str,
+    undone: &mut Undone,
+) -> Result<()> {
     let row = transaction
         .query_one(
             &format!(
@@ -125,11 +137,16 @@ async fn undo_keyless(
     entry: &TableEntry,
     undone: &mut Undone,
 ) -> Result<()> {
-    let row = transaction.query_one(&table.count_and_hash_sql(), &[]).await?;
+    let row = transaction
+        .query_one(&table.count_and_hash_sql(), &[])
+        .await?;
     let now: (i64, String) = (row.get(0), row.get(1));
     if entry.written.as_ref().is_some_and(|w| *w != now) {
         undone.left_alone_count += now.0 as u64;
-        undone.left_alone.push(format!("{} (no primary key; changed since the copy)", table.key()));
+        undone.left_alone.push(format!(
+            "{} (no primary key; changed since the copy)",
+            table.key()
+        ));
         return Ok(());
     }
     undone.rows_deleted += transaction
@@ -153,7 +170,11 @@ async fn undo_keyless(
 
 /// Rolls back what the journal named `journal` recorded in `target`; None when the
 /// target holds no such journal.
-pub async fn rollback(target: &Endpoint, journal: &str, progress: &dyn Progress) -> Result<Option<Undone>> {
+pub async fn rollback(
+    target: &Endpoint,
+    journal: &str,
+    progress: &dyn Progress,
+) -> Result<Option<Undone>> {
     let mut client = target.connect().await.context("the target database")?;
     let entries = ledger::tables(&client, journal).await?;
     if entries.is_empty() {
@@ -166,7 +187,9 @@ pub async fn rollback(target: &Endpoint, journal: &str, progress: &dyn Progress)
     for (key, entry) in &entries {
         match existing.get(key) {
             Some(table) => tables.push(table.hashed_as(&entry.hashed_columns)),
-            None => progress.warn(&format!("{key} is no longer in the target: nothing of it to undo")),
+            None => progress.warn(&format!(
+                "{key} is no longer in the target: nothing of it to undo"
+            )),
         }
     }
     let refs: Vec<&Table> = tables.iter().collect();
@@ -189,7 +212,9 @@ pub async fn rollback(target: &Endpoint, journal: &str, progress: &dyn Progress)
         undo_tables.insert(key.clone(), undo);
     }
     for key in levels.iter().flatten() {
-        let Some(undo) = undo_tables.get(key) else { continue };
+        let Some(undo) = undo_tables.get(key) else {
+            continue;
+        };
         let table = by_key(key);
         undone.rows_restored += restore(&transaction, table, undo)
             .await
@@ -228,7 +253,10 @@ pub async fn rollback(target: &Endpoint, journal: &str, progress: &dyn Progress)
         }
         let table = by_key(key);
         let empty: bool = transaction
-            .query_one(&format!("SELECT NOT EXISTS (SELECT 1 FROM {})", table.sql_name()), &[])
+            .query_one(
+                &format!("SELECT NOT EXISTS (SELECT 1 FROM {})", table.sql_name()),
+                &[],
+            )
             .await?
             .get(0);
         if !empty {
@@ -238,10 +266,15 @@ pub async fn rollback(target: &Endpoint, journal: &str, progress: &dyn Progress)
             continue;
         }
         transaction.batch_execute("SAVEPOINT sm_drop").await?;
-        match transaction.batch_execute(&format!("DROP TABLE {}", table.sql_name())).await {
+        match transaction
+            .batch_execute(&format!("DROP TABLE {}", table.sql_name()))
+            .await
+        {
             Ok(()) => undone.tables_dropped += 1,
             Err(e) => {
-                transaction.batch_execute("ROLLBACK TO SAVEPOINT sm_drop").await?;
+                transaction
+                    .batch_execute("ROLLBACK TO SAVEPOINT sm_drop")
+                    .await?;
                 progress.warn(&format!("{key} was created by this copy and is kept: {e}"));
             }
         }
@@ -253,8 +286,12 @@ pub async fn rollback(target: &Endpoint, journal: &str, progress: &dyn Progress)
             .batch_execute(&format!("DROP TYPE {}.{}", quote(schema), quote(name)))
             .await
         {
-            transaction.batch_execute("ROLLBACK TO SAVEPOINT sm_drop").await?;
-            progress.warn(&format!("type {type_name} was created by this copy and is kept: {e}"));
+            transaction
+                .batch_execute("ROLLBACK TO SAVEPOINT sm_drop")
+                .await?;
+            progress.warn(&format!(
+                "type {type_name} was created by this copy and is kept: {e}"
+            ));
         }
     }
     ledger::forget(&transaction, journal).await?;

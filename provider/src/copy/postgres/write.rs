@@ -25,7 +25,11 @@ pub(super) struct SequenceMove {
 /// The target sequences (behind serial and identity columns of the surveyed tables)
 /// that are behind the source's: moved forward so new prod rows get fresh keys. A
 /// sequence ahead of the source's is never moved back.
-pub(super) async fn sequences_behind(source: &Client, target: &Client, survey: &Survey) -> Result<Vec<SequenceMove>> {
+pub(super) async fn sequences_behind(
+    source: &Client,
+    target: &Client,
+    survey: &Survey,
+) -> Result<Vec<SequenceMove>> {
     let existing = catalog::tables(target).await?;
     let mut moves = Vec::new();
     for plan in &survey.tables {
@@ -50,7 +54,8 @@ pub(super) async fn sequences_behind(source: &Client, target: &Client, survey: &
             else {
                 continue;
             };
-            let (target_value, target_called) = catalog::sequence_state(target, &target_sequence).await?;
+            let (target_value, target_called) =
+                catalog::sequence_state(target, &target_sequence).await?;
             if !target_called || target_value < value {
                 moves.push(SequenceMove {
                     target: target_sequence,
@@ -76,7 +81,9 @@ async fn pg_dump(spec: &Spec, section: &str, tables: &[String]) -> Result<String
     ]);
     for key in tables {
         let (schema, name) = key.split_once('.').unwrap_or(("public", key));
-        command.arg("--table").arg(format!("{}.{}", quote(schema), quote(name)));
+        command
+            .arg("--table")
+            .arg(format!("{}.{}", quote(schema), quote(name)));
     }
     command.envs(spec.source.libpq_env());
     let output = command
@@ -100,7 +107,12 @@ async fn pg_dump(spec: &Spec, section: &str, tables: &[String]) -> Result<String
 
 /// Creates the missing schemas, enum types and tables (with their sequences) in one
 /// transaction that also journals them: a failure leaves nothing half-made.
-async fn create_missing(spec: &Spec, survey: &Survey, source: &Client, target: &mut Client) -> Result<Vec<String>> {
+async fn create_missing(
+    spec: &Spec,
+    survey: &Survey,
+    source: &Client,
+    target: &mut Client,
+) -> Result<Vec<String>> {
     let created: Vec<String> = survey
         .tables
         .iter()
@@ -132,10 +144,9 @@ async fn create_missing(spec: &Spec, survey: &Survey, source: &Client, target: &
             .with_context(|| format!("creating enum type {name}"))?;
         ledger::note_type(&transaction, &spec.journal, name).await?;
     }
-    transaction
-        .batch_execute(&ddl)
-        .await
-        .context("creating the missing tables from the source's definitions (pg_dump --section=pre-data)")?;
+    transaction.batch_execute(&ddl).await.context(
+        "creating the missing tables from the source's definitions (pg_dump --section=pre-data)",
+    )?;
     for key in &created {
         ledger::mark(&transaction, &spec.journal, key, "created").await?;
     }
@@ -155,7 +166,10 @@ async fn truncate(spec: &Spec, survey: &Survey, target: &mut Client) -> Result<(
         return Ok(());
     }
     let existing = catalog::tables(target).await?;
-    let targets: Vec<&Table> = plans.iter().filter_map(|p| existing.get(&p.table.key())).collect();
+    let targets: Vec<&Table> = plans
+        .iter()
+        .filter_map(|p| existing.get(&p.table.key()))
+        .collect();
     let transaction = target.transaction().await?;
     for key in catalog::levels(&targets).into_iter().rev().flatten() {
         let table = &existing[&key];
@@ -237,7 +251,11 @@ async fn copy_table(spec: &Spec, plan: &TablePlan, progress: &dyn Progress) -> R
         .with_context(|| format!("copying {}", plan.table.key()))
 }
 
-async fn copy_table_in_one_transaction(spec: &Spec, plan: &TablePlan, progress: &dyn Progress) -> Result<Copied> {
+async fn copy_table_in_one_transaction(
+    spec: &Spec,
+    plan: &TablePlan,
+    progress: &dyn Progress,
+) -> Result<Copied> {
     let table = &plan.table;
     let key = table.key();
     let started = Instant::now();
@@ -254,15 +272,41 @@ async fn copy_table_in_one_transaction(spec: &Spec, plan: &TablePlan, progress: 
     let transaction = target.transaction().await?;
     // Readers go on; writers wait until this table is copied and verified.
     transaction
-        .batch_execute(&format!("LOCK TABLE {} IN EXCLUSIVE MODE", table.sql_name()))
+        .batch_execute(&format!(
+            "LOCK TABLE {} IN EXCLUSIVE MODE",
+            table.sql_name()
+        ))
         .await?;
     let empty: bool = transaction
-        .query_one(&format!("SELECT NOT EXISTS (SELECT 1 FROM {})", table.sql_name()), &[])
+        .query_one(
+            &format!("SELECT NOT EXISTS (SELECT 1 FROM {})", table.sql_name()),
+            &[],
+        )
         .await?
         .get(0);
     let copied = match empty {
-        true => fill(spec, &snapshot, &transaction, table, (rows, &hash), progress).await?,
-        false => merge(spec, &snapshot, &transaction, table, (rows, &hash), progress).await?,
+        true => {
+            fill(
+                spec,
+                &snapshot,
+                &transaction,
+                table,
+                (rows, &hash),
+                progress,
+            )
+            .await?
+        }
+        false => {
+            merge(
+                spec,
+                &snapshot,
+                &transaction,
+                table,
+                (rows, &hash),
+                progress,
+            )
+            .await?
+        }
     };
     transaction.commit().await?;
     let secs = started.elapsed().as_secs_f64().max(0.001);
@@ -390,7 +434,9 @@ async fn merge(
         )
         .await
         .with_context(|| format!("matching {key}'s rows by primary key"))?;
-    target.batch_execute("ANALYZE sm_stage; ANALYZE sm_merge").await?;
+    target
+        .batch_execute("ANALYZE sm_stage; ANALYZE sm_merge")
+        .await?;
     let key_r = table.key_expr("r");
     let key_s = table.key_expr("s");
     // Backups of the target rows about to be replaced that no journal entry holds yet.
@@ -472,7 +518,12 @@ async fn merge(
 }
 
 /// Moves the target's sequences forward, journalling where each was.
-async fn set_sequences(spec: &Spec, source: &Client, target: &mut Client, survey: &Survey) -> Result<u64> {
+async fn set_sequences(
+    spec: &Spec,
+    source: &Client,
+    target: &mut Client,
+    survey: &Survey,
+) -> Result<u64> {
     let moves = sequences_behind(source, target, survey).await?;
     let transaction = target.transaction().await?;
     for step in &moves {
@@ -483,7 +534,10 @@ async fn set_sequences(spec: &Spec, source: &Client, target: &mut Client, survey
         };
         ledger::keep_sequence(&transaction, &spec.journal, &entry).await?;
         transaction
-            .execute("SELECT setval($1::text::regclass, $2, true)", &[&step.target, &step.to])
+            .execute(
+                "SELECT setval($1::text::regclass, $2, true)",
+                &[&step.target, &step.to],
+            )
             .await
             .with_context(|| format!("setting sequence {}", step.target))?;
     }
@@ -518,13 +572,22 @@ pub async fn run(spec: &Spec, survey: &Survey, progress: &dyn Progress) -> Resul
     let claimed: Vec<(String, Vec<String>)> = survey
         .tables
         .iter()
-        .map(|t| (t.table.key(), t.table.copied().map(|c| c.name.clone()).collect()))
+        .map(|t| {
+            (
+                t.table.key(),
+                t.table.copied().map(|c| c.name.clone()).collect(),
+            )
+        })
         .collect();
     ledger::claim(&mut target, &spec.journal, &claimed).await?;
     let created = create_missing(spec, survey, &source, &mut target).await?;
     truncate(spec, survey, &mut target).await?;
     let existing = catalog::tables(&target).await?;
-    let to_copy: Vec<&TablePlan> = survey.tables.iter().filter(|t| t.action != Action::InSync).collect();
+    let to_copy: Vec<&TablePlan> = survey
+        .tables
+        .iter()
+        .filter(|t| t.action != Action::InSync)
+        .collect();
     let in_target: Vec<&Table> = to_copy
         .iter()
         .map(|p| existing.get(&p.table.key()).unwrap_or(&p.table))

@@ -92,6 +92,26 @@ export const OnConflict = {
  */
 export type OnConflict = (typeof OnConflict)[keyof typeof OnConflict];
 
+export const RowConflict = {
+    /**
+     * Target tables must be empty or missing; preview fails naming any that is not.
+     */
+    Fail: "fail",
+    /**
+     * The target table's rows are backed up into the journal, then removed, then the source's copied.
+     */
+    Truncate: "truncate",
+    /**
+     * Rows are matched by primary key: new ones inserted, differing ones backed up and replaced.
+     */
+    Upsert: "upsert",
+} as const;
+
+/**
+ * What happens to rows already in a target table.
+ */
+export type RowConflict = (typeof RowConflict)[keyof typeof RowConflict];
+
 export const Verify = {
     /**
      * By a whole-content checksum or the MD5 ETag both sides report; where neither covers both (multipart or KMS-encrypted sources without a stored checksum) only the sizes compare, and `verified` is false.

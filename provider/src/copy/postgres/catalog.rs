@@ -120,10 +120,6 @@ impl Table {
             ..self.clone()
         }
     }
-
-    pub fn has_identity_always(&self) -> bool {
-        self.copied().any(|c| c.identity_always)
-    }
 }
 
 /// Every ordinary table outside PostgreSQL's schemas and the journal's.

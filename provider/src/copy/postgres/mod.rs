@@ -642,6 +642,67 @@ mod tests {
         assert_eq!(classify(7, Some(6), None, false), Row::LeftAlone);
     }
 
+    fn plan(key: &str, rows: u64, action: Action) -> TablePlan {
+        let (schema, name) = key.split_once('.').unwrap();
+        TablePlan {
+            table: Table {
+                schema: schema.into(),
+                name: name.into(),
+                columns: vec![],
+                primary_key: vec![],
+                references: BTreeSet::new(),
+            },
+            rows,
+            bytes: rows * 100,
+            hash: String::new(),
+            action,
+            entry: None,
+        }
+    }
+
+    #[test]
+    fn a_plan_in_words_leaves_out_what_does_not_happen() {
+        let survey = Survey {
+            tables: vec![
+                plan("public.documents", 40, Action::Create),
+                plan("public.pages", 10, Action::InSync),
+                plan("public.tasks", 8, Action::Truncate { replaced: 3 }),
+                plan(
+                    "public.users",
+                    6,
+                    Action::Merge(Merged {
+                        insert: 2,
+                        update: 0,
+                        left_alone: 1,
+                        unchanged: 3,
+                    }),
+                ),
+            ],
+            sequences_to_set: 1,
+            ..Survey::default()
+        };
+        assert_eq!(
+            survey.lines("to copy"),
+            [
+                "public.documents: table to create, 40 rows (3.9 KiB) to copy",
+                "public.pages: in sync (10 rows (1000 B))",
+                "public.tasks: 3 target rows backed up and removed (truncate), then 8 rows (800 B) to copy",
+                "public.users: 2 new rows to copy; 1 target rows left alone (changed there, or not this copy's); 3 unchanged; of 6 rows (600 B)",
+                "4 tables; 1 to create; 1 already in sync; 50 rows (4.9 KiB) to copy; 3 target rows replaced, backed up first; \
+                 1 target rows left alone; 1 sequences moved forward; verified by row counts and content hashes",
+            ]
+        );
+        let quiet = Survey {
+            tables: vec![plan("public.pages", 10, Action::InSync)],
+            ..Survey::default()
+        };
+        assert!(!quiet.pending());
+        assert_eq!(
+            quiet.lines("to copy")[1],
+            "1 tables; 1 already in sync; nothing to copy"
+        );
+    }
+
     #[test]
     fn globs_select_tables_and_a_selection_of_nothing_names_what_there_is() {
         let mut tables = BTreeMap::new();

@@ -469,14 +469,11 @@ async fn merge(
                 .with_context(|| format!("replacing changed rows of {key}"))?
         }
     };
-    let overriding = match table.has_identity_always() {
-        true => "OVERRIDING SYSTEM VALUE",
-        false => "",
-    };
+    // The source's values for identity columns too, as COPY writes them.
     let inserted = target
         .execute(
             &format!(
-                "INSERT INTO {name} ({columns}) {overriding} SELECT {stage_columns} FROM sm_stage s \
+                "INSERT INTO {name} ({columns}) OVERRIDING SYSTEM VALUE SELECT {stage_columns} FROM sm_stage s \
                  JOIN sm_merge m ON m.sm_key = {key_s} WHERE m.sm_action = 'insert'"
             ),
             &[],

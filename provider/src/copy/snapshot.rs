@@ -36,6 +36,9 @@ pub async fn read_pointer(bucket: &Bucket, key: &str) -> Result<Option<Pointer>>
     }))
 }
 
+/// The entity type of the compactor's lock items (PORTFOLIO_DATA.md).
+const LOCK_TYPE: &str = "COMPACTION_LOCK";
+
 /// A lock as the compactor writes it: an item with `owner` and an ISO-8601 `expires`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lock {
@@ -168,10 +171,14 @@ impl Drop for HeldLock {
     }
 }
 
+/// The lock item as the compactor writes it, entity type included: every item in the
+/// table carries its `TYPE`, and a DynamoCopy that excludes `COMPACTION_LOCK` (as the
+/// seeds do) must not see a held lock as data to mirror or delete.
 fn lock_item(key: &Item, owner: &str) -> Item {
     let now = std::time::SystemTime::now();
     let mut item = key.clone();
     for (name, value) in [
+        ("TYPE", LOCK_TYPE.to_string()),
         ("owner", owner.to_string()),
         ("expires", iso(now + LEASE)),
         ("heartbeat", iso(now)),
@@ -460,6 +467,8 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(owner_of(&store).as_deref(), Some("stackmigrate run"));
+        let lock = store.items("locks").into_values().next().unwrap();
+        assert_eq!(lock["TYPE"].as_s().unwrap(), "COMPACTION_LOCK");
         // The compactor's own conditional put is refused while the lock is held.
         let free = Condition::AbsentOrBefore {
             attribute: "expires".into(),

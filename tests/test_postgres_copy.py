@@ -9,6 +9,7 @@ import subprocess
 import time
 from urllib.parse import urlparse
 
+import pg8000.exceptions
 import pg8000.native
 import pytest
 
@@ -280,6 +281,50 @@ def test_a_killed_up_resumes_without_copying_finished_tables_again_and_destroy_u
     assert out["rowsCopied"] == 400000, out
     assert out["tablesInSync"] == 3, "the tables finished before the kill were not copied again"
     assert rows(prod, "work_log", "id") == rows(dev, "work_log", "id")
+
+    p.destroy()
+    assert tables_in(prod) == []
+
+
+def committed_rows(db, table):
+    """Rows of `table` others can see (0 while the copy has not created it)."""
+    try:
+        return db.run(f"SELECT count(*) FROM {table}")[0][0]
+    except pg8000.exceptions.DatabaseError:
+        return 0
+
+
+def test_a_large_table_goes_in_key_ranges_and_a_killed_up_copies_only_the_ranges_not_committed(project, dev_prod):
+    dev_name, dev, prod_name, prod = dev_prod
+    fill(dev, 20, pages_per_document=1)
+    dev.run("CREATE TABLE work_log (id bigint PRIMARY KEY, document_id bigint REFERENCES documents(id), payload text)")
+    dev.run("INSERT INTO work_log SELECT g, 1 + g % 20, repeat(md5(g::text), 8) FROM generate_series(1, 400000) g")
+    p = project(resource(dev_name, prod_name, parallel=1, rangeRows=50000), OUTPUTS)
+    running = p.up_in_background()
+    assert wait_until(lambda: committed_rows(prod, "work_log") > 0, timeout=180)
+    subprocess.run(["pkill", "-KILL", "-f", "pulumi-resource-stackmigrate"], check=False)
+    running.kill()
+    running.wait()
+    assert wait_until(lambda: prod.run(
+        "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COPY%' AND state <> 'idle'")[0][0] == 0, timeout=60)
+    done = committed_rows(prod, "work_log")
+    # Each range is committed whole, with its journal entries, or not at all.
+    assert 0 < done < 400000 and done % 50000 == 0, done
+    journalled = prod.run("SELECT count(*) FROM stackmigrate.rows WHERE tbl = 'public.work_log' AND written IS NOT NULL")
+    assert journalled[0][0] == done
+    p.run("cancel", "--yes", check=False)
+    p.run("refresh", "--yes", "--clear-pending-creates", check=False)
+
+    preview = p.run("preview")
+    assert f"public.work_log: {400000 - done} new rows to copy" in preview, preview
+    out_text = p.up()
+    out = p.outputs()
+    assert out["rowsCopied"] == 400000 - done, out
+    diagnostics = out_text.split("Diagnostics:")[1]
+    assert diagnostics.count("as the source has them: not copied again") == done // 50000, out_text
+    assert "public.work_log (range 8 of 8): 50000 rows" in diagnostics, out_text
+    assert rows(prod, "work_log", "id") == rows(dev, "work_log", "id")
+    assert snapshot(prod) == snapshot(dev)
 
     p.destroy()
     assert tables_in(prod) == []

@@ -96,7 +96,7 @@ namespace StackMigrate.Stackmigrate
         public Output<string?> Output { get; private set; } = null!;
 
         /// <summary>
-        /// Tables copied at once (each over its own two connections). Default 4.
+        /// Tables, or key ranges of large tables, copied at once (each over its own two connections). Default 4.
         /// </summary>
         [Output("parallel")]
         public Output<int?> Parallel { get; private set; } = null!;
@@ -106,6 +106,12 @@ namespace StackMigrate.Stackmigrate
         /// </summary>
         [Output("pgDump")]
         public Output<string?> PgDump { get; private set; } = null!;
+
+        /// <summary>
+        /// Tables with more rows and a primary key whose first column is an integer are copied in key ranges of about this many rows, in parallel, each committed and journalled alone: a killed up resumes at the ranges not yet in the target. Default 1000000.
+        /// </summary>
+        [Output("rangeRows")]
+        public Output<int?> RangeRows { get; private set; } = null!;
 
         /// <summary>
         /// Requests retried during the last run (in preview: while planning): throttled, reset or failed for a moment.
@@ -291,7 +297,7 @@ namespace StackMigrate.Stackmigrate
         public Input<string>? Output { get; set; }
 
         /// <summary>
-        /// Tables copied at once (each over its own two connections). Default 4.
+        /// Tables, or key ranges of large tables, copied at once (each over its own two connections). Default 4.
         /// </summary>
         [Input("parallel")]
         public Input<int>? Parallel { get; set; }
@@ -301,6 +307,12 @@ namespace StackMigrate.Stackmigrate
         /// </summary>
         [Input("pgDump")]
         public Input<string>? PgDump { get; set; }
+
+        /// <summary>
+        /// Tables with more rows and a primary key whose first column is an integer are copied in key ranges of about this many rows, in parallel, each committed and journalled alone: a killed up resumes at the ranges not yet in the target. Default 1000000.
+        /// </summary>
+        [Input("rangeRows")]
+        public Input<int>? RangeRows { get; set; }
 
         /// <summary>
         /// The database to copy from (never written). Default: the URL in the source stack's `output`.
@@ -332,6 +344,7 @@ namespace StackMigrate.Stackmigrate
             Output = "database_url";
             Parallel = 4;
             PgDump = "pg_dump";
+            RangeRows = 1000000;
         }
         public static new PostgresCopyArgs Empty => new PostgresCopyArgs();
     }

@@ -92,13 +92,17 @@ export class PostgresCopy extends pulumi.CustomResource {
      */
     declare public readonly output: pulumi.Output<string | undefined>;
     /**
-     * Tables copied at once (each over its own two connections). Default 4.
+     * Tables, or key ranges of large tables, copied at once (each over its own two connections). Default 4.
      */
     declare public readonly parallel: pulumi.Output<number | undefined>;
     /**
      * The `pg_dump` that creates tables missing in the target from the source's definitions. Default `pg_dump` on the PATH; it must be at least the source server's version.
      */
     declare public readonly pgDump: pulumi.Output<string | undefined>;
+    /**
+     * Tables with more rows and a primary key whose first column is an integer are copied in key ranges of about this many rows, in parallel, each committed and journalled alone: a killed up resumes at the ranges not yet in the target. Default 1000000.
+     */
+    declare public readonly rangeRows: pulumi.Output<number | undefined>;
     /**
      * Requests retried during the last run (in preview: while planning): throttled, reset or failed for a moment.
      */
@@ -178,6 +182,7 @@ export class PostgresCopy extends pulumi.CustomResource {
             resourceInputs["output"] = (args?.output) ?? "database_url";
             resourceInputs["parallel"] = (args?.parallel) ?? 4;
             resourceInputs["pgDump"] = (args?.pgDump) ?? "pg_dump";
+            resourceInputs["rangeRows"] = (args?.rangeRows) ?? 1000000;
             resourceInputs["source"] = args?.source;
             resourceInputs["target"] = args?.target;
             resourceInputs["triggers"] = args?.triggers;
@@ -211,6 +216,7 @@ export class PostgresCopy extends pulumi.CustomResource {
             resourceInputs["output"] = undefined /*out*/;
             resourceInputs["parallel"] = undefined /*out*/;
             resourceInputs["pgDump"] = undefined /*out*/;
+            resourceInputs["rangeRows"] = undefined /*out*/;
             resourceInputs["retries"] = undefined /*out*/;
             resourceInputs["rowsCopied"] = undefined /*out*/;
             resourceInputs["rowsLeftAlone"] = undefined /*out*/;
@@ -259,13 +265,17 @@ export interface PostgresCopyArgs {
      */
     output?: pulumi.Input<string>;
     /**
-     * Tables copied at once (each over its own two connections). Default 4.
+     * Tables, or key ranges of large tables, copied at once (each over its own two connections). Default 4.
      */
     parallel?: pulumi.Input<number>;
     /**
      * The `pg_dump` that creates tables missing in the target from the source's definitions. Default `pg_dump` on the PATH; it must be at least the source server's version.
      */
     pgDump?: pulumi.Input<string>;
+    /**
+     * Tables with more rows and a primary key whose first column is an integer are copied in key ranges of about this many rows, in parallel, each committed and journalled alone: a killed up resumes at the ranges not yet in the target. Default 1000000.
+     */
+    rangeRows?: pulumi.Input<number>;
     /**
      * The database to copy from (never written). Default: the URL in the source stack's `output`.
      */

@@ -22,6 +22,10 @@ fn default_parallel() -> usize {
     4
 }
 
+fn default_range_rows() -> u64 {
+    1_000_000
+}
+
 fn default_pg_dump() -> String {
     "pg_dump".to_string()
 }
@@ -88,9 +92,12 @@ pub struct Inputs {
     /// `fail` (default: target tables must be empty), `truncate` (target rows backed up, then removed) or `upsert` (matched by primary key).
     #[serde(default)]
     pub on_conflict: RowConflict,
-    /// Tables copied at once (each over its own two connections). Default 4.
+    /// Tables, or key ranges of large tables, copied at once (each over its own two connections). Default 4.
     #[serde(default = "default_parallel")]
     pub parallel: usize,
+    /// Tables with more rows and a primary key whose first column is an integer are copied in key ranges of about this many rows, in parallel, each committed and journalled alone: a killed up resumes at the ranges not yet in the target. Default 1000000.
+    #[serde(default = "default_range_rows")]
+    pub range_rows: u64,
     /// The `pg_dump` that creates tables missing in the target from the source's definitions. Default `pg_dump` on the PATH; it must be at least the source server's version.
     #[serde(default = "default_pg_dump")]
     pub pg_dump: String,
@@ -198,6 +205,7 @@ impl PostgresCopy {
                 RowConflict::Upsert => OnConflict::Upsert,
             },
             parallel: inputs.parallel,
+            range_rows: inputs.range_rows,
             journal: ctx.urn.clone(),
             pg_dump: inputs.pg_dump.clone(),
         })
@@ -284,6 +292,12 @@ impl Migration for PostgresCopy {
         }
         if inputs.parallel == 0 {
             failures.push(Failure::new("parallel", "must be at least 1"));
+        }
+        if inputs.range_rows == 0 {
+            failures.push(Failure::new(
+                "rangeRows",
+                "must be at least 1 (rows per key range of a large table)",
+            ));
         }
         failures
     }
@@ -378,8 +392,9 @@ mod tests {
             "target": {"user": "app"},
             "includeTables": ["public.[x"],
             "parallel": 0,
+            "rangeRows": 0,
         }));
-        assert_eq!(bad.len(), 5, "{bad:?}");
+        assert_eq!(bad.len(), 6, "{bad:?}");
         assert!(
             bad[0].starts_with("source.sslmode: sslmode verify-ca is not supported"),
             "{bad:?}"

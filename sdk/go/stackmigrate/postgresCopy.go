@@ -64,10 +64,12 @@ type PostgresCopy struct {
 	OnConflict RowConflictPtrOutput `pulumi:"onConflict"`
 	// Stack output holding a side's connection URL (RDS's, often a secret). Default `database_url`.
 	Output pulumi.StringPtrOutput `pulumi:"output"`
-	// Tables copied at once (each over its own two connections). Default 4.
+	// Tables, or key ranges of large tables, copied at once (each over its own two connections). Default 4.
 	Parallel pulumi.IntPtrOutput `pulumi:"parallel"`
 	// The `pg_dump` that creates tables missing in the target from the source's definitions. Default `pg_dump` on the PATH; it must be at least the source server's version.
 	PgDump pulumi.StringPtrOutput `pulumi:"pgDump"`
+	// Tables with more rows and a primary key whose first column is an integer are copied in key ranges of about this many rows, in parallel, each committed and journalled alone: a killed up resumes at the ranges not yet in the target. Default 1000000.
+	RangeRows pulumi.IntPtrOutput `pulumi:"rangeRows"`
 	// Requests retried during the last run (in preview: while planning): throttled, reset or failed for a moment.
 	Retries pulumi.IntPtrOutput `pulumi:"retries"`
 	// Rows written (inserted or replaced) by the last run; at preview, rows that would be.
@@ -119,6 +121,9 @@ func NewPostgresCopy(ctx *pulumi.Context,
 	if args.PgDump == nil {
 		args.PgDump = pulumi.StringPtr("pg_dump")
 	}
+	if args.RangeRows == nil {
+		args.RangeRows = pulumi.IntPtr(1000000)
+	}
 	replaceOnChanges := pulumi.ReplaceOnChanges([]string{
 		"source",
 		"target",
@@ -167,10 +172,12 @@ type postgresCopyArgs struct {
 	OnConflict *RowConflict `pulumi:"onConflict"`
 	// Stack output holding a side's connection URL (RDS's, often a secret). Default `database_url`.
 	Output *string `pulumi:"output"`
-	// Tables copied at once (each over its own two connections). Default 4.
+	// Tables, or key ranges of large tables, copied at once (each over its own two connections). Default 4.
 	Parallel *int `pulumi:"parallel"`
 	// The `pg_dump` that creates tables missing in the target from the source's definitions. Default `pg_dump` on the PATH; it must be at least the source server's version.
 	PgDump *string `pulumi:"pgDump"`
+	// Tables with more rows and a primary key whose first column is an integer are copied in key ranges of about this many rows, in parallel, each committed and journalled alone: a killed up resumes at the ranges not yet in the target. Default 1000000.
+	RangeRows *int `pulumi:"rangeRows"`
 	// The database to copy from (never written). Default: the URL in the source stack's `output`.
 	Source *PostgresConnection `pulumi:"source"`
 	// The database to copy into. Default: the URL in the target stack's `output`.
@@ -191,10 +198,12 @@ type PostgresCopyArgs struct {
 	OnConflict RowConflictPtrInput
 	// Stack output holding a side's connection URL (RDS's, often a secret). Default `database_url`.
 	Output pulumi.StringPtrInput
-	// Tables copied at once (each over its own two connections). Default 4.
+	// Tables, or key ranges of large tables, copied at once (each over its own two connections). Default 4.
 	Parallel pulumi.IntPtrInput
 	// The `pg_dump` that creates tables missing in the target from the source's definitions. Default `pg_dump` on the PATH; it must be at least the source server's version.
 	PgDump pulumi.StringPtrInput
+	// Tables with more rows and a primary key whose first column is an integer are copied in key ranges of about this many rows, in parallel, each committed and journalled alone: a killed up resumes at the ranges not yet in the target. Default 1000000.
+	RangeRows pulumi.IntPtrInput
 	// The database to copy from (never written). Default: the URL in the source stack's `output`.
 	Source PostgresConnectionPtrInput
 	// The database to copy into. Default: the URL in the target stack's `output`.
@@ -340,7 +349,7 @@ func (o PostgresCopyOutput) Output() pulumi.StringPtrOutput {
 	return o.ApplyT(func(v *PostgresCopy) pulumi.StringPtrOutput { return v.Output }).(pulumi.StringPtrOutput)
 }
 
-// Tables copied at once (each over its own two connections). Default 4.
+// Tables, or key ranges of large tables, copied at once (each over its own two connections). Default 4.
 func (o PostgresCopyOutput) Parallel() pulumi.IntPtrOutput {
 	return o.ApplyT(func(v *PostgresCopy) pulumi.IntPtrOutput { return v.Parallel }).(pulumi.IntPtrOutput)
 }
@@ -348,6 +357,11 @@ func (o PostgresCopyOutput) Parallel() pulumi.IntPtrOutput {
 // The `pg_dump` that creates tables missing in the target from the source's definitions. Default `pg_dump` on the PATH; it must be at least the source server's version.
 func (o PostgresCopyOutput) PgDump() pulumi.StringPtrOutput {
 	return o.ApplyT(func(v *PostgresCopy) pulumi.StringPtrOutput { return v.PgDump }).(pulumi.StringPtrOutput)
+}
+
+// Tables with more rows and a primary key whose first column is an integer are copied in key ranges of about this many rows, in parallel, each committed and journalled alone: a killed up resumes at the ranges not yet in the target. Default 1000000.
+func (o PostgresCopyOutput) RangeRows() pulumi.IntPtrOutput {
+	return o.ApplyT(func(v *PostgresCopy) pulumi.IntPtrOutput { return v.RangeRows }).(pulumi.IntPtrOutput)
 }
 
 // Requests retried during the last run (in preview: while planning): throttled, reset or failed for a moment.

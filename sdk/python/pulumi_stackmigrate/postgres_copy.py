@@ -29,6 +29,7 @@ class PostgresCopyArgs:
                  output: Optional[pulumi.Input[_builtins.str]] = None,
                  parallel: Optional[pulumi.Input[_builtins.int]] = None,
                  pg_dump: Optional[pulumi.Input[_builtins.str]] = None,
+                 range_rows: Optional[pulumi.Input[_builtins.int]] = None,
                  source: Optional[pulumi.Input['PostgresConnectionArgs']] = None,
                  target: Optional[pulumi.Input['PostgresConnectionArgs']] = None,
                  triggers: Optional[pulumi.Input[Sequence[Any]]] = None):
@@ -39,8 +40,9 @@ class PostgresCopyArgs:
         :param pulumi.Input[Sequence[pulumi.Input[_builtins.str]]] include_tables: Globs on `schema.table` to copy. Default: every table.
         :param pulumi.Input['RowConflict'] on_conflict: `fail` (default: target tables must be empty), `truncate` (target rows backed up, then removed) or `upsert` (matched by primary key).
         :param pulumi.Input[_builtins.str] output: Stack output holding a side's connection URL (RDS's, often a secret). Default `database_url`.
-        :param pulumi.Input[_builtins.int] parallel: Tables copied at once (each over its own two connections). Default 4.
+        :param pulumi.Input[_builtins.int] parallel: Tables, or key ranges of large tables, copied at once (each over its own two connections). Default 4.
         :param pulumi.Input[_builtins.str] pg_dump: The `pg_dump` that creates tables missing in the target from the source's definitions. Default `pg_dump` on the PATH; it must be at least the source server's version.
+        :param pulumi.Input[_builtins.int] range_rows: Tables with more rows and a primary key whose first column is an integer are copied in key ranges of about this many rows, in parallel, each committed and journalled alone: a killed up resumes at the ranges not yet in the target. Default 1000000.
         :param pulumi.Input['PostgresConnectionArgs'] source: The database to copy from (never written). Default: the URL in the source stack's `output`.
         :param pulumi.Input['PostgresConnectionArgs'] target: The database to copy into. Default: the URL in the target stack's `output`.
         :param pulumi.Input[Sequence[Any]] triggers: Any values; a change re-runs the copy.
@@ -67,6 +69,10 @@ class PostgresCopyArgs:
             pg_dump = 'pg_dump'
         if pg_dump is not None:
             pulumi.set(__self__, "pg_dump", pg_dump)
+        if range_rows is None:
+            range_rows = 1000000
+        if range_rows is not None:
+            pulumi.set(__self__, "range_rows", range_rows)
         if source is not None:
             pulumi.set(__self__, "source", source)
         if target is not None:
@@ -138,7 +144,7 @@ class PostgresCopyArgs:
     @pulumi.getter
     def parallel(self) -> Optional[pulumi.Input[_builtins.int]]:
         """
-        Tables copied at once (each over its own two connections). Default 4.
+        Tables, or key ranges of large tables, copied at once (each over its own two connections). Default 4.
         """
         return pulumi.get(self, "parallel")
 
@@ -157,6 +163,18 @@ class PostgresCopyArgs:
     @pg_dump.setter
     def pg_dump(self, value: Optional[pulumi.Input[_builtins.str]]):
         pulumi.set(self, "pg_dump", value)
+
+    @_builtins.property
+    @pulumi.getter(name="rangeRows")
+    def range_rows(self) -> Optional[pulumi.Input[_builtins.int]]:
+        """
+        Tables with more rows and a primary key whose first column is an integer are copied in key ranges of about this many rows, in parallel, each committed and journalled alone: a killed up resumes at the ranges not yet in the target. Default 1000000.
+        """
+        return pulumi.get(self, "range_rows")
+
+    @range_rows.setter
+    def range_rows(self, value: Optional[pulumi.Input[_builtins.int]]):
+        pulumi.set(self, "range_rows", value)
 
     @_builtins.property
     @pulumi.getter
@@ -208,6 +226,7 @@ class PostgresCopy(pulumi.CustomResource):
                  output: Optional[pulumi.Input[_builtins.str]] = None,
                  parallel: Optional[pulumi.Input[_builtins.int]] = None,
                  pg_dump: Optional[pulumi.Input[_builtins.str]] = None,
+                 range_rows: Optional[pulumi.Input[_builtins.int]] = None,
                  source: Optional[pulumi.Input[Union['PostgresConnectionArgs', 'PostgresConnectionArgsDict']]] = None,
                  target: Optional[pulumi.Input[Union['PostgresConnectionArgs', 'PostgresConnectionArgsDict']]] = None,
                  triggers: Optional[pulumi.Input[Sequence[Any]]] = None,
@@ -235,8 +254,9 @@ class PostgresCopy(pulumi.CustomResource):
         :param pulumi.Input[Sequence[pulumi.Input[_builtins.str]]] include_tables: Globs on `schema.table` to copy. Default: every table.
         :param pulumi.Input['RowConflict'] on_conflict: `fail` (default: target tables must be empty), `truncate` (target rows backed up, then removed) or `upsert` (matched by primary key).
         :param pulumi.Input[_builtins.str] output: Stack output holding a side's connection URL (RDS's, often a secret). Default `database_url`.
-        :param pulumi.Input[_builtins.int] parallel: Tables copied at once (each over its own two connections). Default 4.
+        :param pulumi.Input[_builtins.int] parallel: Tables, or key ranges of large tables, copied at once (each over its own two connections). Default 4.
         :param pulumi.Input[_builtins.str] pg_dump: The `pg_dump` that creates tables missing in the target from the source's definitions. Default `pg_dump` on the PATH; it must be at least the source server's version.
+        :param pulumi.Input[_builtins.int] range_rows: Tables with more rows and a primary key whose first column is an integer are copied in key ranges of about this many rows, in parallel, each committed and journalled alone: a killed up resumes at the ranges not yet in the target. Default 1000000.
         :param pulumi.Input[Union['PostgresConnectionArgs', 'PostgresConnectionArgsDict']] source: The database to copy from (never written). Default: the URL in the source stack's `output`.
         :param pulumi.Input[Union['PostgresConnectionArgs', 'PostgresConnectionArgsDict']] target: The database to copy into. Default: the URL in the target stack's `output`.
         :param pulumi.Input[Sequence[Any]] triggers: Any values; a change re-runs the copy.
@@ -285,6 +305,7 @@ class PostgresCopy(pulumi.CustomResource):
                  output: Optional[pulumi.Input[_builtins.str]] = None,
                  parallel: Optional[pulumi.Input[_builtins.int]] = None,
                  pg_dump: Optional[pulumi.Input[_builtins.str]] = None,
+                 range_rows: Optional[pulumi.Input[_builtins.int]] = None,
                  source: Optional[pulumi.Input[Union['PostgresConnectionArgs', 'PostgresConnectionArgsDict']]] = None,
                  target: Optional[pulumi.Input[Union['PostgresConnectionArgs', 'PostgresConnectionArgsDict']]] = None,
                  triggers: Optional[pulumi.Input[Sequence[Any]]] = None,
@@ -312,6 +333,9 @@ class PostgresCopy(pulumi.CustomResource):
             if pg_dump is None:
                 pg_dump = 'pg_dump'
             __props__.__dict__["pg_dump"] = pg_dump
+            if range_rows is None:
+                range_rows = 1000000
+            __props__.__dict__["range_rows"] = range_rows
             __props__.__dict__["source"] = source
             __props__.__dict__["target"] = target
             __props__.__dict__["triggers"] = triggers
@@ -368,6 +392,7 @@ class PostgresCopy(pulumi.CustomResource):
         __props__.__dict__["output"] = None
         __props__.__dict__["parallel"] = None
         __props__.__dict__["pg_dump"] = None
+        __props__.__dict__["range_rows"] = None
         __props__.__dict__["retries"] = None
         __props__.__dict__["rows_copied"] = None
         __props__.__dict__["rows_left_alone"] = None
@@ -469,7 +494,7 @@ class PostgresCopy(pulumi.CustomResource):
     @pulumi.getter
     def parallel(self) -> pulumi.Output[Optional[_builtins.int]]:
         """
-        Tables copied at once (each over its own two connections). Default 4.
+        Tables, or key ranges of large tables, copied at once (each over its own two connections). Default 4.
         """
         return pulumi.get(self, "parallel")
 
@@ -480,6 +505,14 @@ class PostgresCopy(pulumi.CustomResource):
         The `pg_dump` that creates tables missing in the target from the source's definitions. Default `pg_dump` on the PATH; it must be at least the source server's version.
         """
         return pulumi.get(self, "pg_dump")
+
+    @_builtins.property
+    @pulumi.getter(name="rangeRows")
+    def range_rows(self) -> pulumi.Output[Optional[_builtins.int]]:
+        """
+        Tables with more rows and a primary key whose first column is an integer are copied in key ranges of about this many rows, in parallel, each committed and journalled alone: a killed up resumes at the ranges not yet in the target. Default 1000000.
+        """
+        return pulumi.get(self, "range_rows")
 
     @_builtins.property
     @pulumi.getter

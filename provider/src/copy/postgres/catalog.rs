@@ -35,6 +35,62 @@ pub struct Table {
     pub references: BTreeSet<String>,
 }
 
+/// The rows of a table one transaction copies: all, or a range of its primary key's
+/// first column, an integer (`lo <= key < hi`, either end open).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Slice {
+    #[default]
+    Whole,
+    Range {
+        lo: Option<i64>,
+        hi: Option<i64>,
+    },
+}
+
+impl Slice {
+    /// A condition on `alias`'s rows selecting the slice.
+    pub fn filter(&self, table: &Table, alias: &str) -> String {
+        let Slice::Range { lo, hi } = self else {
+            return "true".to_string();
+        };
+        let column = table
+            .range_column()
+            .map(|c| format!("{alias}.{}", quote(&c.name)))
+            .expect("ranges are made only of tables whose key starts with an integer");
+        let bounds: Vec<String> = [
+            lo.map(|lo| format!("{column} >= {lo}")),
+            hi.map(|hi| format!("{column} < {hi}")),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        match bounds.is_empty() {
+            true => "true".to_string(),
+            false => bounds.join(" AND "),
+        }
+    }
+
+    /// `count` ranges of about equal width over keys `min..=max`, the first open below
+    /// and the last open above, so together they hold every row whatever is added later.
+    pub fn ranges(min: i64, max: i64, count: u64) -> Vec<Slice> {
+        let span = (max as i128 - min as i128 + 1).max(1);
+        let count = (count as i128).clamp(1, span);
+        let width = (span + count - 1) / count;
+        let bounds: Vec<i64> = (1..count)
+            .map(|i| (min as i128 + i * width) as i64)
+            .filter(|b| (*b as i128) <= max as i128)
+            .collect();
+        let mut slices = Vec::with_capacity(bounds.len() + 1);
+        let mut lo = None;
+        for hi in bounds {
+            slices.push(Slice::Range { lo, hi: Some(hi) });
+            lo = Some(hi);
+        }
+        slices.push(Slice::Range { lo, hi: None });
+        slices
+    }
+}
+
 /// `"a""b"`: an identifier as SQL writes it.
 pub fn quote(identifier: &str) -> String {
     format!("\"{}\"", identifier.replace('"', "\"\""))
@@ -94,13 +150,25 @@ impl Table {
         )
     }
 
-    /// One query for the number of rows and the sum of their hashes (as text: a numeric).
-    pub fn count_and_hash_sql(&self) -> String {
+    /// One query for the number of rows (of `slice`) and the sum of their hashes (as
+    /// text: a numeric).
+    pub fn count_and_hash_sql(&self, slice: &Slice) -> String {
         format!(
-            "SELECT count(*), COALESCE(sum({})::text, '0') FROM {} AS r",
+            "SELECT count(*), COALESCE(sum({})::text, '0') FROM {} AS r WHERE {}",
             self.hash_expr("r"),
-            self.sql_name()
+            self.sql_name(),
+            slice.filter(self, "r")
         )
+    }
+
+    /// The primary key's first column when it is an integer: large tables are copied in
+    /// ranges of it (the key's index serves them; rows sharing a value share a range).
+    pub fn range_column(&self) -> Option<&Column> {
+        let key = self.primary_key.first()?;
+        self.columns
+            .iter()
+            .find(|c| &c.name == key)
+            .filter(|c| matches!(c.type_name.as_str(), "smallint" | "integer" | "bigint"))
     }
 
     /// Columns written by UPDATE: not the key, not generated, not `ALWAYS` identities.
@@ -370,6 +438,44 @@ mod tests {
             levels(&[&a, &b]),
             [vec!["public.a".to_string(), "public.b".to_string()]]
         );
+    }
+
+    #[test]
+    fn ranges_cover_every_key_once_and_only_integer_keys_are_split() {
+        let range = |lo, hi| Slice::Range { lo, hi };
+        assert_eq!(
+            Slice::ranges(1, 100, 4),
+            [
+                range(None, Some(26)),
+                range(Some(26), Some(51)),
+                range(Some(51), Some(76)),
+                range(Some(76), None),
+            ]
+        );
+        // Fewer keys than ranges asked for; one key; the whole span of bigint.
+        assert_eq!(
+            Slice::ranges(5, 6, 10),
+            [range(None, Some(6)), range(Some(6), None)]
+        );
+        assert_eq!(Slice::ranges(7, 7, 3), [range(None, None)]);
+        assert_eq!(
+            Slice::ranges(i64::MIN, i64::MAX, 2),
+            [range(None, Some(0)), range(Some(0), None)]
+        );
+        let documents = table("public.documents", &[]);
+        assert_eq!(
+            range(Some(-3), Some(9)).filter(&documents, "r"),
+            r#"r."id" >= -3 AND r."id" < 9"#
+        );
+        assert_eq!(range(None, None).filter(&documents, "r"), "true");
+        assert_eq!(Slice::Whole.filter(&documents, "r"), "true");
+        let mut pages = table("public.pages", &[]);
+        pages.primary_key = vec!["Body \"x\"".into(), "id".into()];
+        assert!(pages.range_column().is_none(), "a text key is not split");
+        pages.primary_key = vec!["id".into(), "Body \"x\"".into()];
+        assert_eq!(pages.range_column().unwrap().name, "id");
+        pages.primary_key.clear();
+        assert!(pages.range_column().is_none());
     }
 
     #[test]

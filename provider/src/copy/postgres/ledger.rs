@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use anyhow::{bail, Context as _, Result};
 use tokio_postgres::{Client, GenericClient};
 
-use super::catalog::JOURNAL_SCHEMA;
+use super::catalog::{Slice, JOURNAL_SCHEMA};
 
 /// Creates the journal's tables when they are missing.
 pub async fn ensure(client: &Client) -> Result<()> {
@@ -34,6 +34,13 @@ pub async fn ensure(client: &Client) -> Result<()> {
                  written bigint,
                  backup jsonb,
                  PRIMARY KEY (journal, tbl, key));
+             CREATE TABLE IF NOT EXISTS {JOURNAL_SCHEMA}.ranges (
+                 journal text NOT NULL,
+                 tbl text NOT NULL,
+                 seq integer NOT NULL,
+                 lo bigint,
+                 hi bigint,
+                 PRIMARY KEY (journal, tbl, seq));
              CREATE TABLE IF NOT EXISTS {JOURNAL_SCHEMA}.sequences (
                  journal text NOT NULL,
                  seq text NOT NULL,
@@ -205,6 +212,44 @@ pub async fn note_written(
     Ok(())
 }
 
+/// The key ranges a large table is copied in, as the first run into it chose them: a run
+/// after a kill copies the same ranges, skipping those already in the target.
+pub async fn ranges(client: &impl GenericClient, journal: &str, table: &str) -> Result<Vec<Slice>> {
+    let rows = client
+        .query(
+            &format!("SELECT lo, hi FROM {JOURNAL_SCHEMA}.ranges WHERE journal = $1 AND tbl = $2 ORDER BY seq"),
+            &[&journal, &table],
+        )
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| Slice::Range {
+            lo: r.get(0),
+            hi: r.get(1),
+        })
+        .collect())
+}
+
+pub async fn keep_ranges(
+    client: &impl GenericClient,
+    journal: &str,
+    table: &str,
+    ranges: &[Slice],
+) -> Result<()> {
+    for (seq, range) in ranges.iter().enumerate() {
+        let Slice::Range { lo, hi } = range else {
+            continue;
+        };
+        client
+            .execute(
+                &format!("INSERT INTO {JOURNAL_SCHEMA}.ranges VALUES ($1, $2, $3, $4, $5)"),
+                &[&journal, &table, &(seq as i32), lo, hi],
+            )
+            .await?;
+    }
+    Ok(())
+}
+
 /// A sequence's value before the first copy set it (kept from then on) and the value
 /// the last copy set.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -276,7 +321,7 @@ pub async fn types(client: &impl GenericClient, journal: &str) -> Result<Vec<Str
 
 /// Forgets this journal: the last step of a rollback, in its transaction.
 pub async fn forget(client: &impl GenericClient, journal: &str) -> Result<()> {
-    for table in ["rows", "sequences", "types", "tables"] {
+    for table in ["rows", "ranges", "sequences", "types", "tables"] {
         client
             .execute(
                 &format!("DELETE FROM {JOURNAL_SCHEMA}.{table} WHERE journal = $1"),

@@ -15,7 +15,7 @@ use anyhow::{bail, Context as _, Result};
 use futures::TryStreamExt;
 use tokio_postgres::Client;
 
-use self::catalog::Table;
+use self::catalog::{Slice, Table};
 use self::connect::Endpoint;
 use self::ledger::TableEntry;
 use crate::copy::progress::{human_bytes, in_words, Progress};
@@ -40,8 +40,11 @@ pub struct Spec {
     pub include: Vec<String>,
     pub exclude: Vec<String>,
     pub on_conflict: OnConflict,
-    /// Tables copied at once.
+    /// Tables (or ranges of tables) copied at once.
     pub parallel: usize,
+    /// Tables with more rows and a primary key starting with an integer are copied in
+    /// key ranges of about this many rows, each committed alone.
+    pub range_rows: u64,
     /// The journal's name in the target database: the resource's URN.
     pub journal: String,
     /// The `pg_dump` that creates missing tables.
@@ -318,13 +321,15 @@ pub fn select<'a>(
     Ok(chosen)
 }
 
-/// A table's rows and the sum of their hashes, as `client`'s server computes them.
+/// A table's rows (of `slice`) and the sum of their hashes, as `client`'s server
+/// computes them.
 async fn count_and_hash(
     client: &impl tokio_postgres::GenericClient,
     table: &Table,
+    slice: &Slice,
 ) -> Result<(u64, String)> {
     let row = client
-        .query_one(&table.count_and_hash_sql(), &[])
+        .query_one(&table.count_and_hash_sql(slice), &[])
         .await
         .with_context(|| format!("counting {}", table.key()))?;
     Ok((row.get::<_, i64>(0) as u64, row.get(1)))
@@ -499,7 +504,7 @@ pub async fn survey(spec: &Spec, progress: &dyn Progress) -> Result<Survey> {
     for table in &selected {
         let key = table.key();
         progress.status(&format!("counting {key}"));
-        let (rows, hash) = count_and_hash(&source, table).await?;
+        let (rows, hash) = count_and_hash(&source, table, &Slice::Whole).await?;
         let bytes = catalog::size(&source, table).await?;
         let entry = entries.get(&key).cloned();
         let action = match target_tables.get(&key) {
@@ -522,7 +527,8 @@ pub async fn survey(spec: &Spec, progress: &dyn Progress) -> Result<Survey> {
                     failures.push(format!("{key}: {}", differences.join("; ")));
                     continue;
                 }
-                let (target_rows, target_hash) = count_and_hash(&target, table).await?;
+                let (target_rows, target_hash) =
+                    count_and_hash(&target, table, &Slice::Whole).await?;
                 let journalled = entry.is_some();
                 if (target_rows, &target_hash) == (rows, &hash) {
                     Action::InSync

@@ -6,7 +6,7 @@
 use anyhow::{Context as _, Result};
 use tokio_postgres::Transaction;
 
-use super::catalog::{self, quote, Table, JOURNAL_SCHEMA};
+use super::catalog::{self, quote, Slice, Table, JOURNAL_SCHEMA};
 use super::connect::Endpoint;
 use super::ledger::{self, TableEntry};
 use crate::copy::progress::Progress;
@@ -138,7 +138,7 @@ async fn undo_keyless(
     undone: &mut Undone,
 ) -> Result<()> {
     let row = transaction
-        .query_one(&table.count_and_hash_sql(), &[])
+        .query_one(&table.count_and_hash_sql(&Slice::Whole), &[])
         .await?;
     let now: (i64, String) = (row.get(0), row.get(1));
     if entry.written.as_ref().is_some_and(|w| *w != now) {

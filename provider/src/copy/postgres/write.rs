@@ -1,6 +1,7 @@
-//! The run: missing tables created, truncated tables backed up, every table copied in
-//! its own transaction with its journal entries and its verification, sequences moved
-//! forward, and the created tables' indexes and constraints made after their data.
+//! The run: missing tables created, truncated tables backed up, every table (or key
+//! range of a large one) copied in its own transaction with its journal entries and its
+//! verification, sequences moved forward, and the created tables' indexes and
+//! constraints made after their data.
 
 use std::time::{Duration, Instant};
 
@@ -8,7 +9,7 @@ use anyhow::{bail, Context as _, Result};
 use futures::{SinkExt, StreamExt, TryStreamExt};
 use tokio_postgres::{Client, IsolationLevel, Transaction};
 
-use super::catalog::{self, literal, quote, Table, JOURNAL_SCHEMA};
+use super::catalog::{self, literal, quote, Slice, Table, JOURNAL_SCHEMA};
 use super::ledger::{self, SequenceEntry};
 use super::{connect_both, count_and_hash, Action, Counts, Spec, Survey, TablePlan};
 use crate::copy::progress::{human_bytes, Progress};
@@ -212,14 +213,16 @@ struct Copied {
 async fn pipe(
     source: &Transaction<'_>,
     target: &Transaction<'_>,
-    table: &Table,
+    unit: &Unit<'_>,
     into: &str,
     progress: &dyn Progress,
 ) -> Result<(u64, u64)> {
+    let table = &unit.plan.table;
     let out = format!(
-        "COPY (SELECT {} FROM {}) TO STDOUT (FORMAT binary)",
-        table.column_list(),
-        table.sql_name()
+        "COPY (SELECT {} FROM {} AS r WHERE {}) TO STDOUT (FORMAT binary)",
+        table.columns_of("r"),
+        table.sql_name(),
+        unit.slice.filter(table, "r")
     );
     let stream = source.copy_out(&out).await?;
     let sink = target.copy_in(into).await?;
@@ -233,7 +236,7 @@ async fn pipe(
             let rate = bytes as f64 / started.elapsed().as_secs_f64();
             progress.status(&format!(
                 "{}: {} streamed ({}/s)",
-                table.key(),
+                unit.label(),
                 human_bytes(bytes),
                 human_bytes(rate as u64)
             ));
@@ -243,21 +246,99 @@ async fn pipe(
     Ok((rows, bytes))
 }
 
-/// Copies one table in one target transaction, which also journals and verifies it:
-/// killed or failed, nothing of the table is committed.
-async fn copy_table(spec: &Spec, plan: &TablePlan, progress: &dyn Progress) -> Result<Copied> {
-    copy_table_in_one_transaction(spec, plan, progress)
-        .await
-        .with_context(|| format!("copying {}", plan.table.key()))
+/// What one transaction copies: a whole table, or one key range of a large one.
+struct Unit<'a> {
+    plan: &'a TablePlan,
+    slice: Slice,
+    /// For a range: the source snapshot every range of the table reads, so they add up
+    /// to one consistent table; and its place among them.
+    snapshot: Option<(String, usize, usize)>,
 }
 
-async fn copy_table_in_one_transaction(
+impl Unit<'_> {
+    fn label(&self) -> String {
+        match &self.snapshot {
+            Some((_, place, of)) => format!("{} (range {place} of {of})", self.plan.table.key()),
+            None => self.plan.table.key(),
+        }
+    }
+}
+
+/// A large table whose primary key starts with an integer, cut into ranges of that
+/// column as the journal has them (a run after a kill copies the same ranges) or into
+/// new ones of about `range_rows` rows; other tables whole. The source connection returned holds open the
+/// snapshot the ranges read, and must live until they are copied.
+async fn units<'a>(
     spec: &Spec,
-    plan: &TablePlan,
+    plan: &'a TablePlan,
+    target: &Client,
+) -> Result<(Vec<Unit<'a>>, Option<Client>)> {
+    let whole = vec![Unit {
+        plan,
+        slice: Slice::Whole,
+        snapshot: None,
+    }];
+    let Some(column) = plan.table.range_column() else {
+        return Ok((whole, None));
+    };
+    let key = plan.table.key();
+    let mut ranges = ledger::ranges(target, &spec.journal, &key).await?;
+    if ranges.is_empty() && plan.rows <= spec.range_rows {
+        return Ok((whole, None));
+    }
+    let exporter = spec.source.connect().await?;
+    exporter
+        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .await?;
+    let snapshot: String = exporter
+        .query_one("SELECT pg_export_snapshot()", &[])
+        .await?
+        .get(0);
+    if ranges.is_empty() {
+        let bounds = exporter
+            .query_one(
+                &format!(
+                    "SELECT min({c})::bigint, max({c})::bigint FROM {}",
+                    plan.table.sql_name(),
+                    c = quote(&column.name)
+                ),
+                &[],
+            )
+            .await?;
+        let (Some(min), Some(max)) = (bounds.get(0), bounds.get(1)) else {
+            return Ok((whole, None));
+        };
+        ranges = Slice::ranges(min, max, plan.rows.div_ceil(spec.range_rows.max(1)));
+        ledger::keep_ranges(target, &spec.journal, &key, &ranges).await?;
+    }
+    let count = ranges.len();
+    let units = ranges
+        .into_iter()
+        .enumerate()
+        .map(|(i, slice)| Unit {
+            plan,
+            slice,
+            snapshot: Some((snapshot.clone(), i + 1, count)),
+        })
+        .collect();
+    Ok((units, Some(exporter)))
+}
+
+/// Copies one unit in one target transaction, which also journals and verifies it:
+/// killed or failed, nothing of it is committed.
+async fn copy_unit(spec: &Spec, unit: &Unit<'_>, progress: &dyn Progress) -> Result<Copied> {
+    copy_in_one_transaction(spec, unit, progress)
+        .await
+        .with_context(|| format!("copying {}", unit.label()))
+}
+
+async fn copy_in_one_transaction(
+    spec: &Spec,
+    unit: &Unit<'_>,
     progress: &dyn Progress,
 ) -> Result<Copied> {
-    let table = &plan.table;
-    let key = table.key();
+    let table = &unit.plan.table;
+    let label = unit.label();
     let started = Instant::now();
     let mut source = spec.source.connect().await?;
     let mut target = spec.target.connect().await?;
@@ -268,50 +349,61 @@ async fn copy_table_in_one_transaction(
         .read_only(true)
         .start()
         .await?;
-    let (rows, hash) = count_and_hash(&snapshot, table).await?;
-    let transaction = target.transaction().await?;
-    // Readers go on; writers wait until this table is copied and verified.
-    transaction
-        .batch_execute(&format!(
-            "LOCK TABLE {} IN EXCLUSIVE MODE",
-            table.sql_name()
-        ))
-        .await?;
+    if let Some((id, _, _)) = &unit.snapshot {
+        snapshot
+            .batch_execute(&format!("SET TRANSACTION SNAPSHOT {}", literal(id)))
+            .await?;
+    }
+    let (rows, hash) = count_and_hash(&snapshot, table, &unit.slice).await?;
+    let transaction = match unit.slice {
+        Slice::Whole => {
+            let transaction = target.transaction().await?;
+            // Readers go on; writers wait until this table is copied and verified.
+            transaction
+                .batch_execute(&format!(
+                    "LOCK TABLE {} IN EXCLUSIVE MODE",
+                    table.sql_name()
+                ))
+                .await?;
+            transaction
+        }
+        // Ranges of one table are written at once, so none can lock it: each reads and
+        // verifies its own snapshot instead, and a row another writer adds under a
+        // copied key fails the range loudly (a unique violation), never silently.
+        Slice::Range { .. } => {
+            let transaction = target
+                .build_transaction()
+                .isolation_level(IsolationLevel::RepeatableRead)
+                .start()
+                .await?;
+            if count_and_hash(&transaction, table, &unit.slice).await? == (rows, hash.clone()) {
+                progress.info(&format!(
+                    "{label}: {rows} rows in the target already, as the source has them: not copied again"
+                ));
+                return Ok(Copied::default());
+            }
+            transaction
+        }
+    };
     let empty: bool = transaction
         .query_one(
-            &format!("SELECT NOT EXISTS (SELECT 1 FROM {})", table.sql_name()),
+            &format!(
+                "SELECT NOT EXISTS (SELECT 1 FROM {} AS r WHERE {})",
+                table.sql_name(),
+                unit.slice.filter(table, "r")
+            ),
             &[],
         )
         .await?
         .get(0);
     let copied = match empty {
-        true => {
-            fill(
-                spec,
-                &snapshot,
-                &transaction,
-                table,
-                (rows, &hash),
-                progress,
-            )
-            .await?
-        }
-        false => {
-            merge(
-                spec,
-                &snapshot,
-                &transaction,
-                table,
-                (rows, &hash),
-                progress,
-            )
-            .await?
-        }
+        true => fill(spec, &snapshot, &transaction, unit, (rows, &hash), progress).await?,
+        false => merge(spec, &snapshot, &transaction, unit, (rows, &hash), progress).await?,
     };
     transaction.commit().await?;
     let secs = started.elapsed().as_secs_f64().max(0.001);
     progress.info(&format!(
-        "{key}: {} rows ({}) copied in {secs:.1} s ({:.0} rows/s){}, verified",
+        "{label}: {} rows ({}) copied in {secs:.1} s ({:.0} rows/s){}, verified",
         copied.rows,
         human_bytes(copied.bytes),
         copied.rows as f64 / secs,
@@ -328,41 +420,45 @@ async fn fill(
     spec: &Spec,
     source: &Transaction<'_>,
     target: &Transaction<'_>,
-    table: &Table,
+    unit: &Unit<'_>,
     (rows, hash): (u64, &str),
     progress: &dyn Progress,
 ) -> Result<Copied> {
-    let key = table.key();
+    let table = &unit.plan.table;
+    let (key, label) = (table.key(), unit.label());
     let into = format!(
         "COPY {} ({}) FROM STDIN (FORMAT binary)",
         table.sql_name(),
         table.column_list()
     );
-    let (written, bytes) = pipe(source, target, table, &into, progress).await?;
+    let (written, bytes) = pipe(source, target, unit, &into, progress).await?;
     if !table.primary_key.is_empty() {
         target
             .execute(
                 &format!(
                     "INSERT INTO {JOURNAL_SCHEMA}.rows (journal, tbl, key, written) \
-                     SELECT $1, $2, {}, {} FROM {} AS r \
+                     SELECT $1, $2, {}, {} FROM {} AS r WHERE {} \
                      ON CONFLICT (journal, tbl, key) DO UPDATE SET written = EXCLUDED.written",
                     table.key_expr("r"),
                     table.hash_expr("r"),
-                    table.sql_name()
+                    table.sql_name(),
+                    unit.slice.filter(table, "r")
                 ),
                 &[&spec.journal, &key],
             )
             .await
-            .with_context(|| format!("journalling the rows written into {key}"))?;
+            .with_context(|| format!("journalling the rows written into {label}"))?;
     }
-    let found = count_and_hash(target, table).await?;
+    let found = count_and_hash(target, table, &unit.slice).await?;
     if found != (rows, hash.to_string()) || written != rows {
         bail!(
-            "{key}: the target holds {} rows after the copy and the source {rows} (or their contents differ): nothing of this table was committed; run `pulumi up` again",
+            "{label}: the target holds {} rows after the copy and the source {rows} (or their contents differ): nothing of it was committed; run `pulumi up` again",
             found.0
         );
     }
-    ledger::note_written(target, &spec.journal, &key, (rows as i64, hash)).await?;
+    if unit.slice == Slice::Whole {
+        ledger::note_written(target, &spec.journal, &key, (rows as i64, hash)).await?;
+    }
     Ok(Copied {
         rows,
         bytes,
@@ -377,15 +473,18 @@ async fn merge(
     spec: &Spec,
     source: &Transaction<'_>,
     target: &Transaction<'_>,
-    table: &Table,
+    unit: &Unit<'_>,
     (rows, hash): (u64, &str),
     progress: &dyn Progress,
 ) -> Result<Copied> {
-    let key = table.key();
+    let table = &unit.plan.table;
+    let (key, label) = (table.key(), unit.label());
     if table.primary_key.is_empty() {
         bail!("{key}: the target table is not empty and has no primary key to match rows by; nothing of it was written");
     }
     let name = table.sql_name();
+    // The target rows of this unit.
+    let in_unit = unit.slice.filter(table, "r");
     let (columns, stage_columns) = (table.column_list(), table.columns_of("s"));
     target
         .batch_execute(&format!(
@@ -393,7 +492,7 @@ async fn merge(
         ))
         .await?;
     let into = format!("COPY sm_stage ({columns}) FROM STDIN (FORMAT binary)");
-    let (_, bytes) = pipe(source, target, table, &into, progress).await?;
+    let (_, bytes) = pipe(source, target, unit, &into, progress).await?;
     let stage = Table {
         schema: String::new(),
         name: String::new(),
@@ -409,7 +508,7 @@ async fn merge(
         )
         .await?;
     if (staged.get::<_, i64>(0) as u64, staged.get::<_, String>(1)) != (rows, hash.to_string()) {
-        bail!("{key}: the rows received differ from the source's count and hash: nothing of this table was written; run `pulumi up` again");
+        bail!("{label}: the rows received differ from the source's count and hash: nothing of it was written; run `pulumi up` again");
     }
     let upsert = spec.on_conflict == super::OnConflict::Upsert;
     target
@@ -423,7 +522,7 @@ async fn merge(
                         WHEN $3 THEN 'update' ELSE 'left' END AS sm_action, \
                    j.key IS NOT NULL AS sm_journalled \
                  FROM (SELECT {sk} AS k, {sh} AS h FROM sm_stage AS s) s \
-                 LEFT JOIN (SELECT {tk} AS k, {th} AS h FROM {name} AS r) x ON x.k = s.k \
+                 LEFT JOIN (SELECT {tk} AS k, {th} AS h FROM {name} AS r WHERE {in_unit}) x ON x.k = s.k \
                  LEFT JOIN {JOURNAL_SCHEMA}.rows j ON j.journal = $1 AND j.tbl = $2 AND j.key = s.k",
                 sk = table.key_expr("s"),
                 sh = table.hash_expr("s"),
@@ -433,7 +532,7 @@ async fn merge(
             &[&spec.journal, &key, &upsert],
         )
         .await
-        .with_context(|| format!("matching {key}'s rows by primary key"))?;
+        .with_context(|| format!("matching {label}'s rows by primary key"))?;
     target
         .batch_execute("ANALYZE sm_stage; ANALYZE sm_merge")
         .await?;
@@ -445,7 +544,7 @@ async fn merge(
             &format!(
                 "INSERT INTO {JOURNAL_SCHEMA}.rows (journal, tbl, key, written, backup) \
                  SELECT $1, $2, m.sm_key, NULL, to_jsonb(r) FROM {name} AS r JOIN sm_merge m ON m.sm_key = {key_r} \
-                 WHERE m.sm_action = 'update' AND NOT m.sm_journalled"
+                 WHERE {in_unit} AND m.sm_action = 'update' AND NOT m.sm_journalled"
             ),
             &[&spec.journal, &key],
         )
@@ -459,14 +558,14 @@ async fn merge(
                 .execute(
                     &format!(
                         "UPDATE {name} AS r SET ({}) = ROW({}) FROM sm_stage s JOIN sm_merge m ON m.sm_key = {key_s} \
-                         WHERE {key_r} = m.sm_key AND m.sm_action = 'update'",
+                         WHERE {in_unit} AND {key_r} = m.sm_key AND m.sm_action = 'update'",
                         updatable.join(", "),
                         values.join(", ")
                     ),
                     &[],
                 )
                 .await
-                .with_context(|| format!("replacing changed rows of {key}"))?
+                .with_context(|| format!("replacing changed rows of {label}"))?
         }
     };
     // The source's values for identity columns too, as COPY writes them.
@@ -479,7 +578,7 @@ async fn merge(
             &[],
         )
         .await
-        .with_context(|| format!("inserting new rows into {key}"))?;
+        .with_context(|| format!("inserting new rows into {label}"))?;
     target
         .execute(
             &format!(
@@ -496,7 +595,7 @@ async fn merge(
             &format!(
                 "SELECT count(*) FILTER (WHERE m.sm_action <> 'left' AND x.h IS DISTINCT FROM m.sm_source), \
                         count(*) FILTER (WHERE m.sm_action = 'left') \
-                 FROM sm_merge m LEFT JOIN (SELECT {key_r} AS k, {} AS h FROM {name} AS r) x ON x.k = m.sm_key",
+                 FROM sm_merge m LEFT JOIN (SELECT {key_r} AS k, {} AS h FROM {name} AS r WHERE {in_unit}) x ON x.k = m.sm_key",
                 table.hash_expr("r")
             ),
             &[],
@@ -504,7 +603,7 @@ async fn merge(
         .await?;
     let (differing, left_alone): (i64, i64) = (outcome.get(0), outcome.get(1));
     if differing > 0 {
-        bail!("{key}: {differing} rows differ from the source after the copy: nothing of this table was committed; run `pulumi up` again");
+        bail!("{label}: {differing} rows differ from the source after the copy: nothing of it was committed; run `pulumi up` again");
     }
     Ok(Copied {
         rows: inserted + replaced,
@@ -562,7 +661,8 @@ async fn post_data(spec: &Spec, target: &mut Client, tables: &[String]) -> Resul
 }
 
 /// Runs the surveyed copy. Tables are written after the tables they reference, those
-/// of one level in parallel; each is committed alone, with its journal entries.
+/// of one level (and the ranges of large ones) in parallel; each table or range is
+/// committed alone, with its journal entries.
 pub async fn run(spec: &Spec, survey: &Survey, progress: &dyn Progress) -> Result<Counts> {
     let (source, mut target) = connect_both(spec).await?;
     ledger::ensure(&target).await?;
@@ -604,24 +704,27 @@ pub async fn run(spec: &Spec, survey: &Survey, progress: &dyn Progress) -> Resul
         })
         .sum();
     for level in catalog::levels(&in_target) {
-        let batch: Vec<&TablePlan> = to_copy
-            .iter()
-            .copied()
-            .filter(|p| level.contains(&p.table.key()))
-            .collect();
+        let (mut batch, mut snapshots) = (Vec::new(), Vec::new());
+        for plan in to_copy.iter().filter(|p| level.contains(&p.table.key())) {
+            let (units, snapshot) = units(spec, plan, &target).await?;
+            batch.extend(units);
+            snapshots.extend(snapshot);
+        }
         let copies: Vec<_> = batch
-            .into_iter()
-            .map(|plan| copy_table(spec, plan, progress))
+            .iter()
+            .map(|unit| copy_unit(spec, unit, progress))
             .collect();
         let copied: Vec<Copied> = futures::stream::iter(copies)
             .buffer_unordered(spec.parallel.max(1))
             .try_collect()
             .await?;
-        for table in copied {
-            counts.rows_copied += table.rows;
-            counts.bytes_copied += table.bytes;
-            counts.rows_replaced += table.replaced;
-            counts.rows_left_alone += table.left_alone;
+        // The ranges are copied: their source snapshots can close.
+        drop(snapshots);
+        for unit in copied {
+            counts.rows_copied += unit.rows;
+            counts.bytes_copied += unit.bytes;
+            counts.rows_replaced += unit.replaced;
+            counts.rows_left_alone += unit.left_alone;
         }
     }
     counts.sequences_set = set_sequences(spec, &source, &mut target, survey).await?;

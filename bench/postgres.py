@@ -150,12 +150,12 @@ def measured(command, needle, env=None):
             "cpu_dev": cluster_cpu("dev") - cpu[0], "cpu_prod": cluster_cpu("prod") - cpu[1], "output": proc.stdout}
 
 
-def pulumi_project(root, source, target):
+def pulumi_project(root, source, target, jobs):
     project = {
         "name": "pgbench", "runtime": "yaml",
         "plugins": {"providers": [{"name": "stackmigrate", "path": os.environ["STACKMIGRATE_PLUGIN_DIR"]}]},
         "resources": {"db": {"type": "stackmigrate:PostgresCopy", "properties": {
-            "source": {"url": source}, "target": {"url": target}, "parallel": 2}}},
+            "source": {"url": source}, "target": {"url": target}, "parallel": jobs}}},
         "outputs": {"rowsCopied": "${db.rowsCopied}"},
     }
     root.mkdir(parents=True, exist_ok=True)
@@ -165,10 +165,10 @@ def pulumi_project(root, source, target):
                    check=True, capture_output=True)
 
 
-def run_stackmigrate(source_db, target_db, work):
+def run_stackmigrate(source_db, target_db, work, jobs):
     fresh("prod", target_db)
     root = work / f"pulumi-{target_db}"
-    pulumi_project(root, url("dev", source_db), url("prod", target_db))
+    pulumi_project(root, url("dev", source_db), url("prod", target_db), jobs)
     up = ["pulumi", "up", "--yes", "--skip-preview", "--non-interactive", "--cwd", str(root), "--stack", "bench"]
     result = measured(up, "pulumi-resource-stackmigrate")
     again = measured(up, "pulumi-resource-stackmigrate")
@@ -236,7 +236,7 @@ def main():
         total, size = make_source(source_db, rows)
         print(f"source: {total} rows, {size / 2**20:.0f} MiB", flush=True)
         tools = {
-            "stackmigrate PostgresCopy": lambda t: run_stackmigrate(source_db, t, work),
+            "stackmigrate PostgresCopy": lambda t: run_stackmigrate(source_db, t, work, args.jobs),
             f"pg_dump -Fd -j{args.jobs} + pg_restore -j{args.jobs}": lambda t: run_pg_dump(source_db, t, work, args.jobs),
             f"pgcopydb clone ({args.jobs} jobs)": lambda t: run_pgcopydb(source_db, t, work, args.jobs),
         }

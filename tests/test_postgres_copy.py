@@ -120,22 +120,26 @@ def dev_prod():
 def test_a_database_into_an_empty_one_counted_created_copied_verified_then_new_rows_alone_then_rolled_back(project, dev_prod):
     dev_name, dev, prod_name, prod = dev_prod
     fill(dev, 40)
+    dev.run("CREATE SCHEMA audit")
+    dev.run("CREATE TABLE audit.events (id bigint PRIMARY KEY, document_id bigint REFERENCES documents(id), what text)")
+    dev.run("INSERT INTO audit.events SELECT g, g, 'uploaded' FROM generate_series(1, 3) g")
     p = project(resource(dev_name, prod_name), OUTPUTS)
 
     preview = p.preview()
     assert "public.documents: table to create, 40 rows" in preview, preview
     assert "public.pages: table to create, 120 rows" in preview, preview
-    assert "3 tables; 3 to create; 200 rows" in preview, preview
+    assert "4 tables; 4 to create; 203 rows" in preview, preview
     assert tables_in(prod) == [], "preview wrote nothing"
 
     p.up()
     out = p.outputs()
-    assert (out["rowsCopied"], out["tablesCreated"], out["verified"]) == (200, 3, True), out
+    assert (out["rowsCopied"], out["tablesCreated"], out["verified"]) == (203, 4, True), out
     assert snapshot(prod) == snapshot(dev)
+    assert rows(prod, "audit.events", "id") == rows(dev, "audit.events", "id")
     # Indexes and constraints after the data; sequences moved on: a new prod row gets a fresh key.
     indexes = {r[0] for r in prod.run("SELECT indexname FROM pg_indexes WHERE schemaname = 'public'")}
     assert {"documents_pkey", "pages_pkey", "pages_body", "tasks_pkey"} <= indexes, indexes
-    assert prod.run("SELECT count(*) FROM pg_constraint WHERE contype = 'f'")[0][0] == 2
+    assert prod.run("SELECT count(*) FROM pg_constraint WHERE contype = 'f'")[0][0] == 3
     assert out["sequencesSet"] == 2, out
     assert prod.run("INSERT INTO documents (name) VALUES ('prod-new') RETURNING id")[0][0] == 41
     prod.run("DELETE FROM documents WHERE id = 41")
@@ -152,6 +156,7 @@ def test_a_database_into_an_empty_one_counted_created_copied_verified_then_new_r
 
     p.destroy()
     assert tables_in(prod) == [], "the created tables are dropped"
+    assert prod.run("SELECT count(*) FROM pg_namespace WHERE nspname = 'audit'")[0][0] == 0, "and the created schema"
     assert prod.run("SELECT count(*) FROM pg_type WHERE typname = 'task_state'")[0][0] == 0
     assert prod.run("SELECT count(*) FROM stackmigrate.tables")[0][0] == 0, "the journal is cleared"
 

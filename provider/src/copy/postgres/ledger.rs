@@ -11,15 +11,17 @@ use tokio_postgres::{Client, GenericClient};
 
 use super::catalog::{Slice, JOURNAL_SCHEMA};
 
-/// Creates the journal's tables when they are missing.
+/// Creates the journal's tables when they are missing. Names compare bytewise
+/// (`COLLATE "C"`): the rows' index is written once per copied row, and a locale's
+/// collation would make each comparison several times dearer.
 pub async fn ensure(client: &Client) -> Result<()> {
     client
         .batch_execute(&format!(
             "CREATE SCHEMA IF NOT EXISTS {JOURNAL_SCHEMA};
              REVOKE ALL ON SCHEMA {JOURNAL_SCHEMA} FROM PUBLIC;
              CREATE TABLE IF NOT EXISTS {JOURNAL_SCHEMA}.tables (
-                 journal text NOT NULL,
-                 tbl text NOT NULL,
+                 journal text COLLATE \"C\" NOT NULL,
+                 tbl text COLLATE \"C\" NOT NULL,
                  created boolean NOT NULL DEFAULT false,
                  truncated boolean NOT NULL DEFAULT false,
                  post_data_done boolean NOT NULL DEFAULT false,
@@ -28,30 +30,31 @@ pub async fn ensure(client: &Client) -> Result<()> {
                  hashed_columns text[] NOT NULL,
                  PRIMARY KEY (journal, tbl));
              CREATE TABLE IF NOT EXISTS {JOURNAL_SCHEMA}.rows (
-                 journal text NOT NULL,
-                 tbl text NOT NULL,
+                 journal text COLLATE \"C\" NOT NULL,
+                 tbl text COLLATE \"C\" NOT NULL,
                  key jsonb NOT NULL,
                  written bigint,
                  backup jsonb,
                  PRIMARY KEY (journal, tbl, key));
              CREATE TABLE IF NOT EXISTS {JOURNAL_SCHEMA}.ranges (
-                 journal text NOT NULL,
-                 tbl text NOT NULL,
+                 journal text COLLATE \"C\" NOT NULL,
+                 tbl text COLLATE \"C\" NOT NULL,
                  seq integer NOT NULL,
                  lo bigint,
                  hi bigint,
                  PRIMARY KEY (journal, tbl, seq));
              CREATE TABLE IF NOT EXISTS {JOURNAL_SCHEMA}.sequences (
-                 journal text NOT NULL,
+                 journal text COLLATE \"C\" NOT NULL,
                  seq text NOT NULL,
                  last_value bigint NOT NULL,
                  is_called boolean NOT NULL,
                  set_to bigint NOT NULL,
                  PRIMARY KEY (journal, seq));
-             CREATE TABLE IF NOT EXISTS {JOURNAL_SCHEMA}.types (
-                 journal text NOT NULL,
-                 type_name text NOT NULL,
-                 PRIMARY KEY (journal, type_name));"
+             CREATE TABLE IF NOT EXISTS {JOURNAL_SCHEMA}.made (
+                 journal text COLLATE \"C\" NOT NULL,
+                 kind text NOT NULL,
+                 name text NOT NULL,
+                 PRIMARY KEY (journal, kind, name));"
         ))
         .await
         .context("creating the journal's tables (schema stackmigrate) in the target database")
@@ -299,21 +302,45 @@ pub async fn sequences(client: &impl GenericClient, journal: &str) -> Result<Vec
         .collect())
 }
 
-pub async fn note_type(client: &impl GenericClient, journal: &str, type_name: &str) -> Result<()> {
+/// What a copy creates besides tables, dropped again at rollback when empty.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Made {
+    Schema,
+    Type,
+}
+
+impl Made {
+    /// As the journal names it, and as `CREATE` and `DROP` do.
+    pub fn keyword(self) -> &'static str {
+        match self {
+            Made::Schema => "SCHEMA",
+            Made::Type => "TYPE",
+        }
+    }
+}
+
+pub async fn note_made(
+    client: &impl GenericClient,
+    journal: &str,
+    kind: Made,
+    name: &str,
+) -> Result<()> {
     client
         .execute(
-            &format!("INSERT INTO {JOURNAL_SCHEMA}.types VALUES ($1, $2) ON CONFLICT DO NOTHING"),
-            &[&journal, &type_name],
+            &format!(
+                "INSERT INTO {JOURNAL_SCHEMA}.made VALUES ($1, $2, $3) ON CONFLICT DO NOTHING"
+            ),
+            &[&journal, &kind.keyword(), &name],
         )
         .await?;
     Ok(())
 }
 
-pub async fn types(client: &impl GenericClient, journal: &str) -> Result<Vec<String>> {
+pub async fn made(client: &impl GenericClient, journal: &str, kind: Made) -> Result<Vec<String>> {
     let rows = client
         .query(
-            &format!("SELECT type_name FROM {JOURNAL_SCHEMA}.types WHERE journal = $1"),
-            &[&journal],
+            &format!("SELECT name FROM {JOURNAL_SCHEMA}.made WHERE journal = $1 AND kind = $2 ORDER BY name"),
+            &[&journal, &kind.keyword()],
         )
         .await?;
     Ok(rows.into_iter().map(|r| r.get(0)).collect())
@@ -321,7 +348,7 @@ pub async fn types(client: &impl GenericClient, journal: &str) -> Result<Vec<Str
 
 /// Forgets this journal: the last step of a rollback, in its transaction.
 pub async fn forget(client: &impl GenericClient, journal: &str) -> Result<()> {
-    for table in ["rows", "ranges", "sequences", "types", "tables"] {
+    for table in ["rows", "ranges", "sequences", "made", "tables"] {
         client
             .execute(
                 &format!("DELETE FROM {JOURNAL_SCHEMA}.{table} WHERE journal = $1"),

@@ -119,8 +119,6 @@ pub struct TablePlan {
     pub table: Table,
     pub rows: u64,
     pub bytes: u64,
-    /// Rows and hash sum in the source when surveyed.
-    pub hash: String,
     pub action: Action,
     pub entry: Option<TableEntry>,
 }
@@ -321,6 +319,14 @@ pub fn select<'a>(
     Ok(chosen)
 }
 
+async fn count(client: &Client, table: &Table) -> Result<u64> {
+    let row = client
+        .query_one(&format!("SELECT count(*) FROM {}", table.sql_name()), &[])
+        .await
+        .with_context(|| format!("counting {}", table.key()))?;
+    Ok(row.get::<_, i64>(0) as u64)
+}
+
 /// A table's rows (of `slice`) and the sum of their hashes, as `client`'s server
 /// computes them.
 async fn count_and_hash(
@@ -504,10 +510,11 @@ pub async fn survey(spec: &Spec, progress: &dyn Progress) -> Result<Survey> {
     for table in &selected {
         let key = table.key();
         progress.status(&format!("counting {key}"));
-        let (rows, hash) = count_and_hash(&source, table, &Slice::Whole).await?;
         let bytes = catalog::size(&source, table).await?;
         let entry = entries.get(&key).cloned();
-        let action = match target_tables.get(&key) {
+        // A table missing or empty in the target needs the source's count alone; the
+        // hash only to compare with rows there.
+        let (rows, action) = match target_tables.get(&key) {
             None => {
                 needed_schemas.insert(table.schema.clone());
                 for column in &table.columns {
@@ -519,7 +526,7 @@ pub async fn survey(spec: &Spec, progress: &dyn Progress) -> Result<Survey> {
                         ));
                     }
                 }
-                Action::Create
+                (count(&source, table).await?, Action::Create)
             }
             Some(target_table) => {
                 let differences = column_differences(table, target_table);
@@ -529,43 +536,52 @@ pub async fn survey(spec: &Spec, progress: &dyn Progress) -> Result<Survey> {
                 }
                 let (target_rows, target_hash) =
                     count_and_hash(&target, table, &Slice::Whole).await?;
-                let journalled = entry.is_some();
-                if (target_rows, &target_hash) == (rows, &hash) {
-                    Action::InSync
-                } else if target_rows == 0 {
-                    Action::Fill
-                } else if spec.on_conflict == OnConflict::Truncate
-                    && !entry.as_ref().is_some_and(|e| e.truncated)
-                {
-                    Action::Truncate {
-                        replaced: target_rows,
-                    }
-                } else if spec.on_conflict == OnConflict::Fail && !journalled {
-                    failures.push(format!(
-                        "{key}: the target table holds {target_rows} rows and onConflict is fail, which copies only into empty tables; \
-                         set onConflict to truncate (target rows backed up, then removed) or upsert (rows matched by primary key)"
-                    ));
-                    continue;
-                } else if table.primary_key.is_empty() {
-                    failures.push(format!(
-                        "{key}: the table has no primary key, so rows cannot be matched with the target's {target_rows} rows \
-                         (onConflict {:?}); add a primary key, or empty the target table",
-                        spec.on_conflict
-                    ));
-                    continue;
+                if target_rows == 0 {
+                    let rows = count(&source, table).await?;
+                    let action = match rows {
+                        0 => Action::InSync,
+                        _ => Action::Fill,
+                    };
+                    (rows, action)
                 } else {
-                    Action::Merge(
-                        count_merge(
-                            &source,
-                            &target,
-                            table,
-                            &spec.journal,
-                            journalled,
-                            spec.on_conflict == OnConflict::Upsert,
+                    let (rows, hash) = count_and_hash(&source, table, &Slice::Whole).await?;
+                    let journalled = entry.is_some();
+                    let action = if (target_rows, &target_hash) == (rows, &hash) {
+                        Action::InSync
+                    } else if spec.on_conflict == OnConflict::Truncate
+                        && !entry.as_ref().is_some_and(|e| e.truncated)
+                    {
+                        Action::Truncate {
+                            replaced: target_rows,
+                        }
+                    } else if spec.on_conflict == OnConflict::Fail && !journalled {
+                        failures.push(format!(
+                            "{key}: the target table holds {target_rows} rows and onConflict is fail, which copies only into empty tables; \
+                             set onConflict to truncate (target rows backed up, then removed) or upsert (rows matched by primary key)"
+                        ));
+                        continue;
+                    } else if table.primary_key.is_empty() {
+                        failures.push(format!(
+                            "{key}: the table has no primary key, so rows cannot be matched with the target's {target_rows} rows \
+                             (onConflict {:?}); add a primary key, or empty the target table",
+                            spec.on_conflict
+                        ));
+                        continue;
+                    } else {
+                        Action::Merge(
+                            count_merge(
+                                &source,
+                                &target,
+                                table,
+                                &spec.journal,
+                                journalled,
+                                spec.on_conflict == OnConflict::Upsert,
+                            )
+                            .await
+                            .with_context(|| format!("comparing {key} by primary key"))?,
                         )
-                        .await
-                        .with_context(|| format!("comparing {key} by primary key"))?,
-                    )
+                    };
+                    (rows, action)
                 }
             }
         };
@@ -581,7 +597,6 @@ pub async fn survey(spec: &Spec, progress: &dyn Progress) -> Result<Survey> {
             table: (*table).clone(),
             rows,
             bytes,
-            hash,
             action,
             entry,
         });
@@ -660,7 +675,6 @@ mod tests {
             },
             rows,
             bytes: rows * 100,
-            hash: String::new(),
             action,
             entry: None,
         }

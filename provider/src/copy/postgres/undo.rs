@@ -8,7 +8,7 @@ use tokio_postgres::Transaction;
 
 use super::catalog::{self, quote, Slice, Table, JOURNAL_SCHEMA};
 use super::connect::Endpoint;
-use super::ledger::{self, TableEntry};
+use super::ledger::{self, Made, TableEntry};
 use crate::copy::progress::Progress;
 
 /// What a rollback did.
@@ -279,19 +279,30 @@ pub async fn rollback(
             }
         }
     }
-    for type_name in ledger::types(&transaction, journal).await? {
-        let (schema, name) = type_name.split_once('.').unwrap_or(("public", &type_name));
-        transaction.batch_execute("SAVEPOINT sm_drop").await?;
-        if let Err(e) = transaction
-            .batch_execute(&format!("DROP TYPE {}.{}", quote(schema), quote(name)))
-            .await
-        {
-            transaction
-                .batch_execute("ROLLBACK TO SAVEPOINT sm_drop")
-                .await?;
-            progress.warn(&format!(
-                "type {type_name} was created by this copy and is kept: {e}"
-            ));
+    // Types before the schemas that hold them; each kept, with a warning, when
+    // something else uses it.
+    for kind in [Made::Type, Made::Schema] {
+        for name in ledger::made(&transaction, journal, kind).await? {
+            let sql_name = match kind {
+                Made::Type => {
+                    let (schema, type_name) = name.split_once('.').unwrap_or(("public", &name));
+                    format!("{}.{}", quote(schema), quote(type_name))
+                }
+                Made::Schema => quote(&name),
+            };
+            transaction.batch_execute("SAVEPOINT sm_drop").await?;
+            if let Err(e) = transaction
+                .batch_execute(&format!("DROP {} {sql_name}", kind.keyword()))
+                .await
+            {
+                transaction
+                    .batch_execute("ROLLBACK TO SAVEPOINT sm_drop")
+                    .await?;
+                progress.warn(&format!(
+                    "{} {name} was created by this copy and is kept: {e}",
+                    kind.keyword().to_lowercase()
+                ));
+            }
         }
     }
     ledger::forget(&transaction, journal).await?;

@@ -10,7 +10,7 @@ use futures::{SinkExt, StreamExt, TryStreamExt};
 use tokio_postgres::{Client, IsolationLevel, Transaction};
 
 use super::catalog::{self, literal, quote, Slice, Table, JOURNAL_SCHEMA};
-use super::ledger::{self, SequenceEntry};
+use super::ledger::{self, Made, SequenceEntry};
 use super::{connect_both, count_and_hash, Action, Counts, Spec, Survey, TablePlan};
 use crate::copy::progress::{human_bytes, Progress};
 
@@ -125,10 +125,14 @@ async fn create_missing(
     }
     let ddl = pg_dump(spec, "pre-data", &created).await?;
     let transaction = target.transaction().await?;
+    // Made by this copy, so dropped by its rollback: one made since by someone else
+    // fails the statement (nothing is written) rather than become this copy's.
     for schema in &survey.schemas_to_create {
         transaction
-            .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {}", quote(schema)))
-            .await?;
+            .batch_execute(&format!("CREATE SCHEMA {}", quote(schema)))
+            .await
+            .with_context(|| format!("creating schema {schema}"))?;
+        ledger::note_made(&transaction, &spec.journal, Made::Schema, schema).await?;
     }
     for name in &survey.enums_to_create {
         let labels = catalog::enum_labels(source, name).await?;
@@ -143,7 +147,7 @@ async fn create_missing(
             ))
             .await
             .with_context(|| format!("creating enum type {name}"))?;
-        ledger::note_type(&transaction, &spec.journal, name).await?;
+        ledger::note_made(&transaction, &spec.journal, Made::Type, name).await?;
     }
     transaction.batch_execute(&ddl).await.context(
         "creating the missing tables from the source's definitions (pg_dump --section=pre-data)",
@@ -432,24 +436,31 @@ async fn fill(
         table.column_list()
     );
     let (written, bytes) = pipe(source, target, unit, &into, progress).await?;
-    if !table.primary_key.is_empty() {
-        target
-            .execute(
-                &format!(
-                    "INSERT INTO {JOURNAL_SCHEMA}.rows (journal, tbl, key, written) \
-                     SELECT $1, $2, {}, {} FROM {} AS r WHERE {} \
-                     ON CONFLICT (journal, tbl, key) DO UPDATE SET written = EXCLUDED.written",
-                    table.key_expr("r"),
-                    table.hash_expr("r"),
-                    table.sql_name(),
-                    unit.slice.filter(table, "r")
-                ),
-                &[&spec.journal, &key],
-            )
-            .await
-            .with_context(|| format!("journalling the rows written into {label}"))?;
-    }
-    let found = count_and_hash(target, table, &unit.slice).await?;
+    // Each row's key and hash journalled, and their count and sum (the verification)
+    // taken from that same pass: the rows are hashed once.
+    let found = match table.primary_key.is_empty() {
+        true => count_and_hash(target, table, &unit.slice).await?,
+        false => {
+            let row = target
+                .query_one(
+                    &format!(
+                        "WITH written AS MATERIALIZED (SELECT {} AS k, {} AS h FROM {} AS r WHERE {}), \
+                         journalled AS (INSERT INTO {JOURNAL_SCHEMA}.rows (journal, tbl, key, written) \
+                           SELECT $1, $2, k, h FROM written \
+                           ON CONFLICT (journal, tbl, key) DO UPDATE SET written = EXCLUDED.written) \
+                         SELECT count(*), COALESCE(sum(h)::text, '0') FROM written",
+                        table.key_expr("r"),
+                        table.hash_expr("r"),
+                        table.sql_name(),
+                        unit.slice.filter(table, "r")
+                    ),
+                    &[&spec.journal, &key],
+                )
+                .await
+                .with_context(|| format!("journalling the rows written into {label}"))?;
+            (row.get::<_, i64>(0) as u64, row.get(1))
+        }
+    };
     if found != (rows, hash.to_string()) || written != rows {
         bail!(
             "{label}: the target holds {} rows after the copy and the source {rows} (or their contents differ): nothing of it was committed; run `pulumi up` again",

@@ -11,7 +11,7 @@ using Pulumi;
 namespace StackMigrate.Stackmigrate
 {
     /// <summary>
-    /// Copies a PostgreSQL database's tables into another (a local database into RDS): preview counts each table's rows exactly and names missing tables and differing columns; up creates missing tables from the source's definitions, copies rows by binary COPY (tables in parallel, after the tables they reference), moves sequences forward, and verifies each table by row count and a content hash both servers compute. The journal lives in the target database (schema stackmigrate), written in each table's own transaction: destroy, from any machine, removes copied rows, restores replaced and truncated ones, drops created tables, and leaves rows changed since alone, reporting them.
+    /// Copies a PostgreSQL database's tables into another (a local database into RDS): preview counts each table's rows exactly and names missing tables and differing columns; up creates missing tables from the source's definitions, copies rows by binary COPY (tables in parallel, after the tables they reference; large tables in key ranges), moves sequences forward, and verifies each table or range by row count and a content hash both servers compute. The journal lives in the target database (schema stackmigrate), written in each table's or range's own transaction: a killed up resumes where it was; destroy, from any machine, removes copied rows, restores replaced and truncated ones, drops created tables, types and schemas, and leaves rows changed since alone, reporting them.
     /// 
     /// ## Example Usage
     /// ### A local PostgreSQL database into RDS, the URLs read from the stacks' outputs

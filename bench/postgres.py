@@ -150,12 +150,13 @@ def measured(command, needle, env=None):
             "cpu_dev": cluster_cpu("dev") - cpu[0], "cpu_prod": cluster_cpu("prod") - cpu[1], "output": proc.stdout}
 
 
-def pulumi_project(root, source, target, jobs):
+def pulumi_project(root, source, target, jobs, range_rows):
     project = {
         "name": "pgbench", "runtime": "yaml",
         "plugins": {"providers": [{"name": "stackmigrate", "path": os.environ["STACKMIGRATE_PLUGIN_DIR"]}]},
         "resources": {"db": {"type": "stackmigrate:PostgresCopy", "properties": {
-            "source": {"url": source}, "target": {"url": target}, "parallel": jobs}}},
+            "source": {"url": source}, "target": {"url": target}, "parallel": jobs,
+            **({"rangeRows": range_rows} if range_rows else {})}}},
         "outputs": {"rowsCopied": "${db.rowsCopied}"},
     }
     root.mkdir(parents=True, exist_ok=True)
@@ -165,10 +166,10 @@ def pulumi_project(root, source, target, jobs):
                    check=True, capture_output=True)
 
 
-def run_stackmigrate(source_db, target_db, work, jobs):
+def run_stackmigrate(source_db, target_db, work, jobs, range_rows):
     fresh("prod", target_db)
     root = work / f"pulumi-{target_db}"
-    pulumi_project(root, url("dev", source_db), url("prod", target_db), jobs)
+    pulumi_project(root, url("dev", source_db), url("prod", target_db), jobs, range_rows)
     up = ["pulumi", "up", "--yes", "--skip-preview", "--non-interactive", "--cwd", str(root), "--stack", "bench"]
     result = measured(up, "pulumi-resource-stackmigrate")
     again = measured(up, "pulumi-resource-stackmigrate")
@@ -216,6 +217,9 @@ def main():
     parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 10_000_000])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--jobs", type=int, default=2, help="pg_dump/pg_restore -j, pgcopydb jobs, PostgresCopy parallel")
+    parser.add_argument("--range-rows", type=int, help="PostgresCopy rangeRows (default: the resource's)")
+    parser.add_argument("--tools", nargs="+", choices=["stackmigrate", "pg_dump", "pgcopydb"],
+                        default=["stackmigrate", "pg_dump", "pgcopydb"])
     parser.add_argument("--output", default=str(REPO / "bench" / "results" / "postgres.md"))
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="pgbench-"))
@@ -236,11 +240,13 @@ def main():
         total, size = make_source(source_db, rows)
         print(f"source: {total} rows, {size / 2**20:.0f} MiB", flush=True)
         tools = {
-            "stackmigrate PostgresCopy": lambda t: run_stackmigrate(source_db, t, work, args.jobs),
-            f"pg_dump -Fd -j{args.jobs} + pg_restore -j{args.jobs}": lambda t: run_pg_dump(source_db, t, work, args.jobs),
-            f"pgcopydb clone ({args.jobs} jobs)": lambda t: run_pgcopydb(source_db, t, work, args.jobs),
+            "stackmigrate": ("stackmigrate PostgresCopy" + (f" (rangeRows {args.range_rows:,})" if args.range_rows else ""),
+                             lambda t: run_stackmigrate(source_db, t, work, args.jobs, args.range_rows)),
+            "pg_dump": (f"pg_dump -Fd -j{args.jobs} + pg_restore -j{args.jobs}",
+                        lambda t: run_pg_dump(source_db, t, work, args.jobs)),
+            "pgcopydb": (f"pgcopydb clone ({args.jobs} jobs)", lambda t: run_pgcopydb(source_db, t, work, args.jobs)),
         }
-        for name, run in tools.items():
+        for name, run in (tools[tool] for tool in args.tools):
             results = []
             for i in range(args.runs):
                 target_db = f"bench_target_{rows}_{len(results)}_{abs(hash(name)) % 1000}"

@@ -437,7 +437,9 @@ async fn fill(
     );
     let (written, bytes) = pipe(source, target, unit, &into, progress).await?;
     // Each row's key and hash journalled, and their count and sum (the verification)
-    // taken from that same pass: the rows are hashed once.
+    // taken from that same pass: the rows are hashed once. Keys the journal holds
+    // already (backed up by a truncate) are updated, the others inserted: twice as
+    // fast as ON CONFLICT's speculative insert of every row.
     let found = match table.primary_key.is_empty() {
         true => count_and_hash(target, table, &unit.slice).await?,
         false => {
@@ -445,9 +447,11 @@ async fn fill(
                 .query_one(
                     &format!(
                         "WITH written AS MATERIALIZED (SELECT {} AS k, {} AS h FROM {} AS r WHERE {}), \
-                         journalled AS (INSERT INTO {JOURNAL_SCHEMA}.rows (journal, tbl, key, written) \
-                           SELECT $1, $2, k, h FROM written \
-                           ON CONFLICT (journal, tbl, key) DO UPDATE SET written = EXCLUDED.written) \
+                         updated AS (UPDATE {JOURNAL_SCHEMA}.rows j SET written = w.h FROM written w \
+                           WHERE j.journal = $1 AND j.tbl = $2 AND j.key = w.k), \
+                         inserted AS (INSERT INTO {JOURNAL_SCHEMA}.rows (journal, tbl, key, written) \
+                           SELECT $1, $2, w.k, w.h FROM written w WHERE NOT EXISTS \
+                             (SELECT 1 FROM {JOURNAL_SCHEMA}.rows j WHERE j.journal = $1 AND j.tbl = $2 AND j.key = w.k)) \
                          SELECT count(*), COALESCE(sum(h)::text, '0') FROM written",
                         table.key_expr("r"),
                         table.hash_expr("r"),

@@ -267,7 +267,8 @@ def test_a_killed_up_resumes_without_copying_finished_tables_again_and_destroy_u
     # After the tables it references and those before it in name: copied last.
     dev.run("CREATE TABLE work_log (id bigint PRIMARY KEY, document_id bigint REFERENCES documents(id), payload text)")
     dev.run("INSERT INTO work_log SELECT g, 1 + g % 200, repeat(md5(g::text), 40) FROM generate_series(1, 400000) g")
-    p = project(resource(dev_name, prod_name, parallel=1), OUTPUTS)
+    # Copied whole, in one transaction (ranges: the next test).
+    p = project(resource(dev_name, prod_name, parallel=1, rangeRows=1000000), OUTPUTS)
     running = p.up_in_background()
     # Killed while the large table streams: the small ones, copied first, are committed.
     assert wait_until(lambda: prod.run(

@@ -108,7 +108,7 @@ namespace StackMigrate.Stackmigrate
         public Output<string?> PgDump { get; private set; } = null!;
 
         /// <summary>
-        /// Tables with more rows and a primary key whose first column is an integer are copied in key ranges of about this many rows, in parallel, each committed and journalled alone: a killed up resumes at the ranges not yet in the target. Default 1000000.
+        /// Tables with more rows and a primary key whose first column is an integer are copied in key ranges of about this many rows, in parallel, each committed and journalled alone: a killed up resumes at the ranges not yet in the target. Default 250000.
         /// </summary>
         [Output("rangeRows")]
         public Output<int?> RangeRows { get; private set; } = null!;
@@ -309,7 +309,7 @@ namespace StackMigrate.Stackmigrate
         public Input<string>? PgDump { get; set; }
 
         /// <summary>
-        /// Tables with more rows and a primary key whose first column is an integer are copied in key ranges of about this many rows, in parallel, each committed and journalled alone: a killed up resumes at the ranges not yet in the target. Default 1000000.
+        /// Tables with more rows and a primary key whose first column is an integer are copied in key ranges of about this many rows, in parallel, each committed and journalled alone: a killed up resumes at the ranges not yet in the target. Default 250000.
         /// </summary>
         [Input("rangeRows")]
         public Input<int>? RangeRows { get; set; }
@@ -344,7 +344,7 @@ namespace StackMigrate.Stackmigrate
             Output = "database_url";
             Parallel = 4;
             PgDump = "pg_dump";
-            RangeRows = 1000000;
+            RangeRows = 250000;
         }
         public static new PostgresCopyArgs Empty => new PostgresCopyArgs();
     }

@@ -100,7 +100,7 @@ export class PostgresCopy extends pulumi.CustomResource {
      */
     declare public readonly pgDump: pulumi.Output<string | undefined>;
     /**
-     * Tables with more rows and a primary key whose first column is an integer are copied in key ranges of about this many rows, in parallel, each committed and journalled alone: a killed up resumes at the ranges not yet in the target. Default 1000000.
+     * Tables with more rows and a primary key whose first column is an integer are copied in key ranges of about this many rows, in parallel, each committed and journalled alone: a killed up resumes at the ranges not yet in the target. Default 250000.
      */
     declare public readonly rangeRows: pulumi.Output<number | undefined>;
     /**
@@ -182,7 +182,7 @@ export class PostgresCopy extends pulumi.CustomResource {
             resourceInputs["output"] = (args?.output) ?? "database_url";
             resourceInputs["parallel"] = (args?.parallel) ?? 4;
             resourceInputs["pgDump"] = (args?.pgDump) ?? "pg_dump";
-            resourceInputs["rangeRows"] = (args?.rangeRows) ?? 1000000;
+            resourceInputs["rangeRows"] = (args?.rangeRows) ?? 250000;
             resourceInputs["source"] = args?.source;
             resourceInputs["target"] = args?.target;
             resourceInputs["triggers"] = args?.triggers;
@@ -273,7 +273,7 @@ export interface PostgresCopyArgs {
      */
     pgDump?: pulumi.Input<string>;
     /**
-     * Tables with more rows and a primary key whose first column is an integer are copied in key ranges of about this many rows, in parallel, each committed and journalled alone: a killed up resumes at the ranges not yet in the target. Default 1000000.
+     * Tables with more rows and a primary key whose first column is an integer are copied in key ranges of about this many rows, in parallel, each committed and journalled alone: a killed up resumes at the ranges not yet in the target. Default 250000.
      */
     rangeRows?: pulumi.Input<number>;
     /**

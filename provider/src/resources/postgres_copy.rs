@@ -23,7 +23,7 @@ fn default_parallel() -> usize {
 }
 
 fn default_range_rows() -> u64 {
-    1_000_000
+    250_000
 }
 
 fn default_pg_dump() -> String {
@@ -95,7 +95,7 @@ pub struct Inputs {
     /// Tables, or key ranges of large tables, copied at once (each over its own two connections). Default 4.
     #[serde(default = "default_parallel")]
     pub parallel: usize,
-    /// Tables with more rows and a primary key whose first column is an integer are copied in key ranges of about this many rows, in parallel, each committed and journalled alone: a killed up resumes at the ranges not yet in the target. Default 1000000.
+    /// Tables with more rows and a primary key whose first column is an integer are copied in key ranges of about this many rows, in parallel, each committed and journalled alone: a killed up resumes at the ranges not yet in the target. Default 250000.
     #[serde(default = "default_range_rows")]
     pub range_rows: u64,
     /// The `pg_dump` that creates tables missing in the target from the source's definitions. Default `pg_dump` on the PATH; it must be at least the source server's version.

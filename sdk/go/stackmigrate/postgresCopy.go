@@ -68,7 +68,7 @@ type PostgresCopy struct {
 	Parallel pulumi.IntPtrOutput `pulumi:"parallel"`
 	// The `pg_dump` that creates tables missing in the target from the source's definitions. Default `pg_dump` on the PATH; it must be at least the source server's version.
 	PgDump pulumi.StringPtrOutput `pulumi:"pgDump"`
-	// Tables with more rows and a primary key whose first column is an integer are copied in key ranges of about this many rows, in parallel, each committed and journalled alone: a killed up resumes at the ranges not yet in the target. Default 1000000.
+	// Tables with more rows and a primary key whose first column is an integer are copied in key ranges of about this many rows, in parallel, each committed and journalled alone: a killed up resumes at the ranges not yet in the target. Default 250000.
 	RangeRows pulumi.IntPtrOutput `pulumi:"rangeRows"`
 	// Requests retried during the last run (in preview: while planning): throttled, reset or failed for a moment.
 	Retries pulumi.IntPtrOutput `pulumi:"retries"`
@@ -122,7 +122,7 @@ func NewPostgresCopy(ctx *pulumi.Context,
 		args.PgDump = pulumi.StringPtr("pg_dump")
 	}
 	if args.RangeRows == nil {
-		args.RangeRows = pulumi.IntPtr(1000000)
+		args.RangeRows = pulumi.IntPtr(250000)
 	}
 	replaceOnChanges := pulumi.ReplaceOnChanges([]string{
 		"source",
@@ -176,7 +176,7 @@ type postgresCopyArgs struct {
 	Parallel *int `pulumi:"parallel"`
 	// The `pg_dump` that creates tables missing in the target from the source's definitions. Default `pg_dump` on the PATH; it must be at least the source server's version.
 	PgDump *string `pulumi:"pgDump"`
-	// Tables with more rows and a primary key whose first column is an integer are copied in key ranges of about this many rows, in parallel, each committed and journalled alone: a killed up resumes at the ranges not yet in the target. Default 1000000.
+	// Tables with more rows and a primary key whose first column is an integer are copied in key ranges of about this many rows, in parallel, each committed and journalled alone: a killed up resumes at the ranges not yet in the target. Default 250000.
 	RangeRows *int `pulumi:"rangeRows"`
 	// The database to copy from (never written). Default: the URL in the source stack's `output`.
 	Source *PostgresConnection `pulumi:"source"`
@@ -202,7 +202,7 @@ type PostgresCopyArgs struct {
 	Parallel pulumi.IntPtrInput
 	// The `pg_dump` that creates tables missing in the target from the source's definitions. Default `pg_dump` on the PATH; it must be at least the source server's version.
 	PgDump pulumi.StringPtrInput
-	// Tables with more rows and a primary key whose first column is an integer are copied in key ranges of about this many rows, in parallel, each committed and journalled alone: a killed up resumes at the ranges not yet in the target. Default 1000000.
+	// Tables with more rows and a primary key whose first column is an integer are copied in key ranges of about this many rows, in parallel, each committed and journalled alone: a killed up resumes at the ranges not yet in the target. Default 250000.
 	RangeRows pulumi.IntPtrInput
 	// The database to copy from (never written). Default: the URL in the source stack's `output`.
 	Source PostgresConnectionPtrInput
@@ -359,7 +359,7 @@ func (o PostgresCopyOutput) PgDump() pulumi.StringPtrOutput {
 	return o.ApplyT(func(v *PostgresCopy) pulumi.StringPtrOutput { return v.PgDump }).(pulumi.StringPtrOutput)
 }
 
-// Tables with more rows and a primary key whose first column is an integer are copied in key ranges of about this many rows, in parallel, each committed and journalled alone: a killed up resumes at the ranges not yet in the target. Default 1000000.
+// Tables with more rows and a primary key whose first column is an integer are copied in key ranges of about this many rows, in parallel, each committed and journalled alone: a killed up resumes at the ranges not yet in the target. Default 250000.
 func (o PostgresCopyOutput) RangeRows() pulumi.IntPtrOutput {
 	return o.ApplyT(func(v *PostgresCopy) pulumi.IntPtrOutput { return v.RangeRows }).(pulumi.IntPtrOutput)
 }

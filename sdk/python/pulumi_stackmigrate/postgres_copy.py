@@ -42,7 +42,7 @@ class PostgresCopyArgs:
         :param pulumi.Input[_builtins.str] output: Stack output holding a side's connection URL (RDS's, often a secret). Default `database_url`.
         :param pulumi.Input[_builtins.int] parallel: Tables, or key ranges of large tables, copied at once (each over its own two connections). Default 4.
         :param pulumi.Input[_builtins.str] pg_dump: The `pg_dump` that creates tables missing in the target from the source's definitions. Default `pg_dump` on the PATH; it must be at least the source server's version.
-        :param pulumi.Input[_builtins.int] range_rows: Tables with more rows and a primary key whose first column is an integer are copied in key ranges of about this many rows, in parallel, each committed and journalled alone: a killed up resumes at the ranges not yet in the target. Default 1000000.
+        :param pulumi.Input[_builtins.int] range_rows: Tables with more rows and a primary key whose first column is an integer are copied in key ranges of about this many rows, in parallel, each committed and journalled alone: a killed up resumes at the ranges not yet in the target. Default 250000.
         :param pulumi.Input['PostgresConnectionArgs'] source: The database to copy from (never written). Default: the URL in the source stack's `output`.
         :param pulumi.Input['PostgresConnectionArgs'] target: The database to copy into. Default: the URL in the target stack's `output`.
         :param pulumi.Input[Sequence[Any]] triggers: Any values; a change re-runs the copy.
@@ -70,7 +70,7 @@ class PostgresCopyArgs:
         if pg_dump is not None:
             pulumi.set(__self__, "pg_dump", pg_dump)
         if range_rows is None:
-            range_rows = 1000000
+            range_rows = 250000
         if range_rows is not None:
             pulumi.set(__self__, "range_rows", range_rows)
         if source is not None:
@@ -168,7 +168,7 @@ class PostgresCopyArgs:
     @pulumi.getter(name="rangeRows")
     def range_rows(self) -> Optional[pulumi.Input[_builtins.int]]:
         """
-        Tables with more rows and a primary key whose first column is an integer are copied in key ranges of about this many rows, in parallel, each committed and journalled alone: a killed up resumes at the ranges not yet in the target. Default 1000000.
+        Tables with more rows and a primary key whose first column is an integer are copied in key ranges of about this many rows, in parallel, each committed and journalled alone: a killed up resumes at the ranges not yet in the target. Default 250000.
         """
         return pulumi.get(self, "range_rows")
 
@@ -256,7 +256,7 @@ class PostgresCopy(pulumi.CustomResource):
         :param pulumi.Input[_builtins.str] output: Stack output holding a side's connection URL (RDS's, often a secret). Default `database_url`.
         :param pulumi.Input[_builtins.int] parallel: Tables, or key ranges of large tables, copied at once (each over its own two connections). Default 4.
         :param pulumi.Input[_builtins.str] pg_dump: The `pg_dump` that creates tables missing in the target from the source's definitions. Default `pg_dump` on the PATH; it must be at least the source server's version.
-        :param pulumi.Input[_builtins.int] range_rows: Tables with more rows and a primary key whose first column is an integer are copied in key ranges of about this many rows, in parallel, each committed and journalled alone: a killed up resumes at the ranges not yet in the target. Default 1000000.
+        :param pulumi.Input[_builtins.int] range_rows: Tables with more rows and a primary key whose first column is an integer are copied in key ranges of about this many rows, in parallel, each committed and journalled alone: a killed up resumes at the ranges not yet in the target. Default 250000.
         :param pulumi.Input[Union['PostgresConnectionArgs', 'PostgresConnectionArgsDict']] source: The database to copy from (never written). Default: the URL in the source stack's `output`.
         :param pulumi.Input[Union['PostgresConnectionArgs', 'PostgresConnectionArgsDict']] target: The database to copy into. Default: the URL in the target stack's `output`.
         :param pulumi.Input[Sequence[Any]] triggers: Any values; a change re-runs the copy.
@@ -334,7 +334,7 @@ class PostgresCopy(pulumi.CustomResource):
                 pg_dump = 'pg_dump'
             __props__.__dict__["pg_dump"] = pg_dump
             if range_rows is None:
-                range_rows = 1000000
+                range_rows = 250000
             __props__.__dict__["range_rows"] = range_rows
             __props__.__dict__["source"] = source
             __props__.__dict__["target"] = target
@@ -510,7 +510,7 @@ class PostgresCopy(pulumi.CustomResource):
     @pulumi.getter(name="rangeRows")
     def range_rows(self) -> pulumi.Output[Optional[_builtins.int]]:
         """
-        Tables with more rows and a primary key whose first column is an integer are copied in key ranges of about this many rows, in parallel, each committed and journalled alone: a killed up resumes at the ranges not yet in the target. Default 1000000.
+        Tables with more rows and a primary key whose first column is an integer are copied in key ranges of about this many rows, in parallel, each committed and journalled alone: a killed up resumes at the ranges not yet in the target. Default 250000.
         """
         return pulumi.get(self, "range_rows")
 

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # PostgresCopy against pg_dump | pg_restore and pgcopydb, in one command: builds the
 # release provider, installs pgcopydb (Debian's package) when missing, starts services
-# of its own, runs bench/postgres.py and prints bench/results/postgres.md. About 40
+# of its own, runs bench/postgres.py and prints bench/results/postgres.md. About 35
 # minutes at the default sizes (1M and 10M rows, 3 runs each).
 #
 #   bench/postgres.sh                                  # 1M and 10M rows, 3 runs
 #   bench/postgres.sh --rows 100000 --runs 1 --output /tmp/pg.md
+#   bench/postgres.sh --rows 1000000 --tools stackmigrate --range-rows 100000
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"

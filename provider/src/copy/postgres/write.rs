@@ -270,8 +270,9 @@ impl Unit<'_> {
 
 /// A large table whose primary key starts with an integer, cut into ranges of that
 /// column as the journal has them (a run after a kill copies the same ranges) or into
-/// new ones of about `range_rows` rows; other tables whole. The source connection returned holds open the
-/// snapshot the ranges read, and must live until they are copied.
+/// new ones of about `range_rows` rows; other tables whole. The source connection
+/// returned holds open the snapshot the ranges read, and must live until they are
+/// copied.
 async fn units<'a>(
     spec: &Spec,
     plan: &'a TablePlan,

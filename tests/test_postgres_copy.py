@@ -261,6 +261,15 @@ def test_bad_inputs_stop_at_preview_with_what_to_fix(project, dev_prod):
     assert prod.run("SELECT count(*) FROM pg_namespace WHERE nspname = 'stackmigrate'")[0][0] == 0
 
 
+def kill_the_up(running, prod):
+    """SIGKILLs the provider and the CLI mid-up, then waits until prod has no COPY running."""
+    subprocess.run(["pkill", "-KILL", "-f", "pulumi-resource-stackmigrate"], check=False)
+    running.kill()
+    running.wait()
+    assert wait_until(lambda: prod.run(
+        "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COPY%' AND state <> 'idle'")[0][0] == 0, timeout=60)
+
+
 def test_a_killed_up_resumes_without_copying_finished_tables_again_and_destroy_undoes_it(project, dev_prod):
     dev_name, dev, prod_name, prod = dev_prod
     fill(dev, 200, pages_per_document=1)
@@ -273,11 +282,7 @@ def test_a_killed_up_resumes_without_copying_finished_tables_again_and_destroy_u
     # Killed while the large table streams: the small ones, copied first, are committed.
     assert wait_until(lambda: prod.run(
         "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COPY \"public\".\"work_log\"%'")[0][0] > 0, timeout=120)
-    subprocess.run(["pkill", "-KILL", "-f", "pulumi-resource-stackmigrate"], check=False)
-    running.kill()
-    running.wait()
-    assert wait_until(lambda: prod.run(
-        "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COPY%' AND state <> 'idle'")[0][0] == 0, timeout=60)
+    kill_the_up(running, prod)
     assert prod.run("SELECT count(*) FROM work_log")[0][0] == 0, "the killed table's transaction left nothing"
     p.run("cancel", "--yes", check=False)
     p.run("refresh", "--yes", "--clear-pending-creates", check=False)
@@ -308,11 +313,7 @@ def test_a_large_table_goes_in_key_ranges_and_a_killed_up_copies_only_the_ranges
     p = project(resource(dev_name, prod_name, parallel=1, rangeRows=50000), OUTPUTS)
     running = p.up_in_background()
     assert wait_until(lambda: committed_rows(prod, "work_log") > 0, timeout=180)
-    subprocess.run(["pkill", "-KILL", "-f", "pulumi-resource-stackmigrate"], check=False)
-    running.kill()
-    running.wait()
-    assert wait_until(lambda: prod.run(
-        "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COPY%' AND state <> 'idle'")[0][0] == 0, timeout=60)
+    kill_the_up(running, prod)
     done = committed_rows(prod, "work_log")
     # Each range is committed whole, with its journal entries, or not at all.
     assert 0 < done < 400000 and done % 50000 == 0, done

@@ -5,11 +5,15 @@ undone nothing."""
 
 import json
 import os
+import re
 import shutil
+import signal
 import stat
 import subprocess
 
-from conftest import both_sides, connection, listing, s3_client, unique
+import pytest
+
+from conftest import both_sides, connection, listing, s3_client, unique, wait_until
 from portfolio_items import create_table, dynamodb, put_items, scan_all, S
 from test_bucket_sync import make_bucket, put_many
 
@@ -215,3 +219,60 @@ def test_one_bucket_through_two_endpoint_spellings_is_refused(project):
     assert code != 0 and "same place" in out, out
     assert contents(s3, bucket) == before
     assert not p.journal_dir.exists()
+
+
+@pytest.mark.parametrize("killed", ["plugin", "pulumi"])
+def test_destroy_after_a_killed_up_stops_naming_the_import_and_restores_after_it(project, killed):
+    """An up killed mid-copy (the plugin alone, or `pulumi` and its plugin, as when a CI
+    runner dies) leaves a copy the stack does not hold. A destroy of the stack, which
+    holds another stackmigrate resource, must not exit 0 leaving that copy's writes: it
+    stops before undoing anything, naming the import. After the import, destroy puts
+    prod back key by key."""
+    s3 = s3_client()
+    source, target = make_bucket(s3, "dev"), make_bucket(s3, "prod")
+    put_many(s3, source, {f"logos/{i}.png": f"logo {i}".encode() for i in range(5)})
+    put_many(s3, source, {f"img/{i:05d}.png": os.urandom(2048) for i in range(3000)})
+    prod = {f"img/{i:05d}.png": b"prod's own" for i in range(0, 3000, 500)}
+    prod["keep/me.txt"] = b"untouched"
+    put_many(s3, target, prod)
+    before = contents(s3, target)
+
+    def sync(prefix, **extra):
+        return {"type": "stackmigrate:BucketSync",
+                "properties": {"sourceBucket": source, "targetBucket": target,
+                               "sourcePrefix": prefix, "targetPrefix": prefix, **extra}}
+    resources = {"logos": sync("logos/"),
+                 "images": {**sync("img/", onConflict="overwrite"), "options": {"dependsOn": ["${logos}"]}}}
+    p = project(resources)
+    runs = p.journal_dir / "%runs" / p.name / p.stack
+
+    up = p.up_in_background()
+    assert wait_until(lambda: len(listing(s3, target)) > len(prod) + 5 + 10, timeout=120), "the copy never started"
+    providers = subprocess.run(["pgrep", "-P", str(up.pid), "-f", "pulumi-resource-stackmigrate"],
+                               capture_output=True, text=True).stdout.split()
+    assert providers, "the provider process was not found"
+    if killed == "pulumi":
+        os.kill(up.pid, signal.SIGKILL)
+    for pid in providers:
+        os.kill(int(pid), signal.SIGKILL)
+    up.wait(timeout=120)
+    if killed == "pulumi":
+        p.run("cancel", "--yes")  # its lock on the stack, as pulumi says to
+    written = contents(s3, target)
+    assert len(written) < 3000 + 5 + 1, "the copy finished before the kill"
+    assert [urn.rsplit("::", 1)[1] for urn in resource_urns(p)] == ["logos"], "the stack holds only the finished copy"
+    notes = [path.name for path in runs.iterdir()]
+    assert len(notes) == 1 and notes[0].endswith("BucketSync%2Fimages.json"), ("the killed run is announced", notes)
+
+    code, out = p.destroy(check=False)
+    assert code != 0, out
+    assert "nothing was rolled back" in out and "pulumi import stackmigrate:index:BucketSync images" in out, out
+    assert contents(s3, target) == written, "a destroy that stops undoes nothing"
+    assert len(resource_urns(p)) == 1, "the finished copy stays in the state"
+
+    command = re.search(r"`(pulumi import [^`]*)`", out).group(1).split()
+    p.run(*command[1:])
+    assert not runs.exists() or not any(runs.iterdir()), "the adopted run is no longer announced"
+    p.destroy()
+    assert contents(s3, target) == before, "prod's objects back, key by key; every copy gone"
+    assert resource_urns(p) == []

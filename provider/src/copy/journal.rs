@@ -42,16 +42,17 @@ pub struct Journal {
     /// write, never by a preview. Until then the journal reads as empty.
     provision: Option<Provision>,
     /// Stored before the first write: nothing is written before validation passes.
-    before_first_write: std::sync::Mutex<Option<BeforeFirstWrite>>,
+    before_first_write: std::sync::Mutex<Vec<BeforeFirstWrite>>,
 }
 
 /// A note to store in another folder before a journal's first write (a claim on the
-/// target, where other migrations look), and the note that remembers it here.
+/// target, a run in flight: where other migrations and destroys look), and the note, if
+/// any, that remembers it here.
 pub(crate) struct BeforeFirstWrite {
     pub elsewhere: Box<Journal>,
     pub name: String,
     pub body: Vec<u8>,
-    pub here: (String, Vec<u8>),
+    pub here: Option<(String, Vec<u8>)>,
 }
 
 /// How to make the default journal's bucket.
@@ -326,12 +327,14 @@ impl Journal {
                     self.remove_all().await?;
                     *self.retired.lock().expect("not poisoned") = None;
                 }
-                let before = self.before_first_write.lock().expect("not poisoned").take();
-                if let Some(before) = before {
+                let notes =
+                    std::mem::take(&mut *self.before_first_write.lock().expect("not poisoned"));
+                for before in notes {
                     // Boxed: that journal's first write may itself be made ready first.
                     Box::pin(before.elsewhere.write_note(&before.name, before.body)).await?;
-                    let (name, body) = before.here;
-                    self.store_note(&name, body).await?;
+                    if let Some((name, body)) = before.here {
+                        self.store_note(&name, body).await?;
+                    }
                 }
                 anyhow::Ok(())
             })
@@ -341,7 +344,10 @@ impl Journal {
 
     /// Has `before` done just before this journal's first write.
     pub(crate) fn before_first_write(self, before: BeforeFirstWrite) -> Self {
-        *self.before_first_write.lock().expect("not poisoned") = Some(before);
+        self.before_first_write
+            .lock()
+            .expect("not poisoned")
+            .push(before);
         self
     }
 

@@ -87,6 +87,51 @@ async fn bucket_sync_previews_copies_diffs_replaces_and_rolls_back() {
     assert_eq!(h.contents(&target).await, before, "rollback restores prod");
 }
 
+#[tokio::test]
+async fn a_run_the_engine_never_got_stops_a_destroy_until_this_deployment_declares_it() {
+    let h = Harness::new().await;
+    let (source, target) = (h.bucket("dev").await, h.bucket("prod").await);
+    h.put(&source, "a.png", "dev a").await;
+    let finished = urn("BucketSync");
+    let inputs = json!({"sourceBucket": source, "targetBucket": target});
+    let (_, state) = h.create(&finished, inputs.clone(), false).await.unwrap();
+    let runs = h.journal.path().join("%runs/harness/test");
+    let announced = || {
+        std::fs::read_dir(&runs)
+            .map(|entries| entries.count())
+            .unwrap_or(0)
+    };
+    assert_eq!(
+        announced(),
+        0,
+        "a Create the engine got is no longer announced"
+    );
+
+    // A run of this stack that another deployment started and never answered.
+    let lost = urn("BucketSync");
+    std::fs::create_dir_all(&runs).unwrap();
+    let note = json!({"urn": lost, "journal": "file:///elsewhere", "deployment": "ci-runner/4242"});
+    std::fs::write(runs.join("lost.json"), note.to_string()).unwrap();
+    let refused = h.delete(&finished, &state).await.unwrap_err();
+    assert!(refused.contains("nothing was rolled back"), "{refused}");
+    let import = format!(
+        "pulumi import stackmigrate:index:BucketSync {} {}",
+        lost.rsplit("::").next().unwrap(),
+        crate::resources::journal_path(&lost)
+    );
+    assert!(refused.contains(&import), "{refused}");
+    assert_eq!(
+        h.contents(&target).await,
+        [("a.png".to_string(), "dev a".to_string())],
+        "a refused destroy undoes nothing"
+    );
+
+    // This deployment declares that resource, so it adopts the run: the destroy goes on.
+    assert!(h.check(&lost, inputs).await.is_empty());
+    h.delete(&finished, &state).await.unwrap();
+    assert!(h.contents(&target).await.is_empty(), "rolled back");
+}
+
 fn item(pk: &str, sk: &str, kind: &str, value: &str) -> BTreeMap<String, AttributeValue> {
     [("PK", pk), ("SK", sk), ("TYPE", kind), ("value", value)]
         .into_iter()

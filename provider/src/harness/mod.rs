@@ -68,7 +68,7 @@ pub(crate) struct Diffed {
 pub(crate) struct Harness {
     pub provider: Provider,
     pub clients: SideClients,
-    _journal: tempfile::TempDir,
+    pub journal: tempfile::TempDir,
 }
 
 impl Harness {
@@ -91,7 +91,7 @@ impl Harness {
         Harness {
             provider,
             clients: SideClients::new("source", connection),
-            _journal: journal,
+            journal,
         }
     }
 

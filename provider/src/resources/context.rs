@@ -1,6 +1,7 @@
 //! What a resource operation may use besides its inputs, and the helpers the resources
 //! share: names from stack outputs, the journal, bucket pairs, rollback of a bucket.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use anyhow::{bail, Context as _, Result};
@@ -60,6 +61,11 @@ pub struct Context {
     pub secrets: super::secrets::Secrets,
     /// The outputs naming what a run writes to, noted by `resolved` as soon as it knows.
     pub resolved: Arc<std::sync::Mutex<Option<Map<String, Value>>>>,
+    /// A Create that writes: the run is announced in its stack's runs folder before its
+    /// first write, and the note removed once the engine holds the resource, so that a
+    /// destroy of this stack that does not hold it (the plugin or `pulumi` was killed)
+    /// stops instead of leaving its writes in place.
+    pub announce_run: bool,
 }
 
 /// What a migration writes into, as another migration into the same place sees it.
@@ -120,6 +126,65 @@ const CLAIMS_NOTE: &str = "claims.json";
 /// Where claims live at the journals' root: `%` and a non-hex letter is no escaped path
 /// part's output, so no project's journals meet it.
 const CLAIMS_FOLDER: &str = "%claims";
+
+/// Where runs that write announce themselves at the journals' root, one folder per
+/// project and stack, from just before their first write until the engine holds them.
+pub const RUNS_FOLDER: &str = "%runs";
+
+/// A run in flight, as a destroy of its stack sees it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct RunNote {
+    pub urn: String,
+    pub journal: String,
+    /// The machine and the `pulumi` process the run served: runs announced by the
+    /// deployment now running are in flight, not interrupted.
+    pub deployment: String,
+}
+
+/// The deployment this provider serves: its machine and the `pulumi` process that
+/// started it (every provider process of one deployment has the same parent).
+pub(crate) fn deployment() -> String {
+    format!("{}/{}", host_name(), engine_process())
+}
+
+/// The `pulumi` process this provider was started by, read once at start-up: a parent
+/// that changes later (the process re-parented) means `pulumi` is gone.
+fn engine_process() -> u32 {
+    static STARTED_BY: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *STARTED_BY.get_or_init(parent_process)
+}
+
+/// Whether the `pulumi` process that started this provider still runs, so that what
+/// this provider answers reaches the engine's state.
+fn engine_alive() -> bool {
+    parent_process() == engine_process()
+}
+
+#[cfg(unix)]
+fn parent_process() -> u32 {
+    std::os::unix::process::parent_id()
+}
+
+/// Without a parent's ID in std: this process stands for its deployment.
+#[cfg(not(unix))]
+fn parent_process() -> u32 {
+    std::process::id()
+}
+
+fn host_name() -> String {
+    #[cfg(unix)]
+    {
+        let mut buffer = [0u8; 256];
+        // SAFETY: the buffer is writable for its whole length, which is passed.
+        let got = unsafe { libc::gethostname(buffer.as_mut_ptr().cast(), buffer.len()) };
+        if got == 0 {
+            let end = buffer.iter().position(|b| *b == 0).unwrap_or(buffer.len());
+            return String::from_utf8_lossy(&buffer[..end]).into_owned();
+        }
+    }
+    std::env::var("COMPUTERNAME").unwrap_or_else(|_| "unknown-host".to_string())
+}
 
 async fn held_in(journal: &Journal) -> Result<Held> {
     match journal.read_note(CLAIMS_NOTE).await? {
@@ -266,6 +331,21 @@ impl Context {
             }
             None => journal,
         };
+        let journal = if self.announce_run {
+            let note = RunNote {
+                urn: self.urn.clone(),
+                journal: journal.uri().to_string(),
+                deployment: deployment(),
+            };
+            journal.before_first_write(BeforeFirstWrite {
+                elsewhere: Box::new(self.runs_folder().await?),
+                name: self.run_note_name(),
+                body: serde_json::to_vec(&note)?,
+                here: None,
+            })
+        } else {
+            journal
+        };
         let pending = self.pending_claim.lock().expect("not poisoned").take();
         let Some((claims, name, body)) = pending else {
             return Ok(journal);
@@ -275,13 +355,95 @@ impl Context {
         if !held.claims.contains(&entry) {
             held.claims.push(entry);
         }
-        let here = (CLAIMS_NOTE.to_string(), serde_json::to_vec(&held)?);
+        let here = Some((CLAIMS_NOTE.to_string(), serde_json::to_vec(&held)?));
         Ok(journal.before_first_write(BeforeFirstWrite {
             elsewhere: Box::new(claims),
             name,
             body,
             here,
         }))
+    }
+
+    /// The journals' root as configured (with how to make the default one's bucket).
+    async fn journal_root(&self) -> Result<(Location, Option<Provision>)> {
+        Ok(match self.config.journal_setting()? {
+            Some(root) => (root, None),
+            None => {
+                let (root, provision) = self.default_journal().await?;
+                (root, Some(provision))
+            }
+        })
+    }
+
+    /// The folder where this stack's runs in flight are announced.
+    async fn runs_folder(&self) -> Result<Journal> {
+        let (root, provision) = self.journal_root().await?;
+        let path = journal_path(&self.urn);
+        let stack: Vec<&str> = path.splitn(3, '/').take(2).collect();
+        let place = root.join(&format!("{RUNS_FOLDER}/{}", stack.join("/")));
+        Journal::open_with(&place, &self.clients.target, provision).await
+    }
+
+    fn run_note_name(&self) -> String {
+        format!("{}.json", path_part(&journal_path(&self.urn)))
+    }
+
+    /// Once the engine holds this resource (a Create answered, an import recovered it,
+    /// a destroy rolled it back), its run is no longer one to look for. Kept when the
+    /// `pulumi` process is gone: then the answer reached no state.
+    pub(crate) async fn run_handed_over(&self) {
+        if !engine_alive() {
+            self.progress.warn(
+                "the `pulumi` process that started this run is gone, so its state may not hold this resource; \
+                 the run stays announced for `pulumi destroy` to find",
+            );
+            return;
+        }
+        self.forget_run().await;
+    }
+
+    /// Removes the note announcing this resource's run, if there is one.
+    pub(crate) async fn forget_run(&self) {
+        let removed = async {
+            let runs = self.runs_folder().await?;
+            runs.delete_note(&self.run_note_name()).await?;
+            runs.remove_if_empty().await;
+            anyhow::Ok(runs.uri().to_string())
+        }
+        .await;
+        if let Err(err) = removed {
+            self.progress.warn(&format!(
+                "the note announcing this run could not be removed ({err:#}); a destroy of this stack will stop on it \
+                 until it is deleted (in {RUNS_FOLDER}/ at the journals' root)"
+            ));
+        }
+    }
+
+    /// Runs of this stack announced by an earlier deployment and never handed over to
+    /// the engine (their `pulumi up` was killed), except this resource's own and those
+    /// of `declared` (resources the running deployment declares, which it will adopt).
+    pub(crate) async fn interrupted_runs(
+        &self,
+        declared: &HashSet<String>,
+    ) -> Result<Vec<RunNote>> {
+        let runs = self.runs_folder().await?;
+        let own = self.run_note_name();
+        let now = deployment();
+        let mut found = Vec::new();
+        for name in runs.notes().await? {
+            if name == own {
+                continue;
+            }
+            let Some(body) = runs.read_note(&name).await? else {
+                continue;
+            };
+            let note: RunNote = serde_json::from_slice(&body)
+                .with_context(|| format!("the run note {name} at {} is corrupt", runs.uri()))?;
+            if note.deployment != now && !declared.contains(&note.urn) {
+                found.push(note);
+            }
+        }
+        Ok(found)
     }
 
     /// With `stackmigrate:journal` unset: a bucket on the target connection, which every
@@ -321,13 +483,7 @@ impl Context {
     /// live in `%claims/` at the journals' root, where every machine running this stack's
     /// pulumi looks.
     pub(crate) async fn claim_target(&self, target: &TargetClaim) -> Result<()> {
-        let (root, provision) = match self.config.journal_setting()? {
-            Some(root) => (root, None),
-            None => {
-                let (root, provision) = self.default_journal().await?;
-                (root, Some(provision))
-            }
-        };
+        let (root, provision) = self.journal_root().await?;
         let place = root.join(&format!("{CLAIMS_FOLDER}/{}", target.place));
         let claims = Journal::open_with(&place, &self.clients.target, provision).await?;
         let own = format!("{}.json", path_part(&journal_path(&self.urn)));

@@ -29,7 +29,7 @@ use crate::copy::journal::Accounted;
 use crate::copy::progress::Silent;
 pub(crate) use common::{ChangeDetection, CommonInputs, CommonOutputs, Drift};
 pub use context::{journal_path, Clients, Context};
-pub(crate) use context::{BucketInputs, Side, TargetClaim};
+pub(crate) use context::{BucketInputs, RunNote, Side, TargetClaim, RUNS_FOLDER};
 use metadata::Metadata;
 
 /// An input that failed validation, and why.

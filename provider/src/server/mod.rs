@@ -5,6 +5,7 @@ mod answers;
 mod log;
 mod service;
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::sync::{Arc, OnceLock, RwLock};
 
@@ -18,7 +19,8 @@ use crate::copy::retry::Attempts;
 use crate::registry::{self, Registered, Registry};
 use crate::resources::secrets::Secrets;
 use crate::resources::{
-    check_journal, journal_path, Clients, CommonOutputs, Context, FailedAfterWriting,
+    check_journal, journal_path, Clients, CommonOutputs, Context, FailedAfterWriting, RunNote,
+    RUNS_FOLDER,
 };
 use crate::stacks::Stacks;
 use crate::wire::Props;
@@ -32,6 +34,9 @@ pub struct Provider {
     schema: OnceLock<String>,
     /// Plan answers shared between the Diffs of one `pulumi up` (None: every Diff scans).
     answers: Option<answers::Answers>,
+    /// The resources this deployment's program declared (their Check was asked): a run
+    /// of one of them that an earlier deployment left is this deployment's to finish.
+    declared: std::sync::Mutex<HashSet<String>>,
 }
 
 /// What Configure set: the configuration and the clients built from it.
@@ -68,6 +73,7 @@ impl Provider {
             stacks: RwLock::new(Arc::new(Stacks::new(current_dir()))),
             schema: OnceLock::new(),
             answers: None,
+            declared: Default::default(),
         }
     }
 
@@ -155,6 +161,7 @@ impl Provider {
             pending_claim: Default::default(),
             resolved: Default::default(),
             secrets: secrets.clone(),
+            announce_run: false,
         };
         let result = Attempts::count(attempts, operation(ctx)).await;
         log.finish().await;
@@ -266,9 +273,14 @@ impl Provider {
                     recorded.retain(|key, _| !inputs.secret_keys.contains(key));
                     let ctx = Context {
                         run_inputs: Some(Arc::new(recorded)),
+                        announce_run: creating && journalled,
                         ..ctx
                     };
-                    return resource.resource.apply(&ctx, &inputs.value).await;
+                    let applied = resource.resource.apply(&ctx, &inputs.value).await;
+                    if ctx.announce_run && engine_holds(&ctx, &applied).await {
+                        ctx.run_handed_over().await;
+                    }
+                    return applied;
                 }
                 if !journalled {
                     let (state, _) = resource.resource.plan(&ctx, &inputs.value).await?;
@@ -303,17 +315,97 @@ impl Provider {
     }
 }
 
+/// Whether the engine keeps the resource after this answer of a Create: a success, or
+/// a failure that carries the state; any other failure keeps nothing, which is right
+/// only when nothing was written.
+async fn engine_holds<T>(ctx: &Context, applied: &anyhow::Result<T>) -> bool {
+    match applied {
+        Ok(_) => true,
+        Err(error) if error.downcast_ref::<FailedAfterWriting>().is_some() => true,
+        Err(_) => match ctx.journal().await {
+            Ok(journal) => !journal.has_records().await.unwrap_or(true),
+            Err(_) => false,
+        },
+    }
+}
+
 /// What a preview says when a resource the engine does not hold has a journal with
 /// writes: an earlier `pulumi up` was killed mid-copy.
 fn interrupted_run(urn: &str) -> String {
-    let mut parts = urn.splitn(4, "::").skip(2);
-    let (type_token, name) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     format!(
         "an earlier `pulumi up` of this resource was interrupted after it had started writing. \
-         `pulumi up` finishes the copy; to roll it back instead, run \
-         `pulumi import {type_token} {name} {} --protect=false --generate-code=false --yes` \
-         and then `pulumi destroy`",
+         `pulumi up` finishes the copy; to roll it back instead, run `{}` and then `pulumi destroy`",
+        import_command(urn)
+    )
+}
+
+/// The command that makes the engine hold a resource whose run it lost track of: the
+/// provider rebuilds its state from the journal.
+fn import_command(urn: &str) -> String {
+    let mut parts = urn.splitn(4, "::").skip(2);
+    let (type_token, name) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let type_token = type_token.rsplit('$').next().unwrap_or(type_token);
+    format!(
+        "pulumi import {type_token} {name} {} --protect=false --generate-code=false --yes",
         journal_path(urn)
+    )
+}
+
+/// Stops a Delete, before it undoes anything, while a run of this stack that the engine
+/// does not hold has written: a destroy would leave those writes in place and exit 0.
+/// Resources without a journal look only where the journals live without asking AWS
+/// whose account this is (the default journal's name needs it), and only warn when the
+/// place cannot be read.
+async fn refuse_interrupted_runs(
+    ctx: &Context,
+    journalled: bool,
+    declared: &HashSet<String>,
+) -> anyhow::Result<()> {
+    let look =
+        journalled || ctx.config.journal_setting()?.is_some() || !ctx.clients.target.s3_is_aws();
+    if !look {
+        return Ok(());
+    }
+    match ctx.interrupted_runs(declared).await {
+        Ok(runs) if !runs.is_empty() => anyhow::bail!(interrupted_runs(&runs)),
+        Ok(_) => Ok(()),
+        Err(error) if journalled => {
+            Err(error.context("looking for interrupted runs of this stack"))
+        }
+        Err(error) => {
+            ctx.progress.warn(&format!(
+                "could not look for interrupted runs of this stack, whose writes a destroy would leave: {error:#}"
+            ));
+            Ok(())
+        }
+    }
+}
+
+/// Why a destroy stops before undoing anything: runs of this stack wrote and the
+/// engine holds none of them, so it would never roll them back.
+fn interrupted_runs(runs: &[RunNote]) -> String {
+    let each = runs
+        .iter()
+        .map(|run| {
+            format!(
+                "{} (journal {}): `{}`",
+                run.urn,
+                run.journal,
+                import_command(&run.urn)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    format!(
+        "nothing was rolled back: {} of this stack was interrupted after it had started writing (the plugin or \
+         `pulumi` was killed), and the stack does not hold it, so this destroy would leave its writes in place. \
+         Adopt it, then run `pulumi destroy` again: {each}. Or run `pulumi up` to finish it. To keep what it \
+         wrote and give up its rollback, delete its note in {RUNS_FOLDER}/ at the journals' root",
+        if runs.len() == 1 {
+            "a `pulumi up` of one resource".to_string()
+        } else {
+            format!("a `pulumi up` of {} resources", runs.len())
+        }
     )
 }
 

@@ -11,7 +11,7 @@ use pulumi_gestalt_proto::pulumi::pulumirpc::{
 use tonic::{Request, Response, Status};
 
 use super::log::StatusAndWarnings;
-use super::{encode_state, failure, status, Configured, Provider};
+use super::{encode_state, failure, refuse_interrupted_runs, status, Configured, Provider};
 use crate::config::ProviderConfig;
 use crate::functions::Answer;
 use crate::resources::diff::{self, Change};
@@ -196,6 +196,10 @@ impl ResourceProvider for Provider {
     ) -> Result<Response<rpc::CheckResponse>, Status> {
         let request = request.into_inner();
         let resource = self.resource(&request.r#type, &request.urn)?;
+        self.declared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(request.urn.clone());
         let news = Props::decode(request.news.as_ref());
         // Values only known at apply time are checked then; a preview must not fail on them.
         let failures = if news.has_unknowns() {
@@ -397,6 +401,7 @@ impl ResourceProvider for Provider {
                     _ => given.value,
                 };
                 let state = resource.resource.recover(&ctx, &inputs).await?;
+                ctx.run_handed_over().await;
                 anyhow::Ok(state.map(|state| (inputs, state)))
             })
             .await
@@ -448,11 +453,24 @@ impl ResourceProvider for Provider {
         // The state, not the inputs: it holds the names the last run resolved.
         let state = Props::decode(request.properties.as_ref());
         let state = &state.value;
+        let declared = self
+            .declared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         self.with_state_context(
             &request.urn,
             Some(state),
             &Secrets::default(),
-            |ctx| async move { resource.resource.rollback(&ctx, state).await },
+            |ctx| async move {
+                let journalled = resource.resource.journalled();
+                refuse_interrupted_runs(&ctx, journalled, &declared).await?;
+                resource.resource.rollback(&ctx, state).await?;
+                if journalled {
+                    ctx.forget_run().await;
+                }
+                Ok(())
+            },
         )
         .await
         .map_err(status)?;

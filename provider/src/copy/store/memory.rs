@@ -45,6 +45,9 @@ pub(crate) struct Faults {
     /// Once this many puts and deletes are applied, a write applies no more and never
     /// answers, as a killed process's last request: the test drops the run.
     pub kill_after_writes: Option<u64>,
+    /// Once this many puts and deletes are applied, another writer deletes these items
+    /// (by key) from the table written to, before the run's next write.
+    pub deleted_by_others_after_writes: Option<(u64, Vec<Item>)>,
 }
 
 impl MemoryItems {
@@ -189,10 +192,19 @@ impl ItemStore for MemoryItems {
                     killed = true;
                     break;
                 }
+                let others = match &state.faults.deleted_by_others_after_writes {
+                    Some((at, _)) if state.written >= *at => {
+                        state.faults.deleted_by_others_after_writes.take()
+                    }
+                    _ => None,
+                };
                 state.written += 1;
                 let Some(table) = state.tables.get_mut(table) else {
                     bail!("ResourceNotFoundException: no table {table}");
                 };
+                for item in others.map(|(_, items)| items).unwrap_or_default() {
+                    table.items.remove(&key_text(&table.keys, &item));
+                }
                 if let Some(put) = request.put_request() {
                     let item: Item = put.item().clone();
                     table.items.insert(key_text(&table.keys, &item), item);

@@ -419,6 +419,31 @@ async fn a_mirror_adds_replaces_and_deletes_groups_and_rollback_restores_each() 
 }
 
 #[tokio::test]
+async fn a_group_someone_else_deletes_during_the_mirror_is_not_counted_as_deleted() {
+    let world = mirror_world();
+    let original = world.prod();
+    let gone: Vec<Item> = original
+        .values()
+        .filter(|item| item["PK"] == AttributeValue::S("IMAGE#99".into()))
+        .cloned()
+        .collect();
+    assert_eq!(gone.len(), 2);
+    // Planned as a group to delete; removed by prod's app while the copy writes.
+    world.store.set_faults(Faults {
+        deleted_by_others_after_writes: Some((1, gone)),
+        ..Faults::default()
+    });
+    let spec = mirror_spec(&world, true);
+    let done = world.copy(&spec).await.unwrap();
+    assert_eq!(
+        (done.groups.deleted, done.deleted),
+        (0, 1),
+        "only image 1's extra line was deleted by the mirror: {done:?}"
+    );
+    assert_eq!(world.prod(), mirrored(&world, &original));
+}
+
+#[tokio::test]
 async fn a_mirror_killed_at_any_write_rolls_back_or_resumes_exactly() {
     // 35 puts and 3 deletes.
     for writes in 0..38 {

@@ -277,15 +277,26 @@ impl Groups {
     }
 }
 
+/// What the mirror's deletions removed.
+pub(super) struct Deleted {
+    /// The key hashes deleted, for the verification.
+    pub keys: SpillMap<u128, u128>,
+    /// Groups gone from the source whose items were deleted: a group that another writer
+    /// removed from the target meanwhile is not counted.
+    pub groups: SpillMap<u128, u128>,
+}
+
 /// Deletes the target items the mirror removes, journalling each whole item first.
-/// Returns the key hashes deleted, for the verification.
 pub(super) async fn delete(
     spec: &CopySpec,
     groups: &Groups,
     journal: &Journal,
     meter: &Meter<'_>,
-) -> Result<SpillMap<u128, u128>> {
-    let deleted = SpillMap::new()?;
+) -> Result<Deleted> {
+    let deleted = Deleted {
+        keys: SpillMap::new()?,
+        groups: SpillMap::new()?,
+    };
     let partition_key = &spec.keys[0];
     let parts = (0..spec.segments).map(|segment| {
         let deleted = &deleted;
@@ -298,24 +309,31 @@ pub(super) async fn delete(
                         continue;
                     }
                     let key = key_hash(&item, &spec.keys);
-                    let action = groups.actions.get(&group_of(&item, partition_key))?;
+                    let group = group_of(&item, partition_key);
+                    let action = groups.actions.get(&group)?;
                     if groups.deletes_item(key, action)? {
-                        doomed.push((key, item));
+                        doomed.push((key, item, (action == Some(DELETE)).then_some(group)));
                     }
                 }
                 // Journalled a chunk at a time, as the copy's writes are.
                 for chunk in doomed.chunks(READ_BATCH) {
                     let records: Vec<ItemRecord> = chunk
                         .iter()
-                        .map(|(_, item)| ItemRecord::deleted(item, &spec.keys))
+                        .map(|(_, item, _)| ItemRecord::deleted(item, &spec.keys))
                         .collect();
                     journal.append(&records).await?;
                     let requests = chunk
                         .iter()
-                        .map(|(_, item)| dynamodb::delete(key_of(item, &spec.keys)))
+                        .map(|(_, item, _)| dynamodb::delete(key_of(item, &spec.keys)))
                         .collect::<Result<Vec<_>>>()?;
                     batch_write(&spec.target, requests, None).await?;
-                    deleted.insert_all(chunk.iter().map(|(key, _)| (key, key)))?;
+                    deleted
+                        .keys
+                        .insert_all(chunk.iter().map(|(key, _, _)| (key, key)))?;
+                    let gone = chunk.iter().filter_map(|(_, _, group)| group.as_ref());
+                    deleted
+                        .groups
+                        .insert_all(gone.map(|group| (group, group)))?;
                     meter.add(chunk.len() as u64, 0);
                 }
             }

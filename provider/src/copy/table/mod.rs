@@ -405,8 +405,9 @@ pub async fn run(
             let deleted = mirror::delete(spec, groups, journal, &meter).await?;
             progress.status(&meter.line());
             done.groups = groups.counts;
-            done.deleted = deleted.len()?;
-            deleted
+            done.groups.deleted = deleted.groups.len()?;
+            done.deleted = deleted.keys.len()?;
+            deleted.keys
         }
         None => SpillMap::new()?,
     };

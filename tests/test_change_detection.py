@@ -89,3 +89,39 @@ def test_refresh_sees_items_lost_from_the_target_and_the_next_up_repairs_them(pr
     assert drift() is None, "the repairing up clears the drift"
     p.run("refresh", "--yes", "--skip-preview")
     assert drift()["pending"] is False
+
+
+def test_refresh_sees_objects_lost_from_the_target_and_the_next_up_repairs_them(project):
+    """The same for a bucket: objects deleted from the target after a verified copy are
+    drift; an object prod changed since is prod's (`onConflict: skip`), not drift."""
+    s3 = s3_client("a")
+    source, target = make_bucket(s3, "dev"), make_bucket(s3, "prod")
+    put_many(s3, source, {f"img/{i}.png": os.urandom(500) for i in range(8)})
+    p = project({"images": {"type": "stackmigrate:BucketSync",
+                            "properties": {"sourceBucket": source, "targetBucket": target, "onConflict": "skip"}}})
+
+    def drift():
+        state = json.loads(p.state_text())["deployment"]["resources"]
+        (sync,) = [r for r in state if r["type"] == "stackmigrate:index:BucketSync"]
+        return sync["outputs"].get("drift")
+
+    def contents():
+        return {k: s3.get_object(Bucket=target, Key=k)["Body"].read() for k in listing(s3, target)}
+
+    p.up()
+    copied = contents()
+    assert len(copied) == 8
+    for key in ("img/1.png", "img/5.png"):
+        s3.delete_object(Bucket=target, Key=key)
+    s3.put_object(Bucket=target, Key="img/2.png", Body=b"prod's edit")
+
+    p.run("refresh", "--yes", "--skip-preview")
+    found = drift()
+    assert found["pending"] is True and found["writes"] == 2, found
+    assert plan_counts(p.preview())["objectsCopied"] == 2, "preview counts what is missing"
+    assert len(listing(s3, target)) == 6, "preview writes nothing"
+    p.up()
+    assert contents() == {**copied, "img/2.png": b"prod's edit"}, "the lost objects are back; prod's edit stays"
+    assert drift() is None, "the repairing up clears the drift"
+    p.run("refresh", "--yes", "--skip-preview")
+    assert drift()["pending"] is False

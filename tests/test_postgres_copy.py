@@ -351,3 +351,35 @@ def test_the_url_comes_from_a_secret_stack_output_and_stays_secret(project, dev_
     assert url("prod", prod_name) not in p.state_text(), "the secret URL is not in the state in plaintext"
     p.destroy()
     assert tables_in(prod) == []
+
+
+def test_destroy_keeps_copied_rows_that_prod_rows_reference_and_removes_the_rest(project, dev_prod):
+    """After the copy prod's app writes rows that reference copied ones: a task in a
+    copied table, and a review in a table of prod's own whose foreign key cascades.
+    Destroy must neither fail on the first nor delete the second through the cascade:
+    the copied documents they reference stay, named; everything else of the copy goes."""
+    dev_name, dev, prod_name, prod = dev_prod
+    fill(dev, 8)
+    # A table referencing itself: folder 3 in 2 in 1, folder 5 in 4.
+    dev.run("CREATE TABLE folders (id bigint PRIMARY KEY, parent_id bigint REFERENCES folders(id))")
+    dev.run("INSERT INTO folders VALUES (1, NULL), (2, 1), (3, 2), (4, NULL), (5, 4)")
+    p = project(resource(dev_name, prod_name), OUTPUTS)
+    p.up()
+    copied = snapshot(prod)
+    prod.run("INSERT INTO folders VALUES (10, 3)")
+    prod.run("CREATE TABLE public.reviews (id serial PRIMARY KEY, "
+             "document_id bigint NOT NULL REFERENCES documents(id) ON DELETE CASCADE, note text)")
+    prod.run("INSERT INTO reviews (document_id, note) VALUES (3, 'checked by prod')")
+    prod.run("INSERT INTO tasks (document_id, state, score) VALUES (5, 'queued', 1.5)")
+    prod_task = prod.run("SELECT * FROM tasks WHERE id > 8")
+
+    destroyed = p.destroy()
+    assert "(referenced by public.reviews)" in destroyed and "(referenced by public.tasks)" in destroyed, destroyed
+    kept = [r for r in copied["documents"] if r[0] in (3, 5)]
+    assert rows(prod, "documents", "id") == kept, "only the referenced documents stay, as copied"
+    assert rows(prod, "reviews", "id") == [[1, 3, "checked by prod"]], "prod's review is not cascaded away"
+    assert "type public.task_state was created by this copy and is kept: cannot drop type" in destroyed, destroyed
+    assert rows(prod, "tasks", "id") == prod_task, "prod's task stays; the copied ones are gone"
+    assert "pages" not in tables_in(prod), "the emptied table the copy created is dropped"
+    assert rows(prod, "folders", "id") == [[1, None], [2, 1], [3, 2], [10, 3]], \
+        "the folders prod's folder is in stay, up the chain; the others go"

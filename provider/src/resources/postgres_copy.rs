@@ -349,7 +349,7 @@ impl Migration for PostgresCopy {
                 ));
                 if undone.left_alone_count > 0 {
                     ctx.progress.warn(&format!(
-                        "{} rows changed in the target since the copy were left as they are: {}",
+                        "{} rows were left as they are (changed in the target since the copy, or referenced by rows that stay): {}",
                         undone.left_alone_count,
                         undone.left_alone.join(", ")
                     ));

@@ -18,9 +18,21 @@ pub struct Undone {
     pub rows_restored: u64,
     pub tables_dropped: u64,
     pub sequences_restored: u64,
-    /// `table key` of rows someone changed since the copy (the first few), and how many.
+    /// `table key` of rows someone changed since the copy, or that rows staying in the
+    /// target reference (the first few), and how many.
     pub left_alone: Vec<String>,
     pub left_alone_count: u64,
+}
+
+/// What the server said, rather than the driver's bare "db error".
+fn why(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => match db.detail() {
+            Some(detail) => format!("{} ({detail})", db.message()),
+            None => db.message().to_string(),
+        },
+        None => error.to_string(),
+    }
 }
 
 /// The rows this journal holds for a table, beside the table's row of each key now.
@@ -36,7 +48,7 @@ async fn undo_table(
             &format!(
                 "CREATE TEMP TABLE {undo} ON COMMIT DROP AS \
                  SELECT j.key AS sm_key, j.written AS sm_written, j.backup AS sm_backup, x.h AS sm_current, \
-                        j.written IS NOT DISTINCT FROM x.h AS sm_ours \
+                        j.written IS NOT DISTINCT FROM x.h AS sm_ours, NULL::text AS sm_referenced_by \
                  FROM {JOURNAL_SCHEMA}.rows j LEFT JOIN (SELECT {} AS k, {} AS h FROM {} AS r) x ON x.k = j.key \
                  WHERE j.journal = $1 AND j.tbl = $2",
                 table.key_expr("r"),
@@ -50,6 +62,89 @@ async fn undo_table(
         .batch_execute(&format!("ANALYZE {undo}"))
         .await?;
     Ok(undo)
+}
+
+/// A foreign key that points at a table.
+struct Referencing {
+    /// The referencing table, as SQL (and people) name it.
+    table: String,
+    /// Its columns, and the referenced table's columns they point at, in order.
+    columns: Vec<String>,
+    referenced: Vec<String>,
+    /// The table references itself (a parent row in the same table).
+    itself: bool,
+}
+
+/// The foreign keys that point at `table`.
+async fn referencing(transaction: &Transaction<'_>, table: &Table) -> Result<Vec<Referencing>> {
+    let rows = transaction
+        .query(
+            "SELECT c.conrelid::regclass::text, c.conrelid = c.confrelid, \
+                    array_agg(a.attname::text ORDER BY k.n), array_agg(f.attname::text ORDER BY k.n) \
+             FROM pg_constraint c \
+             CROSS JOIN LATERAL unnest(c.conkey, c.confkey) WITH ORDINALITY AS k(col, ref, n) \
+             JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.col \
+             JOIN pg_attribute f ON f.attrelid = c.confrelid AND f.attnum = k.ref \
+             WHERE c.contype = 'f' AND c.confrelid = $1::text::regclass \
+             GROUP BY c.oid, c.conrelid, c.confrelid",
+            &[&table.sql_name()],
+        )
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| Referencing {
+            table: r.get(0),
+            itself: r.get(1),
+            columns: r.get(2),
+            referenced: r.get(3),
+        })
+        .collect())
+}
+
+/// Keeps the rows this journal inserted that a row staying in the target references:
+/// removing them would fail the rollback, or (`ON DELETE CASCADE`, `SET NULL`) delete or
+/// change rows that are not this copy's. Run after the referencing tables' own rows are
+/// undone, so only rows that stay count; a table referencing itself is settled row by
+/// row until nothing changes (a kept row keeps the rows it references).
+async fn keep_referenced(transaction: &Transaction<'_>, table: &Table, undo: &str) -> Result<()> {
+    let name = table.sql_name();
+    let key = table.key_expr("r");
+    for foreign in referencing(transaction, table).await? {
+        let child = &foreign.table;
+        let matches: Vec<String> = foreign
+            .columns
+            .iter()
+            .zip(&foreign.referenced)
+            .map(|(c, r)| format!("c.{} = r.{}", quote(c), quote(r)))
+            .collect();
+        // A row of this table that this rollback removes references nothing that stays.
+        let leaving = match foreign.itself {
+            true => format!(
+                "AND NOT EXISTS (SELECT 1 FROM {undo} o WHERE o.sm_key = {} AND o.sm_ours \
+                 AND o.sm_written IS NOT NULL AND o.sm_backup IS NULL)",
+                table.key_expr("c")
+            ),
+            false => String::new(),
+        };
+        loop {
+            let kept = transaction
+                .execute(
+                    &format!(
+                        "UPDATE {undo} u SET sm_ours = false, sm_referenced_by = $1 FROM {name} AS r \
+                         WHERE {key} = u.sm_key AND u.sm_ours AND u.sm_written IS NOT NULL AND u.sm_backup IS NULL \
+                         AND EXISTS (SELECT 1 FROM {child} AS c WHERE {} {leaving})",
+                        matches.join(" AND ")
+                    ),
+                    &[child],
+                )
+                .await
+                .with_context(|| format!("finding the rows of {} that {child} references", table.key()))?;
+            if kept == 0 || !foreign.itself {
+                break;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Removes the rows this journal inserted (no backup) that still hold what it wrote.
@@ -113,7 +208,8 @@ async fn left_alone(
     let row = transaction
         .query_one(
             &format!(
-                "SELECT count(*), COALESCE((array_agg(sm_key::text ORDER BY sm_key::text))[1:5], '{{}}') \
+                "SELECT count(*), COALESCE((array_agg(sm_key::text \
+                     || COALESCE(' (referenced by ' || sm_referenced_by || ')', '') ORDER BY sm_key::text))[1:5], '{{}}') \
                  FROM {undo} WHERE NOT sm_ours"
             ),
             &[],
@@ -206,6 +302,7 @@ pub async fn rollback(
             continue;
         }
         let undo = undo_table(&transaction, journal, table, n).await?;
+        keep_referenced(&transaction, table, &undo).await?;
         undone.rows_deleted += delete_ours(&transaction, table, &undo)
             .await
             .with_context(|| format!("removing the rows copied into {key}"))?;
@@ -261,7 +358,7 @@ pub async fn rollback(
             .get(0);
         if !empty {
             progress.warn(&format!(
-                "{key} was created by this copy and now holds rows it did not write: the table is kept"
+                "{key} was created by this copy and still holds rows (written by others, or copied rows that rows staying in the target reference): the table is kept"
             ));
             continue;
         }
@@ -275,7 +372,10 @@ pub async fn rollback(
                 transaction
                     .batch_execute("ROLLBACK TO SAVEPOINT sm_drop")
                     .await?;
-                progress.warn(&format!("{key} was created by this copy and is kept: {e}"));
+                progress.warn(&format!(
+                    "{key} was created by this copy and is kept: {}",
+                    why(&e)
+                ));
             }
         }
     }
@@ -299,8 +399,9 @@ pub async fn rollback(
                     .batch_execute("ROLLBACK TO SAVEPOINT sm_drop")
                     .await?;
                 progress.warn(&format!(
-                    "{} {name} was created by this copy and is kept: {e}",
-                    kind.keyword().to_lowercase()
+                    "{} {name} was created by this copy and is kept: {}",
+                    kind.keyword().to_lowercase(),
+                    why(&e)
                 ));
             }
         }

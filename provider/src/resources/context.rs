@@ -132,7 +132,7 @@ const CLAIMS_FOLDER: &str = "%claims";
 pub const RUNS_FOLDER: &str = "%runs";
 
 /// A run in flight, as a destroy of its stack sees it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct RunNote {
     pub urn: String,
@@ -408,7 +408,7 @@ impl Context {
             let runs = self.runs_folder().await?;
             runs.delete_note(&self.run_note_name()).await?;
             runs.remove_if_empty().await;
-            anyhow::Ok(runs.uri().to_string())
+            anyhow::Ok(())
         }
         .await;
         if let Err(err) = removed {

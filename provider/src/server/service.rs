@@ -401,7 +401,9 @@ impl ResourceProvider for Provider {
                     _ => given.value,
                 };
                 let state = resource.resource.recover(&ctx, &inputs).await?;
-                ctx.run_handed_over().await;
+                if resource.resource.journalled() {
+                    ctx.run_handed_over().await;
+                }
                 anyhow::Ok(state.map(|state| (inputs, state)))
             })
             .await

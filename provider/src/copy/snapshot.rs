@@ -302,7 +302,7 @@ pub async fn inspect(bucket: &Bucket, prefix: &str) -> Result<Snapshot> {
         String::from_utf8_lossy(&s3::get_bytes(bucket, &format!("{prefix}{HASH_FILE}")).await?)
             .trim()
             .to_string();
-    let scratch = tempfile::tempdir().context("creating a scratch directory")?;
+    let scratch = super::spill::private_scratch().context("creating a scratch directory")?;
     let database = scratch.path().join(DATABASE);
     if has(TARBALL) {
         let tarball = scratch.path().join(TARBALL);

@@ -72,6 +72,15 @@ macro_rules! stored_as_json {
 }
 pub(crate) use stored_as_json;
 
+/// A scratch folder readable by its owner only: what goes in it comes from prod.
+pub(crate) fn private_scratch() -> std::io::Result<tempfile::TempDir> {
+    let mut builder = tempfile::Builder::new();
+    builder.prefix("stackmigrate-");
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700));
+    builder.tempdir()
+}
+
 pub struct SpillMap<K, V> {
     db: Mutex<Connection>,
     _dir: tempfile::TempDir,
@@ -80,9 +89,7 @@ pub struct SpillMap<K, V> {
 
 impl<K: Stored, V: Stored> SpillMap<K, V> {
     pub fn new() -> Result<Self> {
-        let dir = tempfile::Builder::new()
-            .prefix("stackmigrate-")
-            .tempdir()
+        let dir = private_scratch()
             .context("creating a temporary directory for the provider's key index")?;
         let db = Connection::open(dir.path().join("map.sqlite"))?;
         // A scratch file: losing it on a crash loses nothing, so no rollback journal and
@@ -216,6 +223,18 @@ impl<K: Stored, V: Stored> SpillMap<K, V> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn scratch_folders_are_their_owners_alone() {
+        use std::os::unix::fs::PermissionsExt;
+        let scratch = private_scratch().unwrap();
+        let mode = std::fs::metadata(scratch.path())
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700);
+    }
 
     #[test]
     fn keeps_the_last_value_of_a_key_and_pages_in_key_order_both_ways() {

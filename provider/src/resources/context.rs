@@ -339,7 +339,7 @@ impl Context {
             };
             journal.before_first_write(BeforeFirstWrite {
                 elsewhere: Box::new(self.runs_folder().await?),
-                name: self.run_note_name(),
+                name: self.own_note_name(),
                 body: serde_json::to_vec(&note)?,
                 here: None,
             })
@@ -384,7 +384,8 @@ impl Context {
         Journal::open_with(&place, &self.clients.target, provision).await
     }
 
-    fn run_note_name(&self) -> String {
+    /// This resource's note in a folder of claims or runs.
+    fn own_note_name(&self) -> String {
         format!("{}.json", path_part(&journal_path(&self.urn)))
     }
 
@@ -406,7 +407,7 @@ impl Context {
     pub(crate) async fn forget_run(&self) {
         let removed = async {
             let runs = self.runs_folder().await?;
-            runs.delete_note(&self.run_note_name()).await?;
+            runs.delete_note(&self.own_note_name()).await?;
             runs.remove_if_empty().await;
             anyhow::Ok(())
         }
@@ -427,21 +428,35 @@ impl Context {
         declared: &HashSet<String>,
     ) -> Result<Vec<RunNote>> {
         let runs = self.runs_folder().await?;
-        let own = self.run_note_name();
         let now = deployment();
+        Ok(self
+            .others_notes::<RunNote>(&runs, "run note")
+            .await?
+            .into_iter()
+            .map(|(_, note)| note)
+            .filter(|note| note.deployment != now && !declared.contains(&note.urn))
+            .collect())
+    }
+
+    /// The notes in `folder` (claims, runs) other than this resource's own, each read as
+    /// JSON; `what` names them in errors.
+    async fn others_notes<T: serde::de::DeserializeOwned>(
+        &self,
+        folder: &Journal,
+        what: &str,
+    ) -> Result<Vec<(String, T)>> {
+        let own = self.own_note_name();
         let mut found = Vec::new();
-        for name in runs.notes().await? {
+        for name in folder.notes().await? {
             if name == own {
                 continue;
             }
-            let Some(body) = runs.read_note(&name).await? else {
+            let Some(body) = folder.read_note(&name).await? else {
                 continue;
             };
-            let note: RunNote = serde_json::from_slice(&body)
-                .with_context(|| format!("the run note {name} at {} is corrupt", runs.uri()))?;
-            if note.deployment != now && !declared.contains(&note.urn) {
-                found.push(note);
-            }
+            let note = serde_json::from_slice(&body)
+                .with_context(|| format!("the {what} {name} at {} is corrupt", folder.uri()))?;
+            found.push((name, note));
         }
         Ok(found)
     }
@@ -486,16 +501,7 @@ impl Context {
         let (root, provision) = self.journal_root().await?;
         let place = root.join(&format!("{CLAIMS_FOLDER}/{}", target.place));
         let claims = Journal::open_with(&place, &self.clients.target, provision).await?;
-        let own = format!("{}.json", path_part(&journal_path(&self.urn)));
-        for name in claims.notes().await? {
-            if name == own {
-                continue;
-            }
-            let Some(body) = claims.read_note(&name).await? else {
-                continue;
-            };
-            let other: Claim = serde_json::from_slice(&body)
-                .with_context(|| format!("the claim {name} at {} is corrupt", claims.uri()))?;
+        for (name, other) in self.others_notes::<Claim>(&claims, "claim").await? {
             let (a, b) = (other.prefix.as_str(), target.prefix.as_str());
             if a.starts_with(b) || b.starts_with(a) {
                 bail!(
@@ -517,7 +523,7 @@ impl Context {
                 prefix: target.prefix.clone(),
             };
             *self.pending_claim.lock().expect("not poisoned") =
-                Some((claims, own, serde_json::to_vec(&claim)?));
+                Some((claims, self.own_note_name(), serde_json::to_vec(&claim)?));
         }
         Ok(())
     }

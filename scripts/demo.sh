@@ -20,7 +20,7 @@ eval "$(scripts/services.sh start)"
 run=${STACKMIGRATE_RUN:-/tmp/stackmigrate-services}
 
 work=$run/demo
-PYTHON=$venv/bin/python PLUGIN_DIR=target/debug examples/dev-to-prod/setup.sh "$work"
+PYTHON=$venv/bin/python PLUGIN_DIR=${CARGO_TARGET_DIR:-$repo/target}/debug examples/dev-to-prod/setup.sh "$work"
 cd "$work/migration"
 
 say "pulumi preview: the dry run"

@@ -11,7 +11,9 @@
 #                                                       # whose toolchains are installed
 #   scripts/release.sh --targets linux-amd64            # one target
 #   scripts/release.sh --plugin-download-url URL        # a mirror's (or a test's) URL in the
-#                                                       # schema and the SDKs instead of the releases
+#                                                       # SDKs' schema instead of the releases
+#   scripts/release.sh --profile dev                    # unoptimised, from target/debug (the
+#                                                       # tests: same packaging, no second build)
 #
 # Cross targets: linux-arm64 needs `rustup target add aarch64-unknown-linux-gnu` and
 # Debian's gcc-aarch64-linux-gnu; windows-amd64 needs `rustup target add
@@ -24,12 +26,14 @@ out=$repo/dist
 targets="linux-amd64 linux-arm64 windows-amd64"
 explicit_targets=false
 download_url=""
+profile=release
 while [ $# -gt 0 ]; do
   case $1 in
     --out) out=$2; shift 2 ;;
     --targets) targets=${2//,/ }; explicit_targets=true; shift 2 ;;
     --plugin-download-url) download_url=$2; shift 2 ;;
-    *) echo "unknown argument '$1': expected --out DIR, --targets LIST, --plugin-download-url URL" >&2; exit 2 ;;
+    --profile) profile=$2; shift 2 ;;
+    *) echo "unknown argument '$1': expected --out DIR, --targets LIST, --plugin-download-url URL, --profile release|dev" >&2; exit 2 ;;
   esac
 done
 
@@ -39,12 +43,11 @@ version=$(cargo metadata --no-deps --format-version 1 |
   python3 -c 'import json,sys; print(next(p["version"] for p in json.load(sys.stdin)["packages"] if p["name"] == "pulumi-resource-stackmigrate"))')
 binary=pulumi-resource-stackmigrate
 rm -rf "$out" && mkdir -p "$out"
-# A download URL other than the default is compiled into the schema: such builds get a
-# target directory of their own, so the plain build (and its schema test) is untouched.
-if [ -n "$download_url" ]; then
-  export STACKMIGRATE_PLUGIN_DOWNLOAD_URL=$download_url
-  export CARGO_TARGET_DIR=$repo/target/release-mirror
-fi
+case $profile in
+  release) profile_flag=--release; profile_dir=release ;;
+  dev) profile_flag=; profile_dir=debug ;;
+  *) echo "unknown profile '$profile': expected release or dev" >&2; exit 2 ;;
+esac
 target_dir=${CARGO_TARGET_DIR:-$repo/target}
 
 # rust_target NAME -> Rust's target triple, linker variable and linker, or nothing.
@@ -74,13 +77,14 @@ for target in $targets; do
   [[ $target == windows-* ]] && exe=$binary.exe
   if [ "$target" = linux-amd64 ]; then
     # The host: target/release, which the benchmarks and the demo share.
-    log "$target: cargo build --release"
-    cargo build --release --locked -p pulumi-resource-stackmigrate >&2
-    built=$target_dir/release/$exe
+    log "$target: cargo build $profile_flag"
+    cargo build $profile_flag --locked -p pulumi-resource-stackmigrate >&2
+    built=$target_dir/$profile_dir/$exe
+    host_binary=$built
   else
-    log "$target: cargo build --release --target $triple"
-    cargo build --release --locked -p pulumi-resource-stackmigrate --target "$triple" >&2
-    built=$target_dir/$triple/release/$exe
+    log "$target: cargo build $profile_flag --target $triple"
+    cargo build $profile_flag --locked -p pulumi-resource-stackmigrate --target "$triple" >&2
+    built=$target_dir/$triple/$profile_dir/$exe
   fi
   stage=$(mktemp -d)
   cp "$built" "$stage/"
@@ -90,9 +94,19 @@ for target in $targets; do
 done
 (cd "$out" && sha256sum ./*.tar.gz | sed 's| \./| |' >SHA256SUMS)
 
-# The SDKs, generated from the schema this build serves.
+# The SDKs, generated from the schema this build serves; a mirror's URL is the SDKs'
+# business (the engine downloads from where the package says), so one binary serves all.
 schema=$(mktemp --suffix .json)  # gen-sdk takes a path without .json for a plugin
-cargo run -q --release --locked -p pulumi-resource-stackmigrate -- --schema >"$schema"
+if [ -z "${host_binary:-}" ]; then
+  cargo build $profile_flag --locked -p pulumi-resource-stackmigrate >&2
+  host_binary=$target_dir/$profile_dir/$binary
+fi
+"$host_binary" --schema |
+  python3 -c 'import json, sys
+schema = json.load(sys.stdin)
+if sys.argv[1]:
+    schema["pluginDownloadURL"] = sys.argv[1]
+json.dump(schema, sys.stdout, indent=2)' "$download_url" >"$schema"
 sdk_src=$(mktemp -d)
 STACKMIGRATE_SCHEMA=$schema scripts/sdks.sh --generate "$sdk_src"
 STACKMIGRATE_SDK_SOURCE=$sdk_src STACKMIGRATE_SDK_BUILD=$sdk_src/build scripts/sdks.sh --build

@@ -49,8 +49,11 @@ def release(tmp_path_factory):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     dist = tmp_path_factory.mktemp("dist")
+    # The test build's binary (--profile dev): the packaging is the release's, without a
+    # second, optimised compile of the whole dependency tree.
     subprocess.run([str(REPO / "scripts" / "release.sh"), "--targets", "linux-amd64", "--out", str(dist),
-                    "--plugin-download-url", f"http://127.0.0.1:{port}/"], check=True, timeout=3600)
+                    "--plugin-download-url", f"http://127.0.0.1:{port}/", "--profile", "dev"],
+                   check=True, timeout=3600)
     served = Served(dist, port)
     yield dist, served
     served.server.shutdown()

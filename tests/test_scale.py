@@ -1,7 +1,7 @@
 """Large sources (issue 15), through the real pulumi CLI: `pulumi refresh` reports drift
 that `changeDetection: inputs` then acts on (and keeps the state when the source is gone); a no-change `pulumi up` reads the source
 once (its preview's answer serves its update) while a separate preview's answer is never
-reused; a 200,000-item copy killed mid-way is adopted and resumed with the provider's
+reused; a 100,000-item copy killed mid-way is adopted and resumed with the provider's
 memory under the 200 MB bound. The sizes that prove the bound flat up to ten million
 items are in bench/scale.sh's results."""
 
@@ -104,10 +104,10 @@ def fill(client, table, count):
         list(pool.map(batch, range(0, count, 5000)))
 
 
-def test_a_killed_200k_item_copy_resumes_within_the_memory_bound(project):
+def test_a_killed_100k_item_copy_resumes_within_the_memory_bound(project):
     client = dynamodb()
     source, target = create_table(client, unique("dev")), create_table(client, unique("prod"))
-    items = 200_000
+    items = 100_000
     fill(client, source, items)
     p = project(copy(source, target), {"copied": "${copy.itemsCopied}", "verified": "${copy.verified}"},
                 config=direct())

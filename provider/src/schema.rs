@@ -12,13 +12,10 @@ use crate::resources::schema_of;
 
 pub(crate) const PACKAGE: &str = "stackmigrate";
 const REPOSITORY: &str = "https://github.com/stackmigrate/stackmigrate";
-/// Where the engine downloads the plugin (`${VERSION}` is the plugin's version): the
-/// repository's releases, or what `STACKMIGRATE_PLUGIN_DOWNLOAD_URL` said at build time
-/// (a mirror, or a test's loopback server).
-const PLUGIN_DOWNLOAD_URL: &str = match option_env!("STACKMIGRATE_PLUGIN_DOWNLOAD_URL") {
-    Some(url) => url,
-    None => "https://github.com/stackmigrate/stackmigrate/releases/download/v${VERSION}/",
-};
+/// Where the engine downloads the plugin (`${VERSION}` is the plugin's version). A
+/// mirror's SDKs carry their own (`scripts/release.sh --plugin-download-url`).
+const PLUGIN_DOWNLOAD_URL: &str =
+    "https://github.com/stackmigrate/stackmigrate/releases/download/v${VERSION}/";
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 struct Converter<'a> {

@@ -132,6 +132,61 @@ async fn a_run_the_engine_never_got_stops_a_destroy_until_this_deployment_declar
     assert!(h.contents(&target).await.is_empty(), "rolled back");
 }
 
+#[tokio::test]
+async fn a_note_an_answered_create_could_not_remove_goes_when_the_engine_hands_its_state_back() {
+    let h = Harness::new().await;
+    let source = h.bucket("dev").await;
+    let (prod_a, prod_b) = (h.bucket("prod").await, h.bucket("prod").await);
+    h.put(&source, "a.png", "dev a").await;
+    let (held, other) = (urn("BucketSync"), urn("BucketSync"));
+    let held_inputs = json!({"sourceBucket": source, "targetBucket": prod_a});
+    let (_, held_state) = h.create(&held, held_inputs.clone(), false).await.unwrap();
+    let (_, other_state) = h
+        .create(
+            &other,
+            json!({"sourceBucket": source, "targetBucket": prod_b}),
+            false,
+        )
+        .await
+        .unwrap();
+
+    // `held`'s Create answered, but its note stayed: the journals were unreachable then.
+    let runs = h.journal.path().join("%runs/harness/test");
+    let stale = runs.join(crate::resources::note_name(&held));
+    let put_stale = || {
+        std::fs::create_dir_all(&runs).unwrap();
+        let note =
+            json!({"urn": held, "journal": "file:///elsewhere", "deployment": "ci-runner/4242"});
+        std::fs::write(&stale, note.to_string()).unwrap();
+    };
+    put_stale();
+    let refused = h.delete(&other, &other_state).await.unwrap_err();
+    assert!(
+        refused.contains("run `pulumi refresh`, which removes the note"),
+        "{refused}"
+    );
+
+    // A refresh hands the state back: the note goes, and the destroy goes on.
+    h.refresh(&held, &held_state, held_inputs.clone())
+        .await
+        .unwrap();
+    assert!(
+        !stale.exists(),
+        "a refresh removes the resource's stale note"
+    );
+    // So does an update.
+    put_stale();
+    h.update(&held, &held_state, held_inputs, false)
+        .await
+        .unwrap();
+    assert!(
+        !stale.exists(),
+        "an update removes the resource's stale note"
+    );
+    h.delete(&other, &other_state).await.unwrap();
+    assert!(h.contents(&prod_b).await.is_empty(), "rolled back");
+}
+
 fn item(pk: &str, sk: &str, kind: &str, value: &str) -> BTreeMap<String, AttributeValue> {
     [("PK", pk), ("SK", sk), ("TYPE", kind), ("value", value)]
         .into_iter()

@@ -193,6 +193,26 @@ impl Harness {
             .map_err(|status| status.message().to_string())
     }
 
+    /// Read with the state and inputs the engine holds, as `pulumi refresh` asks.
+    pub async fn refresh(
+        &self,
+        urn: &str,
+        state: &Map<String, Value>,
+        inputs: Value,
+    ) -> Result<Map<String, Value>, String> {
+        self.provider
+            .read(Request::new(rpc::ReadRequest {
+                urn: urn.into(),
+                id: crate::resources::journal_path(urn),
+                properties: Some(encode(Value::Object(state.clone()))),
+                inputs: Some(encode(inputs)),
+                ..Default::default()
+            }))
+            .await
+            .map(|r| decode(r.into_inner().properties.as_ref()))
+            .map_err(|status| status.message().to_string())
+    }
+
     pub async fn delete(&self, urn: &str, state: &Map<String, Value>) -> Result<(), String> {
         self.provider
             .delete(Request::new(rpc::DeleteRequest {

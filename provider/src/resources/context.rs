@@ -386,7 +386,7 @@ impl Context {
 
     /// This resource's note in a folder of claims or runs.
     fn own_note_name(&self) -> String {
-        format!("{}.json", path_part(&journal_path(&self.urn)))
+        note_name(&self.urn)
     }
 
     /// Once the engine holds this resource (a Create answered, an import recovered it,
@@ -417,6 +417,19 @@ impl Context {
                 "the note announcing this run could not be removed ({err:#}); a destroy of this stack will stop on it \
                  until it is deleted (in {RUNS_FOLDER}/ at the journals' root)"
             ));
+        }
+    }
+
+    /// While the engine hands over this resource's state (an update, a refresh), a note
+    /// of its own run is stale: the Create that wrote it answered but could not remove it
+    /// (the journals' root was unreachable then). Removed here, so destroys of the stack's
+    /// other resources no longer stop on it; a note that cannot be read stays for them.
+    pub(crate) async fn forget_stale_run(&self) {
+        let Ok(runs) = self.runs_folder().await else {
+            return;
+        };
+        if let Ok(Some(_)) = runs.read_note(&self.own_note_name()).await {
+            self.forget_run().await;
         }
     }
 
@@ -753,6 +766,11 @@ const PATH_PART: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMER
     .remove(b'_')
     .remove(b'.')
     .remove(b'~');
+
+/// The name of a resource's note in a folder of claims or runs.
+pub(crate) fn note_name(urn: &str) -> String {
+    format!("{}.json", path_part(&journal_path(urn)))
+}
 
 fn path_part(part: &str) -> String {
     match part {

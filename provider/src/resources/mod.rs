@@ -28,6 +28,8 @@ use serde_json::{Map, Value};
 use crate::copy::journal::Accounted;
 use crate::copy::progress::Silent;
 pub(crate) use common::{ChangeDetection, CommonInputs, CommonOutputs, Drift};
+#[cfg(test)]
+pub(crate) use context::note_name;
 pub use context::{journal_path, Clients, Context};
 pub(crate) use context::{BucketInputs, RunNote, Side, TargetClaim, RUNS_FOLDER};
 use metadata::Metadata;

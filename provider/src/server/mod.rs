@@ -279,6 +279,8 @@ impl Provider {
                     let applied = resource.resource.apply(&ctx, &inputs.value).await;
                     if ctx.announce_run && engine_holds(&ctx, &applied).await {
                         ctx.run_handed_over().await;
+                    } else if !creating && journalled && applied.is_ok() {
+                        ctx.forget_stale_run().await;
                     }
                     return applied;
                 }
@@ -399,8 +401,10 @@ fn interrupted_runs(runs: &[RunNote]) -> String {
     format!(
         "nothing was rolled back: {} of this stack was interrupted after it had started writing (the plugin or \
          `pulumi` was killed), and the stack does not hold it, so this destroy would leave its writes in place. \
-         Adopt it, then run `pulumi destroy` again: {each}. Or run `pulumi up` to finish it. To keep what it \
-         wrote and give up its rollback, delete its note in {RUNS_FOLDER}/ at the journals' root",
+         Adopt it, then run `pulumi destroy` again: {each}. Or run `pulumi up` to finish it. If the stack does \
+         hold it (`pulumi stack --show-urns` lists it: an up that failed while the journals were unreachable \
+         could not remove its note), run `pulumi refresh`, which removes the note. To keep what it wrote and \
+         give up its rollback, delete its note in {RUNS_FOLDER}/ at the journals' root",
         if runs.len() == 1 {
             "a `pulumi up` of one resource".to_string()
         } else {

@@ -356,6 +356,9 @@ impl ResourceProvider for Provider {
                             compare_target: true,
                             ..ctx
                         };
+                        if resource.resource.journalled() {
+                            ctx.forget_stale_run().await;
+                        }
                         // A source that is gone (the dev stack destroyed after the
                         // migration) leaves nothing to compare: refresh keeps the state.
                         match resource.resource.plan(&ctx, &given.value).await {

@@ -76,11 +76,10 @@ for target in $targets; do
   exe=$binary
   [[ $target == windows-* ]] && exe=$binary.exe
   if [ "$target" = linux-amd64 ]; then
-    # The host: target/release, which the benchmarks and the demo share.
+    # The host: target/release (or target/debug), which the benchmarks and the demo share.
     log "$target: cargo build $profile_flag"
     cargo build $profile_flag --locked -p pulumi-resource-stackmigrate >&2
     built=$target_dir/$profile_dir/$exe
-    host_binary=$built
   else
     log "$target: cargo build $profile_flag --target $triple"
     cargo build $profile_flag --locked -p pulumi-resource-stackmigrate --target "$triple" >&2
@@ -97,11 +96,8 @@ done
 # The SDKs, generated from the schema this build serves; a mirror's URL is the SDKs'
 # business (the engine downloads from where the package says), so one binary serves all.
 schema=$(mktemp --suffix .json)  # gen-sdk takes a path without .json for a plugin
-if [ -z "${host_binary:-}" ]; then
-  cargo build $profile_flag --locked -p pulumi-resource-stackmigrate >&2
-  host_binary=$target_dir/$profile_dir/$binary
-fi
-"$host_binary" --schema |
+cargo build $profile_flag --locked -p pulumi-resource-stackmigrate >&2  # built above unless only cross targets were
+"$target_dir/$profile_dir/$binary" --schema |
   python3 -c 'import json, sys
 schema = json.load(sys.stdin)
 if sys.argv[1]:

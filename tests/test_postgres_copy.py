@@ -161,6 +161,33 @@ def test_a_database_into_an_empty_one_counted_created_copied_verified_then_new_r
     assert prod.run("SELECT count(*) FROM stackmigrate.tables")[0][0] == 0, "the journal is cleared"
 
 
+def test_rows_prod_changed_after_a_fill_are_left_alone_by_the_next_plan_and_by_destroy(project, dev_prod):
+    """A fill journals its rows in arrays, not a row each: what prod edits, deletes or
+    adds afterwards must still read as not this copy's, at preview and at destroy."""
+    dev_name, dev, prod_name, prod = dev_prod
+    fill(dev, 10)
+    p = project(resource(dev_name, prod_name), OUTPUTS)
+    p.up()
+    copied = snapshot(prod)
+    prod.run("UPDATE pages SET body = 'edited in prod' WHERE document_id = 2 AND page_no = 1")
+    prod.run("DELETE FROM pages WHERE document_id = 3 AND page_no = 1")
+    prod.run("INSERT INTO pages VALUES (5, 9, 'prod page', NULL)")
+    dev.run("UPDATE pages SET body = 'changed in dev' WHERE document_id = 2 AND page_no = 1")
+    dev.run("INSERT INTO pages VALUES (2, 9, 'new in dev', NULL)")
+
+    preview = p.preview()
+    pages = next(line for line in preview.splitlines() if "public.pages:" in line)
+    assert "1 new rows" in pages and "2 target rows left alone" in pages and "28 unchanged" in pages, preview
+    assert "public.documents: in sync" in preview, preview
+
+    destroyed = p.destroy()
+    assert "left as they are" in destroyed, destroyed
+    assert [r[:3] for r in rows(prod, "pages", "document_id, page_no")] == [[2, 1, "edited in prod"], [5, 9, "prod page"]]
+    assert rows(prod, "documents", "id") == [r for r in copied["documents"] if r[0] in (2, 5)], \
+        "the documents prod's pages reference stay"
+    assert "tasks" not in tables_in(prod), "the copied tasks, which nothing of prod's references, are gone, and their table"
+
+
 def prod_with_rows(prod, documents):
     create_schema(prod)
     fill(prod, documents)
@@ -318,8 +345,14 @@ def test_a_large_table_goes_in_key_ranges_and_a_killed_up_copies_only_the_ranges
     done = committed_rows(prod, "work_log")
     # Each range is committed whole, with its journal entries, or not at all.
     assert 0 < done < 400000 and done % 50000 == 0, done
-    journalled = prod.run("SELECT count(*) FROM stackmigrate.rows WHERE tbl = 'public.work_log' AND written IS NOT NULL")
-    assert journalled[0][0] == done
+    # A filled range journals its rows' keys and hashes in arrays (stackmigrate.fills).
+    journalled = prod.run("SELECT count(*), count(DISTINCT k) FROM stackmigrate.fills, unnest(keys) k WHERE tbl = 'public.work_log'")
+    assert journalled[0] == [done, done], journalled
+    covered = prod.run(
+        "SELECT count(*) FROM work_log w WHERE jsonb_build_array(w.id) IN "
+        "(SELECT unnest(keys) FROM stackmigrate.fills WHERE tbl = 'public.work_log')"
+    )
+    assert covered[0][0] == done, "every committed row is journalled"
     p.run("cancel", "--yes", check=False)
     p.run("refresh", "--yes", "--clear-pending-creates", check=False)
 

@@ -48,6 +48,14 @@ pub enum Slice {
 }
 
 impl Slice {
+    /// The range's ends (`lo <= key < hi`); none for the whole table.
+    pub fn bounds(&self) -> (Option<i64>, Option<i64>) {
+        match *self {
+            Slice::Whole => (None, None),
+            Slice::Range { lo, hi } => (lo, hi),
+        }
+    }
+
     /// A condition on `alias`'s rows selecting the slice.
     pub fn filter(&self, table: &Table, alias: &str) -> String {
         let Slice::Range { lo, hi } = self else {

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use anyhow::{bail, Context as _, Result};
 use tokio_postgres::{Client, GenericClient};
 
-use super::catalog::{Slice, JOURNAL_SCHEMA};
+use super::catalog::{Slice, Table, JOURNAL_SCHEMA};
 
 /// Creates the journal's tables when they are missing. Names compare bytewise
 /// (`COLLATE "C"`): the rows' index is written once per copied row, and a locale's
@@ -36,6 +36,14 @@ pub async fn ensure(client: &Client) -> Result<()> {
                  written bigint,
                  backup jsonb,
                  PRIMARY KEY (journal, tbl, key));
+             CREATE TABLE IF NOT EXISTS {JOURNAL_SCHEMA}.fills (
+                 journal text COLLATE \"C\" NOT NULL,
+                 tbl text COLLATE \"C\" NOT NULL,
+                 lo bigint,
+                 hi bigint,
+                 keys jsonb[] NOT NULL,
+                 hashes bigint[] NOT NULL);
+             CREATE INDEX IF NOT EXISTS fills_by_table ON {JOURNAL_SCHEMA}.fills (journal, tbl);
              CREATE TABLE IF NOT EXISTS {JOURNAL_SCHEMA}.ranges (
                  journal text COLLATE \"C\" NOT NULL,
                  tbl text COLLATE \"C\" NOT NULL,
@@ -346,9 +354,86 @@ pub async fn made(client: &impl GenericClient, journal: &str, kind: Made) -> Res
     Ok(rows.into_iter().map(|r| r.get(0)).collect())
 }
 
+/// Rows a fill keeps in one entry of `fills`: well below PostgreSQL's 1 GB a value.
+const FILL_CHUNK_ROWS: u64 = 100_000;
+
+/// Journals the rows of an empty `slice` of `table` that a COPY just filled, as this
+/// copy's (key and hash of each), and returns their count and hash sum, taken in the
+/// same pass. The keys and hashes go into arrays of about `FILL_CHUNK_ROWS`, not a row
+/// each: an indexed row per copied row cost the target more than the COPY itself.
+/// Written in the fill's transaction; `entries_sql` reads them as rows entries.
+pub async fn keep_fill(
+    client: &impl GenericClient,
+    journal: &str,
+    table: &Table,
+    slice: &Slice,
+    expected_rows: u64,
+) -> Result<(u64, String)> {
+    expand(client, journal, &table.key(), slice).await?;
+    let (lo, hi) = slice.bounds();
+    let chunks = expected_rows.div_ceil(FILL_CHUNK_ROWS).max(1) as i64;
+    let row = client
+        .query_one(
+            &format!(
+                "WITH written AS MATERIALIZED (SELECT {} AS k, {} AS h FROM {} AS r WHERE {}), \
+                 kept AS (INSERT INTO {JOURNAL_SCHEMA}.fills (journal, tbl, lo, hi, keys, hashes) \
+                   SELECT $1, $2, $3, $4, array_agg(k), array_agg(h) FROM written GROUP BY h % $5) \
+                 SELECT count(*), COALESCE(sum(h)::text, '0') FROM written",
+                table.key_expr("r"),
+                table.hash_expr("r"),
+                table.sql_name(),
+                slice.filter(table, "r")
+            ),
+            &[&journal, &table.key(), &lo, &hi, &chunks],
+        )
+        .await?;
+    Ok((row.get::<_, i64>(0) as u64, row.get(1)))
+}
+
+/// Turns the fills of `table` that overlap `slice` into rows entries, each key's
+/// `written` set as the fill had it (a backup its key had is kept). Every writer of rows
+/// entries calls this first, so a rows entry for a key in a fill is always older than
+/// the fill: what `entries_sql` relies on.
+pub async fn expand(
+    client: &impl GenericClient,
+    journal: &str,
+    table: &str,
+    slice: &Slice,
+) -> Result<()> {
+    let (lo, hi) = slice.bounds();
+    client
+        .execute(
+            &format!(
+                "WITH gone AS (DELETE FROM {JOURNAL_SCHEMA}.fills WHERE journal = $1 AND tbl = $2 \
+                   AND (lo IS NULL OR $4::bigint IS NULL OR lo < $4) AND (hi IS NULL OR $3::bigint IS NULL OR $3 < hi) \
+                   RETURNING keys, hashes) \
+                 INSERT INTO {JOURNAL_SCHEMA}.rows (journal, tbl, key, written) \
+                 SELECT $1, $2, u.k, u.h FROM gone, unnest(gone.keys, gone.hashes) AS u(k, h) \
+                 ON CONFLICT (journal, tbl, key) DO UPDATE SET written = EXCLUDED.written"
+            ),
+            &[&journal, &table, &lo, &hi],
+        )
+        .await
+        .with_context(|| format!("turning the journal's fills of {table} into rows entries"))?;
+    Ok(())
+}
+
+/// This journal's entries for one table (`$1` the journal, `$2` the table) as columns
+/// `key`, `written` (the hash this copy last wrote; NULL: none) and `backup`: the rows
+/// entries, and the keys of fills, whose `written` is newer than a rows entry's (see
+/// `expand`).
+pub fn entries_sql() -> String {
+    format!(
+        "SELECT COALESCE(f.k, r.key) AS key, COALESCE(f.h, r.written) AS written, r.backup AS backup \
+         FROM (SELECT key, written, backup FROM {JOURNAL_SCHEMA}.rows WHERE journal = $1 AND tbl = $2) r \
+         FULL JOIN (SELECT u.k, u.h FROM {JOURNAL_SCHEMA}.fills fill, unnest(fill.keys, fill.hashes) AS u(k, h) \
+                    WHERE fill.journal = $1 AND fill.tbl = $2) f ON f.k = r.key"
+    )
+}
+
 /// Forgets this journal: the last step of a rollback, in its transaction.
 pub async fn forget(client: &impl GenericClient, journal: &str) -> Result<()> {
-    for table in ["rows", "ranges", "sequences", "made", "tables"] {
+    for table in ["rows", "fills", "ranges", "sequences", "made", "tables"] {
         client
             .execute(
                 &format!("DELETE FROM {JOURNAL_SCHEMA}.{table} WHERE journal = $1"),

@@ -392,11 +392,12 @@ async fn count_merge(
     let target_sql = match journalled {
         true => format!(
             "SELECT COALESCE(x.k, j.key)::text COLLATE \"C\", x.h, j.key IS NOT NULL, j.written \
-             FROM ({rows}) x FULL JOIN (SELECT key, written FROM {}.rows WHERE journal = $1 AND tbl = $2) j \
-             ON j.key = x.k ORDER BY 1",
-            catalog::JOURNAL_SCHEMA
+             FROM ({rows}) x FULL JOIN ({}) j ON j.key = x.k ORDER BY 1",
+            ledger::entries_sql()
         ),
-        false => format!("SELECT x.k::text COLLATE \"C\", x.h, false, NULL::bigint FROM ({rows}) x ORDER BY 1"),
+        false => format!(
+            "SELECT x.k::text COLLATE \"C\", x.h, false, NULL::bigint FROM ({rows}) x ORDER BY 1"
+        ),
     };
     let key = table.key();
     let params: Vec<&str> = match journalled {

@@ -49,8 +49,8 @@ async fn undo_table(
                 "CREATE TEMP TABLE {undo} ON COMMIT DROP AS \
                  SELECT j.key AS sm_key, j.written AS sm_written, j.backup AS sm_backup, x.h AS sm_current, \
                         j.written IS NOT DISTINCT FROM x.h AS sm_ours, NULL::text AS sm_referenced_by \
-                 FROM {JOURNAL_SCHEMA}.rows j LEFT JOIN (SELECT {} AS k, {} AS h FROM {} AS r) x ON x.k = j.key \
-                 WHERE j.journal = $1 AND j.tbl = $2",
+                 FROM ({}) j LEFT JOIN (SELECT {} AS k, {} AS h FROM {} AS r) x ON x.k = j.key",
+                ledger::entries_sql(),
                 table.key_expr("r"),
                 table.hash_expr("r"),
                 table.sql_name()

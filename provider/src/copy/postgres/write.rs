@@ -178,6 +178,8 @@ async fn truncate(spec: &Spec, survey: &Survey, target: &mut Client) -> Result<(
     let transaction = target.transaction().await?;
     for key in catalog::levels(&targets).into_iter().rev().flatten() {
         let table = &existing[&key];
+        // Rows an earlier fill of this journal wrote stay this copy's, not backed up.
+        ledger::expand(&transaction, &spec.journal, &key, &Slice::Whole).await?;
         let row_key = match table.primary_key.is_empty() {
             true => "jsonb_build_array(row_number() OVER ())".to_string(),
             false => table.key_expr("r"),
@@ -438,33 +440,12 @@ async fn fill(
     );
     let (written, bytes) = pipe(source, target, unit, &into, progress).await?;
     // Each row's key and hash journalled, and their count and sum (the verification)
-    // taken from that same pass: the rows are hashed once. Keys the journal holds
-    // already (backed up by a truncate) are updated, the others inserted: twice as
-    // fast as ON CONFLICT's speculative insert of every row.
+    // taken from that same pass: the rows are hashed once.
     let found = match table.primary_key.is_empty() {
         true => count_and_hash(target, table, &unit.slice).await?,
-        false => {
-            let row = target
-                .query_one(
-                    &format!(
-                        "WITH written AS MATERIALIZED (SELECT {} AS k, {} AS h FROM {} AS r WHERE {}), \
-                         updated AS (UPDATE {JOURNAL_SCHEMA}.rows j SET written = w.h FROM written w \
-                           WHERE j.journal = $1 AND j.tbl = $2 AND j.key = w.k), \
-                         inserted AS (INSERT INTO {JOURNAL_SCHEMA}.rows (journal, tbl, key, written) \
-                           SELECT $1, $2, w.k, w.h FROM written w WHERE NOT EXISTS \
-                             (SELECT 1 FROM {JOURNAL_SCHEMA}.rows j WHERE j.journal = $1 AND j.tbl = $2 AND j.key = w.k)) \
-                         SELECT count(*), COALESCE(sum(h)::text, '0') FROM written",
-                        table.key_expr("r"),
-                        table.hash_expr("r"),
-                        table.sql_name(),
-                        unit.slice.filter(table, "r")
-                    ),
-                    &[&spec.journal, &key],
-                )
-                .await
-                .with_context(|| format!("journalling the rows written into {label}"))?;
-            (row.get::<_, i64>(0) as u64, row.get(1))
-        }
+        false => ledger::keep_fill(target, &spec.journal, table, &unit.slice, rows)
+            .await
+            .with_context(|| format!("journalling the rows written into {label}"))?,
     };
     if found != (rows, hash.to_string()) || written != rows {
         bail!(
@@ -499,6 +480,7 @@ async fn merge(
         bail!("{key}: the target table is not empty and has no primary key to match rows by; nothing of it was written");
     }
     let name = table.sql_name();
+    ledger::expand(target, &spec.journal, &key, &unit.slice).await?;
     // The target rows of this unit.
     let in_unit = unit.slice.filter(table, "r");
     let (columns, stage_columns) = (table.column_list(), table.columns_of("s"));

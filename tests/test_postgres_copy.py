@@ -188,6 +188,27 @@ def test_rows_prod_changed_after_a_fill_are_left_alone_by_the_next_plan_and_by_d
     assert "tasks" not in tables_in(prod), "the copied tasks, which nothing of prod's references, are gone, and their table"
 
 
+def test_a_journal_the_previous_release_wrote_is_still_planned_from_and_rolled_back(project, dev_prod):
+    """Until this release every copied row had its own rows entry and there was no
+    fills table: such a journal, left in prod by an older provider, must still work."""
+    dev_name, dev, prod_name, prod = dev_prod
+    fill(dev, 5)
+    p = project(resource(dev_name, prod_name), OUTPUTS)
+    p.up()
+    prod.run("INSERT INTO stackmigrate.rows (journal, tbl, key, written) "
+             "SELECT journal, tbl, u.k, u.h FROM stackmigrate.fills, unnest(keys, hashes) AS u(k, h)")
+    prod.run("DROP TABLE stackmigrate.fills")
+    prod.run("UPDATE pages SET body = 'edited in prod' WHERE document_id = 2 AND page_no = 1")
+    fill(dev, 1, first=6)
+
+    preview = p.preview()
+    assert "public.pages: 3 new rows" in preview and "1 target rows left alone" in preview, preview
+    destroyed = p.destroy()
+    assert "left as they are" in destroyed, destroyed
+    assert [r[:3] for r in rows(prod, "pages", "document_id, page_no")] == [[2, 1, "edited in prod"]]
+    assert prod.run("SELECT count(*) FROM stackmigrate.tables")[0][0] == 0, "the journal is cleared"
+
+
 def prod_with_rows(prod, documents):
     create_schema(prod)
     fill(prod, documents)
@@ -365,6 +386,25 @@ def test_a_large_table_goes_in_key_ranges_and_a_killed_up_copies_only_the_ranges
     assert diagnostics.count("as the source has them: not copied again") == done // 50000, out_text
     assert "public.work_log (range 8 of 8): 50000 rows" in diagnostics, out_text
     assert rows(prod, "work_log", "id") == rows(dev, "work_log", "id")
+    assert snapshot(prod) == snapshot(dev)
+
+    p.destroy()
+    assert tables_in(prod) == []
+
+
+def test_a_table_copied_whole_then_grown_past_range_rows_merges_in_parallel_ranges_and_rolls_back(project, dev_prod):
+    """The first copy fills pages whole (30 rows); dev changes one and grows it to 60,
+    past rangeRows: the next up writes it in two ranges at once, which both overlap the
+    first fill."""
+    dev_name, dev, prod_name, prod = dev_prod
+    fill(dev, 10)
+    p = project(resource(dev_name, prod_name, parallel=2, rangeRows=40), OUTPUTS)
+    p.up()
+    fill(dev, 10, first=11)
+    dev.run("UPDATE pages SET body = 'changed in dev' WHERE document_id = 2 AND page_no = 1")
+    out_text = p.up()
+    assert "public.pages (range 1 of 2): 1 rows" in out_text and "public.pages (range 2 of 2): 30 rows" in out_text, out_text
+    assert p.outputs()["rowsCopied"] == 10 + 1 + 30 + 10, p.outputs()
     assert snapshot(prod) == snapshot(dev)
 
     p.destroy()

@@ -421,14 +421,27 @@ pub async fn expand(
 /// This journal's entries for one table (`$1` the journal, `$2` the table) as columns
 /// `key`, `written` (the hash this copy last wrote; NULL: none) and `backup`: the rows
 /// entries, and the keys of fills, whose `written` is newer than a rows entry's (see
-/// `expand`).
-pub fn entries_sql() -> String {
-    format!(
+/// `expand`). A journal an earlier release wrote has no fills table: its rows alone.
+pub async fn entries_sql(client: &impl GenericClient) -> Result<String> {
+    let rows = format!(
+        "SELECT key, written, backup FROM {JOURNAL_SCHEMA}.rows WHERE journal = $1 AND tbl = $2"
+    );
+    let has_fills: bool = client
+        .query_one(
+            "SELECT to_regclass($1) IS NOT NULL",
+            &[&format!("{JOURNAL_SCHEMA}.fills")],
+        )
+        .await?
+        .get(0);
+    if !has_fills {
+        return Ok(rows);
+    }
+    Ok(format!(
         "SELECT COALESCE(f.k, r.key) AS key, COALESCE(f.h, r.written) AS written, r.backup AS backup \
-         FROM (SELECT key, written, backup FROM {JOURNAL_SCHEMA}.rows WHERE journal = $1 AND tbl = $2) r \
+         FROM ({rows}) r \
          FULL JOIN (SELECT u.k, u.h FROM {JOURNAL_SCHEMA}.fills fill, unnest(fill.keys, fill.hashes) AS u(k, h) \
                     WHERE fill.journal = $1 AND fill.tbl = $2) f ON f.k = r.key"
-    )
+    ))
 }
 
 /// Forgets this journal: the last step of a rollback, in its transaction.

@@ -393,7 +393,7 @@ async fn count_merge(
         true => format!(
             "SELECT COALESCE(x.k, j.key)::text COLLATE \"C\", x.h, j.key IS NOT NULL, j.written \
              FROM ({rows}) x FULL JOIN ({}) j ON j.key = x.k ORDER BY 1",
-            ledger::entries_sql()
+            ledger::entries_sql(target).await?
         ),
         false => format!(
             "SELECT x.k::text COLLATE \"C\", x.h, false, NULL::bigint FROM ({rows}) x ORDER BY 1"

@@ -50,7 +50,7 @@ async fn undo_table(
                  SELECT j.key AS sm_key, j.written AS sm_written, j.backup AS sm_backup, x.h AS sm_current, \
                         j.written IS NOT DISTINCT FROM x.h AS sm_ours, NULL::text AS sm_referenced_by \
                  FROM ({}) j LEFT JOIN (SELECT {} AS k, {} AS h FROM {} AS r) x ON x.k = j.key",
-                ledger::entries_sql(),
+                ledger::entries_sql(transaction).await?,
                 table.key_expr("r"),
                 table.hash_expr("r"),
                 table.sql_name()
@@ -276,6 +276,8 @@ pub async fn rollback(
     if entries.is_empty() {
         return Ok(None);
     }
+    // A journal an earlier release wrote gains the tables this one adds (fills).
+    ledger::ensure(&client).await?;
     let existing = catalog::tables(&client).await?;
     let transaction = client.transaction().await?;
     let mut undone = Undone::default();

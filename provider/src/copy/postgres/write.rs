@@ -317,6 +317,9 @@ async fn units<'a>(
         };
         ranges = Slice::ranges(min, max, plan.rows.div_ceil(spec.range_rows.max(1)));
         ledger::keep_ranges(target, &spec.journal, &key, &ranges).await?;
+        // A table copied whole before has grown: its fill spans every range, and the
+        // ranges' transactions, run at once, must not each turn it into rows entries.
+        ledger::expand(target, &spec.journal, &key, &Slice::Whole).await?;
     }
     let count = ranges.len();
     let units = ranges

@@ -33,6 +33,81 @@ pub struct Table {
     pub primary_key: Vec<String>,
     /// Tables (`schema.table`) this one's foreign keys point to.
     pub references: BTreeSet<String>,
+    /// How its rows are hashed: as the journal has it once the table is journalled.
+    pub hash: RowHash,
+}
+
+/// How a row's content hash is computed. Journalled per table: a journal's hashes are
+/// compared with the rows' at every later run and at rollback, so they never change kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RowHash {
+    /// 64 bits of the MD5 of the row's text: any type, any server version.
+    #[default]
+    Md5Text,
+    /// `hash_record_extended` (PostgreSQL 14 and later) of the values themselves,
+    /// about five times cheaper than printing and hashing the text; only for types
+    /// whose hash depends on the value alone on any server (see `hashes_by_value`).
+    Record,
+}
+
+impl RowHash {
+    /// As the journal names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            RowHash::Md5Text => "md5",
+            RowHash::Record => "record",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Result<RowHash> {
+        match name {
+            "md5" => Ok(RowHash::Md5Text),
+            "record" => Ok(RowHash::Record),
+            other => anyhow::bail!(
+                "the journal hashes rows as {other:?}, which this release does not know: a newer stackmigrate wrote it; run that version"
+            ),
+        }
+    }
+}
+
+/// Whether PostgreSQL's hash of a value of this type (as `format_type` prints it) is
+/// the same on every server for the same value: built-in scalars and arrays of them.
+/// Not enums (hashed by their label's OID, different in each database), `json`, or
+/// types without a hash function.
+fn hashes_by_value(type_name: &str) -> bool {
+    if let Some(element) = type_name.strip_suffix("[]") {
+        return hashes_by_value(element);
+    }
+    const EXACT: &[&str] = &[
+        "smallint",
+        "integer",
+        "bigint",
+        "boolean",
+        "text",
+        "bytea",
+        "jsonb",
+        "uuid",
+        "date",
+        "real",
+        "double precision",
+        "interval",
+        "timestamp without time zone",
+        "timestamp with time zone",
+        "time without time zone",
+        "time with time zone",
+        "inet",
+        "character",
+        "character varying",
+        "numeric",
+    ];
+    // `numeric(20,0)`, `timestamp(3) with time zone`: the type without its modifier.
+    let unmodified = match (type_name.find('('), type_name.find(')')) {
+        (Some(open), Some(close)) if open < close => {
+            format!("{}{}", &type_name[..open], &type_name[close + 1..])
+        }
+        _ => type_name.to_string(),
+    };
+    EXACT.contains(&unmodified.as_str())
 }
 
 /// The rows of a table one transaction copies: all, or a range of its primary key's
@@ -149,13 +224,28 @@ impl Table {
         format!("jsonb_build_array({})", columns.join(", "))
     }
 
-    /// A row's content hash, 64 bits of the MD5 of its copied columns' text: equal on
+    /// A row's content hash over its copied columns (a bigint, see `RowHash`): equal on
     /// both sides for equal values, whatever the rows' order or physical layout.
     pub fn hash_expr(&self, alias: &str) -> String {
-        format!(
-            "('x' || left(md5(ROW({})::text), 16))::bit(64)::bigint",
-            self.columns_of(alias)
-        )
+        match self.hash {
+            RowHash::Md5Text => format!(
+                "('x' || left(md5(ROW({})::text), 16))::bit(64)::bigint",
+                self.columns_of(alias)
+            ),
+            RowHash::Record => format!("hash_record_extended(ROW({}), 0)", self.columns_of(alias)),
+        }
+    }
+
+    /// The cheapest hash both servers compute alike for this table's rows.
+    pub fn cheapest_hash(&self, both_servers_14_or_later: bool) -> RowHash {
+        match both_servers_14_or_later
+            && self
+                .copied()
+                .all(|c| c.user_type.is_none() && hashes_by_value(&c.type_name))
+        {
+            true => RowHash::Record,
+            false => RowHash::Md5Text,
+        }
     }
 
     /// One query for the number of rows (of `slice`) and the sum of their hashes (as
@@ -187,8 +277,9 @@ impl Table {
 
     /// This table with only `names`' columns, in that order: how the journal's hashes
     /// saw it (the source's columns), whatever else the target table holds.
-    pub fn hashed_as(&self, names: &[String]) -> Table {
+    pub fn hashed_as(&self, names: &[String], hash: RowHash) -> Table {
         Table {
+            hash,
             columns: names
                 .iter()
                 .filter_map(|n| self.columns.iter().find(|c| &c.name == n).cloned())
@@ -229,6 +320,7 @@ pub async fn tables(client: &Client) -> Result<BTreeMap<String, Table>> {
                 columns: Vec::new(),
                 primary_key: Vec::new(),
                 references: BTreeSet::new(),
+                hash: RowHash::default(),
             });
         table.columns.push(Column {
             name: row.get(2),
@@ -420,6 +512,7 @@ mod tests {
             ],
             primary_key: vec!["id".into()],
             references: references.iter().map(|r| r.to_string()).collect(),
+            hash: RowHash::default(),
         }
     }
 
@@ -498,5 +591,44 @@ mod tests {
         let updatable: Vec<&str> = t.updatable().map(|c| c.name.as_str()).collect();
         assert_eq!(updatable, [r#"Body "x""#]);
         assert_eq!(literal("it's"), "'it''s'");
+    }
+
+    #[test]
+    fn rows_are_hashed_by_value_only_where_every_server_hashes_the_value_alike() {
+        let mut t = table("public.pages", &[]);
+        assert_eq!(t.cheapest_hash(true), RowHash::Record);
+        assert_eq!(
+            t.cheapest_hash(false),
+            RowHash::Md5Text,
+            "PostgreSQL 13 has no hash_record_extended"
+        );
+        t.hash = RowHash::Record;
+        assert_eq!(
+            t.hash_expr("r"),
+            r#"hash_record_extended(ROW(r."id", r."Body ""x"""), 0)"#
+        );
+        for type_name in [
+            "numeric(20,0)",
+            "character varying(20)",
+            "timestamp(3) with time zone",
+            "text[]",
+            "jsonb",
+            "bytea",
+        ] {
+            assert!(hashes_by_value(type_name), "{type_name}");
+        }
+        // json has no hash function; an enum's hash is of its label's OID, which differs
+        // between the two databases.
+        for type_name in ["json", "point", "xml", "json[]", "tsvector"] {
+            assert!(!hashes_by_value(type_name), "{type_name}");
+        }
+        t.columns[1].type_name = "public.task_state".into();
+        t.columns[1].user_type = Some("public.task_state".into());
+        t.columns[1].user_enum = true;
+        assert_eq!(t.cheapest_hash(true), RowHash::Md5Text);
+        // A generated column is not copied, so its type does not count.
+        let mut t = table("public.pages", &[]);
+        t.columns[2].type_name = "json".into();
+        assert_eq!(t.cheapest_hash(true), RowHash::Record);
     }
 }

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use anyhow::{bail, Context as _, Result};
 use tokio_postgres::{Client, GenericClient};
 
-use super::catalog::{Slice, Table, JOURNAL_SCHEMA};
+use super::catalog::{RowHash, Slice, Table, JOURNAL_SCHEMA};
 
 /// Creates the journal's tables when they are missing. Names compare bytewise
 /// (`COLLATE "C"`): the rows' index is written once per copied row, and a locale's
@@ -29,6 +29,7 @@ pub async fn ensure(client: &Client) -> Result<()> {
                  written_hash numeric,
                  hashed_columns text[] NOT NULL,
                  PRIMARY KEY (journal, tbl));
+             ALTER TABLE {JOURNAL_SCHEMA}.tables ADD COLUMN IF NOT EXISTS hash text NOT NULL DEFAULT 'md5';
              CREATE TABLE IF NOT EXISTS {JOURNAL_SCHEMA}.rows (
                  journal text COLLATE \"C\" NOT NULL,
                  tbl text COLLATE \"C\" NOT NULL,
@@ -79,6 +80,8 @@ pub struct TableEntry {
     pub written: Option<(i64, String)>,
     /// The columns, in order, whose values the journal's row hashes cover.
     pub hashed_columns: Vec<String>,
+    /// How they are hashed.
+    pub hash: RowHash,
 }
 
 pub async fn exists(client: &impl GenericClient) -> Result<bool> {
@@ -102,20 +105,21 @@ pub async fn tables(
     let rows = client
         .query(
             &format!(
-                "SELECT tbl, created, truncated, post_data_done, written_rows, written_hash::text, hashed_columns \
-                 FROM {JOURNAL_SCHEMA}.tables WHERE journal = $1"
+                "SELECT tbl, created, truncated, post_data_done, written_rows, written_hash::text, hashed_columns, \
+                        COALESCE(to_jsonb(t) ->> 'hash', 'md5') \
+                 FROM {JOURNAL_SCHEMA}.tables t WHERE journal = $1"
             ),
             &[&journal],
         )
         .await?;
-    Ok(rows
-        .into_iter()
+    // A journal an earlier release wrote has no `hash` column: its hashes are MD5's.
+    rows.into_iter()
         .map(|r| {
             let written = match (r.get::<_, Option<i64>>(4), r.get::<_, Option<String>>(5)) {
                 (Some(rows), Some(hash)) => Some((rows, hash)),
                 _ => None,
             };
-            (
+            Ok((
                 r.get(0),
                 TableEntry {
                     created: r.get(1),
@@ -123,10 +127,11 @@ pub async fn tables(
                     post_data_done: r.get(3),
                     written,
                     hashed_columns: r.get(6),
+                    hash: RowHash::from_name(r.get(7))?,
                 },
-            )
+            ))
         })
-        .collect())
+        .collect()
 }
 
 /// Other journals (other resources, other stacks) that hold one of `tables`, by table.
@@ -156,7 +161,7 @@ pub async fn claimed_by_others(
 pub async fn claim(
     client: &mut Client,
     journal: &str,
-    tables: &[(String, Vec<String>)],
+    tables: &[(String, Vec<String>, RowHash)],
 ) -> Result<()> {
     let transaction = client.transaction().await?;
     transaction
@@ -164,7 +169,7 @@ pub async fn claim(
             "LOCK TABLE {JOURNAL_SCHEMA}.tables IN SHARE ROW EXCLUSIVE MODE"
         ))
         .await?;
-    let keys: Vec<String> = tables.iter().map(|(key, _)| key.clone()).collect();
+    let keys: Vec<String> = tables.iter().map(|(key, _, _)| key.clone()).collect();
     let others = claimed_by_others(&transaction, journal, &keys).await?;
     if let Some((table, other)) = others.iter().next() {
         bail!(
@@ -172,13 +177,13 @@ pub async fn claim(
              destroy that migration first, or copy into another table"
         );
     }
-    for (table, columns) in tables {
+    for (table, columns, hash) in tables {
         transaction
             .execute(
                 &format!(
-                    "INSERT INTO {JOURNAL_SCHEMA}.tables (journal, tbl, hashed_columns) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING"
+                    "INSERT INTO {JOURNAL_SCHEMA}.tables (journal, tbl, hashed_columns, hash) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING"
                 ),
-                &[&journal, table, columns],
+                &[&journal, table, columns, &hash.name()],
             )
             .await?;
     }

@@ -319,6 +319,14 @@ pub fn select<'a>(
     Ok(chosen)
 }
 
+/// `server_version_num`: 150004 for 15.4.
+async fn server_version(client: &Client) -> Result<i32> {
+    Ok(client
+        .query_one("SELECT current_setting('server_version_num')::int", &[])
+        .await?
+        .get(0))
+}
+
 async fn count(client: &Client, table: &Table) -> Result<u64> {
     let row = client
         .query_one(&format!("SELECT count(*) FROM {}", table.sql_name()), &[])
@@ -508,11 +516,19 @@ pub async fn survey(spec: &Spec, progress: &dyn Progress) -> Result<Survey> {
     let mut survey = Survey::default();
     let mut needed_types = BTreeSet::new();
     let mut needed_schemas = BTreeSet::new();
+    let both_servers_14_or_later =
+        server_version(&source).await? >= 140000 && server_version(&target).await? >= 140000;
     for table in &selected {
         let key = table.key();
+        let entry = entries.get(&key).cloned();
+        let table = &Table {
+            hash: entry
+                .as_ref()
+                .map_or_else(|| table.cheapest_hash(both_servers_14_or_later), |e| e.hash),
+            ..(*table).clone()
+        };
         progress.status(&format!("counting {key}"));
         let bytes = catalog::size(&source, table).await?;
-        let entry = entries.get(&key).cloned();
         // A table missing or empty in the target needs the source's count alone; the
         // hash only to compare with rows there.
         let (rows, action) = match target_tables.get(&key) {
@@ -673,6 +689,7 @@ mod tests {
                 columns: vec![],
                 primary_key: vec![],
                 references: BTreeSet::new(),
+                hash: catalog::RowHash::default(),
             },
             rows,
             bytes: rows * 100,
@@ -737,6 +754,7 @@ mod tests {
                     columns: vec![],
                     primary_key: vec![],
                     references: BTreeSet::new(),
+                    hash: catalog::RowHash::default(),
                 },
             );
         }

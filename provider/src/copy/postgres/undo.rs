@@ -284,7 +284,7 @@ pub async fn rollback(
     let mut tables: Vec<Table> = Vec::new();
     for (key, entry) in &entries {
         match existing.get(key) {
-            Some(table) => tables.push(table.hashed_as(&entry.hashed_columns)),
+            Some(table) => tables.push(table.hashed_as(&entry.hashed_columns, entry.hash)),
             None => progress.warn(&format!(
                 "{key} is no longer in the target: nothing of it to undo"
             )),

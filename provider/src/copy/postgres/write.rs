@@ -667,13 +667,14 @@ async fn post_data(spec: &Spec, target: &mut Client, tables: &[String]) -> Resul
 pub async fn run(spec: &Spec, survey: &Survey, progress: &dyn Progress) -> Result<Counts> {
     let (source, mut target) = connect_both(spec).await?;
     ledger::ensure(&target).await?;
-    let claimed: Vec<(String, Vec<String>)> = survey
+    let claimed: Vec<_> = survey
         .tables
         .iter()
         .map(|t| {
             (
                 t.table.key(),
                 t.table.copied().map(|c| c.name.clone()).collect(),
+                t.table.hash,
             )
         })
         .collect();

@@ -408,17 +408,26 @@ def test_a_table_copied_whole_then_grown_past_range_rows_merges_in_parallel_rang
     first fill."""
     dev_name, dev, prod_name, prod = dev_prod
     fill(dev, 10)
+    # A key that is not an integer: copied whole, its fill journalled in chunks of about rangeRows.
+    dev.run("CREATE TABLE labels (name text PRIMARY KEY, note text)")
+    dev.run("INSERT INTO labels SELECT 'label-' || g, md5(g::text) FROM generate_series(1, 100) g")
     p = project(resource(dev_name, prod_name, parallel=2, rangeRows=40), OUTPUTS)
     p.up()
+    chunks = prod.run("SELECT count(*), sum(cardinality(keys)) FROM stackmigrate.fills WHERE tbl = 'public.labels'")
+    assert chunks[0][0] > 1 and chunks[0][1] == 100, chunks
+    assert rows(prod, "labels", "name") == rows(dev, "labels", "name")
     fill(dev, 10, first=11)
     dev.run("UPDATE pages SET body = 'changed in dev' WHERE document_id = 2 AND page_no = 1")
     out_text = p.up()
     assert "public.pages (range 1 of 2): 1 rows" in out_text and "public.pages (range 2 of 2): 30 rows" in out_text, out_text
     assert p.outputs()["rowsCopied"] == 10 + 1 + 30 + 10, p.outputs()
     assert snapshot(prod) == snapshot(dev)
+    prod.run("UPDATE labels SET note = 'edited in prod' WHERE name = 'label-7'")
 
-    p.destroy()
-    assert tables_in(prod) == []
+    destroyed = p.destroy()
+    assert "public.labels [\"label-7\"]" in destroyed, destroyed
+    assert rows(prod, "labels", "name") == [["label-7", "edited in prod"]]
+    assert tables_in(prod) == ["labels"]
 
 
 def test_the_url_comes_from_a_secret_stack_output_and_stays_secret(project, dev_prod):

@@ -446,9 +446,15 @@ async fn fill(
     // taken from that same pass: the rows are hashed once.
     let found = match table.primary_key.is_empty() {
         true => count_and_hash(target, table, &unit.slice).await?,
-        false => ledger::keep_fill(target, &spec.journal, table, &unit.slice, rows)
-            .await
-            .with_context(|| format!("journalling the rows written into {label}"))?,
+        false => ledger::keep_fill(
+            target,
+            &spec.journal,
+            table,
+            &unit.slice,
+            (rows, spec.range_rows),
+        )
+        .await
+        .with_context(|| format!("journalling the rows written into {label}"))?,
     };
     if found != (rows, hash.to_string()) || written != rows {
         bail!(

@@ -11,9 +11,12 @@ use tokio_postgres::{Client, GenericClient};
 
 use super::catalog::{RowHash, Slice, Table, JOURNAL_SCHEMA};
 
-/// Creates the journal's tables when they are missing. Names compare bytewise
-/// (`COLLATE "C"`): the rows' index is written once per copied row, and a locale's
-/// collation would make each comparison several times dearer.
+/// Creates the journal's tables when they are missing, and adds to a journal an earlier
+/// release made what this one keeps, altering only what is missing: an `ALTER TABLE`
+/// each time would lock the journal against another run's transactions, holding it
+/// themselves. Names compare bytewise (`COLLATE "C"`): the rows' index is written once
+/// per merged or backed-up row, and a locale's collation would make each comparison
+/// several times dearer.
 pub async fn ensure(client: &Client) -> Result<()> {
     client
         .batch_execute(&format!(
@@ -29,7 +32,6 @@ pub async fn ensure(client: &Client) -> Result<()> {
                  written_hash numeric,
                  hashed_columns text[] NOT NULL,
                  PRIMARY KEY (journal, tbl));
-             ALTER TABLE {JOURNAL_SCHEMA}.tables ADD COLUMN IF NOT EXISTS hash text NOT NULL DEFAULT 'md5';
              CREATE TABLE IF NOT EXISTS {JOURNAL_SCHEMA}.rows (
                  journal text COLLATE \"C\" NOT NULL,
                  tbl text COLLATE \"C\" NOT NULL,
@@ -37,23 +39,6 @@ pub async fn ensure(client: &Client) -> Result<()> {
                  written bigint,
                  backup jsonb,
                  PRIMARY KEY (journal, tbl, key));
-             CREATE TABLE IF NOT EXISTS {JOURNAL_SCHEMA}.fills (
-                 journal text COLLATE \"C\" NOT NULL,
-                 tbl text COLLATE \"C\" NOT NULL,
-                 lo bigint,
-                 hi bigint,
-                 keys jsonb[] NOT NULL,
-                 hashes bigint[] NOT NULL);
-             CREATE INDEX IF NOT EXISTS fills_by_table ON {JOURNAL_SCHEMA}.fills (journal, tbl);
-             -- Random hashes and short keys gain nothing from compression, which costs
-             -- a sixth of a fill's journalling.
-             DO $$ BEGIN
-               IF EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = '{JOURNAL_SCHEMA}.fills'::regclass
-                          AND attname = 'keys' AND attstorage <> 'e') THEN
-                 ALTER TABLE {JOURNAL_SCHEMA}.fills ALTER COLUMN keys SET STORAGE EXTERNAL,
-                   ALTER COLUMN hashes SET STORAGE EXTERNAL;
-               END IF;
-             END $$;
              CREATE TABLE IF NOT EXISTS {JOURNAL_SCHEMA}.ranges (
                  journal text COLLATE \"C\" NOT NULL,
                  tbl text COLLATE \"C\" NOT NULL,
@@ -72,7 +57,27 @@ pub async fn ensure(client: &Client) -> Result<()> {
                  journal text COLLATE \"C\" NOT NULL,
                  kind text NOT NULL,
                  name text NOT NULL,
-                 PRIMARY KEY (journal, kind, name));"
+                 PRIMARY KEY (journal, kind, name));
+             DO $$ BEGIN
+               IF to_regclass('{JOURNAL_SCHEMA}.fills') IS NULL THEN
+                 CREATE TABLE {JOURNAL_SCHEMA}.fills (
+                     journal text COLLATE \"C\" NOT NULL,
+                     tbl text COLLATE \"C\" NOT NULL,
+                     lo bigint,
+                     hi bigint,
+                     keys jsonb[] NOT NULL,
+                     hashes bigint[] NOT NULL);
+                 -- Random hashes and short keys gain nothing from compression, which
+                 -- cost a sixth of a fill's journalling.
+                 ALTER TABLE {JOURNAL_SCHEMA}.fills ALTER COLUMN keys SET STORAGE EXTERNAL,
+                     ALTER COLUMN hashes SET STORAGE EXTERNAL;
+                 CREATE INDEX fills_by_table ON {JOURNAL_SCHEMA}.fills (journal, tbl);
+               END IF;
+               IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = '{JOURNAL_SCHEMA}.tables'::regclass
+                              AND attname = 'hash' AND NOT attisdropped) THEN
+                 ALTER TABLE {JOURNAL_SCHEMA}.tables ADD COLUMN hash text NOT NULL DEFAULT 'md5';
+               END IF;
+             END $$;"
         ))
         .await
         .context("creating the journal's tables (schema stackmigrate) in the target database")
@@ -375,8 +380,9 @@ const FILL_CHUNK_ROWS: u64 = 1_000_000;
 /// Journals the rows of an empty `slice` of `table` that a COPY just filled, as this
 /// copy's (key and hash of each), and returns their count and hash sum, taken in the
 /// same pass. The keys and hashes go into arrays of about `chunk_rows` (`rangeRows`, up
-/// to `FILL_CHUNK_ROWS`), not a row each: an indexed row per copied row cost the target more than the COPY itself.
-/// Written in the fill's transaction; `entries_sql` reads them as rows entries.
+/// to `FILL_CHUNK_ROWS`), not a row each: an indexed row per copied row cost the target
+/// more than the COPY itself. Written in the fill's transaction; `entries_sql` reads
+/// them as rows entries.
 pub async fn keep_fill(
     client: &impl GenericClient,
     journal: &str,

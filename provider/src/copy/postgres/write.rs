@@ -316,10 +316,14 @@ async fn units<'a>(
             return Ok((whole, None));
         };
         ranges = Slice::ranges(min, max, plan.rows.div_ceil(spec.range_rows.max(1)));
+        // All the ranges or none: a run after a kill copies the ranges kept, and a part
+        // of them would leave the keys above the last one out. With them, a table copied
+        // whole before and grown since has its fill, which spans every range, turned
+        // into rows entries: the ranges' transactions, run at once, must not each do it.
+        target.batch_execute("BEGIN").await?;
         ledger::keep_ranges(target, &spec.journal, &key, &ranges).await?;
-        // A table copied whole before has grown: its fill spans every range, and the
-        // ranges' transactions, run at once, must not each turn it into rows entries.
         ledger::expand(target, &spec.journal, &key, &Slice::Whole).await?;
+        target.batch_execute("COMMIT").await?;
     }
     let count = ranges.len();
     let units = ranges

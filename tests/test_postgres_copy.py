@@ -213,6 +213,7 @@ def test_a_journal_the_previous_release_wrote_is_still_planned_from_and_rolled_b
 
     preview = p.preview()
     assert "public.pages: 3 new rows" in preview and "1 target rows left alone" in preview, preview
+    assert prod.run("SELECT to_regclass('stackmigrate.fills') IS NULL")[0][0], "preview wrote nothing, not even the new table"
     destroyed = p.destroy()
     assert "left as they are" in destroyed, destroyed
     assert [r[:3] for r in rows(prod, "pages", "document_id, page_no")] == [[2, 1, "edited in prod"]]

@@ -99,10 +99,15 @@ pub struct TableEntry {
 }
 
 pub async fn exists(client: &impl GenericClient) -> Result<bool> {
+    has_table(client, "tables").await
+}
+
+/// Whether the journal has table `name` (a journal an earlier release made may not).
+async fn has_table(client: &impl GenericClient, name: &str) -> Result<bool> {
     Ok(client
         .query_one(
             "SELECT to_regclass($1) IS NOT NULL",
-            &[&format!("{JOURNAL_SCHEMA}.tables")],
+            &[&format!("{JOURNAL_SCHEMA}.{name}")],
         )
         .await?
         .get(0))
@@ -452,14 +457,7 @@ pub async fn entries_sql(client: &impl GenericClient) -> Result<String> {
     let rows = format!(
         "SELECT key, written, backup FROM {JOURNAL_SCHEMA}.rows WHERE journal = $1 AND tbl = $2"
     );
-    let has_fills: bool = client
-        .query_one(
-            "SELECT to_regclass($1) IS NOT NULL",
-            &[&format!("{JOURNAL_SCHEMA}.fills")],
-        )
-        .await?
-        .get(0);
-    if !has_fills {
+    if !has_table(client, "fills").await? {
         return Ok(rows);
     }
     Ok(format!(

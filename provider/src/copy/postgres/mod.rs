@@ -461,13 +461,7 @@ async fn check_pg_dump(pg_dump: &str, source: &Client) -> Result<()> {
         .split_whitespace()
         .find_map(|w| w.split('.').next().and_then(|major| major.parse().ok()))
         .unwrap_or(0);
-    let server: i32 = source
-        .query_one(
-            "SELECT current_setting('server_version_num')::int / 10000",
-            &[],
-        )
-        .await?
-        .get(0);
+    let server = server_version(source).await? / 10000;
     if (ours as i32) < server {
         bail!(
             "{pg_dump} is version {ours} ({}) and the source server is PostgreSQL {server}: pg_dump cannot dump a newer server; \

@@ -385,6 +385,11 @@ def test_a_large_table_goes_in_key_ranges_and_a_killed_up_copies_only_the_ranges
         "(SELECT unnest(keys) FROM stackmigrate.fills WHERE tbl = 'public.work_log')"
     )
     assert covered[0][0] == done, "every committed row is journalled"
+    # Until its post-data the created table is indexed by its ranges alone, so that a
+    # range's checks and journalling read that range, not the whole table.
+    def indexes(db):
+        return sorted(r[0] for r in db.run("SELECT indexname FROM pg_indexes WHERE tablename = 'work_log'"))
+    assert [i[:19] for i in indexes(prod)] == ["stackmigrate_range_"], indexes(prod)
     p.run("cancel", "--yes", check=False)
     p.run("refresh", "--yes", "--clear-pending-creates", check=False)
 
@@ -398,6 +403,7 @@ def test_a_large_table_goes_in_key_ranges_and_a_killed_up_copies_only_the_ranges
     assert "public.work_log (range 8 of 8): 50000 rows" in diagnostics, out_text
     assert rows(prod, "work_log", "id") == rows(dev, "work_log", "id")
     assert snapshot(prod) == snapshot(dev)
+    assert indexes(prod) == indexes(dev) == ["work_log_pkey"]
 
     p.destroy()
     assert tables_in(prod) == []

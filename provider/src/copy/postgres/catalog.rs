@@ -140,16 +140,16 @@ impl Slice {
             .range_column()
             .map(|c| format!("{alias}.{}", quote(&c.name)))
             .expect("ranges are made only of tables whose key starts with an integer");
-        let bounds: Vec<String> = [
-            lo.map(|lo| format!("{column} >= {lo}")),
-            hi.map(|hi| format!("{column} < {hi}")),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
-        match bounds.is_empty() {
-            true => "true".to_string(),
-            false => bounds.join(" AND "),
+        // An open end is closed at bigint's limit: a planner without statistics (a table
+        // being filled) takes a bound on both sides for a narrow range and reads it by
+        // index, a bound on one side for a third of the table and reads all of it.
+        match (lo, hi) {
+            (None, None) => "true".to_string(),
+            (lo, hi) => format!(
+                "{column} >= {} AND {column} {}",
+                lo.map_or(format!("'{}'::bigint", i64::MIN), |lo| lo.to_string()),
+                hi.map_or(format!("<= '{}'::bigint", i64::MAX), |hi| format!("< {hi}")),
+            ),
         }
     }
 
@@ -567,6 +567,14 @@ mod tests {
         assert_eq!(
             range(Some(-3), Some(9)).filter(&documents, "r"),
             r#"r."id" >= -3 AND r."id" < 9"#
+        );
+        assert_eq!(
+            range(None, Some(9)).filter(&documents, "r"),
+            r#"r."id" >= '-9223372036854775808'::bigint AND r."id" < 9"#
+        );
+        assert_eq!(
+            range(Some(-3), None).filter(&documents, "r"),
+            r#"r."id" >= -3 AND r."id" <= '9223372036854775807'::bigint"#
         );
         assert_eq!(range(None, None).filter(&documents, "r"), "true");
         assert_eq!(Slice::Whole.filter(&documents, "r"), "true");

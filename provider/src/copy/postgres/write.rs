@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 use futures::{SinkExt, StreamExt, TryStreamExt};
+use sha2::{Digest, Sha256};
 use tokio_postgres::{Client, IsolationLevel, Transaction};
 
 use super::catalog::{self, literal, quote, Slice, Table, JOURNAL_SCHEMA};
@@ -270,14 +271,42 @@ impl Unit<'_> {
     }
 }
 
+/// The index a created table gets on its range column until its post-data: without
+/// it, each range's reads of the table (the check for a range copied before, the check
+/// that it is empty, the journalling pass) would scan the whole table, so a table of n
+/// ranges would be read n times over.
+fn range_index(table: &str) -> String {
+    let digest = Sha256::digest(table.as_bytes());
+    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("stackmigrate_range_{hex}")
+}
+
+/// Drops the range indexes of `tables` (see `range_index`), found by name in any schema.
+async fn drop_range_indexes(target: &Transaction<'_>, tables: &[String]) -> Result<()> {
+    let names: Vec<String> = tables.iter().map(|t| range_index(t)).collect();
+    let found = target
+        .query(
+            "SELECT format('DROP INDEX %I.%I', n.nspname, c.relname) FROM pg_class c \
+             JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'i' AND c.relname = ANY($1)",
+            &[&names],
+        )
+        .await?;
+    for drop in found {
+        target.batch_execute(drop.get(0)).await?;
+    }
+    Ok(())
+}
+
 /// A large table whose primary key starts with an integer, cut into ranges of that
 /// column as the journal has them (a run after a kill copies the same ranges) or into
-/// new ones of about `range_rows` rows; other tables whole. The source connection
-/// returned holds open the snapshot the ranges read, and must live until they are
-/// copied.
+/// new ones of about `range_rows` rows; other tables whole. A table this copy created
+/// (`bare`: its indexes come with the post-data) gets its range index first. The
+/// source connection returned holds open the snapshot the ranges read, and must live
+/// until they are copied.
 async fn units<'a>(
     spec: &Spec,
     plan: &'a TablePlan,
+    bare: bool,
     target: &Client,
 ) -> Result<(Vec<Unit<'a>>, Option<Client>)> {
     let whole = vec![Unit {
@@ -324,6 +353,17 @@ async fn units<'a>(
         ledger::keep_ranges(target, &spec.journal, &key, &ranges).await?;
         ledger::expand(target, &spec.journal, &key, &Slice::Whole).await?;
         target.batch_execute("COMMIT").await?;
+    }
+    if bare {
+        target
+            .batch_execute(&format!(
+                "CREATE INDEX IF NOT EXISTS {} ON {} ({})",
+                quote(&range_index(&key)),
+                plan.table.sql_name(),
+                quote(&column.name)
+            ))
+            .await
+            .with_context(|| format!("indexing {key} by its ranges"))?;
     }
     let count = ranges.len();
     let units = ranges
@@ -660,6 +700,7 @@ async fn post_data(spec: &Spec, target: &mut Client, tables: &[String]) -> Resul
     }
     let ddl = pg_dump(spec, "post-data", tables).await?;
     let transaction = target.transaction().await?;
+    drop_range_indexes(&transaction, tables).await?;
     transaction
         .batch_execute(&ddl)
         .await
@@ -715,10 +756,15 @@ pub async fn run(spec: &Spec, survey: &Survey, progress: &dyn Progress) -> Resul
             _ => 0,
         })
         .sum();
+    let mut pending: Vec<String> = survey.post_data_pending.clone();
+    pending.extend(created);
+    pending.sort();
+    pending.dedup();
     for level in catalog::levels(&in_target) {
         let (mut batch, mut snapshots) = (Vec::new(), Vec::new());
         for plan in to_copy.iter().filter(|p| level.contains(&p.table.key())) {
-            let (units, snapshot) = units(spec, plan, &target).await?;
+            let bare = pending.binary_search(&plan.table.key()).is_ok();
+            let (units, snapshot) = units(spec, plan, bare, &target).await?;
             batch.extend(units);
             snapshots.extend(snapshot);
         }
@@ -740,10 +786,6 @@ pub async fn run(spec: &Spec, survey: &Survey, progress: &dyn Progress) -> Resul
         }
     }
     counts.sequences_set = set_sequences(spec, &source, &mut target, survey).await?;
-    let mut pending: Vec<String> = survey.post_data_pending.clone();
-    pending.extend(created);
-    pending.sort();
-    pending.dedup();
     post_data(spec, &mut target, &pending).await?;
     Ok(counts)
 }

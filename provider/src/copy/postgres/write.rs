@@ -378,6 +378,12 @@ async fn units<'a>(
     Ok((units, Some(exporter)))
 }
 
+/// A range's reads go by the index on its column. A planner that finds the column's
+/// order on disk far from the key's (rows added out of key order), or has no statistics
+/// yet (a table being filled), takes a seq scan of the whole table for each range,
+/// which makes a table of n ranges cost n reads of it.
+const READ_BY_INDEX: &str = "SET LOCAL enable_seqscan = off";
+
 /// Copies one unit in one target transaction, which also journals and verifies it:
 /// killed or failed, nothing of it is committed.
 async fn copy_unit(spec: &Spec, unit: &Unit<'_>, progress: &dyn Progress) -> Result<Copied> {
@@ -405,7 +411,10 @@ async fn copy_in_one_transaction(
         .await?;
     if let Some((id, _, _)) = &unit.snapshot {
         snapshot
-            .batch_execute(&format!("SET TRANSACTION SNAPSHOT {}", literal(id)))
+            .batch_execute(&format!(
+                "SET TRANSACTION SNAPSHOT {}; {READ_BY_INDEX}",
+                literal(id)
+            ))
             .await?;
     }
     let (rows, hash) = count_and_hash(&snapshot, table, &unit.slice).await?;
@@ -430,6 +439,7 @@ async fn copy_in_one_transaction(
                 .isolation_level(IsolationLevel::RepeatableRead)
                 .start()
                 .await?;
+            transaction.batch_execute(READ_BY_INDEX).await?;
             if count_and_hash(&transaction, table, &unit.slice).await? == (rows, hash.clone()) {
                 progress.info(&format!(
                     "{label}: {rows} rows in the target already, as the source has them: not copied again"
@@ -452,7 +462,11 @@ async fn copy_in_one_transaction(
         .get(0);
     let copied = match empty {
         true => fill(spec, &snapshot, &transaction, unit, (rows, &hash), progress).await?,
-        false => merge(spec, &snapshot, &transaction, unit, (rows, &hash), progress).await?,
+        false => {
+            // Its joins of staged and target rows are the planner's to choose.
+            transaction.batch_execute("RESET enable_seqscan").await?;
+            merge(spec, &snapshot, &transaction, unit, (rows, &hash), progress).await?
+        }
     };
     transaction.commit().await?;
     let secs = started.elapsed().as_secs_f64().max(0.001);

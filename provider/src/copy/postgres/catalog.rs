@@ -25,6 +25,12 @@ pub struct Column {
     pub user_enum: bool,
 }
 
+impl Column {
+    fn is_integer(&self) -> bool {
+        matches!(self.type_name.as_str(), "smallint" | "integer" | "bigint")
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Table {
     pub schema: String,
@@ -224,6 +230,20 @@ impl Table {
         format!("jsonb_build_array({})", columns.join(", "))
     }
 
+    /// The primary key's columns when it is one or two integer columns, which a fill
+    /// journals as integers rather than jsonb.
+    pub fn integer_key(&self) -> Option<&[String]> {
+        let integer = |name: &String| {
+            self.columns
+                .iter()
+                .any(|c| &c.name == name && c.is_integer())
+        };
+        match self.primary_key.len() {
+            1 | 2 if self.primary_key.iter().all(integer) => Some(&self.primary_key),
+            _ => None,
+        }
+    }
+
     /// A row's content hash over its copied columns (a bigint, see `RowHash`): equal on
     /// both sides for equal values, whatever the rows' order or physical layout.
     pub fn hash_expr(&self, alias: &str) -> String {
@@ -266,7 +286,7 @@ impl Table {
         self.columns
             .iter()
             .find(|c| &c.name == key)
-            .filter(|c| matches!(c.type_name.as_str(), "smallint" | "integer" | "bigint"))
+            .filter(|c| c.is_integer())
     }
 
     /// Columns written by UPDATE: not the key, not generated, not `ALWAYS` identities.
@@ -583,8 +603,17 @@ mod tests {
         assert!(pages.range_column().is_none(), "a text key is not split");
         pages.primary_key = vec!["id".into(), "Body \"x\"".into()];
         assert_eq!(pages.range_column().unwrap().name, "id");
+        assert!(
+            pages.integer_key().is_none(),
+            "a key with text is journalled as jsonb"
+        );
+        pages.primary_key = vec!["id".into(), "len".into()];
+        assert_eq!(pages.integer_key().unwrap(), ["id", "len"]);
+        pages.primary_key = vec!["id".into(), "len".into(), "id".into()];
+        assert!(pages.integer_key().is_none(), "three columns: jsonb");
         pages.primary_key.clear();
         assert!(pages.range_column().is_none());
+        assert!(pages.integer_key().is_none());
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use anyhow::{bail, Context as _, Result};
 use tokio_postgres::{Client, GenericClient};
 
-use super::catalog::{RowHash, Slice, Table, JOURNAL_SCHEMA};
+use super::catalog::{quote, RowHash, Slice, Table, JOURNAL_SCHEMA};
 
 /// Creates the journal's tables when they are missing, and adds to a journal an earlier
 /// release made what this one keeps, altering only what is missing: an `ALTER TABLE`
@@ -65,11 +65,17 @@ pub async fn ensure(client: &Client) -> Result<()> {
                      tbl text COLLATE \"C\" NOT NULL,
                      lo bigint,
                      hi bigint,
-                     keys jsonb[] NOT NULL,
+                     -- The keys: a key of one or two integer columns as one array per
+                     -- column (a third of the cost of building and storing jsonb), any
+                     -- other as jsonb.
+                     keys jsonb[],
+                     key1 bigint[],
+                     key2 bigint[],
                      hashes bigint[] NOT NULL);
                  -- Random hashes and short keys gain nothing from compression, which
                  -- cost a sixth of a fill's journalling.
                  ALTER TABLE {JOURNAL_SCHEMA}.fills ALTER COLUMN keys SET STORAGE EXTERNAL,
+                     ALTER COLUMN key1 SET STORAGE EXTERNAL, ALTER COLUMN key2 SET STORAGE EXTERNAL,
                      ALTER COLUMN hashes SET STORAGE EXTERNAL;
                  CREATE INDEX fills_by_table ON {JOURNAL_SCHEMA}.fills (journal, tbl);
                END IF;
@@ -403,14 +409,31 @@ pub async fn keep_fill(
         0 | 1 => "HAVING count(*) > 0".to_string(),
         chunks => format!("GROUP BY h % {chunks}"),
     };
+    let (keys, kept) = match table.integer_key() {
+        Some([first]) => (
+            format!("r.{}::bigint AS a", quote(first)),
+            "NULL, array_agg(a), NULL",
+        ),
+        Some([first, second]) => (
+            format!(
+                "r.{}::bigint AS a, r.{}::bigint AS b",
+                quote(first),
+                quote(second)
+            ),
+            "NULL, array_agg(a), array_agg(b)",
+        ),
+        _ => (
+            format!("{} AS k", table.key_expr("r")),
+            "array_agg(k), NULL, NULL",
+        ),
+    };
     let row = client
         .query_one(
             &format!(
-                "WITH written AS MATERIALIZED (SELECT {} AS k, {} AS h FROM {} AS r WHERE {}), \
-                 kept AS (INSERT INTO {JOURNAL_SCHEMA}.fills (journal, tbl, lo, hi, keys, hashes) \
-                   SELECT $1, $2, $3, $4, array_agg(k), array_agg(h) FROM written {chunks}) \
+                "WITH written AS MATERIALIZED (SELECT {keys}, {} AS h FROM {} AS r WHERE {}), \
+                 kept AS (INSERT INTO {JOURNAL_SCHEMA}.fills (journal, tbl, lo, hi, keys, key1, key2, hashes) \
+                   SELECT $1, $2, $3, $4, {kept}, array_agg(h) FROM written {chunks}) \
                  SELECT count(*), COALESCE(sum(h)::text, '0') FROM written",
-                table.key_expr("r"),
                 table.hash_expr("r"),
                 table.sql_name(),
                 slice.filter(table, "r")
@@ -420,6 +443,15 @@ pub async fn keep_fill(
         .await?;
     Ok((row.get::<_, i64>(0) as u64, row.get(1)))
 }
+
+/// A fill's rows, as `u.h` (the hash) and the key's parts (`u.k`, `u.a`, `u.b`: see
+/// the `fills` table) of each.
+const FILL_ROWS: &str = "unnest(fill.keys, fill.key1, fill.key2, fill.hashes) AS u(k, a, b, h)";
+
+/// A fill's row's key as `Table::key_expr` makes it: numbers in jsonb compare by value,
+/// so an integer key read back as bigint equals the key of the row.
+const FILL_KEY: &str = "COALESCE(u.k, CASE WHEN fill.key2 IS NULL THEN jsonb_build_array(u.a) \
+                        ELSE jsonb_build_array(u.a, u.b) END)";
 
 /// Turns the fills of `table` that overlap `slice` into rows entries, each key's
 /// `written` set as the fill had it (a backup its key had is kept). Every writer of rows
@@ -437,9 +469,9 @@ pub async fn expand(
             &format!(
                 "WITH gone AS (DELETE FROM {JOURNAL_SCHEMA}.fills WHERE journal = $1 AND tbl = $2 \
                    AND (lo IS NULL OR $4::bigint IS NULL OR lo < $4) AND (hi IS NULL OR $3::bigint IS NULL OR $3 < hi) \
-                   RETURNING keys, hashes) \
+                   RETURNING keys, key1, key2, hashes) \
                  INSERT INTO {JOURNAL_SCHEMA}.rows (journal, tbl, key, written) \
-                 SELECT $1, $2, u.k, u.h FROM gone, unnest(gone.keys, gone.hashes) AS u(k, h) \
+                 SELECT $1, $2, {FILL_KEY}, u.h FROM gone fill, {FILL_ROWS} \
                  ON CONFLICT (journal, tbl, key) DO UPDATE SET written = EXCLUDED.written"
             ),
             &[&journal, &table, &lo, &hi],
@@ -463,7 +495,7 @@ pub async fn entries_sql(client: &impl GenericClient) -> Result<String> {
     Ok(format!(
         "SELECT COALESCE(f.k, r.key) AS key, COALESCE(f.h, r.written) AS written, r.backup AS backup \
          FROM ({rows}) r \
-         FULL JOIN (SELECT u.k, u.h FROM {JOURNAL_SCHEMA}.fills fill, unnest(fill.keys, fill.hashes) AS u(k, h) \
+         FULL JOIN (SELECT {FILL_KEY} AS k, u.h FROM {JOURNAL_SCHEMA}.fills fill, {FILL_ROWS} \
                     WHERE fill.journal = $1 AND fill.tbl = $2) f ON f.k = r.key"
     ))
 }

@@ -95,6 +95,10 @@ def tables_in(db):
         "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"))
 
 
+def indexes(db, table):
+    return sorted(r[0] for r in db.run("SELECT indexname FROM pg_indexes WHERE tablename = :t", t=table))
+
+
 def resource(dev_name, prod_name, **properties):
     return {"db": {"type": "stackmigrate:PostgresCopy", "properties": {
         "source": {"url": url("dev", dev_name)},
@@ -208,13 +212,15 @@ def test_a_journal_the_previous_release_wrote_is_still_planned_from_and_rolled_b
              "FROM documents d WHERE j.tbl = 'public.documents' AND j.key = jsonb_build_array(d.id)")
     prod.run(f"UPDATE stackmigrate.rows j SET written = {md5.format('g.document_id, g.page_no, g.body, g.thumbnail')} "
              "FROM pages g WHERE j.tbl = 'public.pages' AND j.key = jsonb_build_array(g.document_id, g.page_no)")
-    prod.run("ALTER TABLE stackmigrate.tables DROP COLUMN hash")
+    prod.run("ALTER TABLE stackmigrate.tables DROP COLUMN hash, DROP COLUMN key_columns")
     prod.run("UPDATE pages SET body = 'edited in prod' WHERE document_id = 2 AND page_no = 1")
     fill(dev, 1, first=6)
 
     preview = p.preview()
     assert "public.pages: 3 new rows" in preview and "1 target rows left alone" in preview, preview
     assert prod.run("SELECT to_regclass('stackmigrate.fills') IS NULL")[0][0], "preview wrote nothing, not even the new table"
+    assert prod.run("SELECT count(*) FROM pg_attribute WHERE attrelid = 'stackmigrate.tables'::regclass "
+                    "AND attname = 'key_columns'")[0][0] == 0, "nor a new column"
     destroyed = p.destroy()
     assert "left as they are" in destroyed, destroyed
     assert [r[:3] for r in rows(prod, "pages", "document_id, page_no")] == [[2, 1, "edited in prod"]]
@@ -390,9 +396,7 @@ def test_a_large_table_goes_in_key_ranges_and_a_killed_up_copies_only_the_ranges
     assert covered[0][0] == done, "every committed row is journalled"
     # Until its post-data the created table is indexed by its ranges alone, so that a
     # range's checks and journalling read that range, not the whole table.
-    def indexes(db):
-        return sorted(r[0] for r in db.run("SELECT indexname FROM pg_indexes WHERE tablename = 'work_log'"))
-    assert [i[:19] for i in indexes(prod)] == ["stackmigrate_range_"], indexes(prod)
+    assert [i[:19] for i in indexes(prod, "work_log")] == ["stackmigrate_range_"], indexes(prod, "work_log")
     p.run("cancel", "--yes", check=False)
     p.run("refresh", "--yes", "--clear-pending-creates", check=False)
 
@@ -406,10 +410,41 @@ def test_a_large_table_goes_in_key_ranges_and_a_killed_up_copies_only_the_ranges
     assert "public.work_log (range 8 of 8): 50000 rows" in diagnostics, out_text
     assert rows(prod, "work_log", "id") == rows(dev, "work_log", "id")
     assert snapshot(prod) == snapshot(dev)
-    assert indexes(prod) == indexes(dev) == ["work_log_pkey"]
+    assert indexes(prod, "work_log") == indexes(dev, "work_log") == ["work_log_pkey"]
 
     p.destroy()
     assert tables_in(prod) == []
+
+
+def test_destroy_after_a_failed_up_leaves_what_prod_wrote_in_a_half_copied_table_and_in_its_own(project, dev_prod):
+    """documents, created by the copy, goes in ranges; then prod's own notes table (no
+    primary key) refuses its rows (a trigger), so the up fails before any post-data.
+    Prod adds a document and a note. Destroy removes the copied documents (matched by
+    the source's key, which the created table lacks until its post-data) and keeps the
+    table for prod's row, without the index the copy made for its ranges; prod's notes
+    stay: no copy into that table committed."""
+    dev_name, dev, prod_name, prod = dev_prod
+    fill(dev, 30, pages_per_document=1)
+    dev.run("CREATE TABLE notes (body text)")
+    dev.run("INSERT INTO notes VALUES ('from dev')")
+    prod.run("CREATE TABLE notes (body text)")
+    prod.run("CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'prod refuses notes'; END $$")
+    prod.run("CREATE TRIGGER refuse BEFORE INSERT ON notes FOR EACH ROW EXECUTE FUNCTION refuse()")
+    p = project(resource(dev_name, prod_name, parallel=1, rangeRows=10,
+                         includeTables=["public.documents", "public.notes"]), OUTPUTS)
+    code, out = p.up(check=False)
+    assert code != 0 and "prod refuses notes" in out, out
+    assert committed_rows(prod, "documents") == 30
+    assert [i[:19] for i in indexes(prod, "documents")] == ["stackmigrate_range_"], indexes(prod, "documents")
+    prod.run("INSERT INTO documents (id, name) VALUES (1000, 'prod-own')")
+    prod.run("ALTER TABLE notes DISABLE TRIGGER refuse")
+    prod.run("INSERT INTO notes VALUES ('prod-own')")
+
+    destroyed = p.destroy()
+    assert "public.documents was created by this copy and still holds rows" in destroyed, destroyed
+    assert [r[:2] for r in rows(prod, "documents", "id")] == [[1000, "prod-own"]]
+    assert indexes(prod, "documents") == []
+    assert rows(prod, "notes", "body") == [["prod-own"]]
 
 
 def test_a_table_copied_whole_then_grown_past_range_rows_merges_in_parallel_ranges_and_rolls_back(project, dev_prod):

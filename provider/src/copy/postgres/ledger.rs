@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 
 use anyhow::{bail, Context as _, Result};
+use sha2::{Digest, Sha256};
 use tokio_postgres::{Client, GenericClient};
 
 use super::catalog::{quote, RowHash, Slice, Table, JOURNAL_SCHEMA};
@@ -83,6 +84,10 @@ pub async fn ensure(client: &Client) -> Result<()> {
                               AND attname = 'hash' AND NOT attisdropped) THEN
                  ALTER TABLE {JOURNAL_SCHEMA}.tables ADD COLUMN hash text NOT NULL DEFAULT 'md5';
                END IF;
+               IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = '{JOURNAL_SCHEMA}.tables'::regclass
+                              AND attname = 'key_columns' AND NOT attisdropped) THEN
+                 ALTER TABLE {JOURNAL_SCHEMA}.tables ADD COLUMN key_columns text[];
+               END IF;
              END $$;"
         ))
         .await
@@ -102,6 +107,10 @@ pub struct TableEntry {
     pub hashed_columns: Vec<String>,
     /// How they are hashed.
     pub hash: RowHash,
+    /// The source's primary key, by which the journal's rows entries and fills are
+    /// keyed: a table the copy created has none until its post-data. Empty in a journal
+    /// an earlier release wrote.
+    pub key_columns: Vec<String>,
 }
 
 pub async fn exists(client: &impl GenericClient) -> Result<bool> {
@@ -131,7 +140,8 @@ pub async fn tables(
         .query(
             &format!(
                 "SELECT tbl, created, truncated, post_data_done, written_rows, written_hash::text, hashed_columns, \
-                        COALESCE(to_jsonb(t) ->> 'hash', 'md5') \
+                        COALESCE(to_jsonb(t) ->> 'hash', 'md5'), \
+                        ARRAY(SELECT jsonb_array_elements_text(COALESCE(to_jsonb(t) -> 'key_columns', '[]'))) \
                  FROM {JOURNAL_SCHEMA}.tables t WHERE journal = $1"
             ),
             &[&journal],
@@ -153,6 +163,7 @@ pub async fn tables(
                     written,
                     hashed_columns: r.get(6),
                     hash: RowHash::from_name(r.get(7))?,
+                    key_columns: r.get(8),
                 },
             ))
         })
@@ -180,21 +191,25 @@ pub async fn claimed_by_others(
     Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
+/// A table a run is about to write, as its journal entry starts.
+pub struct Claimed {
+    pub table: String,
+    pub hashed_columns: Vec<String>,
+    pub hash: RowHash,
+    pub key_columns: Vec<String>,
+}
+
 /// Claims the tables for this journal, refusing (with the journal's tables locked, so
 /// two runs cannot both pass) any another journal holds: its rollback and this one's
 /// would each restore what the other wrote over.
-pub async fn claim(
-    client: &mut Client,
-    journal: &str,
-    tables: &[(String, Vec<String>, RowHash)],
-) -> Result<()> {
+pub async fn claim(client: &mut Client, journal: &str, tables: &[Claimed]) -> Result<()> {
     let transaction = client.transaction().await?;
     transaction
         .batch_execute(&format!(
             "LOCK TABLE {JOURNAL_SCHEMA}.tables IN SHARE ROW EXCLUSIVE MODE"
         ))
         .await?;
-    let keys: Vec<String> = tables.iter().map(|(key, _, _)| key.clone()).collect();
+    let keys: Vec<String> = tables.iter().map(|t| t.table.clone()).collect();
     let others = claimed_by_others(&transaction, journal, &keys).await?;
     if let Some((table, other)) = others.iter().next() {
         bail!(
@@ -202,13 +217,22 @@ pub async fn claim(
              destroy that migration first, or copy into another table"
         );
     }
-    for (table, columns, hash) in tables {
+    for claimed in tables {
+        // An entry an earlier release made gains its key columns.
         transaction
             .execute(
                 &format!(
-                    "INSERT INTO {JOURNAL_SCHEMA}.tables (journal, tbl, hashed_columns, hash) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING"
+                    "INSERT INTO {JOURNAL_SCHEMA}.tables AS t (journal, tbl, hashed_columns, hash, key_columns) \
+                     VALUES ($1, $2, $3, $4, $5) \
+                     ON CONFLICT (journal, tbl) DO UPDATE SET key_columns = EXCLUDED.key_columns WHERE t.key_columns IS NULL"
                 ),
-                &[&journal, table, columns, &hash.name()],
+                &[
+                    &journal,
+                    &claimed.table,
+                    &claimed.hashed_columns,
+                    &claimed.hash.name(),
+                    &claimed.key_columns,
+                ],
             )
             .await?;
     }
@@ -382,6 +406,32 @@ pub async fn made(client: &impl GenericClient, journal: &str, kind: Made) -> Res
         )
         .await?;
     Ok(rows.into_iter().map(|r| r.get(0)).collect())
+}
+
+/// The index a created table gets on its range column until its post-data: without
+/// it, each range's reads of the table (the check for a range copied before, the check
+/// that it is empty, the journalling pass) would scan the whole table, so a table of n
+/// ranges would be read n times over.
+pub fn range_index(table: &str) -> String {
+    let digest = Sha256::digest(table.as_bytes());
+    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("stackmigrate_range_{hex}")
+}
+
+/// Drops the range indexes of `tables` (see `range_index`), found by name in any schema.
+pub async fn drop_range_indexes(target: &impl GenericClient, tables: &[String]) -> Result<()> {
+    let names: Vec<String> = tables.iter().map(|t| range_index(t)).collect();
+    let found = target
+        .query(
+            "SELECT format('DROP INDEX %I.%I', n.nspname, c.relname) FROM pg_class c \
+             JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'i' AND c.relname = ANY($1)",
+            &[&names],
+        )
+        .await?;
+    for drop in found {
+        target.batch_execute(drop.get(0)).await?;
+    }
+    Ok(())
 }
 
 /// Rows a fill keeps in one entry of `fills` at most, whatever `rangeRows`: their keys

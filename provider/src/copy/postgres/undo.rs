@@ -225,7 +225,8 @@ async fn left_alone(
 }
 
 /// A table without a primary key: undone whole when it still holds exactly what this
-/// journal wrote (rows and hash), else left alone.
+/// journal wrote (rows and hash), else left alone; untouched when no copy into it
+/// committed.
 async fn undo_keyless(
     transaction: &Transaction<'_>,
     journal: &str,
@@ -233,11 +234,17 @@ async fn undo_keyless(
     entry: &TableEntry,
     undone: &mut Undone,
 ) -> Result<()> {
+    // No copy into it committed: whatever it holds is someone else's (a truncated
+    // table's backup goes back all the same).
+    let Some(written) = &entry.written else {
+        undone.rows_restored += restore_keyless(transaction, journal, table).await?;
+        return Ok(());
+    };
     let row = transaction
         .query_one(&table.count_and_hash_sql(&Slice::Whole), &[])
         .await?;
     let now: (i64, String) = (row.get(0), row.get(1));
-    if entry.written.as_ref().is_some_and(|w| *w != now) {
+    if *written != now {
         undone.left_alone_count += now.0 as u64;
         undone.left_alone.push(format!(
             "{} (no primary key; changed since the copy)",
@@ -248,7 +255,17 @@ async fn undo_keyless(
     undone.rows_deleted += transaction
         .execute(&format!("DELETE FROM {}", table.sql_name()), &[])
         .await?;
-    undone.rows_restored += transaction
+    undone.rows_restored += restore_keyless(transaction, journal, table).await?;
+    Ok(())
+}
+
+/// Puts back a table's backed-up rows (those a truncate removed).
+async fn restore_keyless(
+    transaction: &Transaction<'_>,
+    journal: &str,
+    table: &Table,
+) -> Result<u64> {
+    Ok(transaction
         .execute(
             &format!(
                 "INSERT INTO {name} ({columns}) OVERRIDING SYSTEM VALUE SELECT {from_backup} \
@@ -260,8 +277,7 @@ async fn undo_keyless(
             ),
             &[&journal, &table.key()],
         )
-        .await?;
-    Ok(())
+        .await?)
 }
 
 /// Rolls back what the journal named `journal` recorded in `target`; None when the
@@ -284,7 +300,16 @@ pub async fn rollback(
     let mut tables: Vec<Table> = Vec::new();
     for (key, entry) in &entries {
         match existing.get(key) {
-            Some(table) => tables.push(table.hashed_as(&entry.hashed_columns, entry.hash)),
+            Some(table) => {
+                let mut table = table.hashed_as(&entry.hashed_columns, entry.hash);
+                // A table created by the copy has no primary key before its post-data:
+                // its rows are matched by the key the journal keyed them by, never
+                // undone whole as a table without one.
+                if table.primary_key.is_empty() {
+                    table.primary_key = entry.key_columns.clone();
+                }
+                tables.push(table)
+            }
             None => progress.warn(&format!(
                 "{key} is no longer in the target: nothing of it to undo"
             )),
@@ -351,6 +376,8 @@ pub async fn rollback(
             continue;
         }
         let table = by_key(key);
+        // Made with the ranges, gone with the post-data; a kept table loses it too.
+        ledger::drop_range_indexes(&transaction, std::slice::from_ref(key)).await?;
         let empty: bool = transaction
             .query_one(
                 &format!("SELECT NOT EXISTS (SELECT 1 FROM {})", table.sql_name()),

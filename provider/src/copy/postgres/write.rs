@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 use futures::{SinkExt, StreamExt, TryStreamExt};
-use sha2::{Digest, Sha256};
 use tokio_postgres::{Client, IsolationLevel, Transaction};
 
 use super::catalog::{self, literal, quote, Slice, Table, JOURNAL_SCHEMA};
@@ -271,32 +270,6 @@ impl Unit<'_> {
     }
 }
 
-/// The index a created table gets on its range column until its post-data: without
-/// it, each range's reads of the table (the check for a range copied before, the check
-/// that it is empty, the journalling pass) would scan the whole table, so a table of n
-/// ranges would be read n times over.
-fn range_index(table: &str) -> String {
-    let digest = Sha256::digest(table.as_bytes());
-    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
-    format!("stackmigrate_range_{hex}")
-}
-
-/// Drops the range indexes of `tables` (see `range_index`), found by name in any schema.
-async fn drop_range_indexes(target: &Transaction<'_>, tables: &[String]) -> Result<()> {
-    let names: Vec<String> = tables.iter().map(|t| range_index(t)).collect();
-    let found = target
-        .query(
-            "SELECT format('DROP INDEX %I.%I', n.nspname, c.relname) FROM pg_class c \
-             JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'i' AND c.relname = ANY($1)",
-            &[&names],
-        )
-        .await?;
-    for drop in found {
-        target.batch_execute(drop.get(0)).await?;
-    }
-    Ok(())
-}
-
 /// A large table whose primary key starts with an integer, cut into ranges of that
 /// column as the journal has them (a run after a kill copies the same ranges) or into
 /// new ones of about `range_rows` rows; other tables whole. A table this copy created
@@ -358,7 +331,7 @@ async fn units<'a>(
         target
             .batch_execute(&format!(
                 "CREATE INDEX IF NOT EXISTS {} ON {} ({})",
-                quote(&range_index(&key)),
+                quote(&ledger::range_index(&key)),
                 plan.table.sql_name(),
                 quote(&column.name)
             ))
@@ -714,7 +687,7 @@ async fn post_data(spec: &Spec, target: &mut Client, tables: &[String]) -> Resul
     }
     let ddl = pg_dump(spec, "post-data", tables).await?;
     let transaction = target.transaction().await?;
-    drop_range_indexes(&transaction, tables).await?;
+    ledger::drop_range_indexes(&transaction, tables).await?;
     transaction
         .batch_execute(&ddl)
         .await
@@ -735,12 +708,11 @@ pub async fn run(spec: &Spec, survey: &Survey, progress: &dyn Progress) -> Resul
     let claimed: Vec<_> = survey
         .tables
         .iter()
-        .map(|t| {
-            (
-                t.table.key(),
-                t.table.copied().map(|c| c.name.clone()).collect(),
-                t.table.hash,
-            )
+        .map(|t| ledger::Claimed {
+            table: t.table.key(),
+            hashed_columns: t.table.copied().map(|c| c.name.clone()).collect(),
+            hash: t.table.hash,
+            key_columns: t.table.primary_key.clone(),
         })
         .collect();
     ledger::claim(&mut target, &spec.journal, &claimed).await?;

@@ -141,13 +141,14 @@ pub async fn tables(
             &format!(
                 "SELECT tbl, created, truncated, post_data_done, written_rows, written_hash::text, hashed_columns, \
                         COALESCE(to_jsonb(t) ->> 'hash', 'md5'), \
-                        ARRAY(SELECT jsonb_array_elements_text(COALESCE(to_jsonb(t) -> 'key_columns', '[]'))) \
+                        ARRAY(SELECT jsonb_array_elements_text(COALESCE(NULLIF(to_jsonb(t) -> 'key_columns', 'null'), '[]'))) \
                  FROM {JOURNAL_SCHEMA}.tables t WHERE journal = $1"
             ),
             &[&journal],
         )
         .await?;
-    // A journal an earlier release wrote has no `hash` column: its hashes are MD5's.
+    // A journal an earlier release wrote has no `hash` column (its hashes are MD5's) and
+    // no `key_columns` (or, once a later run added it, NULL in the tables it did not claim).
     rows.into_iter()
         .map(|r| {
             let written = match (r.get::<_, Option<i64>>(4), r.get::<_, Option<String>>(5)) {

@@ -107,10 +107,10 @@ pub struct TableEntry {
     pub hashed_columns: Vec<String>,
     /// How they are hashed.
     pub hash: RowHash,
-    /// The source's primary key, by which the journal's rows entries and fills are
-    /// keyed: a table the copy created has none until its post-data. Empty in a journal
-    /// an earlier release wrote.
-    pub key_columns: Vec<String>,
+    /// The source's primary key (empty: none), by which the journal's rows entries and
+    /// fills are keyed; a table the copy created has none until its post-data. None in a
+    /// journal an earlier release wrote.
+    pub key_columns: Option<Vec<String>>,
 }
 
 pub async fn exists(client: &impl GenericClient) -> Result<bool> {
@@ -141,7 +141,8 @@ pub async fn tables(
             &format!(
                 "SELECT tbl, created, truncated, post_data_done, written_rows, written_hash::text, hashed_columns, \
                         COALESCE(to_jsonb(t) ->> 'hash', 'md5'), \
-                        ARRAY(SELECT jsonb_array_elements_text(COALESCE(NULLIF(to_jsonb(t) -> 'key_columns', 'null'), '[]'))) \
+                        CASE WHEN NULLIF(to_jsonb(t) -> 'key_columns', 'null') IS NOT NULL \
+                             THEN ARRAY(SELECT jsonb_array_elements_text(to_jsonb(t) -> 'key_columns')) END \
                  FROM {JOURNAL_SCHEMA}.tables t WHERE journal = $1"
             ),
             &[&journal],

@@ -302,11 +302,12 @@ pub async fn rollback(
         match existing.get(key) {
             Some(table) => {
                 let mut table = table.hashed_as(&entry.hashed_columns, entry.hash);
-                // A table created by the copy has no primary key before its post-data:
-                // its rows are matched by the key the journal keyed them by, never
-                // undone whole as a table without one.
-                if table.primary_key.is_empty() {
-                    table.primary_key = entry.key_columns.clone();
+                // Rows are matched by the key the journal keyed them by, the source's:
+                // a table the copy created has none before its post-data, and undone as a
+                // table without one it would lose prod's rows. A journal an earlier
+                // release wrote names none: the target's.
+                if let Some(key) = &entry.key_columns {
+                    table.primary_key = key.clone();
                 }
                 tables.push(table)
             }

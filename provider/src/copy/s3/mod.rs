@@ -18,10 +18,6 @@ use super::store::{Body, Download, NewObject, ObjectAt, ObjectStore};
 
 /// Objects up to this size are streamed with one PUT; larger ones in parts of this size.
 pub(crate) const PART_SIZE: u64 = 8 * 1024 * 1024;
-/// The largest object S3's CopyObject accepts; beyond it, multipart copy.
-const MAX_SINGLE_COPY: u64 = 5 * 1024 * 1024 * 1024;
-/// Part size for server-side multipart copies (no bytes pass through this process).
-const COPY_PART_SIZE: u64 = 512 * 1024 * 1024;
 
 /// A bucket on one side of a migration.
 #[derive(Clone, Debug)]

@@ -8,8 +8,7 @@ use tokio::io::AsyncReadExt;
 
 use super::checksum::{full_object_multipart, RunningChecksum};
 use super::{
-    head_with_tags, open, Bucket, Headers, ObjectInfo, WriteOptions, COPY_PART_SIZE,
-    MAX_SINGLE_COPY, PART_SIZE,
+    head_with_tags, open, stored_checksum, Bucket, Headers, ObjectInfo, WriteOptions, PART_SIZE,
 };
 use crate::copy::store::{Body, CopySource, CopyTarget, NewObject, Part, Upload};
 
@@ -71,7 +70,8 @@ pub async fn server_side_copy(
         .map(ChecksumAlgorithm::from)
         .unwrap_or(ChecksumAlgorithm::Crc64Nvme);
     let from = source_of(source, &source_object.key);
-    if size <= MAX_SINGLE_COPY {
+    let limits = target.store.copy_limits();
+    if size <= limits.single {
         return target
             .store
             .copy(
@@ -95,36 +95,42 @@ pub async fn server_side_copy(
             )
         })?;
     // Every part from the version listed: a source replaced meanwhile fails the copy
-    // instead of splicing two versions. Parts copied server side carry no full-object
-    // checksum: verified by size.
+    // instead of splicing two versions.
     let from = CopySource {
         if_match: Some(&source_object.etag),
         ..from
+    };
+    // Where the source keeps a full-object CRC, the upload carries that algorithm and
+    // the completion the source's value: the target refuses a whole that differs, and
+    // keeps the checksum that verification compares.
+    let whole = match full_object_multipart(&algorithm) {
+        true => stored_checksum(source, &source_object.key, &algorithm)
+            .await?
+            .map(|value| (algorithm.clone(), value)),
+        false => None,
     };
     let new = NewObject {
         headers: &headers,
         options,
     };
-    let upload = Multipart::start(target, target_key, new, None).await?;
+    let upload = Multipart::start(target, target_key, new, whole.as_ref().map(|(a, _)| a)).await?;
     let result = async {
         let mut parts = Vec::new();
         let mut start = 0;
         let mut number = 1;
         while start < size {
-            let end = (start + COPY_PART_SIZE).min(size) - 1;
-            let etag = target
-                .store
-                .upload_part_copy(upload.upload(), number, &from, (start, end))
-                .await?;
-            parts.push(Part {
-                number,
-                etag,
-                checksum: None,
-            });
+            let end = (start + limits.part).min(size) - 1;
+            parts.push(
+                target
+                    .store
+                    .upload_part_copy(upload.upload(), number, &from, (start, end))
+                    .await?,
+            );
             start = end + 1;
             number += 1;
         }
-        upload.complete(parts, None).await
+        let whole = whole.as_ref().map(|(a, value)| (a, value.as_str()));
+        upload.complete(parts, whole).await
     }
     .await;
     upload.finish(result).await

@@ -12,8 +12,8 @@ use md5::{Digest, Md5};
 use tokio::sync::Notify;
 
 use super::{
-    Body, BucketAccess, CopySource, CopyTarget, Download, Head, ListPage, NewObject, ObjectAt,
-    ObjectStore, Part, Upload,
+    Body, BucketAccess, CopyLimits, CopySource, CopyTarget, Download, Head, ListPage, NewObject,
+    ObjectAt, ObjectStore, Part, Upload,
 };
 use crate::copy::s3::{Headers, ObjectInfo, RunningChecksum, Version, Written};
 
@@ -35,6 +35,10 @@ struct State {
     kill: Option<Kill>,
     /// Writes (puts, copies, completed uploads, deletes) applied so far.
     writes: u64,
+    /// S3's unless a test makes multipart copies of small objects.
+    copy_limits: Option<CopyLimits>,
+    /// Another writer's object, put in place as soon as a part of it has been copied.
+    replace_after_part_copy: Option<(String, String, Vec<u8>)>,
 }
 
 /// An object as the store keeps it.
@@ -187,6 +191,18 @@ impl MemoryObjects {
     /// Every object of `bucket`, by key.
     pub(crate) fn objects(&self, bucket: &str) -> BTreeMap<String, Stored> {
         self.lock().buckets[bucket].clone()
+    }
+
+    /// Server-side copies above `limits.single` go in parts of `limits.part`.
+    pub(crate) fn set_copy_limits(&self, limits: CopyLimits) {
+        self.lock().copy_limits = Some(limits);
+    }
+
+    /// Another writer replaces `bucket/key` with `bytes` right after a part of it is
+    /// copied (once).
+    pub(crate) fn replace_after_part_copy(&self, bucket: &str, key: &str, bytes: &[u8]) {
+        self.lock().replace_after_part_copy =
+            Some((bucket.to_string(), key.to_string(), bytes.to_vec()));
     }
 
     pub(crate) fn set_kill(&self, kill: Option<Kill>) {
@@ -374,6 +390,10 @@ impl ObjectStore for MemoryObjects {
         .await
     }
 
+    fn copy_limits(&self) -> CopyLimits {
+        self.lock().copy_limits.unwrap_or(CopyLimits::S3)
+    }
+
     async fn copy(&self, from: &CopySource<'_>, to: &CopyTarget<'_>) -> Result<Written> {
         let algorithm = to.algorithm;
         let source = self.read(from.object)?;
@@ -431,17 +451,32 @@ impl ObjectStore for MemoryObjects {
         number: i32,
         from: &CopySource<'_>,
         (start, end): (u64, u64),
-    ) -> Result<String> {
+    ) -> Result<Part> {
         let source = self.read(from.object)?;
         if from.if_match.is_some_and(|etag| etag != source.etag) {
             bail!("PreconditionFailed: {} was replaced", from.object);
         }
         let bytes = source.bytes[start as usize..=end as usize].to_vec();
+        let algorithm = self
+            .lock()
+            .uploads
+            .get(upload.id)
+            .and_then(|uploading| uploading.checksum.clone());
+        let checksum = algorithm.map(|algorithm| RunningChecksum::of(&algorithm, &bytes));
         let part = Body {
             bytes,
             checksum: None,
         };
-        self.upload_part(upload, number, part).await
+        let etag = self.upload_part(upload, number, part).await?;
+        let replacement = self.lock().replace_after_part_copy.take();
+        if let Some((bucket, key, bytes)) = replacement {
+            self.put_object(&bucket, &key, &bytes, Headers::default());
+        }
+        Ok(Part {
+            number,
+            etag,
+            checksum,
+        })
     }
 
     async fn complete_multipart(

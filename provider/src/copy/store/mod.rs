@@ -111,6 +111,24 @@ pub(crate) struct Part {
     pub checksum: Option<String>,
 }
 
+/// The sizes a store's server-side copies work in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CopyLimits {
+    /// The largest object one copy request copies; larger ones are copied in parts.
+    pub single: u64,
+    /// The size of those parts.
+    pub part: u64,
+}
+
+impl CopyLimits {
+    /// S3's: CopyObject takes up to 5 GiB; parts of 512 MiB keep a 5 TiB object within
+    /// 10,000 parts.
+    pub const S3: CopyLimits = CopyLimits {
+        single: 5 * 1024 * 1024 * 1024,
+        part: 512 * 1024 * 1024,
+    };
+}
+
 /// An S3-like object store: one request each (the SDK retries a request).
 #[async_trait]
 pub(crate) trait ObjectStore: Send + Sync + std::fmt::Debug {
@@ -148,6 +166,10 @@ pub(crate) trait ObjectStore: Send + Sync + std::fmt::Debug {
         bytes: Vec<u8>,
         current: Option<&str>,
     ) -> Result<Option<Written>>;
+    /// Up to which size `copy` copies an object, and the parts of larger copies.
+    fn copy_limits(&self) -> CopyLimits {
+        CopyLimits::S3
+    }
     /// Copies an object inside the store, headers and tags included.
     async fn copy(&self, from: &CopySource<'_>, to: &CopyTarget<'_>) -> Result<Written>;
     /// Starts a multipart upload and returns its ID; `checksum`: the parts and the
@@ -160,14 +182,15 @@ pub(crate) trait ObjectStore: Send + Sync + std::fmt::Debug {
     ) -> Result<String>;
     /// Writes part `number`; returns its ETag.
     async fn upload_part(&self, upload: Upload<'_>, number: i32, body: Body<'_>) -> Result<String>;
-    /// Copies bytes `start..=end` of `from` as part `number`; returns its ETag.
+    /// Copies bytes `start..=end` of `from` as part `number`; returns the part with its
+    /// checksum in the upload's algorithm, when it has one.
     async fn upload_part_copy(
         &self,
         upload: Upload<'_>,
         number: i32,
         from: &CopySource<'_>,
         range: (u64, u64),
-    ) -> Result<String>;
+    ) -> Result<Part>;
     /// `checksum`: the whole object's, when the parts carry theirs.
     async fn complete_multipart(
         &self,

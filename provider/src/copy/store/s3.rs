@@ -634,7 +634,7 @@ impl ObjectStore for S3 {
         number: i32,
         from: &CopySource<'_>,
         (start, end): (u64, u64),
-    ) -> Result<String> {
+    ) -> Result<Part> {
         let source = copy_source(from.object);
         let out = self
             .client
@@ -651,11 +651,27 @@ impl ObjectStore for S3 {
             .await
             .map_err(aws_error)
             .with_context(|| format!("copying part {number} of {source}"))?;
-        Ok(out
-            .copy_part_result()
-            .and_then(|r| r.e_tag())
-            .unwrap_or_default()
-            .to_string())
+        let result = out.copy_part_result();
+        // The part's checksum comes in the algorithm the upload was started with.
+        let checksum = result.and_then(|r| {
+            [
+                ChecksumAlgorithm::Crc64Nvme,
+                ChecksumAlgorithm::Crc32,
+                ChecksumAlgorithm::Crc32C,
+                ChecksumAlgorithm::Sha1,
+                ChecksumAlgorithm::Sha256,
+            ]
+            .iter()
+            .find_map(|algorithm| checksum_in!(r, algorithm))
+        });
+        Ok(Part {
+            number,
+            etag: result
+                .and_then(|r| r.e_tag())
+                .unwrap_or_default()
+                .to_string(),
+            checksum,
+        })
     }
 
     async fn complete_multipart(

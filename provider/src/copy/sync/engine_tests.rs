@@ -14,6 +14,7 @@ use crate::copy::journal::Journal;
 use crate::copy::progress::Silent;
 use crate::copy::s3::{Bucket, Headers, PART_SIZE};
 use crate::copy::store::memory_objects::{Kill, MemoryObjects, Stored};
+use crate::copy::store::CopyLimits;
 use crate::copy::{until_killed, RolledBack};
 
 /// A dev bucket of 12 images (one larger than a part, with tags and headers) and a prod
@@ -366,4 +367,64 @@ async fn what_no_checksum_covers_is_proven_by_reading_both_when_asked() {
         }
         assert_eq!(world.contents("prod"), world.synced());
     }
+}
+
+/// Copies above 4 KiB go in 1 MiB parts, so the 8 MiB image takes S3's path for objects
+/// above 5 GiB.
+const SMALL_COPY_LIMITS: CopyLimits = CopyLimits {
+    single: 4096,
+    part: 1024 * 1024,
+};
+
+#[tokio::test]
+async fn a_copy_in_parts_keeps_headers_and_tags_and_is_proven_by_the_whole_checksum() {
+    let world = World::new();
+    world.store.set_copy_limits(SMALL_COPY_LIMITS);
+    let original = world.contents("prod");
+    let spec = world.spec(true);
+    let done = world.sync(&spec).await.unwrap();
+    assert_eq!(done.copied, 13, "{done:?}");
+    // The 12 small ones by their MD5 ETags, the one in parts by its CRC64NVME.
+    assert_eq!(
+        (done.verified_by_checksum, done.verified_by_size),
+        (1, 0),
+        "{done:?}"
+    );
+    assert_eq!(world.contents("prod"), world.synced());
+    let (source, copied) = (
+        &world.store.objects("dev")["img/large.tiff"],
+        &world.store.objects("prod")["img/large.tiff"],
+    );
+    assert!(copied.etag.ends_with("-9\""), "{}", copied.etag);
+    assert!(copied.checksum.is_some() && copied.checksum == source.checksum);
+
+    world.roll_back(&spec).await;
+    assert_eq!(world.contents("prod"), original);
+}
+
+#[tokio::test]
+async fn a_source_replaced_during_a_copy_in_parts_fails_it_and_nothing_spliced_is_left() {
+    let world = World::new();
+    world.store.set_copy_limits(SMALL_COPY_LIMITS);
+    world
+        .store
+        .replace_after_part_copy("dev", "img/large.tiff", b"replaced by dev's app");
+    let original = world.contents("prod");
+    let spec = world.spec(true);
+    let err = format!("{:#}", world.sync(&spec).await.unwrap_err());
+    assert!(err.contains("PreconditionFailed"), "{err}");
+    assert!(
+        !world.contents("prod").contains_key("img/large.tiff"),
+        "an object spliced from two versions was written"
+    );
+
+    // The next run copies the new version whole; a rollback undoes both runs.
+    world.sync(&spec).await.unwrap();
+    assert_eq!(world.contents("prod"), world.synced());
+    assert_eq!(
+        world.contents("prod")["img/large.tiff"].0 .0.as_slice(),
+        b"replaced by dev's app"
+    );
+    world.roll_back(&spec).await;
+    assert_eq!(world.contents("prod"), original);
 }

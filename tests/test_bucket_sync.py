@@ -193,7 +193,10 @@ def test_streamed_copy_across_endpoints_with_multipart_and_secret_credentials(pr
         obj = b.get_object(Bucket=target, Key=key)
         assert obj["Body"].read() == body and obj["Metadata"] == HEADERS["Metadata"]
     assert p.outputs()["verified"] is True
-    assert os.environ["STACKMIGRATE_S3_B_SECRET"] not in p.state_text(), "secrets stay secret in state"
+    state = p.state_text()
+    assert os.environ["STACKMIGRATE_S3_B_SECRET"] not in state, "secrets stay secret in state"
+    # The source's credentials were set without --secret: the provider marks them secret.
+    assert os.environ["STACKMIGRATE_S3_A_SECRET"] not in state, "credentials stay secret in state"
 
     out = p.up()
     assert "updated" not in out, "multipart ETags differ across endpoints; the journal must still see them as in sync"

@@ -88,6 +88,23 @@ def test_a_name_from_a_secret_stack_output_stays_secret_in_the_state_and_the_pre
     assert scan_all(client, prod_table) == {}
 
 
+def test_an_error_naming_a_secret_name_masks_it(project):
+    client = dynamodb()
+    dev_table = create_table(client, unique("dev"))
+    _, dev = infra_stack(project, dev_table, unique("raw-dev"), unique("cdn-dev"))
+    missing = unique("prod-secret-missing")
+    prod_project = project({}, {"dynamodb_table_name": {"fn::secret": missing}})
+    prod_project.up()
+    prod = f"organization/{prod_project.name}/{prod_project.stack}"
+
+    resources = {"receipts": {"type": "stackmigrate:DynamoCopy", "properties": {"rewrite": {}}}}
+    config = {**both_sides(), "stackmigrate:sourceStack": dev, "stackmigrate:targetStack": prod}
+    p = project(resources, config=config)
+    code, out = p.preview(check=False)
+    assert code != 0 and "[secret]" in out, out
+    assert missing not in out, out
+
+
 def test_unknown_stack_and_missing_output_fail_at_preview_naming_what_exists(project):
     s3 = s3_client("a")
     _, dev = infra_stack(project, "t-dev", unique("raw-dev"), unique("cdn-dev"))

@@ -46,6 +46,21 @@ impl ProviderConfig {
         Ok(config)
     }
 
+    /// The keys of `props` (`source`, `target`) that carry credentials, which the state
+    /// must hold as secrets even when the stack's config was set without `--secret`.
+    pub fn keys_with_credentials(props: &Map<String, Value>) -> Vec<String> {
+        props
+            .iter()
+            .filter(|(_, value)| match parse_embedded_json(value) {
+                Value::Object(fields) => Connection::CREDENTIAL_FIELDS
+                    .iter()
+                    .any(|field| fields.get(*field).is_some_and(|v| !v.is_null())),
+                _ => false,
+            })
+            .map(|(key, _)| key.clone())
+            .collect()
+    }
+
     /// The `journal` setting; None when unset (the default lives on the target side).
     pub fn journal_setting(&self) -> Result<Option<Location>> {
         self.journal
@@ -90,6 +105,19 @@ mod tests {
             Some("http://127.0.0.1:9000")
         );
         assert_eq!(config.source.force_path_style, Some(true));
+    }
+
+    #[test]
+    fn connections_with_credentials_are_found_in_objects_and_json_strings() {
+        let props = json!({
+            "source": "{\"endpoint\":\"http://127.0.0.1:9000\",\"secretAccessKey\":\"s\"}",
+            "target": {"endpoint": "http://127.0.0.1:9001", "sessionToken": "t"},
+            "sourceStack": "organization/p/dev",
+        });
+        let keys = ProviderConfig::keys_with_credentials(props.as_object().unwrap());
+        assert_eq!(keys, ["source", "target"]);
+        let props = json!({"source": {"endpoint": "http://127.0.0.1:9000"}});
+        assert!(ProviderConfig::keys_with_credentials(props.as_object().unwrap()).is_empty());
     }
 
     #[test]

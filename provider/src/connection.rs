@@ -74,6 +74,10 @@ pub struct Connection {
 }
 
 impl Connection {
+    /// The fields (as configured) that hold credentials.
+    pub const CREDENTIAL_FIELDS: &'static [&'static str] =
+        &["accessKeyId", "secretAccessKey", "sessionToken"];
+
     fn effective_s3_endpoint(&self) -> Option<&str> {
         self.s3_endpoint.as_deref().or(self.endpoint.as_deref())
     }

@@ -43,6 +43,12 @@ impl Secrets {
         );
     }
 
+    /// Tracks every value `other` tracks.
+    pub fn add_all(&self, other: &Secrets) {
+        let theirs = other.lock().clone();
+        self.lock().extend(theirs);
+    }
+
     /// `text` with every tracked value masked, longest first (a name inside a longer
     /// one goes with it).
     pub fn mask(&self, text: &str) -> String {

@@ -169,9 +169,21 @@ impl Provider {
     }
 }
 
-/// An error as the engine shows it: the whole chain on one line.
-fn status(error: anyhow::Error) -> Status {
-    Status::unknown(format!("{error:#}"))
+/// An error as the engine shows it: the whole chain on one line, with every value from
+/// a secret the operation met masked (an error may name a table a stack keeps secret).
+fn status(error: anyhow::Error, secrets: &Secrets) -> Status {
+    Status::unknown(secrets.mask(&format!("{error:#}")))
+}
+
+/// The values the engine marked secret in `props`, tracked so that messages mask them.
+fn secrets_in(props: &Props) -> Secrets {
+    let secrets = Secrets::default();
+    for key in &props.secret_keys {
+        if let Some(value) = props.value.get(key) {
+            secrets.add(value);
+        }
+    }
+    secrets
 }
 
 /// A Create or Update that failed after writing: Pulumi's "initialization failed"
@@ -183,16 +195,17 @@ fn failed_after_writing(
     failed: &FailedAfterWriting,
     secrets: &Secrets,
 ) -> Status {
+    let message = secrets.mask(&failed.to_string());
     let detail = rpc::ErrorResourceInitFailed {
         id: journal_path(urn),
         properties: Some(encode_state(inputs, failed.state.clone(), secrets)),
-        reasons: vec![failed.to_string()],
+        reasons: vec![message.clone()],
         inputs: Some(inputs.encode()),
         refresh_before_update: false,
     };
     let details = GoogleRpcStatus {
         code: tonic::Code::Unknown as i32,
-        message: failed.to_string(),
+        message: message.clone(),
         details: vec![prost_types::Any {
             type_url: "type.googleapis.com/pulumirpc.ErrorResourceInitFailed".into(),
             value: detail.encode_to_vec(),
@@ -200,7 +213,7 @@ fn failed_after_writing(
     };
     Status::with_details(
         tonic::Code::Unknown,
-        failed.to_string(),
+        message,
         details.encode_to_vec().into(),
     )
 }
@@ -255,12 +268,7 @@ impl Provider {
             return Ok(inputs.encode());
         }
         let creating = last_state.is_none();
-        let secrets = Secrets::default();
-        for key in &inputs.secret_keys {
-            if let Some(value) = inputs.value.get(key) {
-                secrets.add(value);
-            }
-        }
+        let secrets = secrets_in(inputs);
         let result = self
             .with_state_context(urn, last_state, &secrets, |ctx| async move {
                 let journalled = resource.resource.journalled();
@@ -311,7 +319,7 @@ impl Provider {
             Ok(state) => Ok(encode_state(inputs, state, &secrets)),
             Err(error) => match error.downcast_ref::<FailedAfterWriting>() {
                 Some(failed) => Err(failed_after_writing(urn, inputs, failed, &secrets)),
-                None => Err(status(error)),
+                None => Err(status(error, &secrets)),
             },
         }
     }

@@ -11,11 +11,12 @@ use pulumi_gestalt_proto::pulumi::pulumirpc::{
 use tonic::{Request, Response, Status};
 
 use super::log::StatusAndWarnings;
-use super::{encode_state, failure, refuse_interrupted_runs, status, Configured, Provider};
+use super::{
+    encode_state, failure, refuse_interrupted_runs, secrets_in, status, Configured, Provider,
+};
 use crate::config::ProviderConfig;
 use crate::functions::Answer;
 use crate::resources::diff::{self, Change};
-use crate::resources::secrets::Secrets;
 use crate::resources::{journal_path, CommonOutputs, Context, Drift};
 use crate::schema;
 use crate::stacks::Stacks;
@@ -67,7 +68,7 @@ impl ResourceProvider for Provider {
         request: Request<rpc::CheckRequest>,
     ) -> Result<Response<rpc::CheckResponse>, Status> {
         let request = request.into_inner();
-        let news = Props::decode(request.news.as_ref());
+        let mut news = Props::decode(request.news.as_ref());
         let failures = if news.has_unknowns() {
             Vec::new()
         } else {
@@ -76,10 +77,16 @@ impl ResourceProvider for Provider {
                 Err(err) => vec![failure("", &format!("{err:#}"))],
             }
         };
-        Ok(Response::new(rpc::CheckResponse {
-            inputs: request.news,
-            failures,
-        }))
+        // The engine keeps the provider's inputs in the state as this answer marks them:
+        // a connection holding credentials is secret however the config was set.
+        let credentials = ProviderConfig::keys_with_credentials(&news.value);
+        let inputs = if credentials.iter().all(|key| news.secret_keys.contains(key)) {
+            request.news
+        } else {
+            news.secret_keys.extend(credentials);
+            Some(news.encode())
+        };
+        Ok(Response::new(rpc::CheckResponse { inputs, failures }))
     }
 
     async fn diff_config(
@@ -232,6 +239,8 @@ impl ResourceProvider for Provider {
         // the preview's answer serves the update of the same `pulumi up` (answers.rs).
         // `changeDetection: inputs` does not ask: only a drift refresh found counts.
         let last = Props::decode(request.olds.as_ref());
+        let secrets = secrets_in(&new);
+        secrets.add_all(&secrets_in(&last));
         if changes.is_empty() && diff::compares_inputs_only(&new.value) {
             // `pulumi refresh` compared the data and found work: the next up does it.
             changes = diff::refreshed_drift(&resource.metadata, &last.value);
@@ -248,7 +257,7 @@ impl ResourceProvider for Provider {
                         .with_state_context(
                             &request.urn,
                             Some(&last.value),
-                            &Secrets::default(),
+                            &secrets,
                             |ctx| async move {
                                 let ctx = Context {
                                     progress: Arc::new(StatusAndWarnings(ctx.progress.clone())),
@@ -258,7 +267,7 @@ impl ResourceProvider for Provider {
                             },
                         )
                         .await
-                        .map_err(status)?;
+                        .map_err(|e| status(e, &secrets))?;
                     if let Some(answers) = &self.answers {
                         answers.keep(&request.urn, &new.value, &last.value, &answer.0, answer.1);
                     }
@@ -349,8 +358,10 @@ impl ResourceProvider for Provider {
                 request.properties
             } else {
                 let resource = self.resource(&request.r#type, &request.urn)?;
+                let secrets = secrets_in(&known);
+                secrets.add_all(&secrets_in(&given));
                 let drift = self
-                    .with_state_context(&request.urn, Some(&known.value), &Secrets::default(), |ctx| async move {
+                    .with_state_context(&request.urn, Some(&known.value), &secrets, |ctx| async move {
                         let ctx = Context {
                             progress: Arc::new(StatusAndWarnings(ctx.progress.clone())),
                             compare_target: true,
@@ -374,14 +385,14 @@ impl ResourceProvider for Provider {
                         }
                     })
                     .await
-                    .map_err(status)?;
+                    .map_err(|e| status(e, &secrets))?;
                 match drift {
                     Some(drift) => {
                         let mut state = known.value.clone();
                         let mut common = CommonOutputs::of(&state);
                         common.drift = Some(drift);
                         common.write_into(&mut state);
-                        Some(encode_state(&known, state, &Secrets::default()))
+                        Some(encode_state(&known, state, &secrets))
                     }
                     None => request.properties,
                 }
@@ -396,7 +407,7 @@ impl ResourceProvider for Provider {
         // No state: `pulumi import` of a run the engine lost track of (its plugin was
         // killed). The journal holds that run's inputs, and whether it wrote anything.
         let resource = self.resource(&request.r#type, &request.urn)?;
-        let secrets = Secrets::default();
+        let secrets = secrets_in(&given);
         let recovered = self
             .with_state_context(&request.urn, None, &secrets, |ctx| async move {
                 let inputs = match ctx.recorded_inputs().await? {
@@ -410,7 +421,7 @@ impl ResourceProvider for Provider {
                 anyhow::Ok(state.map(|state| (inputs, state)))
             })
             .await
-            .map_err(status)?;
+            .map_err(|e| status(e, &secrets))?;
         Ok(Response::new(match recovered {
             Some((inputs, state)) => {
                 let inputs = Props {
@@ -457,28 +468,24 @@ impl ResourceProvider for Provider {
         let resource = self.resource(&request.r#type, &request.urn)?;
         // The state, not the inputs: it holds the names the last run resolved.
         let state = Props::decode(request.properties.as_ref());
+        let secrets = secrets_in(&state);
         let state = &state.value;
         let declared = self
             .declared
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        self.with_state_context(
-            &request.urn,
-            Some(state),
-            &Secrets::default(),
-            |ctx| async move {
-                let journalled = resource.resource.journalled();
-                refuse_interrupted_runs(&ctx, journalled, &declared).await?;
-                resource.resource.rollback(&ctx, state).await?;
-                if journalled {
-                    ctx.forget_run().await;
-                }
-                Ok(())
-            },
-        )
+        self.with_state_context(&request.urn, Some(state), &secrets, |ctx| async move {
+            let journalled = resource.resource.journalled();
+            refuse_interrupted_runs(&ctx, journalled, &declared).await?;
+            resource.resource.rollback(&ctx, state).await?;
+            if journalled {
+                ctx.forget_run().await;
+            }
+            Ok(())
+        })
         .await
-        .map_err(status)?;
+        .map_err(|e| status(e, &secrets))?;
         Ok(Response::new(()))
     }
 

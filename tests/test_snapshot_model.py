@@ -130,6 +130,22 @@ def test_a_held_lock_makes_up_wait_then_fail_and_a_released_one_lets_it_through(
     assert "Item" not in client.get_item(TableName=lock_table, Key={"PK": S("LOCK#lines#chroma-lines-compaction"), "SK": S("LOCK")}), \
         "the lock up took is released"
 
+    # Destroy restores the pointer under the same lock: held, it waits, then fails having undone nothing.
+    client.put_item(TableName=lock_table, Item={
+        "PK": S("LOCK#lines#chroma-lines-compaction"), "SK": S("LOCK"),
+        "owner": S("compactor-7f3a"), "expires": S(expires), "heartbeat": S(expires),
+    })
+    promoted = listing(s3, target)
+    code, out = p.destroy(check=False)
+    assert code != 0 and "held by compactor-7f3a" in out and "nothing was rolled back" in out, out
+    assert listing(s3, target) == promoted, "destroy wrote while the compactor held the lock"
+    client.delete_item(TableName=lock_table, Key={"PK": S("LOCK#lines#chroma-lines-compaction"), "SK": S("LOCK")})
+    p.destroy()
+    assert listing(s3, target) == before
+    for collection in ("lines", "words"):
+        key = {"PK": S(f"LOCK#{collection}#chroma-{collection}-compaction"), "SK": S("LOCK")}
+        assert "Item" not in client.get_item(TableName=lock_table, Key=key), "the lock destroy took is released"
+
 
 def test_up_takes_the_target_compactors_lock_so_the_compactor_cannot_promote_meanwhile(project):
     """A process playing the compactor: whenever it sees the promotion's lock, it tries to

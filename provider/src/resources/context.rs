@@ -235,7 +235,7 @@ const DEFAULT_JOURNAL_BUCKET: &str = "stackmigrate-journal";
 const INPUTS_NOTE: &str = "inputs.json";
 
 /// Which side of the migration a name belongs to.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {
     Source,
     Target,

@@ -174,16 +174,20 @@ impl SnapshotPromote {
         Ok(collections)
     }
 
-    /// The lock tables of both sides that can be named, with their key attributes.
+    /// The lock tables of `sides` that can be named, with their key attributes.
     async fn lock_tables(
         ctx: &Context,
         inputs: &Inputs,
+        sides: &[Side],
     ) -> Result<Vec<(Side, Table, Vec<String>)>> {
         let mut tables = Vec::new();
         for (side, explicit) in [
             (Side::Source, &inputs.source_lock_table),
             (Side::Target, &inputs.target_lock_table),
         ] {
+            if !sides.contains(&side) {
+                continue;
+            }
             let name = match explicit {
                 Some(name) => name.clone(),
                 None => match ctx.stack_outputs(side).await? {
@@ -362,7 +366,7 @@ impl Migration for SnapshotPromote {
                 collection.version
             ));
         }
-        for (_, table, keys) in Self::lock_tables(ctx, inputs).await? {
+        for (_, table, keys) in Self::lock_tables(ctx, inputs, &BOTH_SIDES).await? {
             for collection in &collections {
                 if let Some(lock) =
                     snapshot::held_lock(&table, &Self::lock_key(inputs, &keys, &collection.name))
@@ -384,7 +388,7 @@ impl Migration for SnapshotPromote {
         let journal = ctx.journal().await?;
         ctx.resolved(&outputs);
         let wait = Duration::from_secs(inputs.lock_wait_seconds);
-        let locks = Self::lock_tables(ctx, inputs).await?;
+        let locks = Self::lock_tables(ctx, inputs, &BOTH_SIDES).await?;
         let owner = lock_owner(&ctx.urn);
         for collection in &collections {
             // The source's compactor is waited for (the source is never written); the
@@ -404,14 +408,7 @@ impl Migration for SnapshotPromote {
                 }
             }
             let promoted = Self::promote(ctx, collection, &journal, &held).await;
-            for lock in held {
-                if let Err(err) = lock.release().await {
-                    ctx.progress.warn(&format!(
-                        "{}: the compactor's lock could not be released ({err:#}); it expires by itself within 3 minutes",
-                        collection.name
-                    ));
-                }
-            }
+            release(ctx, held).await;
             let (counts, embeddings) = promoted?;
             outputs.files_copied += counts.copied;
             outputs.bytes_copied += counts.bytes_copied;
@@ -423,7 +420,54 @@ impl Migration for SnapshotPromote {
         Ok(outputs)
     }
 
+    /// Under the target compactor's locks, as the promotion was: a compactor never
+    /// promotes between the check that a pointer still names what this resource wrote
+    /// and its restore. The lock table and key come from the inputs the run recorded.
     async fn rollback(&self, ctx: &Context, state: &Outputs) -> Result<()> {
-        ctx.rollback_bucket(&state.target_bucket).await
+        let recorded = match ctx.recorded_inputs().await? {
+            Some(recorded) => Some(super::own_inputs::<Inputs>(&recorded)?),
+            None => None,
+        };
+        let mut held = Vec::new();
+        match &recorded {
+            Some(inputs) => {
+                let wait = Duration::from_secs(inputs.lock_wait_seconds);
+                let owner = lock_owner(&ctx.urn);
+                for (_, table, keys) in Self::lock_tables(ctx, inputs, &[Side::Target]).await? {
+                    for collection in &inputs.collections {
+                        let key = Self::lock_key(inputs, &keys, collection);
+                        let lock =
+                            snapshot::take_lock(&table, &key, &owner, wait, ctx.progress.as_ref())
+                                .await;
+                        match lock {
+                            Ok(lock) => held.push(lock),
+                            Err(err) => {
+                                release(ctx, held).await;
+                                return Err(err.context("nothing was rolled back"));
+                            }
+                        }
+                    }
+                }
+            }
+            None => ctx.progress.warn(
+                "the journal holds no inputs of the promotion (an earlier release wrote it): the pointers are restored without the compactor's lock",
+            ),
+        }
+        let rolled_back = ctx.rollback_bucket(&state.target_bucket).await;
+        release(ctx, held).await;
+        rolled_back
+    }
+}
+
+const BOTH_SIDES: [Side; 2] = [Side::Source, Side::Target];
+
+/// Releases locks this run took; one that cannot be released expires by itself.
+async fn release(ctx: &Context, held: Vec<snapshot::HeldLock>) {
+    for lock in held {
+        if let Err(err) = lock.release().await {
+            ctx.progress.warn(&format!(
+                "the compactor's lock could not be released ({err:#}); it expires by itself within 3 minutes"
+            ));
+        }
     }
 }

@@ -142,3 +142,75 @@ def test_bucket_migrations_into_overlapping_prefixes_are_refused_disjoint_ones_p
     assert set(contents(s3, target)) == {"img/1.png", "img/2.png"}
     whole.destroy()
     assert contents(s3, target) == {}
+
+
+@pytest.mark.parametrize("a_first", [True, False])
+def test_two_migrations_sharing_a_table_restore_prod_in_either_destroy_order(project, tmp_path, a_first):
+    """With `shareTarget` on both, the second copies too; whichever is destroyed first,
+    prod's item is back after both."""
+    client = dynamodb()
+    source_a, source_b = create_table(client, unique("dev-a")), create_table(client, unique("dev-b"))
+    target = create_table(client, unique("prod"))
+    for source, v in ((source_a, "a"), (source_b, "b")):
+        put_items(client, source, [{"PK": S("IMAGE#1"), "SK": S("IMAGE"), "TYPE": S("IMAGE"), "v": S(v)},
+                                   {"PK": S(f"IMAGE#{v}"), "SK": S("IMAGE"), "TYPE": S("IMAGE"), "v": S(v)}])
+    put_items(client, target, [{"PK": S("IMAGE#1"), "SK": S("IMAGE"), "TYPE": S("IMAGE"), "v": S("prod's own")}])
+    before = scan_all(client, target)
+    shared = {**both_sides(), "stackmigrate:journal": f"file://{tmp_path}/journals"}
+
+    def copy(source, share):
+        props = {"sourceTable": source, "targetTable": target, "onConflict": "overwrite", "shareTarget": share}
+        return {"receipts": {"type": "stackmigrate:DynamoCopy", "properties": props}}
+
+    a = project(copy(source_a, True), config=shared)
+    b = project(copy(source_b, False), config=shared)
+    a.up()
+    code, out = b.preview(check=False)
+    assert code != 0 and "unless both set `shareTarget: true`" in out, out
+    b.write(copy(source_b, True), {})
+    assert "is shared with another live migration" in b.preview()
+    b.up()
+    values = {key: item["v"]["S"] for key, item in scan_all(client, target).items()}
+    assert values == {("IMAGE#1", "IMAGE"): "b", ("IMAGE#a", "IMAGE"): "a", ("IMAGE#b", "IMAGE"): "b"}
+
+    first, second = (a, b) if a_first else (b, a)
+    out = first.destroy()
+    if a_first:
+        assert "1 items in table" in out and "went to that migration's journal" in out, out
+        assert {key: item["v"]["S"] for key, item in scan_all(client, target).items()} == \
+            {("IMAGE#1", "IMAGE"): "b", ("IMAGE#b", "IMAGE"): "b"}, "B's items stay while B lives"
+    else:
+        assert {key: item["v"]["S"] for key, item in scan_all(client, target).items()} == \
+            {("IMAGE#1", "IMAGE"): "a", ("IMAGE#a", "IMAGE"): "a"}, "A's items are back while A lives"
+    second.destroy()
+    assert scan_all(client, target) == before, "prod's item back, nothing of either copy left"
+
+
+def test_two_syncs_sharing_a_prefix_restore_prod_when_the_first_is_destroyed_first(project):
+    """The same for a bucket, on the default journal (the journal bucket on the target):
+    the backup of prod's object goes from A's journal to B's, server side."""
+    s3 = s3_client()
+    source_a, source_b, target = make_bucket(s3, "dev-a"), make_bucket(s3, "dev-b"), make_bucket(s3, "prod")
+    put_many(s3, source_a, {"img/1.png": b"dev a 1", "img/a.png": b"only a"})
+    put_many(s3, source_b, {"img/1.png": b"dev b 1", "img/b.png": b"only b"})
+    put_many(s3, target, {"img/1.png": b"prod's own 1", "keep.txt": b"prod only"})
+    before = contents(s3, target)
+
+    def make(source):
+        resources = {"images": {"type": "stackmigrate:BucketSync",
+                                "properties": {"sourceBucket": source, "targetBucket": target,
+                                               "onConflict": "overwrite", "shareTarget": True}}}
+        p = project(resources)
+        del p.config["stackmigrate:journal"]
+        p.write(resources, {})
+        return p
+
+    a, b = make(source_a), make(source_b)
+    a.up()
+    b.up()
+    assert contents(s3, target)["img/1.png"] == b"dev b 1"
+    out = a.destroy()
+    assert "went to that migration's journal" in out, out
+    assert contents(s3, target) == {"img/1.png": b"dev b 1", "img/b.png": b"only b", "keep.txt": b"prod only"}
+    b.destroy()
+    assert contents(s3, target) == before, "prod's object back from the backup A handed over"

@@ -167,6 +167,12 @@ namespace StackMigrate.Stackmigrate
         public Output<string?> ServerSideEncryption { get; private set; } = null!;
 
         /// <summary>
+        /// Let other live migrations that also set `shareTarget` write into this bucket prefix (or one overlapping it): whichever is destroyed first hands the others its backups of the objects they wrote over, so destroys in any order put back what was there before. Default false: another migration into the prefix is refused at preview, naming it.
+        /// </summary>
+        [Output("shareTarget")]
+        public Output<bool?> ShareTarget { get; private set; } = null!;
+
+        /// <summary>
         /// The source bucket, as given or read from the source stack's outputs.
         /// </summary>
         [Output("sourceBucket")]
@@ -370,6 +376,12 @@ namespace StackMigrate.Stackmigrate
         public Input<string>? ServerSideEncryption { get; set; }
 
         /// <summary>
+        /// Let other live migrations that also set `shareTarget` write into this bucket prefix (or one overlapping it): whichever is destroyed first hands the others its backups of the objects they wrote over, so destroys in any order put back what was there before. Default false: another migration into the prefix is refused at preview, naming it.
+        /// </summary>
+        [Input("shareTarget")]
+        public Input<bool>? ShareTarget { get; set; }
+
+        /// <summary>
         /// Bucket to copy from, on the source connection. Never written. Default: the `output` of `sourceStack`.
         /// </summary>
         [Input("sourceBucket")]
@@ -429,6 +441,7 @@ namespace StackMigrate.Stackmigrate
             Archived = StackMigrate.Stackmigrate.Archived.Fail;
             DeleteExtraneous = false;
             OnConflict = StackMigrate.Stackmigrate.OnConflict.SkipIdentical;
+            ShareTarget = false;
             SourcePrefix = "";
             TargetPrefix = "";
             Verify = StackMigrate.Stackmigrate.Verify.Checksums;

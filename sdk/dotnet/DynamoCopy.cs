@@ -219,6 +219,12 @@ namespace StackMigrate.Stackmigrate
         public Output<ImmutableArray<Outputs.SetAttribute>> SetAttributes { get; private set; } = null!;
 
         /// <summary>
+        /// Let other live migrations that also set `shareTarget` copy into the target table: whichever is destroyed first hands the others its backups of the items they wrote over, so destroys in any order put back what was there before. Default false: another migration into the table is refused at preview, naming it.
+        /// </summary>
+        [Output("shareTarget")]
+        public Output<bool?> ShareTarget { get; private set; } = null!;
+
+        /// <summary>
         /// Leave out items whose TTL (the source table's TTL attribute) has passed. Default true.
         /// </summary>
         [Output("skipExpired")]
@@ -420,6 +426,12 @@ namespace StackMigrate.Stackmigrate
         }
 
         /// <summary>
+        /// Let other live migrations that also set `shareTarget` copy into the target table: whichever is destroyed first hands the others its backups of the items they wrote over, so destroys in any order put back what was there before. Default false: another migration into the table is refused at preview, naming it.
+        /// </summary>
+        [Input("shareTarget")]
+        public Input<bool>? ShareTarget { get; set; }
+
+        /// <summary>
         /// Leave out items whose TTL (the source table's TTL attribute) has passed. Default true.
         /// </summary>
         [Input("skipExpired")]
@@ -474,6 +486,7 @@ namespace StackMigrate.Stackmigrate
             Mode = StackMigrate.Stackmigrate.CopyMode.Copy;
             OnConflict = StackMigrate.Stackmigrate.ItemConflict.Skip;
             Output = "dynamodb_table_name";
+            ShareTarget = false;
             SkipExpired = true;
             TypeAttribute = "TYPE";
         }

@@ -140,6 +140,10 @@ export class BucketSync extends pulumi.CustomResource {
      */
     declare public readonly serverSideEncryption: pulumi.Output<string | undefined>;
     /**
+     * Let other live migrations that also set `shareTarget` write into this bucket prefix (or one overlapping it): whichever is destroyed first hands the others its backups of the objects they wrote over, so destroys in any order put back what was there before. Default false: another migration into the prefix is refused at preview, naming it.
+     */
+    declare public readonly shareTarget: pulumi.Output<boolean | undefined>;
+    /**
      * The source bucket, as given or read from the source stack's outputs.
      */
     declare public readonly sourceBucket: pulumi.Output<string>;
@@ -216,6 +220,7 @@ export class BucketSync extends pulumi.CustomResource {
             resourceInputs["onConflict"] = (args?.onConflict) ?? "skipIdentical";
             resourceInputs["output"] = args?.output;
             resourceInputs["serverSideEncryption"] = args?.serverSideEncryption;
+            resourceInputs["shareTarget"] = (args?.shareTarget) ?? false;
             resourceInputs["sourceBucket"] = args?.sourceBucket;
             resourceInputs["sourcePrefix"] = (args?.sourcePrefix) ?? "";
             resourceInputs["sseKmsKeyId"] = args?.sseKmsKeyId;
@@ -266,6 +271,7 @@ export class BucketSync extends pulumi.CustomResource {
             resourceInputs["output"] = undefined /*out*/;
             resourceInputs["retries"] = undefined /*out*/;
             resourceInputs["serverSideEncryption"] = undefined /*out*/;
+            resourceInputs["shareTarget"] = undefined /*out*/;
             resourceInputs["sourceBucket"] = undefined /*out*/;
             resourceInputs["sourcePrefix"] = undefined /*out*/;
             resourceInputs["sseKmsKeyId"] = undefined /*out*/;
@@ -328,6 +334,10 @@ export interface BucketSyncArgs {
      * Encryption of the objects this resource writes: `AES256`, `aws:kms` or `aws:kms:dsse`. Default: the target bucket's default encryption, never the source's KMS key (which the target account may not be allowed to use).
      */
     serverSideEncryption?: pulumi.Input<string>;
+    /**
+     * Let other live migrations that also set `shareTarget` write into this bucket prefix (or one overlapping it): whichever is destroyed first hands the others its backups of the objects they wrote over, so destroys in any order put back what was there before. Default false: another migration into the prefix is refused at preview, naming it.
+     */
+    shareTarget?: pulumi.Input<boolean>;
     /**
      * Bucket to copy from, on the source connection. Never written. Default: the `output` of `sourceStack`.
      */

@@ -174,6 +174,10 @@ export class DynamoCopy extends pulumi.CustomResource {
      */
     declare public readonly setAttributes: pulumi.Output<outputs.SetAttribute[] | undefined>;
     /**
+     * Let other live migrations that also set `shareTarget` copy into the target table: whichever is destroyed first hands the others its backups of the items they wrote over, so destroys in any order put back what was there before. Default false: another migration into the table is refused at preview, naming it.
+     */
+    declare public readonly shareTarget: pulumi.Output<boolean | undefined>;
+    /**
      * Leave out items whose TTL (the source table's TTL attribute) has passed. Default true.
      */
     declare public readonly skipExpired: pulumi.Output<boolean | undefined>;
@@ -233,6 +237,7 @@ export class DynamoCopy extends pulumi.CustomResource {
             resourceInputs["output"] = (args?.output) ?? "dynamodb_table_name";
             resourceInputs["rewrite"] = args?.rewrite;
             resourceInputs["setAttributes"] = args?.setAttributes;
+            resourceInputs["shareTarget"] = (args?.shareTarget) ?? false;
             resourceInputs["skipExpired"] = (args?.skipExpired) ?? true;
             resourceInputs["sourceTable"] = args?.sourceTable;
             resourceInputs["targetTable"] = args?.targetTable;
@@ -291,6 +296,7 @@ export class DynamoCopy extends pulumi.CustomResource {
             resourceInputs["rewrite"] = undefined /*out*/;
             resourceInputs["rewrites"] = undefined /*out*/;
             resourceInputs["setAttributes"] = undefined /*out*/;
+            resourceInputs["shareTarget"] = undefined /*out*/;
             resourceInputs["skipExpired"] = undefined /*out*/;
             resourceInputs["sourceTable"] = undefined /*out*/;
             resourceInputs["targetTable"] = undefined /*out*/;
@@ -360,6 +366,10 @@ export interface DynamoCopyArgs {
      * Attributes set on items of given types, for example `embedding_status` = `NONE` with its `GSI1PK` = `EMBEDDING_STATUS#NONE`.
      */
     setAttributes?: pulumi.Input<pulumi.Input<inputs.SetAttributeArgs>[]>;
+    /**
+     * Let other live migrations that also set `shareTarget` copy into the target table: whichever is destroyed first hands the others its backups of the items they wrote over, so destroys in any order put back what was there before. Default false: another migration into the table is refused at preview, naming it.
+     */
+    shareTarget?: pulumi.Input<boolean>;
     /**
      * Leave out items whose TTL (the source table's TTL attribute) has passed. Default true.
      */

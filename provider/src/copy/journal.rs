@@ -458,6 +458,47 @@ impl Journal {
         Ok(())
     }
 
+    /// Copies the backup `name` into `other` (a journal beside this one) as `as_name`.
+    pub(crate) async fn copy_backup(
+        &self,
+        name: &str,
+        other: &Journal,
+        as_name: &str,
+    ) -> Result<()> {
+        match (&self.store, &other.store) {
+            (
+                Store::S3 { bucket, prefix },
+                Store::S3 {
+                    bucket: to,
+                    prefix: to_prefix,
+                },
+            ) => {
+                let backup_key = join(prefix, &format!("backups/{name}"));
+                let Some((info, _)) = s3::head(bucket, &backup_key).await? else {
+                    bail!("the journal's backup {name} is missing at {}", self.uri);
+                };
+                let to_key = join(to_prefix, &format!("backups/{as_name}"));
+                s3::server_side_copy(bucket, &info, to, &to_key, &WriteOptions::default()).await?;
+            }
+            (Store::File(dir), Store::File(to)) => {
+                create_private_dir(&to.join("backups")).await?;
+                let path = to.join("backups").join(as_name);
+                let tmp = path.with_extension("partial");
+                let mut file = create_private_file(&tmp).await?;
+                let mut backup = tokio::fs::File::open(dir.join("backups").join(name)).await?;
+                tokio::io::copy(&mut backup, &mut file).await?;
+                file.sync_all().await?;
+                tokio::fs::rename(&tmp, &path).await?;
+            }
+            _ => bail!(
+                "the journals at {} and {} are in different kinds of store: a backup cannot go from one to the other",
+                self.uri,
+                other.uri
+            ),
+        }
+        Ok(())
+    }
+
     /// Writes the backup `name` back to `key` in `target`, with the headers it had.
     pub(crate) async fn restore(
         &self,

@@ -25,6 +25,9 @@ pub(crate) struct RolledBack {
     pub restored: u64,
     /// Keys whose object or item someone else changed since the copy: left as they are.
     pub left_alone: Vec<String>,
+    /// Keys another migration sharing the target wrote over this one's write: what
+    /// this one had backed up went to that one's journal, for its rollback to restore.
+    pub handed_over: u64,
 }
 
 /// Runs a sync or copy until the in-memory store says a write reached its kill point

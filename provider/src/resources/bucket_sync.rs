@@ -117,6 +117,9 @@ pub struct Inputs {
     pub server_side_encryption: Option<String>,
     /// The KMS key (ID, ARN or alias) for `serverSideEncryption: aws:kms` or `aws:kms:dsse`. Default: the account's AWS managed key for S3.
     pub sse_kms_key_id: Option<String>,
+    /// Let other live migrations that also set `shareTarget` write into this bucket prefix (or one overlapping it): whichever is destroyed first hands the others its backups of the objects they wrote over, so destroys in any order put back what was there before. Default false: another migration into the prefix is refused at preview, naming it.
+    #[serde(default)]
+    pub share_target: bool,
 }
 
 /// Outputs of BucketSync: what the last run did (in preview, what it would do).
@@ -204,8 +207,9 @@ impl BucketSync {
                 target_prefix: &target_prefix,
             })
             .await?;
-        ctx.claim_target(&TargetClaim::bucket(&pair.target.name, &target_prefix))
-            .await?;
+        let claim =
+            TargetClaim::bucket(&pair.target.name, &target_prefix).shared(inputs.share_target);
+        ctx.claim_target(&claim).await?;
         Ok(SyncSpec {
             source: pair.source,
             source_prefix,

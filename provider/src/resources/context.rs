@@ -78,6 +78,8 @@ pub(crate) struct TargetClaim {
     pub prefix: String,
     /// For people: `table "prod-receipts"`, `s3://bucket/prefix`.
     pub describe: String,
+    /// Other live migrations into this target are allowed when they share it too.
+    pub share: bool,
 }
 
 impl TargetClaim {
@@ -89,6 +91,7 @@ impl TargetClaim {
             ),
             prefix: String::new(),
             describe: format!("table {name:?}"),
+            share: false,
         }
     }
 
@@ -97,7 +100,13 @@ impl TargetClaim {
             place: format!("bucket/{}", path_part(name)),
             prefix: prefix.to_string(),
             describe: format!("s3://{name}/{prefix}"),
+            share: false,
         }
+    }
+
+    /// The same claim, shared with other migrations that share it (`shareTarget`).
+    pub fn shared(self, share: bool) -> TargetClaim {
+        TargetClaim { share, ..self }
     }
 }
 
@@ -111,6 +120,13 @@ struct Claim {
     owner: String,
     urn: String,
     prefix: String,
+    /// Shared with other migrations that share it: their rollbacks hand each other the
+    /// backups of what the other wrote over.
+    #[serde(default)]
+    share: bool,
+    /// The owner's journal, where a sharer's rollback hands it backups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    journal: Option<String>,
 }
 
 /// Where a resource's journal notes which claims it holds, for its destroy to remove.
@@ -516,29 +532,56 @@ impl Context {
         let claims = Journal::open_with(&place, &self.clients.target, provision).await?;
         for (name, other) in self.others_notes::<Claim>(&claims, "claim").await? {
             let (a, b) = (other.prefix.as_str(), target.prefix.as_str());
-            if a.starts_with(b) || b.starts_with(a) {
-                bail!(
-                    "{} is the target of another live migration, {} ({}), whose claim is {}/{name}: \
-                     two migrations into one target cannot both roll back exactly; `pulumi destroy` that one first, \
-                     or choose another target; if that migration is gone (a killed run whose stack no longer holds it), \
-                     delete its claim",
-                    target.describe,
-                    other.owner,
-                    other.urn,
-                    claims.uri()
-                );
+            if !(a.starts_with(b) || b.starts_with(a)) {
+                continue;
             }
+            if other.share && target.share {
+                self.progress.info(&format!(
+                    "{} is shared with another live migration, {} (both set shareTarget): whichever is destroyed first \
+                     hands the other its backups of what that one wrote over, so the last destroy restores what was there before",
+                    target.describe, other.owner
+                ));
+                continue;
+            }
+            bail!(
+                "{} is the target of another live migration, {} ({}), whose claim is {}/{name}: \
+                 two migrations into one target cannot both roll back exactly unless both set `shareTarget: true`; \
+                 `pulumi destroy` that one first, or choose another target; if that migration is gone (a killed run \
+                 whose stack no longer holds it), delete its claim",
+                target.describe,
+                other.owner,
+                other.urn,
+                claims.uri()
+            );
         }
         if self.run_inputs.is_some() {
             let claim = Claim {
                 owner: journal_path(&self.urn),
                 urn: self.urn.clone(),
                 prefix: target.prefix.clone(),
+                share: target.share,
+                journal: Some(self.journal().await?.uri().to_string()),
             };
             *self.pending_claim.lock().expect("not poisoned") =
                 Some((claims, self.own_note_name(), serde_json::to_vec(&claim)?));
         }
         Ok(())
+    }
+
+    /// The journals of the other live migrations sharing this resource's targets, read
+    /// before a rollback clears its journal (which lists its claims).
+    pub(crate) async fn sharer_journals(&self) -> Result<Vec<Journal>> {
+        let mut journals = Vec::new();
+        for (at, _) in self.held_claims().await? {
+            let claims = Journal::open_at(&Location::parse(&at)?, &self.clients.target).await?;
+            for (_, other) in self.others_notes::<Claim>(&claims, "claim").await? {
+                if let Some(journal) = other.journal.filter(|_| other.share) {
+                    let location = Location::parse(&journal)?;
+                    journals.push(Journal::open_at(&location, &self.clients.target).await?);
+                }
+            }
+        }
+        Ok(journals)
     }
 
     /// The claims this resource holds, read before a rollback clears its journal.
@@ -702,6 +745,13 @@ impl Context {
             "rolled back {place}: {} {things} deleted, {} restored",
             report.deleted, report.restored
         ));
+        if report.handed_over > 0 {
+            self.progress.info(&format!(
+                "{} {things} in {place} that a migration sharing it wrote over since: their backups went to that migration's journal, \
+                 so its destroy puts back what was there before",
+                report.handed_over
+            ));
+        }
         let left_alone = &report.left_alone;
         if left_alone.is_empty() {
             return;
@@ -729,7 +779,8 @@ impl Context {
     pub(crate) async fn rollback_bucket(&self, bucket: &str) -> Result<()> {
         let target = self.clients.target.bucket(bucket).await?;
         let journal = self.journal().await?;
-        let report = sync::rollback(&target, &journal, self.progress.as_ref()).await?;
+        let sharers = self.sharer_journals().await?;
+        let report = sync::rollback(&target, &journal, &sharers, self.progress.as_ref()).await?;
         self.report_rollback(&format!("s3://{}", target.name), "objects", &report);
         Ok(())
     }

@@ -160,6 +160,9 @@ pub struct Inputs {
     /// Allow `includeTypes`/`excludeTypes` to select no item of a source table that has items. Default false: such a selection fails at preview, as it is usually a mistake.
     #[serde(default)]
     pub allow_empty: bool,
+    /// Let other live migrations that also set `shareTarget` copy into the target table: whichever is destroyed first hands the others its backups of the items they wrote over, so destroys in any order put back what was there before. Default false: another migration into the table is refused at preview, naming it.
+    #[serde(default)]
+    pub share_target: bool,
     /// `copy` (default) or `mirror`.
     #[serde(default)]
     pub mode: CopyMode,
@@ -340,8 +343,8 @@ impl DynamoCopy {
             );
         }
         if let Some(identity) = &target_shape.identity {
-            ctx.claim_target(&TargetClaim::table(&target.name, identity))
-                .await?;
+            let claim = TargetClaim::table(&target.name, identity).shared(inputs.share_target);
+            ctx.claim_target(&claim).await?;
         }
         if let Some(failure) = index_type_failure(&inputs.set_attributes, &target_shape) {
             bail!(failure);
@@ -576,7 +579,15 @@ impl Migration for DynamoCopy {
         let shape =
             dynamodb::describe(&target, "target", &ctx.config.target.describe_dynamodb()).await?;
         let journal = ctx.journal().await?;
-        let report = table::rollback(&target, &shape.keys, &journal, ctx.progress.as_ref()).await?;
+        let sharers = ctx.sharer_journals().await?;
+        let report = table::rollback(
+            &target,
+            &shape.keys,
+            &journal,
+            &sharers,
+            ctx.progress.as_ref(),
+        )
+        .await?;
         ctx.report_rollback(&format!("table {}", target.name), "items", &report);
         Ok(())
     }

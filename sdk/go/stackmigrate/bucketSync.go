@@ -87,6 +87,8 @@ type BucketSync struct {
 	Retries pulumi.IntPtrOutput `pulumi:"retries"`
 	// Encryption of the objects this resource writes: `AES256`, `aws:kms` or `aws:kms:dsse`. Default: the target bucket's default encryption, never the source's KMS key (which the target account may not be allowed to use).
 	ServerSideEncryption pulumi.StringPtrOutput `pulumi:"serverSideEncryption"`
+	// Let other live migrations that also set `shareTarget` write into this bucket prefix (or one overlapping it): whichever is destroyed first hands the others its backups of the objects they wrote over, so destroys in any order put back what was there before. Default false: another migration into the prefix is refused at preview, naming it.
+	ShareTarget pulumi.BoolPtrOutput `pulumi:"shareTarget"`
 	// The source bucket, as given or read from the source stack's outputs.
 	SourceBucket pulumi.StringOutput `pulumi:"sourceBucket"`
 	// Only keys under this prefix are copied; it is replaced by `targetPrefix` in the target.
@@ -135,6 +137,9 @@ func NewBucketSync(ctx *pulumi.Context,
 	}
 	if args.OnConflict == nil {
 		args.OnConflict = OnConflict("skipIdentical")
+	}
+	if args.ShareTarget == nil {
+		args.ShareTarget = pulumi.BoolPtr(false)
 	}
 	if args.SourcePrefix == nil {
 		args.SourcePrefix = pulumi.StringPtr("")
@@ -203,6 +208,8 @@ type bucketSyncArgs struct {
 	Output *string `pulumi:"output"`
 	// Encryption of the objects this resource writes: `AES256`, `aws:kms` or `aws:kms:dsse`. Default: the target bucket's default encryption, never the source's KMS key (which the target account may not be allowed to use).
 	ServerSideEncryption *string `pulumi:"serverSideEncryption"`
+	// Let other live migrations that also set `shareTarget` write into this bucket prefix (or one overlapping it): whichever is destroyed first hands the others its backups of the objects they wrote over, so destroys in any order put back what was there before. Default false: another migration into the prefix is refused at preview, naming it.
+	ShareTarget *bool `pulumi:"shareTarget"`
 	// Bucket to copy from, on the source connection. Never written. Default: the `output` of `sourceStack`.
 	SourceBucket *string `pulumi:"sourceBucket"`
 	// Only keys under this prefix are copied; it is replaced by `targetPrefix` in the target.
@@ -241,6 +248,8 @@ type BucketSyncArgs struct {
 	Output pulumi.StringPtrInput
 	// Encryption of the objects this resource writes: `AES256`, `aws:kms` or `aws:kms:dsse`. Default: the target bucket's default encryption, never the source's KMS key (which the target account may not be allowed to use).
 	ServerSideEncryption pulumi.StringPtrInput
+	// Let other live migrations that also set `shareTarget` write into this bucket prefix (or one overlapping it): whichever is destroyed first hands the others its backups of the objects they wrote over, so destroys in any order put back what was there before. Default false: another migration into the prefix is refused at preview, naming it.
+	ShareTarget pulumi.BoolPtrInput
 	// Bucket to copy from, on the source connection. Never written. Default: the `output` of `sourceStack`.
 	SourceBucket pulumi.StringPtrInput
 	// Only keys under this prefix are copied; it is replaced by `targetPrefix` in the target.
@@ -454,6 +463,11 @@ func (o BucketSyncOutput) Retries() pulumi.IntPtrOutput {
 // Encryption of the objects this resource writes: `AES256`, `aws:kms` or `aws:kms:dsse`. Default: the target bucket's default encryption, never the source's KMS key (which the target account may not be allowed to use).
 func (o BucketSyncOutput) ServerSideEncryption() pulumi.StringPtrOutput {
 	return o.ApplyT(func(v *BucketSync) pulumi.StringPtrOutput { return v.ServerSideEncryption }).(pulumi.StringPtrOutput)
+}
+
+// Let other live migrations that also set `shareTarget` write into this bucket prefix (or one overlapping it): whichever is destroyed first hands the others its backups of the objects they wrote over, so destroys in any order put back what was there before. Default false: another migration into the prefix is refused at preview, naming it.
+func (o BucketSyncOutput) ShareTarget() pulumi.BoolPtrOutput {
+	return o.ApplyT(func(v *BucketSync) pulumi.BoolPtrOutput { return v.ShareTarget }).(pulumi.BoolPtrOutput)
 }
 
 // The source bucket, as given or read from the source stack's outputs.

@@ -107,6 +107,8 @@ type DynamoCopy struct {
 	Rewrites pulumi.StringMapOutput `pulumi:"rewrites"`
 	// Attributes set on items of given types, for example `embedding_status` = `NONE` with its `GSI1PK` = `EMBEDDING_STATUS#NONE`.
 	SetAttributes SetAttributeArrayOutput `pulumi:"setAttributes"`
+	// Let other live migrations that also set `shareTarget` copy into the target table: whichever is destroyed first hands the others its backups of the items they wrote over, so destroys in any order put back what was there before. Default false: another migration into the table is refused at preview, naming it.
+	ShareTarget pulumi.BoolPtrOutput `pulumi:"shareTarget"`
 	// Leave out items whose TTL (the source table's TTL attribute) has passed. Default true.
 	SkipExpired pulumi.BoolPtrOutput `pulumi:"skipExpired"`
 	// The source table, as given or read from the source stack's outputs.
@@ -148,6 +150,9 @@ func NewDynamoCopy(ctx *pulumi.Context,
 	}
 	if args.Output == nil {
 		args.Output = pulumi.StringPtr("dynamodb_table_name")
+	}
+	if args.ShareTarget == nil {
+		args.ShareTarget = pulumi.BoolPtr(false)
 	}
 	if args.SkipExpired == nil {
 		args.SkipExpired = pulumi.BoolPtr(true)
@@ -217,6 +222,8 @@ type dynamoCopyArgs struct {
 	Rewrite map[string]string `pulumi:"rewrite"`
 	// Attributes set on items of given types, for example `embedding_status` = `NONE` with its `GSI1PK` = `EMBEDDING_STATUS#NONE`.
 	SetAttributes []SetAttribute `pulumi:"setAttributes"`
+	// Let other live migrations that also set `shareTarget` copy into the target table: whichever is destroyed first hands the others its backups of the items they wrote over, so destroys in any order put back what was there before. Default false: another migration into the table is refused at preview, naming it.
+	ShareTarget *bool `pulumi:"shareTarget"`
 	// Leave out items whose TTL (the source table's TTL attribute) has passed. Default true.
 	SkipExpired *bool `pulumi:"skipExpired"`
 	// Table to copy from, on the source connection. Never written. Default: the `output` of `sourceStack`.
@@ -257,6 +264,8 @@ type DynamoCopyArgs struct {
 	Rewrite pulumi.StringMapInput
 	// Attributes set on items of given types, for example `embedding_status` = `NONE` with its `GSI1PK` = `EMBEDDING_STATUS#NONE`.
 	SetAttributes SetAttributeArrayInput
+	// Let other live migrations that also set `shareTarget` copy into the target table: whichever is destroyed first hands the others its backups of the items they wrote over, so destroys in any order put back what was there before. Default false: another migration into the table is refused at preview, naming it.
+	ShareTarget pulumi.BoolPtrInput
 	// Leave out items whose TTL (the source table's TTL attribute) has passed. Default true.
 	SkipExpired pulumi.BoolPtrInput
 	// Table to copy from, on the source connection. Never written. Default: the `output` of `sourceStack`.
@@ -506,6 +515,11 @@ func (o DynamoCopyOutput) Rewrites() pulumi.StringMapOutput {
 // Attributes set on items of given types, for example `embedding_status` = `NONE` with its `GSI1PK` = `EMBEDDING_STATUS#NONE`.
 func (o DynamoCopyOutput) SetAttributes() SetAttributeArrayOutput {
 	return o.ApplyT(func(v *DynamoCopy) SetAttributeArrayOutput { return v.SetAttributes }).(SetAttributeArrayOutput)
+}
+
+// Let other live migrations that also set `shareTarget` copy into the target table: whichever is destroyed first hands the others its backups of the items they wrote over, so destroys in any order put back what was there before. Default false: another migration into the table is refused at preview, naming it.
+func (o DynamoCopyOutput) ShareTarget() pulumi.BoolPtrOutput {
+	return o.ApplyT(func(v *DynamoCopy) pulumi.BoolPtrOutput { return v.ShareTarget }).(pulumi.BoolPtrOutput)
 }
 
 // Leave out items whose TTL (the source table's TTL attribute) has passed. Default true.

@@ -30,6 +30,7 @@ class BucketSyncArgs:
                  on_conflict: Optional[pulumi.Input['OnConflict']] = None,
                  output: Optional[pulumi.Input[_builtins.str]] = None,
                  server_side_encryption: Optional[pulumi.Input[_builtins.str]] = None,
+                 share_target: Optional[pulumi.Input[_builtins.bool]] = None,
                  source_bucket: Optional[pulumi.Input[_builtins.str]] = None,
                  source_prefix: Optional[pulumi.Input[_builtins.str]] = None,
                  sse_kms_key_id: Optional[pulumi.Input[_builtins.str]] = None,
@@ -49,6 +50,7 @@ class BucketSyncArgs:
         :param pulumi.Input['OnConflict'] on_conflict: For a key the target already has: `skipIdentical` (default) overwrites it unless size and ETag match, `skip` never touches it, `overwrite` always writes it. Overwritten objects are backed up in the journal first.
         :param pulumi.Input[_builtins.str] output: Stack output naming the bucket (for example `raw_bucket_name` or `cdn_bucket_name`), read from `sourceStack` for the source and `targetStack` for the target when `sourceBucket` / `targetBucket` are not set.
         :param pulumi.Input[_builtins.str] server_side_encryption: Encryption of the objects this resource writes: `AES256`, `aws:kms` or `aws:kms:dsse`. Default: the target bucket's default encryption, never the source's KMS key (which the target account may not be allowed to use).
+        :param pulumi.Input[_builtins.bool] share_target: Let other live migrations that also set `shareTarget` write into this bucket prefix (or one overlapping it): whichever is destroyed first hands the others its backups of the objects they wrote over, so destroys in any order put back what was there before. Default false: another migration into the prefix is refused at preview, naming it.
         :param pulumi.Input[_builtins.str] source_bucket: Bucket to copy from, on the source connection. Never written. Default: the `output` of `sourceStack`.
         :param pulumi.Input[_builtins.str] source_prefix: Only keys under this prefix are copied; it is replaced by `targetPrefix` in the target.
         :param pulumi.Input[_builtins.str] sse_kms_key_id: The KMS key (ID, ARN or alias) for `serverSideEncryption: aws:kms` or `aws:kms:dsse`. Default: the account's AWS managed key for S3.
@@ -84,6 +86,10 @@ class BucketSyncArgs:
             pulumi.set(__self__, "output", output)
         if server_side_encryption is not None:
             pulumi.set(__self__, "server_side_encryption", server_side_encryption)
+        if share_target is None:
+            share_target = False
+        if share_target is not None:
+            pulumi.set(__self__, "share_target", share_target)
         if source_bucket is not None:
             pulumi.set(__self__, "source_bucket", source_bucket)
         if source_prefix is None:
@@ -216,6 +222,18 @@ class BucketSyncArgs:
         pulumi.set(self, "server_side_encryption", value)
 
     @_builtins.property
+    @pulumi.getter(name="shareTarget")
+    def share_target(self) -> Optional[pulumi.Input[_builtins.bool]]:
+        """
+        Let other live migrations that also set `shareTarget` write into this bucket prefix (or one overlapping it): whichever is destroyed first hands the others its backups of the objects they wrote over, so destroys in any order put back what was there before. Default false: another migration into the prefix is refused at preview, naming it.
+        """
+        return pulumi.get(self, "share_target")
+
+    @share_target.setter
+    def share_target(self, value: Optional[pulumi.Input[_builtins.bool]]):
+        pulumi.set(self, "share_target", value)
+
+    @_builtins.property
     @pulumi.getter(name="sourceBucket")
     def source_bucket(self) -> Optional[pulumi.Input[_builtins.str]]:
         """
@@ -327,6 +345,7 @@ class BucketSync(pulumi.CustomResource):
                  on_conflict: Optional[pulumi.Input['OnConflict']] = None,
                  output: Optional[pulumi.Input[_builtins.str]] = None,
                  server_side_encryption: Optional[pulumi.Input[_builtins.str]] = None,
+                 share_target: Optional[pulumi.Input[_builtins.bool]] = None,
                  source_bucket: Optional[pulumi.Input[_builtins.str]] = None,
                  source_prefix: Optional[pulumi.Input[_builtins.str]] = None,
                  sse_kms_key_id: Optional[pulumi.Input[_builtins.str]] = None,
@@ -363,6 +382,7 @@ class BucketSync(pulumi.CustomResource):
         :param pulumi.Input['OnConflict'] on_conflict: For a key the target already has: `skipIdentical` (default) overwrites it unless size and ETag match, `skip` never touches it, `overwrite` always writes it. Overwritten objects are backed up in the journal first.
         :param pulumi.Input[_builtins.str] output: Stack output naming the bucket (for example `raw_bucket_name` or `cdn_bucket_name`), read from `sourceStack` for the source and `targetStack` for the target when `sourceBucket` / `targetBucket` are not set.
         :param pulumi.Input[_builtins.str] server_side_encryption: Encryption of the objects this resource writes: `AES256`, `aws:kms` or `aws:kms:dsse`. Default: the target bucket's default encryption, never the source's KMS key (which the target account may not be allowed to use).
+        :param pulumi.Input[_builtins.bool] share_target: Let other live migrations that also set `shareTarget` write into this bucket prefix (or one overlapping it): whichever is destroyed first hands the others its backups of the objects they wrote over, so destroys in any order put back what was there before. Default false: another migration into the prefix is refused at preview, naming it.
         :param pulumi.Input[_builtins.str] source_bucket: Bucket to copy from, on the source connection. Never written. Default: the `output` of `sourceStack`.
         :param pulumi.Input[_builtins.str] source_prefix: Only keys under this prefix are copied; it is replaced by `targetPrefix` in the target.
         :param pulumi.Input[_builtins.str] sse_kms_key_id: The KMS key (ID, ARN or alias) for `serverSideEncryption: aws:kms` or `aws:kms:dsse`. Default: the account's AWS managed key for S3.
@@ -418,6 +438,7 @@ class BucketSync(pulumi.CustomResource):
                  on_conflict: Optional[pulumi.Input['OnConflict']] = None,
                  output: Optional[pulumi.Input[_builtins.str]] = None,
                  server_side_encryption: Optional[pulumi.Input[_builtins.str]] = None,
+                 share_target: Optional[pulumi.Input[_builtins.bool]] = None,
                  source_bucket: Optional[pulumi.Input[_builtins.str]] = None,
                  source_prefix: Optional[pulumi.Input[_builtins.str]] = None,
                  sse_kms_key_id: Optional[pulumi.Input[_builtins.str]] = None,
@@ -452,6 +473,9 @@ class BucketSync(pulumi.CustomResource):
             __props__.__dict__["on_conflict"] = on_conflict
             __props__.__dict__["output"] = output
             __props__.__dict__["server_side_encryption"] = server_side_encryption
+            if share_target is None:
+                share_target = False
+            __props__.__dict__["share_target"] = share_target
             __props__.__dict__["source_bucket"] = source_bucket
             if source_prefix is None:
                 source_prefix = ''
@@ -531,6 +555,7 @@ class BucketSync(pulumi.CustomResource):
         __props__.__dict__["output"] = None
         __props__.__dict__["retries"] = None
         __props__.__dict__["server_side_encryption"] = None
+        __props__.__dict__["share_target"] = None
         __props__.__dict__["source_bucket"] = None
         __props__.__dict__["source_prefix"] = None
         __props__.__dict__["sse_kms_key_id"] = None
@@ -722,6 +747,14 @@ class BucketSync(pulumi.CustomResource):
         Encryption of the objects this resource writes: `AES256`, `aws:kms` or `aws:kms:dsse`. Default: the target bucket's default encryption, never the source's KMS key (which the target account may not be allowed to use).
         """
         return pulumi.get(self, "server_side_encryption")
+
+    @_builtins.property
+    @pulumi.getter(name="shareTarget")
+    def share_target(self) -> pulumi.Output[Optional[_builtins.bool]]:
+        """
+        Let other live migrations that also set `shareTarget` write into this bucket prefix (or one overlapping it): whichever is destroyed first hands the others its backups of the objects they wrote over, so destroys in any order put back what was there before. Default false: another migration into the prefix is refused at preview, naming it.
+        """
+        return pulumi.get(self, "share_target")
 
     @_builtins.property
     @pulumi.getter(name="sourceBucket")

@@ -34,6 +34,7 @@ class DynamoCopyArgs:
                  output: Optional[pulumi.Input[_builtins.str]] = None,
                  rewrite: Optional[pulumi.Input[Mapping[str, pulumi.Input[_builtins.str]]]] = None,
                  set_attributes: Optional[pulumi.Input[Sequence[pulumi.Input['SetAttributeArgs']]]] = None,
+                 share_target: Optional[pulumi.Input[_builtins.bool]] = None,
                  skip_expired: Optional[pulumi.Input[_builtins.bool]] = None,
                  source_table: Optional[pulumi.Input[_builtins.str]] = None,
                  target_table: Optional[pulumi.Input[_builtins.str]] = None,
@@ -54,6 +55,7 @@ class DynamoCopyArgs:
         :param pulumi.Input[_builtins.str] output: Stack output naming the table, read from `sourceStack` and `targetStack` when `sourceTable` / `targetTable` are not set. Default `dynamodb_table_name`.
         :param pulumi.Input[Mapping[str, pulumi.Input[_builtins.str]]] rewrite: Strings replaced in every string value at any depth (strings, string sets, nested maps and lists); key attributes are never rewritten. Default: every output present in both stacks whose name ends in `bucket_name` or `bucket` and whose values differ, source value to target value.
         :param pulumi.Input[Sequence[pulumi.Input['SetAttributeArgs']]] set_attributes: Attributes set on items of given types, for example `embedding_status` = `NONE` with its `GSI1PK` = `EMBEDDING_STATUS#NONE`.
+        :param pulumi.Input[_builtins.bool] share_target: Let other live migrations that also set `shareTarget` copy into the target table: whichever is destroyed first hands the others its backups of the items they wrote over, so destroys in any order put back what was there before. Default false: another migration into the table is refused at preview, naming it.
         :param pulumi.Input[_builtins.bool] skip_expired: Leave out items whose TTL (the source table's TTL attribute) has passed. Default true.
         :param pulumi.Input[_builtins.str] source_table: Table to copy from, on the source connection. Never written. Default: the `output` of `sourceStack`.
         :param pulumi.Input[_builtins.str] target_table: Table to copy into, on the target connection; it must have the source's key schema. Default: the `output` of `targetStack`.
@@ -95,6 +97,10 @@ class DynamoCopyArgs:
             pulumi.set(__self__, "rewrite", rewrite)
         if set_attributes is not None:
             pulumi.set(__self__, "set_attributes", set_attributes)
+        if share_target is None:
+            share_target = False
+        if share_target is not None:
+            pulumi.set(__self__, "share_target", share_target)
         if skip_expired is None:
             skip_expired = True
         if skip_expired is not None:
@@ -257,6 +263,18 @@ class DynamoCopyArgs:
         pulumi.set(self, "set_attributes", value)
 
     @_builtins.property
+    @pulumi.getter(name="shareTarget")
+    def share_target(self) -> Optional[pulumi.Input[_builtins.bool]]:
+        """
+        Let other live migrations that also set `shareTarget` copy into the target table: whichever is destroyed first hands the others its backups of the items they wrote over, so destroys in any order put back what was there before. Default false: another migration into the table is refused at preview, naming it.
+        """
+        return pulumi.get(self, "share_target")
+
+    @share_target.setter
+    def share_target(self, value: Optional[pulumi.Input[_builtins.bool]]):
+        pulumi.set(self, "share_target", value)
+
+    @_builtins.property
     @pulumi.getter(name="skipExpired")
     def skip_expired(self) -> Optional[pulumi.Input[_builtins.bool]]:
         """
@@ -347,6 +365,7 @@ class DynamoCopy(pulumi.CustomResource):
                  output: Optional[pulumi.Input[_builtins.str]] = None,
                  rewrite: Optional[pulumi.Input[Mapping[str, pulumi.Input[_builtins.str]]]] = None,
                  set_attributes: Optional[pulumi.Input[Sequence[pulumi.Input[Union['SetAttributeArgs', 'SetAttributeArgsDict']]]]] = None,
+                 share_target: Optional[pulumi.Input[_builtins.bool]] = None,
                  skip_expired: Optional[pulumi.Input[_builtins.bool]] = None,
                  source_table: Optional[pulumi.Input[_builtins.str]] = None,
                  target_table: Optional[pulumi.Input[_builtins.str]] = None,
@@ -386,6 +405,7 @@ class DynamoCopy(pulumi.CustomResource):
         :param pulumi.Input[_builtins.str] output: Stack output naming the table, read from `sourceStack` and `targetStack` when `sourceTable` / `targetTable` are not set. Default `dynamodb_table_name`.
         :param pulumi.Input[Mapping[str, pulumi.Input[_builtins.str]]] rewrite: Strings replaced in every string value at any depth (strings, string sets, nested maps and lists); key attributes are never rewritten. Default: every output present in both stacks whose name ends in `bucket_name` or `bucket` and whose values differ, source value to target value.
         :param pulumi.Input[Sequence[pulumi.Input[Union['SetAttributeArgs', 'SetAttributeArgsDict']]]] set_attributes: Attributes set on items of given types, for example `embedding_status` = `NONE` with its `GSI1PK` = `EMBEDDING_STATUS#NONE`.
+        :param pulumi.Input[_builtins.bool] share_target: Let other live migrations that also set `shareTarget` copy into the target table: whichever is destroyed first hands the others its backups of the items they wrote over, so destroys in any order put back what was there before. Default false: another migration into the table is refused at preview, naming it.
         :param pulumi.Input[_builtins.bool] skip_expired: Leave out items whose TTL (the source table's TTL attribute) has passed. Default true.
         :param pulumi.Input[_builtins.str] source_table: Table to copy from, on the source connection. Never written. Default: the `output` of `sourceStack`.
         :param pulumi.Input[_builtins.str] target_table: Table to copy into, on the target connection; it must have the source's key schema. Default: the `output` of `targetStack`.
@@ -444,6 +464,7 @@ class DynamoCopy(pulumi.CustomResource):
                  output: Optional[pulumi.Input[_builtins.str]] = None,
                  rewrite: Optional[pulumi.Input[Mapping[str, pulumi.Input[_builtins.str]]]] = None,
                  set_attributes: Optional[pulumi.Input[Sequence[pulumi.Input[Union['SetAttributeArgs', 'SetAttributeArgsDict']]]]] = None,
+                 share_target: Optional[pulumi.Input[_builtins.bool]] = None,
                  skip_expired: Optional[pulumi.Input[_builtins.bool]] = None,
                  source_table: Optional[pulumi.Input[_builtins.str]] = None,
                  target_table: Optional[pulumi.Input[_builtins.str]] = None,
@@ -481,6 +502,9 @@ class DynamoCopy(pulumi.CustomResource):
             __props__.__dict__["output"] = output
             __props__.__dict__["rewrite"] = rewrite
             __props__.__dict__["set_attributes"] = set_attributes
+            if share_target is None:
+                share_target = False
+            __props__.__dict__["share_target"] = share_target
             if skip_expired is None:
                 skip_expired = True
             __props__.__dict__["skip_expired"] = skip_expired
@@ -566,6 +590,7 @@ class DynamoCopy(pulumi.CustomResource):
         __props__.__dict__["rewrite"] = None
         __props__.__dict__["rewrites"] = None
         __props__.__dict__["set_attributes"] = None
+        __props__.__dict__["share_target"] = None
         __props__.__dict__["skip_expired"] = None
         __props__.__dict__["source_table"] = None
         __props__.__dict__["target_table"] = None
@@ -816,6 +841,14 @@ class DynamoCopy(pulumi.CustomResource):
         Attributes set on items of given types, for example `embedding_status` = `NONE` with its `GSI1PK` = `EMBEDDING_STATUS#NONE`.
         """
         return pulumi.get(self, "set_attributes")
+
+    @_builtins.property
+    @pulumi.getter(name="shareTarget")
+    def share_target(self) -> pulumi.Output[Optional[_builtins.bool]]:
+        """
+        Let other live migrations that also set `shareTarget` copy into the target table: whichever is destroyed first hands the others its backups of the items they wrote over, so destroys in any order put back what was there before. Default false: another migration into the table is refused at preview, naming it.
+        """
+        return pulumi.get(self, "share_target")
 
     @_builtins.property
     @pulumi.getter(name="skipExpired")

@@ -127,7 +127,7 @@ impl World {
 
     /// Undoes what the journal says the syncs wrote.
     async fn roll_back(&self, spec: &SyncSpec) -> RolledBack {
-        rollback(&spec.target, &self.journal().await, &Silent)
+        rollback(&spec.target, &self.journal().await, &[], &Silent)
             .await
             .unwrap()
     }
@@ -212,7 +212,7 @@ async fn a_sync_killed_at_any_write_rolls_back_or_resumes_exactly() {
                 assert!(killed.killed_sync(server_side, kill).await, "{case}");
                 assert_eq!(killed.store.writes(), at + u64::from(lands), "{case}");
                 let spec = killed.spec(server_side);
-                let report = rollback(&spec.target, &killed.journal().await, &Silent)
+                let report = rollback(&spec.target, &killed.journal().await, &[], &Silent)
                     .await
                     .unwrap();
                 assert_eq!(killed.contents("prod"), original, "rollback: {case}");
@@ -225,7 +225,7 @@ async fn a_sync_killed_at_any_write_rolls_back_or_resumes_exactly() {
                     .await
                     .unwrap();
                 assert_eq!(resumed.contents("prod"), resumed.synced(), "resume: {case}");
-                rollback(&spec.target, &resumed.journal().await, &Silent)
+                rollback(&spec.target, &resumed.journal().await, &[], &Silent)
                     .await
                     .unwrap();
                 assert_eq!(
@@ -327,7 +327,7 @@ async fn a_pointer_moved_by_someone_else_is_not_overwritten_and_survives_rollbac
 
     // The journal backed up what the pointer held at the move (v3): nothing of this
     // resource's is there to undo.
-    let report = rollback(&prod, &world.journal().await, &Silent)
+    let report = rollback(&prod, &world.journal().await, &[], &Silent)
         .await
         .unwrap();
     assert_eq!((report.deleted, report.restored), (0, 0), "{report:?}");
@@ -427,4 +427,74 @@ async fn a_source_replaced_during_a_copy_in_parts_fails_it_and_nothing_spliced_i
     );
     world.roll_back(&spec).await;
     assert_eq!(world.contents("prod"), original);
+}
+
+#[tokio::test]
+async fn two_syncs_sharing_a_bucket_restore_the_original_in_either_destroy_order() {
+    for a_first in [true, false] {
+        let world = World::new();
+        let original = world.contents("prod");
+        world.store.create("dev2");
+        for n in 0..12 {
+            world.store.put_object(
+                "dev2",
+                &format!("img/{n:02}.png"),
+                format!("second dev's image {n}").as_bytes(),
+                Headers::default(),
+            );
+        }
+        let a = world.spec(true);
+        let b = SyncSpec {
+            source: world.bucket("dev2"),
+            ..world.spec(true)
+        };
+        let journal_b =
+            || Journal::in_folder(world.journal_dir.path().join("prod/other-stack/sync"));
+        world.sync(&a).await.unwrap();
+        run(&b, &journal_b().await, &Silent, |_| Ok(()))
+            .await
+            .unwrap();
+        let case = format!("a destroyed first: {a_first}");
+        if a_first {
+            let report = rollback(
+                &a.target,
+                &world.journal().await,
+                &[journal_b().await],
+                &Silent,
+            )
+            .await
+            .unwrap();
+            // B's 12 images stand over A's: A's backups of prod's 3 go to B's journal.
+            assert_eq!((report.deleted, report.handed_over), (1, 12), "{report:?}");
+            assert!(report.left_alone.is_empty(), "{report:?}");
+            let report = rollback(
+                &b.target,
+                &journal_b().await,
+                &[world.journal().await],
+                &Silent,
+            )
+            .await
+            .unwrap();
+            assert_eq!((report.deleted, report.restored), (9, 3), "{report:?}");
+        } else {
+            let report = rollback(
+                &b.target,
+                &journal_b().await,
+                &[world.journal().await],
+                &Silent,
+            )
+            .await
+            .unwrap();
+            assert_eq!(report.restored, 12, "B puts back A's images: {report:?}");
+            rollback(
+                &a.target,
+                &world.journal().await,
+                &[journal_b().await],
+                &Silent,
+            )
+            .await
+            .unwrap();
+        }
+        assert_eq!(world.contents("prod"), original, "{case}");
+    }
 }

@@ -58,6 +58,14 @@ pub(crate) enum ObjectRecord {
     Delete { key: String, previous: Previous },
     /// `key` was deleted on a versioned target, hidden by this delete marker.
     Deleted { key: String, version: String },
+    /// Written by the rollback of another migration sharing the target: what this
+    /// resource backed up at `key` was that migration's write, and `previous` is what
+    /// that one had backed up (its backup copied here), so this resource's rollback
+    /// restores the original.
+    Handover {
+        key: String,
+        previous: Option<Previous>,
+    },
 }
 
 /// What the journal says about one target key.
@@ -106,7 +114,8 @@ impl ObjectRecord {
             ObjectRecord::Write { key, .. }
             | ObjectRecord::Written { key, .. }
             | ObjectRecord::Delete { key, .. }
-            | ObjectRecord::Deleted { key, .. } => key,
+            | ObjectRecord::Deleted { key, .. }
+            | ObjectRecord::Handover { key, .. } => key,
         }
     }
 }
@@ -142,6 +151,7 @@ fn apply_record(current: Option<ObjectState>, segment: u64, record: ObjectRecord
             entry.versioned = true;
             entry.versions.push(version);
         }
+        ObjectRecord::Handover { previous, .. } => entry.previous = previous,
         ObjectRecord::Delete { previous, .. } => {
             if first || (!previous.backup.is_empty() && entry.theirs(&previous)) {
                 entry.previous = Some(previous);
@@ -204,6 +214,7 @@ mod tests {
             r#"{"op":"write","key":"k","sourceEtag":"\"s\"","previous":null,"versioned":true}"#,
             r#"{"op":"written","key":"k","etag":"\"w\"","version":"v2"}"#,
             r#"{"op":"deleted","key":"k","version":"v3"}"#,
+            r#"{"op":"handover","key":"k","previous":null}"#,
         ];
         for line in lines {
             let record: ObjectRecord = serde_json::from_str(line).unwrap();

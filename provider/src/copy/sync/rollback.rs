@@ -14,15 +14,33 @@ use crate::copy::s3::{self, Bucket};
 use crate::copy::spill::SpillMap;
 use crate::copy::RolledBack;
 
+/// The journal of another live migration into the same bucket, and what it says.
+struct Sharer<'a> {
+    journal: &'a Journal,
+    state: ObjectStates,
+}
+
 /// Undoes what the journal says this resource did: deletes the objects it created,
-/// restores those it overwrote or deleted. A key someone else changed since is left.
-/// Goes backwards through the journal's segments, so what was written last (such as a
-/// pointer readers follow) is undone before what it points to.
+/// restores those it overwrote or deleted. A key someone else changed since is left,
+/// unless one of `sharers` (other migrations into this bucket) wrote over this
+/// resource's write: that one's journal then gets this resource's backup, so that the
+/// original comes back whichever is destroyed first. Goes backwards through the
+/// journal's segments, so what was written last (such as a pointer readers follow) is
+/// undone before what it points to.
 pub(crate) async fn rollback(
     target: &Bucket,
     journal: &Journal,
+    sharers: &[Journal],
     progress: &dyn Progress,
 ) -> Result<RolledBack> {
+    let mut shared = Vec::new();
+    for sharer in sharers {
+        shared.push(Sharer {
+            journal: sharer,
+            state: load_objects(sharer).await?,
+        });
+    }
+    let shared = &shared;
     let state = load_objects(journal).await?;
     let meter = Meter::new(progress, "rolled back", state.len()?, 0);
     let by_segment = in_segment_order(&state)?;
@@ -42,7 +60,10 @@ pub(crate) async fn rollback(
                     let meter = &meter;
                     async move {
                         let key = String::from_utf8(order[8..].to_vec())?;
-                        let outcome = rollback_key(target, journal, &key, &entry).await?;
+                        let outcome = match rollback_key(target, journal, &key, &entry).await? {
+                            Outcome::LeftAlone => hand_over(journal, shared, &key, &entry).await?,
+                            outcome => outcome,
+                        };
                         meter.add(1, 0);
                         anyhow::Ok((key, outcome))
                     }
@@ -50,6 +71,7 @@ pub(crate) async fn rollback(
                 .buffer_unordered(CONCURRENCY)
                 .try_collect()
                 .await?;
+            let mut handovers: Vec<Vec<ObjectRecord>> = vec![Vec::new(); shared.len()];
             for (key, outcome) in outcomes {
                 match outcome {
                     Outcome::Deleted => report.deleted += 1,
@@ -57,7 +79,20 @@ pub(crate) async fn rollback(
                     Outcome::LeftAlone => report.left_alone.push(key),
                     Outcome::Unrestorable => unrestorable.push(key),
                     Outcome::Untouched => {}
+                    Outcome::HandedOver { sharer, previous } => {
+                        handovers[sharer].push(ObjectRecord::Handover {
+                            key,
+                            previous: previous.map(|p| *p),
+                        });
+                        report.handed_over += 1;
+                    }
                 }
+            }
+            // Handed over (their backups already copied) before this journal is
+            // cleared: a kill in between hands nothing over twice, as the sharer's
+            // backup is then the original, no longer this resource's write.
+            for (sharer, records) in shared.iter().zip(handovers) {
+                sharer.journal.append(&records).await?;
             }
         }
     }
@@ -162,6 +197,60 @@ enum Outcome {
     /// The content from before is gone: nothing was done at the key.
     Unrestorable,
     Untouched,
+    /// Sharer number `sharer` wrote over this resource's write: `previous` goes to its
+    /// journal.
+    HandedOver {
+        sharer: usize,
+        previous: Option<Box<Previous>>,
+    },
+}
+
+/// A key left alone because someone wrote it since: when that was a sharer, whose
+/// journal backed up this resource's write (or, over a deletion, found nothing), the
+/// sharer is to restore what this resource had backed up instead. The backup is copied
+/// into the sharer's journal under a name of its own.
+async fn hand_over(
+    journal: &Journal,
+    shared: &[Sharer<'_>],
+    key: &str,
+    ours: &ObjectState,
+) -> Result<Outcome> {
+    for (index, sharer) in shared.iter().enumerate() {
+        let Some(theirs) = sharer.state.get(&key.to_string())? else {
+            continue;
+        };
+        let backed_up_ours = match (&theirs.previous, &ours.written_etag) {
+            (Some(previous), Some(written)) => previous.etag == *written,
+            (None, _) => ours.deleted,
+            (Some(_), None) => false,
+        };
+        if !backed_up_ours {
+            continue;
+        }
+        let previous = match &ours.previous {
+            None => None,
+            Some(previous) if previous.backup.is_empty() => return Ok(Outcome::LeftAlone),
+            Some(previous) => {
+                let name = format!(
+                    "{}-from-{}",
+                    backup_name(key),
+                    &backup_name(journal.uri())[..16]
+                );
+                journal
+                    .copy_backup(&previous.backup, sharer.journal, &name)
+                    .await?;
+                Some(Box::new(Previous {
+                    backup: name,
+                    ..previous.clone()
+                }))
+            }
+        };
+        return Ok(Outcome::HandedOver {
+            sharer: index,
+            previous,
+        });
+    }
+    Ok(Outcome::LeftAlone)
 }
 
 async fn rollback_key(

@@ -108,9 +108,15 @@ impl World {
 
     /// Undoes what the journal says the copies wrote.
     async fn roll_back(&self, spec: &CopySpec) -> RolledBack {
-        rollback(&spec.target, &spec.keys, &self.journal().await, &Silent)
-            .await
-            .unwrap()
+        rollback(
+            &spec.target,
+            &spec.keys,
+            &self.journal().await,
+            &[],
+            &Silent,
+        )
+        .await
+        .unwrap()
     }
 
     /// From now on the target throttles: a batch write applies at most `writes` of
@@ -182,9 +188,15 @@ async fn a_copy_killed_at_any_write_rolls_back_or_resumes_exactly() {
         assert!(killed.killed_copy(ItemConflict::Overwrite, writes).await);
         assert_eq!(killed.store.written(), writes);
         let spec = killed.spec(ItemConflict::Overwrite);
-        let report = rollback(&spec.target, &spec.keys, &killed.journal().await, &Silent)
-            .await
-            .unwrap();
+        let report = rollback(
+            &spec.target,
+            &spec.keys,
+            &killed.journal().await,
+            &[],
+            &Silent,
+        )
+        .await
+        .unwrap();
         assert_eq!(
             killed.prod(),
             original,
@@ -209,9 +221,15 @@ async fn a_copy_killed_at_any_write_rolls_back_or_resumes_exactly() {
         );
         assert_eq!(done.copied, 40 - writes.min(40), "kill at {writes}");
         let spec = spec_of(&resumed);
-        rollback(&spec.target, &spec.keys, &resumed.journal().await, &Silent)
-            .await
-            .unwrap();
+        rollback(
+            &spec.target,
+            &spec.keys,
+            &resumed.journal().await,
+            &[],
+            &Silent,
+        )
+        .await
+        .unwrap();
         assert_eq!(
             resumed.prod(),
             original,
@@ -489,5 +507,79 @@ async fn a_mirror_killed_at_any_write_rolls_back_or_resumes_exactly() {
             original,
             "rollback of a resumed mirror killed at write {writes}"
         );
+    }
+}
+
+#[tokio::test]
+async fn two_migrations_sharing_a_table_restore_the_original_in_either_destroy_order() {
+    for a_first in [true, false] {
+        let world = World::new();
+        let original = world.prod();
+        world.store.create("dev2", &KEYS);
+        for n in 0..8 {
+            world.store.put("dev2", image(n, "second dev's image"));
+        }
+        let a = world.spec(ItemConflict::Overwrite);
+        let b = CopySpec {
+            source: Table {
+                store: world.store.clone(),
+                name: "dev2".into(),
+            },
+            ..world.spec(ItemConflict::Overwrite)
+        };
+        let journal_b =
+            || Journal::in_folder(world.journal_dir.path().join("prod/other-stack/copy"));
+        run(&a, &world.journal().await, &Silent, |_| Ok(()))
+            .await
+            .unwrap();
+        run(&b, &journal_b().await, &Silent, |_| Ok(()))
+            .await
+            .unwrap();
+        let case = format!("a destroyed first: {a_first}");
+        if a_first {
+            let report = rollback(
+                &a.target,
+                &a.keys,
+                &world.journal().await,
+                &[journal_b().await],
+                &Silent,
+            )
+            .await
+            .unwrap();
+            // B's 8 images stand over A's: A's backups of them go to B's journal.
+            assert_eq!((report.deleted, report.handed_over), (32, 8), "{report:?}");
+            assert!(report.left_alone.is_empty(), "{report:?}");
+            let report = rollback(
+                &b.target,
+                &b.keys,
+                &journal_b().await,
+                &[world.journal().await],
+                &Silent,
+            )
+            .await
+            .unwrap();
+            assert_eq!((report.deleted, report.restored), (3, 5), "{report:?}");
+        } else {
+            let report = rollback(
+                &b.target,
+                &b.keys,
+                &journal_b().await,
+                &[world.journal().await],
+                &Silent,
+            )
+            .await
+            .unwrap();
+            assert_eq!(report.restored, 8, "B puts back A's images: {report:?}");
+            rollback(
+                &a.target,
+                &a.keys,
+                &world.journal().await,
+                &[journal_b().await],
+                &Silent,
+            )
+            .await
+            .unwrap();
+        }
+        assert_eq!(world.prod(), original, "{case}");
     }
 }

@@ -659,10 +659,12 @@ impl<'a> Walk<'a> {
         let previous = read_items(&spec.target, &spec.keys, first_overwrites).await?;
         let records: Vec<ItemRecord> = writes
             .iter()
-            .map(|candidate| ItemRecord {
-                key: item_to_json(&candidate.key),
-                previous: previous.get(&candidate.id()).map(item_to_json),
-                digest: digest(&candidate.item),
+            .map(|candidate| {
+                ItemRecord::write(
+                    item_to_json(&candidate.key),
+                    previous.get(&candidate.id()).map(item_to_json),
+                    digest(&candidate.item),
+                )
             })
             .collect();
         journal.append(&records).await?;

@@ -19,17 +19,37 @@ pub(crate) struct ItemRecord {
     pub key: Map<String, Value>,
     pub previous: Option<Map<String, Value>>,
     pub digest: String,
+    /// Written by the rollback of another migration sharing the target: the item this
+    /// resource's write backed up was that migration's, and `previous` is what that
+    /// one had backed up, so this resource's rollback restores the original. `digest`
+    /// repeats this resource's last write.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub handover: bool,
 }
 
 impl ItemRecord {
+    /// About to write `digest`'s item at `key` over `previous`.
+    pub(crate) fn write(
+        key: Map<String, Value>,
+        previous: Option<Map<String, Value>>,
+        digest: String,
+    ) -> ItemRecord {
+        ItemRecord {
+            key,
+            previous,
+            digest,
+            handover: false,
+        }
+    }
+
     /// About to delete `item` (mirror mode): the journal keeps all of it, for a rollback
     /// to put back; the empty digest stands for no item.
     pub(crate) fn deleted(item: &Item, keys: &[String]) -> ItemRecord {
-        ItemRecord {
-            key: item_to_json(&key_of(item, keys)),
-            previous: Some(item_to_json(item)),
-            digest: String::new(),
-        }
+        ItemRecord::write(
+            item_to_json(&key_of(item, keys)),
+            Some(item_to_json(item)),
+            String::new(),
+        )
     }
 }
 
@@ -53,6 +73,10 @@ pub(crate) type ItemStates = SpillMap<String, ItemState>;
 /// back their item.
 fn apply_record(current: Option<ItemState>, record: ItemRecord) -> ItemState {
     let mut state = match current {
+        Some(mut state) if record.handover => {
+            state.previous = record.previous;
+            state
+        }
         Some(mut state) => {
             let theirs = record
                 .previous
@@ -197,10 +221,8 @@ mod tests {
         };
         let digest_of = |v: &str| digest(&item_from_json(&item(v)).unwrap());
         let state = ItemStates::new().unwrap();
-        let record = |previous: Option<&str>, written: &str| ItemRecord {
-            key: key.clone(),
-            previous: previous.map(item),
-            digest: digest_of(written),
+        let record = |previous: Option<&str>, written: &str| {
+            ItemRecord::write(key.clone(), previous.map(item), digest_of(written))
         };
         // A second write over this resource's own item names it as previous: ignored.
         fold_segment(

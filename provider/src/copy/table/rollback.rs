@@ -4,23 +4,40 @@ use anyhow::Result;
 
 use futures::stream::{FuturesUnordered, StreamExt};
 
-use super::records::{load_items, ItemState};
+use super::records::{load_items, ItemRecord, ItemState, ItemStates};
 use crate::copy::dynamodb::{self, batch_write, Table, READ_BATCH};
 use crate::copy::item::{digest, item_from_json};
+use crate::copy::journal::Journal;
 use crate::copy::progress::{Meter, Progress};
 use crate::copy::RolledBack;
 
 /// Chunks of the journal's keys rolled back at once, as the copy's scan segments write.
 const CHUNKS_IN_FLIGHT: usize = 8;
 
+/// The journal of another live migration into the same table, and what it says.
+struct Sharer<'a> {
+    journal: &'a Journal,
+    state: ItemStates,
+}
+
 /// Deletes the items this resource created and puts back those it overwrote, where the
-/// target still holds what was written.
+/// target still holds what was written. A key that one of `sharers` (other migrations
+/// into this table) wrote over this resource's item gets this resource's backup in
+/// that one's journal, so that the original comes back whichever is destroyed first.
 pub async fn rollback(
     target: &Table,
     keys: &[String],
-    journal: &crate::copy::journal::Journal,
+    journal: &Journal,
+    sharers: &[Journal],
     progress: &dyn Progress,
 ) -> Result<RolledBack> {
+    let mut shared = Vec::new();
+    for sharer in sharers {
+        shared.push(Sharer {
+            journal: sharer,
+            state: load_items(sharer).await?,
+        });
+    }
     let state = load_items(journal).await?;
     let meter = Meter::new(progress, "rolled back", state.len()?, 0);
     // The state is read a chunk at a time, so memory holds only the chunks in flight.
@@ -34,7 +51,7 @@ pub async fn rollback(
             match chunk.last() {
                 Some((last, _)) => {
                     after = Some(last.clone());
-                    in_flight.push(rollback_chunk(target, keys, chunk, &meter));
+                    in_flight.push(rollback_chunk(target, keys, chunk, &shared, &meter));
                 }
                 None => read_all = true,
             }
@@ -46,6 +63,7 @@ pub async fn rollback(
         report.deleted += part.deleted;
         report.restored += part.restored;
         report.left_alone.extend(part.left_alone);
+        report.handed_over += part.handed_over;
     }
     report.left_alone.sort();
     journal.clear().await?;
@@ -56,9 +74,11 @@ async fn rollback_chunk(
     target: &Table,
     keys: &[String],
     chunk: Vec<(String, ItemState)>,
+    shared: &[Sharer<'_>],
     meter: &Meter<'_>,
 ) -> Result<RolledBack> {
     let mut report = RolledBack::default();
+    let mut handovers: Vec<Vec<ItemRecord>> = vec![Vec::new(); shared.len()];
     let wanted = chunk
         .iter()
         .map(|(_, s)| item_from_json(&s.key))
@@ -89,10 +109,48 @@ async fn rollback_chunk(
             // Killed before the write landed: the key holds what it held before.
             None if previous.is_none() => {}
             Some(item) if previous.as_ref().is_some_and(|p| digest(p) == digest(item)) => {}
-            _ => report.left_alone.push(id.clone()),
+            _ => match wrote_over(shared, id, entry)? {
+                Some((index, theirs)) => {
+                    handovers[index].push(ItemRecord {
+                        key: entry.key.clone(),
+                        previous: entry.previous.clone(),
+                        digest: theirs.digest,
+                        handover: true,
+                    });
+                    report.handed_over += 1;
+                }
+                None => report.left_alone.push(id.clone()),
+            },
         }
+    }
+    // Handed over before this journal is cleared: a kill in between hands nothing over
+    // twice (the sharer's backup is then the original, no longer this resource's item).
+    for (sharer, records) in shared.iter().zip(handovers) {
+        sharer.journal.append(&records).await?;
     }
     batch_write(target, requests, None).await?;
     meter.add(chunk.len() as u64, 0);
     Ok(report)
+}
+
+/// The sharer whose journal backed up what this resource last wrote at `id` (for a
+/// mirror's delete: found nothing there), with its state of the key.
+fn wrote_over(
+    shared: &[Sharer<'_>],
+    id: &str,
+    ours: &ItemState,
+) -> Result<Option<(usize, ItemState)>> {
+    for (index, sharer) in shared.iter().enumerate() {
+        let Some(theirs) = sharer.state.get(&id.to_string())? else {
+            continue;
+        };
+        let backed_up_ours = match &theirs.previous {
+            Some(previous) => digest(&item_from_json(previous)?) == ours.digest,
+            None => ours.digest.is_empty(),
+        };
+        if backed_up_ours {
+            return Ok(Some((index, theirs)));
+        }
+    }
+    Ok(None)
 }

@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{bail, Context, Result};
 use serde::{de::DeserializeOwned, Serialize};
+use sha2::{Digest, Sha256};
 
 use super::s3::{self, Bucket, Buckets, Headers, ObjectInfo, WriteOptions, Written};
 
@@ -257,9 +258,21 @@ impl Journal {
         }
         let mut segments: Vec<(u64, String)> = names
             .into_iter()
-            .filter_map(|name| Some((name.strip_suffix(".jsonl")?.parse().ok()?, name)))
+            .filter_map(|name| {
+                let seq = name
+                    .strip_suffix(".jsonl")?
+                    .split('-')
+                    .next()?
+                    .parse()
+                    .ok()?;
+                Some((seq, name))
+            })
             .collect();
-        segments.sort();
+        // Another resource's segment (a rollback's hand-over) after this one's own of
+        // the same number.
+        segments.sort_by(|(a, a_name), (b, b_name)| {
+            (a, a_name.contains('-'), a_name).cmp(&(b, b_name.contains('-'), b_name))
+        });
         Ok(segments)
     }
 
@@ -367,6 +380,23 @@ impl Journal {
 
     /// Durably records `records` as one segment. Returns once they are stored.
     pub(crate) async fn append<T: Serialize>(&self, records: &[T]) -> Result<()> {
+        self.append_segment(records, None).await
+    }
+
+    /// `append` by the rollback of another resource (`from`), which may run while this
+    /// journal's own resource appends too: its segment's name carries `from`'s mark
+    /// after the sequence number, so two segments numbered alike never replace each
+    /// other.
+    pub(crate) async fn append_from<T: Serialize>(
+        &self,
+        records: &[T],
+        from: &Journal,
+    ) -> Result<()> {
+        let mark = hex::encode(&Sha256::digest(from.uri.as_bytes())[..8]);
+        self.append_segment(records, Some(&mark)).await
+    }
+
+    async fn append_segment<T: Serialize>(&self, records: &[T], mark: Option<&str>) -> Result<()> {
         if records.is_empty() {
             return Ok(());
         }
@@ -383,7 +413,10 @@ impl Journal {
             body.push(b'\n');
         }
         let seq = self.next_segment.fetch_add(1, Ordering::SeqCst);
-        let name = format!("{seq:012}.jsonl");
+        let name = match mark {
+            None => format!("{seq:012}.jsonl"),
+            Some(mark) => format!("{seq:012}-{mark}.jsonl"),
+        };
         match &self.store {
             Store::File(dir) => write_file_durably(&dir.join("records").join(&name), &body).await,
             Store::S3 { bucket, prefix } => {
@@ -805,6 +838,28 @@ mod tests {
 
     fn rec(key: &str) -> [Rec; 1] {
         [Rec { key: key.into() }]
+    }
+
+    #[tokio::test]
+    async fn another_resources_segment_numbered_like_this_ones_replaces_nothing() {
+        let folder = Folder::new();
+        let (own, by_other) = (folder.open().await, folder.open().await);
+        let other = Journal::in_folder(folder.root.path().join("other")).await;
+        // Both handles were opened at segment 0: the numbers meet, the names do not.
+        own.append(&rec("own")).await.unwrap();
+        by_other.append_from(&rec("handed"), &other).await.unwrap();
+        let mut keys = Vec::new();
+        folder
+            .open()
+            .await
+            .replay(|_, records: Vec<Rec>| {
+                keys.extend(records.into_iter().map(|r| r.key));
+                Ok(())
+            })
+            .await
+            .unwrap();
+        assert_eq!(keys, ["own", "handed"]);
+        assert_eq!(folder.open().await.segment_count().await.unwrap(), 2);
     }
 
     #[tokio::test]

@@ -92,7 +92,7 @@ pub(crate) async fn rollback(
             // cleared: a kill in between hands nothing over twice, as the sharer's
             // backup is then the original, no longer this resource's write.
             for (sharer, records) in shared.iter().zip(handovers) {
-                sharer.journal.append(&records).await?;
+                sharer.journal.append_from(&records, journal).await?;
             }
         }
     }

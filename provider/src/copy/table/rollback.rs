@@ -51,7 +51,9 @@ pub async fn rollback(
             match chunk.last() {
                 Some((last, _)) => {
                     after = Some(last.clone());
-                    in_flight.push(rollback_chunk(target, keys, chunk, &shared, &meter));
+                    in_flight.push(rollback_chunk(
+                        target, keys, journal, chunk, &shared, &meter,
+                    ));
                 }
                 None => read_all = true,
             }
@@ -73,6 +75,7 @@ pub async fn rollback(
 async fn rollback_chunk(
     target: &Table,
     keys: &[String],
+    journal: &Journal,
     chunk: Vec<(String, ItemState)>,
     shared: &[Sharer<'_>],
     meter: &Meter<'_>,
@@ -126,7 +129,7 @@ async fn rollback_chunk(
     // Handed over before this journal is cleared: a kill in between hands nothing over
     // twice (the sharer's backup is then the original, no longer this resource's item).
     for (sharer, records) in shared.iter().zip(handovers) {
-        sharer.journal.append(&records).await?;
+        sharer.journal.append_from(&records, journal).await?;
     }
     batch_write(target, requests, None).await?;
     meter.add(chunk.len() as u64, 0);

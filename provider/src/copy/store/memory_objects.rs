@@ -39,6 +39,8 @@ struct State {
     copy_limits: Option<CopyLimits>,
     /// Another writer's object, put in place as soon as a part of it has been copied.
     replace_after_part_copy: Option<(String, String, Vec<u8>)>,
+    /// Objects encrypted with a key their writer provided (SSE-C): served only with it.
+    customer_keyed: std::collections::HashSet<(String, String)>,
 }
 
 /// An object as the store keeps it.
@@ -205,6 +207,14 @@ impl MemoryObjects {
             Some((bucket.to_string(), key.to_string(), bytes.to_vec()));
     }
 
+    /// Marks `bucket/key` as written with a customer-provided key (SSE-C): reads of it
+    /// fail, as S3's do without the key.
+    pub(crate) fn encrypt_with_customer_key(&self, bucket: &str, key: &str) {
+        self.lock()
+            .customer_keyed
+            .insert((bucket.to_string(), key.to_string()));
+    }
+
     pub(crate) fn set_kill(&self, kill: Option<Kill>) {
         self.lock().kill = kill;
     }
@@ -248,7 +258,14 @@ impl MemoryObjects {
     }
 
     fn read(&self, at: ObjectAt<'_>) -> Result<Stored> {
-        self.lock()
+        let state = self.lock();
+        if state
+            .customer_keyed
+            .contains(&(at.bucket.to_string(), at.key.to_string()))
+        {
+            bail!("InvalidRequest: {at} is encrypted with a customer-provided key");
+        }
+        state
             .buckets
             .get(at.bucket)
             .ok_or_else(|| anyhow!("NoSuchBucket: {}", at.bucket))?
@@ -333,11 +350,21 @@ impl ObjectStore for MemoryObjects {
         at: ObjectAt<'_>,
         checksum: Option<&ChecksumAlgorithm>,
     ) -> Result<Option<Head>> {
+        if self.needs_customer_key(at).await? {
+            bail!("BadRequest: {at} needs its customer-provided key");
+        }
         let Ok(stored) = self.read(at) else {
             return Ok(None);
         };
         let asked = |(algorithm, _): &(ChecksumAlgorithm, String)| Some(algorithm) == checksum;
         Ok(Some(head_of(at.key, &stored, asked)))
+    }
+
+    async fn needs_customer_key(&self, at: ObjectAt<'_>) -> Result<bool> {
+        Ok(self
+            .lock()
+            .customer_keyed
+            .contains(&(at.bucket.to_string(), at.key.to_string())))
     }
 
     async fn tagging(&self, at: ObjectAt<'_>) -> Result<Option<String>> {

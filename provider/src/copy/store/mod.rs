@@ -152,6 +152,9 @@ pub(crate) trait ObjectStore: Send + Sync + std::fmt::Debug {
         at: ObjectAt<'_>,
         checksum: Option<&ChecksumAlgorithm>,
     ) -> Result<Option<Head>>;
+    /// Whether the object is encrypted with a key its writer provided (SSE-C), which S3
+    /// asks for to serve it: a HEAD without the key is answered 400.
+    async fn needs_customer_key(&self, at: ObjectAt<'_>) -> Result<bool>;
     /// The object's tags, URL-encoded as `x-amz-tagging` takes them; None without any.
     async fn tagging(&self, at: ObjectAt<'_>) -> Result<Option<String>>;
     /// The whole object, or bytes `start..end` of it.

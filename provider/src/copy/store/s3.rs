@@ -467,6 +467,28 @@ impl ObjectStore for S3 {
         Ok(Some(head_of!(out, at.key, checksum)))
     }
 
+    async fn needs_customer_key(&self, at: ObjectAt<'_>) -> Result<bool> {
+        match self
+            .client
+            .head_object()
+            .bucket(at.bucket)
+            .key(at.key)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(false),
+            Err(err) if not_found(&err) => Ok(false),
+            Err(err)
+                if err
+                    .raw_response()
+                    .is_some_and(|r| r.status().as_u16() == 400) =>
+            {
+                Ok(true)
+            }
+            Err(err) => Err(aws_error(err)).with_context(|| format!("reading {at}")),
+        }
+    }
+
     async fn tagging(&self, at: ObjectAt<'_>) -> Result<Option<String>> {
         let out = self
             .client

@@ -498,3 +498,29 @@ async fn two_syncs_sharing_a_bucket_restore_the_original_in_either_destroy_order
         assert_eq!(world.contents("prod"), original, "{case}");
     }
 }
+
+#[tokio::test]
+async fn source_objects_encrypted_with_a_customer_key_fail_the_plan_before_anything_is_written() {
+    let world = World::new();
+    let original = world.contents("prod");
+    world.store.encrypt_with_customer_key("dev", "img/07.png");
+    world.store.encrypt_with_customer_key("dev", "img/04.png");
+    let spec = world.spec(true);
+    let err = world.plan(&spec).await.unwrap_err().to_string();
+    assert!(
+        err.starts_with(
+            "2 source objects are encrypted with a key their writer provided (SSE-C), \
+             for example s3://dev/img/04.png, s3://dev/img/07.png"
+        ),
+        "{err}"
+    );
+    assert_eq!(world.contents("prod"), original);
+    assert!(!world.journal().await.has_records().await.unwrap());
+
+    // Only objects still to copy are asked about: one already copied stops nothing.
+    let world = World::new();
+    let spec = world.spec(true);
+    world.sync(&spec).await.unwrap();
+    world.store.encrypt_with_customer_key("dev", "img/04.png");
+    assert_eq!(world.plan(&spec).await.unwrap().copied, 0);
+}

@@ -14,8 +14,8 @@ mod walk;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use anyhow::Result;
-use futures::stream::{self, StreamExt, TryStreamExt};
+use anyhow::{bail, Result};
+use futures::stream::{self, FuturesUnordered, StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
 pub use decide::ArchivedSources;
@@ -234,6 +234,60 @@ impl<'a> Walk<'a> {
         self.decider.check_archived()?;
         Ok(self.decider.counts)
     }
+
+    /// `count`, also asking the source of every object to copy whether it needs a key
+    /// its writer provided (SSE-C), which no copy can read: a preview refuses them,
+    /// instead of a run stopping at the first. One HEAD per object to copy.
+    async fn count_readable(mut self, listed: &Meter<'_>) -> Result<SyncCounts> {
+        let source = &self.spec.source;
+        let mut asked = FuturesUnordered::new();
+        let mut keyed: Vec<String> = Vec::new();
+        let mut keyed_count = 0u64;
+        let mut note = |answer: Result<Option<String>>| -> Result<()> {
+            if let Some(key) = answer? {
+                keyed_count += 1;
+                if keyed.len() < 3 {
+                    keyed.push(key);
+                }
+            }
+            Ok(())
+        };
+        while let Some(action) = self.next(Some(listed)).await? {
+            let (Action::Create(object) | Action::Overwrite { source: object, .. }) = action else {
+                continue;
+            };
+            if asked.len() >= CONCURRENCY {
+                if let Some(answer) = asked.next().await {
+                    note(answer)?;
+                }
+            }
+            asked.push(async move {
+                let keyed = source
+                    .store
+                    .needs_customer_key(source.at(&object.key))
+                    .await?;
+                anyhow::Ok(keyed.then_some(object.key))
+            });
+        }
+        while let Some(answer) = asked.next().await {
+            note(answer)?;
+        }
+        self.decider.check_archived()?;
+        if keyed_count > 0 {
+            keyed.sort();
+            bail!(
+                "{keyed_count} source objects are encrypted with a key their writer provided (SSE-C), for example {}: \
+                 S3 serves them only with that key, which stackmigrate does not take, so the sync would stop at them; \
+                 re-encrypt them with SSE-S3 or SSE-KMS, or leave them out; nothing was written",
+                keyed
+                    .iter()
+                    .map(|k| format!("s3://{}/{k}", source.name))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        Ok(self.decider.counts)
+    }
 }
 
 /// Checks both buckets and counts what a sync would do, writing nothing.
@@ -247,7 +301,7 @@ pub(crate) async fn plan(
         None => ObjectStates::new()?,
     };
     let counts = Walk::new(spec, &state)
-        .count(&list_meter(spec, progress))
+        .count_readable(&list_meter(spec, progress))
         .await?;
     let then = match spec.on_conflict {
         OnConflict::Skip => LEFT_AS_THEY_ARE,

@@ -186,11 +186,15 @@ def test_two_migrations_sharing_a_table_restore_prod_in_either_destroy_order(pro
     assert scan_all(client, target) == before, "prod's item back, nothing of either copy left"
 
 
-def test_two_syncs_sharing_a_prefix_restore_prod_when_the_first_is_destroyed_first(project):
+@pytest.mark.parametrize("versioned", [False, True])
+def test_two_syncs_sharing_a_prefix_restore_prod_when_the_first_is_destroyed_first(project, versioned):
     """The same for a bucket, on the default journal (the journal bucket on the target):
-    the backup of prod's object goes from A's journal to B's, server side."""
+    the backup of prod's object goes from A's journal to B's, server side. On a
+    versioned target A removes its versions, which B's then stand over."""
     s3 = s3_client()
     source_a, source_b, target = make_bucket(s3, "dev-a"), make_bucket(s3, "dev-b"), make_bucket(s3, "prod")
+    if versioned:
+        s3.put_bucket_versioning(Bucket=target, VersioningConfiguration={"Status": "Enabled"})
     put_many(s3, source_a, {"img/1.png": b"dev a 1", "img/a.png": b"only a"})
     put_many(s3, source_b, {"img/1.png": b"dev b 1", "img/b.png": b"only b"})
     put_many(s3, target, {"img/1.png": b"prod's own 1", "keep.txt": b"prod only"})

@@ -61,7 +61,9 @@ pub(crate) async fn rollback(
                     async move {
                         let key = String::from_utf8(order[8..].to_vec())?;
                         let outcome = match rollback_key(target, journal, &key, &entry).await? {
-                            Outcome::LeftAlone => hand_over(journal, shared, &key, &entry).await?,
+                            Outcome::LeftAlone => {
+                                hand_over(target, journal, shared, &key, &entry).await?
+                            }
                             outcome => outcome,
                         };
                         meter.add(1, 0);
@@ -86,6 +88,7 @@ pub(crate) async fn rollback(
                         });
                         report.handed_over += 1;
                     }
+                    Outcome::Superseded => report.handed_over += 1,
                 }
             }
             // Handed over (their backups already copied) before this journal is
@@ -203,6 +206,9 @@ enum Outcome {
         sharer: usize,
         previous: Option<Box<Previous>>,
     },
+    /// On a versioned target a sharer wrote over: this resource's versions, no longer
+    /// current, were removed, so the sharer's rollback makes the original current.
+    Superseded,
 }
 
 /// A key left alone because someone wrote it since: when that was a sharer, whose
@@ -210,6 +216,7 @@ enum Outcome {
 /// sharer is to restore what this resource had backed up instead. The backup is copied
 /// into the sharer's journal under a name of its own.
 async fn hand_over(
+    target: &Bucket,
     journal: &Journal,
     shared: &[Sharer<'_>],
     key: &str,
@@ -219,6 +226,15 @@ async fn hand_over(
         let Some(theirs) = sharer.state.get(&key.to_string())? else {
             continue;
         };
+        if ours.versioned {
+            if !theirs.versioned {
+                continue;
+            }
+            for version in &ours.versions {
+                s3::delete_version(target, key, version).await?;
+            }
+            return Ok(Outcome::Superseded);
+        }
         let backed_up_ours = match (&theirs.previous, &ours.written_etag) {
             (Some(previous), Some(written)) => previous.etag == *written,
             (None, _) => ours.deleted,

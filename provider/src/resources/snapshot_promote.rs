@@ -433,7 +433,18 @@ impl Migration for SnapshotPromote {
             Some(inputs) => {
                 let wait = Duration::from_secs(inputs.lock_wait_seconds);
                 let owner = lock_owner(&ctx.urn);
-                for (_, table, keys) in Self::lock_tables(ctx, inputs, &[Side::Target]).await? {
+                // A lock table that cannot be read (deleted with prod's stack) holds no
+                // compactor's lock to respect.
+                let tables = match Self::lock_tables(ctx, inputs, &[Side::Target]).await {
+                    Ok(tables) => tables,
+                    Err(err) => {
+                        ctx.progress.warn(&format!(
+                            "the compactor's lock table cannot be read ({err:#}): the pointers are restored without its lock"
+                        ));
+                        Vec::new()
+                    }
+                };
+                for (_, table, keys) in tables {
                     for collection in &inputs.collections {
                         let key = Self::lock_key(inputs, &keys, collection);
                         let lock =

@@ -583,3 +583,73 @@ async fn two_migrations_sharing_a_table_restore_the_original_in_either_destroy_o
         assert_eq!(world.prod(), original, "{case}");
     }
 }
+
+/// Copies a folder and everything in it.
+fn copy_folder(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        match entry.file_type().unwrap().is_dir() {
+            true => copy_folder(&entry.path(), &target),
+            false => {
+                std::fs::copy(entry.path(), target).unwrap();
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_destroy_killed_after_handing_over_hands_nothing_over_twice() {
+    let world = World::new();
+    let original = world.prod();
+    world.store.create("dev2", &KEYS);
+    for n in 0..8 {
+        world.store.put("dev2", image(n, "second dev's image"));
+    }
+    let a = world.spec(ItemConflict::Overwrite);
+    let b = CopySpec {
+        source: Table {
+            store: world.store.clone(),
+            name: "dev2".into(),
+        },
+        ..world.spec(ItemConflict::Overwrite)
+    };
+    let journal_b = || Journal::in_folder(world.journal_dir.path().join("prod/other-stack/copy"));
+    run(&a, &world.journal().await, &Silent, |_| Ok(()))
+        .await
+        .unwrap();
+    run(&b, &journal_b().await, &Silent, |_| Ok(()))
+        .await
+        .unwrap();
+    // A's destroy runs to its end, but was killed before clearing its journal: the
+    // journal is back as it was, and the destroy runs again.
+    let a_folder = world.journal_dir.path().join("prod/stack/copy");
+    let kept = tempfile::tempdir().unwrap();
+    copy_folder(&a_folder, kept.path());
+    let first = rollback(
+        &a.target,
+        &a.keys,
+        &world.journal().await,
+        &[journal_b().await],
+        &Silent,
+    )
+    .await
+    .unwrap();
+    assert_eq!(first.handed_over, 8, "{first:?}");
+    copy_folder(kept.path(), &a_folder);
+    let again = rollback(
+        &a.target,
+        &a.keys,
+        &world.journal().await,
+        &[journal_b().await],
+        &Silent,
+    )
+    .await
+    .unwrap();
+    assert_eq!(again.handed_over, 0, "{again:?}");
+    rollback(&b.target, &b.keys, &journal_b().await, &[], &Silent)
+        .await
+        .unwrap();
+    assert_eq!(world.prod(), original);
+}

@@ -528,3 +528,38 @@ impl ResourceProvider for Provider {
         Ok(Response::new(rpc::GetMappingsResponse::default()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry;
+    use serde_json::json;
+
+    #[tokio::test]
+    async fn check_config_marks_a_connection_holding_credentials_secret() {
+        let provider = Provider::with_registry(None, registry::all());
+        let news = Props {
+            value: json!({
+                "source": {"endpoint": "http://127.0.0.1:9000", "secretAccessKey": "s3cr3t"},
+                "target": {"endpoint": "http://127.0.0.1:9001"},
+                "sourceStack": "organization/p/dev",
+            })
+            .as_object()
+            .unwrap()
+            .clone(),
+            secret_keys: Default::default(),
+        };
+        let answer = provider
+            .check_config(Request::new(rpc::CheckRequest {
+                news: Some(news.encode()),
+                ..Default::default()
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(answer.failures.is_empty(), "{:?}", answer.failures);
+        let inputs = Props::decode(answer.inputs.as_ref());
+        assert_eq!(inputs.secret_keys.iter().collect::<Vec<_>>(), ["source"]);
+        assert_eq!(inputs.value, news.value, "the values are kept");
+    }
+}

@@ -218,3 +218,30 @@ def test_two_syncs_sharing_a_prefix_restore_prod_when_the_first_is_destroyed_fir
     assert contents(s3, target) == {"img/1.png": b"dev b 1", "img/b.png": b"only b", "keep.txt": b"prod only"}
     b.destroy()
     assert contents(s3, target) == before, "prod's object back from the backup A handed over"
+
+
+
+def test_share_target_turned_on_later_takes_effect_with_the_next_up(project, tmp_path):
+    """A's claim says whether it shares as of its last up, even one that copies nothing."""
+    s3 = s3_client()
+    source_a, source_b, target = make_bucket(s3, "dev-a"), make_bucket(s3, "dev-b"), make_bucket(s3, "prod")
+    put_many(s3, source_a, {"img/a.png": b"only a"})
+    put_many(s3, source_b, {"img/b.png": b"only b"})
+    shared = {**both_sides(), "stackmigrate:journal": f"file://{tmp_path}/journals"}
+
+    def sync(source, share):
+        props = {"sourceBucket": source, "targetBucket": target, "shareTarget": share}
+        return {"images": {"type": "stackmigrate:BucketSync", "properties": props}}
+
+    a = project(sync(source_a, False), config=shared)
+    b = project(sync(source_b, True), config=shared)
+    a.up()
+    code, out = b.preview(check=False)
+    assert code != 0 and "unless both set `shareTarget: true`" in out, out
+    a.write(sync(source_a, True), {})
+    a.up()
+    b.up()
+    assert contents(s3, target) == {"img/a.png": b"only a", "img/b.png": b"only b"}
+    a.destroy()
+    b.destroy()
+    assert contents(s3, target) == {}

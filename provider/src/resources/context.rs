@@ -562,8 +562,14 @@ impl Context {
                 share: target.share,
                 journal: Some(self.journal().await?.uri().to_string()),
             };
-            *self.pending_claim.lock().expect("not poisoned") =
-                Some((claims, self.own_note_name(), serde_json::to_vec(&claim)?));
+            let (name, body) = (self.own_note_name(), serde_json::to_vec(&claim)?);
+            // A claim this resource already holds is brought up to date at once (a run
+            // that writes nothing would leave `shareTarget`'s old value there).
+            if claims.read_note(&name).await?.is_some() {
+                claims.write_note(&name, body).await?;
+            } else {
+                *self.pending_claim.lock().expect("not poisoned") = Some((claims, name, body));
+            }
         }
         Ok(())
     }

@@ -418,7 +418,9 @@ impl Journal {
             Some(mark) => format!("{seq:012}-{mark}.jsonl"),
         };
         match &self.store {
-            Store::File(dir) => write_file_durably(&dir.join("records").join(&name), &body).await,
+            Store::File(dir) => {
+                write_file_durably(&dir.join("records").join(&name), &body[..]).await
+            }
             Store::S3 { bucket, prefix } => {
                 s3::put_bytes(bucket, &join(prefix, &format!("records/{name}")), body).await?;
                 Ok(())
@@ -478,14 +480,7 @@ impl Journal {
                 let out = s3::open(target, &object.key, None)
                     .await
                     .context("backing it up")?;
-                let path = dir.join("backups").join(name);
-                create_private_dir(&dir.join("backups")).await?;
-                let tmp = path.with_extension("partial");
-                let mut file = create_private_file(&tmp).await?;
-                let mut body = out.body;
-                tokio::io::copy(&mut body, &mut file).await?;
-                file.sync_all().await?;
-                tokio::fs::rename(&tmp, &path).await?;
+                write_file_durably(&dir.join("backups").join(name), out.body).await?;
             }
         }
         Ok(())
@@ -514,14 +509,8 @@ impl Journal {
                 s3::server_side_copy(bucket, &info, to, &to_key, &WriteOptions::default()).await?;
             }
             (Store::File(dir), Store::File(to)) => {
-                create_private_dir(&to.join("backups")).await?;
-                let path = to.join("backups").join(as_name);
-                let tmp = path.with_extension("partial");
-                let mut file = create_private_file(&tmp).await?;
-                let mut backup = tokio::fs::File::open(dir.join("backups").join(name)).await?;
-                tokio::io::copy(&mut backup, &mut file).await?;
-                file.sync_all().await?;
-                tokio::fs::rename(&tmp, &path).await?;
+                let backup = tokio::fs::File::open(dir.join("backups").join(name)).await?;
+                write_file_durably(&to.join("backups").join(as_name), backup).await?;
             }
             _ => bail!(
                 "the journals at {} and {} are in different kinds of store: a backup cannot go from one to the other",
@@ -582,7 +571,7 @@ impl Journal {
 
     async fn store_note(&self, name: &str, body: Vec<u8>) -> Result<()> {
         match &self.store {
-            Store::File(dir) => write_file_durably(&dir.join(name), &body).await,
+            Store::File(dir) => write_file_durably(&dir.join(name), &body[..]).await,
             Store::S3 { bucket, prefix } => {
                 s3::put_bytes(bucket, &join(prefix, name), body).await?;
                 Ok(())
@@ -737,14 +726,16 @@ async fn create_private_file(path: &Path) -> Result<tokio::fs::File> {
         .with_context(|| format!("creating {}", path.display()))
 }
 
-async fn write_file_durably(path: &Path, body: &[u8]) -> Result<()> {
-    use tokio::io::AsyncWriteExt;
+async fn write_file_durably(
+    path: &Path,
+    mut body: impl tokio::io::AsyncRead + Unpin,
+) -> Result<()> {
     if let Some(dir) = path.parent() {
         create_private_dir(dir).await?;
     }
     let tmp = path.with_extension("partial");
     let mut file = create_private_file(&tmp).await?;
-    file.write_all(body).await?;
+    tokio::io::copy(&mut body, &mut file).await?;
     file.sync_all().await?;
     tokio::fs::rename(&tmp, path).await?;
     Ok(())

@@ -429,9 +429,17 @@ async fn a_source_replaced_during_a_copy_in_parts_fails_it_and_nothing_spliced_i
     assert_eq!(world.contents("prod"), original);
 }
 
-#[tokio::test]
-async fn two_syncs_sharing_a_bucket_restore_the_original_in_either_destroy_order() {
-    for a_first in [true, false] {
+/// Prod as two syncs sharing it leave it: A syncs dev over prod, then B syncs its own 12
+/// images over A's, both with `overwrite`.
+struct Shared {
+    world: World,
+    original: BTreeMap<String, (Content, Headers)>,
+    a: SyncSpec,
+    b: SyncSpec,
+}
+
+impl Shared {
+    async fn synced() -> Shared {
         let world = World::new();
         let original = world.contents("prod");
         world.store.create("dev2");
@@ -448,54 +456,66 @@ async fn two_syncs_sharing_a_bucket_restore_the_original_in_either_destroy_order
             source: world.bucket("dev2"),
             ..world.spec(true)
         };
-        let journal_b =
-            || Journal::in_folder(world.journal_dir.path().join("prod/other-stack/sync"));
-        world.sync(&a).await.unwrap();
-        run(&b, &journal_b().await, &Silent, |_| Ok(()))
+        let shared = Shared {
+            world,
+            original,
+            a,
+            b,
+        };
+        shared.world.sync(&shared.a).await.unwrap();
+        run(&shared.b, &shared.journal_b().await, &Silent, |_| Ok(()))
             .await
             .unwrap();
-        let case = format!("a destroyed first: {a_first}");
+        shared
+    }
+
+    async fn journal_b(&self) -> Journal {
+        Journal::in_folder(self.world.journal_dir.path().join("prod/other-stack/sync")).await
+    }
+
+    /// A's destroy, B sharing the bucket.
+    async fn destroy_a(&self) -> RolledBack {
+        let sharers = [self.journal_b().await];
+        rollback(
+            &self.a.target,
+            &self.world.journal().await,
+            &sharers,
+            &Silent,
+        )
+        .await
+        .unwrap()
+    }
+
+    /// B's destroy, A sharing the bucket.
+    async fn destroy_b(&self) -> RolledBack {
+        let sharers = [self.world.journal().await];
+        rollback(&self.b.target, &self.journal_b().await, &sharers, &Silent)
+            .await
+            .unwrap()
+    }
+}
+
+#[tokio::test]
+async fn two_syncs_sharing_a_bucket_restore_the_original_in_either_destroy_order() {
+    for a_first in [true, false] {
+        let shared = Shared::synced().await;
         if a_first {
-            let report = rollback(
-                &a.target,
-                &world.journal().await,
-                &[journal_b().await],
-                &Silent,
-            )
-            .await
-            .unwrap();
+            let report = shared.destroy_a().await;
             // B's 12 images stand over A's: A's backups of prod's 3 go to B's journal.
             assert_eq!((report.deleted, report.handed_over), (1, 12), "{report:?}");
             assert!(report.left_alone.is_empty(), "{report:?}");
-            let report = rollback(
-                &b.target,
-                &journal_b().await,
-                &[world.journal().await],
-                &Silent,
-            )
-            .await
-            .unwrap();
+            let report = shared.destroy_b().await;
             assert_eq!((report.deleted, report.restored), (9, 3), "{report:?}");
         } else {
-            let report = rollback(
-                &b.target,
-                &journal_b().await,
-                &[world.journal().await],
-                &Silent,
-            )
-            .await
-            .unwrap();
+            let report = shared.destroy_b().await;
             assert_eq!(report.restored, 12, "B puts back A's images: {report:?}");
-            rollback(
-                &a.target,
-                &world.journal().await,
-                &[journal_b().await],
-                &Silent,
-            )
-            .await
-            .unwrap();
+            shared.destroy_a().await;
         }
-        assert_eq!(world.contents("prod"), original, "{case}");
+        assert_eq!(
+            shared.world.contents("prod"),
+            shared.original,
+            "a destroyed first: {a_first}"
+        );
     }
 }
 

@@ -510,9 +510,17 @@ async fn a_mirror_killed_at_any_write_rolls_back_or_resumes_exactly() {
     }
 }
 
-#[tokio::test]
-async fn two_migrations_sharing_a_table_restore_the_original_in_either_destroy_order() {
-    for a_first in [true, false] {
+/// Prod as two migrations sharing it leave it: A copies dev over prod, then B copies its
+/// own 8 images over A's, both with `overwrite`.
+struct Shared {
+    world: World,
+    original: BTreeMap<String, Item>,
+    a: CopySpec,
+    b: CopySpec,
+}
+
+impl Shared {
+    async fn copied() -> Shared {
         let world = World::new();
         let original = world.prod();
         world.store.create("dev2", &KEYS);
@@ -527,60 +535,73 @@ async fn two_migrations_sharing_a_table_restore_the_original_in_either_destroy_o
             },
             ..world.spec(ItemConflict::Overwrite)
         };
-        let journal_b =
-            || Journal::in_folder(world.journal_dir.path().join("prod/other-stack/copy"));
-        run(&a, &world.journal().await, &Silent, |_| Ok(()))
+        let shared = Shared {
+            world,
+            original,
+            a,
+            b,
+        };
+        shared.world.copy(&shared.a).await.unwrap();
+        run(&shared.b, &shared.journal_b().await, &Silent, |_| Ok(()))
             .await
             .unwrap();
-        run(&b, &journal_b().await, &Silent, |_| Ok(()))
-            .await
-            .unwrap();
-        let case = format!("a destroyed first: {a_first}");
+        shared
+    }
+
+    async fn journal_b(&self) -> Journal {
+        Journal::in_folder(self.world.journal_dir.path().join("prod/other-stack/copy")).await
+    }
+
+    /// A's destroy, B sharing the table.
+    async fn destroy_a(&self) -> RolledBack {
+        let sharers = [self.journal_b().await];
+        rollback(
+            &self.a.target,
+            &self.a.keys,
+            &self.world.journal().await,
+            &sharers,
+            &Silent,
+        )
+        .await
+        .unwrap()
+    }
+
+    /// B's destroy, A sharing the table.
+    async fn destroy_b(&self) -> RolledBack {
+        let sharers = [self.world.journal().await];
+        rollback(
+            &self.b.target,
+            &self.b.keys,
+            &self.journal_b().await,
+            &sharers,
+            &Silent,
+        )
+        .await
+        .unwrap()
+    }
+}
+
+#[tokio::test]
+async fn two_migrations_sharing_a_table_restore_the_original_in_either_destroy_order() {
+    for a_first in [true, false] {
+        let shared = Shared::copied().await;
         if a_first {
-            let report = rollback(
-                &a.target,
-                &a.keys,
-                &world.journal().await,
-                &[journal_b().await],
-                &Silent,
-            )
-            .await
-            .unwrap();
+            let report = shared.destroy_a().await;
             // B's 8 images stand over A's: A's backups of them go to B's journal.
             assert_eq!((report.deleted, report.handed_over), (32, 8), "{report:?}");
             assert!(report.left_alone.is_empty(), "{report:?}");
-            let report = rollback(
-                &b.target,
-                &b.keys,
-                &journal_b().await,
-                &[world.journal().await],
-                &Silent,
-            )
-            .await
-            .unwrap();
+            let report = shared.destroy_b().await;
             assert_eq!((report.deleted, report.restored), (3, 5), "{report:?}");
         } else {
-            let report = rollback(
-                &b.target,
-                &b.keys,
-                &journal_b().await,
-                &[world.journal().await],
-                &Silent,
-            )
-            .await
-            .unwrap();
+            let report = shared.destroy_b().await;
             assert_eq!(report.restored, 8, "B puts back A's images: {report:?}");
-            rollback(
-                &a.target,
-                &a.keys,
-                &world.journal().await,
-                &[journal_b().await],
-                &Silent,
-            )
-            .await
-            .unwrap();
+            shared.destroy_a().await;
         }
-        assert_eq!(world.prod(), original, "{case}");
+        assert_eq!(
+            shared.world.prod(),
+            shared.original,
+            "a destroyed first: {a_first}"
+        );
     }
 }
 
@@ -601,55 +622,17 @@ fn copy_folder(from: &std::path::Path, to: &std::path::Path) {
 
 #[tokio::test]
 async fn a_destroy_killed_after_handing_over_hands_nothing_over_twice() {
-    let world = World::new();
-    let original = world.prod();
-    world.store.create("dev2", &KEYS);
-    for n in 0..8 {
-        world.store.put("dev2", image(n, "second dev's image"));
-    }
-    let a = world.spec(ItemConflict::Overwrite);
-    let b = CopySpec {
-        source: Table {
-            store: world.store.clone(),
-            name: "dev2".into(),
-        },
-        ..world.spec(ItemConflict::Overwrite)
-    };
-    let journal_b = || Journal::in_folder(world.journal_dir.path().join("prod/other-stack/copy"));
-    run(&a, &world.journal().await, &Silent, |_| Ok(()))
-        .await
-        .unwrap();
-    run(&b, &journal_b().await, &Silent, |_| Ok(()))
-        .await
-        .unwrap();
+    let shared = Shared::copied().await;
     // A's destroy runs to its end, but was killed before clearing its journal: the
     // journal is back as it was, and the destroy runs again.
-    let a_folder = world.journal_dir.path().join("prod/stack/copy");
+    let a_folder = shared.world.journal_dir.path().join("prod/stack/copy");
     let kept = tempfile::tempdir().unwrap();
     copy_folder(&a_folder, kept.path());
-    let first = rollback(
-        &a.target,
-        &a.keys,
-        &world.journal().await,
-        &[journal_b().await],
-        &Silent,
-    )
-    .await
-    .unwrap();
+    let first = shared.destroy_a().await;
     assert_eq!(first.handed_over, 8, "{first:?}");
     copy_folder(kept.path(), &a_folder);
-    let again = rollback(
-        &a.target,
-        &a.keys,
-        &world.journal().await,
-        &[journal_b().await],
-        &Silent,
-    )
-    .await
-    .unwrap();
+    let again = shared.destroy_a().await;
     assert_eq!(again.handed_over, 0, "{again:?}");
-    rollback(&b.target, &b.keys, &journal_b().await, &[], &Silent)
-        .await
-        .unwrap();
-    assert_eq!(world.prod(), original);
+    shared.destroy_b().await;
+    assert_eq!(shared.world.prod(), shared.original);
 }

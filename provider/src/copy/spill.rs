@@ -1,9 +1,13 @@
 //! Maps too large for memory at ten million entries (a target's key hashes, the keys a
 //! journal names): each lives in a temporary SQLite file whose page cache is all that
 //! stays in memory, so the provider's size does not grow with the table's. The file is
-//! removed when the map is dropped.
+//! removed when the map is dropped. A queue (`SpillQueue`) keeps values in order in a
+//! plain file the same way.
 
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Write};
 use std::marker::PhantomData;
+use std::path::PathBuf;
 use std::sync::Mutex;
 
 use anyhow::{Context, Result};
@@ -220,6 +224,65 @@ impl<K: Stored, V: Stored> SpillMap<K, V> {
     }
 }
 
+/// Values written once, then read back in order as often as needed (the writes a plan
+/// decided, which the run replays instead of scanning the source a second time): one
+/// private temporary file of length-prefixed encodings, so memory holds one value at a
+/// time whatever their number.
+pub struct SpillQueue<T> {
+    writer: Mutex<BufWriter<File>>,
+    path: PathBuf,
+    _dir: tempfile::TempDir,
+    types: PhantomData<T>,
+}
+
+impl<T: Stored> SpillQueue<T> {
+    pub fn new() -> Result<Self> {
+        let dir = private_scratch()
+            .context("creating a temporary directory for the provider's planned writes")?;
+        let path = dir.path().join("queue");
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let file = options.open(&path)?;
+        Ok(SpillQueue {
+            writer: Mutex::new(BufWriter::new(file)),
+            path,
+            _dir: dir,
+            types: PhantomData,
+        })
+    }
+
+    pub fn push(&self, value: &T) -> Result<()> {
+        let bytes = value.encode();
+        let mut writer = self.writer.lock().expect("no write panicked");
+        writer.write_all(&u32::try_from(bytes.len())?.to_le_bytes())?;
+        writer.write_all(&bytes)?;
+        Ok(())
+    }
+
+    /// Everything pushed so far, in the order it was pushed.
+    pub fn read(&self) -> Result<impl Iterator<Item = Result<T>>> {
+        self.writer.lock().expect("no write panicked").flush()?;
+        let mut reader = BufReader::new(File::open(&self.path)?);
+        Ok(std::iter::from_fn(move || {
+            let mut length = [0u8; 4];
+            match reader.read_exact(&mut length) {
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return None,
+                Err(e) => return Some(Err(e.into())),
+                Ok(()) => {}
+            }
+            let mut bytes = vec![0u8; u32::from_le_bytes(length) as usize];
+            Some(
+                reader
+                    .read_exact(&mut bytes)
+                    .map_err(anyhow::Error::from)
+                    .and_then(|()| T::decode(&bytes)),
+            )
+        }))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,6 +297,27 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o700);
+    }
+
+    #[test]
+    fn a_queue_reads_back_what_was_pushed_in_order_as_often_as_asked() {
+        let queue: SpillQueue<String> = SpillQueue::new().unwrap();
+        let values: Vec<String> = (0..5000).map(|i| "v".repeat(i % 97)).collect();
+        for value in &values {
+            queue.push(value).unwrap();
+        }
+        for _ in 0..2 {
+            let read: Vec<String> = queue.read().unwrap().collect::<Result<_>>().unwrap();
+            assert_eq!(read, values);
+        }
+        queue.push(&"after".to_string()).unwrap();
+        assert_eq!(queue.read().unwrap().count(), 5001);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&queue.path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "planned writes hold prod's items");
+        }
     }
 
     #[test]

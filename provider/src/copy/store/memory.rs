@@ -27,6 +27,15 @@ struct State {
     faults: Faults,
     /// Puts and deletes applied so far, over all tables.
     written: u64,
+    /// Items read so far, by table.
+    reads: BTreeMap<String, Reads>,
+}
+
+/// Items a table has returned so far.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Reads {
+    pub scanned: u64,
+    pub got: u64,
 }
 
 #[derive(Debug)]
@@ -85,6 +94,11 @@ impl MemoryItems {
         self.lock().written
     }
 
+    /// Items `table` has returned to scans and to gets so far.
+    pub(crate) fn reads(&self, table: &str) -> Reads {
+        self.lock().reads.get(table).copied().unwrap_or_default()
+    }
+
     /// Resolves once a write reached the kill point.
     pub(crate) async fn killed(&self) {
         self.killed.notified().await
@@ -135,8 +149,9 @@ impl ItemStore for MemoryItems {
             limit,
             start,
         } = request;
-        let state = self.lock();
-        let table = table_in(&state, table)?;
+        let mut state = self.lock();
+        let name = table;
+        let table = table_in(&state, name)?;
         let after = start.map(|key| key_text(&table.keys, &key));
         let mut items: Vec<(&String, &Item)> = table
             .items
@@ -157,19 +172,20 @@ impl ItemStore for MemoryItems {
             ),
             _ => None,
         };
-        Ok(ScanPage {
-            items: items.into_iter().map(|(_, item)| item.clone()).collect(),
-            next,
-        })
+        let items: Vec<Item> = items.into_iter().map(|(_, item)| item.clone()).collect();
+        state.reads.entry(name.to_string()).or_default().scanned += items.len() as u64;
+        Ok(ScanPage { items, next })
     }
 
     async fn batch_get(&self, table: &str, keys: Vec<Item>) -> Result<(Vec<Item>, Vec<Item>)> {
-        let state = self.lock();
-        let table = table_in(&state, table)?;
-        let found = keys
+        let mut state = self.lock();
+        let name = table;
+        let table = table_in(&state, name)?;
+        let found: Vec<Item> = keys
             .iter()
             .filter_map(|key| table.items.get(&key_text(&table.keys, key)).cloned())
             .collect();
+        state.reads.entry(name.to_string()).or_default().got += found.len() as u64;
         Ok((found, Vec::new()))
     }
 

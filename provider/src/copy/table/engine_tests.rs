@@ -14,7 +14,7 @@ use crate::copy::item::Item;
 use crate::copy::journal::Journal;
 use crate::copy::progress::Silent;
 use crate::copy::rewrite::Rewriter;
-use crate::copy::store::memory::{Faults, MemoryItems};
+use crate::copy::store::memory::{Faults, MemoryItems, Reads};
 use crate::copy::{until_killed, RolledBack};
 
 const KEYS: [&str; 2] = ["PK", "SK"];
@@ -178,6 +178,85 @@ async fn a_copy_plans_writes_verifies_and_rolls_back_to_the_original() {
     assert_eq!((report.deleted, report.restored), (35, 5));
     assert!(report.left_alone.is_empty(), "{:?}", report.left_alone);
     assert_eq!(world.prod(), original);
+}
+
+#[tokio::test]
+async fn a_run_scans_the_source_once_and_reads_few_writes_back_by_key() {
+    let world = World::new();
+    let spec = world.spec(ItemConflict::Overwrite);
+    world.copy(&spec).await.unwrap();
+    let (dev, prod) = (world.store.reads("dev"), world.store.reads("prod"));
+    assert_eq!(dev.scanned, 40, "the source is scanned once, by the plan");
+    // The target's index (8 items), then the verification of 40 writes among 43 items:
+    // one scan.
+    assert_eq!(
+        (prod.scanned, prod.got),
+        (8 + 43, 5),
+        "5 overwritten items backed up"
+    );
+
+    world.store.put("dev", image(100, "new on dev"));
+    let done = world.copy(&spec).await.unwrap();
+    assert_eq!(done.copied, 1);
+    assert_eq!(world.store.reads("dev").scanned - dev.scanned, 41);
+    let again = world.store.reads("prod");
+    assert_eq!(
+        (again.scanned - prod.scanned, again.got - prod.got),
+        (43, 1),
+        "one write among 44 items is read back by key, not by a scan"
+    );
+    assert_eq!(world.prod(), world.copied());
+}
+
+#[tokio::test]
+async fn verification_sees_written_items_gone_whether_it_scans_or_reads_by_key() {
+    // 40 of 43 items written, verified by a scan; before the last write, someone deletes
+    // every key the copy writes.
+    let world = World::new();
+    let every_key: Vec<Item> = world.store.items("dev").into_values().collect();
+    world.store.set_faults(Faults {
+        deleted_by_others_after_writes: Some((39, every_key)),
+        ..Faults::default()
+    });
+    let err = world.copy(&world.spec(ItemConflict::Overwrite)).await;
+    let message = format!("{:#}", err.unwrap_err());
+    assert!(
+        message.contains("39 of the 40 items written to table \"prod\" do not read back"),
+        "{message}"
+    );
+    assert_eq!(
+        world.store.reads("prod"),
+        Reads {
+            scanned: 8 + 4,
+            got: 5
+        }
+    );
+
+    // 2 of 45 items written, verified by key; someone deletes both keys before the
+    // second write.
+    let world = World::new();
+    let spec = world.spec(ItemConflict::Overwrite);
+    world.copy(&spec).await.unwrap();
+    let new = [image(100, "new on dev"), image(101, "new on dev")];
+    for item in &new {
+        world.store.put("dev", item.clone());
+    }
+    let before = world.store.reads("prod");
+    world.store.set_faults(Faults {
+        deleted_by_others_after_writes: Some((world.store.written() + 1, new.to_vec())),
+        ..Faults::default()
+    });
+    let err = world.copy(&spec).await;
+    let message = format!("{:#}", err.unwrap_err());
+    assert!(
+        message.contains("1 of the 2 items written to table \"prod\" do not read back"),
+        "{message}"
+    );
+    let after = world.store.reads("prod");
+    assert_eq!(
+        (after.scanned - before.scanned, after.got - before.got),
+        (43, 1)
+    );
 }
 
 #[tokio::test]

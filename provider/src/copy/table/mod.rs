@@ -1,8 +1,10 @@
 //! The table copy engine: a parallel scan of the source streamed through filter ->
-//! transform -> compare with an index of the target -> journal -> batched writes, one
-//! page per scan segment in memory, then a verification scan of the target. The target
-//! index holds 32 bytes an item. Mirror mode (`mirror`) compares group by group first
-//! and also deletes. Rollback replays the journal.
+//! transform -> compare with an index of the target, which queues the writes it decides
+//! on disk; the run then replays them -> journal -> batched writes, one batch per scan
+//! segment in memory, and verifies them (a scan of the target, or reads by key when few
+//! of its items were written). The target index holds 32 bytes an item. Mirror mode
+//! (`mirror`) compares group by group first and also deletes. Rollback replays the
+//! journal.
 
 mod counts;
 #[cfg(test)]
@@ -23,11 +25,11 @@ pub use mirror::{GroupCounts, Mirror};
 pub use rollback::rollback;
 
 use super::dynamodb::{self, batch_get, batch_write, Pages, RateLimiter, Table, READ_BATCH};
-use super::item::{digest, item_size, item_to_json, Item};
+use super::item::{digest, item_from_json, item_size, item_to_json, Item};
 use super::journal::Journal;
 use super::progress::{Meter, Progress};
 use super::rewrite::Rewriter;
-use super::spill::SpillMap;
+use super::spill::{stored_as_json, SpillMap, SpillQueue};
 use super::sync;
 use index::{digest_bits, key_hash, key_of, pair_hash, Index};
 use records::{key_id, keys_written, last_verified, note_verified, ItemRecord};
@@ -174,16 +176,22 @@ async fn read_items(
     Ok(by_id)
 }
 
-enum Mode<'a> {
-    Plan,
-    Run {
-        journal: &'a Journal,
-        meter: &'a Meter<'a>,
-        limiter: Option<&'a RateLimiter>,
-        /// Key hash -> digest of every item written, for the verification scan.
-        written: &'a SpillMap<u128, u128>,
-    },
+/// A write the plan decided, queued for the run.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct PlannedWrite {
+    /// Its write-order pass.
+    pass: usize,
+    item: serde_json::Map<String, serde_json::Value>,
+    hash: u128,
+    digest: u128,
+    /// It replaces an item that is someone else's (never written by this resource, or
+    /// changed since): read in full just before it is replaced, for the journal.
+    backup_first: bool,
 }
+stored_as_json!(PlannedWrite);
+
+/// The writes a run's plan decided, a queue per scan segment, replayed in parallel.
+type PlannedWrites = Vec<SpillQueue<PlannedWrite>>;
 
 struct Candidate {
     type_name: String,
@@ -221,16 +229,23 @@ pub async fn plan(
     if let Some(verified) = trusted {
         let (none, empty) = (SpillMap::<u128, u128>::new()?, Index::empty()?);
         let scanned = scan_meter(progress, &spec.source);
-        let source = Walk::planning(spec, &none, &empty, None, &scanned)
-            .walk()
-            .await?;
+        let source = Walk {
+            spec,
+            ours: &none,
+            target: &empty,
+            actions: None,
+            scanned: &scanned,
+            queues: None,
+        }
+        .walk()
+        .await?;
         if source.fingerprint == verified {
             let present = source.all_present();
             say_planned(spec, &present, progress);
             return Ok(present);
         }
     }
-    let counts = compare(spec, journal, progress).await?.planned;
+    let counts = compare(spec, journal, progress, None).await?.planned;
     check_writable(&counts)?;
     let then = match spec.on_conflict {
         ItemConflict::Skip => sync::LEFT_AS_THEY_ARE,
@@ -299,8 +314,6 @@ fn scan_meter<'a>(progress: &'a dyn Progress, table: &Table) -> Meter<'a> {
 
 /// What the full comparison found.
 struct Compared {
-    /// Key hash -> digest of what this resource last wrote, from the journal.
-    ours: SpillMap<u128, u128>,
     target: Index,
     /// Mirror mode's groups.
     groups: Option<mirror::Groups>,
@@ -309,8 +322,13 @@ struct Compared {
 
 /// The full comparison: the keys the journal says this resource wrote, an index of the
 /// target (in mirror mode with both sides' groups), and the plan from a walk of the
-/// source against them.
-async fn compare(spec: &CopySpec, journal: &Journal, progress: &dyn Progress) -> Result<Compared> {
+/// source against them, which queues the writes it decides in `queues` when given.
+async fn compare(
+    spec: &CopySpec,
+    journal: &Journal,
+    progress: &dyn Progress,
+    queues: Option<&PlannedWrites>,
+) -> Result<Compared> {
     let ours = keys_written(journal, &spec.keys).await?;
     let scanned_target = scan_meter(progress, &spec.target);
     let (target, groups) = match spec.mirror {
@@ -327,38 +345,47 @@ async fn compare(spec: &CopySpec, journal: &Journal, progress: &dyn Progress) ->
     };
     let scanned = scan_meter(progress, &spec.source);
     let actions = groups.as_ref().map(|g| &g.actions);
-    let mut planned = Walk::planning(spec, &ours, &target, actions, &scanned)
-        .walk()
-        .await?;
+    let mut planned = Walk {
+        spec,
+        ours: &ours,
+        target: &target,
+        actions,
+        scanned: &scanned,
+        queues,
+    }
+    .walk()
+    .await?;
     if let Some(groups) = &groups {
         planned.groups = groups.counts;
         planned.deleted = groups.deletes;
     }
     Ok(Compared {
-        ours,
         target,
         groups,
         planned,
     })
 }
 
-/// Copies, journalling before each write, then verifies every written item with one scan
-/// of the target. The plan runs first: nothing is written unless it passes, and it gives
-/// progress its totals. The target is compared as one scan saw it before the copy: an
-/// item someone else creates under a copied key meanwhile is overwritten unjournalled,
-/// as with BucketSync's listing.
+/// Copies, journalling before each write, then verifies every written item. The plan
+/// runs first and queues the writes it decides: nothing is written unless it passes, it
+/// gives progress its totals, and the writes replay its queues rather than a second scan
+/// of the source. The target is compared as one scan saw it before the copy: an item
+/// someone else creates under a copied key meanwhile is overwritten unjournalled, as
+/// with BucketSync's listing.
 pub async fn run(
     spec: &CopySpec,
     journal: &Journal,
     progress: &dyn Progress,
     check_plan: impl FnOnce(&CopyCounts) -> Result<()>,
 ) -> Result<CopyCounts> {
+    let queues: PlannedWrites = (0..spec.segments)
+        .map(|_| SpillQueue::new())
+        .collect::<Result<_>>()?;
     let Compared {
-        ours,
         target,
         groups,
         planned,
-    } = compare(spec, journal, progress).await?;
+    } = compare(spec, journal, progress, Some(&queues)).await?;
     check_writable(&planned)?;
     check_plan(&planned)?;
     note_verified(journal, None).await?;
@@ -368,40 +395,25 @@ pub async fn run(
     if let Some(rate) = spec.max_write_rate {
         progress.info(&format!("writing at most {rate} items per second"));
     }
-    let written = SpillMap::new()?;
-    let mode = Mode::Run {
+    let writer = Writer {
+        spec,
         journal,
         meter: &meter,
         limiter: limiter.as_ref(),
-        written: &written,
-    };
-    let mut done = CopyCounts::default();
-    let walk = Walk {
-        spec,
-        ours: &ours,
-        target: &target,
-        actions: groups.as_ref().map(|g| &g.actions),
-        pass: None,
-        mode: &mode,
-        scanned: None,
+        written: SpillMap::new()?,
     };
     for pass in 0..=spec.write_order.len() {
-        let walked = Walk {
-            pass: Some(pass),
-            ..walk
-        }
-        .walk()
-        .await
-        .with_context(|| format!("stopped having {}", meter.line()))?;
-        done.merge(walked);
+        let replays = queues.iter().map(|queue| writer.replay(queue, pass));
+        futures::future::try_join_all(replays)
+            .await
+            .with_context(|| format!("stopped having {}", meter.line()))?;
     }
-    // Types and scans are counted once per pass that saw them: take the plan's.
-    done.scanned = planned.scanned;
-    done.types_present = planned.types_present;
     progress.status(&meter.line());
+    // Every planned write is done: the run did what its plan counted.
+    let mut done = planned;
     let deleted = match &groups {
         Some(groups) => {
-            let meter = Meter::new(progress, "deleted", planned.deleted, 0);
+            let meter = Meter::new(progress, "deleted", done.deleted, 0);
             let deleted = mirror::delete(spec, groups, journal, &meter).await?;
             progress.status(&meter.line());
             done.groups = groups.counts;
@@ -411,71 +423,202 @@ pub async fn run(
         }
         None => SpillMap::new()?,
     };
-    verify(
+    let items_after = target.0.len()? + done.copied - done.overwritten;
+    let verify = Verify {
         spec,
-        &written,
-        &deleted,
-        &scan_meter(progress, &spec.target),
-    )
-    .await?;
+        written: &writer.written,
+        deleted: &deleted,
+        scanned: &scan_meter(progress, &spec.target),
+    };
+    match deleted.len()? == 0 && writer.written.len()? * READ_BACK_BELOW <= items_after {
+        true => verify.by_key(&queues).await?,
+        false => verify.by_scan().await?,
+    }
     note_verified(journal, Some(done.fingerprint)).await?;
     Ok(done)
 }
 
-/// Reads the target back (one scan) and checks every written item's digest, and that no
-/// deleted key (`deleted`, key hashes) is there.
-async fn verify(
-    spec: &CopySpec,
-    written: &SpillMap<u128, u128>,
-    deleted: &SpillMap<u128, u128>,
-    scanned: &Meter<'_>,
-) -> Result<()> {
-    let expected = written.len()?;
-    if expected == 0 && deleted.len()? == 0 {
-        return Ok(());
-    }
-    let segments = (0..spec.segments).map(|segment| async move {
-        let (mut matching, mut still_there) = (0u64, 0u64);
-        let mut pages = Pages::new(&spec.target, segment, spec.segments);
-        while let Some(page) = pages.next().await? {
-            let hashes: Vec<u128> = page.iter().map(|i| key_hash(i, &spec.keys)).collect();
-            let wanted = written.get_all(&hashes)?;
-            matching += page
-                .iter()
-                .zip(wanted)
-                .filter(|(item, wanted)| *wanted == Some(digest_bits(item)))
-                .count() as u64;
-            still_there += deleted.get_all(&hashes)?.iter().flatten().count() as u64;
-            scanned.add(page.len() as u64, 0);
-        }
-        anyhow::Ok((matching, still_there))
-    });
-    let (matching, still_there) = futures::future::try_join_all(segments)
-        .await?
-        .into_iter()
-        .fold((0, 0), |(m, s), (matching, still)| {
-            (m + matching, s + still)
-        });
-    if still_there > 0 {
-        bail!(
-            "verification failed: {still_there} items deleted from table {:?} are there again (written by someone else meanwhile?); \
-             a new run compares again, a rollback puts back what was deleted",
-            spec.target.name
-        );
-    }
-    if matching < expected {
-        bail!(
-            "verification failed: {} of the {} items written to table {:?} do not read back as written; \
-             a new run rewrites them, a rollback undoes the copy",
-            expected - matching,
-            expected,
-            spec.target.name
-        );
-    }
-    Ok(())
+/// Written items are read back by key when they are at most this fraction of the
+/// target's (1/10), else by one scan of the target: a consistent scan reads several
+/// small items per read unit where a get pays a unit per item, and on DynamoDB Local a
+/// get costs about 1.7 times a scanned item's CPU.
+const READ_BACK_BELOW: u64 = 10;
+
+/// Writes the queued writes of a plan: journal first, then the batch.
+struct Writer<'a> {
+    spec: &'a CopySpec,
+    journal: &'a Journal,
+    meter: &'a Meter<'a>,
+    limiter: Option<&'a RateLimiter>,
+    /// Key hash -> digest of every item written, for the verification.
+    written: SpillMap<u128, u128>,
 }
 
-/// One walk of the source: what its items are compared with, and what it does.
+impl Writer<'_> {
+    /// Writes the items of `pass` in `queue`, a batch at a time.
+    async fn replay(&self, queue: &SpillQueue<PlannedWrite>, pass: usize) -> Result<()> {
+        let mut batch = Vec::new();
+        for planned in queue.read()? {
+            let planned = planned?;
+            if planned.pass != pass {
+                continue;
+            }
+            batch.push(planned);
+            if batch.len() == READ_BATCH {
+                self.write(std::mem::take(&mut batch)).await?;
+            }
+        }
+        if !batch.is_empty() {
+            self.write(batch).await?;
+        }
+        Ok(())
+    }
+
+    async fn write(&self, batch: Vec<PlannedWrite>) -> Result<()> {
+        let Writer { spec, journal, .. } = self;
+        let items = batch
+            .iter()
+            .map(|planned| item_from_json(&planned.item))
+            .collect::<Result<Vec<Item>>>()?;
+        let keys: Vec<Item> = items.iter().map(|item| key_of(item, &spec.keys)).collect();
+        let first_overwrites = batch
+            .iter()
+            .zip(&keys)
+            .filter(|(planned, _)| planned.backup_first)
+            .map(|(_, key)| key.clone())
+            .collect();
+        let previous = read_items(&spec.target, &spec.keys, first_overwrites).await?;
+        let records: Vec<ItemRecord> = items
+            .iter()
+            .zip(&keys)
+            .map(|(item, key)| {
+                let key = item_to_json(key);
+                let before = previous.get(&key_id(&key)).map(item_to_json);
+                ItemRecord::write(key, before, digest(item))
+            })
+            .collect();
+        journal.append(&records).await?;
+        let hashes: Vec<(u128, u128)> = batch.iter().map(|p| (p.hash, p.digest)).collect();
+        let bytes = items.iter().map(item_size).sum();
+        let requests = items
+            .into_iter()
+            .map(dynamodb::put)
+            .collect::<Result<Vec<_>>>()?;
+        batch_write(&spec.target, requests, self.limiter).await?;
+        self.written
+            .insert_all(hashes.iter().map(|(k, v)| (k, v)))?;
+        self.meter.add(hashes.len() as u64, bytes);
+        Ok(())
+    }
+}
+
+/// Checks every written item's digest against the target, and that no deleted key
+/// (`deleted`, key hashes) is there.
+struct Verify<'a> {
+    spec: &'a CopySpec,
+    written: &'a SpillMap<u128, u128>,
+    deleted: &'a SpillMap<u128, u128>,
+    scanned: &'a Meter<'a>,
+}
+
+impl Verify<'_> {
+    /// Reads the target back with one scan.
+    async fn by_scan(&self) -> Result<()> {
+        let Verify {
+            spec,
+            written,
+            deleted,
+            scanned,
+        } = *self;
+        if written.len()? == 0 && deleted.len()? == 0 {
+            return Ok(());
+        }
+        let segments = (0..spec.segments).map(|segment| async move {
+            let (mut matching, mut still_there) = (0u64, 0u64);
+            let mut pages = Pages::new(&spec.target, segment, spec.segments);
+            while let Some(page) = pages.next().await? {
+                let hashes: Vec<u128> = page.iter().map(|i| key_hash(i, &spec.keys)).collect();
+                matching += matching_digests(written, &hashes, &page)?;
+                still_there += deleted.get_all(&hashes)?.iter().flatten().count() as u64;
+                scanned.add(page.len() as u64, 0);
+            }
+            anyhow::Ok((matching, still_there))
+        });
+        let (matching, still_there) = futures::future::try_join_all(segments)
+            .await?
+            .into_iter()
+            .fold((0, 0), |(m, s), (matching, still)| {
+                (m + matching, s + still)
+            });
+        if still_there > 0 {
+            bail!(
+                "verification failed: {still_there} items deleted from table {:?} are there again (written by someone else meanwhile?); \
+                 a new run compares again, a rollback puts back what was deleted",
+                spec.target.name
+            );
+        }
+        self.check(matching)
+    }
+
+    /// Reads the written items back by key (strongly consistent), the planned writes'
+    /// queues naming them.
+    async fn by_key(&self, queues: &PlannedWrites) -> Result<()> {
+        let spec = self.spec;
+        let reads = queues.iter().map(|queue| async move {
+            let mut matching = 0u64;
+            let mut keys = Vec::new();
+            let mut planned = queue.read()?.peekable();
+            while planned.peek().is_some() {
+                keys.clear();
+                for write in planned.by_ref().take(READ_BATCH) {
+                    keys.push(key_of(&item_from_json(&write?.item)?, &spec.keys));
+                }
+                let found = batch_get(&spec.target, keys.clone()).await?;
+                let hashes: Vec<u128> = found.iter().map(|i| key_hash(i, &spec.keys)).collect();
+                matching += matching_digests(self.written, &hashes, &found)?;
+                self.scanned.add(found.len() as u64, 0);
+            }
+            anyhow::Ok(matching)
+        });
+        let matching = futures::future::try_join_all(reads)
+            .await?
+            .into_iter()
+            .sum();
+        self.check(matching)
+    }
+
+    fn check(&self, matching: u64) -> Result<()> {
+        let expected = self.written.len()?;
+        if matching < expected {
+            bail!(
+                "verification failed: {} of the {} items written to table {:?} do not read back as written; \
+                 a new run rewrites them, a rollback undoes the copy",
+                expected - matching,
+                expected,
+                self.spec.target.name
+            );
+        }
+        Ok(())
+    }
+}
+
+/// How many of `items` (whose key hashes are `hashes`) hold what was written under
+/// their key.
+fn matching_digests(
+    written: &SpillMap<u128, u128>,
+    hashes: &[u128],
+    items: &[Item],
+) -> Result<u64> {
+    let wanted = written.get_all(hashes)?;
+    Ok(items
+        .iter()
+        .zip(wanted)
+        .filter(|(item, wanted)| *wanted == Some(digest_bits(item)))
+        .count() as u64)
+}
+
+/// One walk of the source: what its items are compared with, and where the writes it
+/// decides go.
 #[derive(Clone, Copy)]
 struct Walk<'a> {
     spec: &'a CopySpec,
@@ -485,33 +628,13 @@ struct Walk<'a> {
     /// Mirror mode: what each changing group gets (an item of a group absent from it is
     /// left as it is).
     actions: Option<&'a SpillMap<u128, u128>>,
-    /// Only the items of this write-order pass; None: all of them.
-    pass: Option<usize>,
-    mode: &'a Mode<'a>,
-    scanned: Option<&'a Meter<'a>>,
+    scanned: &'a Meter<'a>,
+    /// A run's: the writes decided, a queue per segment (None: a preview's walk).
+    queues: Option<&'a PlannedWrites>,
 }
 
-impl<'a> Walk<'a> {
-    /// A walk of all items that writes nothing, only counts what a run would do.
-    fn planning(
-        spec: &'a CopySpec,
-        ours: &'a SpillMap<u128, u128>,
-        target: &'a Index,
-        actions: Option<&'a SpillMap<u128, u128>>,
-        scanned: &'a Meter<'a>,
-    ) -> Walk<'a> {
-        Walk {
-            spec,
-            ours,
-            target,
-            actions,
-            pass: None,
-            mode: &Mode::Plan,
-            scanned: Some(scanned),
-        }
-    }
-
-    /// Scans the source in parallel segments; in `Run` mode writes the items of `pass`.
+impl Walk<'_> {
+    /// Scans the source in parallel segments, counting what a run would do.
     async fn walk(self) -> Result<CopyCounts> {
         let segments: Vec<_> = (0..self.spec.segments)
             .map(|segment| self.scan_segment(segment))
@@ -524,25 +647,16 @@ impl<'a> Walk<'a> {
     }
 
     async fn scan_segment(self, segment: i32) -> Result<CopyCounts> {
-        let Walk {
-            spec,
-            pass,
-            scanned,
-            ..
-        } = self;
+        let spec = self.spec;
         let mut counts = CopyCounts::default();
         let now = now_epoch();
+        let queue = self.queues.map(|queues| &queues[segment as usize]);
         let mut pages = Pages::new(&spec.source, segment, spec.segments);
         while let Some(page) = pages.next().await? {
-            if let Some(scanned) = scanned {
-                scanned.add(page.len() as u64, 0);
-            }
+            self.scanned.add(page.len() as u64, 0);
             let mut candidates = Vec::new();
             for item in page {
                 let type_name = type_of(&item, &spec.type_attribute).to_string();
-                if pass.is_some_and(|p| spec.pass_of(&type_name) != p) {
-                    continue;
-                }
                 counts.scanned += 1;
                 counts.types_present.insert(type_name.clone());
                 if !spec.selected(&type_name) {
@@ -568,27 +682,26 @@ impl<'a> Walk<'a> {
                     key,
                 });
             }
-            // Chunks are handed over, so an item's only copy moves into its write request.
-            let mut candidates = candidates.into_iter().peekable();
-            while candidates.peek().is_some() {
-                let chunk: Vec<Candidate> = candidates.by_ref().take(READ_BATCH).collect();
-                self.decide_and_write(chunk, &mut counts).await?;
+            for chunk in candidates.chunks(READ_BATCH) {
+                self.decide(chunk, &mut counts, queue)?;
             }
         }
         Ok(counts)
     }
 
-    async fn decide_and_write(self, chunk: Vec<Candidate>, counts: &mut CopyCounts) -> Result<()> {
+    fn decide(
+        self,
+        chunk: &[Candidate],
+        counts: &mut CopyCounts,
+        queue: Option<&SpillQueue<PlannedWrite>>,
+    ) -> Result<()> {
         let Walk {
             spec,
             ours,
             target,
             actions,
-            mode,
             ..
         } = self;
-        let mut writes: Vec<Candidate> = Vec::new();
-        let mut first_overwrites = Vec::new();
         let hashes: Vec<&u128> = chunk.iter().map(|c| &c.hash).collect();
         let currents = target.0.get_all(hashes.iter().copied())?;
         let written_before = ours.get_all(hashes.iter().copied())?;
@@ -598,11 +711,8 @@ impl<'a> Walk<'a> {
             Some(actions) => Some(actions.get_all(chunk.iter().map(|c| &c.group))?),
             None => None,
         };
-        for (index, ((candidate, current), written)) in chunk
-            .into_iter()
-            .zip(currents)
-            .zip(written_before)
-            .enumerate()
+        for (index, ((candidate, current), written)) in
+            chunk.iter().zip(currents).zip(written_before).enumerate()
         {
             let changed_since = written.is_some() && current.is_some() && current != written;
             if changed_since && current != Some(candidate.digest) {
@@ -624,14 +734,18 @@ impl<'a> Walk<'a> {
                     if overwrite {
                         counts.overwritten += 1;
                         counts.by(&candidate.type_name).overwritten += 1;
-                        // The journal keeps the first `previous` of a key, so only items
-                        // that are someone else's (never written by this resource, or
-                        // changed since) are read in full, just before they are replaced.
-                        if written.is_none() || changed_since {
-                            first_overwrites.push(candidate.key.clone());
-                        }
                     }
-                    writes.push(candidate);
+                    if let Some(queue) = queue {
+                        queue.push(&PlannedWrite {
+                            pass: spec.pass_of(&candidate.type_name),
+                            item: item_to_json(&candidate.item),
+                            hash: candidate.hash,
+                            digest: candidate.digest,
+                            // The journal keeps the first `previous` of a key, so only
+                            // items that are someone else's are read in full.
+                            backup_first: overwrite && (written.is_none() || changed_since),
+                        })?;
+                    }
                 }
                 Decision::Conflict => {
                     counts.conflict(candidate.id());
@@ -644,39 +758,6 @@ impl<'a> Walk<'a> {
                 }
             }
         }
-        let Mode::Run {
-            journal,
-            meter,
-            limiter,
-            written,
-        } = mode
-        else {
-            return Ok(());
-        };
-        if writes.is_empty() {
-            return Ok(());
-        }
-        let previous = read_items(&spec.target, &spec.keys, first_overwrites).await?;
-        let records: Vec<ItemRecord> = writes
-            .iter()
-            .map(|candidate| {
-                ItemRecord::write(
-                    item_to_json(&candidate.key),
-                    previous.get(&candidate.id()).map(item_to_json),
-                    digest(&candidate.item),
-                )
-            })
-            .collect();
-        journal.append(&records).await?;
-        let hashes: Vec<(u128, u128)> = writes.iter().map(|c| (c.hash, c.digest)).collect();
-        let bytes = writes.iter().map(|c| item_size(&c.item)).sum();
-        let requests = writes
-            .into_iter()
-            .map(|c| dynamodb::put(c.item))
-            .collect::<Result<Vec<_>>>()?;
-        batch_write(&spec.target, requests, *limiter).await?;
-        written.insert_all(hashes.iter().map(|(k, v)| (k, v)))?;
-        meter.add(hashes.len() as u64, bytes);
         Ok(())
     }
 }

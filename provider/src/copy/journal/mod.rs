@@ -12,23 +12,23 @@
 //! journal holding it reads as empty (its rollback is done), so a kill at any point of
 //! the cleanup leaves either the whole journal or one that says it was rolled back.
 //! Files are private to their owner (folders 0700, files 0600): they hold prod's data.
+//! How a local folder or a bucket prefix stores them is behind `folder::JournalFolder`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{bail, Context, Result};
 use serde::{de::DeserializeOwned, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::s3::{self, Bucket, Buckets, Headers, ObjectInfo, WriteOptions, Written};
+use super::s3::{Bucket, Buckets, Headers, ObjectInfo, Written};
 
-enum Store {
-    File(PathBuf),
-    S3 { bucket: Bucket, prefix: String },
-}
+mod folder;
+
+use folder::JournalFolder;
 
 pub struct Journal {
-    store: Store,
+    folder: Box<dyn JournalFolder>,
     uri: String,
     next_segment: AtomicU64,
     /// When the journal is retired, the segments its finished rollback retired: it holds
@@ -188,19 +188,10 @@ impl Journal {
         target: &dyn Buckets,
         provision: Option<Provision>,
     ) -> Result<Journal> {
-        let store = match location {
-            Location::File(dir) => Store::File(dir.clone()),
-            Location::S3 { bucket, prefix } => Store::S3 {
-                bucket: target.bucket(bucket).await?,
-                prefix: prefix.clone(),
-            },
-        };
-        let missing_bucket = match (&store, &provision) {
-            (Store::S3 { bucket, .. }, Some(_)) => !s3::provision::exists(bucket).await?,
-            _ => false,
-        };
+        let folder = folder::open(location, target).await?;
+        let missing_bucket = provision.is_some() && folder.bucket_to_make().await?;
         let journal = Journal {
-            store,
+            folder,
             uri: location.uri(),
             next_segment: AtomicU64::new(0),
             retired: Default::default(),
@@ -237,26 +228,10 @@ impl Journal {
         if self.retired().is_some() || self.bucket_missing() {
             return Ok(Vec::new());
         }
-        let mut names = Vec::new();
-        match &self.store {
-            Store::File(dir) => {
-                let mut entries = match tokio::fs::read_dir(dir.join("records")).await {
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-                    entries => entries?,
-                };
-                while let Some(entry) = entries.next_entry().await? {
-                    names.push(entry.file_name().to_string_lossy().into_owned());
-                }
-            }
-            Store::S3 { bucket, prefix } => {
-                let records = join(prefix, "records/");
-                let mut lister = s3::Lister::new(bucket, &records);
-                while let Some(object) = lister.next().await? {
-                    names.push(object.key[records.len()..].to_string());
-                }
-            }
-        }
-        let mut segments: Vec<(u64, String)> = names
+        let mut segments: Vec<(u64, String)> = self
+            .folder
+            .list("records")
+            .await?
             .into_iter()
             .filter_map(|name| {
                 let seq = name
@@ -321,23 +296,11 @@ impl Journal {
     async fn make_writable(&self) -> Result<()> {
         self.writable
             .get_or_try_init(|| async {
-                if let (Some(provision), Store::S3 { bucket, .. }) = (&self.provision, &self.store)
-                {
-                    s3::provision::create_private(
-                        bucket,
-                        provision.region.as_deref(),
-                        provision.strict,
-                    )
-                    .await
-                    .with_context(|| {
-                        format!(
-                            "creating the journal bucket {:?}; {}",
-                            bucket.name, provision.advice
-                        )
-                    })?;
+                if let Some(provision) = &self.provision {
+                    self.folder.make_bucket(provision).await?;
                 }
                 if self.retired().is_some() {
-                    self.remove_all().await?;
+                    self.folder.remove_all(RETIRED_NOTE).await?;
                     *self.retired.lock().expect("not poisoned") = None;
                 }
                 let notes =
@@ -366,10 +329,7 @@ impl Journal {
 
     /// Removes this folder when nothing is left in it (a file journal's claim folder).
     pub(crate) async fn remove_if_empty(&self) {
-        if let Store::File(dir) = &self.store {
-            // Not empty, or already gone: either way nothing to do.
-            let _ = tokio::fs::remove_dir(dir).await;
-        }
+        self.folder.remove_if_empty().await;
     }
 
     /// Stores the note `name` before the first record this journal appends.
@@ -417,16 +377,10 @@ impl Journal {
             None => format!("{seq:012}.jsonl"),
             Some(mark) => format!("{seq:012}-{mark}.jsonl"),
         };
-        match &self.store {
-            Store::File(dir) => {
-                write_file_durably(&dir.join("records").join(&name), &body[..]).await
-            }
-            Store::S3 { bucket, prefix } => {
-                s3::put_bytes(bucket, &join(prefix, &format!("records/{name}")), body).await?;
-                Ok(())
-            }
-        }
-        .with_context(|| format!("writing the journal at {}", self.uri))
+        self.folder
+            .write(&format!("records/{name}"), body)
+            .await
+            .with_context(|| format!("writing the journal at {}", self.uri))
     }
 
     /// Calls `apply` with each segment's sequence number and records, in the order they
@@ -436,12 +390,7 @@ impl Journal {
         mut apply: impl FnMut(u64, Vec<T>) -> Result<()>,
     ) -> Result<()> {
         for (seq, name) in self.segments().await? {
-            let body = match &self.store {
-                Store::File(dir) => tokio::fs::read(dir.join("records").join(&name)).await?,
-                Store::S3 { bucket, prefix } => {
-                    s3::get_bytes(bucket, &join(prefix, &format!("records/{name}"))).await?
-                }
-            };
+            let body = self.folder.read(&format!("records/{name}")).await?;
             let records = body
                 .split(|b| *b == b'\n')
                 .filter(|l| !l.is_empty())
@@ -465,25 +414,7 @@ impl Journal {
         object: &ObjectInfo,
     ) -> Result<()> {
         self.make_writable().await?;
-        match &self.store {
-            Store::S3 { bucket, prefix } => {
-                s3::server_side_copy(
-                    target,
-                    object,
-                    bucket,
-                    &join(prefix, &format!("backups/{name}")),
-                    &WriteOptions::default(),
-                )
-                .await?;
-            }
-            Store::File(dir) => {
-                let out = s3::open(target, &object.key, None)
-                    .await
-                    .context("backing it up")?;
-                write_file_durably(&dir.join("backups").join(name), out.body).await?;
-            }
-        }
-        Ok(())
+        self.folder.save_backup(name, target, object).await
     }
 
     /// Copies the backup `name` into `other` (a journal beside this one) as `as_name`.
@@ -493,30 +424,16 @@ impl Journal {
         other: &Journal,
         as_name: &str,
     ) -> Result<()> {
-        match (&self.store, &other.store) {
-            (
-                Store::S3 { bucket, prefix },
-                Store::S3 {
-                    bucket: to,
-                    prefix: to_prefix,
-                },
-            ) => {
-                let backup_key = join(prefix, &format!("backups/{name}"));
-                let Some((info, _)) = s3::head(bucket, &backup_key).await? else {
-                    bail!("the journal's backup {name} is missing at {}", self.uri);
-                };
-                let to_key = join(to_prefix, &format!("backups/{as_name}"));
-                s3::server_side_copy(bucket, &info, to, &to_key, &WriteOptions::default()).await?;
-            }
-            (Store::File(dir), Store::File(to)) => {
-                let backup = tokio::fs::File::open(dir.join("backups").join(name)).await?;
-                write_file_durably(&to.join("backups").join(as_name), backup).await?;
-            }
-            _ => bail!(
+        if !self
+            .folder
+            .copy_backup(name, &*other.folder, as_name)
+            .await?
+        {
+            bail!(
                 "the journals at {} and {} are in different kinds of store: a backup cannot go from one to the other",
                 self.uri,
                 other.uri
-            ),
+            );
         }
         Ok(())
     }
@@ -529,38 +446,7 @@ impl Journal {
         target: &Bucket,
         key: &str,
     ) -> Result<Written> {
-        match &self.store {
-            Store::S3 { bucket, prefix } => {
-                let backup_key = join(prefix, &format!("backups/{name}"));
-                let Some((info, _)) = s3::head(bucket, &backup_key).await? else {
-                    bail!("the journal's backup of {key} is missing at {}", self.uri);
-                };
-                // A restored object takes the target bucket's default storage class and
-                // encryption, not necessarily those it had.
-                s3::server_side_copy(bucket, &info, target, key, &WriteOptions::default()).await
-            }
-            Store::File(dir) => {
-                let path = dir.join("backups").join(name);
-                let mut file = tokio::fs::File::open(&path).await.with_context(|| {
-                    format!(
-                        "the journal's backup of {key} is missing at {}",
-                        path.display()
-                    )
-                })?;
-                let size = file.metadata().await?.len();
-                let (written, _) = s3::upload_stream(
-                    &mut file,
-                    size,
-                    headers,
-                    target,
-                    key,
-                    &WriteOptions::default(),
-                    None,
-                )
-                .await?;
-                Ok(written)
-            }
-        }
+        self.folder.restore(name, headers, target, key).await
     }
 
     /// Stores a small named document beside the records, replacing any before it.
@@ -570,14 +456,10 @@ impl Journal {
     }
 
     async fn store_note(&self, name: &str, body: Vec<u8>) -> Result<()> {
-        match &self.store {
-            Store::File(dir) => write_file_durably(&dir.join(name), &body[..]).await,
-            Store::S3 { bucket, prefix } => {
-                s3::put_bytes(bucket, &join(prefix, name), body).await?;
-                Ok(())
-            }
-        }
-        .with_context(|| format!("writing {name} in the journal at {}", self.uri))
+        self.folder
+            .write(name, body)
+            .await
+            .with_context(|| format!("writing {name} in the journal at {}", self.uri))
     }
 
     /// The names of the documents `write_note` stored, in no particular order.
@@ -585,63 +467,19 @@ impl Journal {
         if self.bucket_missing() {
             return Ok(Vec::new());
         }
-        let mut names = Vec::new();
-        match &self.store {
-            Store::File(dir) => {
-                let mut entries = match tokio::fs::read_dir(dir).await {
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(names),
-                    entries => entries?,
-                };
-                while let Some(entry) = entries.next_entry().await? {
-                    if entry.file_type().await?.is_file() {
-                        names.push(entry.file_name().to_string_lossy().into_owned());
-                    }
-                }
-            }
-            Store::S3 { bucket, prefix } => {
-                let all = format!("{prefix}/");
-                let mut lister = s3::Lister::new(bucket, &all);
-                while let Some(object) = lister.next().await? {
-                    let name = &object.key[all.len()..];
-                    if !name.contains('/') {
-                        names.push(name.to_string());
-                    }
-                }
-            }
-        }
+        let mut names = self.folder.list("").await?;
         names.retain(|name| !name.ends_with(".partial"));
         Ok(names)
     }
 
     /// Removes a document `write_note` stored; none there is fine.
     pub(crate) async fn delete_note(&self, name: &str) -> Result<()> {
-        match &self.store {
-            Store::File(dir) => match tokio::fs::remove_file(dir.join(name)).await {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
-                _ => Ok(()),
-            },
-            Store::S3 { bucket, prefix } => {
-                s3::delete(bucket, &join(prefix, name)).await?;
-                Ok(())
-            }
-        }
+        self.folder.delete(name).await
     }
 
     /// A document `write_note` stored, or None.
     pub(crate) async fn read_note(&self, name: &str) -> Result<Option<Vec<u8>>> {
-        match &self.store {
-            Store::File(dir) => match tokio::fs::read(dir.join(name)).await {
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                read => Ok(Some(read?)),
-            },
-            Store::S3 { bucket, prefix } => {
-                let key = join(prefix, name);
-                match s3::head(bucket, &key).await? {
-                    Some(_) => Ok(Some(s3::get_bytes(bucket, &key).await?)),
-                    None => Ok(None),
-                }
-            }
-        }
+        self.folder.read_if_present(name).await
     }
 
     /// Removes the whole journal of this resource once its rollback is done. It is
@@ -654,97 +492,19 @@ impl Journal {
                 .await?;
             *self.retired.lock().expect("not poisoned") = Some(segments);
         }
-        self.remove_all().await
+        self.folder.remove_all(RETIRED_NOTE).await
     }
-
-    /// Deletes everything but the retirement note, then the note.
-    async fn remove_all(&self) -> Result<()> {
-        match &self.store {
-            Store::File(dir) => {
-                let mut entries = match tokio::fs::read_dir(dir).await {
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-                    entries => entries?,
-                };
-                while let Some(entry) = entries.next_entry().await? {
-                    if entry.file_name() == RETIRED_NOTE {
-                        continue;
-                    }
-                    if entry.file_type().await?.is_dir() {
-                        tokio::fs::remove_dir_all(entry.path()).await?;
-                    } else {
-                        tokio::fs::remove_file(entry.path()).await?;
-                    }
-                }
-                for removed in [
-                    tokio::fs::remove_file(dir.join(RETIRED_NOTE)).await,
-                    tokio::fs::remove_dir(dir).await,
-                ] {
-                    match removed {
-                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
-                        _ => {}
-                    }
-                }
-            }
-            Store::S3 { bucket, prefix } => {
-                let all = format!("{prefix}/");
-                let note = join(prefix, RETIRED_NOTE);
-                let mut lister = s3::Lister::new(bucket, &all);
-                while let Some(object) = lister.next().await? {
-                    if object.key != note {
-                        s3::delete(bucket, &object.key).await?;
-                    }
-                }
-                s3::delete(bucket, &note).await?;
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Creates `dir` and its missing parents readable by their owner only: a journal holds
-/// backups of prod's data.
-async fn create_private_dir(dir: &Path) -> Result<()> {
-    let mut builder = tokio::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    builder.mode(0o700);
-    builder
-        .create(dir)
-        .await
-        .with_context(|| format!("creating {}", dir.display()))
-}
-
-/// Creates (or truncates) `path` readable and writable by its owner only.
-async fn create_private_file(path: &Path) -> Result<tokio::fs::File> {
-    let mut options = tokio::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    options.mode(0o600);
-    options
-        .open(path)
-        .await
-        .with_context(|| format!("creating {}", path.display()))
-}
-
-async fn write_file_durably(
-    path: &Path,
-    mut body: impl tokio::io::AsyncRead + Unpin,
-) -> Result<()> {
-    if let Some(dir) = path.parent() {
-        create_private_dir(dir).await?;
-    }
-    let tmp = path.with_extension("partial");
-    let mut file = create_private_file(&tmp).await?;
-    tokio::io::copy(&mut body, &mut file).await?;
-    file.sync_all().await?;
-    tokio::fs::rename(&tmp, path).await?;
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+    use std::sync::Arc;
+
     use super::*;
     use crate::connection::SideClients;
+    use crate::copy::s3;
+    use crate::copy::store::memory_objects::MemoryObjects;
     use serde::Deserialize;
 
     #[derive(Serialize, Deserialize, Debug, PartialEq)]
@@ -813,6 +573,58 @@ mod tests {
         assert_eq!(records(&reopened).await, ["a", "b", "c"]);
         reopened.clear().await.unwrap();
         assert!(!root.path().join("proj/stack/res").exists());
+    }
+
+    /// The buckets of an in-memory store.
+    struct InMemory(Arc<MemoryObjects>);
+
+    #[async_trait::async_trait]
+    impl Buckets for InMemory {
+        async fn bucket(&self, name: &str) -> Result<Bucket> {
+            Ok(Bucket {
+                store: self.0.clone(),
+                name: name.to_string(),
+                expected_owner: None,
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn bucket_journal_replays_keeps_notes_and_backups_and_clears_to_nothing() {
+        let store = MemoryObjects::new();
+        store.create("journals");
+        store.create("prod");
+        store.put_object("prod", "k", b"old", Headers::default());
+        let buckets = InMemory(store.clone());
+        let prod = buckets.bucket("prod").await.unwrap();
+        let location = Location::parse("s3://journals/root").unwrap();
+        let opened = || Journal::open(&location, &buckets, "p/s/res");
+        let journal = opened().await.unwrap();
+        for key in ["a", "b"] {
+            journal.append(&rec(key)).await.unwrap();
+        }
+        journal.write_note("n.json", b"1".to_vec()).await.unwrap();
+        let (old, _) = s3::head(&prod, "k").await.unwrap().unwrap();
+        journal.backup("k", &prod, &old).await.unwrap();
+        store.put_object("prod", "k", b"new", Headers::default());
+
+        let reopened = opened().await.unwrap();
+        reopened.append(&rec("c")).await.unwrap();
+        assert_eq!(records(&reopened).await, ["a", "b", "c"]);
+        assert_eq!(reopened.notes().await.unwrap(), ["n.json"]);
+        assert_eq!(
+            reopened.read_note("n.json").await.unwrap(),
+            Some(b"1".to_vec())
+        );
+        reopened
+            .restore("k", &Headers::default(), &prod, "k")
+            .await
+            .unwrap();
+        assert_eq!(s3::get_bytes(&prod, "k").await.unwrap(), b"old");
+
+        reopened.clear().await.unwrap();
+        assert!(store.objects("journals").is_empty());
+        assert!(records(&reopened).await.is_empty());
     }
 
     async fn records(journal: &Journal) -> Vec<String> {

@@ -87,6 +87,30 @@ struct Retired {
     segments: u64,
 }
 
+/// The journal of another live migration into the same target, and the state it holds.
+pub(crate) struct Sharer<'a, S> {
+    pub journal: &'a Journal,
+    pub state: S,
+}
+
+impl<'a, S> Sharer<'a, S> {
+    /// Each of `journals` with its state, as `load` reads it.
+    pub(crate) async fn load_all<F, Loading>(journals: &'a [Journal], load: F) -> Result<Vec<Self>>
+    where
+        F: Fn(&'a Journal) -> Loading,
+        Loading: std::future::Future<Output = Result<S>>,
+    {
+        let mut shared = Vec::with_capacity(journals.len());
+        for journal in journals {
+            shared.push(Sharer {
+                journal,
+                state: load(journal).await?,
+            });
+        }
+        Ok(shared)
+    }
+}
+
 /// Parses the `journal` setting: `s3://bucket/prefix` or `file:///absolute/path`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Location {

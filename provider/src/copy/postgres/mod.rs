@@ -674,17 +674,22 @@ mod tests {
         assert_eq!(classify(7, Some(6), None, false), Row::LeftAlone);
     }
 
-    fn plan(key: &str, rows: u64, action: Action) -> TablePlan {
+    /// A table named `schema.name`, without columns or keys.
+    fn bare_table(key: &str) -> Table {
         let (schema, name) = key.split_once('.').unwrap();
+        Table {
+            schema: schema.into(),
+            name: name.into(),
+            columns: vec![],
+            primary_key: vec![],
+            references: BTreeSet::new(),
+            hash: catalog::RowHash::default(),
+        }
+    }
+
+    fn plan(key: &str, rows: u64, action: Action) -> TablePlan {
         TablePlan {
-            table: Table {
-                schema: schema.into(),
-                name: name.into(),
-                columns: vec![],
-                primary_key: vec![],
-                references: BTreeSet::new(),
-                hash: catalog::RowHash::default(),
-            },
+            table: bare_table(key),
             rows,
             bytes: rows * 100,
             action,
@@ -737,21 +742,10 @@ mod tests {
 
     #[test]
     fn globs_select_tables_and_a_selection_of_nothing_names_what_there_is() {
-        let mut tables = BTreeMap::new();
-        for key in ["public.documents", "public.pages", "audit.events"] {
-            let (schema, name) = key.split_once('.').unwrap();
-            tables.insert(
-                key.to_string(),
-                Table {
-                    schema: schema.into(),
-                    name: name.into(),
-                    columns: vec![],
-                    primary_key: vec![],
-                    references: BTreeSet::new(),
-                    hash: catalog::RowHash::default(),
-                },
-            );
-        }
+        let tables: BTreeMap<String, Table> = ["public.documents", "public.pages", "audit.events"]
+            .into_iter()
+            .map(|key| (key.to_string(), bare_table(key)))
+            .collect();
         let keys = |include: &[&str], exclude: &[&str]| -> Result<Vec<String>> {
             let own = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
             Ok(select(&tables, &own(include), &own(exclude))?

@@ -8,17 +8,14 @@ use super::records::{
     backup_name, load_objects, ObjectRecord, ObjectState, ObjectStates, Previous,
 };
 use super::CONCURRENCY;
-use crate::copy::journal::Journal;
+use crate::copy::journal::{self, Journal};
 use crate::copy::progress::{Meter, Progress};
 use crate::copy::s3::{self, Bucket};
 use crate::copy::spill::SpillMap;
 use crate::copy::RolledBack;
 
 /// The journal of another live migration into the same bucket, and what it says.
-struct Sharer<'a> {
-    journal: &'a Journal,
-    state: ObjectStates,
-}
+type Sharer<'a> = journal::Sharer<'a, ObjectStates>;
 
 /// Undoes what the journal says this resource did: deletes the objects it created,
 /// restores those it overwrote or deleted. A key someone else changed since is left,
@@ -33,13 +30,7 @@ pub(crate) async fn rollback(
     sharers: &[Journal],
     progress: &dyn Progress,
 ) -> Result<RolledBack> {
-    let mut shared = Vec::new();
-    for sharer in sharers {
-        shared.push(Sharer {
-            journal: sharer,
-            state: load_objects(sharer).await?,
-        });
-    }
+    let shared = Sharer::load_all(sharers, load_objects).await?;
     let shared = &shared;
     let state = load_objects(journal).await?;
     let meter = Meter::new(progress, "rolled back", state.len()?, 0);

@@ -7,7 +7,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use super::records::{load_items, ItemRecord, ItemState, ItemStates};
 use crate::copy::dynamodb::{self, batch_write, Table, READ_BATCH};
 use crate::copy::item::{digest, item_from_json};
-use crate::copy::journal::Journal;
+use crate::copy::journal::{self, Journal};
 use crate::copy::progress::{Meter, Progress};
 use crate::copy::RolledBack;
 
@@ -15,10 +15,7 @@ use crate::copy::RolledBack;
 const CHUNKS_IN_FLIGHT: usize = 8;
 
 /// The journal of another live migration into the same table, and what it says.
-struct Sharer<'a> {
-    journal: &'a Journal,
-    state: ItemStates,
-}
+type Sharer<'a> = journal::Sharer<'a, ItemStates>;
 
 /// Deletes the items this resource created and puts back those it overwrote, where the
 /// target still holds what was written. A key that one of `sharers` (other migrations
@@ -31,13 +28,7 @@ pub async fn rollback(
     sharers: &[Journal],
     progress: &dyn Progress,
 ) -> Result<RolledBack> {
-    let mut shared = Vec::new();
-    for sharer in sharers {
-        shared.push(Sharer {
-            journal: sharer,
-            state: load_items(sharer).await?,
-        });
-    }
+    let shared = Sharer::load_all(sharers, load_items).await?;
     let state = load_items(journal).await?;
     let meter = Meter::new(progress, "rolled back", state.len()?, 0);
     // The state is read a chunk at a time, so memory holds only the chunks in flight.

@@ -24,7 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "bench"))
-from conftest import both_sides, listing, provider_usage, s3_client  # noqa: E402
+from conftest import both_sides, connection, listing, provider_usage, s3_client  # noqa: E402
 from portfolio_items import REWRITE, RESET, create_table, dynamodb, image_items, item_count, put_items  # noqa: E402
 
 PLUGIN_DIR = REPO / "target" / "release"
@@ -48,6 +48,11 @@ def tool_env():
         "RCLONE_CONFIG_LOCAL_ACCESS_KEY_ID": os.environ["STACKMIGRATE_S3_A_KEY"],
         "RCLONE_CONFIG_LOCAL_SECRET_ACCESS_KEY": os.environ["STACKMIGRATE_S3_A_SECRET"],
         "RCLONE_CONFIG_LOCAL_REGION": "us-east-1",
+        "RCLONE_CONFIG_OTHER_TYPE": "s3", "RCLONE_CONFIG_OTHER_PROVIDER": "Other",
+        "RCLONE_CONFIG_OTHER_ENDPOINT": os.environ["STACKMIGRATE_S3_B"],
+        "RCLONE_CONFIG_OTHER_ACCESS_KEY_ID": os.environ["STACKMIGRATE_S3_B_KEY"],
+        "RCLONE_CONFIG_OTHER_SECRET_ACCESS_KEY": os.environ["STACKMIGRATE_S3_B_SECRET"],
+        "RCLONE_CONFIG_OTHER_REGION": "us-east-1",
     })
     return env
 
@@ -134,18 +139,18 @@ def fill_table(name, count):
 
 # --- targets ------------------------------------------------------------------------
 
-def new_bucket(tag):
+def new_bucket(tag, side="a"):
     name = f"bench-{tag}-{random.randrange(16**8):08x}"
-    s3_client("a").create_bucket(Bucket=name)
+    s3_client(side).create_bucket(Bucket=name)
     return name
 
 
-def bucket_count(name):
-    return len(listing(s3_client("a"), name))
+def bucket_count(name, side="a"):
+    return len(listing(s3_client(side), name))
 
 
-def drop_bucket(name):
-    s3 = s3_client("a")
+def drop_bucket(name, side="a"):
+    s3 = s3_client(side)
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=name):
         keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
         if keys:
@@ -167,8 +172,8 @@ def drop_table(name):
 
 # --- tools: each copies `source` into an empty `target`; returns (seconds, peak RSS KiB, CPU s) ---
 
-def pulumi_up(resources):
-    stack = PulumiStack(resources, both_sides())
+def pulumi_up(resources, config=None):
+    stack = PulumiStack(resources, config or both_sides())
     try:
         seconds, peak, cpu, _ = stack.timed("up", "--yes", "--skip-preview")
         return seconds, peak, cpu
@@ -179,6 +184,14 @@ def pulumi_up(resources):
 def bucket_sync_up(source, target):
     return pulumi_up({"sync": {"type": "stackmigrate:BucketSync",
                                "properties": {"sourceBucket": source, "targetBucket": target}}})
+
+
+def streamed_bucket_sync_up(source, target):
+    """BucketSync from gateway "a" into gateway "b": different endpoints, so streamed."""
+    config = both_sides()
+    config["stackmigrate:target"] = {**connection("b"), "dynamodbEndpoint": os.environ["STACKMIGRATE_DYNAMODB"]}
+    return pulumi_up({"sync": {"type": "stackmigrate:BucketSync",
+                               "properties": {"sourceBucket": source, "targetBucket": target}}}, config)
 
 
 def dynamo_copy_properties(source, target):
@@ -198,10 +211,12 @@ def process(*argv):
 
 
 def self_timed(*argv):
-    """A driver that times only its copy phase and reports it on stdout."""
+    """A driver that times only its copy phase and reports it on stdout, with how many
+    copies of the source it left in the target (a ceiling's sweep: one per prefix)."""
     def run(source, target):
         _, peak, cpu, out = run_process([str(a).format(source=source, target=target) for a in argv])
-        return json.loads(out)["seconds"], peak, cpu
+        result = json.loads(out)
+        return result["seconds"], peak, cpu, result.get("copies", 1)
     return run
 
 
@@ -219,6 +234,15 @@ def bucket_tools(venv):
     ]
 
 
+def streamed_tools():
+    return [
+        ("stackmigrate BucketSync (`pulumi up`)", streamed_bucket_sync_up),
+        ("rclone sync", process("rclone", "sync", "local:{source}", "other:{target}")),
+        ("upload ceiling (PutObject and parts only, best concurrency)",
+         self_timed(ENGINE, "s3-put-ceiling", "{source}", "{target}")),
+    ]
+
+
 def table_tools(venv):
     return [
         ("stackmigrate DynamoCopy (`pulumi up`)", dynamo_copy_up),
@@ -230,13 +254,16 @@ def table_tools(venv):
 
 
 def server_cpu(kind):
-    """CPU seconds the server has used so far: S3 gateway "a" for buckets, DynamoDB Local for
-    tables (scripts/services.sh records their pids in this order: gateways a and b, moto a
-    and b, DynamoDB)."""
+    """CPU seconds the servers have used so far: S3 gateway "a" for buckets, both gateways
+    for streamed copies, DynamoDB Local for tables (scripts/services.sh records their pids
+    in this order: gateways a and b, moto a and b, DynamoDB)."""
     pids = (Path(os.environ["STACKMIGRATE_RUN"]) / "pids").read_text().split()
-    pid = pids[0] if kind == "bucket" else pids[4]
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    chosen = {"bucket": pids[:1], "streamed": pids[:2], "table": pids[4:5]}[kind]
+    total = 0.0
+    for pid in chosen:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def settle(kind):
@@ -255,21 +282,23 @@ def measure(dataset, tools, runs):
     """Median seconds and server CPU seconds, and the largest peak RSS, of each tool over
     `runs` runs after one warm-up. Tools take turns run by run, so that a slow patch of
     the machine falls on all of them."""
-    bucket = dataset["kind"] == "bucket"
+    bucket = dataset["kind"] != "table"
+    side = "b" if dataset["kind"] == "streamed" else "a"
     results = [{"tool": label, "runs": [], "peaks": [], "cpu": [], "client": []} for label, _ in tools]
     for attempt in range(runs + 1):
         for (label, tool), result in zip(tools, results):
-            target = new_bucket("dst") if bucket else new_table("dst")
+            target = new_bucket("dst", side) if bucket else new_table("dst")
             try:
                 settle(dataset["kind"])
                 before = server_cpu(dataset["kind"])
-                seconds, peak, client = tool(dataset["name"], target)
+                seconds, peak, client, *copies = tool(dataset["name"], target)
                 used = server_cpu(dataset["kind"]) - before
-                found = bucket_count(target) if bucket else table_count(target)
-                if found != dataset["count"]:
-                    sys.exit(f"{label}: the target holds {found} of {dataset['count']} after the copy")
+                found = bucket_count(target, side) if bucket else table_count(target)
+                expected = dataset["count"] * (copies[0] if copies else 1)
+                if found != expected:
+                    sys.exit(f"{label}: the target holds {found} of {expected} after the copy")
             finally:
-                drop_bucket(target) if bucket else drop_table(target)
+                drop_bucket(target, side) if bucket else drop_table(target)
             if attempt > 0:
                 result["runs"].append(seconds)
                 result["peaks"].append(peak)
@@ -344,7 +373,8 @@ def machine():
 def dataset_label(dataset):
     if dataset["kind"] == "table":
         return f"{dataset['count']:,} items"
-    return f"{dataset['count']:,} objects, {dataset['bytes'] / MiB:,.0f} MiB"
+    streamed = ", streamed to a second gateway" if dataset["kind"] == "streamed" else ""
+    return f"{dataset['count']:,} objects, {dataset['bytes'] / MiB:,.0f} MiB{streamed}"
 
 
 def table_rows(dataset, results):
@@ -370,9 +400,12 @@ def report(sections, extra_rows, args, venv, started, elapsed):
         "\"× stackmigrate\" is the tool's median over stackmigrate's `pulumi up` median "
         "(above 1: stackmigrate is faster). Peak RSS is the provider's for `pulumi up`, the process's for the "
         "others. The ceilings time only their copy phase (listing or scanning first is not timed), at each "
-        "concurrency of a sweep (CopyObject: 8 to 512 in flight; BatchWriteItem: 4 to 128 batches), "
+        "concurrency of a sweep (CopyObject: 8 to 512 in flight; uploads: 1 to 32 objects; BatchWriteItem: "
+        "4 to 128 batches), "
         "and report the fastest, so no copy can beat them. "
-        "Server CPU is what the S3 server or DynamoDB Local used during the run (a ceiling's untimed "
+        "The streamed copies read from one gateway and write into another (different endpoints, so "
+        "nothing is copied server side); their ceiling only uploads as many bytes from memory. "
+        "Server CPU is what the S3 server (both, for streamed copies) or DynamoDB Local used during the run (a ceiling's untimed "
         "listing or scan and its whole sweep included); client CPU is the provider's for `pulumi up` (pulumi's own "
         "not counted), the process's for the others. With 2 cores shared by server and client, they "
         "show what bounds a copy.",
@@ -414,8 +447,8 @@ def main():
     parser.add_argument("--large-mib", type=int, default=100)
     parser.add_argument("--items", type=int, default=100_000, help="DynamoDB items")
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--only", default="small,large,items,migration",
-                        help="comma-separated parts: small, large, items, migration")
+    parser.add_argument("--only", default="small,large,streamed,items,migration",
+                        help="comma-separated parts: small, large, streamed, items, migration")
     parser.add_argument("--venv", required=True, help="virtualenv with boto3 and awscli (bench/requirements.txt)")
     parser.add_argument("--output", default=str(REPO / "bench" / "results" / "comparison.md"))
     args = parser.parse_args()
@@ -432,6 +465,7 @@ def main():
 
     sections, extra = [], []
     for part, dataset, tools in [("small", small, bucket_tools(args.venv)), ("large", large, bucket_tools(args.venv)),
+                                 ("streamed", {**large, "kind": "streamed"}, streamed_tools()),
                                  ("items", table, table_tools(args.venv))]:
         if part in parts:
             print(f"{dataset_label(dataset)}:", file=sys.stderr, flush=True)

@@ -1,6 +1,6 @@
 //! Benchmark drivers run by `bench/compare.py` against the services of
-//! `scripts/services.sh` (read from its environment: STACKMIGRATE_S3_A, ..._KEY,
-//! ..._SECRET, STACKMIGRATE_DYNAMODB). Each prints one JSON line with the seconds of
+//! `scripts/services.sh` (read from its environment: STACKMIGRATE_S3_A and _B, their
+//! _KEY and _SECRET, STACKMIGRATE_DYNAMODB). Each prints one JSON line with the seconds of
 //! the timed part.
 //!
 //!   stackmigrate-bench sync SOURCE_BUCKET TARGET_BUCKET
@@ -9,6 +9,13 @@
 //!       The server's copy ceiling: every object listed first (not timed), then only
 //!       CopyObject calls, at each concurrency of a sweep (8 to 512 in flight, each
 //!       into a prefix of its own); the best of the sweep, so no copy can beat it.
+//!       `copies` says how many copies of the source the sweep left in the target.
+//!   stackmigrate-bench s3-put-ceiling SOURCE_BUCKET TARGET_BUCKET
+//!       The ceiling of a streamed copy into gateway "b": the sizes of the objects of
+//!       SOURCE_BUCKET (gateway "a") listed first (not timed), then only uploads of as
+//!       many bytes, held in memory, into TARGET_BUCKET on "b" (one PutObject up to
+//!       8 MiB, else 8 MiB parts one after another, as a streamed copy sends them), at
+//!       each concurrency of a sweep (1 to 32 objects in flight); the best of the sweep.
 //!   stackmigrate-bench dynamo-write-ceiling SOURCE_TABLE TARGET_TABLE
 //!       The table's write ceiling: every item read first (not timed), then only
 //!       25-item BatchWriteItem calls, unprocessed items resent at once, at each
@@ -30,6 +37,8 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use futures::stream::{self, StreamExt, TryStreamExt};
 use serde_json::json;
 use stackmigrate::connection::{Connection, SideClients};
@@ -47,6 +56,9 @@ const WRITES_IN_FLIGHT: usize = 32;
 /// The concurrencies a ceiling tries: the best of them is the ceiling.
 const COPY_SWEEP: [usize; 5] = [8, 32, 128, 256, 512];
 const WRITE_SWEEP: [usize; 6] = [4, 8, 16, 32, 64, 128];
+const PUT_SWEEP: [usize; 4] = [1, 4, 8, 32];
+/// The part size of a streamed copy, as the provider uploads it.
+const PART_BYTES: u64 = 8 * 1024 * 1024;
 
 /// The fastest run of a sweep, with every run's seconds by concurrency.
 fn best_of(runs: Vec<(usize, f64)>) -> serde_json::Value {
@@ -70,14 +82,20 @@ fn env(name: &str) -> Result<String> {
 
 /// S3 gateway "a" and DynamoDB Local, as scripts/services.sh started them.
 fn clients() -> Result<SideClients> {
+    gateway("source", "A")
+}
+
+/// S3 gateway `letter` ("A" or "B") and DynamoDB Local.
+fn gateway(side: &'static str, letter: &str) -> Result<SideClients> {
+    let s3 = format!("STACKMIGRATE_S3_{letter}");
     Ok(SideClients::new(
-        "source",
+        side,
         Connection {
             region: Some("us-east-1".into()),
-            s3_endpoint: Some(env("STACKMIGRATE_S3_A")?),
+            s3_endpoint: Some(env(&s3)?),
             dynamodb_endpoint: Some(env("STACKMIGRATE_DYNAMODB")?),
-            access_key_id: Some(env("STACKMIGRATE_S3_A_KEY")?),
-            secret_access_key: Some(env("STACKMIGRATE_S3_A_SECRET")?),
+            access_key_id: Some(env(&format!("{s3}_KEY"))?),
+            secret_access_key: Some(env(&format!("{s3}_SECRET"))?),
             force_path_style: Some(true),
             ..Default::default()
         },
@@ -147,7 +165,104 @@ async fn s3_copy_ceiling(source: &str, target: &str) -> Result<serde_json::Value
     let mut result = best_of(runs);
     result["objects"] = json!(count);
     result["bytes"] = json!(bytes);
+    result["copies"] = json!(COPY_SWEEP.len());
     Ok(result)
+}
+
+async fn s3_put_ceiling(source: &str, target: &str) -> Result<serde_json::Value> {
+    let source = bucket(&clients()?, source).await?;
+    let mut sizes = Vec::new();
+    let mut lister = Lister::new(&source, "");
+    while let Some(object) = lister.next().await? {
+        sizes.push(object.size);
+    }
+    let client = gateway("target", "B")?.s3().await?;
+    // Bytes that do not compress, the same in every part.
+    let block: Vec<u8> = (0..PART_BYTES).map(|n| hash(n) as u8).collect();
+    let mut runs = Vec::new();
+    for concurrency in PUT_SWEEP {
+        let started = Instant::now();
+        stream::iter(sizes.iter().enumerate())
+            .map(|(n, size)| {
+                let key = format!("sweep-{concurrency}/{n:06}");
+                upload(&client, target, key, *size, &block)
+            })
+            .buffer_unordered(concurrency)
+            .try_collect::<Vec<()>>()
+            .await?;
+        runs.push((concurrency, started.elapsed().as_secs_f64()));
+    }
+    let mut result = best_of(runs);
+    result["objects"] = json!(sizes.len());
+    result["bytes"] = json!(sizes.iter().sum::<u64>());
+    result["copies"] = json!(PUT_SWEEP.len());
+    Ok(result)
+}
+
+/// Uploads `size` bytes of `block`: one PutObject up to a part, else a multipart upload
+/// whose parts go one after another.
+async fn upload(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: String,
+    size: u64,
+    block: &[u8],
+) -> Result<()> {
+    let body = |len: u64| ByteStream::from(block[..len as usize].to_vec());
+    if size <= PART_BYTES {
+        client
+            .put_object()
+            .bucket(bucket)
+            .key(&key)
+            .body(body(size))
+            .send()
+            .await?;
+        return Ok(());
+    }
+    let started = client
+        .create_multipart_upload()
+        .bucket(bucket)
+        .key(&key)
+        .send()
+        .await?;
+    let id = started.upload_id().context("no upload id")?;
+    let mut parts = Vec::new();
+    let mut left = size;
+    for number in 1.. {
+        if left == 0 {
+            break;
+        }
+        let len = left.min(PART_BYTES);
+        let part = client
+            .upload_part()
+            .bucket(bucket)
+            .key(&key)
+            .upload_id(id)
+            .part_number(number)
+            .body(body(len))
+            .send()
+            .await?;
+        parts.push(
+            CompletedPart::builder()
+                .part_number(number)
+                .set_e_tag(part.e_tag().map(str::to_owned))
+                .build(),
+        );
+        left -= len;
+    }
+    client
+        .complete_multipart_upload()
+        .bucket(bucket)
+        .key(&key)
+        .upload_id(id)
+        .multipart_upload(
+            CompletedMultipartUpload::builder()
+                .set_parts(Some(parts))
+                .build(),
+        )
+        .send()
+        .await?;
+    Ok(())
 }
 
 async fn dynamo_write_ceiling(source: &str, target: &str) -> Result<serde_json::Value> {
@@ -409,6 +524,7 @@ async fn main() -> Result<()> {
     let result = match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
         ["sync", source, target] => engine_sync(source, target).await?,
         ["s3-copy-ceiling", source, target] => s3_copy_ceiling(source, target).await?,
+        ["s3-put-ceiling", source, target] => s3_put_ceiling(source, target).await?,
         ["dynamo-write-ceiling", source, target] => dynamo_write_ceiling(source, target).await?,
         ["fill-table", table, count, ref first @ ..] => {
             fill_table(table, count.parse()?, first_number(first)?).await?
@@ -418,7 +534,7 @@ async fn main() -> Result<()> {
         }
         ["spill-scale", count] => spill_scale(count.parse()?)?,
         _ => bail!(
-            "usage: stackmigrate-bench sync|s3-copy-ceiling|dynamo-write-ceiling SOURCE TARGET, \
+            "usage: stackmigrate-bench sync|s3-copy-ceiling|s3-put-ceiling|dynamo-write-ceiling SOURCE TARGET, \
              or fill-table TABLE COUNT [FIRST], fill-bucket BUCKET COUNT [FIRST], spill-scale COUNT (got {args:?})"
         ),
     };

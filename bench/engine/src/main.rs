@@ -74,6 +74,18 @@ fn best_of(runs: Vec<(usize, f64)>) -> serde_json::Value {
     json!({"seconds": seconds, "concurrency": concurrency, "sweep": sweep})
 }
 
+/// Between two runs of a sweep (not timed): what the last one wrote is flushed to disk
+/// and the server left a moment, so that no run pays for the one before, as
+/// `bench/compare.py` settles between tools.
+async fn settle() -> Result<()> {
+    let synced = tokio::process::Command::new("sync").status().await?;
+    if !synced.success() {
+        bail!("sync failed: {synced}");
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    Ok(())
+}
+
 fn env(name: &str) -> Result<String> {
     std::env::var(name).with_context(|| {
         format!("{name} is not set: run under `eval \"$(scripts/services.sh start)\"`")
@@ -161,6 +173,7 @@ async fn s3_copy_ceiling(source: &str, target: &str) -> Result<serde_json::Value
             .try_collect::<Vec<_>>()
             .await?;
         runs.push((concurrency, started.elapsed().as_secs_f64()));
+        settle().await?;
     }
     let mut result = best_of(runs);
     result["objects"] = json!(count);
@@ -191,6 +204,7 @@ async fn s3_put_ceiling(source: &str, target: &str) -> Result<serde_json::Value>
             .try_collect::<Vec<()>>()
             .await?;
         runs.push((concurrency, started.elapsed().as_secs_f64()));
+        settle().await?;
     }
     let mut result = best_of(runs);
     result["objects"] = json!(sizes.len());
@@ -317,6 +331,7 @@ async fn dynamo_write_ceiling(source: &str, target: &str) -> Result<serde_json::
         let batches = stream::iter(batches.iter().cloned().map(Ok));
         write_batches(&client, target, batches, concurrency).await?;
         runs.push((concurrency, started.elapsed().as_secs_f64()));
+        settle().await?;
     }
     let mut result = best_of(runs);
     result["items"] = json!(count);

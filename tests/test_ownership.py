@@ -220,7 +220,6 @@ def test_two_syncs_sharing_a_prefix_restore_prod_when_the_first_is_destroyed_fir
     assert contents(s3, target) == before, "prod's object back from the backup A handed over"
 
 
-
 def test_share_target_turned_on_later_takes_effect_with_the_next_up(project, tmp_path):
     """A's claim says whether it shares as of its last up, even one that copies nothing."""
     s3 = s3_client()

@@ -566,14 +566,14 @@ impl Verify<'_> {
         let spec = self.spec;
         let reads = queues.iter().map(|queue| async move {
             let mut matching = 0u64;
-            let mut keys = Vec::new();
             let mut planned = queue.read()?.peekable();
             while planned.peek().is_some() {
-                keys.clear();
-                for write in planned.by_ref().take(READ_BATCH) {
-                    keys.push(key_of(&item_from_json(&write?.item)?, &spec.keys));
-                }
-                let found = batch_get(&spec.target, keys.clone()).await?;
+                let keys = planned
+                    .by_ref()
+                    .take(READ_BATCH)
+                    .map(|write| Ok(key_of(&item_from_json(&write?.item)?, &spec.keys)))
+                    .collect::<Result<Vec<Item>>>()?;
+                let found = batch_get(&spec.target, keys).await?;
                 let hashes: Vec<u128> = found.iter().map(|i| key_hash(i, &spec.keys)).collect();
                 matching += matching_digests(self.written, &hashes, &found)?;
                 self.scanned.add(found.len() as u64, 0);

@@ -10,6 +10,7 @@ use anyhow::{bail, Context, Result};
 
 use super::{join, Location, Provision};
 use crate::copy::s3::{self, Bucket, Buckets, Headers, ObjectInfo, WriteOptions, Written};
+use crate::copy::store::NewObject;
 
 /// The storage of one journal's folder.
 #[async_trait::async_trait]
@@ -188,16 +189,11 @@ impl JournalFolder for LocalFolder {
             )
         })?;
         let size = file.metadata().await?.len();
-        let (written, _) = s3::upload_stream(
-            &mut file,
-            size,
+        let new = NewObject {
             headers,
-            to,
-            key,
-            &WriteOptions::default(),
-            None,
-        )
-        .await?;
+            options: &WriteOptions::default(),
+        };
+        let (written, _) = s3::upload_stream(&mut file, size, new, to, key, None, false).await?;
         Ok(written)
     }
 

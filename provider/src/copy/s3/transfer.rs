@@ -7,9 +7,7 @@ use md5::{Digest, Md5};
 use tokio::io::AsyncReadExt;
 
 use super::checksum::{full_object_multipart, RunningChecksum};
-use super::{
-    head_with_tags, open, stored_checksum, Bucket, Headers, ObjectInfo, WriteOptions, PART_SIZE,
-};
+use super::{head_with_tags, open, stored_checksum, Bucket, ObjectInfo, WriteOptions, PART_SIZE};
 use crate::copy::store::{Body, CopySource, CopyTarget, NewObject, Part, Upload};
 
 /// An object written by a copy: its ETag, and the checksum the target computed for it
@@ -23,11 +21,11 @@ pub struct Written {
 }
 
 /// What the target must report for an uploaded object, computed from the bytes sent:
-/// the ETag (MD5, or MD5 of the part MD5s with the part count) and the whole object's
-/// checksum in `algorithm`, which S3 also checks on receipt.
+/// the whole object's checksum in `algorithm`, which S3 also checks on receipt, and
+/// where asked for, the ETag (MD5, or MD5 of the part MD5s with the part count).
 #[derive(Debug, Clone)]
 pub(crate) struct Expected {
-    pub etag: String,
+    pub etag: Option<String>,
     pub algorithm: ChecksumAlgorithm,
     pub checksum: String,
 }
@@ -140,15 +138,22 @@ pub async fn server_side_copy(
 /// What the target must report is computed on the way, so the caller can verify. The
 /// target gets the source's checksum algorithm where S3 allows it, so it keeps the
 /// source's checksum; the read is checked against it as it goes.
+///
+/// The MD5 ETag (a second hash of every byte) is computed only where a proof may rest
+/// on it: the target has not been seen to report checksums, or the source stores none
+/// and its ETag is its MD5.
 pub(crate) async fn streamed_copy(
     source: &Bucket,
     source_object: &ObjectInfo,
     target: &Bucket,
     target_key: &str,
     options: &WriteOptions,
+    target_reports_checksums: bool,
 ) -> Result<Streamed> {
     let download = open(source, &source_object.key, None).await?;
     let stored = download.head.checksum.clone();
+    let with_etag =
+        !target_reports_checksums || (stored.is_none() && !source_object.etag.contains('-'));
     let mut headers = download.head.headers.clone();
     if download.head.tag_count > 0 {
         headers.tagging = source.store.tagging(source.at(&source_object.key)).await?;
@@ -156,8 +161,12 @@ pub(crate) async fn streamed_copy(
     let size = download.head.info.size;
     let mut body = download.body;
     let preferred = stored.as_ref().map(|(algorithm, _)| algorithm.clone());
+    let new = NewObject {
+        headers: &headers,
+        options,
+    };
     let (written, expected) = upload_stream(
-        &mut body, size, &headers, target, target_key, options, preferred,
+        &mut body, size, new, target, target_key, preferred, with_etag,
     )
     .await?;
     Ok(Streamed {
@@ -173,17 +182,17 @@ pub(crate) async fn streamed_copy(
 /// Uploads `size` bytes read from `body` with the given headers: one PUT for small
 /// objects, multipart beyond PART_SIZE. The target checks and keeps a checksum in the
 /// `preferred` algorithm where S3 allows it for the upload, else CRC64NVME. Returns
-/// what was written and what the target must report for the content.
+/// what was written and what the target must report for the content, its ETag only
+/// `with_etag`.
 pub(crate) async fn upload_stream<R: tokio::io::AsyncRead + Unpin>(
     body: &mut R,
     size: u64,
-    headers: &Headers,
+    new: NewObject<'_>,
     target: &Bucket,
     key: &str,
-    options: &WriteOptions,
     preferred: Option<ChecksumAlgorithm>,
+    with_etag: bool,
 ) -> Result<(Written, Expected)> {
-    let new = NewObject { headers, options };
     let algorithm = preferred
         .filter(|a| size <= PART_SIZE || full_object_multipart(a))
         .unwrap_or(ChecksumAlgorithm::Crc64Nvme);
@@ -199,7 +208,7 @@ pub(crate) async fn upload_stream<R: tokio::io::AsyncRead + Unpin>(
             );
         }
         let expected = Expected {
-            etag: format!("\"{}\"", hex::encode(Md5::digest(&buffer))),
+            etag: with_etag.then(|| format!("\"{}\"", hex::encode(Md5::digest(&buffer)))),
             checksum: RunningChecksum::of(&algorithm, &buffer),
             algorithm,
         };
@@ -228,7 +237,9 @@ pub(crate) async fn upload_stream<R: tokio::io::AsyncRead + Unpin>(
                 break;
             }
             total += part.len() as u64;
-            part_digests.extend_from_slice(&Md5::digest(&part));
+            if with_etag {
+                part_digests.extend_from_slice(&Md5::digest(&part));
+            }
             whole.update(&part);
             let part_checksum = RunningChecksum::of(&algorithm, &part);
             let etag = target
@@ -253,11 +264,13 @@ pub(crate) async fn upload_stream<R: tokio::io::AsyncRead + Unpin>(
             bail!("source object changed during the copy: expected {size} bytes, read {total}");
         }
         let expected = Expected {
-            etag: format!(
-                "\"{}-{}\"",
-                hex::encode(Md5::digest(&part_digests)),
-                number - 1
-            ),
+            etag: with_etag.then(|| {
+                format!(
+                    "\"{}-{}\"",
+                    hex::encode(Md5::digest(&part_digests)),
+                    number - 1
+                )
+            }),
             checksum: whole.base64(),
             algorithm: algorithm.clone(),
         };
@@ -320,5 +333,75 @@ impl<'a> Multipart<'a> {
             self.target.store.abort_multipart(self.upload()).await;
         }
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::copy::s3::{head, Headers};
+    use crate::copy::store::memory_objects::MemoryObjects;
+
+    #[tokio::test]
+    async fn a_streamed_copy_hashes_an_md5_only_where_a_proof_may_rest_on_it() {
+        let store = MemoryObjects::new();
+        for name in ["dev", "prod"] {
+            store.create(name);
+        }
+        let bucket = |name: &str| Bucket {
+            store: store.clone(),
+            name: name.to_string(),
+            expected_owner: None,
+        };
+        let (dev, prod) = (bucket("dev"), bucket("prod"));
+        let large = b"0123456789abcdef".repeat(PART_SIZE as usize / 16 + 100);
+        store.put_object("dev", "checksummed", b"kept", Headers::default());
+        store.put_object("dev", "large", &large, Headers::default());
+        store.put_multipart_object("dev", "in-parts", b"no checksum, no MD5 ETag");
+        // A source object with an MD5 ETag and no checksum: written where none are kept.
+        store.keep_no_checksums("dev");
+        let new = NewObject {
+            headers: &Headers::default(),
+            options: &WriteOptions::default(),
+        };
+        upload_stream(&mut &b"plain"[..], 5, new, &dev, "plain", None, false)
+            .await
+            .unwrap();
+
+        for (key, target_reports_checksums, md5_wanted) in [
+            ("checksummed", false, true),
+            ("checksummed", true, false),
+            ("large", false, true),
+            ("large", true, false),
+            ("in-parts", true, false),
+            ("plain", true, true),
+        ] {
+            let (source, _) = head(&dev, key).await.unwrap().unwrap();
+            let streamed = streamed_copy(
+                &dev,
+                &source,
+                &prod,
+                key,
+                &WriteOptions::default(),
+                target_reports_checksums,
+            )
+            .await
+            .unwrap();
+            let etag = streamed.expected.etag;
+            assert_eq!(
+                etag.is_some(),
+                md5_wanted,
+                "{key}, {target_reports_checksums}"
+            );
+            let written = &store.objects("prod")[key];
+            assert_eq!(
+                written.checksum.as_ref().map(|(_, value)| value),
+                Some(&streamed.expected.checksum),
+                "{key}"
+            );
+            if let Some(etag) = etag {
+                assert_eq!(etag, written.etag, "{key}");
+            }
+        }
     }
 }

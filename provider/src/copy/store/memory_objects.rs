@@ -41,6 +41,9 @@ struct State {
     replace_after_part_copy: Option<(String, String, Vec<u8>)>,
     /// Objects encrypted with a key their writer provided (SSE-C): served only with it.
     customer_keyed: std::collections::HashSet<(String, String)>,
+    /// Buckets of a service that keeps and reports no checksums (S3-compatible stores
+    /// without the feature): writes there store none and answer none.
+    checksumless: std::collections::HashSet<String>,
 }
 
 /// An object as the store keeps it.
@@ -215,6 +218,11 @@ impl MemoryObjects {
             .insert((bucket.to_string(), key.to_string()));
     }
 
+    /// Writes into `bucket` keep and answer no checksums from now on.
+    pub(crate) fn keep_no_checksums(&self, bucket: &str) {
+        self.lock().checksumless.insert(bucket.to_string());
+    }
+
     pub(crate) fn set_kill(&self, kill: Option<Kill>) {
         self.lock().kill = kill;
     }
@@ -281,6 +289,16 @@ impl MemoryObjects {
         stored: Stored,
         checksum: Option<String>,
     ) -> Result<Written> {
+        let (stored, checksum) = match self.lock().checksumless.contains(at.bucket) {
+            true => (
+                Stored {
+                    checksum: None,
+                    ..stored
+                },
+                None,
+            ),
+            false => (stored, checksum),
+        };
         let written = stored.written(checksum);
         self.write(|state| {
             bucket_mut(state, at.bucket)?.insert(at.key.to_string(), stored);

@@ -369,6 +369,27 @@ async fn what_no_checksum_covers_is_proven_by_reading_both_when_asked() {
     }
 }
 
+#[tokio::test]
+async fn streamed_copies_are_proven_by_checksums_or_where_the_target_keeps_none_by_etags() {
+    for target_keeps_checksums in [true, false] {
+        let world = World::new();
+        if !target_keeps_checksums {
+            world.store.keep_no_checksums("prod");
+        }
+        let done = world.sync(&world.spec(false)).await.unwrap();
+        let proven = (
+            done.verified_by_checksum,
+            done.verified_by_etag,
+            done.verified_by_size,
+        );
+        match target_keeps_checksums {
+            true => assert_eq!(proven, (13, 0, 0), "{done:?}"),
+            false => assert_eq!(proven, (0, 13, 0), "{done:?}"),
+        }
+        assert_eq!(world.contents("prod"), world.synced());
+    }
+}
+
 /// Copies above 4 KiB go in 1 MiB parts, so the 8 MiB image takes S3's path for objects
 /// above 5 GiB.
 const SMALL_COPY_LIMITS: CopyLimits = CopyLimits {

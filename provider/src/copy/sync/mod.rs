@@ -28,7 +28,7 @@ use super::progress::{copied_clause, in_words, Meter, Progress};
 use super::s3::{self, Bucket, Headers, ObjectInfo, WriteOptions};
 use decide::{Action, Decider};
 use records::{backup_name, load_objects, ObjectRecord, ObjectStates};
-use verify::{copy_verified, Proofs};
+use verify::{copy_verified, Proofs, TargetChecksums};
 use walk::March;
 
 /// What to do with an object that already exists in the target.
@@ -376,6 +376,7 @@ pub async fn run(
     progress.info(&planned_line(spec, &planned));
     let meter = Meter::new(progress, "copied", planned.copied, planned.bytes_copied);
     let proofs = Proofs::default();
+    let checksums = TargetChecksums::default();
     // Without the setting (no permission, or an answer the SDK cannot read), backups
     // keep rollback exact anyway.
     let versioned = match s3::versioning_enabled(&spec.target).await {
@@ -394,6 +395,7 @@ pub async fn run(
         state: &state,
         meter: &meter,
         proofs: &proofs,
+        checksums: &checksums,
         versioned,
         failed: &failed,
     };
@@ -460,6 +462,7 @@ struct Batches<'a> {
     state: &'a ObjectStates,
     meter: &'a Meter<'a>,
     proofs: &'a Proofs,
+    checksums: &'a TargetChecksums,
     /// The target keeps versions: what a write replaces stays as an older version, so
     /// nothing is backed up and rollback removes the versions written.
     versioned: bool,
@@ -553,7 +556,8 @@ impl Batches<'_> {
                 match action {
                     Action::Create(source) | Action::Overwrite { source, .. } => {
                         let key = target_key(spec, &source.key);
-                        let (written, proof) = copy_verified(spec, &source, &key).await?;
+                        let (written, proof) =
+                            copy_verified(spec, &source, &key, self.checksums).await?;
                         self.proofs.add(proof);
                         self.meter.add(1, source.size);
                         anyhow::Ok(Some(ObjectRecord::Written {

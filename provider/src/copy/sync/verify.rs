@@ -1,7 +1,7 @@
 //! Proving each written object holds its source's content, by the strongest means both
 //! sides allow: a checksum of the whole content, the MD5 ETag, or (said so) the size.
 
-use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering as AtomicOrdering};
 
 use anyhow::{bail, Context, Result};
 use aws_sdk_s3::types::ChecksumAlgorithm;
@@ -42,6 +42,18 @@ impl Proofs {
     }
 }
 
+/// Whether the target has reported the checksum of a streamed write. Until it has,
+/// streamed copies also compute the MD5 ETag, the proof left for a target that keeps
+/// no checksums; after, the checksum proves them and the MD5's hashing is saved.
+#[derive(Default)]
+pub(super) struct TargetChecksums(AtomicBool);
+
+impl TargetChecksums {
+    fn seen(&self) -> bool {
+        self.0.load(AtomicOrdering::Relaxed)
+    }
+}
+
 /// Copies one object and proves the target holds the source's content, by the
 /// strongest means both sides allow; by reading both when only the sizes would compare
 /// and the spec asks for content. Returns the target's ETag and the proof.
@@ -49,8 +61,9 @@ pub(super) async fn copy_verified(
     spec: &SyncSpec,
     source: &ObjectInfo,
     key: &str,
+    checksums: &TargetChecksums,
 ) -> Result<(s3::Written, Proof)> {
-    let (written, proof) = copy_proven(spec, source, key).await?;
+    let (written, proof) = copy_proven(spec, source, key, checksums).await?;
     if proof != Proof::Size || !spec.verify_content {
         return Ok((written, proof));
     }
@@ -72,6 +85,7 @@ async fn copy_proven(
     spec: &SyncSpec,
     source: &ObjectInfo,
     key: &str,
+    checksums: &TargetChecksums,
 ) -> Result<(s3::Written, Proof)> {
     let target_url = || format!("s3://{}/{key}", spec.target.name);
     if spec.server_side {
@@ -98,17 +112,20 @@ async fn copy_proven(
         check_size(spec, source, key).await?;
         return Ok((written, Proof::Size));
     }
-    let streamed = copy_streamed_with_retry(spec, source, key).await?;
+    let streamed = copy_streamed_with_retry(spec, source, key, checksums.seen()).await?;
     let (written, expected) = (streamed.written, streamed.expected);
     let algorithm = expected.algorithm.as_str();
     let target_proof = match &written.checksum {
-        Some(checksum) if *checksum == expected.checksum => Proof::Checksum,
+        Some(checksum) if *checksum == expected.checksum => {
+            checksums.0.store(true, AtomicOrdering::Relaxed);
+            Proof::Checksum
+        }
         Some(checksum) => bail!(
             "verification failed for {}: its {algorithm} is {checksum}, the bytes sent have {}",
             target_url(),
             expected.checksum
         ),
-        None if written.etag == expected.etag => Proof::Etag,
+        None if expected.etag.as_ref() == Some(&written.etag) => Proof::Etag,
         None => {
             check_size(spec, source, key).await?;
             Proof::Size
@@ -124,7 +141,9 @@ async fn copy_proven(
             expected.checksum
         ),
         None if streamed.checked_by_sdk => Proof::Checksum,
-        None if !source.etag.contains('-') && source.etag == expected.etag => Proof::Etag,
+        None if !source.etag.contains('-') && expected.etag.as_ref() == Some(&source.etag) => {
+            Proof::Etag
+        }
         None => Proof::Size,
     };
     let proof = target_proof.max(source_proof);
@@ -152,8 +171,18 @@ async fn copy_streamed_with_retry(
     spec: &SyncSpec,
     source: &ObjectInfo,
     key: &str,
+    target_reports_checksums: bool,
 ) -> Result<s3::Streamed> {
-    let attempt = || s3::streamed_copy(&spec.source, source, &spec.target, key, &spec.write);
+    let attempt = || {
+        s3::streamed_copy(
+            &spec.source,
+            source,
+            &spec.target,
+            key,
+            &spec.write,
+            target_reports_checksums,
+        )
+    };
     attempt
         .retry(retry::backoff(retry::OBJECT_ATTEMPTS))
         .notify(|_, _| retry::Attempts::record(false))

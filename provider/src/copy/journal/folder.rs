@@ -193,7 +193,8 @@ impl JournalFolder for LocalFolder {
             headers,
             options: &WriteOptions::default(),
         };
-        let (written, _) = s3::upload_stream(&mut file, size, new, to, key, None, false).await?;
+        let (written, _) =
+            s3::upload_stream(&mut file, size, new, to, key, None, s3::EtagMd5::Never).await?;
         Ok(written)
     }
 

@@ -100,7 +100,7 @@ pub(crate) use checksum::RunningChecksum;
 pub use list::Lister;
 pub(crate) use transfer::Streamed;
 pub use transfer::{server_side_copy, Written};
-pub(crate) use transfer::{streamed_copy, upload_stream};
+pub(crate) use transfer::{streamed_copy, upload_stream, EtagMd5};
 pub(crate) use versions::{delete_version, versioning_enabled, versions, Version};
 
 /// The current state of one object, or None when it does not exist.

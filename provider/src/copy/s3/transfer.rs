@@ -3,7 +3,7 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 use aws_sdk_s3::types::ChecksumAlgorithm;
-use md5::{Digest, Md5};
+use md5::Digest;
 use tokio::io::AsyncReadExt;
 
 use super::checksum::{full_object_multipart, RunningChecksum};
@@ -134,14 +134,26 @@ pub async fn server_side_copy(
     upload.finish(result).await
 }
 
+/// Whether an upload computes the MD5 ETag the target must report, a second hash of
+/// every byte besides the checksum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EtagMd5 {
+    /// A proof rests on it whatever the target reports.
+    Always,
+    /// Until the target reports the checksum of a part (or, for one PUT, from the start:
+    /// its answer comes after the bytes are sent), after which the checksum proves it.
+    UntilChecksumReported,
+    Never,
+}
+
 /// Streams an object from one S3 service to another. Memory: one part at a time.
 /// What the target must report is computed on the way, so the caller can verify. The
 /// target gets the source's checksum algorithm where S3 allows it, so it keeps the
 /// source's checksum; the read is checked against it as it goes.
 ///
-/// The MD5 ETag (a second hash of every byte) is computed only where a proof may rest
-/// on it: the target has not been seen to report checksums, or the source stores none
-/// and its ETag is its MD5.
+/// The MD5 ETag is computed only where a proof may rest on it: the source stores no
+/// checksum and its ETag is its MD5, or the target may not report checksums (it has
+/// not for this run, nor for this object's first part).
 pub(crate) async fn streamed_copy(
     source: &Bucket,
     source_object: &ObjectInfo,
@@ -152,8 +164,14 @@ pub(crate) async fn streamed_copy(
 ) -> Result<Streamed> {
     let download = open(source, &source_object.key, None).await?;
     let stored = download.head.checksum.clone();
-    let with_etag =
-        !target_reports_checksums || (stored.is_none() && !source_object.etag.contains('-'));
+    let md5 = match (
+        stored.is_none() && !source_object.etag.contains('-'),
+        target_reports_checksums,
+    ) {
+        (true, _) => EtagMd5::Always,
+        (false, false) => EtagMd5::UntilChecksumReported,
+        (false, true) => EtagMd5::Never,
+    };
     let mut headers = download.head.headers.clone();
     if download.head.tag_count > 0 {
         headers.tagging = source.store.tagging(source.at(&source_object.key)).await?;
@@ -165,10 +183,8 @@ pub(crate) async fn streamed_copy(
         headers: &headers,
         options,
     };
-    let (written, expected) = upload_stream(
-        &mut body, size, new, target, target_key, preferred, with_etag,
-    )
-    .await?;
+    let (written, expected) =
+        upload_stream(&mut body, size, new, target, target_key, preferred, md5).await?;
     Ok(Streamed {
         checked_by_sdk: stored.is_some(),
         source_checksum: stored
@@ -182,8 +198,8 @@ pub(crate) async fn streamed_copy(
 /// Uploads `size` bytes read from `body` with the given headers: one PUT for small
 /// objects, multipart beyond PART_SIZE. The target checks and keeps a checksum in the
 /// `preferred` algorithm where S3 allows it for the upload, else CRC64NVME. Returns
-/// what was written and what the target must report for the content, its ETag only
-/// `with_etag`.
+/// what was written and what the target must report for the content (its ETag as
+/// `md5` says).
 pub(crate) async fn upload_stream<R: tokio::io::AsyncRead + Unpin>(
     body: &mut R,
     size: u64,
@@ -191,7 +207,7 @@ pub(crate) async fn upload_stream<R: tokio::io::AsyncRead + Unpin>(
     target: &Bucket,
     key: &str,
     preferred: Option<ChecksumAlgorithm>,
-    with_etag: bool,
+    md5: EtagMd5,
 ) -> Result<(Written, Expected)> {
     let algorithm = preferred
         .filter(|a| size <= PART_SIZE || full_object_multipart(a))
@@ -208,7 +224,7 @@ pub(crate) async fn upload_stream<R: tokio::io::AsyncRead + Unpin>(
             );
         }
         let expected = Expected {
-            etag: with_etag.then(|| format!("\"{}\"", hex::encode(Md5::digest(&buffer)))),
+            etag: (md5 != EtagMd5::Never).then(|| md5_etag(&buffer, None)),
             checksum: RunningChecksum::of(&algorithm, &buffer),
             algorithm,
         };
@@ -222,7 +238,8 @@ pub(crate) async fn upload_stream<R: tokio::io::AsyncRead + Unpin>(
     let upload = Multipart::start(target, key, new, Some(&algorithm)).await?;
     let result = async {
         let mut parts = Vec::new();
-        let mut part_digests = Vec::new();
+        // The parts' MD5s, while the ETag is wanted.
+        let mut part_md5s = (md5 != EtagMd5::Never).then(Vec::new);
         let mut whole = RunningChecksum::new(&algorithm);
         let mut total = 0u64;
         let mut number = 1;
@@ -237,12 +254,12 @@ pub(crate) async fn upload_stream<R: tokio::io::AsyncRead + Unpin>(
                 break;
             }
             total += part.len() as u64;
-            if with_etag {
-                part_digests.extend_from_slice(&Md5::digest(&part));
+            if let Some(md5s) = &mut part_md5s {
+                md5s.extend_from_slice(&md5::Md5::digest(&part));
             }
             whole.update(&part);
             let part_checksum = RunningChecksum::of(&algorithm, &part);
-            let etag = target
+            let uploaded = target
                 .store
                 .upload_part(
                     upload.upload(),
@@ -253,10 +270,17 @@ pub(crate) async fn upload_stream<R: tokio::io::AsyncRead + Unpin>(
                     },
                 )
                 .await?;
+            match uploaded.checksum {
+                Some(reported) if reported != part_checksum => bail!(
+                    "the target reports {} {reported} for part {number} of {key}, the bytes sent have {part_checksum}",
+                    algorithm.as_str()
+                ),
+                Some(_) if md5 == EtagMd5::UntilChecksumReported => part_md5s = None,
+                _ => {}
+            }
             parts.push(Part {
-                number,
-                etag,
                 checksum: Some(part_checksum),
+                ..uploaded
             });
             number += 1;
         }
@@ -264,13 +288,7 @@ pub(crate) async fn upload_stream<R: tokio::io::AsyncRead + Unpin>(
             bail!("source object changed during the copy: expected {size} bytes, read {total}");
         }
         let expected = Expected {
-            etag: with_etag.then(|| {
-                format!(
-                    "\"{}-{}\"",
-                    hex::encode(Md5::digest(&part_digests)),
-                    number - 1
-                )
-            }),
+            etag: part_md5s.map(|md5s| md5_etag(&md5s, Some(number - 1))),
             checksum: whole.base64(),
             algorithm: algorithm.clone(),
         };
@@ -281,6 +299,16 @@ pub(crate) async fn upload_stream<R: tokio::io::AsyncRead + Unpin>(
     }
     .await;
     upload.finish(result).await
+}
+
+/// An ETag as S3 makes it: the MD5 of the bytes, or for a multipart upload the MD5 of
+/// its parts' MD5s and the part count.
+fn md5_etag(bytes: &[u8], parts: Option<i32>) -> String {
+    let md5 = hex::encode(md5::Md5::digest(bytes));
+    match parts {
+        Some(count) => format!("\"{md5}-{count}\""),
+        None => format!("\"{md5}\""),
+    }
 }
 
 /// A multipart upload under way.
@@ -345,62 +373,74 @@ mod tests {
     #[tokio::test]
     async fn a_streamed_copy_hashes_an_md5_only_where_a_proof_may_rest_on_it() {
         let store = MemoryObjects::new();
-        for name in ["dev", "prod"] {
+        for name in ["dev", "prod", "bare"] {
             store.create(name);
         }
+        store.keep_no_checksums("bare");
         let bucket = |name: &str| Bucket {
             store: store.clone(),
             name: name.to_string(),
             expected_owner: None,
         };
-        let (dev, prod) = (bucket("dev"), bucket("prod"));
         let large = b"0123456789abcdef".repeat(PART_SIZE as usize / 16 + 100);
         store.put_object("dev", "checksummed", b"kept", Headers::default());
         store.put_object("dev", "large", &large, Headers::default());
         store.put_multipart_object("dev", "in-parts", b"no checksum, no MD5 ETag");
-        // A source object with an MD5 ETag and no checksum: written where none are kept.
-        store.keep_no_checksums("dev");
+        // A source object with an MD5 ETag and no checksum.
         let new = NewObject {
             headers: &Headers::default(),
             options: &WriteOptions::default(),
         };
-        upload_stream(&mut &b"plain"[..], 5, new, &dev, "plain", None, false)
-            .await
-            .unwrap();
+        upload_stream(
+            &mut &b"plain"[..],
+            5,
+            new,
+            &bucket("bare"),
+            "plain",
+            None,
+            EtagMd5::Never,
+        )
+        .await
+        .unwrap();
+        let plain = head(&bucket("bare"), "plain").await.unwrap().unwrap().0;
 
-        for (key, target_reports_checksums, md5_wanted) in [
-            ("checksummed", false, true),
-            ("checksummed", true, false),
-            ("large", false, true),
-            ("large", true, false),
-            ("in-parts", true, false),
-            ("plain", true, true),
+        // (source, object, target, checksums reported earlier in the run, MD5 computed)
+        for (from, key, to, run_saw_checksums, md5_wanted) in [
+            ("dev", "checksummed", "prod", false, true),
+            ("dev", "checksummed", "prod", true, false),
+            // The first part's checksum comes back: the rest go without an MD5.
+            ("dev", "large", "prod", false, false),
+            ("dev", "large", "bare", false, true),
+            ("dev", "in-parts", "prod", true, false),
+            ("bare", "plain", "prod", true, true),
         ] {
-            let (source, _) = head(&dev, key).await.unwrap().unwrap();
-            let streamed = streamed_copy(
-                &dev,
+            let (source, target) = (bucket(from), bucket(to));
+            let info = match key {
+                "plain" => plain.clone(),
+                _ => head(&source, key).await.unwrap().unwrap().0,
+            };
+            let copy = streamed_copy(
                 &source,
-                &prod,
+                &info,
+                &target,
                 key,
                 &WriteOptions::default(),
-                target_reports_checksums,
+                run_saw_checksums,
             )
             .await
             .unwrap();
-            let etag = streamed.expected.etag;
-            assert_eq!(
-                etag.is_some(),
-                md5_wanted,
-                "{key}, {target_reports_checksums}"
-            );
-            let written = &store.objects("prod")[key];
-            assert_eq!(
-                written.checksum.as_ref().map(|(_, value)| value),
-                Some(&streamed.expected.checksum),
-                "{key}"
-            );
+            let case = format!("{key} into {to}, checksums seen: {run_saw_checksums}");
+            let etag = copy.expected.etag;
+            assert_eq!(etag.is_some(), md5_wanted, "{case}");
+            let written = &store.objects(to)[key];
+            assert_eq!(written.bytes, store.objects(from)[key].bytes, "{case}");
+            let kept = written.checksum.as_ref().map(|(_, value)| value);
+            match to {
+                "bare" => assert_eq!(kept, None, "{case}"),
+                _ => assert_eq!(kept, Some(&copy.expected.checksum), "{case}"),
+            }
             if let Some(etag) = etag {
-                assert_eq!(etag, written.etag, "{key}");
+                assert_eq!(etag, written.etag, "{case}");
             }
         }
     }

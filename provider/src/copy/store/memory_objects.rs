@@ -476,18 +476,27 @@ impl ObjectStore for MemoryObjects {
         Ok(id)
     }
 
-    async fn upload_part(&self, upload: Upload<'_>, number: i32, body: Body<'_>) -> Result<String> {
+    async fn upload_part(&self, upload: Upload<'_>, number: i32, body: Body<'_>) -> Result<Part> {
         if let Some((algorithm, value)) = body.checksum {
             check(algorithm, value, &body.bytes)?;
         }
         let etag = md5_etag(&body.bytes);
         let mut state = self.lock();
+        // The checksum sent, echoed as S3 does, where the service keeps checksums.
+        let checksum = body
+            .checksum
+            .filter(|_| !state.checksumless.contains(upload.object.bucket))
+            .map(|(_, value)| value.to_string());
         let uploading = state
             .uploads
             .get_mut(upload.id)
             .ok_or_else(|| anyhow!("NoSuchUpload: {}", upload.id))?;
         uploading.parts.insert(number, (body.bytes, etag.clone()));
-        Ok(etag)
+        Ok(Part {
+            number,
+            etag,
+            checksum,
+        })
     }
 
     async fn upload_part_copy(
@@ -512,7 +521,7 @@ impl ObjectStore for MemoryObjects {
             bytes,
             checksum: None,
         };
-        let etag = self.upload_part(upload, number, part).await?;
+        let etag = self.upload_part(upload, number, part).await?.etag;
         let replacement = self.lock().replace_after_part_copy.take();
         if let Some((bucket, key, bytes)) = replacement {
             self.put_object(&bucket, &key, &bytes, Headers::default());

@@ -183,8 +183,9 @@ pub(crate) trait ObjectStore: Send + Sync + std::fmt::Debug {
         new: NewObject<'_>,
         checksum: Option<&ChecksumAlgorithm>,
     ) -> Result<String>;
-    /// Writes part `number`; returns its ETag.
-    async fn upload_part(&self, upload: Upload<'_>, number: i32, body: Body<'_>) -> Result<String>;
+    /// Writes part `number`; returns it with the checksum the target reports for it in
+    /// the algorithm of the one sent, if any.
+    async fn upload_part(&self, upload: Upload<'_>, number: i32, body: Body<'_>) -> Result<Part>;
     /// Copies bytes `start..=end` of `from` as part `number`; returns the part with its
     /// checksum in the upload's algorithm, when it has one.
     async fn upload_part_copy(

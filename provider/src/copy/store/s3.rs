@@ -633,7 +633,8 @@ impl ObjectStore for S3 {
         Ok(out.upload_id().unwrap_or_default().to_string())
     }
 
-    async fn upload_part(&self, upload: Upload<'_>, number: i32, body: Body<'_>) -> Result<String> {
+    async fn upload_part(&self, upload: Upload<'_>, number: i32, body: Body<'_>) -> Result<Part> {
+        let sent = body.checksum;
         let request = self
             .client
             .upload_part()
@@ -647,7 +648,11 @@ impl ObjectStore for S3 {
             .await
             .map_err(aws_error)
             .with_context(|| format!("writing part {number} of {}", upload.object))?;
-        Ok(out.e_tag().unwrap_or_default().to_string())
+        Ok(Part {
+            number,
+            etag: out.e_tag().unwrap_or_default().to_string(),
+            checksum: sent.and_then(|(algorithm, _)| checksum_in!(out, algorithm)),
+        })
     }
 
     async fn upload_part_copy(

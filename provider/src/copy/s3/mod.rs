@@ -95,7 +95,6 @@ pub(crate) mod provision;
 mod transfer;
 mod versions;
 
-#[cfg(test)]
 pub(crate) use checksum::RunningChecksum;
 pub use list::Lister;
 pub(crate) use transfer::Streamed;
@@ -215,25 +214,45 @@ async fn read_all(mut download: Download, bucket: &Bucket, key: &str) -> Result<
 /// Downloads an object to a file, in bounded memory; returns the MD5 of its bytes.
 pub(crate) async fn download(bucket: &Bucket, key: &str, path: &std::path::Path) -> Result<String> {
     let mut file = tokio::fs::File::create(path).await?;
-    let md5 = read_through(bucket, key, Some(&mut file)).await?;
+    let mut md5 = Md5::new();
+    read_through(bucket, key, Some(&mut file), |bytes| md5.update(bytes)).await?;
     tokio::io::AsyncWriteExt::flush(&mut file).await?;
-    Ok(md5)
+    Ok(hex::encode(md5.finalize()))
 }
 
 /// The MD5 of an object's bytes, read in bounded memory.
 pub(crate) async fn content_md5(bucket: &Bucket, key: &str) -> Result<String> {
-    read_through(bucket, key, None::<&mut tokio::fs::File>).await
+    let mut md5 = Md5::new();
+    read_through(bucket, key, None::<&mut tokio::fs::File>, |bytes| {
+        md5.update(bytes)
+    })
+    .await?;
+    Ok(hex::encode(md5.finalize()))
 }
 
-/// Reads an object a megabyte at a time, into `to` when given; returns the MD5 of it.
+/// The checksum in `algorithm` of an object's bytes, read in bounded memory.
+pub(crate) async fn content_checksum(
+    bucket: &Bucket,
+    key: &str,
+    algorithm: &ChecksumAlgorithm,
+) -> Result<String> {
+    let mut checksum = RunningChecksum::new(algorithm);
+    read_through(bucket, key, None::<&mut tokio::fs::File>, |bytes| {
+        checksum.update(bytes)
+    })
+    .await?;
+    Ok(checksum.base64())
+}
+
+/// Reads an object a megabyte at a time, into `to` when given, and each piece to `seen`.
 async fn read_through<W: tokio::io::AsyncWrite + Unpin>(
     bucket: &Bucket,
     key: &str,
     mut to: Option<&mut W>,
-) -> Result<String> {
+    mut seen: impl FnMut(&[u8]),
+) -> Result<()> {
     use tokio::io::AsyncWriteExt;
     let mut body = open(bucket, key, None).await?.body;
-    let mut md5 = Md5::new();
     let mut buffer = vec![0u8; 1 << 20];
     loop {
         let read = body
@@ -241,14 +260,13 @@ async fn read_through<W: tokio::io::AsyncWrite + Unpin>(
             .await
             .with_context(|| format!("reading s3://{}/{key}", bucket.name))?;
         if read == 0 {
-            break;
+            return Ok(());
         }
-        md5.update(&buffer[..read]);
+        seen(&buffer[..read]);
         if let Some(to) = to.as_mut() {
             to.write_all(&buffer[..read]).await?;
         }
     }
-    Ok(hex::encode(md5.finalize()))
 }
 
 #[cfg(test)]

@@ -404,7 +404,7 @@ def report(sections, extra_rows, args, venv, started, elapsed):
         "4 to 128 batches), "
         "and report the fastest, so no copy can beat them. "
         "The streamed copies read from one gateway and write into another (different endpoints, so "
-        "nothing is copied server side); their ceiling only uploads as many bytes from memory. "
+        "nothing is copied server side); their ceiling only uploads as many bytes from memory, hashing nothing (no checksum, an unsigned payload). "
         "Server CPU is what the S3 server (both, for streamed copies) or DynamoDB Local used during the run (a ceiling's untimed "
         "listing or scan and its whole sweep included); client CPU is the provider's for `pulumi up` (pulumi's own "
         "not counted), the process's for the others. With 2 cores shared by server and client, they "

@@ -8,7 +8,7 @@
 # installed, packs the NuGet package.
 #
 #   scripts/release.sh                                  # linux-amd64, and the cross targets
-#                                                       # whose toolchains are installed
+#                                                       # whose Rust targets are installed
 #   scripts/release.sh --targets linux-amd64            # one target
 #   scripts/release.sh --plugin-download-url URL        # a mirror's (or a test's) URL in the
 #                                                       # SDKs' schema instead of the releases
@@ -17,13 +17,17 @@
 #
 # Cross targets: linux-arm64 needs `rustup target add aarch64-unknown-linux-gnu` and
 # Debian's gcc-aarch64-linux-gnu; windows-amd64 needs `rustup target add
-# x86_64-pc-windows-gnu` and Debian's gcc-mingw-w64-x86-64.
+# x86_64-pc-windows-gnu` and Debian's gcc-mingw-w64-x86-64; darwin-amd64 and
+# darwin-arm64 need `rustup target add x86_64-apple-darwin aarch64-apple-darwin`, and
+# link with zig (cargo-zigbuild and ziglang from PyPI, installed here) against text
+# stubs of the Apple frameworks they use (scripts/apple-frameworks.py): no Apple SDK
+# can be installed on Linux, and macOS loads the real frameworks when the plugin starts.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
 
 out=$repo/dist
-targets="linux-amd64 linux-arm64 windows-amd64"
+targets="linux-amd64 linux-arm64 windows-amd64 darwin-amd64 darwin-arm64"
 explicit_targets=false
 download_url=""
 profile=release
@@ -56,13 +60,43 @@ rust_target() {
     linux-amd64) echo "x86_64-unknown-linux-gnu" ;;
     linux-arm64) echo "aarch64-unknown-linux-gnu CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER aarch64-linux-gnu-gcc" ;;
     windows-amd64) echo "x86_64-pc-windows-gnu CARGO_TARGET_X86_64_PC_WINDOWS_GNU_LINKER x86_64-w64-mingw32-gcc" ;;
+    darwin-amd64) echo "x86_64-apple-darwin" ;;
+    darwin-arm64) echo "aarch64-apple-darwin" ;;
     *) return 1 ;;
   esac
 }
 
+# build_darwin TRIPLE: cargo zigbuild, linked by scripts/zig-macos-link.py (each
+# framework once, the stubs searched) for macOS 11 and later, with the framework stubs
+# the link asks for: each failed link names what it lacked, the stubs get it and the
+# link runs again.
+build_darwin() {
+  local triple=$1 macos=11.0 stubs=$target_dir/apple-frameworks failed zig_venv linker_var
+  zig_venv=$(scripts/pyenv.sh scripts/release-requirements.txt)
+  linker_var=CARGO_TARGET_$(echo "$triple" | tr 'a-z-' 'A-Z_')_LINKER
+  mkdir -p "$stubs"
+  failed=$(mktemp)
+  for _ in 1 2 3 4; do
+    if env PATH="$zig_venv/bin:$PATH" MACOSX_DEPLOYMENT_TARGET=$macos \
+      "$linker_var=$repo/scripts/zig-macos-link.py" STACKMIGRATE_APPLE_FRAMEWORKS="$stubs" \
+      STACKMIGRATE_ZIG_TARGET="${triple%%-*}-macos.$macos-none" \
+      cargo zigbuild $profile_flag --locked -p pulumi-resource-stackmigrate --target "$triple" 2> >(tee "$failed" >&2); then
+      rm -f "$failed"
+      return 0
+    fi
+    if ! "$zig_venv/bin/python" scripts/apple-frameworks.py "$stubs" "$failed" >&2; then
+      log "$triple: the build failed (above), not for want of a framework stub"
+      rm -f "$failed"
+      return 1
+    fi
+  done
+  log "$triple: the link still lacks framework symbols after four tries (above)"
+  return 1
+}
+
 for target in $targets; do
   read -r triple linker_var linker <<<"$(rust_target "$target")" ||
-    { echo "unknown target '$target': expected linux-amd64, linux-arm64 or windows-amd64" >&2; exit 2; }
+    { echo "unknown target '$target': expected linux-amd64, linux-arm64, windows-amd64, darwin-amd64 or darwin-arm64" >&2; exit 2; }
   if [ -n "${linker:-}" ]; then
     if ! rustup target list --installed | grep -qx "$triple" || ! command -v "$linker" >/dev/null; then
       log "$target: not built: needs \`rustup target add $triple\` and $linker (see the top of this script)"
@@ -72,6 +106,10 @@ for target in $targets; do
     export "$linker_var=$linker"
     # C dependencies (aws-lc-sys, SQLite) are compiled with the same cross compiler.
     export "CC_${triple//-/_}=$linker" "AR_${triple//-/_}=${linker%-gcc}-ar"
+  elif [[ $target == darwin-* ]] && ! rustup target list --installed | grep -qx "$triple"; then
+    log "$target: not built: needs \`rustup target add $triple\` (see the top of this script)"
+    if $explicit_targets; then exit 1; fi
+    continue
   fi
   exe=$binary
   [[ $target == windows-* ]] && exe=$binary.exe
@@ -80,6 +118,10 @@ for target in $targets; do
     log "$target: cargo build $profile_flag"
     cargo build $profile_flag --locked -p pulumi-resource-stackmigrate >&2
     built=$target_dir/$profile_dir/$exe
+  elif [[ $target == darwin-* ]]; then
+    log "$target: cargo zigbuild $profile_flag --target $triple"
+    build_darwin "$triple"
+    built=$target_dir/$triple/$profile_dir/$exe
   else
     log "$target: cargo build $profile_flag --target $triple"
     cargo build $profile_flag --locked -p pulumi-resource-stackmigrate --target "$triple" >&2

@@ -4,7 +4,7 @@
 # stamp matches its pinned version is not rebuilt. Prints the cache directory.
 #
 #   scripts/toolchain.sh            # everything
-#   scripts/toolchain.sh pulumi     # one part: pulumi | yaml | hosts | codegen | versitygw | dynamodb
+#   scripts/toolchain.sh pulumi     # one part: pulumi | yaml | hosts | codegen | versitygw | dynamodb | darwin
 #   scripts/toolchain.sh s5cmd rclone   # the tools bench/run.sh compares against
 set -euo pipefail
 
@@ -149,7 +149,13 @@ fetch_dynamodb() {
   stamp dynamodb "$DYNAMODB_LOCAL_VERSION"
 }
 
-parts=${*:-pulumi yaml hosts codegen versitygw dynamodb}
+# The Rust standard libraries of the macOS targets, which the release's archives (and
+# its test) are built for; rustup skips what is installed.
+add_darwin_targets() {
+  rustup target add x86_64-apple-darwin aarch64-apple-darwin >&2
+}
+
+parts=${*:-pulumi yaml hosts codegen versitygw dynamodb darwin}
 for part in $parts; do
   case $part in
     pulumi) build_pulumi ;;
@@ -160,7 +166,8 @@ for part in $parts; do
     dynamodb) fetch_dynamodb ;;
     s5cmd) build_s5cmd ;;
     rclone) fetch_rclone ;;
-    *) echo "unknown part '$part': expected pulumi, yaml, hosts, codegen, versitygw, dynamodb, s5cmd or rclone" >&2; exit 2 ;;
+    darwin) add_darwin_targets ;;
+    *) echo "unknown part '$part': expected pulumi, yaml, hosts, codegen, versitygw, dynamodb, darwin, s5cmd or rclone" >&2; exit 2 ;;
   esac
 done
 echo "$cache"

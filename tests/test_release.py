@@ -9,6 +9,7 @@ import hashlib
 import http.server
 import json
 import socket
+import struct
 import subprocess
 import tarfile
 import threading
@@ -51,7 +52,8 @@ def release(tmp_path_factory):
     dist = tmp_path_factory.mktemp("dist")
     # The test build's binary (--profile dev): the packaging is the release's, without a
     # second, optimised compile of the whole dependency tree.
-    subprocess.run([str(REPO / "scripts" / "release.sh"), "--targets", "linux-amd64", "--out", str(dist),
+    subprocess.run([str(REPO / "scripts" / "release.sh"), "--targets", "linux-amd64,darwin-amd64,darwin-arm64",
+                    "--out", str(dist),
                     "--plugin-download-url", f"http://127.0.0.1:{port}/", "--profile", "dev"],
                    check=True, timeout=3600)
     served = Served(dist, port)
@@ -83,6 +85,53 @@ def test_archive_holds_the_binary_at_its_root_and_matches_the_checksums(release)
     for package in (f"stackmigrate-stackmigrate-{VERSION}.tgz", f"pulumi_stackmigrate-{VERSION}.tar.gz",
                     f"pulumi_stackmigrate-{VERSION}-py3-none-any.whl"):
         assert (dist / package).is_file(), package
+
+
+# Mach-O: 64-bit magic, each target's CPU type, and the load commands read below.
+MACH_O_MAGIC, MH_EXECUTE = 0xFEEDFACF, 2
+MACH_O_CPU = {"darwin-amd64": 0x01000007, "darwin-arm64": 0x0100000C}
+LC_LOAD_DYLIB, LC_CODE_SIGNATURE, LC_BUILD_VERSION, PLATFORM_MACOS = 0xC, 0x1D, 0x32, 1
+
+
+def load_commands(binary: bytes, count: int):
+    """(command, its bytes) of each load command after the 64-bit header."""
+    offset = 32
+    for _ in range(count):
+        command, size = struct.unpack_from("<II", binary, offset)
+        yield command, binary[offset:offset + size]
+        offset += size
+
+
+@pytest.mark.parametrize("target", sorted(MACH_O_CPU))
+def test_macos_archives_hold_an_executable_for_their_cpu_that_loads_the_system_frameworks(release, target):
+    dist, _ = release
+    archive = f"pulumi-resource-stackmigrate-v{VERSION}-{target}.tar.gz"
+    sums = dict(reversed(line.split()) for line in (dist / "SHA256SUMS").read_text().splitlines())
+    assert sums[archive] == hashlib.sha256((dist / archive).read_bytes()).hexdigest()
+    with tarfile.open(dist / archive) as tar:
+        member = next(m for m in tar.getmembers() if m.name.removeprefix("./") == "pulumi-resource-stackmigrate")
+        assert member.mode & 0o111, "the binary is executable"
+        binary = tar.extractfile(member).read()
+    magic, cpu, _, filetype, count = struct.unpack_from("<IiiII", binary)
+    assert (magic, cpu, filetype) == (MACH_O_MAGIC, MACH_O_CPU[target], MH_EXECUTE)
+    commands = list(load_commands(binary, count))
+    dylibs = []
+    for command, body in commands:
+        if command == LC_LOAD_DYLIB:
+            name_at = struct.unpack_from("<I", body, 8)[0]
+            dylibs.append(body[name_at:].split(b"\0")[0].decode())
+    # The stubs' install paths: macOS loads the real frameworks from there.
+    assert {"/usr/lib/libSystem.B.dylib",
+            "/System/Library/Frameworks/Security.framework/Versions/A/Security",
+            "/System/Library/Frameworks/CoreFoundation.framework/Versions/A/CoreFoundation"} <= set(dylibs), dylibs
+    # macOS 26's dyld refuses to start a binary that loads a library twice.
+    assert len(dylibs) == len(set(dylibs)), dylibs
+    builds = [struct.unpack_from("<II", body, 8) for command, body in commands if command == LC_BUILD_VERSION]
+    assert [platform for platform, _ in builds] == [PLATFORM_MACOS], builds
+    minimum = builds[0][1]
+    assert (minimum >> 16, (minimum >> 8) & 0xFF) <= (11, 0), f"needs macOS {minimum >> 16}.{(minimum >> 8) & 0xFF}"
+    if target == "darwin-arm64":  # Apple silicon runs no unsigned code: the linker signs it (ad hoc)
+        assert any(command == LC_CODE_SIGNATURE for command, _ in commands), "no code signature"
 
 
 def test_plugin_install_from_the_server(release, fresh_pulumi_home):

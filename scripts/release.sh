@@ -76,11 +76,12 @@ build_darwin() {
   linker_var=CARGO_TARGET_$(echo "$triple" | tr 'a-z-' 'A-Z_')_LINKER
   mkdir -p "$stubs"
   failed=$(mktemp)
+  # A pipeline (pipefail is set): the log is whole when the stubs' script reads it.
   for _ in 1 2 3 4; do
     if env PATH="$zig_venv/bin:$PATH" MACOSX_DEPLOYMENT_TARGET=$macos \
       "$linker_var=$repo/scripts/zig-macos-link.py" STACKMIGRATE_APPLE_FRAMEWORKS="$stubs" \
       STACKMIGRATE_ZIG_TARGET="${triple%%-*}-macos.$macos-none" \
-      cargo zigbuild $profile_flag --locked -p pulumi-resource-stackmigrate --target "$triple" 2> >(tee "$failed" >&2); then
+      cargo zigbuild $profile_flag --locked -p pulumi-resource-stackmigrate --target "$triple" 2>&1 | tee "$failed" >&2; then
       rm -f "$failed"
       return 0
     fi

@@ -15,17 +15,8 @@ import os
 import sys
 
 
-def expanded(args):
-    """The arguments with rustc's @response files read in (one argument a line)."""
-    for arg in args:
-        if arg.startswith("@") and os.path.isfile(arg[1:]):
-            with open(arg[1:]) as response:
-                yield from (line for line in response.read().split("\n") if line)
-        else:
-            yield arg
-
-
 def frameworks_once(args):
+    """The arguments with each `-framework NAME` pair kept at its first place only."""
     seen, kept, pending = set(), [], iter(args)
     for arg in pending:
         if arg == "-framework":
@@ -38,10 +29,24 @@ def frameworks_once(args):
     return kept
 
 
+def response_file_once(arg):
+    """An @response file (one argument a line, rustc's escaping kept) rewritten with each
+    framework once; any other argument as it is."""
+    if not (arg.startswith("@") and os.path.isfile(arg[1:])):
+        return arg
+    with open(arg[1:]) as response:
+        lines = response.read().split("\n")
+    # Beside rustc's own, in the folder rustc removes after the link.
+    rewritten = arg[1:] + ".once"
+    with open(rewritten, "w") as out:
+        out.write("\n".join(frameworks_once(lines)))
+    return "@" + rewritten
+
+
 def main():
     target = os.environ["STACKMIGRATE_ZIG_TARGET"]
     stubs = os.environ["STACKMIGRATE_APPLE_FRAMEWORKS"]
-    args = frameworks_once(list(expanded(sys.argv[1:])))
+    args = frameworks_once([response_file_once(arg) for arg in sys.argv[1:]])
     os.execvp("cargo-zigbuild",
               ["cargo-zigbuild", "zig", "cc", "--", "-g", "-fno-sanitize=all", "-target", target, f"-F{stubs}", *args])
 

@@ -43,9 +43,10 @@ impl Proofs {
     }
 }
 
-/// Whether the target has reported the checksum of a streamed write. Until it has,
-/// streamed copies also compute the MD5 ETag, the proof left for a target that keeps
-/// no checksums; after, the checksum proves them and the MD5's hashing is saved.
+/// Whether the target has reported the checksum of a streamed write. Until it has (and
+/// for each object, until its first part's checksum comes back), streamed copies also
+/// compute the MD5 ETag, the proof left for a target that keeps no checksums; after,
+/// the checksum proves them and the MD5's hashing is saved.
 #[derive(Default)]
 pub(super) struct TargetChecksums(AtomicBool);
 

@@ -449,6 +449,52 @@ def test_destroy_after_a_failed_up_leaves_what_prod_wrote_in_a_half_copied_table
     assert rows(prod, "notes", "body") == [["prod-own"]]
 
 
+def post_data_made(db):
+    """The post-data objects the journal has as made, by the names pg_dump gives them."""
+    return sorted(r[0] for r in db.run("SELECT name FROM stackmigrate.made WHERE kind = 'POST-DATA'"))
+
+
+def constraints(db, table):
+    return sorted(r[0] for r in db.run(
+        "SELECT conname FROM pg_constraint WHERE conrelid = to_regclass(:t) AND contype <> 'n'", t=table))
+
+
+def test_an_up_stopped_in_the_post_data_makes_only_what_it_had_not_made_when_run_again(project, dev_prod):
+    """The post-data goes object by object, two at a time, each committed with its
+    journal entry. A relation of prod named as one of dev's indexes stops it: the
+    objects made before stay, journalled; once prod renames its table, the next up
+    makes the others and nothing twice."""
+    dev_name, dev, prod_name, prod = dev_prod
+    fill(dev, 20)
+    prod.run("CREATE TABLE pages_body (note text)")
+    p = project(resource(dev_name, prod_name, parallel=2), OUTPUTS)
+    code, out = p.up(check=False)
+    assert code != 0 and 'relation "pages_body" already exists' in out, out
+    assert "making pages_body; Type: INDEX; Schema: public (pg_dump --section=post-data)" in out, out
+    assert snapshot(prod) == snapshot(dev), "the rows were in before the post-data"
+    made = post_data_made(prod)
+    present = [f"{t} {c}; Type: CONSTRAINT; Schema: public" for t in ("documents", "pages", "tasks")
+               for c in constraints(prod, t)]
+    # Foreign keys wait for every index: none is made when an index fails.
+    assert made == sorted(present) and len(made) <= 3, (made, present)
+    assert "pages_body; Type: INDEX; Schema: public" not in made
+
+    prod.run("ALTER TABLE pages_body RENAME TO prod_notes")
+    out_text = p.up()
+    assert f"({len(made)} made before)" in out_text, out_text
+    out = p.outputs()
+    assert out["rowsCopied"] == 0 and out["tablesInSync"] == 3, out
+    for table in ("documents", "pages", "tasks"):
+        assert indexes(prod, table) == indexes(dev, table), table
+        assert constraints(prod, table) == constraints(dev, table), table
+    assert snapshot(prod) == snapshot(dev)
+    assert len(post_data_made(prod)) == 6, post_data_made(prod)
+
+    p.destroy()
+    assert tables_in(prod) == ["prod_notes"]
+    assert prod.run("SELECT count(*) FROM stackmigrate.made")[0][0] == 0
+
+
 def test_a_table_copied_whole_then_grown_past_range_rows_merges_in_parallel_ranges_and_rolls_back(project, dev_prod):
     """The first copy fills pages whole (30 rows); dev changes one and grows it to 60,
     past rangeRows: the next up writes it in two ranges at once, which both overlap the

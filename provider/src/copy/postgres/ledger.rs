@@ -366,19 +366,23 @@ pub async fn sequences(client: &impl GenericClient, journal: &str) -> Result<Vec
         .collect())
 }
 
-/// What a copy creates besides tables, dropped again at rollback when empty.
+/// What a copy creates besides tables: schemas and types, dropped again at rollback
+/// when empty; the created tables' post-data objects, which go with their tables.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Made {
     Schema,
     Type,
+    /// An index, constraint or trigger of a created table, by pg_dump's name for it.
+    PostData,
 }
 
 impl Made {
-    /// As the journal names it, and as `CREATE` and `DROP` do.
+    /// As the journal names it; for a schema or a type, as `CREATE` and `DROP` do too.
     pub fn keyword(self) -> &'static str {
         match self {
             Made::Schema => "SCHEMA",
             Made::Type => "TYPE",
+            Made::PostData => "POST-DATA",
         }
     }
 }

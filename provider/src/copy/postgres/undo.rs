@@ -410,15 +410,14 @@ pub async fn rollback(
         }
     }
     // Types before the schemas that hold them; each kept, with a warning, when
-    // something else uses it.
-    for kind in [Made::Type, Made::Schema] {
+    // something else uses it. (A created table's post-data went with the table.)
+    for (kind, in_a_schema) in [(Made::Type, true), (Made::Schema, false)] {
         for name in ledger::made(&transaction, journal, kind).await? {
-            let sql_name = match kind {
-                Made::Type => {
-                    let (schema, type_name) = name.split_once('.').unwrap_or(("public", &name));
-                    format!("{}.{}", quote(schema), quote(type_name))
-                }
-                Made::Schema => quote(&name),
+            let sql_name = if in_a_schema {
+                let (schema, type_name) = name.split_once('.').unwrap_or(("public", &name));
+                format!("{}.{}", quote(schema), quote(type_name))
+            } else {
+                quote(&name)
             };
             transaction.batch_execute("SAVEPOINT sm_drop").await?;
             if let Err(e) = transaction

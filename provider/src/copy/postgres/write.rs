@@ -3,6 +3,8 @@
 //! verification, sequences moved forward, and the created tables' indexes and
 //! constraints made after their data.
 
+mod post_data;
+
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
@@ -679,26 +681,6 @@ async fn set_sequences(
     Ok(moves.len() as u64)
 }
 
-/// The created tables' indexes, constraints and triggers, after their data (as
-/// `pg_restore` orders it), in one transaction that journals them as made.
-async fn post_data(spec: &Spec, target: &mut Client, tables: &[String]) -> Result<()> {
-    if tables.is_empty() {
-        return Ok(());
-    }
-    let ddl = pg_dump(spec, "post-data", tables).await?;
-    let transaction = target.transaction().await?;
-    ledger::drop_range_indexes(&transaction, tables).await?;
-    transaction
-        .batch_execute(&ddl)
-        .await
-        .context("making the created tables' indexes, constraints and triggers (pg_dump --section=post-data)")?;
-    for key in tables {
-        ledger::mark(&transaction, &spec.journal, key, "post_data_done").await?;
-    }
-    transaction.commit().await?;
-    Ok(())
-}
-
 /// Runs the surveyed copy. Tables are written after the tables they reference, those
 /// of one level (and the ranges of large ones) in parallel; each table or range is
 /// committed alone, with its journal entries.
@@ -772,6 +754,6 @@ pub async fn run(spec: &Spec, survey: &Survey, progress: &dyn Progress) -> Resul
         }
     }
     counts.sequences_set = set_sequences(spec, &source, &mut target, survey).await?;
-    post_data(spec, &mut target, &pending).await?;
+    post_data::make(spec, &mut target, &pending, progress).await?;
     Ok(counts)
 }

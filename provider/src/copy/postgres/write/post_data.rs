@@ -1,8 +1,15 @@
 //! The created tables' indexes, constraints and triggers, made after their data as
 //! `pg_restore -j` makes them: each object of `pg_dump --section=post-data` in its own
-//! transaction, which journals it as made, several at once (indexes and the constraints
-//! that build one, then the foreign keys that need those, then the rest in pg_dump's
-//! order). A killed run leaves whole objects, and the next one makes only the others.
+//! transaction, which journals it as made, several at once. A killed run leaves whole
+//! objects, and the next one makes only the others.
+//!
+//! Objects of one table made at once wait for each other's locks where they are made
+//! as pg_dump writes them: a primary key locks its table against everything, so the
+//! table's other indexes wait for it; a foreign key locks the table it references
+//! against other foreign keys. So a plain primary or unique key is made as its unique
+//! index (which other index builds do not wait for) and then attached to it, and a
+//! foreign key is added unvalidated and then validated (which does not lock the
+//! referenced table against other validations).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Mutex;
@@ -19,38 +26,64 @@ use super::pg_dump;
 use crate::copy::progress::Progress;
 use crate::copy::retry;
 
-/// When an object can be made.
+/// When a step can be made, in this order; each phase waits for the one before.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
-    /// Indexes, and the constraints that are made with one (primary keys, unique and
-    /// exclusion constraints) or stand alone (checks).
+    /// Indexes (unique keys' included) and checks, several at once.
     Indexes,
-    /// Foreign keys, which need the unique index of the table they reference.
+    /// Primary and unique keys attached to their indexes, or made whole, one at a time.
+    Keys,
+    /// Foreign keys added, which need the unique key they reference, one at a time.
     ForeignKeys,
+    /// Foreign keys validated, several at once.
+    Validations,
     /// What may need any of the above (triggers, rules, policies, index attachments,
-    /// comments), one at a time.
+    /// comments), one at a time in pg_dump's order.
     Rest,
 }
 
-/// One object of the post-data section.
+impl Phase {
+    const ALL: [Phase; 5] = [
+        Phase::Indexes,
+        Phase::Keys,
+        Phase::ForeignKeys,
+        Phase::Validations,
+        Phase::Rest,
+    ];
+
+    fn at_once(self) -> bool {
+        matches!(self, Phase::Indexes | Phase::Validations)
+    }
+}
+
+/// What one transaction makes.
 #[derive(Debug, PartialEq, Eq)]
 struct Step {
-    /// pg_dump's header for it (`Name: …; Type: …; Schema: …`), which names it in the
-    /// journal.
+    /// pg_dump's header for the object (`Name: …; Type: …; Schema: …`), with the part
+    /// where the object is made in two steps: the journal's name for it.
     name: String,
     phase: Phase,
     /// The session settings pg_dump had made where it wrote the object, then the
-    /// object's statements: a step runs the same on any connection.
+    /// statement: a step runs the same on any connection.
     sql: String,
 }
 
-/// Cuts pg_dump's script into its objects. Each starts at its header comment
-/// (`-- Name: …; Type: …; Schema: …; Owner: …`); pg_dump writes a setting (`SET
-/// default_tablespace = …`) before the header of the first object that needs it, and
-/// the setting holds for all after it.
+/// One object of pg_dump's post-data script.
+struct Object {
+    name: String,
+    kind: String,
+    settings: String,
+    /// Its statement, without pg_dump's comments.
+    statement: String,
+}
+
+/// Cuts pg_dump's script into its objects and those into steps. Each object starts
+/// at its header comment (`-- Name: …; Type: …; Schema: …; Owner: …`); pg_dump writes
+/// a setting (`SET default_tablespace = …`) before the header of the first object
+/// that needs it, and the setting holds for all after it.
 fn steps(script: &str) -> Vec<Step> {
     let mut settings: BTreeMap<String, String> = BTreeMap::new();
-    let mut steps: Vec<Step> = Vec::new();
+    let mut objects: Vec<Object> = Vec::new();
     for line in script.lines() {
         if let Some(name) = setting(line) {
             settings.insert(name, line.to_string());
@@ -58,26 +91,140 @@ fn steps(script: &str) -> Vec<Step> {
             let Some((_, kind)) = header.split_once("; Type: ") else {
                 continue;
             };
-            let kind = kind.split(';').next().unwrap_or_default();
-            let phase = match kind {
-                "INDEX" | "CONSTRAINT" | "CHECK CONSTRAINT" => Phase::Indexes,
-                "FK CONSTRAINT" => Phase::ForeignKeys,
-                _ => Phase::Rest,
-            };
-            let name = header.split("; Owner:").next().unwrap_or(header);
-            let mut sql: String = settings.values().map(|s| format!("{s}\n")).collect();
-            sql.push_str(line);
-            steps.push(Step {
-                name: name.to_string(),
-                phase,
-                sql,
+            objects.push(Object {
+                name: header
+                    .split("; Owner:")
+                    .next()
+                    .unwrap_or(header)
+                    .to_string(),
+                kind: kind.split(';').next().unwrap_or_default().to_string(),
+                settings: settings.values().map(|s| format!("{s}\n")).collect(),
+                statement: String::new(),
             });
-        } else if let Some(step) = steps.last_mut() {
-            step.sql.push('\n');
-            step.sql.push_str(line);
+        } else if let Some(object) = objects.last_mut() {
+            if !line.is_empty() && !line.starts_with("--") {
+                if !object.statement.is_empty() {
+                    object.statement.push('\n');
+                }
+                object.statement.push_str(line);
+            }
         }
     }
-    steps
+    objects.iter().flat_map(Object::steps).collect()
+}
+
+impl Object {
+    fn step(&self, part: &str, phase: Phase, statement: &str) -> Step {
+        Step {
+            name: format!("{}{part}", self.name),
+            phase,
+            sql: format!("{}{statement}", self.settings),
+        }
+    }
+
+    fn steps(&self) -> Vec<Step> {
+        let whole = |phase| vec![self.step("", phase, &self.statement)];
+        match self.kind.as_str() {
+            "CONSTRAINT" => match unique_key(&self.statement) {
+                Some(key) => vec![
+                    self.step(
+                        " (its index)",
+                        Phase::Indexes,
+                        &format!(
+                            "CREATE UNIQUE INDEX {} ON {} USING btree ({});",
+                            key.constraint, key.table, key.columns
+                        ),
+                    ),
+                    self.step(
+                        "",
+                        Phase::Keys,
+                        &format!(
+                            "ALTER TABLE ONLY {} ADD CONSTRAINT {} {} USING INDEX {};",
+                            key.table, key.constraint, key.kind, key.constraint
+                        ),
+                    ),
+                ],
+                None => whole(Phase::Indexes),
+            },
+            "INDEX" | "CHECK CONSTRAINT" => whole(Phase::Indexes),
+            "FK CONSTRAINT" => match unvalidated(&self.statement) {
+                Some((table, constraint, added)) => vec![
+                    self.step(" (not valid)", Phase::ForeignKeys, &added),
+                    self.step(
+                        "",
+                        Phase::Validations,
+                        &format!("ALTER TABLE ONLY {table} VALIDATE CONSTRAINT {constraint};"),
+                    ),
+                ],
+                None => whole(Phase::ForeignKeys),
+            },
+            _ => whole(Phase::Rest),
+        }
+    }
+}
+
+/// A primary or unique key as pg_dump writes one that a plain unique index makes.
+struct UniqueKey<'a> {
+    table: &'a str,
+    constraint: &'a str,
+    /// `PRIMARY KEY` or `UNIQUE`.
+    kind: &'a str,
+    columns: &'a str,
+}
+
+/// `ALTER TABLE ONLY t ADD CONSTRAINT c PRIMARY KEY (columns);` (or `UNIQUE`) and
+/// nothing more: a key with options (`INCLUDE`, `WITH`, a tablespace, `DEFERRABLE`,
+/// `NULLS NOT DISTINCT`) is made as pg_dump writes it.
+fn unique_key(statement: &str) -> Option<UniqueKey<'_>> {
+    let (table, constraint, definition) = added_constraint(statement)?;
+    ["PRIMARY KEY", "UNIQUE"].into_iter().find_map(|kind| {
+        let columns = definition
+            .strip_prefix(kind)?
+            .strip_prefix(" (")?
+            .strip_suffix(");")?;
+        (!columns.contains(['(', ')', '\n'])).then_some(UniqueKey {
+            table,
+            constraint,
+            kind,
+            columns,
+        })
+    })
+}
+
+/// A foreign key that pg_dump adds validated, as the same statement adding it
+/// unvalidated, with its table and name for the validation.
+fn unvalidated(statement: &str) -> Option<(&str, &str, String)> {
+    let (table, constraint, definition) = added_constraint(statement)?;
+    if !definition.starts_with("FOREIGN KEY (") || definition.ends_with(" NOT VALID;") {
+        return None;
+    }
+    let added = format!("{} NOT VALID;", statement.strip_suffix(';')?);
+    Some((table, constraint, added))
+}
+
+/// The table, constraint name and definition of `ALTER TABLE ONLY t` and, on the
+/// next line, `ADD CONSTRAINT c definition`.
+fn added_constraint(statement: &str) -> Option<(&str, &str, &str)> {
+    let (first, rest) = statement.split_once('\n')?;
+    let table = first.strip_prefix("ALTER TABLE ONLY ")?;
+    let added = rest.trim_start().strip_prefix("ADD CONSTRAINT ")?;
+    // A quoted name may hold spaces and doubled quotes.
+    let end = match added.strip_prefix('"') {
+        Some(quoted) => {
+            let mut at = 0;
+            loop {
+                let close = at + quoted[at..].find('"')?;
+                if quoted[close + 1..].starts_with('"') {
+                    at = close + 2;
+                } else {
+                    break close + 2;
+                }
+            }
+        }
+        None => added.find(' ')?,
+    };
+    let (constraint, definition) = added.split_at(end);
+    Some((table, constraint, definition.strip_prefix(' ')?))
 }
 
 /// The setting a line of pg_dump's script makes for the rest of the session, if it is
@@ -119,10 +266,10 @@ pub(super) async fn make(
         clients.push(spec.target.connect().await?);
     }
     let mut done = 0;
-    for phase in [Phase::Indexes, Phase::ForeignKeys, Phase::Rest] {
+    for phase in Phase::ALL {
         let queue: Mutex<VecDeque<&Step>> =
             Mutex::new(to_make.iter().filter(|step| step.phase == phase).collect());
-        let at_once = if phase == Phase::Rest { 1 } else { connections };
+        let at_once = if phase.at_once() { connections } else { 1 };
         let workers = clients
             .iter()
             .take(at_once)
@@ -160,8 +307,8 @@ async fn work(
         };
         progress.status(&format!("making {}", step.name));
         let started = Instant::now();
-        // Two foreign keys between the same tables, made at once, can deadlock: the
-        // server aborts one, which is made again.
+        // A deadlock (steps holding locks of other objects in another order) makes the
+        // server abort one step, which is made again.
         (|| make_one(client, step, journal))
             .retry(retry::backoff(retry::MAX_ATTEMPTS as usize))
             .when(is_deadlock)
@@ -208,7 +355,7 @@ mod tests {
 
     /// The shape of `pg_dump --schema-only --section=post-data` (15), headers and
     /// settings as pg_dump writes them.
-    const SCRIPT: &str = "--
+    const SCRIPT: &str = r#"--
 -- PostgreSQL database dump
 --
 
@@ -223,7 +370,7 @@ SELECT pg_catalog.set_config('search_path', '', false);
 --
 
 ALTER TABLE ONLY public.documents
-    ADD CONSTRAINT documents_pkey PRIMARY KEY (id);
+    ADD CONSTRAINT documents_pkey PRIMARY KEY (id, "Doc kind");
 
 
 SET default_tablespace = '';
@@ -243,35 +390,74 @@ CREATE TRIGGER audit AFTER INSERT ON public.pages FOR EACH ROW EXECUTE FUNCTION 
 
 
 --
+-- Name: pages "odd, key"; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.pages
+    ADD CONSTRAINT "odd, key" UNIQUE (body) INCLUDE (page_no);
+
+
+--
 -- Name: pages pages_document_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
 --
 
 ALTER TABLE ONLY public.pages
-    ADD CONSTRAINT pages_document_id_fkey FOREIGN KEY (document_id) REFERENCES public.documents(id);
+    ADD CONSTRAINT pages_document_id_fkey FOREIGN KEY (document_id) REFERENCES public.documents(id) ON DELETE CASCADE;
+
+
+--
+-- Name: tasks tasks_document_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.tasks
+    ADD CONSTRAINT tasks_document_id_fkey FOREIGN KEY (document_id) REFERENCES public.documents(id) NOT VALID;
 
 
 --
 -- PostgreSQL database dump complete
 --
-";
+"#;
 
     #[test]
-    fn each_object_is_a_step_of_its_phase_carrying_the_settings_made_before_it() {
+    fn each_object_is_made_in_the_steps_and_phases_that_keep_its_locks_apart() {
         let steps = steps(SCRIPT);
         let names: Vec<(&str, Phase)> = steps.iter().map(|s| (s.name.as_str(), s.phase)).collect();
+        let fk = "pages pages_document_id_fkey; Type: FK CONSTRAINT; Schema: public";
+        let pkey = "documents documents_pkey; Type: CONSTRAINT; Schema: public";
         assert_eq!(
             names,
             [
-                (
-                    "documents documents_pkey; Type: CONSTRAINT; Schema: public",
-                    Phase::Indexes
-                ),
+                (format!("{pkey} (its index)").as_str(), Phase::Indexes),
+                (pkey, Phase::Keys),
                 ("pages_body; Type: INDEX; Schema: public", Phase::Indexes),
                 ("pages audit; Type: TRIGGER; Schema: public", Phase::Rest),
                 (
-                    "pages pages_document_id_fkey; Type: FK CONSTRAINT; Schema: public",
+                    "pages \"odd, key\"; Type: CONSTRAINT; Schema: public",
+                    Phase::Indexes
+                ),
+                (format!("{fk} (not valid)").as_str(), Phase::ForeignKeys),
+                (fk, Phase::Validations),
+                (
+                    "tasks tasks_document_id_fkey; Type: FK CONSTRAINT; Schema: public",
                     Phase::ForeignKeys
                 ),
+            ]
+        );
+        let sql: Vec<&str> = steps
+            .iter()
+            .map(|s| s.sql.lines().last().unwrap())
+            .collect();
+        assert_eq!(
+            sql,
+            [
+                "CREATE UNIQUE INDEX documents_pkey ON public.documents USING btree (id, \"Doc kind\");",
+                "ALTER TABLE ONLY public.documents ADD CONSTRAINT documents_pkey PRIMARY KEY USING INDEX documents_pkey;",
+                "CREATE INDEX pages_body ON public.pages USING btree (body);",
+                "CREATE TRIGGER audit AFTER INSERT ON public.pages FOR EACH ROW EXECUTE FUNCTION public.audit();",
+                "    ADD CONSTRAINT \"odd, key\" UNIQUE (body) INCLUDE (page_no);",
+                "    ADD CONSTRAINT pages_document_id_fkey FOREIGN KEY (document_id) REFERENCES public.documents(id) ON DELETE CASCADE NOT VALID;",
+                "ALTER TABLE ONLY public.pages VALIDATE CONSTRAINT pages_document_id_fkey;",
+                "    ADD CONSTRAINT tasks_document_id_fkey FOREIGN KEY (document_id) REFERENCES public.documents(id) NOT VALID;",
             ]
         );
         // By name: no setting pg_dump writes depends on another.
@@ -284,19 +470,40 @@ ALTER TABLE ONLY public.pages
             "{}",
             steps[0].sql
         );
-        assert!(steps[0]
-            .sql
-            .contains("ADD CONSTRAINT documents_pkey PRIMARY KEY (id);"));
-        assert!(!steps[0].sql.contains("pages_body"), "{}", steps[0].sql);
         // Written before the index's header, the tablespace holds from there on.
-        for later in &steps[1..] {
-            assert!(
-                later.sql.contains("SET default_tablespace = '';\n"),
-                "{}",
-                later.sql
-            );
+        let with_tablespace = "SET client_encoding = 'UTF8';\n\
+                               SET default_tablespace = '';\n\
+                               SELECT pg_catalog.set_config('search_path', '', false);\n\
+                               SET statement_timeout = 0;\n";
+        for later in &steps[2..] {
+            assert!(later.sql.starts_with(with_tablespace), "{}", later.sql);
         }
-        assert!(steps[3].sql.contains("REFERENCES public.documents(id);"));
+        assert_eq!(
+            steps[4].sql.strip_prefix(with_tablespace).unwrap(),
+            "ALTER TABLE ONLY public.pages\n    ADD CONSTRAINT \"odd, key\" UNIQUE (body) INCLUDE (page_no);"
+        );
+    }
+
+    #[test]
+    fn a_quoted_constraint_name_ends_at_its_closing_quote() {
+        let statement =
+            "ALTER TABLE ONLY public.t\n    ADD CONSTRAINT \"a \"\"b\"\" c\" PRIMARY KEY (id);";
+        let key = unique_key(statement).unwrap();
+        assert_eq!(
+            (key.table, key.constraint, key.kind, key.columns),
+            ("public.t", "\"a \"\"b\"\" c\"", "PRIMARY KEY", "id")
+        );
+        assert!(unique_key(
+            "ALTER TABLE ONLY public.t\n    ADD CONSTRAINT k PRIMARY KEY (id) DEFERRABLE;"
+        )
+        .is_none());
+        assert!(unique_key(
+            "ALTER TABLE ONLY public.t\n    ADD CONSTRAINT k UNIQUE NULLS NOT DISTINCT (id);"
+        )
+        .is_none());
+        assert!(
+            unique_key("ALTER TABLE ONLY public.t\n    ADD CONSTRAINT k CHECK (id > 0);").is_none()
+        );
     }
 
     #[test]

@@ -173,7 +173,7 @@ def run_stackmigrate(source_db, target_db, work, jobs, range_rows):
     pulumi_project(root, url("dev", source_db), url("prod", target_db), jobs, range_rows)
     up = ["pulumi", "up", "--yes", "--skip-preview", "--non-interactive", "--cwd", str(root), "--stack", "bench"]
     result = measured(up, "pulumi-resource-stackmigrate")
-    post_data = re.search(r"made \d+ indexes, constraints and triggers of the created tables in ([\d.]+) s",
+    post_data = re.search(r"made the created tables' indexes, constraints and triggers in ([\d.]+) s",
                           result["output"])
     result["post_data"] = float(post_data.group(1)) if post_data else None
     again = measured(up, "pulumi-resource-stackmigrate")

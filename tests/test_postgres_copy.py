@@ -482,7 +482,7 @@ def test_an_up_stopped_in_the_post_data_makes_only_what_it_had_not_made_when_run
 
     prod.run("ALTER TABLE pages_body RENAME TO prod_notes")
     out_text = p.up()
-    assert f"({len(made)} made before)" in out_text, out_text
+    assert f"steps, {len(made)} made by an earlier run" in out_text, out_text
     out = p.outputs()
     assert out["rowsCopied"] == 0 and out["tablesInSync"] == 3, out
     for table in ("documents", "pages", "tasks"):

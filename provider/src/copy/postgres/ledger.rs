@@ -372,7 +372,8 @@ pub async fn sequences(client: &impl GenericClient, journal: &str) -> Result<Vec
 pub enum Made {
     Schema,
     Type,
-    /// An index, constraint or trigger of a created table, by pg_dump's name for it.
+    /// A step making an index, constraint or trigger of a created table (see
+    /// `post_data_step`).
     PostData,
 }
 
@@ -399,6 +400,28 @@ pub async fn note_made(
                 "INSERT INTO {JOURNAL_SCHEMA}.made VALUES ($1, $2, $3) ON CONFLICT DO NOTHING"
             ),
             &[&journal, &kind.keyword(), &name],
+        )
+        .await?;
+    Ok(())
+}
+
+/// The name the journal gives a post-data step of `table`.
+pub fn post_data_step(table: &str, step: &str) -> String {
+    format!("{table}: {step}")
+}
+
+/// Forgets the post-data steps made for `table`.
+pub async fn forget_post_data(
+    client: &impl GenericClient,
+    journal: &str,
+    table: &str,
+) -> Result<()> {
+    client
+        .execute(
+            &format!(
+                "DELETE FROM {JOURNAL_SCHEMA}.made WHERE journal = $1 AND kind = $2 AND starts_with(name, $3)"
+            ),
+            &[&journal, &Made::PostData.keyword(), &post_data_step(table, "")],
         )
         .await?;
     Ok(())

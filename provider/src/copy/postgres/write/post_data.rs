@@ -17,6 +17,7 @@ use std::time::Instant;
 
 use anyhow::{Context as _, Result};
 use backon::Retryable;
+use futures::{StreamExt, TryStreamExt};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 
@@ -248,15 +249,31 @@ pub(super) async fn make(
     if tables.is_empty() {
         return Ok(());
     }
-    let script = pg_dump(spec, "post-data", tables).await?;
+    // A script a table, so that each step's journal name says its table: a table
+    // dropped and created again forgets its steps (`ledger::forget_post_data`).
+    let dumps: Vec<_> = tables
+        .iter()
+        .map(|table| pg_dump(spec, "post-data", std::slice::from_ref(table)))
+        .collect();
+    let scripts: Vec<String> = futures::stream::iter(dumps)
+        .buffered(spec.parallel.max(1))
+        .try_collect()
+        .await?;
     // The range indexes served the copy, which is over.
     ledger::drop_range_indexes(&*target, tables).await?;
     let made: BTreeSet<String> = ledger::made(&*target, &spec.journal, Made::PostData)
         .await?
         .into_iter()
         .collect();
-    let to_make: Vec<Step> = steps(&script)
-        .into_iter()
+    let to_make: Vec<Step> = tables
+        .iter()
+        .zip(&scripts)
+        .flat_map(|(table, script)| {
+            steps(script).into_iter().map(|step| Step {
+                name: ledger::post_data_step(table, &step.name),
+                ..step
+            })
+        })
         .filter(|step| !made.contains(&step.name))
         .collect();
     let started = Instant::now();

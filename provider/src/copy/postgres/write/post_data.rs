@@ -61,7 +61,8 @@ impl Phase {
 #[derive(Debug, PartialEq, Eq)]
 struct Step {
     /// pg_dump's header for the object (`Name: …; Type: …; Schema: …`), with the part
-    /// where the object is made in two steps: the journal's name for it.
+    /// where the object is made in two steps; the journal names it by this and its
+    /// table (`ledger::post_data_step`).
     name: String,
     phase: Phase,
     /// The session settings pg_dump had made where it wrote the object, then the
@@ -265,7 +266,7 @@ pub(super) async fn make(
         .await?
         .into_iter()
         .collect();
-    let to_make: Vec<Step> = tables
+    let (made_before, to_make): (Vec<Step>, Vec<Step>) = tables
         .iter()
         .zip(&scripts)
         .flat_map(|(table, script)| {
@@ -274,8 +275,7 @@ pub(super) async fn make(
                 ..step
             })
         })
-        .filter(|step| !made.contains(&step.name))
-        .collect();
+        .partition(|step| made.contains(&step.name));
     let started = Instant::now();
     let connections = spec.parallel.clamp(1, to_make.len().max(1));
     let mut clients = Vec::with_capacity(connections);
@@ -304,7 +304,7 @@ pub(super) async fn make(
     progress.info(&format!(
         "made the created tables' indexes, constraints and triggers in {:.1} s: {done} steps, {} made by an earlier run",
         started.elapsed().as_secs_f64(),
-        made.len()
+        made_before.len()
     ));
     Ok(())
 }

@@ -330,8 +330,13 @@ def test_bad_inputs_stop_at_preview_with_what_to_fix(project, dev_prod):
 
 
 def kill_the_up(running, prod):
-    """SIGKILLs the provider and the CLI mid-up, then waits until prod has no COPY running."""
-    subprocess.run(["pkill", "-KILL", "-f", "pulumi-resource-stackmigrate"], check=False)
+    """SIGKILLs the provider and the CLI mid-up, then waits until prod has no COPY running.
+    Only this up's provider: other pulumi runs on the machine go on."""
+    providers = subprocess.run(["pgrep", "-P", str(running.pid), "-f", "pulumi-resource-stackmigrate"],
+                               capture_output=True, text=True).stdout.split()
+    assert providers, "the provider process was not found"
+    for pid in providers:
+        os.kill(int(pid), signal.SIGKILL)
     running.kill()
     running.wait()
     assert wait_until(lambda: prod.run(

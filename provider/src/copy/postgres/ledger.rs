@@ -372,8 +372,8 @@ pub async fn sequences(client: &impl GenericClient, journal: &str) -> Result<Vec
 pub enum Made {
     Schema,
     Type,
-    /// A step making an index, constraint or trigger of a created table (see
-    /// `post_data_step`).
+    /// A step making an index, constraint or trigger of a created table, by pg_dump's
+    /// name for the object.
     PostData,
 }
 
@@ -405,23 +405,19 @@ pub async fn note_made(
     Ok(())
 }
 
-/// The name the journal gives a post-data step of `table`.
-pub fn post_data_step(table: &str, step: &str) -> String {
-    format!("{table}: {step}")
-}
-
-/// Forgets the post-data steps made for `table`.
-pub async fn forget_post_data(
+/// Forgets `names` of one kind.
+pub async fn forget_made(
     client: &impl GenericClient,
     journal: &str,
-    table: &str,
+    kind: Made,
+    names: &[String],
 ) -> Result<()> {
     client
         .execute(
             &format!(
-                "DELETE FROM {JOURNAL_SCHEMA}.made WHERE journal = $1 AND kind = $2 AND starts_with(name, $3)"
+                "DELETE FROM {JOURNAL_SCHEMA}.made WHERE journal = $1 AND kind = $2 AND name = ANY($3)"
             ),
-            &[&journal, &Made::PostData.keyword(), &post_data_step(table, "")],
+            &[&journal, &kind.keyword(), &names],
         )
         .await?;
     Ok(())

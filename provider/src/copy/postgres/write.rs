@@ -156,10 +156,8 @@ async fn create_missing(
     )?;
     for key in &created {
         ledger::mark(&transaction, &spec.journal, key, "created").await?;
-        // Made for a table of this name that is gone (dropped since by someone else):
-        // the new table has none of it yet.
-        ledger::forget_post_data(&transaction, &spec.journal, key).await?;
     }
+    post_data::forget(spec, &transaction, &created).await?;
     transaction.commit().await?;
     Ok(created)
 }

@@ -17,9 +17,8 @@ use std::time::Instant;
 
 use anyhow::{Context as _, Result};
 use backon::Retryable;
-use futures::{StreamExt, TryStreamExt};
 use tokio_postgres::error::SqlState;
-use tokio_postgres::Client;
+use tokio_postgres::{Client, GenericClient};
 
 use super::super::ledger::{self, Made};
 use super::super::Spec;
@@ -60,9 +59,9 @@ impl Phase {
 /// What one transaction makes.
 #[derive(Debug, PartialEq, Eq)]
 struct Step {
-    /// pg_dump's header for the object (`Name: …; Type: …; Schema: …`), with the part
-    /// where the object is made in two steps; the journal names it by this and its
-    /// table (`ledger::post_data_step`).
+    /// pg_dump's header for the object (`Name: …; Type: …; Schema: …`, unique in a
+    /// database), with the part where the object is made in two steps: the journal's
+    /// name for it.
     name: String,
     phase: Phase,
     /// The session settings pg_dump had made where it wrote the object, then the
@@ -239,6 +238,26 @@ fn setting(line: &str) -> Option<String> {
     Some(rest.split('\'').next()?.to_string())
 }
 
+/// Forgets the steps made for `tables` (by pg_dump's names for their objects), which
+/// are being created again: someone dropped the ones this copy had created, and the new
+/// tables have none of it yet.
+pub(super) async fn forget(
+    spec: &Spec,
+    client: &impl GenericClient,
+    tables: &[String],
+) -> Result<()> {
+    if tables.is_empty()
+        || ledger::made(client, &spec.journal, Made::PostData)
+            .await?
+            .is_empty()
+    {
+        return Ok(());
+    }
+    let script = pg_dump(spec, "post-data", tables).await?;
+    let names: Vec<String> = steps(&script).into_iter().map(|step| step.name).collect();
+    ledger::forget_made(client, &spec.journal, Made::PostData, &names).await
+}
+
 /// Makes the post-data of `tables` (created by this copy) that the journal does not
 /// have as made yet, on `spec.parallel` connections, then marks the tables done.
 pub(super) async fn make(
@@ -250,31 +269,15 @@ pub(super) async fn make(
     if tables.is_empty() {
         return Ok(());
     }
-    // A script a table, so that each step's journal name says its table: a table
-    // dropped and created again forgets its steps (`ledger::forget_post_data`).
-    let dumps: Vec<_> = tables
-        .iter()
-        .map(|table| pg_dump(spec, "post-data", std::slice::from_ref(table)))
-        .collect();
-    let scripts: Vec<String> = futures::stream::iter(dumps)
-        .buffered(spec.parallel.max(1))
-        .try_collect()
-        .await?;
+    let script = pg_dump(spec, "post-data", tables).await?;
     // The range indexes served the copy, which is over.
     ledger::drop_range_indexes(&*target, tables).await?;
     let made: BTreeSet<String> = ledger::made(&*target, &spec.journal, Made::PostData)
         .await?
         .into_iter()
         .collect();
-    let (made_before, to_make): (Vec<Step>, Vec<Step>) = tables
-        .iter()
-        .zip(&scripts)
-        .flat_map(|(table, script)| {
-            steps(script).into_iter().map(|step| Step {
-                name: ledger::post_data_step(table, &step.name),
-                ..step
-            })
-        })
+    let (made_before, to_make): (Vec<Step>, Vec<Step>) = steps(&script)
+        .into_iter()
         .partition(|step| made.contains(&step.name));
     let started = Instant::now();
     let connections = spec.parallel.clamp(1, to_make.len().max(1));

@@ -243,13 +243,13 @@ def streamed_tools():
     ]
 
 
-def table_tools(venv):
+def table_tools(venv, write_sweep):
     return [
         ("stackmigrate DynamoCopy (`pulumi up`)", dynamo_copy_up),
         ("seeds' boto3 copier (10 threads)", process(f"{venv}/bin/python", str(REPO / "bench" / "boto3_copier.py"),
                                                      "{source}", "{target}")),
         ("table write ceiling (BatchWriteItem only, best concurrency)",
-         self_timed(ENGINE, "dynamo-write-ceiling", "{source}", "{target}")),
+         self_timed(ENGINE, "dynamo-write-ceiling", "{source}", "{target}", *write_sweep)),
     ]
 
 
@@ -278,14 +278,14 @@ def settle(kind):
             return
 
 
-def measure(dataset, tools, runs):
+def measure(dataset, tools, runs, warm_up):
     """Median seconds and server CPU seconds, and the largest peak RSS, of each tool over
-    `runs` runs after one warm-up. Tools take turns run by run, so that a slow patch of
-    the machine falls on all of them."""
+    `runs` runs, after one warm-up when `warm_up`. Tools take turns run by run, so that a
+    slow patch of the machine falls on all of them."""
     bucket = dataset["kind"] != "table"
     side = "b" if dataset["kind"] == "streamed" else "a"
     results = [{"tool": label, "runs": [], "peaks": [], "cpu": [], "client": []} for label, _ in tools]
-    for attempt in range(runs + 1):
+    for attempt in range(0 if warm_up else 1, runs + 1):
         for (label, tool), result in zip(tools, results):
             target = new_bucket("dst", side) if bucket else new_table("dst")
             try:
@@ -395,13 +395,13 @@ def report(sections, extra_rows, args, venv, started, elapsed):
         "",
         f"Measured {time.strftime('%Y-%m-%d %H:%M', time.localtime(started))} by `bench/run.sh` "
         f"({elapsed:.0f} s in all): every tool copies the same source into a fresh empty "
-        f"target on the same local servers, one warm-up run and then {args.runs} runs, the tools "
+        f"target on the same local servers, {'one warm-up run and then ' if args.warm_up else 'no warm-up run, '}{args.runs} runs, the tools "
         "taking turns, each run after the page cache is flushed and the server is idle; seconds are the median. "
         "\"× stackmigrate\" is the tool's median over stackmigrate's `pulumi up` median "
         "(above 1: stackmigrate is faster). Peak RSS is the provider's for `pulumi up`, the process's for the "
         "others. The ceilings time only their copy phase (listing or scanning first is not timed), at each "
         "concurrency of a sweep (CopyObject: 8 to 512 in flight; uploads: 1 to 32 objects; BatchWriteItem: "
-        "4 to 128 batches), "
+        f"{', '.join(args.write_sweep) + ' batches only' if args.write_sweep else '4 to 128 batches'}), "
         "and report the fastest, so no copy can beat them. "
         "The streamed copies read from one gateway and write into another (different endpoints, so "
         "nothing is copied server side); their ceiling only uploads as many bytes from memory, hashing nothing (no checksum, an unsigned payload). "
@@ -447,6 +447,10 @@ def main():
     parser.add_argument("--large-mib", type=int, default=100)
     parser.add_argument("--items", type=int, default=100_000, help="DynamoDB items")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--warm-up", action=argparse.BooleanOptionalAction, default=True,
+                        help="one untimed run of each tool first (--no-warm-up at sizes where a run takes minutes)")
+    parser.add_argument("--write-sweep", type=lambda s: s.split(","), default=[],
+                        help="the BatchWriteItem ceiling's concurrencies, comma-separated (default 4 to 128)")
     parser.add_argument("--only", default="small,large,streamed,items,migration",
                         help="comma-separated parts: small, large, streamed, items, migration")
     parser.add_argument("--venv", required=True, help="virtualenv with boto3 and awscli (bench/requirements.txt)")
@@ -466,10 +470,10 @@ def main():
     sections, extra = [], []
     for part, dataset, tools in [("small", small, bucket_tools(args.venv)), ("large", large, bucket_tools(args.venv)),
                                  ("streamed", {**large, "kind": "streamed"}, streamed_tools()),
-                                 ("items", table, table_tools(args.venv))]:
+                                 ("items", table, table_tools(args.venv, args.write_sweep))]:
         if part in parts:
             print(f"{dataset_label(dataset)}:", file=sys.stderr, flush=True)
-            sections.append((dataset, measure(dataset, tools, args.runs)))
+            sections.append((dataset, measure(dataset, tools, args.runs, args.warm_up)))
     if "migration" in parts:
         print("whole migration:", file=sys.stderr, flush=True)
         extra = whole_migration(small, large, table, args.runs)

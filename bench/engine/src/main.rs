@@ -293,7 +293,13 @@ async fn upload(
     Ok(())
 }
 
-async fn dynamo_write_ceiling(source: &str, target: &str) -> Result<serde_json::Value> {
+/// `sweep`: the concurrencies to try, WRITE_SWEEP when empty (a sweep at 1M items takes
+/// most of an hour).
+async fn dynamo_write_ceiling(
+    source: &str,
+    target: &str,
+    sweep: &[usize],
+) -> Result<serde_json::Value> {
     let client = clients()?.dynamodb().await?;
     const SEGMENTS: i32 = 8;
     let segments = (0..SEGMENTS).map(|segment| {
@@ -338,7 +344,11 @@ async fn dynamo_write_ceiling(source: &str, target: &str) -> Result<serde_json::
         })
         .collect::<Result<Vec<_>>>()?;
     let mut runs = Vec::new();
-    for concurrency in WRITE_SWEEP {
+    let sweep = match sweep {
+        [] => &WRITE_SWEEP[..],
+        chosen => chosen,
+    };
+    for &concurrency in sweep {
         // The same items each time: from the second run on they replace themselves,
         // which costs DynamoDB as much as a new item.
         let started = Instant::now();
@@ -554,7 +564,13 @@ async fn main() -> Result<()> {
         ["sync", source, target] => engine_sync(source, target).await?,
         ["s3-copy-ceiling", source, target] => s3_copy_ceiling(source, target).await?,
         ["s3-put-ceiling", source, target] => s3_put_ceiling(source, target).await?,
-        ["dynamo-write-ceiling", source, target] => dynamo_write_ceiling(source, target).await?,
+        ["dynamo-write-ceiling", source, target, ref sweep @ ..] => {
+            let sweep = sweep
+                .iter()
+                .map(|n| n.parse())
+                .collect::<Result<Vec<usize>, _>>()?;
+            dynamo_write_ceiling(source, target, &sweep).await?
+        }
         ["fill-table", table, count, ref first @ ..] => {
             fill_table(table, count.parse()?, first_number(first)?).await?
         }
@@ -563,7 +579,8 @@ async fn main() -> Result<()> {
         }
         ["spill-scale", count] => spill_scale(count.parse()?)?,
         _ => bail!(
-            "usage: stackmigrate-bench sync|s3-copy-ceiling|s3-put-ceiling|dynamo-write-ceiling SOURCE TARGET, \
+            "usage: stackmigrate-bench sync|s3-copy-ceiling|s3-put-ceiling SOURCE TARGET, \
+             dynamo-write-ceiling SOURCE TARGET [CONCURRENCY...], \
              or fill-table TABLE COUNT [FIRST], fill-bucket BUCKET COUNT [FIRST], spill-scale COUNT (got {args:?})"
         ),
     };

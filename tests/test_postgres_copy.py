@@ -401,9 +401,10 @@ def test_a_large_table_goes_in_key_ranges_and_a_killed_up_copies_only_the_ranges
         "(SELECT unnest(key1) FROM stackmigrate.fills WHERE tbl = 'public.work_log')"
     )
     assert covered[0][0] == done, "every committed row is journalled"
-    # Until its post-data the created table is indexed by its ranges alone, so that a
-    # range's checks and journalling read that range, not the whole table.
-    assert [i[:19] for i in indexes(prod, "work_log")] == ["stackmigrate_range_"], indexes(prod, "work_log")
+    # Until its post-data the created table has its key's index alone (made before the
+    # data, not yet attached as its key), so that a range's checks and journalling
+    # read that range, not the whole table.
+    assert indexes(prod, "work_log") == ["work_log_pkey"] and constraints(prod, "work_log") == []
     p.run("cancel", "--yes", check=False)
     p.run("refresh", "--yes", "--clear-pending-creates", check=False)
 
@@ -425,24 +426,29 @@ def test_a_large_table_goes_in_key_ranges_and_a_killed_up_copies_only_the_ranges
 
 def test_destroy_after_a_failed_up_leaves_what_prod_wrote_in_a_half_copied_table_and_in_its_own(project, dev_prod):
     """documents, created by the copy, goes in ranges; then prod's own notes table (no
-    primary key) refuses its rows (a trigger), so the up fails before any post-data.
-    Prod adds a document and a note. Destroy removes the copied documents (matched by
-    the source's key, which the created table lacks until its post-data) and keeps the
-    table for prod's row, without the index the copy made for its ranges; prod's notes
-    stay: no copy into that table committed."""
+    primary key) refuses its rows (a trigger), so the up fails before the rest of the
+    post-data. Prod adds a document and a note. Destroy removes the copied documents
+    (matched by the source's key, which the created table lacks as a constraint until
+    its post-data) and keeps the table for prod's row, with the key's index made before
+    the data (as it keeps a kept table's post-data); prod's notes stay: no copy into
+    that table committed. ledger_lines, whose key has options (a fillfactor) and so is
+    made with the rest of the post-data, is indexed by its ranges meanwhile."""
     dev_name, dev, prod_name, prod = dev_prod
     fill(dev, 30, pages_per_document=1)
     dev.run("CREATE TABLE notes (body text)")
     dev.run("INSERT INTO notes VALUES ('from dev')")
+    dev.run("CREATE TABLE ledger_lines (id bigint, PRIMARY KEY (id) WITH (fillfactor = 90))")
+    dev.run("INSERT INTO ledger_lines SELECT generate_series(1, 30)")
     prod.run("CREATE TABLE notes (body text)")
     prod.run("CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'prod refuses notes'; END $$")
     prod.run("CREATE TRIGGER refuse BEFORE INSERT ON notes FOR EACH ROW EXECUTE FUNCTION refuse()")
     p = project(resource(dev_name, prod_name, parallel=1, rangeRows=10,
-                         includeTables=["public.documents", "public.notes"]), OUTPUTS)
+                         includeTables=["public.documents", "public.notes", "public.ledger_lines"]), OUTPUTS)
     code, out = p.up(check=False)
     assert code != 0 and "prod refuses notes" in out, out
     assert committed_rows(prod, "documents") == 30
-    assert [i[:19] for i in indexes(prod, "documents")] == ["stackmigrate_range_"], indexes(prod, "documents")
+    assert indexes(prod, "documents") == ["documents_pkey"] and constraints(prod, "documents") == []
+    assert [i[:19] for i in indexes(prod, "ledger_lines")] == ["stackmigrate_range_"], indexes(prod, "ledger_lines")
     prod.run("INSERT INTO documents (id, name) VALUES (1000, 'prod-own')")
     prod.run("ALTER TABLE notes DISABLE TRIGGER refuse")
     prod.run("INSERT INTO notes VALUES ('prod-own')")
@@ -450,8 +456,9 @@ def test_destroy_after_a_failed_up_leaves_what_prod_wrote_in_a_half_copied_table
     destroyed = p.destroy()
     assert "public.documents was created by this copy and still holds rows" in destroyed, destroyed
     assert [r[:2] for r in rows(prod, "documents", "id")] == [[1000, "prod-own"]]
-    assert indexes(prod, "documents") == []
+    assert indexes(prod, "documents") == ["documents_pkey"]
     assert rows(prod, "notes", "body") == [["prod-own"]]
+    assert "ledger_lines" not in tables_in(prod)
 
 
 def post_data_made(db):
@@ -515,6 +522,42 @@ def test_an_up_stopped_in_the_post_data_makes_only_what_it_had_not_made_when_run
     p.destroy()
     assert tables_in(prod) == ["prod_notes"]
     assert prod.run("SELECT count(*) FROM stackmigrate.made")[0][0] == 0
+
+
+def test_destroy_after_an_up_stopped_at_a_foreign_key_it_could_not_validate_removes_the_table_and_its_key(project, dev_prod):
+    """pages alone is copied into a prod whose own documents table is empty: the created
+    pages table gets its rows, its indexes, its key and its foreign key added NOT VALID,
+    and the key's validation fails the up. Destroy then removes pages, its unvalidated
+    key with it, and leaves prod's documents. Once prod holds the documents, an up
+    makes every step and validates the key."""
+    dev_name, dev, prod_name, prod = dev_prod
+    fill(dev, 10)
+    prod.run("CREATE TABLE documents (id bigserial PRIMARY KEY, name text NOT NULL, size_bytes numeric(20, 0), "
+             "meta jsonb, uploaded_at timestamptz NOT NULL DEFAULT now())")
+    p = project(resource(dev_name, prod_name, includeTables=["public.pages"]), OUTPUTS)
+    code, out = p.up(check=False)
+    assert code != 0 and 'violates foreign key constraint "pages_document_id_fkey"' in out, out
+    assert committed_rows(prod, "pages") == 30
+    assert constraints(prod, "pages") == ["pages_document_id_fkey", "pages_pkey"]
+    assert prod.run("SELECT convalidated FROM pg_constraint WHERE conname = 'pages_document_id_fkey'") == [[False]]
+    # Both indexes, the key attached, the foreign key added; its validation not made.
+    assert len(post_data_made(prod)) == 4, post_data_made(prod)
+
+    destroyed = p.destroy()
+    assert tables_in(prod) == ["documents"], destroyed
+    assert rows(prod, "documents", "id") == []
+    assert prod.run("SELECT count(*) FROM stackmigrate.made")[0][0] == 0
+
+    prod.run("INSERT INTO documents (id, name) SELECT i, 'prod-' || i FROM generate_series(1, 10) i")
+    out_text = p.up()
+    assert "5 steps, 0 made by an earlier run" in out_text, out_text
+    assert p.outputs()["rowsCopied"] == 30
+    assert rows(prod, "pages", "document_id, page_no") == rows(dev, "pages", "document_id, page_no")
+    assert prod.run("SELECT convalidated FROM pg_constraint WHERE conname = 'pages_document_id_fkey'") == [[True]]
+
+    p.destroy()
+    assert tables_in(prod) == ["documents"]
+    assert [r[:2] for r in rows(prod, "documents", "id")] == [[i, f"prod-{i}"] for i in range(1, 11)]
 
 
 def test_a_table_copied_whole_then_grown_past_range_rows_merges_in_parallel_ranges_and_rolls_back(project, dev_prod):

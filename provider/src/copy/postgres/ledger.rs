@@ -433,10 +433,11 @@ pub async fn made(client: &impl GenericClient, journal: &str, kind: Made) -> Res
     Ok(rows.into_iter().map(|r| r.get(0)).collect())
 }
 
-/// The index a created table gets on its range column until its post-data: without
-/// it, each range's reads of the table (the check for a range copied before, the check
-/// that it is empty, the journalling pass) would scan the whole table, so a table of n
-/// ranges would be read n times over.
+/// The index a created table whose primary key's index waits for the post-data (a key
+/// with options) gets on its range column until then: without it, each range's reads
+/// of the table (the check for a range copied before, the check that it is empty, the
+/// journalling pass) would scan the whole table, so a table of n ranges would be read
+/// n times over.
 pub fn range_index(table: &str) -> String {
     let digest = Sha256::digest(table.as_bytes());
     let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();

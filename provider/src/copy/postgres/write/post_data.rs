@@ -10,6 +10,9 @@
 //! index (which other index builds do not wait for) and then attached to it, and a
 //! foreign key is added unvalidated and then validated (which does not lock the
 //! referenced table against other validations).
+//!
+//! A created table copied in ranges gets its primary key's index before its data
+//! (`make_key_index`), journalled as the same step: the ranges read by it.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Mutex;
@@ -67,6 +70,9 @@ struct Step {
     /// The session settings pg_dump had made where it wrote the object, then the
     /// statement: a step runs the same on any connection.
     sql: String,
+    /// A primary key's unique index, which a table copied in ranges gets before its
+    /// data (see `make_key_index`).
+    primary_key_index: bool,
 }
 
 /// One object of pg_dump's post-data script.
@@ -120,6 +126,7 @@ impl Object {
             name: format!("{}{part}", self.name),
             phase,
             sql: format!("{}{statement}", self.settings),
+            primary_key_index: false,
         }
     }
 
@@ -128,14 +135,17 @@ impl Object {
         match self.kind.as_str() {
             "CONSTRAINT" => match unique_key(&self.statement) {
                 Some(key) => vec![
-                    self.step(
-                        " (its index)",
-                        Phase::Indexes,
-                        &format!(
-                            "CREATE UNIQUE INDEX {} ON {} USING btree ({});",
-                            key.constraint, key.table, key.columns
-                        ),
-                    ),
+                    Step {
+                        primary_key_index: key.kind == "PRIMARY KEY",
+                        ..self.step(
+                            " (its index)",
+                            Phase::Indexes,
+                            &format!(
+                                "CREATE UNIQUE INDEX {} ON {} USING btree ({});",
+                                key.constraint, key.table, key.columns
+                            ),
+                        )
+                    },
                     self.step(
                         "",
                         Phase::Keys,
@@ -258,12 +268,62 @@ pub(super) async fn forget(
     ledger::forget_made(client, &spec.journal, Made::PostData, &names).await
 }
 
+/// What `make_key_index` did.
+pub(super) enum KeyIndex {
+    /// Made it now: the step's journal name.
+    Made(String),
+    /// Found it: an earlier run made it (or the table is not this copy's).
+    Present,
+    /// Nothing: pg_dump writes the key with options, or the table has none; it comes
+    /// with the rest of the post-data.
+    Later,
+}
+
+/// Makes the primary key's unique index of `table` (created by this copy, to be filled
+/// in ranges) before its data, journalled as the post-data step it is: the ranges'
+/// reads go by it (its first column is theirs), and the post-data has one index fewer
+/// to build, which costs more than the index's upkeep during the copy. A row written
+/// into the table by someone else under a key the copy writes fails its range then,
+/// not the post-data.
+pub(super) async fn make_key_index(
+    spec: &Spec,
+    target: &Client,
+    table: &str,
+    progress: &dyn Progress,
+) -> Result<KeyIndex> {
+    let script = pg_dump(spec, "post-data", &[table.to_string()]).await?;
+    let Some(step) = steps(&script)
+        .into_iter()
+        .find(|step| step.primary_key_index)
+    else {
+        return Ok(KeyIndex::Later);
+    };
+    let made = ledger::made(target, &spec.journal, Made::PostData).await?;
+    if made.contains(&step.name) {
+        return Ok(KeyIndex::Present);
+    }
+    work(
+        target,
+        &Mutex::new(VecDeque::from([&step])),
+        &spec.journal,
+        progress,
+    )
+    .await?;
+    progress.info(&format!(
+        "{table}: its primary key's index made before its data, which goes in ranges"
+    ));
+    Ok(KeyIndex::Made(step.name))
+}
+
 /// Makes the post-data of `tables` (created by this copy) that the journal does not
 /// have as made yet, on `spec.parallel` connections, then marks the tables done.
+/// `made_before_data`: the key indexes this run made before the tables' data, which
+/// are not counted as an earlier run's.
 pub(super) async fn make(
     spec: &Spec,
     target: &mut Client,
     tables: &[String],
+    made_before_data: &[String],
     progress: &dyn Progress,
 ) -> Result<()> {
     if tables.is_empty() {
@@ -279,6 +339,10 @@ pub(super) async fn make(
     let (made_before, to_make): (Vec<Step>, Vec<Step>) = steps(&script)
         .into_iter()
         .partition(|step| made.contains(&step.name));
+    let made_by_an_earlier_run = made_before
+        .iter()
+        .filter(|step| !made_before_data.contains(&step.name))
+        .count();
     let started = Instant::now();
     let connections = spec.parallel.clamp(1, to_make.len().max(1));
     let mut clients = Vec::with_capacity(connections);
@@ -307,7 +371,7 @@ pub(super) async fn make(
     progress.info(&format!(
         "made the created tables' indexes, constraints and triggers in {:.1} s: {done} steps, {} made by an earlier run",
         started.elapsed().as_secs_f64(),
-        made_before.len()
+        made_by_an_earlier_run
     ));
     Ok(())
 }
@@ -463,6 +527,13 @@ ALTER TABLE ONLY public.tasks
                 ),
             ]
         );
+        // A plain primary key's index alone may be made before its table's data.
+        let before_data: Vec<&str> = steps
+            .iter()
+            .filter(|s| s.primary_key_index)
+            .map(|s| s.name.as_str())
+            .collect();
+        assert_eq!(before_data, [format!("{pkey} (its index)")]);
         let sql: Vec<&str> = steps
             .iter()
             .map(|s| s.sql.lines().last().unwrap())

@@ -90,7 +90,10 @@ def test_archive_holds_the_binary_at_its_root_and_matches_the_checksums(release)
 # Mach-O: 64-bit magic, each target's CPU type, and the load commands read below.
 MACH_O_MAGIC, MH_EXECUTE = 0xFEEDFACF, 2
 MACH_O_CPU = {"darwin-amd64": 0x01000007, "darwin-arm64": 0x0100000C}
-LC_LOAD_DYLIB, LC_CODE_SIGNATURE, LC_BUILD_VERSION, PLATFORM_MACOS = 0xC, 0x1D, 0x32, 1
+LC_CODE_SIGNATURE, LC_BUILD_VERSION, PLATFORM_MACOS = 0x1D, 0x32, 1
+# Every command that makes dyld load a library (plain, weak, re-exported, lazy,
+# upward): all share dylib_command's layout, the name's offset at byte 8.
+LOADS_A_DYLIB = {0xC, 0x80000018, 0x8000001F, 0x20, 0x80000023}
 
 
 def load_commands(binary: bytes, count: int):
@@ -117,7 +120,7 @@ def test_macos_archives_hold_an_executable_for_their_cpu_that_loads_the_system_f
     commands = list(load_commands(binary, count))
     dylibs = []
     for command, body in commands:
-        if command == LC_LOAD_DYLIB:
+        if command in LOADS_A_DYLIB:
             name_at = struct.unpack_from("<I", body, 8)[0]
             dylibs.append(body[name_at:].split(b"\0")[0].decode())
     # The stubs' install paths: macOS loads the real frameworks from there.

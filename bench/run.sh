@@ -6,6 +6,8 @@
 #
 #   bench/run.sh                                   # the issue's datasets, 3 runs each
 #   bench/run.sh --small 500 --large 2 --items 5000 --runs 1 --output /tmp/quick.md
+#   bench/run.sh --only items --items 1000000 --runs 1 --no-warm-up --write-sweep 16,32 \
+#     --small 1 --large 1 --large-mib 1 --output /tmp/items-1m.md   # about 50 minutes
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"

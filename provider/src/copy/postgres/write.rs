@@ -15,7 +15,6 @@ use super::catalog::{self, literal, quote, Slice, Table, JOURNAL_SCHEMA};
 use super::ledger::{self, Made, SequenceEntry};
 use super::{connect_both, count_and_hash, Action, Counts, Spec, Survey, TablePlan};
 use crate::copy::progress::{human_bytes, Progress};
-use post_data::KeyIndex;
 
 /// A sequence of the target to move forward to the source's value.
 pub(super) struct SequenceMove {
@@ -277,16 +276,14 @@ impl Unit<'_> {
 /// A large table whose primary key starts with an integer, cut into ranges of that
 /// column as the journal has them (a run after a kill copies the same ranges) or into
 /// new ones of about `range_rows` rows; other tables whole. A table this copy created
-/// (`bare`: its indexes come with the post-data) gets its primary key's index first
-/// (its name added to `made_before_data`), or its range index when the key comes
-/// later. The source connection returned holds open the snapshot the ranges read, and
-/// must live until they are copied.
+/// (`bare`: its indexes come with the post-data) gets its primary key's index first,
+/// or its range index when the key comes later. The source connection returned holds
+/// open the snapshot the ranges read, and must live until they are copied.
 async fn units<'a>(
     spec: &Spec,
     plan: &'a TablePlan,
     bare: bool,
     target: &Client,
-    made_before_data: &mut Vec<String>,
     progress: &dyn Progress,
 ) -> Result<(Vec<Unit<'a>>, Option<Client>)> {
     let whole = vec![Unit {
@@ -334,14 +331,8 @@ async fn units<'a>(
         ledger::expand(target, &spec.journal, &key, &Slice::Whole).await?;
         target.batch_execute("COMMIT").await?;
     }
-    let key_index = match bare {
-        true => post_data::make_key_index(spec, target, &key, progress).await?,
-        false => KeyIndex::Present,
-    };
-    match key_index {
-        KeyIndex::Made(step) => made_before_data.push(step),
-        KeyIndex::Present => {}
-        KeyIndex::Later => target
+    if bare && !post_data::make_key_index(spec, target, &key, progress).await? {
+        target
             .batch_execute(&format!(
                 "CREATE INDEX IF NOT EXISTS {} ON {} ({})",
                 quote(&ledger::range_index(&key)),
@@ -349,7 +340,7 @@ async fn units<'a>(
                 quote(&column.name)
             ))
             .await
-            .with_context(|| format!("indexing {key} by its ranges"))?,
+            .with_context(|| format!("indexing {key} by its ranges"))?;
     }
     let count = ranges.len();
     let units = ranges
@@ -739,13 +730,12 @@ pub async fn run(spec: &Spec, survey: &Survey, progress: &dyn Progress) -> Resul
     pending.extend(created);
     pending.sort();
     pending.dedup();
-    let mut made_before_data = Vec::new();
+    let made_by_earlier_runs = ledger::made(&target, &spec.journal, Made::PostData).await?;
     for level in catalog::levels(&in_target) {
         let (mut batch, mut snapshots) = (Vec::new(), Vec::new());
         for plan in to_copy.iter().filter(|p| level.contains(&p.table.key())) {
             let bare = pending.binary_search(&plan.table.key()).is_ok();
-            let (units, snapshot) =
-                units(spec, plan, bare, &target, &mut made_before_data, progress).await?;
+            let (units, snapshot) = units(spec, plan, bare, &target, progress).await?;
             batch.extend(units);
             snapshots.extend(snapshot);
         }
@@ -767,6 +757,6 @@ pub async fn run(spec: &Spec, survey: &Survey, progress: &dyn Progress) -> Resul
         }
     }
     counts.sequences_set = set_sequences(spec, &source, &mut target, survey).await?;
-    post_data::make(spec, &mut target, &pending, &made_before_data, progress).await?;
+    post_data::make(spec, &mut target, &pending, &made_by_earlier_runs, progress).await?;
     Ok(counts)
 }

@@ -268,39 +268,29 @@ pub(super) async fn forget(
     ledger::forget_made(client, &spec.journal, Made::PostData, &names).await
 }
 
-/// What `make_key_index` did.
-pub(super) enum KeyIndex {
-    /// Made it now: the step's journal name.
-    Made(String),
-    /// Found it: an earlier run made it (or the table is not this copy's).
-    Present,
-    /// Nothing: pg_dump writes the key with options, or the table has none; it comes
-    /// with the rest of the post-data.
-    Later,
-}
-
 /// Makes the primary key's unique index of `table` (created by this copy, to be filled
 /// in ranges) before its data, journalled as the post-data step it is: the ranges'
 /// reads go by it (its first column is theirs), and the post-data has one index fewer
 /// to build, which costs more than the index's upkeep during the copy. A row written
 /// into the table by someone else under a key the copy writes fails its range then,
-/// not the post-data.
+/// not the post-data. False when pg_dump writes the key with options: it comes with the
+/// rest of the post-data.
 pub(super) async fn make_key_index(
     spec: &Spec,
     target: &Client,
     table: &str,
     progress: &dyn Progress,
-) -> Result<KeyIndex> {
+) -> Result<bool> {
     let script = pg_dump(spec, "post-data", &[table.to_string()]).await?;
     let Some(step) = steps(&script)
         .into_iter()
         .find(|step| step.primary_key_index)
     else {
-        return Ok(KeyIndex::Later);
+        return Ok(false);
     };
     let made = ledger::made(target, &spec.journal, Made::PostData).await?;
     if made.contains(&step.name) {
-        return Ok(KeyIndex::Present);
+        return Ok(true);
     }
     work(
         target,
@@ -312,18 +302,18 @@ pub(super) async fn make_key_index(
     progress.info(&format!(
         "{table}: its primary key's index made before its data, which goes in ranges"
     ));
-    Ok(KeyIndex::Made(step.name))
+    Ok(true)
 }
 
 /// Makes the post-data of `tables` (created by this copy) that the journal does not
 /// have as made yet, on `spec.parallel` connections, then marks the tables done.
-/// `made_before_data`: the key indexes this run made before the tables' data, which
-/// are not counted as an earlier run's.
+/// `made_by_earlier_runs`: the journal's steps when this run began (a key's index it
+/// made before the data is not an earlier run's).
 pub(super) async fn make(
     spec: &Spec,
     target: &mut Client,
     tables: &[String],
-    made_before_data: &[String],
+    made_by_earlier_runs: &[String],
     progress: &dyn Progress,
 ) -> Result<()> {
     if tables.is_empty() {
@@ -341,7 +331,7 @@ pub(super) async fn make(
         .partition(|step| made.contains(&step.name));
     let made_by_an_earlier_run = made_before
         .iter()
-        .filter(|step| !made_before_data.contains(&step.name))
+        .filter(|step| made_by_earlier_runs.contains(&step.name))
         .count();
     let started = Instant::now();
     let connections = spec.parallel.clamp(1, to_make.len().max(1));
